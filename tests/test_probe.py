@@ -1,0 +1,93 @@
+"""scikit-learn compatibility of LinearProbe and TextEmbedder, and what the probe learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from bertprobe import LinearProbe, TextEmbedder
+from bertprobe.errors import BadInputError
+from bertprobe.probe import DEFAULT_C_GRID, SEED_C_GRID, parse_c_grid
+
+
+@parametrize_with_checks([LinearProbe(cv=3)])
+def test_linear_probe_passes_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def blobs(n_classes: int, n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=3.0, size=(n_classes, 10))
+    y = np.arange(n) % n_classes
+    return centres[y] + rng.normal(size=(n, 10)), y
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_probe_learns_and_reports_its_cv_search(n_classes):
+    X, y = blobs(n_classes)
+    names = np.array(["neg", "neu", "pos"])[y]
+    probe = LinearProbe(cv=4).fit(X, names)
+    assert probe.classes_.tolist() == sorted(set(names.tolist()))
+    assert probe.cv_scores_.shape == (4, len(DEFAULT_C_GRID))
+    assert probe.C_ in probe.Cs_
+    assert probe.cv_accuracy_ == pytest.approx(probe.cv_scores_.max(axis=0).max(), abs=0.2)
+    assert probe.cv_accuracy_ > 0.9
+    proba = probe.predict_proba(X)
+    assert proba.shape == (len(X), n_classes)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert (probe.predict(X) == names).mean() > 0.9
+
+
+def test_c_grids():
+    assert parse_c_grid("seed") == SEED_C_GRID
+    assert SEED_C_GRID[0] == 0.0001 and SEED_C_GRID[-1] == 100 and len(SEED_C_GRID) == 20
+    assert parse_c_grid("0.1, 1,10") == (0.1, 1.0, 10.0)
+    for bad in ("", "x", "1,-2"):
+        with pytest.raises(BadInputError, match="--c-grid"):
+            parse_c_grid(bad)
+
+
+def test_untrainable_labels_are_explained():
+    X, y = blobs(2, n=20)
+    with pytest.raises(BadInputError, match="one class only"):
+        LinearProbe().fit(X, np.zeros(20, dtype=int))
+    rare = y.copy()
+    rare[:] = 0
+    rare[:3] = 1
+    with pytest.raises(BadInputError, match=r"too few examples of class 1 \(3\).*at most 3"):
+        LinearProbe(cv=5).fit(X, rare)
+
+
+def test_embedder_params_round_trip_and_clone(tiny_distilbert):
+    embedder = TextEmbedder(str(tiny_distilbert), pooling="mean", layers="-2,-1", batch_size=7)
+    assert embedder.get_params()["layers"] == "-2,-1"
+    copy = clone(embedder)
+    assert copy.get_params() == embedder.get_params()
+    X = copy.fit_transform(["a fine film", "a dull one"])
+    assert X.shape == (2, 128) and X.dtype == np.float32
+    assert copy.get_feature_names_out()[0] == "layer1_mean_0"
+
+
+def test_pipeline_works_in_grid_search_and_cross_val_score(tiny_distilbert, sentiment_rows):
+    texts = [t for t, _ in sentiment_rows]
+    labels = np.array(["pos" if y else "neg" for _, y in sentiment_rows])
+    pipeline = make_pipeline(TextEmbedder(str(tiny_distilbert)), LinearProbe(cv=3))
+    search = GridSearchCV(pipeline, {"textembedder__pooling": ["cls", "mean"]}, cv=3)
+    search.fit(texts, labels)
+    assert search.best_params_["textembedder__pooling"] in ("cls", "mean")
+    # Random weights still keep word identity in a mean of token vectors: the probe learns it.
+    assert search.cv_results_["mean_test_score"].max() > 0.8
+    assert set(search.predict(["the film was great"])) <= {"pos", "neg"}
+    scores = cross_val_score(make_pipeline(TextEmbedder(str(tiny_distilbert), pooling="mean"),
+                                           LinearProbe(cv=3)), texts, labels, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.8
+
+
+def test_embedder_rejects_a_single_string(tiny_distilbert):
+    embedder = TextEmbedder(str(tiny_distilbert)).fit(["x"])
+    with pytest.raises(BadInputError, match="single string"):
+        embedder.transform("just one text")
