@@ -325,15 +325,36 @@ def embed(
     Example:
         >>> X, stats = embed(["fine", "awful"], "minilm", FeatureSpec("mean"))  # doctest: +SKIP
     """
-    start = time.perf_counter()
     model = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device)
+    views = [View(model.layer_index(layer), spec.pooling) for layer in spec.layers]
+    return embed_views(texts, model, views, max_length=spec.max_length, batch_size=batch_size,
+                       max_tokens=max_tokens, cache=cache, progress=progress, on_batch=on_batch)
+
+
+def embed_views(
+    texts: Sequence[str],
+    model: LoadedEncoder,
+    views: Sequence[View],
+    *,
+    max_length: int | None = None,
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    cache: EmbeddingCache | None = None,
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, EmbedStats]:
+    """Several views of each text from one forward pass, side by side.
+
+    Row ``i`` holds ``texts[i]``'s vectors for ``views[0]``, ``views[1]``, ... each
+    ``model.hidden_size`` wide. A layer sweep asks for every layer x pooling at once.
+    """
+    start = time.perf_counter()
     if batch_size < 1:
         raise BadInputError(f"batch size {batch_size} must be at least 1")
-    max_length = spec.max_length or model.max_length
+    max_length = max_length or model.max_length
     if max_length > model.max_length:
         raise BadInputError(f"max length {max_length} exceeds what {model.ref.name} takes "
                             f"({model.max_length} tokens); use a smaller --max-length")
-    views = [View(model.layer_index(layer), spec.pooling) for layer in spec.layers]
     dim = model.hidden_size
     stats = EmbedStats(n_texts=len(texts), max_length=max_length)
 
@@ -349,7 +370,7 @@ def embed(
 
     view_keys = {}
     if cache is not None:
-        have = np.ones(len(unique), dtype=bool)
+        done[:] = True
         for j, view in enumerate(views):
             view_keys[view] = cache.register_view(
                 model.ref.name, model.ref.fingerprint, view.layer, view.pooling, max_length, dim)
@@ -357,10 +378,9 @@ def embed(
             for u, i in enumerate(unique):
                 vec = found.get(keys[i])
                 if vec is None:
-                    have[u] = False
+                    done[u] = False
                 else:
                     vectors[u, j * dim:(j + 1) * dim] = vec
-        done = have
     todo = [u for u in range(len(unique)) if not done[u]]
     stats.n_cached = len(unique) - len(todo)
 
