@@ -32,6 +32,7 @@ from bertprobe.encode import (
 from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.persist import file_record, load_model, save_model
 from bertprobe.probe import LinearProbe, check_trainable, parse_c_grid
+from bertprobe.sweep import SweepResult, parse_poolings, run_sweep
 
 app = typer.Typer(
     name="bertprobe",
@@ -63,6 +64,9 @@ TextColOpt = Annotated[str | None, typer.Option(help="Text column, by name or 0-
 LabelColOpt = Annotated[str | None, typer.Option(help="Label column, by name or 0-based index.")]
 DropEmptyOpt = Annotated[bool, typer.Option(help="Skip rows whose text is empty.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+JobsOpt = Annotated[int, typer.Option(
+    "--jobs", "-j", help="Processes for cross-validation folds (-1: one per CPU core).")]
+CvOpt = Annotated[int, typer.Option(help="Cross-validation folds for choosing C.")]
 
 
 def _note(message: str) -> None:
@@ -98,9 +102,15 @@ def train(
     layer: LayerOpt = "-1",
     max_length: MaxLengthOpt = None,
     c_grid: Annotated[str, typer.Option(
-        help="C values to search: 'default' (log-spaced), 'seed' (the recipe's "
+        help="C values to search: 'default' (log-spaced), 'coarse', 'seed' (the recipe's "
              "linspace(0.0001, 100, 20)) or a comma list.")] = "default",
-    cv: Annotated[int, typer.Option(help="Cross-validation folds for choosing C.")] = 5,
+    cv: CvOpt = 5,
+    auto: Annotated[bool, typer.Option(
+        "--auto", help="Choose layer(s) and pooling by a CV sweep on the training data first "
+                       "(overrides --pooling and --layer).")] = False,
+    poolings: Annotated[str, typer.Option(
+        help="Poolings the --auto sweep tries.")] = "cls,mean,max",
+    jobs: JobsOpt = -1,
     batch_size: BatchSizeOpt = 32,
     max_tokens: MaxTokensOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -114,6 +124,7 @@ def train(
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
     grid = parse_c_grid(c_grid)
+    sweep_poolings = parse_poolings(poolings) if auto else ()
     train_set = read_labelled(data, text_col=_column(text_col), label_col=_column(label_col),
                               drop_empty=drop_empty)
     test_set = None
@@ -127,8 +138,15 @@ def train(
     _report_dropped(train_set, test_set)
 
     model = load_encoder(encoder, device)
+    sweep: SweepResult | None = None
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
+        if auto:
+            sweep = run_sweep(train_set.texts, train_set.labels, model, poolings=sweep_poolings,
+                              cv=cv, max_length=max_length, cache=cache, batch_size=batch_size,
+                              n_jobs=jobs, progress=not as_json)
+            spec = FeatureSpec(sweep.best.pooling, tuple(sweep.best.layers), max_length)
+            layer = ",".join(str(x) for x in spec.layers)
         options = dict(batch_size=batch_size, max_tokens=max_tokens, cache=cache,
                        progress=not as_json)
         X_train, train_stats = embed(train_set.texts, model, spec, **options)
@@ -136,7 +154,7 @@ def train(
                               if test_set is not None else (None, None))
 
     fit_start = time.perf_counter()
-    probe = LinearProbe(Cs=grid, cv=cv).fit(X_train, train_set.labels)
+    probe = LinearProbe(Cs=grid, cv=cv, n_jobs=jobs).fit(X_train, train_set.labels)
     fit_seconds = time.perf_counter() - fit_start
     test_accuracy = (float(probe.score(X_test, test_set.labels))
                      if test_set is not None else None)
@@ -159,6 +177,8 @@ def train(
         "n_cached": train_stats.n_cached + (test_stats.n_cached if test_stats else 0),
         "n_truncated": train_stats.n_truncated + (test_stats.n_truncated if test_stats else 0),
         "model_dir": str(out) if out is not None else None,
+        "auto": sweep.best.name if sweep is not None else None,
+        "sweep_seconds": sweep.seconds if sweep is not None else None,
     }
     if out is not None:
         data_records = {"train": file_record(data, len(train_set), train_set.sha256)}
@@ -166,11 +186,14 @@ def train(
             data_records["test"] = file_record(test, len(test_set), test_set.sha256)
         metrics = {k: result[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
         save_model(out, probe, model.ref, spec, max_length=max_len, metrics=metrics,
-                   data=data_records)
+                   data=data_records,
+                   extra={"sweep": sweep.to_dict()} if sweep is not None else None)
 
     if as_json:
         typer.echo(json.dumps(result))
         return
+    if sweep is not None:
+        _print_sweep(sweep)
     counts = Counter(train_set.labels)
     typer.echo(f"train     {data}: {len(train_set):,} texts, {len(counts)} classes ("
                + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str)) + ")")
@@ -316,7 +339,150 @@ def embed_command(
                    f"({stats.n_cached:,} from cache, {stats.n_truncated:,} truncated)")
 
 
+@app.command("sweep")
+def sweep_command(
+    data: Annotated[Path, typer.Argument(help="Labelled training file.")],
+    encoder: EncoderOpt = DEFAULT_ENCODER,
+    poolings: Annotated[str, typer.Option(help="Poolings to try, comma separated.")] =
+        "cls,mean,max",
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for sweep.json and sweep.png.")] = None,
+    cv: CvOpt = 5,
+    c_grid: Annotated[str, typer.Option(help="C values for each candidate.")] = "coarse",
+    max_length: MaxLengthOpt = None,
+    jobs: JobsOpt = -1,
+    batch_size: BatchSizeOpt = 32,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "cpu",
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    drop_empty: DropEmptyOpt = False,
+    tfidf: Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score every hidden layer x pooling (and concatenations) by CV on the training data."""
+    chosen_poolings = parse_poolings(poolings)
+    grid = parse_c_grid(c_grid)
+    train_set = read_labelled(data, text_col=_column(text_col), label_col=_column(label_col),
+                              drop_empty=drop_empty)
+    try:
+        check_trainable(train_set.labels, cv)
+    except BadInputError as exc:
+        raise BadInputError(f"{data}: {exc}") from None
+    _report_dropped(train_set)
+    model = load_encoder(encoder, device)
+    with ExitStack() as stack:
+        result = run_sweep(train_set.texts, train_set.labels, model, poolings=chosen_poolings,
+                           cv=cv, Cs=grid, max_length=max_length,
+                           cache=_cache(stack, cache_dir, no_cache), batch_size=batch_size,
+                           n_jobs=jobs, tfidf=tfidf, progress=not as_json)
+    summary = result.to_dict()
+    if out is not None:
+        from bertprobe.report import figure_png, plot_sweep
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (out / "sweep.png").write_bytes(figure_png(plot_sweep(summary)))
+        summary["out"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    _print_sweep(result)
+    if out is not None:
+        typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
+
+
+@app.command()
+def report(
+    data: Annotated[Path, typer.Argument(help="Labelled test file.")],
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html and the PNGs.")] =
+        Path("report"),
+    train_file: Annotated[Path | None, typer.Option(
+        "--train", help="Training file for the learning curve and the TF-IDF baseline "
+                        "(default: the one recorded in the model card, if unchanged).")] = None,
+    jobs: JobsOpt = -1,
+    batch_size: BatchSizeOpt = 32,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "cpu",
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    drop_empty: DropEmptyOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write an HTML report with plots: errors, calibration, C search, sweep, learning curve."""
+    from bertprobe.report import ReportData, learning_curve_scores, write_report
+    from bertprobe.sweep import tfidf_pipeline
+
+    model = load_model(model_dir)
+    columns = dict(text_col=_column(text_col), label_col=_column(label_col))
+    test_set = read_labelled(data, drop_empty=drop_empty, **columns)
+    train_set, note = _training_data_of(model.card, train_file, columns)
+    with ExitStack() as stack:
+        cache = _cache(stack, cache_dir, no_cache)
+        options = dict(cache=cache, batch_size=batch_size, device=device, progress=not as_json)
+        X_test, _ = model.embed(test_set.texts, **options)
+        X_train = model.embed(train_set.texts, **options)[0] if train_set else None
+    proba = model.probe.predict_proba(X_test)
+    y_true = np.asarray(test_set.labels)
+    report_data = ReportData(
+        model_id=model.id, card=model.card, texts=test_set.texts, y_true=y_true,
+        y_pred=model.probe.classes_[proba.argmax(axis=1)], proba=proba,
+        classes=model.classes, features=X_test, test_source=str(data),
+        notes=[note] if note else [])
+    if train_set is not None:
+        y_train = np.asarray(train_set.labels)
+        report_data.learning_curve = learning_curve_scores(
+            X_train, y_train, C=model.probe.C_, cv=model.probe.cv, n_jobs=jobs)
+        baseline = tfidf_pipeline(cv=model.probe.cv, n_jobs=jobs).fit(train_set.texts, y_train)
+        report_data.tfidf_accuracy = float(baseline.score(test_set.texts, y_true))
+    page = write_report(report_data, out)
+    if as_json:
+        typer.echo(json.dumps({"report": str(page), **report_data.summary()}, default=_jsonable))
+        return
+    if note:
+        _note(f"note: {note}")
+    typer.echo(f"accuracy  {_percent(report_data.accuracy)} on {data}"
+               + (f" (TF-IDF + LR baseline {_percent(report_data.tfidf_accuracy)})"
+                  if report_data.tfidf_accuracy is not None else ""))
+    typer.echo(f"report    {page}")
+
+
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _print_sweep(result: SweepResult) -> None:
+    best = result.best
+    typer.echo(f"sweep     {result.n_train:,} texts, {result.cv}-fold CV accuracy on training "
+               f"data ({result.seconds:.0f} s)")
+    typer.echo(f"{'features':<22} {'width':>6} {'CV acc':>8} {'± std':>7} {'C':>9}")
+    for row in result.rows:
+        mark = "  <- best" if row is best else ""
+        typer.echo(f"{row.name:<22} {row.dim:>6} {100 * row.cv_accuracy:>7.2f}% "
+                   f"{100 * row.cv_std:>6.2f} {row.C:>9.3g}{mark}")
+    if result.tfidf_cv_accuracy is not None:
+        typer.echo(f"{'TF-IDF + LR baseline':<22} {'':>6} {100 * result.tfidf_cv_accuracy:>7.2f}%")
+
+
+def _training_data_of(card: dict, train_file: Path | None,
+                      columns: dict) -> tuple[LabelledTexts | None, str | None]:
+    """The model's training data, if it can be had unchanged; else None and why not."""
+    if train_file is not None:
+        return read_labelled(train_file, **columns), None
+    record = card.get("data", {}).get("train")
+    if not record:
+        return None, "no training file recorded; pass --train for the learning curve and baseline"
+    path = Path(record["path"])
+    if not path.is_file():
+        return None, (f"training file {path} not found; pass --train for the learning curve and "
+                      "the TF-IDF baseline")
+    train_set = read_labelled(path, **columns)
+    if train_set.sha256 != record["sha256"]:
+        return None, (f"training file {path} changed since training; pass --train for the "
+                      "learning curve and the TF-IDF baseline")
+    return train_set, None
 
 
 def _report_dropped(*sets: LabelledTexts | None) -> None:

@@ -34,11 +34,13 @@ from bertprobe.errors import BadInputError
 SEED_C_GRID = tuple(np.linspace(0.0001, 100, 20).tolist())
 # Our default: log-spaced, which covers strong to weak regularization evenly.
 DEFAULT_C_GRID = tuple(np.logspace(-4, 2, 13).tolist())
-C_GRIDS = {"default": DEFAULT_C_GRID, "seed": SEED_C_GRID}
+# Seven points over the same range: for ranking many candidate features quickly (the sweep).
+COARSE_C_GRID = tuple(np.logspace(-4, 2, 7).tolist())
+C_GRIDS = {"default": DEFAULT_C_GRID, "coarse": COARSE_C_GRID, "seed": SEED_C_GRID}
 
 
 def parse_c_grid(value: str) -> tuple[float, ...]:
-    """``"default"``, ``"seed"`` or a comma list of positive numbers."""
+    """``"default"``, ``"coarse"``, ``"seed"`` or a comma list of positive numbers."""
     if value in C_GRIDS:
         return C_GRIDS[value]
     try:
@@ -46,8 +48,8 @@ def parse_c_grid(value: str) -> tuple[float, ...]:
     except ValueError:
         grid = ()
     if not grid or any(c <= 0 for c in grid):
-        raise BadInputError(f"--c-grid {value!r} is not 'default', 'seed' or a comma list of "
-                            "positive numbers (e.g. 0.01,0.1,1,10)")
+        raise BadInputError(f"--c-grid {value!r} is not 'default', 'coarse', 'seed' or a comma "
+                            "list of positive numbers (e.g. 0.01,0.1,1,10)")
     return grid
 
 

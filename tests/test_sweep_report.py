@@ -1,0 +1,152 @@
+"""The layer x pooling sweep, train --auto, and the HTML report with its plots."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from bertprobe.cache import open_cache
+from bertprobe.cli import main
+from bertprobe.encode import FeatureSpec, embed, load_encoder
+from bertprobe.report import calibration_bins
+from bertprobe.sweep import candidates, run_sweep
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    return out
+
+
+def test_candidates_cover_every_layer_and_the_concatenations():
+    names = [c.name for c in candidates(7, ("cls", "mean"))]
+    assert names[:7] == [f"layer {i} cls" for i in range(7)]
+    assert "layers 3-6 mean" in names and "layers 0-6 mean" in names
+    assert len(names) == 2 * (7 + 2)
+    assert [c.name for c in candidates(3, ("max",))] == ["layer 0 max", "layer 1 max",
+                                                         "layer 2 max", "layers 0-2 max"]
+
+
+def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentiment_rows,
+                                                         tmp_path):
+    texts = [t for t, _ in sentiment_rows]
+    labels = [y for _, y in sentiment_rows]
+    model = load_encoder(str(tiny_distilbert))
+    with open_cache(tmp_path) as cache:
+        result = run_sweep(texts, labels, model, poolings=("cls", "mean"), cv=3, cache=cache)
+        # Everything the sweep looked at is now in the cache: no forward pass needed.
+        for pooling in ("cls", "mean"):
+            _, stats = embed(texts, model, FeatureSpec(pooling, (0, 1, 2)), cache=cache)
+            assert stats.n_computed == 0
+    assert [r.name for r in result.rows] == [c.name for c in candidates(3, ("cls", "mean"))]
+    assert result.embed.n_computed == len(set(texts))
+    assert result.best.cv_accuracy == max(r.cv_accuracy for r in result.rows)
+    assert result.best.cv_accuracy > 0.8
+    assert 0.0 <= result.tfidf_cv_accuracy <= 1.0
+    # One word decides the label: TF-IDF should find it too.
+    assert result.tfidf_cv_accuracy > 0.8
+    assert json.loads(json.dumps(result.to_dict()))["best"] == result.best.name
+
+
+def test_calibration_bins_and_ece():
+    confidence = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
+    correct = np.array([1, 1, 1, 0, 1, 0], dtype=bool)
+    bins, ece = calibration_bins(confidence, correct)
+    assert [b["count"] for b in bins] == [2, 4]
+    # |0.55 - 0.5| * 2/6 + |0.95 - 0.75| * 4/6
+    assert ece == pytest.approx(0.05 * 2 / 6 + 0.20 * 4 / 6)
+    _, perfect = calibration_bins(np.array([1.0, 1.0]), np.array([True, True]))
+    assert perfect == 0.0
+
+
+@pytest.fixture
+def auto_model(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
+    out = tmp_path / "auto"
+    result = json.loads(run(["train", sentiment_tsv, "--encoder", tiny_distilbert, "--auto",
+                             "--poolings", "cls,mean", "--cv", "3", "--out", out, "--json"],
+                            capsys))
+    return out, result
+
+
+def test_train_auto_uses_and_records_the_sweep_winner(auto_model):
+    out, result = auto_model
+    card = json.loads((out / "card.json").read_text())
+    best = max(card["sweep"]["rows"], key=lambda r: r["cv_accuracy"])
+    assert card["sweep"]["best"] == result["auto"]
+    assert result["auto"] in {r["name"] for r in card["sweep"]["rows"]
+                              if r["cv_accuracy"] == best["cv_accuracy"]}
+    chosen = next(r for r in card["sweep"]["rows"] if r["name"] == result["auto"])
+    assert card["features"]["pooling"] == chosen["pooling"]
+    assert card["features"]["layers"] == chosen["layers"]
+
+
+def test_sweep_command_writes_table_json_and_plot(tiny_distilbert, sentiment_tsv, tmp_path,
+                                                  capsys):
+    out = tmp_path / "sweep"
+    printed = run(["sweep", sentiment_tsv, "--encoder", tiny_distilbert, "--poolings", "mean",
+                   "--cv", "3", "--out", out], capsys)
+    assert "layer 0 mean" in printed and "<- best" in printed and "TF-IDF" in printed
+    saved = json.loads((out / "sweep.json").read_text())
+    assert len(saved["rows"]) == 4
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_holds_the_plots_and_the_numbers(auto_model, sentiment_tsv, tmp_path, capsys):
+    model_dir, _ = auto_model
+    out = tmp_path / "report"
+    summary = json.loads(run(["report", "--model", model_dir, sentiment_tsv, "--out", out,
+                              "--json"], capsys))
+    evaluated = json.loads(run(["evaluate", "--model", model_dir, sentiment_tsv, "--json"],
+                               capsys))
+    assert summary["accuracy"] == pytest.approx(evaluated["accuracy"])
+    assert summary["tfidf_accuracy"] is not None  # the training file was found via the card
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs == {"confusion_matrix.png", "cv_vs_c.png", "layer_sweep.png",
+                    "learning_curve.png", "reliability.png", "projection.png"}
+    page = (out / "report.html").read_text()
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
+    assert f"{100 * summary['accuracy']:.2f}%" in page
+    assert "Most confident errors" in page and "Per class" in page
+    assert f"{summary['expected_calibration_error']:.3f}" in page
+
+
+def test_report_without_the_training_file_says_so(auto_model, sentiment_tsv, tmp_path, capsys):
+    model_dir, _ = auto_model
+    sentiment_tsv.rename(tmp_path / "moved.tsv")
+    test_copy = tmp_path / "test.tsv"
+    test_copy.write_text((tmp_path / "moved.tsv").read_text())
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--model", str(model_dir), str(test_copy), "--out", str(tmp_path / "r")])
+    assert info.value.code == 0
+    assert "not found; pass --train" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "learning_curve.png").exists()
+    assert (tmp_path / "r" / "report.html").exists()
+
+
+def test_report_page_loads_every_image_in_chromium(auto_model, sentiment_tsv, tmp_path, capsys):
+    from playwright.sync_api import sync_playwright
+
+    from browser import open_browser
+
+    model_dir, _ = auto_model
+    out = tmp_path / "report"
+    run(["report", "--model", model_dir, sentiment_tsv, "--out", out], capsys)
+    with sync_playwright() as p:
+        browser = open_browser(p)
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto((out / "report.html").as_uri())
+        widths = page.eval_on_selector_all(
+            "img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+        title = page.title()
+        browser.close()
+    assert len(widths) == 6 and all(w > 0 for w in widths), widths
+    assert problems == []
+    assert title.startswith("bertprobe report")
