@@ -69,3 +69,17 @@ def write_tsv(path: Path, rows) -> Path:
 @pytest.fixture
 def sentiment_tsv(tmp_path, sentiment_rows) -> Path:
     return write_tsv(tmp_path / "sentiment.tsv", sentiment_rows)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
+    """A saved model (tiny DistilBERT, mean pooling) trained on the one-word sentiment rows."""
+    from bertprobe import LinearProbe, resolve_encoder, save_model
+    from bertprobe.encode import FeatureSpec, embed
+
+    ref = resolve_encoder(str(tiny_distilbert))
+    spec = FeatureSpec("mean", (-1,))
+    X, stats = embed([t for t, _ in sentiment_rows], ref, spec)
+    probe = LinearProbe(cv=3).fit(X, [y for _, y in sentiment_rows])
+    return save_model(tmp_path_factory.mktemp("models") / "tiny", probe, ref, spec,
+                      max_length=stats.max_length)

@@ -26,7 +26,7 @@ import numpy as np
 from bertprobe.cache import EmbeddingCache
 from bertprobe.encode import POOLINGS, EmbedStats, FeatureSpec, LoadedEncoder, View, embed_views
 from bertprobe.errors import BadInputError
-from bertprobe.probe import COARSE_C_GRID, DEFAULT_C_GRID, LinearProbe, check_trainable
+from bertprobe.probe import COARSE_C_GRID, LinearProbe, check_trainable
 
 
 @dataclass(frozen=True)
@@ -153,13 +153,17 @@ def run_sweep(
         if on_row is not None:
             on_row(row)
 
-    tfidf_accuracy = tfidf_cv_accuracy(texts, y, cv=cv, Cs=Cs, n_jobs=n_jobs) if tfidf else None
+    tfidf_accuracy = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs) if tfidf else None
     return SweepResult(encoder=model.ref.name, n_train=len(texts), cv=cv, rows=rows,
                        tfidf_cv_accuracy=tfidf_accuracy, embed=stats,
                        seconds=time.perf_counter() - start, probes=probes)
 
 
-def tfidf_pipeline(cv: int = 5, Cs: Sequence[float] = DEFAULT_C_GRID, n_jobs: int | None = None):
+# TF-IDF vectors are unit length and sparse: their useful C values sit higher than a probe's.
+TFIDF_C_GRID = tuple(np.logspace(-1, 2, 7).tolist())
+
+
+def tfidf_pipeline(cv: int = 5, Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int | None = None):
     """The no-transformer baseline: word 1-2-gram TF-IDF into a CV-tuned logistic regression."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegressionCV
@@ -168,14 +172,14 @@ def tfidf_pipeline(cv: int = 5, Cs: Sequence[float] = DEFAULT_C_GRID, n_jobs: in
 
     return make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-        LogisticRegressionCV(Cs=[c * 100 for c in Cs], l1_ratios=(0.0,), scoring="accuracy",
+        LogisticRegressionCV(Cs=list(Cs), l1_ratios=(0.0,), scoring="accuracy",
                              cv=StratifiedKFold(cv, shuffle=True, random_state=0),
                              max_iter=1000, n_jobs=n_jobs, use_legacy_attributes=False),
     )
 
 
 def tfidf_cv_accuracy(texts: Sequence[str], y, *, cv: int = 5,
-                      Cs: Sequence[float] = DEFAULT_C_GRID, n_jobs: int | None = None) -> float:
+                      Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int | None = None) -> float:
     """Mean CV accuracy of the TF-IDF baseline at its best C, scored as the probes are.
 
     The vocabulary and IDF weights come from all training texts (no labels involved), as the
