@@ -117,6 +117,8 @@ BAD_INPUTS = {
     "bad c grid": (["train", "{good}", "--c-grid", "a,b"], "--c-grid"),
     "no texts to predict": (["predict", "--model", "{tmp}"], "not a bertprobe model folder"),
     "embed to wrong suffix": (["embed", "{good}", "--out", "{tmp}/x.csv"], "name the file"),
+    "serve a folder that is not a model": (["serve", "--model", "{tmp}"],
+                                           "not a bertprobe model folder"),
 }
 
 

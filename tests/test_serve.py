@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import pytest
 import schemathesis
@@ -115,6 +116,34 @@ def live_url(model):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=30)
+
+
+def test_shutdown_finishes_requests_in_flight(tiny_model_dir):
+    slow = load_model(tiny_model_dir)
+    answer = slow.predict_proba
+
+    def slow_predict_proba(texts, **options):
+        time.sleep(1.0)  # the request is in flight when the server is told to stop
+        return answer(texts, **options)
+
+    slow.predict_proba = slow_predict_proba
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(slow), host="127.0.0.1", port=port,
+                                           log_level="warning", timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/predict",
+                              json={"texts": ["the film was great"]}, timeout=30)
+        time.sleep(0.3)
+        server.should_exit = True
+        response = pending.result()
+    thread.join(timeout=30)
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 1
+    assert not thread.is_alive()
 
 
 def test_openapi_conformance_no_5xx(live_url):

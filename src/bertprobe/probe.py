@@ -17,10 +17,12 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -101,7 +103,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             use_legacy_attributes=False,
         )
         steps = [("scale", StandardScaler())] if self.scale else []
-        self.pipeline_ = Pipeline([*steps, ("logreg", search)]).fit(X, y)
+        with warnings.catch_warnings():
+            # Near-separable features make the weakest regularization (largest C) stop at
+            # max_iter; CV then prefers a smaller C anyway. n_iter_ keeps the record.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.pipeline_ = Pipeline([*steps, ("logreg", search)]).fit(X, y)
         self.classes_ = search.classes_
         self.Cs_ = np.asarray(search.Cs_)
         self.cv_scores_ = np.asarray(search.scores_)[:, 0, :]  # (folds, l1_ratios=1, Cs)
