@@ -457,9 +457,11 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     batching: Annotated[bool, typer.Option(
         help="Gather concurrent requests into one encoder batch.")] = True,
-    max_batch: Annotated[int, typer.Option(help="Most texts in one gathered batch.")] = 32,
+    max_batch: Annotated[int, typer.Option(help="Most texts gathered from requests.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(
         help="Longest wait for more requests after the first, in milliseconds.")] = 5.0,
+    batch_size: Annotated[int, typer.Option(
+        help="Texts per forward pass, length-sorted, within what was gathered.")] = 8,
     max_texts: Annotated[int, typer.Option(help="Most texts in one request.")] = 256,
     max_chars: Annotated[int, typer.Option(help="Most characters in one text.")] = 2000,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
@@ -468,16 +470,16 @@ def serve_command(
     """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /."""
     from bertprobe.serve import BatchingConfig, ServeLimits, serve
 
-    if max_batch < 1 or max_texts < 1 or max_chars < 1 or max_body_bytes < 1 or max_wait_ms < 0:
-        raise BadInputError("--max-batch, --max-texts, --max-chars and --max-body-bytes must be "
-                            "at least 1, --max-wait-ms at least 0")
+    if min(max_batch, batch_size, max_texts, max_chars, max_body_bytes) < 1 or max_wait_ms < 0:
+        raise BadInputError("--max-batch, --batch-size, --max-texts, --max-chars and "
+                            "--max-body-bytes must be at least 1, --max-wait-ms at least 0")
     model = load_model(model_dir)  # a bad folder fails here, before the server starts
     load_encoder(model.encoder, device)
     _note(f"serving {model.id} on http://{host}:{port} (batching "
           f"{'on' if batching else 'off'}); Ctrl-C stops after requests in flight")
     serve(model, host=host, port=port, device=device,
           limits=ServeLimits(max_texts, max_chars, max_body_bytes),
-          batching=BatchingConfig(batching, max_batch, max_wait_ms))
+          batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size))
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -41,11 +41,17 @@ class ServeLimits:
 
 @dataclass(frozen=True)
 class BatchingConfig:
-    """Gather up to ``max_batch`` texts, waiting at most ``max_wait_ms`` after the first."""
+    """Gather up to ``max_batch`` texts, waiting at most ``max_wait_ms`` after the first, then
+    run them through the encoder in length-sorted forward batches of ``batch_size``.
+
+    Small forward batches of similar lengths waste little on padding: on a 2-core CPU, 16
+    gathered sentences run fastest in forward batches of 8 (measured, bench/serve_load.py).
+    """
 
     enabled: bool = True
-    max_batch: int = 32
+    max_batch: int = 64
     max_wait_ms: float = 5.0
+    batch_size: int = 8
 
 
 def request_model(limits: ServeLimits) -> type[BaseModel]:
@@ -205,7 +211,7 @@ def create_app(
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.probe.classes_]
 
     def predict_rows(texts: list[str]) -> np.ndarray:
-        return model.predict_proba(texts, batch_size=batching.max_batch, device=device)
+        return model.predict_proba(texts, batch_size=batching.batch_size, device=device)
 
     batcher = Batcher(predict_rows, batching)
 
