@@ -125,16 +125,8 @@ def train(
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
     grid = parse_c_grid(c_grid)
     sweep_poolings = parse_poolings(poolings) if auto else ()
-    train_set = read_labelled(data, text_col=_column(text_col), label_col=_column(label_col),
-                              drop_empty=drop_empty)
-    test_set = None
-    if test is not None:
-        test_set = read_labelled(test, text_col=_column(text_col), label_col=_column(label_col),
-                                 drop_empty=drop_empty)
-    try:
-        check_trainable(train_set.labels, cv)
-    except BadInputError as exc:
-        raise BadInputError(f"{data}: {exc}") from None
+    train_set = _training_set(data, text_col, label_col, drop_empty, cv)
+    test_set = _labelled(test, text_col, label_col, drop_empty) if test is not None else None
     _report_dropped(train_set, test_set)
 
     model = load_encoder(encoder, device)
@@ -229,8 +221,7 @@ def evaluate(
     from sklearn.metrics import classification_report, confusion_matrix
 
     model = load_model(model_dir)
-    test_set = read_labelled(data, text_col=_column(text_col), label_col=_column(label_col),
-                             drop_empty=drop_empty)
+    test_set = _labelled(data, text_col, label_col, drop_empty)
     _report_dropped(test_set)
     unknown = sorted(set(test_set.labels) - set(model.classes), key=str)
     if unknown:
@@ -364,12 +355,7 @@ def sweep_command(
     """Score every hidden layer x pooling (and concatenations) by CV on the training data."""
     chosen_poolings = parse_poolings(poolings)
     grid = parse_c_grid(c_grid)
-    train_set = read_labelled(data, text_col=_column(text_col), label_col=_column(label_col),
-                              drop_empty=drop_empty)
-    try:
-        check_trainable(train_set.labels, cv)
-    except BadInputError as exc:
-        raise BadInputError(f"{data}: {exc}") from None
+    train_set = _training_set(data, text_col, label_col, drop_empty, cv)
     _report_dropped(train_set)
     model = load_encoder(encoder, device)
     with ExitStack() as stack:
@@ -418,7 +404,7 @@ def report(
 
     model = load_model(model_dir)
     columns = dict(text_col=_column(text_col), label_col=_column(label_col))
-    test_set = read_labelled(data, drop_empty=drop_empty, **columns)
+    test_set = _labelled(data, text_col, label_col, drop_empty)
     train_set, note = _training_data_of(model.card, train_file, columns)
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
@@ -515,6 +501,23 @@ def _training_data_of(card: dict, train_file: Path | None,
         return None, (f"training file {path} changed since training; pass --train for the "
                       "learning curve and the TF-IDF baseline")
     return train_set, None
+
+
+def _labelled(path: Path, text_col: str | None, label_col: str | None,
+              drop_empty: bool) -> LabelledTexts:
+    return read_labelled(path, text_col=_column(text_col), label_col=_column(label_col),
+                         drop_empty=drop_empty)
+
+
+def _training_set(path: Path, text_col: str | None, label_col: str | None, drop_empty: bool,
+                  cv: int) -> LabelledTexts:
+    """A labelled file checked for cross-validated training before anything is embedded."""
+    train_set = _labelled(path, text_col, label_col, drop_empty)
+    try:
+        check_trainable(train_set.labels, cv)
+    except BadInputError as exc:
+        raise BadInputError(f"{path}: {exc}") from None
+    return train_set
 
 
 def _report_dropped(*sets: LabelledTexts | None) -> None:

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -302,7 +302,6 @@ class EmbedStats:
     n_batches: int = 0
     seconds: float = 0.0
     max_length: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def embed(
