@@ -38,7 +38,8 @@ def test_round_trip_predicts_the_same(trained):
     assert model.classes == [0, 1]
     assert np.allclose(model.predict_proba(texts), probe.predict_proba(X))
     card = json.loads((folder / CARD_FILE).read_text())
-    assert card["features"] == {"pooling": "mean", "layers": [-1], "max_length": 64}
+    assert card["features"] == {"pooling": "mean", "layers": [-1], "max_length": 64,
+                                "backend": "torch"}
     assert card["probe"]["C"] == probe.C_
     assert card["id"].startswith("model-")
     assert {"torch", "transformers", "scikit-learn", "skops"} <= set(card["versions"])

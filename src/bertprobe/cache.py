@@ -71,10 +71,16 @@ class EmbeddingCache:
         self._dims: dict[str, int] = {}
 
     def register_view(self, encoder: str, fingerprint: str, layer: int, pooling: str,
-                      max_length: int, dim: int) -> str:
-        """The key for one view, recorded with its description so the cache can be inspected."""
+                      max_length: int, dim: int, backend: str = "torch") -> str:
+        """The key for one view, recorded with its description so the cache can be inspected.
+
+        Vectors from another backend (int8 weights, say) are another view; torch keeps the
+        key it has always had, so existing caches stay valid.
+        """
         described = {"fingerprint": fingerprint, "layer": layer, "pooling": pooling,
                      "max_length": max_length}
+        if backend != "torch":
+            described["backend"] = backend
         view = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:24]
         self._db.execute(
             "INSERT OR IGNORE INTO views VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -60,6 +60,11 @@ CacheDirOpt = Annotated[Path | None, typer.Option(
     help="Embedding cache folder (default: $BERTPROBE_CACHE_DIR or the user cache folder).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]
+BackendOpt = Annotated[str, typer.Option(
+    help="Forward pass: torch (fp32), onnx (fp32 via ONNX Runtime) or onnx-int8 (quantized, "
+         "fastest on CPU).")]
+BackendOverrideOpt = Annotated[str | None, typer.Option(
+    "--backend", help="Forward pass (torch, onnx, onnx-int8); default: the model's.")]
 TextColOpt = Annotated[str | None, typer.Option(help="Text column, by name or 0-based index.")]
 LabelColOpt = Annotated[str | None, typer.Option(help="Label column, by name or 0-based index.")]
 DropEmptyOpt = Annotated[bool, typer.Option(help="Skip rows whose text is empty.")]
@@ -116,6 +121,7 @@ def train(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
+    backend: BackendOpt = "torch",
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     drop_empty: DropEmptyOpt = False,
@@ -129,7 +135,7 @@ def train(
     test_set = _labelled(test, text_col, label_col, drop_empty) if test is not None else None
     _report_dropped(train_set, test_set)
 
-    model = load_encoder(encoder, device)
+    model = load_encoder(encoder, device, backend)
     sweep: SweepResult | None = None
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
@@ -163,6 +169,7 @@ def train(
         "encoder_fingerprint": model.ref.fingerprint,
         "pooling": spec.pooling,
         "layer": list(spec.layers) if len(spec.layers) > 1 else spec.layers[0],
+        "backend": backend,
         "max_length": max_len,
         "embed_seconds": train_stats.seconds + (test_stats.seconds if test_stats else 0.0),
         "fit_seconds": fit_seconds,
@@ -177,8 +184,8 @@ def train(
         if test_set is not None:
             data_records["test"] = file_record(test, len(test_set), test_set.sha256)
         metrics = {k: result[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
-        save_model(out, probe, model.ref, spec, max_length=max_len, metrics=metrics,
-                   data=data_records,
+        save_model(out, probe, model.ref, spec, max_length=max_len, backend=backend,
+                   metrics=metrics, data=data_records,
                    extra={"sweep": sweep.to_dict()} if sweep is not None else None)
 
     if as_json:
@@ -212,6 +219,7 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
+    backend: BackendOverrideOpt = None,
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     drop_empty: DropEmptyOpt = False,
@@ -228,7 +236,8 @@ def evaluate(
         _note(f"note: {data} has labels the model never saw: {', '.join(map(str, unknown))}")
     with ExitStack() as stack:
         X, stats = model.embed(test_set.texts, cache=_cache(stack, cache_dir, no_cache),
-                               batch_size=batch_size, device=device, progress=not as_json)
+                               batch_size=batch_size, device=device, backend=backend,
+                               progress=not as_json)
     predicted = model.probe.predict(X)
     labels = sorted(set(model.classes) | set(test_set.labels), key=str)
     accuracy = float(np.mean(predicted == np.asarray(test_set.labels, dtype=predicted.dtype)))
@@ -271,6 +280,7 @@ def predict(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
+    backend: BackendOverrideOpt = None,
     text_col: TextColOpt = None,
 ) -> None:
     """Label texts with probabilities, as JSON Lines ({"text", "label", "probabilities"})."""
@@ -278,7 +288,8 @@ def predict(
     items = _gather_texts(texts or [], input_file, text_col)
     with ExitStack() as stack:
         X, _ = model.embed(items, cache=_cache(stack, cache_dir, no_cache),
-                           batch_size=batch_size, device=device, progress=output is not None)
+                           batch_size=batch_size, device=device, backend=backend,
+                           progress=output is not None)
     probabilities = model.probe.predict_proba(X)
     classes = [_jsonable(c) for c in model.probe.classes_]
     rows = [
@@ -302,6 +313,7 @@ def embed_command(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
+    backend: BackendOpt = "torch",
     text_col: TextColOpt = None,
     drop_empty: DropEmptyOpt = False,
     as_json: JsonOpt = False,
@@ -313,14 +325,15 @@ def embed_command(
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
     items = read_texts(data, text_col=_column(text_col), drop_empty=drop_empty)
     _report_dropped(items)
-    model = load_encoder(encoder, device)
+    model = load_encoder(encoder, device, backend)
     with ExitStack() as stack:
         X, stats = embed(items.texts, model, spec, batch_size=batch_size, max_tokens=max_tokens,
                          cache=_cache(stack, cache_dir, no_cache), progress=not as_json)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, X)
     result = {"out": str(out), "n": stats.n_texts, "dim": int(X.shape[1]), "encoder": encoder,
-              "pooling": spec.pooling, "layer": list(spec.layers), "seconds": stats.seconds,
+              "pooling": spec.pooling, "layer": list(spec.layers), "backend": backend,
+              "seconds": stats.seconds,
               "n_cached": stats.n_cached, "n_truncated": stats.n_truncated,
               "texts_per_second": stats.n_texts / stats.seconds if stats.seconds else None}
     if as_json:
@@ -346,6 +359,7 @@ def sweep_command(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
+    backend: BackendOpt = "torch",
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     drop_empty: DropEmptyOpt = False,
@@ -357,7 +371,7 @@ def sweep_command(
     grid = parse_c_grid(c_grid)
     train_set = _training_set(data, text_col, label_col, drop_empty, cv)
     _report_dropped(train_set)
-    model = load_encoder(encoder, device)
+    model = load_encoder(encoder, device, backend)
     with ExitStack() as stack:
         result = run_sweep(train_set.texts, train_set.labels, model, poolings=chosen_poolings,
                            cv=cv, Cs=grid, max_length=max_length,
@@ -393,6 +407,7 @@ def report(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
+    backend: BackendOverrideOpt = None,
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     drop_empty: DropEmptyOpt = False,
@@ -408,7 +423,8 @@ def report(
     train_set, note = _training_data_of(model.card, train_file, columns)
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
-        options = dict(cache=cache, batch_size=batch_size, device=device, progress=not as_json)
+        options = dict(cache=cache, batch_size=batch_size, device=device, backend=backend,
+                       progress=not as_json)
         X_test, _ = model.embed(test_set.texts, **options)
         X_train = model.embed(train_set.texts, **options)[0] if train_set else None
     proba = model.probe.predict_proba(X_test)
@@ -452,6 +468,7 @@ def serve_command(
     max_chars: Annotated[int, typer.Option(help="Most characters in one text.")] = 2000,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
     device: DeviceOpt = "cpu",
+    backend: BackendOverrideOpt = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /."""
     from bertprobe.serve import BatchingConfig, ServeLimits, serve
@@ -460,7 +477,9 @@ def serve_command(
         raise BadInputError("--max-batch, --batch-size, --max-texts, --max-chars and "
                             "--max-body-bytes must be at least 1, --max-wait-ms at least 0")
     model = load_model(model_dir)  # a bad folder fails here, before the server starts
-    load_encoder(model.encoder, device)
+    if backend is not None:
+        model.backend = backend
+    load_encoder(model.encoder, device, model.backend)
     _note(f"serving {model.id} on http://{host}:{port} (batching "
           f"{'on' if batching else 'off'}); Ctrl-C stops after requests in flight")
     serve(model, host=host, port=port, device=device,

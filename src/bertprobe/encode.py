@@ -30,6 +30,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from bertprobe.cache import EmbeddingCache, open_cache
 from bertprobe.errors import BadInputError, EncoderNotFoundError
+from bertprobe.export import check_backend, onnx_path, onnx_session
 
 DEFAULT_ENCODER = "distilbert-base-uncased"
 POOLINGS = ("cls", "mean", "max")
@@ -151,9 +152,13 @@ class View:
 
 
 class LoadedEncoder:
-    """A tokenizer and model in eval mode, with the batched, masked forward pass."""
+    """A tokenizer and model in eval mode, with the batched, masked forward pass.
 
-    def __init__(self, ref: EncoderRef, device: str = "cpu") -> None:
+    ``backend`` runs the forward pass in torch (default), or in ONNX Runtime on the exported
+    encoder (``onnx``, fp32) or its int8 quantization (``onnx-int8``); see :mod:`bertprobe.export`.
+    """
+
+    def __init__(self, ref: EncoderRef, device: str = "cpu", backend: str = "torch") -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -161,6 +166,7 @@ class LoadedEncoder:
         hf_logging.set_verbosity_error()  # unused pooler weights etc. are expected for probes
         hf_logging.disable_progress_bar()
         self.ref = ref
+        self.backend = check_backend(backend)
         self.device = torch.device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)
@@ -176,6 +182,12 @@ class LoadedEncoder:
         self.hidden_size = int(getattr(config, "hidden_size", 0) or config.dim)
         limits = [getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
         self.max_length = int(min(x for x in limits if x and x < 1_000_000))
+        self._session = None
+        if self.backend != "torch":
+            if self.device.type != "cpu":
+                raise BadInputError(f"backend {backend!r} runs on the CPU; use --device cpu or "
+                                    "--backend torch")
+            self._session = onnx_session(onnx_path(self, self.backend), torch.get_num_threads())
 
     def layer_index(self, layer: int) -> int:
         """Absolute hidden-state index for ``layer`` (0 = embeddings, -1 = last)."""
@@ -199,6 +211,11 @@ class LoadedEncoder:
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         input_ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
+        if self._session is not None:
+            stacked = self._session.run(None, {"input_ids": input_ids.numpy(),
+                                               "attention_mask": mask.numpy()})[0]
+            states = torch.from_numpy(stacked)
+            return {v: _pool(states[v.layer], mask, v.pooling).numpy() for v in views}
         last = self.num_hidden_states - 1
         need_all = any(v.layer != last for v in views)
         with torch.inference_mode():
@@ -223,15 +240,16 @@ def _pool(hidden, mask, pooling: str):
 
 
 @lru_cache(maxsize=4)
-def _load(ref: EncoderRef, device: str) -> LoadedEncoder:
+def _load(ref: EncoderRef, device: str, backend: str) -> LoadedEncoder:
     # Estimators are cloned for every CV fold and grid point; they share one loaded model.
-    return LoadedEncoder(ref, device)
+    return LoadedEncoder(ref, device, backend)
 
 
-def load_encoder(name_or_ref: str | EncoderRef, device: str = "cpu") -> LoadedEncoder:
+def load_encoder(name_or_ref: str | EncoderRef, device: str = "cpu",
+                 backend: str = "torch") -> LoadedEncoder:
     """Resolve (if needed) and load an encoder; loaded encoders are reused within a process."""
     ref = name_or_ref if isinstance(name_or_ref, EncoderRef) else resolve_encoder(name_or_ref)
-    return _load(ref, device)
+    return _load(ref, device, check_backend(backend))
 
 
 def length_sorted_batches(
@@ -313,6 +331,7 @@ def embed(
     max_tokens: int | None = None,
     cache: EmbeddingCache | None = None,
     device: str = "cpu",
+    backend: str = "torch",
     progress: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, EmbedStats]:
@@ -324,7 +343,8 @@ def embed(
     Example:
         >>> X, stats = embed(["fine", "awful"], "minilm", FeatureSpec("mean"))  # doctest: +SKIP
     """
-    model = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device)
+    model = (encoder if isinstance(encoder, LoadedEncoder)
+             else load_encoder(encoder, device, backend))
     views = [View(model.layer_index(layer), spec.pooling) for layer in spec.layers]
     return embed_views(texts, model, views, max_length=spec.max_length, batch_size=batch_size,
                        max_tokens=max_tokens, cache=cache, progress=progress, on_batch=on_batch)
@@ -372,7 +392,8 @@ def embed_views(
         done[:] = True
         for j, view in enumerate(views):
             view_keys[view] = cache.register_view(
-                model.ref.name, model.ref.fingerprint, view.layer, view.pooling, max_length, dim)
+                model.ref.name, model.ref.fingerprint, view.layer, view.pooling, max_length, dim,
+                model.backend)
             found = cache.get_many(view_keys[view], [keys[i] for i in unique])
             for u, i in enumerate(unique):
                 vec = found.get(keys[i])
@@ -447,6 +468,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         use_cache: bool = True,
         cache_dir: str | None = None,
         device: str = "cpu",
+        backend: str = "torch",
         progress: bool = False,
     ) -> None:
         self.encoder = encoder
@@ -458,12 +480,13 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         self.use_cache = use_cache
         self.cache_dir = cache_dir
         self.device = device
+        self.backend = backend
         self.progress = progress
 
     def fit(self, X: Sequence[str], y=None) -> TextEmbedder:
         """Load the encoder; the texts are not used (the encoder is frozen)."""
         spec = FeatureSpec(self.pooling, parse_layers(self.layers), self.max_length)
-        model = load_encoder(self.encoder, self.device)
+        model = load_encoder(self.encoder, self.device, self.backend)
         self.encoder_ref_ = model.ref
         self.layers_ = tuple(model.layer_index(layer) for layer in spec.layers)
         self.spec_ = spec
@@ -477,7 +500,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "encoder_ref_")
         cache = open_cache(self.cache_dir) if self.use_cache else None
         try:
-            vectors, _ = embed(_as_texts(X), load_encoder(self.encoder_ref_, self.device),
+            vectors, _ = embed(_as_texts(X),
+                               load_encoder(self.encoder_ref_, self.device, self.backend),
                                self.spec_, batch_size=self.batch_size, max_tokens=self.max_tokens,
                                cache=cache, progress=self.progress)
         finally:

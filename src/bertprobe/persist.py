@@ -70,6 +70,7 @@ class ProbeModel:
     encoder: EncoderRef
     spec: FeatureSpec
     folder: Path | None = None
+    backend: str = "torch"
 
     @property
     def classes(self) -> list:
@@ -80,10 +81,11 @@ class ProbeModel:
         return self.card["id"]
 
     def embed(self, texts: Sequence[str], *, cache: EmbeddingCache | None = None,
-              batch_size: int = 32, device: str = "cpu",
+              batch_size: int = 32, device: str = "cpu", backend: str | None = None,
               progress: bool = False) -> tuple[np.ndarray, EmbedStats]:
-        return embed(texts, load_encoder(self.encoder, device), self.spec,
-                     batch_size=batch_size, cache=cache, progress=progress)
+        """Vectors as the probe was trained on; ``backend`` overrides the card's."""
+        return embed(texts, load_encoder(self.encoder, device, backend or self.backend),
+                     self.spec, batch_size=batch_size, cache=cache, progress=progress)
 
     def predict_proba(self, texts: Sequence[str], **embed_options) -> np.ndarray:
         """Probabilities, one row per text, columns in the order of :attr:`classes`."""
@@ -100,6 +102,7 @@ def save_model(
     spec: FeatureSpec,
     *,
     max_length: int,
+    backend: str = "torch",
     metrics: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -125,7 +128,7 @@ def save_model(
             "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
                         "resolved_path": str(encoder.path)},
             "features": {"pooling": spec.pooling, "layers": list(spec.layers),
-                         "max_length": max_length},
+                         "max_length": max_length, "backend": backend},
             "labels": probe.classes_.tolist(),
             "probe": {"C": probe.C_, "c_grid": probe.Cs_.tolist(), "cv_folds": probe.cv,
                       "cv_accuracy": probe.cv_accuracy_,
@@ -203,7 +206,8 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
     features = card["features"]
     spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
     encoder = _card_encoder(folder, card, check_encoder)
-    return ProbeModel(card=card, probe=probe, encoder=encoder, spec=spec, folder=folder)
+    return ProbeModel(card=card, probe=probe, encoder=encoder, spec=spec, folder=folder,
+                      backend=features.get("backend", "torch"))
 
 
 def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:

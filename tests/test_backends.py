@@ -1,0 +1,96 @@
+"""ONNX backends give the vectors torch gives: fp32 to 1e-4, int8 within a stated cosine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bertprobe.cache import open_cache
+from bertprobe.cli import main
+from bertprobe.encode import FeatureSpec, LoadedEncoder, embed, resolve_encoder
+from bertprobe.errors import BadInputError
+
+TEXTS = ["a gorgeous , witty film", "ok",
+         " ".join(["the plot wanders on and on without a point"] * 4), "the cast was lovely"]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+def test_onnx_fp32_matches_torch_in_mixed_length_batches(tiny_distilbert, pooling):
+    spec = FeatureSpec(pooling, (0, 1, -1))
+    reference, _ = embed(TEXTS, str(tiny_distilbert), spec, batch_size=4)
+    exported, _ = embed(TEXTS, str(tiny_distilbert), spec, batch_size=4, backend="onnx")
+    assert np.abs(exported - reference).max() < 1e-4
+
+
+def test_onnx_int8_stays_close_to_fp32(tiny_distilbert, sentiment_rows):
+    texts = [t for t, _ in sentiment_rows]
+    reference, _ = embed(texts, str(tiny_distilbert), FeatureSpec("mean"))
+    quantized, _ = embed(texts, str(tiny_distilbert), FeatureSpec("mean"), backend="onnx-int8")
+    assert cosines(quantized, reference).min() > 0.95
+    assert not np.allclose(quantized, reference, atol=1e-6)  # it really is another graph
+
+
+def test_exports_are_built_once_per_fingerprint(tiny_distilbert, tmp_path):
+    # LoadedEncoder, not load_encoder: the process-wide shared encoder may predate this test.
+    LoadedEncoder(resolve_encoder(str(tiny_distilbert)), backend="onnx-int8")
+    exported = sorted((tmp_path / "cache" / "onnx").rglob("*.onnx"))
+    assert [p.name for p in exported] == ["model.int8.onnx", "model.onnx"]
+    stamps = [p.stat().st_mtime_ns for p in exported]
+    # A fresh load (not the process's shared one) finds the files and exports nothing.
+    LoadedEncoder(resolve_encoder(str(tiny_distilbert)), backend="onnx-int8")
+    assert [p.stat().st_mtime_ns for p in exported] == stamps
+
+
+def test_backends_do_not_share_cached_vectors(tiny_distilbert, tmp_path):
+    with open_cache(tmp_path) as cache:
+        embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache)
+        _, int8 = embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache,
+                        backend="onnx-int8")
+        _, torch_again = embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache)
+    assert int8.n_cached == 0
+    assert torch_again.n_cached == len(TEXTS)
+
+
+def test_unknown_backend_is_a_user_error(tiny_distilbert):
+    with pytest.raises(BadInputError, match="unknown backend 'tensorrt'"):
+        embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), backend="tensorrt")
+
+
+def test_model_trained_on_int8_records_and_uses_it(tiny_distilbert, sentiment_tsv, tmp_path,
+                                                   capsys):
+    out = tmp_path / "model"
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(sentiment_tsv), "--encoder", str(tiny_distilbert), "--pooling",
+              "mean", "--cv", "3", "--backend", "onnx-int8", "--out", str(out), "--json"])
+    assert info.value.code == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "onnx-int8"
+    assert json.loads((out / "card.json").read_text())["features"]["backend"] == "onnx-int8"
+    from bertprobe import load_model
+
+    model = load_model(out)
+    assert model.backend == "onnx-int8"
+    X, _ = model.embed(["the film was great"])
+    reference, _ = embed(["the film was great"], str(tiny_distilbert), FeatureSpec("mean"),
+                         backend="onnx-int8")
+    assert np.array_equal(X, reference)
+
+
+@pytest.mark.slow
+def test_bundled_minilm_backends_agree_with_torch():
+    from bertprobe.datasets import load_sst2
+
+    texts = load_sst2("dev").texts[:200]
+    spec = FeatureSpec("mean", (3, -1))
+    reference, _ = embed(texts, "minilm", spec, batch_size=32)
+    exported, _ = embed(texts, "minilm", spec, batch_size=32, backend="onnx")
+    quantized, _ = embed(texts, "minilm", spec, batch_size=32, backend="onnx-int8")
+    assert np.abs(exported - reference).max() < 1e-4
+    # Stated tolerance for int8: every vector within cosine 0.97 of fp32, 0.99 on average.
+    assert cosines(quantized, reference).min() > 0.97
+    assert cosines(quantized, reference).mean() > 0.99
