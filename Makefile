@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= models
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench-serve clean
+.PHONY: demo test test-fast lint bench bench-serve clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(BIN)/.installed
 
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not slow"
+
+# Embedding and classifier benchmark against the recipe and its peers (prints a table).
+bench: $(BIN)/.installed
+	$(BIN)/python bench/embed_bench.py
 
 # Load benchmark of the HTTP service (loopback only): dynamic batching on against off.
 bench-serve: $(BIN)/.installed
