@@ -91,13 +91,22 @@ def resolve_encoder(name: str) -> EncoderRef:
 
 def folder_fingerprint(path: Path) -> str:
     """SHA-256 over the config and weight files of a model folder."""
-    digest = hashlib.sha256()
     names = ["config.json"] + sorted(
         p.name for p in path.iterdir() if p.name in WEIGHT_FILES or p.suffix == ".safetensors"
     )
-    for name in dict.fromkeys(names):
+    files = tuple(dict.fromkeys(names))
+    # Hashing hundreds of MB on every fit of every CV clone would dominate small jobs: the hash
+    # is kept while the files' sizes and modification times stay the same.
+    stamps = tuple((n, (path / n).stat().st_size, (path / n).stat().st_mtime_ns) for n in files)
+    return _hash_files(str(path), stamps)
+
+
+@lru_cache(maxsize=32)
+def _hash_files(path: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stamps:
         digest.update(name.encode())
-        with open(path / name, "rb") as fh:
+        with open(Path(path) / name, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
     return "sha256:" + digest.hexdigest()
