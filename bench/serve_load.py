@@ -47,9 +47,12 @@ def ensure_model(path: Path) -> Path:
     return path
 
 
-def start_server(model: Path, port: int, batching: bool) -> subprocess.Popen:
+def start_server(model: Path, port: int, batching: bool,
+                 backend: str | None) -> subprocess.Popen:
     command = [sys.executable, "-m", "bertprobe", "serve", "--model", str(model), "--port",
                str(port), "--batching" if batching else "--no-batching"]
+    if backend:
+        command += ["--backend", backend]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -106,6 +109,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "sst2-minilm-mean")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--backend", help="Serve with this backend instead of the model's.")
     parser.add_argument("--time-limit", type=float, default=240.0,
                         help="Stop each mode after this many seconds, whatever is left.")
     args = parser.parse_args()
@@ -115,7 +119,7 @@ def main() -> None:
     rows = {}
     for batching in (True, False):
         port = free_port()
-        server = start_server(model, port, batching)
+        server = start_server(model, port, batching, args.backend)
         try:
             rows["on" if batching else "off"] = asyncio.run(
                 load(f"http://127.0.0.1:{port}/v1/predict", texts, args.requests,
@@ -125,8 +129,10 @@ def main() -> None:
             server.wait(timeout=60)
 
     speedup = rows["on"]["requests_per_second"] / rows["off"]["requests_per_second"]
+    backend = args.backend or "as trained"
     print(f"\n{args.requests:,} single-sentence requests, {args.concurrency} concurrent clients, "
-          f"model {model.name}, {os.cpu_count()} CPU cores, {datetime.now(UTC):%Y-%m-%d}\n")
+          f"model {model.name}, backend {backend}, {os.cpu_count()} CPU "
+          f"cores, {datetime.now(UTC):%Y-%m-%d}\n")
     print("| dynamic batching | requests/s | p50 latency | p99 latency | errors |")
     print("| --- | --- | --- | --- | --- |")
     for mode, r in rows.items():
@@ -136,7 +142,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve_load.json").write_text(json.dumps({
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "model": str(model), "requests": args.requests,
+        "cpu_count": os.cpu_count(), "model": str(model), "backend": args.backend,
+        "requests": args.requests,
         "concurrency": args.concurrency, "results": rows, "speedup": speedup}, indent=2) + "\n")
 
 
