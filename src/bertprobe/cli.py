@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -418,9 +419,10 @@ def report(
     from bertprobe.sweep import tfidf_pipeline
 
     model = load_model(model_dir)
-    columns = dict(text_col=_column(text_col), label_col=_column(label_col))
     test_set = _labelled(data, text_col, label_col, drop_empty)
-    train_set, note = _training_data_of(model.card, train_file, columns)
+    train_set, note = _training_data_of(model.card, train_file,
+                                        lambda path: _labelled(path, text_col, label_col,
+                                                               drop_empty))
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
         options = dict(cache=cache, batch_size=batch_size, device=device, backend=backend,
@@ -504,10 +506,11 @@ def _print_sweep(result: SweepResult) -> None:
 
 
 def _training_data_of(card: dict, train_file: Path | None,
-                      columns: dict) -> tuple[LabelledTexts | None, str | None]:
+                      read: Callable[[Path], LabelledTexts],
+                      ) -> tuple[LabelledTexts | None, str | None]:
     """The model's training data, if it can be had unchanged; else None and why not."""
     if train_file is not None:
-        return read_labelled(train_file, **columns), None
+        return read(train_file), None
     record = card.get("data", {}).get("train")
     if not record:
         return None, "no training file recorded; pass --train for the learning curve and baseline"
@@ -515,7 +518,7 @@ def _training_data_of(card: dict, train_file: Path | None,
     if not path.is_file():
         return None, (f"training file {path} not found; pass --train for the learning curve and "
                       "the TF-IDF baseline")
-    train_set = read_labelled(path, **columns)
+    train_set = read(path)
     if train_set.sha256 != record["sha256"]:
         return None, (f"training file {path} changed since training; pass --train for the "
                       "learning curve and the TF-IDF baseline")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -65,7 +65,6 @@ class SweepResult:
     tfidf_cv_accuracy: float | None
     embed: EmbedStats
     seconds: float
-    probes: dict[str, LinearProbe] = field(default_factory=dict, repr=False)
 
     @property
     def best(self) -> SweepRow:
@@ -132,16 +131,14 @@ def run_sweep(
              for layer in range(model.num_hidden_states)]
     X, stats = embed_views(texts, model, views, max_length=max_length, batch_size=batch_size,
                            cache=cache, progress=progress)
-    dim = model.hidden_size
-    column = {view: j for j, view in enumerate(views)}
+    by_view = X.reshape(len(texts), len(views), model.hidden_size)
+    position = {view: j for j, view in enumerate(views)}
     y = np.asarray(labels)
 
     rows: list[SweepRow] = []
-    probes: dict[str, LinearProbe] = {}
     for cand in candidates(model.num_hidden_states, poolings):
-        features = np.hstack([X[:, column[View(layer, cand.pooling)] * dim:
-                                 (column[View(layer, cand.pooling)] + 1) * dim]
-                              for layer in cand.layers])
+        chosen = [position[View(layer, cand.pooling)] for layer in cand.layers]
+        features = by_view[:, chosen, :].reshape(len(texts), -1)
         fit_start = time.perf_counter()
         probe = LinearProbe(Cs=tuple(Cs), cv=cv, n_jobs=n_jobs).fit(features, y)
         best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
@@ -149,14 +146,13 @@ def run_sweep(
                        probe.cv_accuracy_, float(probe.cv_scores_[:, best].std()), probe.C_,
                        time.perf_counter() - fit_start)
         rows.append(row)
-        probes[cand.name] = probe
         if on_row is not None:
             on_row(row)
 
     tfidf_accuracy = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs) if tfidf else None
     return SweepResult(encoder=model.ref.name, n_train=len(texts), cv=cv, rows=rows,
                        tfidf_cv_accuracy=tfidf_accuracy, embed=stats,
-                       seconds=time.perf_counter() - start, probes=probes)
+                       seconds=time.perf_counter() - start)
 
 
 # TF-IDF vectors are unit length and sparse: their useful C values sit higher than a probe's.
