@@ -24,7 +24,8 @@ import numpy as np
 
 from bertprobe.errors import BadInputError
 
-CACHE_FILE = "embeddings.sqlite3"
+# The version in the name changes with the schema or the keys: an old file is simply not read.
+CACHE_FILE = "embeddings-v2.sqlite3"
 _SQL_CHUNK = 500  # keys per SELECT ... IN (...), well under SQLite's parameter limit
 
 _SCHEMA = """
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS views (
     layer INTEGER NOT NULL,
     pooling TEXT NOT NULL,
     max_length INTEGER NOT NULL,
+    backend TEXT NOT NULL,
     dim INTEGER NOT NULL,
     created TEXT NOT NULL
 );
@@ -74,17 +76,14 @@ class EmbeddingCache:
                       max_length: int, dim: int, backend: str = "torch") -> str:
         """The key for one view, recorded with its description so the cache can be inspected.
 
-        Vectors from another backend (int8 weights, say) are another view; torch keeps the
-        key it has always had, so existing caches stay valid.
+        Vectors from another backend (int8 weights, say) are another view.
         """
         described = {"fingerprint": fingerprint, "layer": layer, "pooling": pooling,
-                     "max_length": max_length}
-        if backend != "torch":
-            described["backend"] = backend
+                     "max_length": max_length, "backend": backend}
         view = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:24]
         self._db.execute(
-            "INSERT OR IGNORE INTO views VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (view, encoder, fingerprint, layer, pooling, max_length, dim,
+            "INSERT OR IGNORE INTO views VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (view, encoder, fingerprint, layer, pooling, max_length, backend, dim,
              datetime.now(UTC).isoformat(timespec="seconds")),
         )
         self._db.commit()
