@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bertprobe.data import read_labelled, read_texts
+import tracemalloc
+
+from bertprobe.data import iter_chunks, read_labelled, read_texts
 from bertprobe.datasets import load_sst2, sst2_path
 from bertprobe.errors import BadInputError
 
@@ -114,3 +116,37 @@ def test_long_lists_of_lines_are_shortened(tmp_path):
     path.write_text("good\t1\n" + "\t0\n" * 20, encoding="utf-8")
     with pytest.raises(BadInputError, match=r"2, 3, 4, 5, 6, 7, 8, 9, \.\.\. \(20 in all\)"):
         read_labelled(path)
+
+
+def test_chunks_hold_the_same_rows_as_a_whole_read():
+    whole = load_sst2("dev")
+    chunks = list(iter_chunks(sst2_path("dev"), 100, want_labels=True))
+    assert [len(c) for c in chunks] == [100] * 8 + [72]
+    assert [t for c in chunks for t in c.texts] == whole.texts
+    assert [y for c in chunks for y in c.labels] == whole.labels
+    assert [n for c in chunks for n in c.line_numbers] == whole.line_numbers
+
+
+def test_a_bad_row_stops_the_stream_at_its_chunk(tmp_path):
+    path = tmp_path / "a.tsv"
+    path.write_text("good\t1\n" * 5 + "\t0\n" + "bad\t0\n" * 5, encoding="utf-8")
+    stream = iter_chunks(path, 3, want_labels=True)
+    assert len(next(stream)) == 3
+    with pytest.raises(BadInputError, match="empty text on lines 6"):
+        next(stream)
+
+
+def test_reading_in_chunks_holds_one_chunk_not_the_file(tmp_path):
+    path = tmp_path / "many.txt"
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(60_000):
+            fh.write(f"synthetic sentence number {i} with a few more words\n")
+    tracemalloc.start()
+    try:
+        n = sum(len(c) for c in iter_chunks(path, 1000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 60_000
+    # The file's texts as Python strings take about 6 MB; one chunk about 0.1 MB.
+    assert peak < 1_500_000

@@ -31,6 +31,7 @@ from bertprobe.encode import (
     parse_layers,
 )
 from bertprobe.errors import BadInputError, BertprobeError
+from bertprobe.features import embed_file
 from bertprobe.persist import file_record, load_model, save_model
 from bertprobe.probe import LinearProbe, check_trainable, parse_c_grid
 from bertprobe.sweep import SweepResult, parse_poolings, run_sweep
@@ -311,6 +312,9 @@ def embed_command(
     max_length: MaxLengthOpt = None,
     batch_size: BatchSizeOpt = 32,
     max_tokens: MaxTokensOpt = None,
+    chunk_size: Annotated[int, typer.Option(
+        help="Texts read, embedded and written at a time; memory stays flat in file size.")] =
+        4096,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
@@ -319,29 +323,37 @@ def embed_command(
     drop_empty: DropEmptyOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write one vector per text to a .npy file (rows in input order)."""
+    """Write one vector per text to a .npy file (rows in input order), a chunk at a time.
+
+    An interrupted run keeps every chunk written; the same command resumes it.
+    """
     if out.suffix != ".npy":
         raise BadInputError(f"--out {out}: vectors are written as NumPy arrays; name the file "
                             "*.npy")
+    if str(data) == "-":
+        raise BadInputError("embed reads its texts twice (check, then embed); give a file, "
+                            "not standard input")
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
-    items = read_texts(data, text_col=_column(text_col), drop_empty=drop_empty)
-    _report_dropped(items)
     model = load_encoder(encoder, device, backend)
     with ExitStack() as stack:
-        X, stats = embed(items.texts, model, spec, batch_size=batch_size, max_tokens=max_tokens,
-                         cache=_cache(stack, cache_dir, no_cache), progress=not as_json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, X)
-    result = {"out": str(out), "n": stats.n_texts, "dim": int(X.shape[1]), "encoder": encoder,
+        stats = embed_file(data, out, model, spec, chunk_size=chunk_size, batch_size=batch_size,
+                           max_tokens=max_tokens, cache=_cache(stack, cache_dir, no_cache),
+                           text_col=_column(text_col), drop_empty=drop_empty,
+                           progress=not as_json)
+    if stats.dropped_empty:
+        _note(f"note: {data}: skipped {stats.dropped_empty:,} rows with empty text")
+    result = {"out": str(out), "n": stats.n_texts, "dim": stats.dim, "encoder": encoder,
               "pooling": spec.pooling, "layer": list(spec.layers), "backend": backend,
-              "seconds": stats.seconds,
+              "seconds": stats.seconds, "n_resumed": stats.n_resumed,
               "n_cached": stats.n_cached, "n_truncated": stats.n_truncated,
               "texts_per_second": stats.n_texts / stats.seconds if stats.seconds else None}
     if as_json:
         typer.echo(json.dumps(result))
     else:
-        typer.echo(f"wrote {out}: {X.shape[0]:,} x {X.shape[1]} float32 in {stats.seconds:.1f} s "
-                   f"({stats.n_cached:,} from cache, {stats.n_truncated:,} truncated)")
+        resumed = f", resumed after {stats.n_resumed:,}" if stats.n_resumed else ""
+        typer.echo(f"wrote {out}: {stats.n_texts:,} x {stats.dim} float32 in "
+                   f"{stats.seconds:.1f} s ({stats.n_cached:,} from cache, "
+                   f"{stats.n_truncated:,} truncated{resumed})")
 
 
 @app.command("sweep")

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import itertools
 import json
 import re
 import sys
-from collections.abc import Sequence
+from codecs import BOM_UTF8 as BOM
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from bertprobe.errors import BadInputError
 
@@ -102,7 +104,77 @@ def format_lines(lines: Sequence[int]) -> str:
     return shown
 
 
-# --- reading -------------------------------------------------------------------------------
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """Consecutive valid rows of a file, as :func:`iter_chunks` yields them."""
+
+    texts: list[str]
+    labels: list[Label] | None
+    line_numbers: list[int] = field(repr=False)
+    dropped_empty: int = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def iter_chunks(
+    path: str | Path,
+    chunk_size: int = 4096,
+    *,
+    text_col: str | int | None = None,
+    label_col: str | int | None = None,
+    header: bool | None = None,
+    drop_empty: bool = False,
+    want_labels: bool = False,
+) -> Iterator[TextChunk]:
+    """Read a file ``chunk_size`` valid rows at a time, holding no more than one chunk.
+
+    The file is decoded line by line, so memory stays flat however long it is. Each chunk is
+    checked as :func:`read_labelled` checks a whole file (the error names the lines), so a bad
+    row stops the stream at the chunk that holds it. JSON Lines columns are those of the first
+    record.
+
+    Example:
+        >>> sum(len(c) for c in iter_chunks("data/sst2/train.tsv", 1000))  # doctest: +SKIP
+        6920
+    """
+    yield from _Reader(path).chunks(chunk_size, text_col=text_col, label_col=label_col,
+                                    header=header, drop_empty=drop_empty, want_labels=want_labels)
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """What a checking pass over a whole file found: valid rows, skipped empties, hash."""
+
+    n: int
+    dropped_empty: int
+    sha256: str
+
+
+def scan_file(
+    path: str | Path,
+    *,
+    text_col: str | int | None = None,
+    label_col: str | int | None = None,
+    header: bool | None = None,
+    drop_empty: bool = False,
+    want_labels: bool = False,
+    chunk_size: int = 4096,
+) -> FileSummary:
+    """Read and check a whole file without keeping it: row count, empties skipped, SHA-256."""
+    reader = _Reader(path)
+    n = dropped = 0
+    for chunk in reader.chunks(chunk_size, text_col=text_col, label_col=label_col, header=header,
+                               drop_empty=drop_empty, want_labels=want_labels):
+        n += len(chunk)
+        dropped += chunk.dropped_empty
+    if not n:
+        raise BadInputError(f"{reader.source}: no texts left to read; check the file and its "
+                            "columns")
+    return FileSummary(n=n, dropped_empty=dropped, sha256=reader.sha256)
 
 
 def _read(
@@ -114,39 +186,130 @@ def _read(
     drop_empty: bool,
     want_labels: bool,
 ) -> LabelledTexts:
-    source = "<stdin>" if str(path) == "-" else str(path)
-    raw = _read_bytes(path, source)
-    content = _decode(raw, source)
-    if not content.strip():
-        what = "text<TAB>label lines" if want_labels else "one text a line, or a table"
-        raise BadInputError(f"{source} is empty: expected {what}")
+    reader = _Reader(path)
+    # One chunk of everything: every bad line of the file is named in one message.
+    chunks = list(reader.chunks(None, text_col=text_col, label_col=label_col, header=header,
+                                drop_empty=drop_empty, want_labels=want_labels))
+    if not chunks or not chunks[0].texts:
+        raise BadInputError(f"{reader.source}: no texts left to read; check the file and its "
+                            "columns")
+    whole = chunks[0]
+    return LabelledTexts(texts=whole.texts, labels=whole.labels, source=reader.source,
+                         sha256=reader.sha256, line_numbers=whole.line_numbers,
+                         dropped_empty=whole.dropped_empty)
 
-    kind = _file_kind(source, content, want_labels)
-    if kind == "lines":
-        rows = [(n, [line]) for n, line in enumerate(content.splitlines(), start=1)]
-        rows = [(n, cells) for n, cells in rows if cells[0].strip()]  # blank lines end files
-        columns: list[str] | None = None
-    elif kind == "jsonl":
-        rows, columns = _jsonl_rows(content, source)
-    else:
-        rows, columns = _delimited_rows(content, "\t" if kind == "tsv" else ",", source, header,
-                                        (text_col, label_col))
 
-    text_idx = _column_index(columns, rows, text_col, TEXT_COLUMN_NAMES, 0, "--text-col", source)
-    label_idx: int | None = None
-    if want_labels:
-        default_label = None if rows and len(rows[0][1]) < 2 else -1
-        label_idx = _column_index(columns, rows, label_col, LABEL_COLUMN_NAMES, default_label,
-                                  "--label-col", source)
-        if label_idx is None:
-            raise BadInputError(
-                f"{source}: no label column (line {rows[0][0]} has one column); "
-                "expected text<TAB>label, or name the column with --label-col"
-            )
-        if label_idx == text_idx:
-            raise BadInputError(f"{source}: the text and label columns are the same column; "
-                                "set --text-col and --label-col")
+class _Reader:
+    """One pass over a file or standard input: decoded lines, rows, then checked chunks.
 
+    Bytes are hashed as they are read (``sha256`` is final once the pass ends); lines are
+    decoded one at a time so a bad byte is reported with its line and column.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.source = "<stdin>" if str(path) == "-" else str(path)
+        self._digest = hashlib.sha256()
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def chunks(
+        self,
+        chunk_size: int | None,
+        *,
+        text_col: str | int | None,
+        label_col: str | int | None,
+        header: bool | None,
+        drop_empty: bool,
+        want_labels: bool,
+    ) -> Iterator[TextChunk]:
+        if chunk_size is not None and chunk_size < 1:
+            raise BadInputError(f"chunk size {chunk_size} must be at least 1")
+        source = self.source
+        lines = self._lines()
+        head: list[str] = []
+        for line in lines:  # the first non-blank line tells the file's kind
+            head.append(line)
+            if line.strip():
+                break
+        if not head or not head[-1].strip():
+            what = "text<TAB>label lines" if want_labels else "one text a line, or a table"
+            raise BadInputError(f"{source} is empty: expected {what}")
+        lines = itertools.chain(head, lines)
+
+        kind = _file_kind(source, head[-1], want_labels)
+        if kind == "lines":
+            rows = ((n, [line.rstrip("\r\n")]) for n, line in enumerate(lines, start=1)
+                    if line.strip())
+            columns: list[str] | None = None
+        elif kind == "jsonl":
+            rows, columns = _jsonl_rows(lines, source)
+        else:
+            rows, columns = _delimited_rows(lines, "\t" if kind == "tsv" else ",", source,
+                                            header, (text_col, label_col))
+        first = next(rows, None)
+        if first is None:
+            raise BadInputError(f"{source}: no texts left to read; check the file and its "
+                                "columns")
+        rows = itertools.chain([first], rows)
+
+        text_idx = _column_index(columns, first, text_col, TEXT_COLUMN_NAMES, 0, "--text-col",
+                                 source)
+        label_idx: int | None = None
+        if want_labels:
+            default_label = None if len(first[1]) < 2 else -1
+            label_idx = _column_index(columns, first, label_col, LABEL_COLUMN_NAMES,
+                                      default_label, "--label-col", source)
+            if label_idx is None:
+                raise BadInputError(
+                    f"{source}: no label column (line {first[0]} has one column); "
+                    "expected text<TAB>label, or name the column with --label-col"
+                )
+            if label_idx == text_idx:
+                raise BadInputError(f"{source}: the text and label columns are the same column; "
+                                    "set --text-col and --label-col")
+        while batch := list(itertools.islice(rows, chunk_size)):
+            yield _checked_chunk(batch, text_idx, label_idx, drop_empty, source)
+
+    def _lines(self) -> Iterator[str]:
+        source = self.source
+        if str(self.path) == "-":
+            yield from self._decoded(sys.stdin.buffer, source)
+            return
+        p = Path(self.path)
+        if not p.exists():
+            raise BadInputError(f"{source}: no such file; check the path")
+        if p.is_dir():
+            raise BadInputError(f"{source} is a folder; give the path of a data file inside it")
+        try:
+            with open(p, "rb") as fh:
+                yield from self._decoded(fh, source)
+        except OSError as exc:
+            raise BadInputError(f"{source}: cannot read the file ({exc.strerror}); "
+                                "check its permissions") from None
+
+    def _decoded(self, fh: BinaryIO, source: str) -> Iterator[str]:
+        for line_no, raw in enumerate(fh, start=1):
+            self._digest.update(raw)
+            try:
+                yield raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                column = exc.start + 1 - (3 if line_no == 1 and raw.startswith(BOM) else 0)
+                raise BadInputError(
+                    f"{source}: line {line_no} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} "
+                    f"at column {column}); save the file as UTF-8"
+                ) from None
+
+
+def _checked_chunk(
+    rows: list[tuple[int, list[str]]],
+    text_idx: int,
+    label_idx: int | None,
+    drop_empty: bool,
+    source: str,
+) -> TextChunk:
     texts: list[str] = []
     labels: list[str] = []
     line_numbers: list[int] = []
@@ -185,46 +348,12 @@ def _read(
             f"{source}: missing label on lines {format_lines(unlabelled)}; "
             "every training row needs a label"
         )
-    if not texts:
-        raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
-    return LabelledTexts(
-        texts=texts,
-        labels=_normalise_labels(labels) if want_labels else None,
-        source=source,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        line_numbers=line_numbers,
-        dropped_empty=len(empty),
-    )
+    return TextChunk(texts=texts,
+                     labels=_normalise_labels(labels) if label_idx is not None else None,
+                     line_numbers=line_numbers, dropped_empty=len(empty))
 
 
-def _read_bytes(path: str | Path, source: str) -> bytes:
-    if str(path) == "-":
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    if not p.exists():
-        raise BadInputError(f"{source}: no such file; check the path")
-    if p.is_dir():
-        raise BadInputError(f"{source} is a folder; give the path of a data file inside it")
-    try:
-        return p.read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"{source}: cannot read the file ({exc.strerror}); "
-                            "check its permissions") from None
-
-
-def _decode(raw: bytes, source: str) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise BadInputError(
-            f"{source}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
-            f"{column}); save the file as UTF-8"
-        ) from None
-
-
-def _file_kind(source: str, content: str, want_labels: bool) -> str:
+def _file_kind(source: str, first_line: str, want_labels: bool) -> str:
     suffix = Path(source).suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
@@ -232,7 +361,6 @@ def _file_kind(source: str, content: str, want_labels: bool) -> str:
         return "csv"
     if suffix in (".tsv", ".tab"):
         return "tsv"
-    first_line = content.lstrip("\n").split("\n", 1)[0]
     if "\t" in first_line:
         return "tsv"
     if want_labels:
@@ -243,72 +371,80 @@ def _file_kind(source: str, content: str, want_labels: bool) -> str:
     return "lines"
 
 
+Rows = Iterator[tuple[int, list[str]]]
+
+
 def _delimited_rows(
-    content: str,
+    lines: Iterator[str],
     delimiter: str,
     source: str,
     header: bool | None,
     requested: tuple[str | int | None, str | int | None],
-) -> tuple[list[tuple[int, list[str]]], list[str] | None]:
+) -> tuple[Rows, list[str] | None]:
     # TSV files (SST-2, GLUE) carry bare quote characters inside texts: no quoting for them.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting)
-    rows: list[tuple[int, list[str]]] = []
-    start_line = 1
-    try:
-        for cells in reader:
-            if cells and any(c.strip() for c in cells):
-                rows.append((start_line, cells))
-            start_line = reader.line_num + 1
-    except csv.Error as exc:
-        raise BadInputError(f"{source}: line {reader.line_num}: {exc}; check the quoting") from None
-    if not rows:
-        raise BadInputError(f"{source} is empty: expected a header or text{delimiter!r}label rows")
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
 
-    first = [c.strip() for c in rows[0][1]]
+    def rows() -> Rows:
+        start_line = 1
+        try:
+            for cells in reader:
+                if cells and any(c.strip() for c in cells):
+                    yield start_line, cells
+                start_line = reader.line_num + 1
+        except csv.Error as exc:
+            raise BadInputError(f"{source}: line {reader.line_num}: {exc}; check the "
+                                "quoting") from None
+
+    stream = rows()
+    first_row = next(stream, None)
+    if first_row is None:
+        raise BadInputError(f"{source} is empty: expected a header or text{delimiter!r}label rows")
+    first = [c.strip() for c in first_row[1]]
     if header is None:
         known = {n.lower() for n in TEXT_COLUMN_NAMES + LABEL_COLUMN_NAMES}
         known |= {str(r).lower() for r in requested if isinstance(r, str) and not r.isdigit()}
         header = any(c.lower() in known for c in first)
     if header:
-        return rows[1:], first
-    return rows, None
+        return stream, first
+    return itertools.chain([first_row], stream), None
 
 
-def _jsonl_rows(content: str, source: str) -> tuple[list[tuple[int, list[str]]], list[str]]:
-    records: list[tuple[int, dict]] = []
-    for line_no, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{source}: line {line_no} is not valid JSON ({exc.msg}); "
-                                "expected one JSON object a line") from None
-        if not isinstance(record, dict):
-            raise BadInputError(f"{source}: line {line_no} is not a JSON object; "
-                                'expected lines like {"text": "...", "label": 1}')
-        records.append((line_no, record))
-    columns: list[str] = []
-    for _, record in records:
-        columns.extend(k for k in record if k not in columns)
-    rows = [
+def _jsonl_rows(lines: Iterator[str], source: str) -> tuple[Rows, list[str]]:
+    def records() -> Iterator[tuple[int, dict]]:
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInputError(f"{source}: line {line_no} is not valid JSON ({exc.msg}); "
+                                    "expected one JSON object a line") from None
+            if not isinstance(record, dict):
+                raise BadInputError(f"{source}: line {line_no} is not a JSON object; "
+                                    'expected lines like {"text": "...", "label": 1}')
+            yield line_no, record
+
+    stream = records()
+    first = next(stream, None)
+    columns = list(first[1]) if first else []
+    rows = (
         (line_no, ["" if record.get(c) is None else str(record.get(c)) for c in columns])
-        for line_no, record in records
-    ]
+        for line_no, record in itertools.chain([first] if first else [], stream)
+    )
     return rows, columns
 
 
 def _column_index(
     columns: list[str] | None,
-    rows: list[tuple[int, list[str]]],
+    first_row: tuple[int, list[str]],
     wanted: str | int | None,
     known_names: tuple[str, ...],
     default: int | None,
     flag: str,
     source: str,
 ) -> int | None:
-    width = len(rows[0][1]) if rows else 0
+    width = len(first_row[1])
     if wanted is None:
         if columns is not None:
             lowered = [c.lower() for c in columns]

@@ -1,0 +1,215 @@
+"""Feature files: a text file embedded chunk by chunk into a ``.npy`` file on disk.
+
+Memory stays flat in the number of texts: texts are read one chunk at a time
+(:func:`~bertprobe.data.iter_chunks`), each chunk's vectors are appended to the file as soon as
+they exist, and :func:`iter_feature_rows` reads them back a chunk at a time the same way.
+
+A run writes ``OUT.partial`` and records its progress in ``OUT.partial.json`` after every chunk;
+run the same command again after an interruption and it carries on from the last chunk written,
+with or without the embedding cache. ``OUT`` itself appears, complete, only at the end.
+
+Example:
+    >>> from bertprobe.features import embed_file
+    >>> stats = embed_file("texts.txt", "vectors.npy", "minilm")  # doctest: +SKIP
+    >>> np.load("vectors.npy", mmap_mode="r").shape  # doctest: +SKIP
+    (1000000, 384)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertprobe.cache import EmbeddingCache
+from bertprobe.data import iter_chunks, scan_file
+from bertprobe.encode import FeatureSpec, LoadedEncoder, embed, load_encoder
+from bertprobe.errors import BadInputError
+
+DTYPE = np.dtype("<f4")
+
+
+class FeatureWriter:
+    """Rows of float32 vectors appended to a ``.npy`` file of known shape, resumably.
+
+    ``job`` describes what is being written (input hash, encoder, features); a writer finding a
+    partial file for the same job resumes after its ``rows_done`` rows, and starts over for any
+    other job.
+    """
+
+    def __init__(self, out: str | Path, n_rows: int, dim: int, job: dict[str, Any]) -> None:
+        self.out = Path(out)
+        self.n_rows, self.dim = n_rows, dim
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.progress = self.out.with_name(self.out.name + ".partial.json")
+        self.job = {**job, "n_rows": n_rows, "dim": dim}
+        self.rows_done = 0
+        self.resumed = False
+        record = self._read_progress()
+        if (record is not None and record.get("job") == self.job and self.partial.exists()
+                and self.partial.stat().st_size >= self._offset(record["rows_done"])):
+            self.rows_done = int(record["rows_done"])
+            self.resumed = self.rows_done > 0
+        else:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.partial, "wb") as fh:
+                np.lib.format.write_array_header_1_0(
+                    fh, {"descr": DTYPE.str, "fortran_order": False, "shape": (n_rows, dim)})
+            self._header_size = self.partial.stat().st_size
+            self._write_progress()
+        self._fh = open(self.partial, "r+b")  # noqa: SIM115 (closed by finish/close)
+        self._fh.seek(self._offset(self.rows_done))
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append rows; they are on disk, and counted as done, when this returns."""
+        rows = np.ascontiguousarray(rows, dtype=DTYPE)
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise ValueError(f"expected rows of width {self.dim}, got shape {rows.shape}")
+        if self.rows_done + len(rows) > self.n_rows:
+            raise ValueError(f"{self.rows_done + len(rows)} rows is more than {self.n_rows}")
+        self._fh.write(rows.tobytes())
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.rows_done += len(rows)
+        self._write_progress()
+
+    def finish(self) -> Path:
+        """Close, check every row was written, and put the file in its place."""
+        self.close()
+        if self.rows_done != self.n_rows:
+            raise ValueError(f"{self.rows_done} of {self.n_rows} rows written")
+        os.replace(self.partial, self.out)
+        self.progress.unlink(missing_ok=True)
+        return self.out
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def _offset(self, rows: int) -> int:
+        if not hasattr(self, "_header_size"):
+            with open(self.partial, "rb") as fh:
+                np.lib.format.read_magic(fh)
+                np.lib.format.read_array_header_1_0(fh)
+                self._header_size = fh.tell()
+        return self._header_size + rows * self.dim * DTYPE.itemsize
+
+    def _read_progress(self) -> dict | None:
+        try:
+            return json.loads(self.progress.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _write_progress(self) -> None:
+        staged = self.progress.with_name(self.progress.name + ".tmp")
+        staged.write_text(json.dumps({"job": self.job, "rows_done": self.rows_done}),
+                          encoding="utf-8")
+        os.replace(staged, self.progress)
+
+
+def iter_feature_rows(path: str | Path, chunk_rows: int = 8192) -> Iterator[np.ndarray]:
+    """A ``.npy`` matrix ``chunk_rows`` rows at a time, read into memory one chunk at a time.
+
+    Plain reads, not a memory map: mapped pages count towards the process's resident memory
+    until unmapped, which would make a pass over a large file look like it loads all of it.
+    """
+    with open(path, "rb") as fh:
+        readers = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+        read_header = readers.get(np.lib.format.read_magic(fh))
+        if read_header is None:
+            raise BadInputError(f"{path}: unsupported .npy format version")
+        shape, fortran, dtype = read_header(fh)
+        if fortran or len(shape) != 2:
+            raise BadInputError(f"{path}: expected a 2-D row-major feature matrix")
+        for start in range(0, shape[0], chunk_rows):
+            n = min(chunk_rows, shape[0] - start)
+            yield np.fromfile(fh, dtype=dtype, count=n * shape[1]).reshape(n, shape[1])
+
+
+@dataclass
+class FileEmbedStats:
+    """What :func:`embed_file` did."""
+
+    n_texts: int = 0
+    n_resumed: int = 0
+    n_cached: int = 0
+    n_truncated: int = 0
+    dropped_empty: int = 0
+    dim: int = 0
+    seconds: float = 0.0
+
+
+def embed_file(
+    path: str | Path,
+    out: str | Path,
+    encoder: str | LoadedEncoder,
+    spec: FeatureSpec = FeatureSpec(),
+    *,
+    chunk_size: int = 4096,
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    cache: EmbeddingCache | None = None,
+    text_col: str | int | None = None,
+    drop_empty: bool = False,
+    device: str = "cpu",
+    backend: str = "torch",
+    progress: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> FileEmbedStats:
+    """Embed every text of a file into the ``.npy`` file ``out``, rows in file order.
+
+    A first pass reads (and checks) the whole file without embedding, so a bad line late in a
+    large file is reported before any work, and the output's shape is known. ``on_chunk(n_done)``
+    is called after each chunk is on disk.
+    """
+    start = time.perf_counter()
+    model = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device,
+                                                                            backend)
+
+    def chunks():
+        return iter_chunks(path, chunk_size, text_col=text_col, drop_empty=drop_empty)
+
+    summary = scan_file(path, text_col=text_col, drop_empty=drop_empty, chunk_size=chunk_size)
+    stats = FileEmbedStats(n_texts=summary.n, dropped_empty=summary.dropped_empty,
+                           dim=model.hidden_size * len(spec.layers))
+    job = {"source_sha256": summary.sha256, "encoder": model.ref.fingerprint,
+           "backend": model.backend, "pooling": spec.pooling, "layers": list(spec.layers),
+           "max_length": spec.max_length or model.max_length, "text_col": text_col,
+           "drop_empty": drop_empty}
+    writer = FeatureWriter(out, stats.n_texts, stats.dim, job)
+    stats.n_resumed = writer.rows_done
+    bar = _progress_bar(stats.n_texts, writer.rows_done, progress)
+    try:
+        seen = 0
+        for chunk in chunks():
+            texts = chunk.texts[max(0, writer.rows_done - seen):]
+            seen += len(chunk)
+            if not texts:
+                continue
+            vectors, chunk_stats = embed(texts, model, spec, batch_size=batch_size,
+                                         max_tokens=max_tokens, cache=cache)
+            writer.write(vectors)
+            stats.n_cached += chunk_stats.n_cached
+            stats.n_truncated += chunk_stats.n_truncated
+            bar.update(len(texts))
+            if on_chunk is not None:
+                on_chunk(writer.rows_done)
+        writer.finish()
+    finally:
+        writer.close()
+        bar.close()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="embedding", unit="text",
+                disable=None if enabled else True, leave=False)
