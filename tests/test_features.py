@@ -158,3 +158,34 @@ def test_cache_is_used_per_chunk(tiny_distilbert, texts_file, tmp_path):
                             cache=cache)
     assert first.n_cached == 0 and second.n_cached == 150
     assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_train_out_of_core_saves_a_model_that_evaluates_and_serves_like_any(
+        tiny_distilbert, sentiment_rows, tmp_path, capsys):
+    import json
+
+    from bertprobe.persist import load_model
+    from bertprobe.probe import OutOfCoreProbe
+    from conftest import write_tsv
+
+    train = write_tsv(tmp_path / "train.tsv", sentiment_rows * 8)
+    test = write_tsv(tmp_path / "test.tsv", sentiment_rows)
+    out = tmp_path / "model"
+    code, stdout, err = run(["train", train, "--test", test, "--encoder", tiny_distilbert,
+                             "--pooling", "mean", "--out-of-core", "--out", out, "--json"],
+                            capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["n_train"] == 800 and result["n_test"] == 100
+    assert result["test_accuracy"] > 0.9  # the label is one word: even random features carry it
+
+    model = load_model(out)
+    assert isinstance(model.probe, OutOfCoreProbe)
+    assert model.card["probe"]["solver"] == "sgd-out-of-core"
+    assert model.card["data"]["train"]["n"] == 800
+    code, stdout, _ = run(["evaluate", "--model", out, test, "--json"], capsys)
+    assert json.loads(stdout)["accuracy"] == pytest.approx(result["test_accuracy"])
+    code, _, err = run(["report", "--model", out, test, "--out", tmp_path / "report"], capsys)
+    assert code == 0 and "trained out of core" in err
+    assert (tmp_path / "report" / "report.html").is_file()
+    assert not (tmp_path / "report" / "cv_vs_c.png").exists()

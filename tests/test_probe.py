@@ -11,11 +11,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bertprobe import LinearProbe, TextEmbedder
 from bertprobe.errors import BadInputError
-from bertprobe.probe import DEFAULT_C_GRID, SEED_C_GRID, parse_c_grid
+from bertprobe.probe import DEFAULT_C_GRID, SEED_C_GRID, OutOfCoreProbe, parse_c_grid
 
 
-@parametrize_with_checks([LinearProbe(cv=3)])
-def test_linear_probe_passes_sklearn_estimator_checks(estimator, check):
+@parametrize_with_checks([LinearProbe(cv=3), OutOfCoreProbe()])
+def test_probes_pass_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
@@ -91,3 +91,30 @@ def test_embedder_rejects_a_single_string(tiny_distilbert):
     embedder = TextEmbedder(str(tiny_distilbert)).fit(["x"])
     with pytest.raises(BadInputError, match="single string"):
         embedder.transform("just one text")
+
+
+def test_out_of_core_probe_learns_from_chunks_as_from_arrays():
+    X, y = blobs(3, n=3000)
+    chunked = OutOfCoreProbe(chunk_rows=10_000).fit(X, y)
+    step = 250
+    streamed = OutOfCoreProbe().fit_chunks(
+        lambda: ((X[i:i + step], y[i:i + step]) for i in range(0, len(y), step)))
+    assert streamed.holdout_accuracy_ > 0.95 and chunked.holdout_accuracy_ > 0.95
+    assert streamed.n_train_ + round(0.1 * 3000) == pytest.approx(3000, abs=60)
+    assert streamed.alpha_ in streamed.alphas
+    np.testing.assert_allclose(streamed.predict_proba(X).sum(axis=1), 1.0)
+    assert np.mean(streamed.predict(X) == chunked.predict(X)) > 0.97
+
+
+def test_out_of_core_probe_accuracy_is_close_to_the_linear_probe():
+    from bertprobe.datasets import load_sst2
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    train, test = load_sst2("train"), load_sst2("test")
+    vectorizer = TfidfVectorizer(max_features=300).fit(train.texts)
+    X_train = vectorizer.transform(train.texts).toarray()
+    X_test = vectorizer.transform(test.texts).toarray()
+    exact = LinearProbe(Cs="coarse").fit(X_train, train.labels).score(X_test, test.labels)
+    sgd = OutOfCoreProbe().fit(X_train, np.array(train.labels)).score(X_test, test.labels)
+    assert exact > 0.65
+    assert sgd > exact - 0.02, (sgd, exact)

@@ -7,6 +7,7 @@ error. A problem with the input is one line on standard error and exit status 2.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 import time
@@ -20,8 +21,15 @@ import click
 import numpy as np
 import typer
 
-from bertprobe.cache import EmbeddingCache, open_cache
-from bertprobe.data import LabelledTexts, read_labelled, read_texts
+from bertprobe.cache import EmbeddingCache, default_cache_dir, open_cache
+from bertprobe.data import (
+    FileSummary,
+    LabelledTexts,
+    iter_chunks,
+    read_labelled,
+    read_texts,
+    scan_file,
+)
 from bertprobe.encode import (
     DEFAULT_ENCODER,
     POOLINGS,
@@ -31,9 +39,9 @@ from bertprobe.encode import (
     parse_layers,
 )
 from bertprobe.errors import BadInputError, BertprobeError
-from bertprobe.features import embed_file
+from bertprobe.features import embed_file, iter_feature_rows
 from bertprobe.persist import file_record, load_model, save_model
-from bertprobe.probe import LinearProbe, check_trainable, parse_c_grid
+from bertprobe.probe import LinearProbe, OutOfCoreProbe, check_trainable, parse_c_grid
 from bertprobe.sweep import SweepResult, parse_poolings, run_sweep
 
 app = typer.Typer(
@@ -127,10 +135,23 @@ def train(
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     drop_empty: DropEmptyOpt = False,
+    out_of_core: Annotated[bool, typer.Option(
+        "--out-of-core", help="For training sets larger than memory: stream features to disk "
+                              "and fit by SGD a chunk at a time (no --auto).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
+    if out_of_core:
+        if auto:
+            raise BadInputError("--auto and --out-of-core do not combine (the sweep holds every "
+                                "layer of the training set in memory); choose --pooling and "
+                                "--layer, or drop --out-of-core")
+        _train_out_of_core(data, test, out, encoder, spec, batch_size=batch_size,
+                           max_tokens=max_tokens, cache_dir=cache_dir, no_cache=no_cache,
+                           device=device, backend=backend, text_col=text_col,
+                           label_col=label_col, drop_empty=drop_empty, as_json=as_json)
+        return
     grid = parse_c_grid(c_grid)
     sweep_poolings = parse_poolings(poolings) if auto else ()
     train_set = _training_set(data, text_col, label_col, drop_empty, cv)
@@ -211,6 +232,78 @@ def train(
         typer.echo(f"saved     {out}")
     else:
         _note("note: no --out given, so the model was not saved")
+
+
+def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder: str,
+                       spec: FeatureSpec, *, batch_size: int, max_tokens: int | None,
+                       cache_dir: Path | None, no_cache: bool, device: str, backend: str,
+                       text_col: str | None, label_col: str | None, drop_empty: bool,
+                       as_json: bool) -> None:
+    """train --out-of-core: file -> features on disk (resumable) -> OutOfCoreProbe, in chunks."""
+    columns = dict(text_col=_column(text_col), label_col=_column(label_col),
+                   drop_empty=drop_empty)
+    model = load_encoder(encoder, device, backend)
+    feature_dir = (cache_dir or default_cache_dir()) / "features"
+    start = time.perf_counter()
+    splits: dict[str, tuple[Path, np.ndarray, FileSummary]] = {}
+    for split, path in (("train", data), ("test", test)):
+        if path is None:
+            continue
+        # Labels first: this pass checks every row, so embedding starts only on a sound file.
+        summary = scan_file(path, want_labels=True, **columns)
+        labels = np.asarray([y for chunk in iter_chunks(path, want_labels=True, **columns)
+                             for y in chunk.labels])
+        job = json.dumps([str(path.resolve()), model.ref.fingerprint, backend, spec.pooling,
+                          spec.layers, spec.max_length, text_col, drop_empty])
+        features = feature_dir / f"{hashlib.sha256(job.encode()).hexdigest()[:24]}.npy"
+        with ExitStack() as stack:
+            stats = embed_file(path, features, model, spec, batch_size=batch_size,
+                               max_tokens=max_tokens, cache=_cache(stack, cache_dir, no_cache),
+                               text_col=columns["text_col"], drop_empty=drop_empty,
+                               progress=not as_json)
+        if stats.n_texts != len(labels):  # both passes skip the same rows; guard the pairing
+            raise BertprobeError(f"{path}: {stats.n_texts} vectors for {len(labels)} labels")
+        splits[split] = features, labels, summary
+    embed_seconds = time.perf_counter() - start
+
+    def chunks(split: str, rows: int = 8192):
+        features, labels, _ = splits[split]
+        return ((X, labels[i:i + len(X)]) for X, i in
+                zip(iter_feature_rows(features, rows), range(0, len(labels), rows), strict=True))
+
+    fit_start = time.perf_counter()
+    probe = OutOfCoreProbe().fit_chunks(lambda: chunks("train"))
+    fit_seconds = time.perf_counter() - fit_start
+    test_accuracy = None
+    if "test" in splits:
+        correct = sum(int(np.sum(probe.predict(X) == y)) for X, y in chunks("test"))
+        test_accuracy = correct / len(splits["test"][1])
+    n_train = len(splits["train"][1])
+    n_test = len(splits["test"][1]) if "test" in splits else 0
+    result = {"holdout_accuracy": probe.holdout_accuracy_, "test_accuracy": test_accuracy,
+              "alpha": probe.alpha_, "n_train": n_train, "n_test": n_test,
+              "labels": [_jsonable(c) for c in probe.classes_], "encoder": encoder,
+              "pooling": spec.pooling, "layer": list(spec.layers), "backend": backend,
+              "embed_seconds": embed_seconds, "fit_seconds": fit_seconds,
+              "model_dir": str(out) if out is not None else None}
+    if out is not None:
+        records = {"train": file_record(data, n_train, splits["train"][2].sha256)}
+        if test is not None:
+            records["test"] = file_record(test, n_test, splits["test"][2].sha256)
+        metrics = {"holdout_accuracy": probe.holdout_accuracy_, "test_accuracy": test_accuracy,
+                   "n_train": n_train, "n_test": n_test}
+        save_model(out, probe, model.ref, spec, max_length=spec.max_length or model.max_length,
+                   backend=backend, metrics=metrics, data=records)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"train     {data}: {n_train:,} texts, out of core; features in {feature_dir}")
+    typer.echo(f"embedded  in {embed_seconds:.1f} s; fit by SGD in {fit_seconds:.1f} s, alpha = "
+               f"{probe.alpha_:.3g} (held-out accuracy {_percent(probe.holdout_accuracy_)})")
+    if test_accuracy is not None:
+        typer.echo(f"test      {test}: {n_test:,} texts, accuracy {_percent(test_accuracy)}")
+    if out is not None:
+        typer.echo(f"saved     {out}")
 
 
 @app.command()
@@ -432,9 +525,13 @@ def report(
 
     model = load_model(model_dir)
     test_set = _labelled(data, text_col, label_col, drop_empty)
-    train_set, note = _training_data_of(model.card, train_file,
-                                        lambda path: _labelled(path, text_col, label_col,
-                                                               drop_empty))
+    if isinstance(model.probe, LinearProbe):
+        train_set, note = _training_data_of(model.card, train_file,
+                                            lambda path: _labelled(path, text_col, label_col,
+                                                                   drop_empty))
+    else:  # an out-of-core training set is too large to hold for the learning curve
+        train_set, note = None, ("trained out of core: the learning curve and TF-IDF baseline, "
+                                 "which hold the training data in memory, are left out")
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
         options = dict(cache=cache, batch_size=batch_size, device=device, backend=backend,

