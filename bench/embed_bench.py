@@ -7,7 +7,11 @@ machine, on the same sentences with the bundled encoder (all-MiniLM-L6-v2):
   sentences; sentences/s is over all of them, and a LinearProbe trained on the 2,000 is scored
   on the test split;
 - the classifier row compares the recipe's GridSearchCV (LogisticRegression,
-  C = linspace(0.0001, 100, 20), 5-fold) with bertprobe's C search on the same features.
+  C = linspace(0.0001, 100, 20), 5-fold) with bertprobe's C search on the same features;
+- the memory rows stream 10k, 100k and 1M short synthetic sentences (3 to 8 of SST-2's 2,000
+  most common words) from a file through `embed_file` (onnx-int8, no cache) into a .npy on disk,
+  then train the out-of-core probe on those features against a synthetic label (does the
+  sentence hold one of 20 "positive" words); peak RSS should not grow with the count.
 
 Prints a markdown table; writes bench/results/embed_bench.json.
 
@@ -33,8 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 N_TRAIN = 2000  # the recipe's subset
+STREAM_SIZES = {"stream-10k": 10_000, "stream-100k": 100_000, "stream-1m": 1_000_000}
 ROWS = ("recipe", "pipeline", "sentence-transformers", "bertprobe", "bertprobe-onnx",
-        "bertprobe-onnx-int8", "bertprobe-warm", "classifier")
+        "bertprobe-onnx-int8", "bertprobe-warm", "classifier", *STREAM_SIZES)
 
 
 def sentences() -> tuple[list[str], list[int], list[str], list[int]]:
@@ -107,7 +112,62 @@ def embed_bertprobe(texts: list[str], cache_dir: str | None,
     return X
 
 
+def synthetic_file(path: Path, n: int, seed: int = 0) -> np.ndarray:
+    """Write n short sentences, one a line; return their synthetic labels (1 byte each)."""
+    import random
+    from collections import Counter
+
+    from bertprobe.datasets import load_sst2
+
+    counts = Counter(w for t in load_sst2("train").texts for w in t.split() if w.isalpha())
+    words = [w for w, _ in counts.most_common(2000)]
+    positive = set(words[100:120])
+    rng = random.Random(seed)
+    labels = np.zeros(n, dtype=np.int8)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            sentence = rng.choices(words, k=rng.randint(3, 8))
+            labels[i] = any(w in positive for w in sentence)
+            fh.write(" ".join(sentence) + "\n")
+    return labels
+
+
+def stream_row(row: str, workdir: str) -> dict:
+    from bertprobe.encode import FeatureSpec, load_encoder
+    from bertprobe.features import embed_file, iter_feature_rows
+    from bertprobe.probe import OutOfCoreProbe
+
+    n = STREAM_SIZES[row]
+    texts, features = Path(workdir) / f"{row}.txt", Path(workdir) / f"{row}.npy"
+    labels = synthetic_file(texts, n)
+    model = load_encoder("minilm", backend="onnx-int8")
+    rss_before = peak_rss_mb()
+    start = time.perf_counter()
+    embed_file(texts, features, model, FeatureSpec("mean"), chunk_size=4096, batch_size=128)
+    seconds = time.perf_counter() - start
+    rss_embed = peak_rss_mb()
+
+    def chunks(rows: int = 16384):
+        return ((X, labels[i:i + len(X)])
+                for X, i in zip(iter_feature_rows(features, rows), range(0, n, rows),
+                                strict=True))
+
+    start = time.perf_counter()
+    probe = OutOfCoreProbe(epochs=2).fit_chunks(chunks)
+    fit_seconds = time.perf_counter() - start
+    result = {"row": row, "sentences": n, "seconds": seconds, "sentences_per_second": n / seconds,
+              "features_mb": features.stat().st_size / 2**20,
+              "peak_rss_mb_after_load": rss_before, "peak_rss_mb_embed": rss_embed,
+              "fit_seconds": fit_seconds, "holdout_accuracy": probe.holdout_accuracy_,
+              "peak_rss_mb": peak_rss_mb()}
+    texts.unlink()
+    features.unlink()
+    return result
+
+
 def run_row(row: str, cache_dir: str) -> dict:
+    if row in STREAM_SIZES:
+        return stream_row(row, cache_dir)
     train_texts, y_train, test_texts, y_test = sentences()
     texts = train_texts + test_texts
     if row == "classifier":
@@ -196,7 +256,7 @@ def main() -> None:
     print("| row | sentences/s | peak RSS | SST-2 test accuracy |")
     print("| --- | --- | --- | --- |")
     for r in results:
-        if r["row"] == "classifier":
+        if r["row"] == "classifier" or r["row"] in STREAM_SIZES:
             continue
         print(f"| {r['row']} | {r['sentences_per_second']:.0f} | {r['peak_rss_mb']:.0f} MB | "
               f"{100 * r['test_accuracy']:.2f}% |")
@@ -208,6 +268,18 @@ def main() -> None:
                   f"{r['speedup']:.1f}x faster ({r['bertprobe_cold_seconds']:.2f} s, "
                   f"{r['cold_speedup']:.1f}x, when the first fit also starts them) "
                   f"({100 * r['bertprobe_test_accuracy']:.2f}%)")
+    streamed = [r for r in results if r["row"] in STREAM_SIZES]
+    if streamed:
+        print("\nmemory: short synthetic sentences streamed from a file to a .npy (onnx-int8, "
+              "no cache), then the out-of-core probe (2 epochs) on those features\n")
+        print("| sentences | sentences/s | features on disk | peak RSS embedding | "
+              "peak RSS with probe | probe fit | held-out accuracy |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in streamed:
+            print(f"| {r['sentences']:,} | {r['sentences_per_second']:.0f} | "
+                  f"{r['features_mb']:.0f} MB | {r['peak_rss_mb_embed']:.0f} MB | "
+                  f"{r['peak_rss_mb']:.0f} MB | {r['fit_seconds']:.1f} s | "
+                  f"{100 * r['holdout_accuracy']:.2f}% |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "embed_bench.json").write_text(json.dumps({
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),

@@ -77,7 +77,7 @@ def test_train_auto_uses_and_records_the_sweep_winner(auto_model):
     out, result = auto_model
     card = json.loads((out / "card.json").read_text())
     best = max(card["sweep"]["rows"], key=lambda r: r["cv_accuracy"])
-    assert card["sweep"]["best"] == result["auto"]
+    assert card["sweep"]["choice"] == result["auto"]
     assert result["auto"] in {r["name"] for r in card["sweep"]["rows"]
                               if r["cv_accuracy"] == best["cv_accuracy"]}
     chosen = next(r for r in card["sweep"]["rows"] if r["name"] == result["auto"])
@@ -150,3 +150,54 @@ def test_report_page_loads_every_image_in_chromium(auto_model, sentiment_tsv, tm
     assert len(widths) == 6 and all(w > 0 for w in widths), widths
     assert problems == []
     assert title.startswith("bertprobe report")
+
+
+def test_auto_adds_the_tfidf_vote_when_cv_prefers_it(tiny_distilbert, tmp_path, capsys):
+    from bertprobe.datasets import load_sst2
+    from bertprobe.persist import load_model
+    from conftest import write_tsv
+
+    # Random tiny-encoder features are weak on real reviews; word n-grams add what they miss.
+    train = load_sst2("train")
+    rows = list(zip(train.texts[:300], train.labels[:300], strict=True))
+    data = write_tsv(tmp_path / "train.tsv", rows)
+    out = tmp_path / "voted"
+    result = json.loads(run(["train", data, "--test", data, "--encoder", tiny_distilbert,
+                             "--auto", "--poolings", "mean", "--cv", "3", "--out", out,
+                             "--json"], capsys))
+    sweep = json.loads((out / "card.json").read_text())["sweep"]
+    best = max(r["cv_accuracy"] for r in sweep["rows"])
+    assert sweep["vote_cv_accuracy"] > best  # the rule: the vote only where CV says it helps
+    assert result["auto"] == sweep["choice"] == f"{sweep['best']} + TF-IDF vote"
+
+    model = load_model(out)
+    assert model.text_model is not None and (out / "tfidf.skops").is_file()
+    texts = [t for t, _ in rows[:20]]
+    X, _ = model.embed(texts)
+    expected = (model.probe.predict_proba(X) + model.text_model.predict_proba(texts)) / 2
+    np.testing.assert_allclose(model.predict_proba(texts), expected)
+    # The saved test accuracy is the vote's, as evaluate computes it.
+    evaluated = json.loads(run(["evaluate", "--model", out, data, "--json"], capsys))
+    assert evaluated["accuracy"] == pytest.approx(result["test_accuracy"])
+
+
+def test_a_tampered_voter_is_refused(tmp_path, tiny_model_dir):
+    import shutil
+
+    from bertprobe.errors import ModelFolderError
+    from bertprobe.persist import load_model, save_model
+    from bertprobe.sweep import tfidf_pipeline
+
+    model = load_model(tiny_model_dir)
+    texts = ["good film", "bad film", "great acting", "awful acting"] * 5
+    labels = [1, 0, 1, 0] * 5
+    voter = tfidf_pipeline(cv=2).fit(texts, labels)
+    out = save_model(tmp_path / "m", model.probe, model.encoder, model.spec, max_length=64,
+                     text_model=voter)
+    assert load_model(out).card["vote"]["with"] == "tfidf.skops"
+    shutil.copy(out / "probe.skops", out / "tfidf.skops")
+    with pytest.raises(ModelFolderError, match="altered"):
+        load_model(out)
+    with pytest.raises(ValueError, match="classes differ"):
+        save_model(tmp_path / "m2", model.probe, model.encoder, model.spec, max_length=64,
+                   text_model=tfidf_pipeline(cv=2).fit(texts, ["a", "b", "c", "d"] * 5))

@@ -40,9 +40,9 @@ from bertprobe.encode import (
 )
 from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.features import embed_file, iter_feature_rows
-from bertprobe.persist import file_record, load_model, save_model
+from bertprobe.persist import ProbeModel, file_record, load_model, save_model
 from bertprobe.probe import LinearProbe, OutOfCoreProbe, check_trainable, parse_c_grid
-from bertprobe.sweep import SweepResult, parse_poolings, run_sweep
+from bertprobe.sweep import SweepResult, parse_poolings, run_sweep, tfidf_pipeline
 
 app = typer.Typer(
     name="bertprobe",
@@ -176,9 +176,16 @@ def train(
 
     fit_start = time.perf_counter()
     probe = LinearProbe(Cs=grid, cv=cv, n_jobs=jobs).fit(X_train, train_set.labels)
+    voter = None
+    if sweep is not None and sweep.vote_wins:
+        voter = tfidf_pipeline(cv=cv, n_jobs=jobs).fit(train_set.texts, train_set.labels)
     fit_seconds = time.perf_counter() - fit_start
-    test_accuracy = (float(probe.score(X_test, test_set.labels))
-                     if test_set is not None else None)
+    test_accuracy = None
+    if test_set is not None:
+        trained = ProbeModel(card={}, probe=probe, encoder=model.ref, spec=spec,
+                             text_model=voter)
+        predicted = trained.predict_from(X_test, test_set.texts)
+        test_accuracy = float(np.mean(predicted == np.asarray(test_set.labels)))
 
     max_len = train_stats.max_length
     result: dict[str, Any] = {
@@ -199,7 +206,8 @@ def train(
         "n_cached": train_stats.n_cached + (test_stats.n_cached if test_stats else 0),
         "n_truncated": train_stats.n_truncated + (test_stats.n_truncated if test_stats else 0),
         "model_dir": str(out) if out is not None else None,
-        "auto": sweep.best.name if sweep is not None else None,
+        "auto": sweep.choice if sweep is not None else None,
+        "vote_cv_accuracy": sweep.vote_cv_accuracy if sweep is not None else None,
         "sweep_seconds": sweep.seconds if sweep is not None else None,
     }
     if out is not None:
@@ -207,9 +215,12 @@ def train(
         if test_set is not None:
             data_records["test"] = file_record(test, len(test_set), test_set.sha256)
         metrics = {k: result[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
+        if voter is not None:
+            metrics["vote_cv_accuracy"] = sweep.vote_cv_accuracy
         save_model(out, probe, model.ref, spec, max_length=max_len, backend=backend,
                    metrics=metrics, data=data_records,
-                   extra={"sweep": sweep.to_dict()} if sweep is not None else None)
+                   extra={"sweep": sweep.to_dict()} if sweep is not None else None,
+                   text_model=voter)
 
     if as_json:
         typer.echo(json.dumps(result))
@@ -226,6 +237,10 @@ def train(
                f"({result['n_cached']:,} from cache, {result['n_truncated']:,} truncated)")
     typer.echo(f"probe     C = {probe.C_:.4g} by {cv}-fold CV (CV accuracy "
                f"{_percent(probe.cv_accuracy_)}), fit in {fit_seconds:.1f} s")
+    if voter is not None:
+        typer.echo(f"vote      with TF-IDF + LR (C = {voter[-1].C_:.3g}): CV accuracy "
+                   f"{_percent(sweep.vote_cv_accuracy)} against {_percent(probe.cv_accuracy_)} "
+                   "alone")
     if test_set is not None:
         typer.echo(f"test      {test}: {len(test_set):,} texts, accuracy {_percent(test_accuracy)}")
     if out is not None:
@@ -333,7 +348,7 @@ def evaluate(
         X, stats = model.embed(test_set.texts, cache=_cache(stack, cache_dir, no_cache),
                                batch_size=batch_size, device=device, backend=backend,
                                progress=not as_json)
-    predicted = model.probe.predict(X)
+    predicted = model.predict_from(X, test_set.texts)
     labels = sorted(set(model.classes) | set(test_set.labels), key=str)
     accuracy = float(np.mean(predicted == np.asarray(test_set.labels, dtype=predicted.dtype)))
     report = classification_report(test_set.labels, predicted, labels=labels, output_dict=True,
@@ -385,7 +400,7 @@ def predict(
         X, _ = model.embed(items, cache=_cache(stack, cache_dir, no_cache),
                            batch_size=batch_size, device=device, backend=backend,
                            progress=output is not None)
-    probabilities = model.probe.predict_proba(X)
+    probabilities = model.proba_from(X, items)
     classes = [_jsonable(c) for c in model.probe.classes_]
     rows = [
         {"text": text, "label": classes[int(np.argmax(p))],
@@ -521,7 +536,6 @@ def report(
 ) -> None:
     """Write an HTML report with plots: errors, calibration, C search, sweep, learning curve."""
     from bertprobe.report import ReportData, learning_curve_scores, write_report
-    from bertprobe.sweep import tfidf_pipeline
 
     model = load_model(model_dir)
     test_set = _labelled(data, text_col, label_col, drop_empty)
@@ -538,7 +552,7 @@ def report(
                        progress=not as_json)
         X_test, _ = model.embed(test_set.texts, **options)
         X_train = model.embed(train_set.texts, **options)[0] if train_set else None
-    proba = model.probe.predict_proba(X_test)
+    proba = model.proba_from(X_test, test_set.texts)
     y_true = np.asarray(test_set.labels)
     report_data = ReportData(
         model_id=model.id, card=model.card, texts=test_set.texts, y_true=y_true,
@@ -612,6 +626,10 @@ def _print_sweep(result: SweepResult) -> None:
                    f"{100 * row.cv_std:>6.2f} {row.C:>9.3g}{mark}")
     if result.tfidf_cv_accuracy is not None:
         typer.echo(f"{'TF-IDF + LR baseline':<22} {'':>6} {100 * result.tfidf_cv_accuracy:>7.2f}%")
+    if result.vote_cv_accuracy is not None:
+        mark = "  <- chosen" if result.vote_wins else ""
+        typer.echo(f"{'best + TF-IDF vote':<22} {'':>6} {100 * result.vote_cv_accuracy:>7.2f}%"
+                   f"{mark}")
 
 
 def _training_data_of(card: dict, train_file: Path | None,

@@ -54,6 +54,8 @@ MODEL_FORMAT = "bertprobe-model"
 FORMAT_VERSION = 1
 CARD_FILE = "card.json"
 PROBE_FILE = "probe.skops"
+# With train --auto, when CV prefers it: a TF-IDF + LR pipeline that votes with the probe.
+TEXT_MODEL_FILE = "tfidf.skops"
 # Every type a probe file may hold beyond what skops trusts by default (numpy, sklearn
 # estimators). Anything else in the file is refused before it is loaded.
 TRUSTED_TYPES = frozenset({
@@ -74,6 +76,8 @@ class ProbeModel:
     spec: FeatureSpec
     folder: Path | None = None
     backend: str = "torch"
+    text_model: Any = None  # sklearn Pipeline over raw texts, averaged with the probe
+
 
     @property
     def classes(self) -> list:
@@ -92,10 +96,20 @@ class ProbeModel:
 
     def predict_proba(self, texts: Sequence[str], **embed_options) -> np.ndarray:
         """Probabilities, one row per text, columns in the order of :attr:`classes`."""
-        return self.probe.predict_proba(self.embed(texts, **embed_options)[0])
+        return self.proba_from(self.embed(texts, **embed_options)[0], texts)
 
     def predict(self, texts: Sequence[str], **embed_options) -> np.ndarray:
-        return self.probe.predict(self.embed(texts, **embed_options)[0])
+        return self.predict_from(self.embed(texts, **embed_options)[0], texts)
+
+    def proba_from(self, X: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities from vectors already embedded (``texts`` feed the TF-IDF voter)."""
+        proba = self.probe.predict_proba(X)
+        if self.text_model is not None:
+            proba = (proba + self.text_model.predict_proba(list(texts))) / 2
+        return proba
+
+    def predict_from(self, X: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        return self.probe.classes_[self.proba_from(X, texts).argmax(axis=1)]
 
 
 def save_model(
@@ -109,8 +123,13 @@ def save_model(
     metrics: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    text_model: Any = None,
 ) -> Path:
-    """Write a model folder atomically; an existing folder is replaced only if it is ours."""
+    """Write a model folder atomically; an existing folder is replaced only if it is ours.
+
+    ``text_model``, a fitted scikit-learn pipeline over raw texts with the probe's classes,
+    votes with the probe (probabilities averaged); ``train --auto`` adds one when CV says so.
+    """
     import skops.io as sio
 
     folder = Path(folder)
@@ -122,6 +141,14 @@ def save_model(
     try:
         sio.dump(probe, staging / PROBE_FILE)
         files = {PROBE_FILE: _sha256(staging / PROBE_FILE)}
+        vote = None
+        if text_model is not None:
+            if list(text_model.classes_) != list(probe.classes_):
+                raise ValueError("the text model's classes differ from the probe's")
+            sio.dump(text_model, staging / TEXT_MODEL_FILE)
+            files[TEXT_MODEL_FILE] = _sha256(staging / TEXT_MODEL_FILE)
+            vote = {"with": TEXT_MODEL_FILE, "rule": "mean of probabilities",
+                    "tfidf_C": float(text_model[-1].C_)}
         card = {
             "format": MODEL_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -134,6 +161,7 @@ def save_model(
                          "max_length": max_length, "backend": backend},
             "labels": probe.classes_.tolist(),
             "probe": probe_record(probe),
+            **({"vote": vote} if vote else {}),
             "metrics": metrics or {},
             "data": data or {},
             "versions": _versions(),
@@ -175,7 +203,6 @@ def read_card(folder: str | Path) -> dict[str, Any]:
 
 def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
     """Load a model folder, refusing one that was altered or whose encoder changed."""
-    import skops.io as sio
 
     folder = Path(folder)
     card = read_card(folder)
@@ -191,24 +218,41 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
         raise ModelFolderError(f"{folder / CARD_FILE} lists no {PROBE_FILE}; retrain the model")
 
     probe_path = folder / PROBE_FILE
-    try:
-        untrusted = set(sio.get_untrusted_types(file=probe_path))
-    except Exception as exc:  # skops raises assorted errors on a damaged archive
-        raise ModelFolderError(f"{probe_path} is not a readable skops file ({exc}); retrain or "
-                               "restore it") from None
-    if untrusted - TRUSTED_TYPES:
-        raise ModelFolderError(f"{probe_path} holds types bertprobe does not trust "
-                               f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
-                               "load it")
-    probe = sio.load(probe_path, trusted=sorted(untrusted))
+    probe = _load_skops(probe_path)
     if not isinstance(probe, LinearProbe | OutOfCoreProbe):
         raise ModelFolderError(f"{probe_path} does not hold a bertprobe probe; retrain the model")
+    text_model = None
+    if card.get("vote"):
+        text_path = folder / card["vote"]["with"]
+        if text_path.name not in card.get("files", {}):
+            raise ModelFolderError(f"{folder / CARD_FILE} names a voter it does not list; "
+                                   "retrain the model")
+        text_model = _load_skops(text_path)
+        if list(getattr(text_model, "classes_", [])) != probe.classes_.tolist():
+            raise ModelFolderError(f"{text_path} does not predict the probe's labels; retrain "
+                                   "the model")
 
     features = card["features"]
     spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
     encoder = _card_encoder(folder, card, check_encoder)
     return ProbeModel(card=card, probe=probe, encoder=encoder, spec=spec, folder=folder,
-                      backend=features.get("backend", "torch"))
+                      backend=features.get("backend", "torch"), text_model=text_model)
+
+
+def _load_skops(path: Path) -> Any:
+    """Load a skops file only if every type in it is trusted, by skops or by our list."""
+    import skops.io as sio
+
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # skops raises assorted errors on a damaged archive
+        raise ModelFolderError(f"{path} is not a readable skops file ({exc}); retrain or "
+                               "restore it") from None
+    if untrusted - TRUSTED_TYPES:
+        raise ModelFolderError(f"{path} holds types bertprobe does not trust "
+                               f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
+                               "load it")
+    return sio.load(path, trusted=sorted(untrusted))
 
 
 def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:

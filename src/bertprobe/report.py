@@ -169,6 +169,9 @@ def plot_sweep(sweep: dict[str, Any]):
     if sweep.get("tfidf_cv_accuracy") is not None:
         ax.axhline(100 * sweep["tfidf_cv_accuracy"], color="grey", linestyle="--",
                    label="TF-IDF + LR (no transformer)")
+    if sweep.get("vote_cv_accuracy") is not None:
+        ax.axhline(100 * sweep["vote_cv_accuracy"], color="C3", linestyle=":",
+                   label="best + TF-IDF, voting")
     best = max(rows, key=lambda r: r["cv_accuracy"])
     ax.set_xticks(list(range(n_layers)) + list(slot.values()))
     ax.set_xticklabels([str(i) for i in range(n_layers)]

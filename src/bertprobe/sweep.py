@@ -18,10 +18,12 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from bertprobe.cache import EmbeddingCache
 from bertprobe.encode import POOLINGS, EmbedStats, FeatureSpec, LoadedEncoder, View, embed_views
@@ -65,11 +67,23 @@ class SweepResult:
     tfidf_cv_accuracy: float | None
     embed: EmbedStats
     seconds: float
+    # The best probe and the TF-IDF baseline voting (mean of their probabilities), same folds.
+    vote_cv_accuracy: float | None = None
 
     @property
     def best(self) -> SweepRow:
         """Highest CV accuracy; among equals, the narrower (cheaper) features."""
         return max(self.rows, key=lambda r: (round(r.cv_accuracy, 6), -r.dim))
+
+    @property
+    def vote_wins(self) -> bool:
+        """Whether the best probe voting with TF-IDF beats the best probe alone, by CV."""
+        return (self.vote_cv_accuracy is not None
+                and self.vote_cv_accuracy > self.best.cv_accuracy)
+
+    @property
+    def choice(self) -> str:
+        return f"{self.best.name} + TF-IDF vote" if self.vote_wins else self.best.name
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +92,8 @@ class SweepResult:
             "cv": self.cv,
             "best": self.best.name,
             "tfidf_cv_accuracy": self.tfidf_cv_accuracy,
+            "vote_cv_accuracy": self.vote_cv_accuracy,
+            "choice": self.choice,
             "embed_seconds": self.embed.seconds,
             "seconds": self.seconds,
             "rows": [asdict(r) for r in self.rows],
@@ -149,10 +165,17 @@ def run_sweep(
         if on_row is not None:
             on_row(row)
 
-    tfidf_accuracy = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs) if tfidf else None
-    return SweepResult(encoder=model.ref.name, n_train=len(texts), cv=cv, rows=rows,
-                       tfidf_cv_accuracy=tfidf_accuracy, embed=stats,
-                       seconds=time.perf_counter() - start)
+    result = SweepResult(encoder=model.ref.name, n_train=len(texts), cv=cv, rows=rows,
+                         tfidf_cv_accuracy=None, embed=stats, seconds=0.0)
+    if tfidf:
+        result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
+        best = result.best
+        chosen = [position[View(layer, best.pooling)] for layer in best.layers]
+        result.vote_cv_accuracy = vote_cv_accuracy(
+            by_view[:, chosen, :].reshape(len(texts), -1), texts, y, probe_C=best.C,
+            tfidf_C=tfidf_C, cv=cv, n_jobs=n_jobs)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 # TF-IDF vectors are unit length and sparse: their useful C values sit higher than a probe's.
@@ -175,8 +198,10 @@ def tfidf_pipeline(cv: int = 5, Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int 
 
 
 def tfidf_cv_accuracy(texts: Sequence[str], y, *, cv: int = 5,
-                      Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int | None = None) -> float:
-    """Mean CV accuracy of the TF-IDF baseline at its best C, scored as the probes are.
+                      Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int | None = None
+                      ) -> tuple[float, float]:
+    """Mean CV accuracy of the TF-IDF baseline at its best C (and that C), scored as the probes
+    are.
 
     The vocabulary and IDF weights come from all training texts (no labels involved), as the
     probes' standardization does; the comparison is like for like.
@@ -184,4 +209,33 @@ def tfidf_cv_accuracy(texts: Sequence[str], y, *, cv: int = 5,
     pipeline = tfidf_pipeline(cv=cv, Cs=Cs, n_jobs=n_jobs).fit(list(texts), y)
     search = pipeline[-1]
     scores = np.asarray(search.scores_)[:, 0, :]
-    return float(scores.mean(axis=0).max())
+    return float(scores.mean(axis=0).max()), float(search.C_)
+
+
+def vote_cv_accuracy(features: np.ndarray, texts: Sequence[str], y, *, probe_C: float,
+                     tfidf_C: float, cv: int = 5, n_jobs: int | None = None) -> float:
+    """CV accuracy of the probe and the TF-IDF baseline voting with equal weight.
+
+    Each fold trains both on the other folds (at the C each chose on the whole training set)
+    and averages their probabilities on the held-out fold; the folds are the probes' folds.
+    A transformer's features and word n-grams make different mistakes, so the vote often
+    beats both.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = StratifiedKFold(cv, shuffle=True, random_state=0)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=probe_C, max_iter=1000))
+    text = tfidf_pipeline(cv=cv)
+    text.steps[-1] = ("logisticregression", LogisticRegression(C=tfidf_C, max_iter=1000))
+    y = np.asarray(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        p_probe = cross_val_predict(probe, features, y, cv=folds, method="predict_proba",
+                                    n_jobs=n_jobs)
+    p_text = cross_val_predict(text, list(texts), y, cv=folds, method="predict_proba",
+                               n_jobs=n_jobs)
+    classes = np.unique(y)
+    return float(np.mean(classes[(p_probe + p_text).argmax(axis=1)] == y))
