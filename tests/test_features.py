@@ -189,3 +189,14 @@ def test_train_out_of_core_saves_a_model_that_evaluates_and_serves_like_any(
     assert code == 0 and "trained out of core" in err
     assert (tmp_path / "report" / "report.html").is_file()
     assert not (tmp_path / "report" / "cv_vs_c.png").exists()
+
+
+def test_a_damaged_partial_file_is_started_over(tmp_path):
+    writer = FeatureWriter(tmp_path / "X.npy", 4, 2, {"job": 1})
+    writer.write(np.ones((2, 2)))
+    writer.close()
+    (tmp_path / "X.npy.partial").write_bytes(b"not a numpy file")
+    again = FeatureWriter(tmp_path / "X.npy", 4, 2, {"job": 1})
+    assert again.rows_done == 0
+    again.write(np.zeros((4, 2)))
+    assert np.array_equal(np.load(again.finish()), np.zeros((4, 2), dtype=np.float32))

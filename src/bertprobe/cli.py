@@ -23,12 +23,10 @@ import typer
 
 from bertprobe.cache import EmbeddingCache, default_cache_dir, open_cache
 from bertprobe.data import (
-    FileSummary,
     LabelledTexts,
     iter_chunks,
     read_labelled,
     read_texts,
-    scan_file,
 )
 from bertprobe.encode import (
     DEFAULT_ENCODER,
@@ -260,12 +258,11 @@ def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder:
     model = load_encoder(encoder, device, backend)
     feature_dir = (cache_dir or default_cache_dir()) / "features"
     start = time.perf_counter()
-    splits: dict[str, tuple[Path, np.ndarray, FileSummary]] = {}
+    splits: dict[str, tuple[Path, np.ndarray, str]] = {}
     for split, path in (("train", data), ("test", test)):
         if path is None:
             continue
         # Labels first: this pass checks every row, so embedding starts only on a sound file.
-        summary = scan_file(path, want_labels=True, **columns)
         labels = np.asarray([y for chunk in iter_chunks(path, want_labels=True, **columns)
                              for y in chunk.labels])
         job = json.dumps([str(path.resolve()), model.ref.fingerprint, backend, spec.pooling,
@@ -278,7 +275,7 @@ def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder:
                                progress=not as_json)
         if stats.n_texts != len(labels):  # both passes skip the same rows; guard the pairing
             raise BertprobeError(f"{path}: {stats.n_texts} vectors for {len(labels)} labels")
-        splits[split] = features, labels, summary
+        splits[split] = features, labels, stats.source_sha256
     embed_seconds = time.perf_counter() - start
 
     def chunks(split: str, rows: int = 8192):
@@ -302,9 +299,9 @@ def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder:
               "embed_seconds": embed_seconds, "fit_seconds": fit_seconds,
               "model_dir": str(out) if out is not None else None}
     if out is not None:
-        records = {"train": file_record(data, n_train, splits["train"][2].sha256)}
+        records = {"train": file_record(data, n_train, splits["train"][2])}
         if test is not None:
-            records["test"] = file_record(test, n_test, splits["test"][2].sha256)
+            records["test"] = file_record(test, n_test, splits["test"][2])
         metrics = {"holdout_accuracy": probe.holdout_accuracy_, "test_accuracy": test_accuracy,
                    "n_train": n_train, "n_test": n_test}
         save_model(out, probe, model.ref, spec, max_length=spec.max_length or model.max_length,

@@ -50,21 +50,17 @@ class FeatureWriter:
         self.progress = self.out.with_name(self.out.name + ".partial.json")
         self.job = {**job, "n_rows": n_rows, "dim": dim}
         self.rows_done = 0
-        self.resumed = False
-        record = self._read_progress()
-        if (record is not None and record.get("job") == self.job and self.partial.exists()
-                and self.partial.stat().st_size >= self._offset(record["rows_done"])):
-            self.rows_done = int(record["rows_done"])
-            self.resumed = self.rows_done > 0
+        done = self._rows_on_disk()
+        if done is not None:
+            self.rows_done = done
         else:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             with open(self.partial, "wb") as fh:
                 np.lib.format.write_array_header_1_0(
                     fh, {"descr": DTYPE.str, "fortran_order": False, "shape": (n_rows, dim)})
-            self._header_size = self.partial.stat().st_size
             self._write_progress()
         self._fh = open(self.partial, "r+b")  # noqa: SIM115 (closed by finish/close)
-        self._fh.seek(self._offset(self.rows_done))
+        self._fh.seek(_header_size(self.partial) + self.rows_done * self._row_bytes)
 
     def write(self, rows: np.ndarray) -> None:
         """Append rows; they are on disk, and counted as done, when this returns."""
@@ -91,13 +87,21 @@ class FeatureWriter:
     def close(self) -> None:
         self._fh.close()
 
-    def _offset(self, rows: int) -> int:
-        if not hasattr(self, "_header_size"):
-            with open(self.partial, "rb") as fh:
-                np.lib.format.read_magic(fh)
-                np.lib.format.read_array_header_1_0(fh)
-                self._header_size = fh.tell()
-        return self._header_size + rows * self.dim * DTYPE.itemsize
+    def _rows_on_disk(self) -> int | None:
+        """Rows a partial file of this same job already holds; None when there is none."""
+        record = self._read_progress()
+        if record is None or record.get("job") != self.job:
+            return None
+        try:
+            done = int(record["rows_done"])
+            size_needed = _header_size(self.partial) + done * self._row_bytes
+            return done if self.partial.stat().st_size >= size_needed else None
+        except (OSError, ValueError, KeyError):  # a damaged partial file: start over
+            return None
+
+    @property
+    def _row_bytes(self) -> int:
+        return self.dim * DTYPE.itemsize
 
     def _read_progress(self) -> dict | None:
         try:
@@ -110,6 +114,13 @@ class FeatureWriter:
         staged.write_text(json.dumps({"job": self.job, "rows_done": self.rows_done}),
                           encoding="utf-8")
         os.replace(staged, self.progress)
+
+
+def _header_size(path: Path) -> int:
+    with open(path, "rb") as fh:
+        np.lib.format.read_magic(fh)
+        np.lib.format.read_array_header_1_0(fh)
+        return fh.tell()
 
 
 def iter_feature_rows(path: str | Path, chunk_rows: int = 8192) -> Iterator[np.ndarray]:
@@ -137,6 +148,7 @@ class FileEmbedStats:
     """What :func:`embed_file` did."""
 
     n_texts: int = 0
+    source_sha256: str = ""
     n_resumed: int = 0
     n_cached: int = 0
     n_truncated: int = 0
@@ -172,11 +184,9 @@ def embed_file(
     model = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device,
                                                                             backend)
 
-    def chunks():
-        return iter_chunks(path, chunk_size, text_col=text_col, drop_empty=drop_empty)
-
     summary = scan_file(path, text_col=text_col, drop_empty=drop_empty, chunk_size=chunk_size)
-    stats = FileEmbedStats(n_texts=summary.n, dropped_empty=summary.dropped_empty,
+    stats = FileEmbedStats(n_texts=summary.n, source_sha256=summary.sha256,
+                           dropped_empty=summary.dropped_empty,
                            dim=model.hidden_size * len(spec.layers))
     job = {"source_sha256": summary.sha256, "encoder": model.ref.fingerprint,
            "backend": model.backend, "pooling": spec.pooling, "layers": list(spec.layers),
@@ -187,7 +197,7 @@ def embed_file(
     bar = _progress_bar(stats.n_texts, writer.rows_done, progress)
     try:
         seen = 0
-        for chunk in chunks():
+        for chunk in iter_chunks(path, chunk_size, text_col=text_col, drop_empty=drop_empty):
             texts = chunk.texts[max(0, writer.rows_done - seen):]
             seen += len(chunk)
             if not texts:
