@@ -121,18 +121,36 @@ BAD_INPUTS = {
     "embed to wrong suffix": (["embed", "{good}", "--out", "{tmp}/x.csv"], "name the file"),
     "serve a folder that is not a model": (["serve", "--model", "{tmp}"],
                                            "not a bertprobe model folder"),
+    "test labels of another kind": (["train", "{good}", "--test", "{words}", "--encoder",
+                                     "{tiny}"], "none of its labels (bad, good) is one of"),
+    "train --out an existing file": (["train", "{good}", "--out", "{good}"],
+                                     "is a file, and a folder is written there"),
+    "train --out under a file": (["train", "{good}", "--out", "{good}/model"],
+                                 "is a file, so nothing can be written under it"),
+    "embed --out a folder": (["embed", "{good}", "--out", "{folder}"],
+                             "is a folder; give the path of a file"),
+    "predict --output a folder": (["predict", "--model", "{model}", "hi", "--output", "{tmp}"],
+                                  "is a folder; give the path of a file"),
+    "report --out an existing file": (["report", "--model", "{model}", "{good}", "--out",
+                                       "{good}"], "is a file, and a folder is written there"),
+    "device without a GPU": (["train", "{good}", "--encoder", "{tiny}", "--device", "cuda"],
+                             "sees no CUDA GPU"),
+    "not a device": (["embed", "{good}", "--encoder", "{tiny}", "--out", "{tmp}/x.npy",
+                      "--device", "tpu"], "device 'tpu' is not one bertprobe runs on"),
+    "file name too long": (["train", "x" * 300], "File name too long"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_distilbert, sentiment_rows,
-                                          capsys):
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_distilbert, tiny_model_dir,
+                                          sentiment_rows, capsys):
     files = {
         "empty": "", "header": "sentence\tlabel\nfine\t1\nbad\t0\n",
         "blank_text": "good\t1\n \t0\nfine\t1\n\t0\n", "no_label": "good\t1\nbad\t0\nfine\t\n",
         "one_class": "good\t1\nfine\t1\n",
         "rare": "".join(f"t{i}\t{i % 2}\n" for i in range(20)) + "odd\t2\n",
         "good": "".join(f"{t}\t{y}\n" for t, y in sentiment_rows),
+        "words": "".join(f"{t}\t{'good' if y else 'bad'}\n" for t, y in sentiment_rows),
     }
     paths = {name: tmp_path / f"{name}.tsv" for name in files}
     for name, text in files.items():
@@ -140,7 +158,9 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_distilbert, senti
     paths["latin1"] = tmp_path / "latin1.tsv"
     paths["latin1"].write_bytes("fine\t1\ncaf\u00e9\t0\n".encode("latin-1"))
     argv_template, expected = BAD_INPUTS[case]
-    argv = [a.format(tmp=tmp_path, tiny=tiny_distilbert, **paths) for a in argv_template]
+    (tmp_path / "folder.npy").mkdir()
+    argv = [a.format(tmp=tmp_path, tiny=tiny_distilbert, model=tiny_model_dir,
+                     folder=tmp_path / "folder.npy", **paths) for a in argv_template]
     code, stdout, err = run(argv, capsys)
     assert code == 2
     assert err.startswith("bertprobe: error: ") and err.count("\n") == 1, err
@@ -172,3 +192,92 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert help_text.returncode == 0
     for command in ("train", "evaluate", "predict", "embed"):
         assert command in help_text.stdout
+
+
+USAGE_ERRORS = {
+    "unknown option": (["predict", "--model", "x", "--nosuch"], "No such option: --nosuch"),
+    "missing argument": (["train"], "Missing argument"),
+    "extra argument": (["evaluate", "--model", "m", "a.tsv", "b.tsv"], "unexpected extra"),
+    "unknown command": (["trian"], "No such command 'trian'"),
+    "not a number": (["train", "x.tsv", "--cv", "five"], "'--cv'"),
+    "jobs 0": (["train", "x.tsv", "--jobs", "0"], "0 processes cannot run anything"),
+    "too few folds": (["train", "x.tsv", "--cv", "1"], "'--cv'"),
+    "batch size 0": (["embed", "x.tsv", "--out", "x.npy", "--batch-size", "0"],
+                     "'--batch-size'"),
+    "port past 65535": (["serve", "--model", "m", "--port", "70000"], "'--port'"),
+    "negative wait": (["serve", "--model", "m", "--max-wait-ms", "-1"], "'--max-wait-ms'"),
+    "flag with a value": (["train", "x.tsv", "--json=yes"], "does not take a value"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
+def test_usage_errors_print_usage_and_one_error_line_exit_2(case):
+    """Through the installed console script: the CLI library's usage message, one error line,
+    exit 2, and no traceback, whatever typer or click release is installed."""
+    argv, expected = USAGE_ERRORS[case]
+    proc = subprocess.run([_console_script(), *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    # click prints no usage line for an option given a value it does not take
+    assert proc.stderr.startswith("Usage: bertprobe") or case == "flag with a value"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def _console_script() -> str:
+    from pathlib import Path
+
+    exe = shutil.which("bertprobe", path=str(Path(sys.executable).parent))
+    assert exe is not None, "the bertprobe console script is not installed"
+    return exe
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tiny_model_dir, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, stdout, err = run(["serve", "--model", tiny_model_dir, "--port", port], capsys)
+    assert code == 2
+    assert err.startswith("bertprobe: error: cannot listen on 127.0.0.1:") and \
+        err.count("\n") == 1, err
+    assert "Traceback" not in err and "INFO" not in err
+
+
+def test_evaluate_matches_labels_by_text_and_counts_unseen_ones(trained_model, tmp_path,
+                                                               sentiment_rows, capsys):
+    """A file whose labels are "0"/"1" as JSON strings is the same labels as the model's 0/1;
+    a label the model never saw is reported, and counts as an error, not a crash."""
+    out, trained = trained_model
+    as_strings = tmp_path / "strings.jsonl"
+    as_strings.write_text("".join(json.dumps({"text": t, "label": str(y)}) + "\n"
+                                  for t, y in sentiment_rows), encoding="utf-8")
+    code, stdout, _ = run(["evaluate", "--model", out, as_strings, "--json"], capsys)
+    assert code == 0
+    assert json.loads(stdout)["accuracy"] == pytest.approx(trained["test_accuracy"])
+
+    with_unseen = tmp_path / "unseen.tsv"
+    with_unseen.write_text("".join(f"{t}\t{y}\n" for t, y in sentiment_rows[:10])
+                           + "so-so film\tneutral\n", encoding="utf-8")
+    code, stdout, err = run(["evaluate", "--model", out, with_unseen, "--json"], capsys)
+    assert code == 0 and "labels the model never saw: neutral" in err
+    result = json.loads(stdout)
+    assert result["labels"] == ["0", "1", "neutral"]
+    assert result["per_class"]["neutral"]["support"] == 1
+    assert result["per_class"]["neutral"]["recall"] == 0
+    assert result["accuracy"] <= 10 / 11
+
+
+def test_outputs_are_checked_before_any_work(sentiment_tsv, tiny_distilbert, tmp_path,
+                                             monkeypatch, capsys):
+    """train --out pointing at a file fails before the encoder is even loaded."""
+    import bertprobe.cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(bertprobe.cli, "load_encoder", must_not_run)
+    code, _, err = run(["train", sentiment_tsv, "--encoder", tiny_distilbert, "--out",
+                        sentiment_tsv], capsys)
+    assert code == 2 and "is a file, and a folder is written there" in err

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import tracemalloc
+
+import pytest
 
 from bertprobe.data import iter_chunks, read_labelled, read_texts
 from bertprobe.datasets import load_sst2, sst2_path

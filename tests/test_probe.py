@@ -107,8 +107,9 @@ def test_out_of_core_probe_learns_from_chunks_as_from_arrays():
 
 
 def test_out_of_core_probe_accuracy_is_close_to_the_linear_probe():
-    from bertprobe.datasets import load_sst2
     from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from bertprobe.datasets import load_sst2
 
     train, test = load_sst2("train"), load_sst2("test")
     vectorizer = TfidfVectorizer(max_features=300).fit(train.texts)

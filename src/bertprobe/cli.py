@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
+import os
 import sys
 import time
 from collections import Counter
@@ -17,13 +19,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import numpy as np
 import typer
 
 from bertprobe.cache import EmbeddingCache, default_cache_dir, open_cache
 from bertprobe.data import (
     LabelledTexts,
+    align_labels,
+    check_output_path,
     iter_chunks,
     read_labelled,
     read_texts,
@@ -38,7 +41,13 @@ from bertprobe.encode import (
 )
 from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.features import embed_file, iter_feature_rows
-from bertprobe.persist import ProbeModel, file_record, load_model, save_model
+from bertprobe.persist import (
+    ProbeModel,
+    check_model_destination,
+    file_record,
+    load_model,
+    save_model,
+)
 from bertprobe.probe import LinearProbe, OutOfCoreProbe, check_trainable, parse_c_grid
 from bertprobe.sweep import SweepResult, parse_poolings, run_sweep, tfidf_pipeline
 
@@ -48,9 +57,29 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click formatting: usage errors are the usage line and one error line, whether or
+    # not rich happens to be installed.
+    rich_markup_mode=None,
 )
 
 # --- shared options ------------------------------------------------------------------------
+# Numeric options declare their ranges here, so a bad value is a usage error (exit 2) before
+# any work starts, and --help shows the range.
+
+_CPUS = os.cpu_count() or 1
+
+
+def _nonzero(value: int) -> int:
+    if value == 0:
+        raise typer.BadParameter("0 processes cannot run anything; use 1, or -1 for one per core")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
 
 EncoderOpt = Annotated[str, typer.Option(
     "--encoder", "-e",
@@ -60,10 +89,10 @@ PoolingOpt = Annotated[str, typer.Option(
 LayerOpt = Annotated[str, typer.Option(
     "--layer", help="Hidden state: 0 = embeddings, -1 = last; a comma list is concatenated.")]
 MaxLengthOpt = Annotated[int | None, typer.Option(
-    help="Truncate texts at this many tokens (default: the encoder's maximum).")]
-BatchSizeOpt = Annotated[int, typer.Option(help="Texts per forward pass.")]
+    min=2, help="Truncate texts at this many tokens (default: the encoder's maximum).")]
+BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass.")]
 MaxTokensOpt = Annotated[int | None, typer.Option(
-    help="Also cap a batch at this many padded tokens (long texts get smaller batches).")]
+    min=1, help="Also cap a batch at this many padded tokens (long texts get smaller batches).")]
 CacheDirOpt = Annotated[Path | None, typer.Option(
     help="Embedding cache folder (default: $BERTPROBE_CACHE_DIR or the user cache folder).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")]
@@ -78,8 +107,9 @@ LabelColOpt = Annotated[str | None, typer.Option(help="Label column, by name or 
 DropEmptyOpt = Annotated[bool, typer.Option(help="Skip rows whose text is empty.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 JobsOpt = Annotated[int, typer.Option(
-    "--jobs", "-j", help="Processes for cross-validation folds (-1: one per CPU core).")]
-CvOpt = Annotated[int, typer.Option(help="Cross-validation folds for choosing C.")]
+    "--jobs", "-j", min=-_CPUS, max=_CPUS, callback=_nonzero,
+    help="Processes for cross-validation folds (-1: one per CPU core, -2: all but one).")]
+CvOpt = Annotated[int, typer.Option(min=2, help="Cross-validation folds for choosing C.")]
 
 
 def _note(message: str) -> None:
@@ -92,6 +122,11 @@ def _cache(stack: ExitStack, cache_dir: Path | None, no_cache: bool) -> Embeddin
 
 def _column(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else value
+
+
+def _accuracy(y_true, predicted) -> float:
+    """Share of equal labels, compared by text (see align_labels: "1" and 1 are one label)."""
+    return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))
 
 
 def _percent(x: float | None) -> str:
@@ -139,6 +174,8 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
+    if out is not None:
+        check_model_destination(out)
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
     if out_of_core:
         if auto:
@@ -154,6 +191,8 @@ def train(
     sweep_poolings = parse_poolings(poolings) if auto else ()
     train_set = _training_set(data, text_col, label_col, drop_empty, cv)
     test_set = _labelled(test, text_col, label_col, drop_empty) if test is not None else None
+    if test_set is not None:  # before any work: a test file with other labels is refused now
+        align_labels(test_set.labels, sorted(set(train_set.labels), key=str), str(test))
     _report_dropped(train_set, test_set)
 
     model = load_encoder(encoder, device, backend)
@@ -183,7 +222,7 @@ def train(
         trained = ProbeModel(card={}, probe=probe, encoder=model.ref, spec=spec,
                              text_model=voter)
         predicted = trained.predict_from(X_test, test_set.texts)
-        test_accuracy = float(np.mean(predicted == np.asarray(test_set.labels)))
+        test_accuracy = _accuracy(test_set.labels, predicted)
 
     max_len = train_stats.max_length
     result: dict[str, Any] = {
@@ -258,13 +297,22 @@ def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder:
     model = load_encoder(encoder, device, backend)
     feature_dir = (cache_dir or default_cache_dir()) / "features"
     start = time.perf_counter()
+    # Labels first: this pass checks every row, so embedding starts only on sound files.
+    labels_of = {split: np.asarray([y for chunk in iter_chunks(path, want_labels=True, **columns)
+                                    for y in chunk.labels])
+                 for split, path in (("train", data), ("test", test)) if path is not None}
+    try:
+        check_trainable(labels_of["train"].tolist(), 2)
+    except BadInputError as exc:
+        raise BadInputError(f"{data}: {exc}") from None
+    if "test" in labels_of:
+        align_labels(labels_of["test"].tolist(), sorted(set(labels_of["train"].tolist()),
+                                                        key=str), str(test))
     splits: dict[str, tuple[Path, np.ndarray, str]] = {}
     for split, path in (("train", data), ("test", test)):
         if path is None:
             continue
-        # Labels first: this pass checks every row, so embedding starts only on a sound file.
-        labels = np.asarray([y for chunk in iter_chunks(path, want_labels=True, **columns)
-                             for y in chunk.labels])
+        labels = labels_of[split]
         job = json.dumps([str(path.resolve()), model.ref.fingerprint, backend, spec.pooling,
                           spec.layers, spec.max_length, text_col, drop_empty])
         features = feature_dir / f"{hashlib.sha256(job.encode()).hexdigest()[:24]}.npy"
@@ -288,7 +336,8 @@ def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder:
     fit_seconds = time.perf_counter() - fit_start
     test_accuracy = None
     if "test" in splits:
-        correct = sum(int(np.sum(probe.predict(X) == y)) for X, y in chunks("test"))
+        correct = sum(int(np.sum(probe.predict(X).astype(str) == y.astype(str)))
+                      for X, y in chunks("test"))
         test_accuracy = correct / len(splits["test"][1])
     n_train = len(splits["train"][1])
     n_test = len(splits["test"][1]) if "test" in splits else 0
@@ -337,27 +386,30 @@ def evaluate(
 
     model = load_model(model_dir)
     test_set = _labelled(data, text_col, label_col, drop_empty)
+    y_true = model.align_labels(test_set.labels, str(data))
     _report_dropped(test_set)
-    unknown = sorted(set(test_set.labels) - set(model.classes), key=str)
+    unknown = sorted({str(y) for y in y_true} - {str(c) for c in model.classes})
     if unknown:
-        _note(f"note: {data} has labels the model never saw: {', '.join(map(str, unknown))}")
+        _note(f"note: {data} has labels the model never saw: {', '.join(unknown)}")
     with ExitStack() as stack:
         X, stats = model.embed(test_set.texts, cache=_cache(stack, cache_dir, no_cache),
                                batch_size=batch_size, device=device, backend=backend,
                                progress=not as_json)
-    predicted = model.predict_from(X, test_set.texts)
-    labels = sorted(set(model.classes) | set(test_set.labels), key=str)
-    accuracy = float(np.mean(predicted == np.asarray(test_set.labels, dtype=predicted.dtype)))
-    report = classification_report(test_set.labels, predicted, labels=labels, output_dict=True,
+    predicted = model.predict_from(X, test_set.texts).tolist()
+    if unknown:  # y_true is text then (align_labels): compare like with like
+        predicted = [str(p) for p in predicted]
+    labels = sorted(set(predicted) | set(y_true) | set(
+        str(c) if unknown else c for c in model.classes), key=str)
+    report = classification_report(y_true, predicted, labels=labels, output_dict=True,
                                    zero_division=0)
     result = {
-        "accuracy": accuracy,
+        "accuracy": _accuracy(y_true, predicted),
         "n": len(test_set),
         "model": model.id,
         "labels": [_jsonable(x) for x in labels],
         "per_class": {str(x): {k: report[str(x)][k] for k in ("precision", "recall", "f1-score",
                                                                "support")} for x in labels},
-        "confusion_matrix": confusion_matrix(test_set.labels, predicted, labels=labels).tolist(),
+        "confusion_matrix": confusion_matrix(y_true, predicted, labels=labels).tolist(),
         "embed_seconds": stats.seconds,
         "n_truncated": stats.n_truncated,
     }
@@ -366,7 +418,7 @@ def evaluate(
         return
     typer.echo(f"model     {model_dir} ({model.id})")
     typer.echo(f"data      {data}: {len(test_set):,} texts")
-    typer.echo(f"accuracy  {_percent(accuracy)}")
+    typer.echo(f"accuracy  {_percent(result['accuracy'])}")
     typer.echo(f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}")
     for label, row in result["per_class"].items():
         typer.echo(f"{label:>12} {row['precision']:>10.3f} {row['recall']:>10.3f} "
@@ -391,6 +443,8 @@ def predict(
     text_col: TextColOpt = None,
 ) -> None:
     """Label texts with probabilities, as JSON Lines ({"text", "label", "probabilities"})."""
+    if output is not None:
+        check_output_path(output, what="--output", folder=False)
     model = load_model(model_dir)
     items = _gather_texts(texts or [], input_file, text_col)
     with ExitStack() as stack:
@@ -418,8 +472,8 @@ def embed_command(
     batch_size: BatchSizeOpt = 32,
     max_tokens: MaxTokensOpt = None,
     chunk_size: Annotated[int, typer.Option(
-        help="Texts read, embedded and written at a time; memory stays flat in file size.")] =
-        4096,
+        min=1,
+        help="Texts read, embedded and written at a time; memory stays flat in file size.")] = 4096,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
@@ -438,6 +492,7 @@ def embed_command(
     if str(data) == "-":
         raise BadInputError("embed reads its texts twice (check, then embed); give a file, "
                             "not standard input")
+    check_output_path(out, what="--out", folder=False)
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
     model = load_encoder(encoder, device, backend)
     with ExitStack() as stack:
@@ -485,6 +540,8 @@ def sweep_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Score every hidden layer x pooling (and concatenations) by CV on the training data."""
+    if out is not None:
+        check_output_path(out, what="--out", folder=True)
     chosen_poolings = parse_poolings(poolings)
     grid = parse_c_grid(c_grid)
     train_set = _training_set(data, text_col, label_col, drop_empty, cv)
@@ -534,40 +591,48 @@ def report(
     """Write an HTML report with plots: errors, calibration, C search, sweep, learning curve."""
     from bertprobe.report import ReportData, learning_curve_scores, write_report
 
+    check_output_path(out, what="--out", folder=True)
     model = load_model(model_dir)
     test_set = _labelled(data, text_col, label_col, drop_empty)
     if isinstance(model.probe, LinearProbe):
-        train_set, note = _training_data_of(model.card, train_file,
-                                            lambda path: _labelled(path, text_col, label_col,
-                                                                   drop_empty))
+        train_set, note = _training_data_of(
+            model.card, train_file,
+            lambda path: _training_set(path, text_col, label_col, drop_empty, model.probe.cv))
     else:  # an out-of-core training set is too large to hold for the learning curve
         train_set, note = None, ("trained out of core: the learning curve and TF-IDF baseline, "
                                  "which hold the training data in memory, are left out")
+    # Plots per class (calibration, confusion) need labels the model knows: others are left out.
+    test_texts, y_true, left_out = _rows_with_model_labels(model, test_set)
+    notes = [note] if note else []
+    if left_out:
+        notes.append(f"{data}: left out {left_out:,} rows whose labels the model never saw")
+    if train_set is not None:
+        train_texts, y_train, train_left_out = _rows_with_model_labels(model, train_set)
+        if train_left_out:
+            notes.append(f"{train_set.source}: left out {train_left_out:,} rows whose labels "
+                         "the model never saw")
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
         options = dict(cache=cache, batch_size=batch_size, device=device, backend=backend,
                        progress=not as_json)
-        X_test, _ = model.embed(test_set.texts, **options)
-        X_train = model.embed(train_set.texts, **options)[0] if train_set else None
-    proba = model.proba_from(X_test, test_set.texts)
-    y_true = np.asarray(test_set.labels)
+        X_test, _ = model.embed(test_texts, **options)
+        X_train = model.embed(train_texts, **options)[0] if train_set else None
+    proba = model.proba_from(X_test, test_texts)
     report_data = ReportData(
-        model_id=model.id, card=model.card, texts=test_set.texts, y_true=y_true,
+        model_id=model.id, card=model.card, texts=test_texts, y_true=y_true,
         y_pred=model.probe.classes_[proba.argmax(axis=1)], proba=proba,
-        classes=model.classes, features=X_test, test_source=str(data),
-        notes=[note] if note else [])
+        classes=model.classes, features=X_test, test_source=str(data), notes=notes)
     if train_set is not None:
-        y_train = np.asarray(train_set.labels)
         report_data.learning_curve = learning_curve_scores(
             X_train, y_train, C=model.probe.C_, cv=model.probe.cv, n_jobs=jobs)
-        baseline = tfidf_pipeline(cv=model.probe.cv, n_jobs=jobs).fit(train_set.texts, y_train)
-        report_data.tfidf_accuracy = float(baseline.score(test_set.texts, y_true))
+        baseline = tfidf_pipeline(cv=model.probe.cv, n_jobs=jobs).fit(train_texts, y_train)
+        report_data.tfidf_accuracy = float(baseline.score(test_texts, y_true))
     page = write_report(report_data, out)
     if as_json:
         typer.echo(json.dumps({"report": str(page), **report_data.summary()}, default=_jsonable))
         return
-    if note:
-        _note(f"note: {note}")
+    for line in notes:
+        _note(f"note: {line}")
     typer.echo(f"accuracy  {_percent(report_data.accuracy)} on {data}"
                + (f" (TF-IDF + LR baseline {_percent(report_data.tfidf_accuracy)})"
                   if report_data.tfidf_accuracy is not None else ""))
@@ -578,33 +643,34 @@ def report(
 def serve_command(
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     batching: Annotated[bool, typer.Option(
         help="Gather concurrent requests into one encoder batch.")] = True,
-    max_batch: Annotated[int, typer.Option(help="Most texts gathered from requests.")] = 64,
+    max_batch: Annotated[int, typer.Option(
+        min=1, help="Most texts gathered from requests.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(
+        min=0, max=60_000, callback=_finite,
         help="Longest wait for more requests after the first, in milliseconds.")] = 5.0,
     batch_size: Annotated[int, typer.Option(
-        help="Texts per forward pass, length-sorted, within what was gathered.")] = 8,
-    max_texts: Annotated[int, typer.Option(help="Most texts in one request.")] = 256,
-    max_chars: Annotated[int, typer.Option(help="Most characters in one text.")] = 2000,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
+        min=1, help="Texts per forward pass, length-sorted, within what was gathered.")] = 8,
+    max_texts: Annotated[int, typer.Option(min=1, help="Most texts in one request.")] = 256,
+    max_chars: Annotated[int, typer.Option(min=1, help="Most characters in one text.")] = 2000,
+    max_body_bytes: Annotated[int, typer.Option(
+        min=1, help="Largest request body, in bytes.")] = 1_000_000,
     device: DeviceOpt = "cpu",
     backend: BackendOverrideOpt = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /."""
-    from bertprobe.serve import BatchingConfig, ServeLimits, serve
+    from bertprobe.serve import BatchingConfig, ServeLimits, listen_socket, serve
 
-    if min(max_batch, batch_size, max_texts, max_chars, max_body_bytes) < 1 or max_wait_ms < 0:
-        raise BadInputError("--max-batch, --batch-size, --max-texts, --max-chars and "
-                            "--max-body-bytes must be at least 1, --max-wait-ms at least 0")
     model = load_model(model_dir)  # a bad folder fails here, before the server starts
     if backend is not None:
         model.backend = backend
     load_encoder(model.encoder, device, model.backend)
+    sock = listen_socket(host, port)
     _note(f"serving {model.id} on http://{host}:{port} (batching "
           f"{'on' if batching else 'off'}); Ctrl-C stops after requests in flight")
-    serve(model, host=host, port=port, device=device,
+    serve(model, host=host, port=port, device=device, sock=sock,
           limits=ServeLimits(max_texts, max_chars, max_body_bytes),
           batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size))
 
@@ -649,6 +715,17 @@ def _training_data_of(card: dict, train_file: Path | None,
     return train_set, None
 
 
+def _rows_with_model_labels(model: ProbeModel, labelled: LabelledTexts,
+                            ) -> tuple[list[str], np.ndarray, int]:
+    """The texts and labels (as the model's values) of the rows whose label the model knows,
+    and how many rows were left out."""
+    labels = model.align_labels(labelled.labels, labelled.source)  # refuses no overlap
+    by_text = {str(c): c for c in model.classes}
+    keep = [i for i, y in enumerate(labels) if str(y) in by_text]
+    return ([labelled.texts[i] for i in keep],
+            np.asarray([by_text[str(labels[i])] for i in keep]), len(labels) - len(keep))
+
+
 def _labelled(path: Path, text_col: str | None, label_col: str | None,
               drop_empty: bool) -> LabelledTexts:
     return read_labelled(path, text_col=_column(text_col), label_col=_column(label_col),
@@ -683,6 +760,12 @@ def _gather_texts(args: list[str], input_file: Path | None, text_col: str | None
         empty = [i + 1 for i, t in enumerate(args) if not t.strip()]
         if empty:
             raise BadInputError(f"text argument {empty[0]} is empty; give non-empty texts")
+        for i, text in enumerate(args, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # bytes the shell passed that were not UTF-8
+                raise BadInputError(f"text argument {i} is not valid UTF-8; pass UTF-8 text, or "
+                                    "put the texts in a UTF-8 file and use --input") from None
         return list(args)
     return read_texts(source, text_col=_column(text_col)).texts
 
@@ -706,21 +789,30 @@ def _write_predictions(rows: list[dict], classes: list, output: Path | None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI; input problems become one line on stderr and exit 2."""
+    """Entry point: run the CLI; input problems become one line on stderr and exit 2.
+
+    Usage errors (an unknown option or command, a missing argument, a value out of range) are
+    left to the CLI library in its standalone mode: it prints the usage and one error line and
+    exits 2. Catching its exception classes here instead broke when typer began raising its own
+    vendored copies of click's; the standalone contract is the public one.
+    """
     try:
-        code = app(args=argv, prog_name="bertprobe", standalone_mode=False)
-    except click.exceptions.Abort:  # end of input at a prompt
-        _note("bertprobe: aborted")
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        app(args=argv, prog_name="bertprobe")
     except BertprobeError as exc:
         _note(f"bertprobe: error: {exc}")
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)  # `bertprobe predict ... | head` closed the pipe: not an error
-    if code == 130:  # typer's exit status for Ctrl-C
-        _note("bertprobe: interrupted; finished batches are in the embedding cache, run the same "
-              "command again to resume")
-    sys.exit(code or 0)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # A path the user named that the system refuses (too long, no permission, disk full):
+        # their input or their machine, not a bug; the readers say more where they can.
+        _note(f"bertprobe: error: {exc.filename}: {exc.strerror}; check the path, its "
+              "permissions and the free space")
+        sys.exit(2)
+    except SystemExit as exc:
+        if exc.code == 130:  # the library's exit status for Ctrl-C
+            _note("bertprobe: interrupted; finished batches are in the embedding cache, run the "
+                  "same command again to resume")
+        raise

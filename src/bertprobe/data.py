@@ -17,6 +17,7 @@ import csv
 import hashlib
 import itertools
 import json
+import os
 import re
 import sys
 from codecs import BOM_UTF8 as BOM
@@ -94,6 +95,53 @@ def read_texts(
         drop_empty=drop_empty,
         want_labels=False,
     )
+
+
+def align_labels(labels: Sequence[Label], known: Sequence[Label], source: str) -> list[Label]:
+    """``labels`` as the ``known`` label values (a model's classes), matched by their text.
+
+    A file read alone cannot tell that its "1" is the model's 1, or its 1 the model's "1";
+    matching by text settles it. Labels outside ``known`` stay as text, and then every label
+    is returned as text, so metrics compare like with like. A file that shares no label with
+    ``known`` is refused: its accuracy would be 0 for no fault of the model.
+    """
+    by_text = {str(k): k for k in known}
+    texts = [str(y) for y in labels]
+    if not any(t in by_text for t in texts):
+        theirs = ", ".join(sorted(set(texts))[:8])
+        raise BadInputError(f"{source}: none of its labels ({theirs}) is one of the model's "
+                            f"({', '.join(by_text)}); relabel the file or use a model trained "
+                            "on these labels")
+    if all(t in by_text for t in texts):
+        return [by_text[t] for t in texts]
+    return list(texts)
+
+
+def check_output_path(path: str | Path, *, what: str, folder: bool) -> Path:
+    """Refuse, before any work starts, a place where an output cannot be written.
+
+    ``what`` names the output in the error (e.g. ``"--out"``); ``folder`` says whether a folder
+    (a model, a report) or a file (vectors, predictions) goes there. Missing parent folders are
+    fine (they are created); a file where a folder must go, or the reverse, is not.
+    """
+    path = Path(path)
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise BadInputError(f"{what} {path} is a file, and a folder is written there; "
+                                "choose a new path or an existing folder")
+        if not folder and path.is_dir():
+            raise BadInputError(f"{what} {path} is a folder; give the path of a file to write")
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise BadInputError(f"{what} {path}: {parent} is a file, so nothing can be written "
+                                "under it; choose another path")
+        if not os.access(parent if not path.exists() else path, os.W_OK):
+            raise BadInputError(f"{what} {path}: not writable by this user; choose another path")
+    except OSError as exc:
+        raise BadInputError(f"{what} {path}: {exc.strerror}; choose another path") from None
+    return path
 
 
 def format_lines(lines: Sequence[int]) -> str:
@@ -278,17 +326,17 @@ class _Reader:
         if str(self.path) == "-":
             yield from self._decoded(sys.stdin.buffer, source)
             return
-        p = Path(self.path)
-        if not p.exists():
-            raise BadInputError(f"{source}: no such file; check the path")
-        if p.is_dir():
-            raise BadInputError(f"{source} is a folder; give the path of a data file inside it")
         try:
-            with open(p, "rb") as fh:
+            with open(self.path, "rb") as fh:
                 yield from self._decoded(fh, source)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BadInputError(f"{source}: no such file; check the path") from None
+        except IsADirectoryError:
+            raise BadInputError(f"{source} is a folder; give the path of a data file inside "
+                                "it") from None
         except OSError as exc:
-            raise BadInputError(f"{source}: cannot read the file ({exc.strerror}); "
-                                "check its permissions") from None
+            raise BadInputError(f"{source}: cannot read the file ({exc.strerror}); check the "
+                                "path and its permissions") from None
 
     def _decoded(self, fh: BinaryIO, source: str) -> Iterator[str]:
         for line_no, raw in enumerate(fh, start=1):

@@ -176,7 +176,7 @@ class LoadedEncoder:
         hf_logging.disable_progress_bar()
         self.ref = ref
         self.backend = check_backend(backend)
-        self.device = torch.device(device)
+        self.device = check_device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)
             self.model = AutoModel.from_pretrained(ref.path).to(self.device).eval()
@@ -246,6 +246,32 @@ def _pool(hidden, mask, pooling: str):
     if pooling == "max":
         return hidden.masked_fill(keep == 0, torch.finfo(hidden.dtype).min).amax(1)
     raise BadInputError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+
+
+def check_device(device: str):
+    """The torch device named by ``device``, if this machine has it; else a one-line error."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise BadInputError(f"device {device!r} is not one bertprobe runs on; use cpu, cuda, "
+                            "cuda:N or mps")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BadInputError(f"device {device!r}: this torch ({torch.__version__}) sees no "
+                                "CUDA GPU; use --device cpu, or install a CUDA build of torch "
+                                "on a machine with a GPU")
+        if dev.index is not None and dev.index >= count:
+            raise BadInputError(f"device {device!r}: this machine has {count} CUDA GPU(s), "
+                                f"numbered 0..{count - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise BadInputError(f"device {device!r}: Apple's MPS is not available here; use "
+                            "--device cpu")
+    return dev
 
 
 @lru_cache(maxsize=4)

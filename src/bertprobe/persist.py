@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from bertprobe.cache import EmbeddingCache
+from bertprobe.data import align_labels, check_output_path
 from bertprobe.encode import (
     EmbedStats,
     EncoderRef,
@@ -111,6 +112,22 @@ class ProbeModel:
     def predict_from(self, X: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         return self.probe.classes_[self.proba_from(X, texts).argmax(axis=1)]
 
+    def align_labels(self, labels: Sequence[Any], source: str = "the labels") -> list:
+        """``labels`` as the model's own label values (see :func:`bertprobe.data.align_labels`)."""
+        return align_labels(labels, self.classes, source)
+
+
+def check_model_destination(folder: str | Path) -> Path:
+    """Refuse a place a model folder cannot go: call before training, so no work is lost.
+
+    A missing path or an empty folder is fine, and so is an earlier model (it is replaced).
+    """
+    folder = check_output_path(folder, what="--out", folder=True)
+    if folder.is_dir() and any(folder.iterdir()) and not _is_model_folder(folder):
+        raise ModelFolderError(f"{folder} exists and is not a bertprobe model folder; choose "
+                               "another --out or empty it")
+    return folder
+
 
 def save_model(
     folder: str | Path,
@@ -132,10 +149,7 @@ def save_model(
     """
     import skops.io as sio
 
-    folder = Path(folder)
-    if folder.exists() and not _is_model_folder(folder) and any(folder.iterdir()):
-        raise ModelFolderError(f"{folder} exists and is not a bertprobe model folder; choose "
-                               "another --out or empty it")
+    folder = check_model_destination(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,15 +256,22 @@ def figure_png(fig) -> bytes:
 def learning_curve_scores(X_train: np.ndarray, y_train, C: float, cv: int = 5,
                           n_jobs: int | None = None) -> dict[str, Any]:
     """Train and CV accuracy at growing training sizes, the probe's C held fixed."""
+    from sklearn.exceptions import FitFailedWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, learning_curve
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    sizes, train, test = learning_curve(
-        make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)),
-        X_train, y_train, train_sizes=np.linspace(0.1, 1.0, 6),
-        cv=StratifiedKFold(cv, shuffle=True, random_state=0), n_jobs=n_jobs)
+    with warnings.catch_warnings():
+        # A small share of a tiny training set can hold one class: that point is left out
+        # (NaN, not plotted) instead of printing the failed fits' tracebacks.
+        warnings.simplefilter("ignore", FitFailedWarning)
+        sizes, train, test = learning_curve(
+            make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)),
+            X_train, y_train, train_sizes=np.linspace(0.1, 1.0, 6),
+            cv=StratifiedKFold(cv, shuffle=True, random_state=0), n_jobs=n_jobs,
+            # Prefixes of a shuffled split: a file sorted by label would give one-class prefixes.
+            shuffle=True, random_state=0, error_score=np.nan)
     return {"sizes": sizes.tolist(), "train": train.tolist(), "cv": test.tolist(), "C": C}
 
 

@@ -14,6 +14,7 @@ Example:
 """
 
 import asyncio
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
@@ -27,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
+from bertprobe.errors import BadInputError
 from bertprobe.persist import ProbeModel
 
 
@@ -283,13 +285,37 @@ def create_app(
     return app
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or a one-line error if that address cannot be had.
+
+    Binding before the server starts turns "address already in use" into our error instead of
+    the server's log lines and exit 3, and hands the server the very socket that was checked.
+    """
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise BadInputError(f"host {host!r} is not an address this machine can listen on "
+                            f"({exc}); use e.g. 127.0.0.1 or 0.0.0.0") from None
+    try:
+        return socket.create_server(address, family=family)
+    except OSError as exc:
+        raise BadInputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
+                            "another port or stop the program that holds it") from None
+
+
 def serve(model: ProbeModel, *, host: str = "127.0.0.1", port: int = 8000,
           limits: ServeLimits = ServeLimits(), batching: BatchingConfig = BatchingConfig(),
-          device: str = "cpu", graceful_seconds: float = 30.0) -> None:
-    """Run the app on uvicorn until SIGINT/SIGTERM; requests in flight are finished first."""
+          device: str = "cpu", graceful_seconds: float = 30.0,
+          sock: socket.socket | None = None) -> None:
+    """Run the app on uvicorn until SIGINT/SIGTERM; requests in flight are finished first.
+
+    ``sock``, from :func:`listen_socket`, is used instead of binding ``host:port`` here.
+    """
     import uvicorn
 
+    sock = sock or listen_socket(host, port)
     app = create_app(model, limits=limits, batching=batching, device=device)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds,
-                log_level="info")
-
+    config = uvicorn.Config(app, host=host, port=port,
+                            timeout_graceful_shutdown=graceful_seconds, log_level="info")
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])

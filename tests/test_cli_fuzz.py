@@ -1,0 +1,305 @@
+"""A fuzz test of the whole command line: Hypothesis draws commands, options and values.
+
+The property, for every invocation: the exit status is 0 (it worked), 2 (a usage error or bad
+input, said in one line) or 130 (interrupted), and no traceback reaches either stream. The
+commands and their options are read from the CLI itself, so a new option is fuzzed the day it
+is added. Values are drawn for each option's type: numbers at and past their declared bounds,
+meaningful and odd strings, and paths to good files, missing files, folders, files that are not
+what the option wants and files with bytes that are not UTF-8. Everything runs in-process on
+the tiny DistilBERT and small files; ``serve`` binds its socket and stops before listening.
+
+``make test`` runs a fixed set of examples (``derandomize``), so CI is repeatable; ``make
+fuzz`` runs thousands of fresh ones (``BERTPROBE_FUZZ_EXAMPLES``) and prints how many it tried.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import time
+import traceback
+import typing
+import warnings
+from collections import Counter
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.main import get_command
+
+from bertprobe.cli import app, main
+
+EXAMPLES = int(os.environ.get("BERTPROBE_FUZZ_EXAMPLES", "150"))
+FRESH = "BERTPROBE_FUZZ_EXAMPLES" in os.environ
+LOG = os.environ.get("BERTPROBE_FUZZ_LOG")  # a line per invocation: exit, argv, last line
+COMMAND = get_command(app)
+OUTCOMES: Counter[int] = Counter()
+
+# Characters a shell can pass in an argument (no NUL); lone surrogates stand for undecodable
+# bytes, as Python decodes argv with surrogateescape.
+ODD_STRINGS = st.one_of(
+    st.sampled_from(["", " ", "-", "--", "0", "-1", "1e3", "nan", "inf", "-inf", "1,,2", ",",
+                     "a,b", "\u00e9t\u00e9", "\udcff", "x" * 300, "$HOME", "*", "../..", "~"]),
+    st.text(st.characters(exclude_characters="\x00"), max_size=12),
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
+    """Files of every kind the options may be pointed at, and a port that is taken."""
+    root = tmp_path_factory.mktemp("fuzz")
+    rows = sentiment_rows  # labels alternate: both classes in any prefix
+    files = {
+        "good.tsv": "".join(f"{t}\t{y}\n" for t, y in rows[:40]),
+        "strings.tsv": "".join(f"{t}\t{'pos' if y else 'neg'}\n" for t, y in rows[:40]),
+        "header.csv": "text,label\n" + "".join(f"{t},{y}\n" for t, y in rows[:30]),
+        "rows.jsonl": "".join(f'{{"text": "{t}", "label": {y}}}\n' for t, y in rows[:30]),
+        "texts.txt": "the film was great\nthe plot was awful\n",
+        "empty.tsv": "",
+        "mixed.tsv": "".join(f"{t}\t{y}\n" for t, y in rows[:20]) + "so-so\t2\nmeh\tmaybe\n",
+        "one_class.tsv": "good\t1\nfine\t1\n",
+        "sorted.tsv": "".join(f"{t}\t{y}\n" for t, y in sorted(rows[:40], key=lambda r: r[1])),
+        "ragged.tsv": "a\t1\tb\nc\n\t\n",
+    }
+    paths = {}
+    for name, text in files.items():
+        paths[name] = root / name
+        paths[name].write_text(text, encoding="utf-8")
+    paths["latin1.tsv"] = root / "latin1.tsv"
+    paths["latin1.tsv"].write_bytes("fine\t1\ncaf\u00e9\t0\n".encode("latin-1"))
+    paths["folder"] = root / "folder"
+    paths["folder"].mkdir()
+    paths["features.npy"] = root / "features.npy"
+    paths["features.npy"].write_bytes(b"\x93NUMPY not really")
+    taken = socket.create_server(("127.0.0.1", 0))
+    for name in ("missing.tsv", "new", "new-sweep", "new-report", "new.npy", "new.csv",
+                 "new.jsonl", "cache"):
+        paths[name] = root / name
+    paths["under-a-file"] = paths["texts.txt"] / "under-a-file"
+    files = {name: str(path) for name, path in paths.items()}
+    pool = [*files.values(), str(tiny_model_dir), str(tiny_distilbert), "-"]
+    yield {"paths": pool, "files": files, "model": str(tiny_model_dir),
+           "tiny": str(tiny_distilbert), "port": taken.getsockname()[1]}
+    taken.close()
+
+
+def _base_types() -> dict[tuple[str, str], type]:
+    """(command, parameter) -> the parameter's Python type, from the commands' own signatures
+    (the CLI library's parameter classes differ between releases; our annotations do not)."""
+    types = {}
+    for info in app.registered_commands:
+        name = info.name or info.callback.__name__
+        for param, hint in typing.get_type_hints(info.callback).items():
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            while args and typing.get_origin(hint) is not None:
+                hint, args = args[0], [a for a in typing.get_args(args[0]) if a is not type(None)]
+            types[name, param] = hint
+    return types
+
+
+BASE_TYPES = _base_types()
+
+
+def _good_values(world: dict) -> dict[str, list[str]]:
+    """Values that make sense for an option, by parameter name: most draws use one, so most
+    invocations get past parsing and reach real work."""
+    files = world["files"]
+    labelled = [files["good.tsv"], files["header.csv"], files["rows.jsonl"],
+                files["strings.tsv"], files["mixed.tsv"], files["sorted.tsv"]]
+    return {
+        "data": labelled, "test": labelled, "train_file": labelled,
+        "input_file": [files["texts.txt"], files["good.tsv"]],
+        "model_dir": [world["model"]],
+        "out": [files["new"]], "embed.out": [files["new.npy"]],
+        "sweep.out": [files["new-sweep"]], "report.out": [files["new-report"]],
+        "output": [files["new.csv"], files["new.jsonl"]],
+        "cache_dir": [files["cache"]],
+        "encoder": [world["tiny"]],
+        "pooling": ["cls", "mean", "max"], "poolings": ["cls,mean,max", "mean"],
+        "layer": ["-1", "0", "-2,-1"], "c_grid": ["coarse", "0.1,1"],
+        "device": ["cpu"], "backend": ["torch", "onnx", "onnx-int8"],
+        "text_col": ["0", "text"], "label_col": ["1", "label"],
+        "host": ["127.0.0.1", "localhost"],
+        "texts": ["the film was great", "the plot was awful", "-"],
+        "cv": ["2", "3"], "jobs": ["1", "-1"], "port": ["8123"],
+    }
+
+
+def _odd_values(world: dict) -> dict[str, list[str]]:
+    """Values a user gets wrong, by parameter name (beside the odd strings and numbers)."""
+    return {
+        "encoder": ["minilm", "distilbert-base-uncased", world["model"], "no/such-model"]
+        + world["paths"],
+        "pooling": ["sum", "CLS"], "poolings": ["mean,mean", "sum", "cls,"],
+        "layer": ["1", "2", "9", "-9", "a", "0,0", "99999999999999999999"],
+        "c_grid": ["default", "seed", "0", "-1", "1e400", "a,b"],
+        "device": ["cuda", "cuda:1", "mps", "meta", "tpu", "cpu:0"],
+        "backend": ["tensorflow", "ONNX"],
+        "text_col": ["2", "-1", "label", "review"], "label_col": ["0", "2", "-1", "review"],
+        "host": ["::1"], "texts": [" ", "x" * 3000],
+        "port": [str(world["port"])],
+    }
+
+
+def _bound(param, which: str) -> int | float | None:
+    value = getattr(param, which, None)  # typer >= 0.2x keeps ranges on the parameter ...
+    return value if value is not None else getattr(getattr(param, "type", None), which, None)
+
+
+def _numbers(param) -> list[str]:
+    """Numbers at and past the declared bounds, and a few anywhere."""
+    edges = [-1, 0, 1, 2, 3, 64, 10**6, -(10**6), 2**63]
+    for bound in (_bound(param, "min"), _bound(param, "max")):
+        if bound is not None:
+            edges += [bound - 1, bound, bound + 1]
+    if param.name == "port":
+        edges = [e for e in edges if e not in (0, 8000)]  # 0 or a guess could be a real server
+    return sorted({str(e) for e in edges})
+
+
+def _in_range(param) -> list[str]:
+    low, high = _bound(param, "min"), _bound(param, "max")
+    return [n for n in ("0", "1", "2", "3", "8", "32", "64") if (low is None or int(n) >= low)
+            and (high is None or int(n) <= high)]
+
+
+def _option_value(command: str, param, world: dict, careful: bool) -> st.SearchStrategy[str]:
+    """A sensible value (always when ``careful``), or an odd one for the option's name and
+    type."""
+    kind = BASE_TYPES[command, param.name]
+    odd = list(_odd_values(world).get(param.name, []))
+    if kind in (int, float):
+        odd += _numbers(param)
+    if kind is Path:
+        odd += world["paths"]
+    values = _good_values(world)
+    good = values.get(f"{command}.{param.name}") or values.get(param.name) or (
+        _in_range(param) if kind in (int, float) else None)
+    wrong = st.one_of(st.sampled_from(odd), ODD_STRINGS) if odd else ODD_STRINGS
+    if good is None:
+        return wrong
+    return st.sampled_from(good) if careful else st.one_of(st.sampled_from(good), wrong)
+
+
+@st.composite
+def invocations(draw, world: dict) -> list[str]:
+    """One command line. Half are careful (sensible values, so real work runs with unusual
+    combinations of options); the other half are sloppy (odd values, missing or unknown
+    arguments)."""
+    name = draw(st.sampled_from(sorted(COMMAND.commands)))
+    command = COMMAND.commands[name]
+    careful = draw(st.booleans())
+    argv = [name]
+    for param in command.params:
+        if param.param_type_name == "argument":
+            count = draw(st.integers(0, 2)) if param.nargs == -1 else (
+                1 if careful else draw(st.sampled_from([1, 1, 1, 0, 2])))
+            argv += [draw(_option_value(name, param, world, careful)) for _ in range(count)]
+        elif param.required or (careful and param.name == "encoder") or draw(
+                st.integers(0, 3)) == 0:
+            if param.required and not careful and draw(st.booleans()):
+                continue  # a required option left out
+            if param.is_flag:
+                argv.append(draw(st.sampled_from(param.opts + param.secondary_opts)))
+            else:
+                argv += [draw(st.sampled_from(param.opts)),
+                         draw(_option_value(name, param, world, careful))]
+    if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
+        argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
+    if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
+        argv.insert(draw(st.integers(1, len(argv))),
+                    draw(st.sampled_from(["--nosuch", "--help", "extra", "-x", "--json=1"])))
+    return argv
+
+
+def run_in_process(argv: list[str], stdin: str = "a text from stdin\n") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    saved_stdin = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()))
+    def show(message, category, filename, lineno, file=None, line=None):
+        err.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    try:
+        # Warnings reach the user's terminal: they are part of what is checked.
+        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            try:
+                main(argv)
+                code: int | str | None = 0
+            except SystemExit as exc:
+                code = exc.code
+            except BaseException:  # noqa: BLE001 - the property under test: nothing escapes
+                code = "escaped"
+                err.write(traceback.format_exc())
+    finally:
+        sys.stdin = saved_stdin
+    return code if isinstance(code, int) else (0 if code is None else -1), out.getvalue(), \
+        err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def no_listening():
+    """serve binds its socket (a taken port must fail), then returns instead of serving."""
+    import uvicorn
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+        yield
+
+
+def test_fuzz_the_cli(world, no_listening):
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=not FRESH, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(argv=invocations(world))
+    def check(argv):
+        start = time.perf_counter()
+        code, out, err = run_in_process(argv)
+        OUTCOMES[code] += 1
+        if LOG:
+            with open(LOG, "a", encoding="utf-8") as log:
+                last = (err.strip().splitlines() or [""])[-1]
+                log.write(f"{code}\t{time.perf_counter() - start:.2f}\t{argv!a}\t"
+                          f"{last[:200]!a}\n")
+        assert code in (0, 2, 130), f"exit {code} for {argv}:\n{err[-3000:]}"
+        assert "Traceback" not in out + err, f"traceback for {argv}:\n{err[-3000:]}"
+        if code == 2 and err.startswith("bertprobe: error: "):
+            assert err.count("\n") == 1, f"more than one line for {argv}:\n{err}"
+
+    check()
+    total = sum(OUTCOMES.values())
+    print(f"\nfuzz: {total} invocations tried, exit status "
+          + ", ".join(f"{code}: {n}" for code, n in sorted(OUTCOMES.items())), file=sys.__stderr__)
+    assert OUTCOMES[0] > 0 and OUTCOMES[2] > 0  # the draws reach real work and real errors
+
+
+def test_the_fuzzer_sees_a_traceback(monkeypatch):
+    """The property catches what it is meant to: an exception that is not ours escapes."""
+    import bertprobe.cli
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(bertprobe.cli, "load_model", broken)
+    code, _, err = run_in_process(["evaluate", "--model", "m", "x.tsv"])
+    assert code == -1 and "Traceback" in err and "ZeroDivisionError" in err
+
+
+def test_the_fuzzer_runs_every_command(world):
+    """Every command of the CLI is among those drawn: a new one cannot hide from the fuzz."""
+    seen: set[str] = set()
+
+    @settings(max_examples=60, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(argv=invocations(world))
+    def collect(argv):
+        seen.add(argv[0])
+
+    collect()
+    assert seen == set(COMMAND.commands)
+    assert len(seen) >= 7
+    assert Path(world["model"]).is_dir()
