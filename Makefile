@@ -1,22 +1,33 @@
+SHELL := /bin/bash
 # bertprobe: `make demo` trains and evaluates on bundled SST-2 with the bundled encoder;
-# `make test` runs the full test suite. Both create .venv on first use and reuse it after.
+# `make test` runs the full test suite. Both create .venv on first use and reuse it after,
+# installing the exact versions the test suite passed with (requirements.lock).
 # `make demo` ends by writing an HTML report (report/sst2-minilm-auto/report.html).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch; an unpinned torch would pull gigabytes of CUDA packages.
-TORCH_SPEC ?= torch==2.13.0
+LOCK := requirements.lock
+# The CPU build of torch, for `make lock` and `make check-latest`; an unpinned torch would pull
+# gigabytes of CUDA packages. The lock records the build it resolved.
+TORCH_SPEC ?= torch==2.13.0+cpu
+# Where pip finds the CPU torch wheel (pip's own setting here; uv does not read pip's config).
+FIND_LINKS ?= $(PIP_FIND_LINKS)
+UV_SPEC ?= uv==0.13.9
 DEMO_OUT ?= models
+FUZZ_EXAMPLES ?= 5000
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench bench-serve clean
+.PHONY: demo test test-fast fuzz check lint lock check-latest bench bench-serve clean
 
-$(BIN)/.installed: pyproject.toml
+# The locked versions, then the package itself without resolving anything again; `pip check`
+# fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
+$(BIN)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -r $(LOCK)
+	$(PIP) install --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 demo: $(BIN)/.installed
@@ -37,6 +48,47 @@ test: $(BIN)/.installed
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not slow"
 
+# Thousands of drawn command lines, fresh ones each run; prints how many it tried.
+fuzz: $(BIN)/.installed
+	BERTPROBE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s \
+		tests/test_cli_fuzz.py::test_fuzz_the_cli
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench
+
+check: lint
+
+# Refresh the lock on purpose: the newest versions the ranges in pyproject.toml allow, then the
+# whole test suite on them, then what changed. Commit requirements.lock only if the tests pass.
+lock: $(BIN)/.installed
+	$(PIP) install "$(UV_SPEC)"
+	cp $(LOCK) $(LOCK).previous
+	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
+	$(BIN)/uv pip compile pyproject.toml --all-extras --upgrade --quiet --python-version 3.11 \
+		$(if $(FIND_LINKS),--find-links $(FIND_LINKS)) -c $(VENV)/torch-constraint.txt \
+		--custom-compile-command "make lock" -o $(LOCK)
+	$(MAKE) test
+	@echo "changed in $(LOCK):"; diff $(LOCK).previous $(LOCK) | grep '^[<>] [a-z]' || echo "  nothing"
+	rm -f $(LOCK).previous
+
+# The newest versions pyproject.toml allows, in a scratch environment, against the fast tests:
+# a release that breaks us shows up here before users meet it. Reports; never fails the caller.
+check-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip --disable-pip-version-check -q install "$(TORCH_SPEC)"
+	.venv-latest/bin/python -m pip --disable-pip-version-check -q install --upgrade -e '.[dev]'
+	@.venv-latest/bin/python -m pip freeze --exclude-editable > .venv-latest/versions.txt
+	@echo "newest allowed versions that differ from $(LOCK):"
+	@diff <(grep -v '^ *#' $(LOCK) | tr 'A-Z_' 'a-z-' | sort) \
+		<(tr 'A-Z_' 'a-z-' < .venv-latest/versions.txt | sort) | grep '^>' || echo "  none"
+	@if .venv-latest/bin/python -m pytest -m "not slow" -q -x -p no:cacheprovider; then \
+		echo "check-latest: the fast tests pass on the newest allowed versions"; \
+	else \
+		echo "check-latest: WARNING: the fast tests FAIL on the newest allowed versions above;"; \
+		echo "  pin or fix before refreshing $(LOCK) (make lock)"; \
+	fi
+
 # Embedding and classifier benchmark against the recipe and its peers (prints a table).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/embed_bench.py
@@ -45,8 +97,5 @@ bench: $(BIN)/.installed
 bench-serve: $(BIN)/.installed
 	$(BIN)/python bench/serve_load.py --model $(DEMO_OUT)/sst2-minilm-mean
 
-lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
-
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache
