@@ -38,8 +38,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 N_TRAIN = 2000  # the recipe's subset
 STREAM_SIZES = {"stream-10k": 10_000, "stream-100k": 100_000, "stream-1m": 1_000_000}
-ROWS = ("recipe", "pipeline", "sentence-transformers", "bertprobe", "bertprobe-onnx",
-        "bertprobe-onnx-int8", "bertprobe-warm", "classifier", *STREAM_SIZES)
+ROWS = (
+    "recipe",
+    "pipeline",
+    "sentence-transformers",
+    "bertprobe",
+    "bertprobe-onnx",
+    "bertprobe-onnx-int8",
+    "bertprobe-warm",
+    "classifier",
+    *STREAM_SIZES,
+)
 
 
 def sentences() -> tuple[list[str], list[int], list[str], list[int]]:
@@ -85,8 +94,9 @@ def embed_pipeline(texts: list[str]) -> np.ndarray:
 
     from bertprobe.encode import ALIASES
 
-    extract = pipeline("feature-extraction", model=str(ALIASES["minilm"]()), framework="pt",
-                       device="cpu")
+    extract = pipeline(
+        "feature-extraction", model=str(ALIASES["minilm"]()), framework="pt", device="cpu"
+    )
     return np.stack([np.asarray(out[0]).mean(axis=0) for out in extract(texts, batch_size=64)])
 
 
@@ -100,15 +110,13 @@ def embed_sentence_transformers(texts: list[str]) -> np.ndarray:
     return model.encode(texts, batch_size=64, convert_to_numpy=True)
 
 
-def embed_bertprobe(texts: list[str], cache_dir: str | None,
-                    backend: str = "torch") -> np.ndarray:
+def embed_bertprobe(texts: list[str], cache_dir: str | None, backend: str = "torch") -> np.ndarray:
     """bertprobe: masked mean of the last layer, length-sorted batches of 64."""
     from bertprobe.cache import open_cache
     from bertprobe.encode import FeatureSpec, embed
 
     cache = open_cache(cache_dir) if cache_dir else None
-    X, _ = embed(texts, "minilm", FeatureSpec("mean"), batch_size=64, cache=cache,
-                 backend=backend)
+    X, _ = embed(texts, "minilm", FeatureSpec("mean"), batch_size=64, cache=cache, backend=backend)
     return X
 
 
@@ -148,18 +156,26 @@ def stream_row(row: str, workdir: str) -> dict:
     rss_embed = peak_rss_mb()
 
     def chunks(rows: int = 16384):
-        return ((X, labels[i:i + len(X)])
-                for X, i in zip(iter_feature_rows(features, rows), range(0, n, rows),
-                                strict=True))
+        return (
+            (X, labels[i : i + len(X)])
+            for X, i in zip(iter_feature_rows(features, rows), range(0, n, rows), strict=True)
+        )
 
     start = time.perf_counter()
     probe = OutOfCoreProbe(epochs=2).fit_chunks(chunks)
     fit_seconds = time.perf_counter() - start
-    result = {"row": row, "sentences": n, "seconds": seconds, "sentences_per_second": n / seconds,
-              "features_mb": features.stat().st_size / 2**20,
-              "peak_rss_mb_after_load": rss_before, "peak_rss_mb_embed": rss_embed,
-              "fit_seconds": fit_seconds, "holdout_accuracy": probe.holdout_accuracy_,
-              "peak_rss_mb": peak_rss_mb()}
+    result = {
+        "row": row,
+        "sentences": n,
+        "seconds": seconds,
+        "sentences_per_second": n / seconds,
+        "features_mb": features.stat().st_size / 2**20,
+        "peak_rss_mb_after_load": rss_before,
+        "peak_rss_mb_embed": rss_embed,
+        "fit_seconds": fit_seconds,
+        "holdout_accuracy": probe.holdout_accuracy_,
+        "peak_rss_mb": peak_rss_mb(),
+    }
     texts.unlink()
     features.unlink()
     return result
@@ -191,9 +207,14 @@ def run_row(row: str, cache_dir: str) -> dict:
     start = time.perf_counter()
     X = embedders[row](texts)
     seconds = time.perf_counter() - start
-    return {"row": row, "sentences": len(texts), "seconds": seconds,
-            "sentences_per_second": len(texts) / seconds, "peak_rss_mb": peak_rss_mb(),
-            "test_accuracy": probe_accuracy(X[:N_TRAIN], y_train, X[N_TRAIN:], y_test)}
+    return {
+        "row": row,
+        "sentences": len(texts),
+        "seconds": seconds,
+        "sentences_per_second": len(texts) / seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "test_accuracy": probe_accuracy(X[:N_TRAIN], y_train, X[N_TRAIN:], y_test),
+    }
 
 
 def classifier_row(cache_dir: str, y_train, y_test) -> dict:
@@ -221,17 +242,21 @@ def classifier_row(cache_dir: str, y_train, y_test) -> dict:
     start = time.perf_counter()
     probe = LinearProbe(n_jobs=-1).fit(X_train, y_train)
     probe_seconds = time.perf_counter() - start
-    return {"row": "classifier", "recipe_seconds": recipe_seconds,
-            "bertprobe_cold_seconds": cold_seconds,
-            "bertprobe_sequential_seconds": sequential_seconds,
-            "sequential_speedup": recipe_seconds / sequential_seconds,
-            "cold_speedup": recipe_seconds / cold_seconds,
-            "recipe_test_accuracy": float(recipe.score(X_test, y_test)),
-            "recipe_C": float(recipe.best_params_["C"]),
-            "bertprobe_seconds": probe_seconds,
-            "bertprobe_test_accuracy": float(probe.score(X_test, y_test)),
-            "bertprobe_C": probe.C_, "speedup": recipe_seconds / probe_seconds,
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "row": "classifier",
+        "recipe_seconds": recipe_seconds,
+        "bertprobe_cold_seconds": cold_seconds,
+        "bertprobe_sequential_seconds": sequential_seconds,
+        "sequential_speedup": recipe_seconds / sequential_seconds,
+        "cold_speedup": recipe_seconds / cold_seconds,
+        "recipe_test_accuracy": float(recipe.score(X_test, y_test)),
+        "recipe_C": float(recipe.best_params_["C"]),
+        "bertprobe_seconds": probe_seconds,
+        "bertprobe_test_accuracy": float(probe.score(X_test, y_test)),
+        "bertprobe_C": probe.C_,
+        "speedup": recipe_seconds / probe_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 # --- the parent: run each row in a child, print the table ------------------------------------
@@ -251,43 +276,59 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache_dir:
         for row in args.rows.split(","):
             print(f"running {row} ...", file=sys.stderr, flush=True)
-            child = subprocess.run([sys.executable, __file__, "--child", row, "--cache-dir",
-                                    cache_dir], capture_output=True, text=True, check=False)
+            child = subprocess.run(
+                [sys.executable, __file__, "--child", row, "--cache-dir", cache_dir],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if child.returncode != 0:
                 raise SystemExit(f"row {row} failed:\n{child.stderr[-2000:]}")
             results.append(json.loads(child.stdout.strip().splitlines()[-1]))
 
-    print(f"\nSST-2 with all-MiniLM-L6-v2 on {os.cpu_count()} CPU cores, "
-          f"{datetime.now(UTC):%Y-%m-%d}\n")
+    print(
+        f"\nSST-2 with all-MiniLM-L6-v2 on {os.cpu_count()} CPU cores, "
+        f"{datetime.now(UTC):%Y-%m-%d}\n"
+    )
     print("| row | sentences/s | peak RSS | SST-2 test accuracy |")
     print("| --- | --- | --- | --- |")
     for r in results:
         if r["row"] == "classifier" or r["row"] in STREAM_SIZES:
             continue
-        print(f"| {r['row']} | {r['sentences_per_second']:.0f} | {r['peak_rss_mb']:.0f} MB | "
-              f"{100 * r['test_accuracy']:.2f}% |")
+        print(
+            f"| {r['row']} | {r['sentences_per_second']:.0f} | {r['peak_rss_mb']:.0f} MB | "
+            f"{100 * r['test_accuracy']:.2f}% |"
+        )
     for r in results:
         if r["row"] == "classifier":
-            print(f"\nclassifier stage on {N_TRAIN:,} x 384 features: recipe GridSearchCV "
-                  f"{r['recipe_seconds']:.1f} s ({100 * r['recipe_test_accuracy']:.2f}%); "
-                  f"bertprobe {r['bertprobe_seconds']:.2f} s with its worker processes running, "
-                  f"{r['speedup']:.1f}x faster ({r['bertprobe_cold_seconds']:.2f} s, "
-                  f"{r['cold_speedup']:.1f}x, when the first fit also starts them), "
-                  f"{r['bertprobe_sequential_seconds']:.2f} s in one process "
-                  f"({r['sequential_speedup']:.1f}x) "
-                  f"({100 * r['bertprobe_test_accuracy']:.2f}%)")
+            print(
+                f"\nclassifier stage on {N_TRAIN:,} x 384 features: recipe GridSearchCV "
+                f"{r['recipe_seconds']:.1f} s ({100 * r['recipe_test_accuracy']:.2f}%); "
+                f"bertprobe {r['bertprobe_seconds']:.2f} s with its worker processes running, "
+                f"{r['speedup']:.1f}x faster ({r['bertprobe_cold_seconds']:.2f} s, "
+                f"{r['cold_speedup']:.1f}x, when the first fit also starts them), "
+                f"{r['bertprobe_sequential_seconds']:.2f} s in one process "
+                f"({r['sequential_speedup']:.1f}x) "
+                f"({100 * r['bertprobe_test_accuracy']:.2f}%)"
+            )
     streamed = [r for r in results if r["row"] in STREAM_SIZES]
     if streamed:
-        print("\nmemory: short synthetic sentences streamed from a file to a .npy (onnx-int8, "
-              "no cache), then the out-of-core probe (2 epochs) on those features\n")
-        print("| sentences | sentences/s | features on disk | peak RSS embedding | "
-              "peak RSS with probe | probe fit | held-out accuracy |")
+        print(
+            "\nmemory: short synthetic sentences streamed from a file to a .npy (onnx-int8, "
+            "no cache), then the out-of-core probe (2 epochs) on those features\n"
+        )
+        print(
+            "| sentences | sentences/s | features on disk | peak RSS embedding | "
+            "peak RSS with probe | probe fit | held-out accuracy |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in streamed:
-            print(f"| {r['sentences']:,} | {r['sentences_per_second']:.0f} | "
-                  f"{r['features_mb']:.0f} MB | {r['peak_rss_mb_embed']:.0f} MB | "
-                  f"{r['peak_rss_mb']:.0f} MB | {r['fit_seconds']:.1f} s | "
-                  f"{100 * r['holdout_accuracy']:.2f}% |")
+            print(
+                f"| {r['sentences']:,} | {r['sentences_per_second']:.0f} | "
+                f"{r['features_mb']:.0f} MB | {r['peak_rss_mb_embed']:.0f} MB | "
+                f"{r['peak_rss_mb']:.0f} MB | {r['fit_seconds']:.1f} s | "
+                f"{100 * r['holdout_accuracy']:.2f}% |"
+            )
     # A run of some rows (--rows) replaces those rows in the results file and keeps the rest.
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "embed_bench.json"
@@ -296,8 +337,18 @@ def main() -> None:
     fresh = {r["row"] for r in results}
     merged = [r for r in kept if r["row"] not in fresh] + [{**r, "date": now} for r in results]
     merged.sort(key=lambda r: ROWS.index(r["row"]) if r["row"] in ROWS else len(ROWS))
-    path.write_text(json.dumps({"date": now, "machine": platform.machine(),
-                                "cpu_count": os.cpu_count(), "rows": merged}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "date": now,
+                "machine": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "rows": merged,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -42,15 +42,37 @@ def ensure_model(path: Path) -> Path:
     if (path / "card.json").is_file():
         return path
     print(f"training {path} (bundled encoder, mean pooling) ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "bertprobe", "train", str(ROOT / "data/sst2/train.tsv"),
-                    "--encoder", "minilm", "--pooling", "mean", "--out", str(path)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bertprobe",
+            "train",
+            str(ROOT / "data/sst2/train.tsv"),
+            "--encoder",
+            "minilm",
+            "--pooling",
+            "mean",
+            "--out",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
-def start_server(model: Path, port: int, batching: bool,
-                 backend: str | None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "bertprobe", "serve", "--model", str(model), "--port",
-               str(port), "--batching" if batching else "--no-batching"]
+def start_server(model: Path, port: int, batching: bool, backend: str | None) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "bertprobe",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--batching" if batching else "--no-batching",
+    ]
     if backend:
         command += ["--backend", backend]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -67,8 +89,9 @@ def start_server(model: Path, port: int, batching: bool,
     raise SystemExit("server did not start within 120 s")
 
 
-async def load(url: str, texts: list[str], n_requests: int, concurrency: int,
-               time_limit: float) -> dict:
+async def load(
+    url: str, texts: list[str], n_requests: int, concurrency: int, time_limit: float
+) -> dict:
     latencies: list[float] = []
     errors = 0
     next_index = 0
@@ -98,10 +121,15 @@ async def load(url: str, texts: list[str], n_requests: int, concurrency: int,
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
     ms = np.asarray(latencies) * 1000
-    return {"requests": len(latencies) + errors, "ok": len(latencies), "errors": errors,
-            "seconds": elapsed, "requests_per_second": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
+    return {
+        "requests": len(latencies) + errors,
+        "ok": len(latencies),
+        "errors": errors,
+        "seconds": elapsed,
+        "requests_per_second": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+    }
 
 
 def main() -> None:
@@ -110,8 +138,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--backend", help="Serve with this backend instead of the model's.")
-    parser.add_argument("--time-limit", type=float, default=240.0,
-                        help="Stop each mode after this many seconds, whatever is left.")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=240.0,
+        help="Stop each mode after this many seconds, whatever is left.",
+    )
     args = parser.parse_args()
 
     model = ensure_model(args.model)
@@ -122,29 +154,51 @@ def main() -> None:
         server = start_server(model, port, batching, args.backend)
         try:
             rows["on" if batching else "off"] = asyncio.run(
-                load(f"http://127.0.0.1:{port}/v1/predict", texts, args.requests,
-                     args.concurrency, args.time_limit))
+                load(
+                    f"http://127.0.0.1:{port}/v1/predict",
+                    texts,
+                    args.requests,
+                    args.concurrency,
+                    args.time_limit,
+                )
+            )
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
 
     speedup = rows["on"]["requests_per_second"] / rows["off"]["requests_per_second"]
     backend = args.backend or "as trained"
-    print(f"\n{args.requests:,} single-sentence requests, {args.concurrency} concurrent clients, "
-          f"model {model.name}, backend {backend}, {os.cpu_count()} CPU "
-          f"cores, {datetime.now(UTC):%Y-%m-%d}\n")
+    print(
+        f"\n{args.requests:,} single-sentence requests, {args.concurrency} concurrent clients, "
+        f"model {model.name}, backend {backend}, {os.cpu_count()} CPU "
+        f"cores, {datetime.now(UTC):%Y-%m-%d}\n"
+    )
     print("| dynamic batching | requests/s | p50 latency | p99 latency | errors |")
     print("| --- | --- | --- | --- | --- |")
     for mode, r in rows.items():
-        print(f"| {mode} | {r['requests_per_second']:.1f} | {r['p50_ms']:.1f} ms | "
-              f"{r['p99_ms']:.1f} ms | {r['errors']} |")
+        print(
+            f"| {mode} | {r['requests_per_second']:.1f} | {r['p50_ms']:.1f} ms | "
+            f"{r['p99_ms']:.1f} ms | {r['errors']} |"
+        )
     print(f"\nbatching on / off: {speedup:.2f}x requests/s")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve_load.json").write_text(json.dumps({
-        "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "model": str(model), "backend": args.backend,
-        "requests": args.requests,
-        "concurrency": args.concurrency, "results": rows, "speedup": speedup}, indent=2) + "\n")
+    (RESULTS / "serve_load.json").write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "model": str(model),
+                "backend": args.backend,
+                "requests": args.requests,
+                "concurrency": args.concurrency,
+                "results": rows,
+                "speedup": speedup,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

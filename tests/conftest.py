@@ -35,12 +35,19 @@ def tiny_distilbert(tmp_path_factory) -> Path:
     vocab = SPECIALS + [w for w, _ in words.most_common(3000)]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     # from_pretrained on a folder with vocab.txt works across transformers 4 and 5.
-    tokenizer = DistilBertTokenizerFast.from_pretrained(folder, do_lower_case=True,
-                                                        model_max_length=64)
+    tokenizer = DistilBertTokenizerFast.from_pretrained(
+        folder, do_lower_case=True, model_max_length=64
+    )
     assert tokenizer.tokenize("the film was good") == ["the", "film", "was", "good"]
     tokenizer.save_pretrained(folder)
-    config = DistilBertConfig(vocab_size=len(vocab), dim=64, n_layers=2, n_heads=2,
-                              hidden_dim=128, max_position_embeddings=64)
+    config = DistilBertConfig(
+        vocab_size=len(vocab),
+        dim=64,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=128,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     DistilBertModel(config).eval().save_pretrained(folder)
     return folder
@@ -51,8 +58,18 @@ def sentiment_rows() -> list[tuple[str, int]]:
     """Short texts whose label is carried by one word: learnable even from random features."""
     good = ["good", "great", "wonderful", "brilliant", "lovely"]
     bad = ["bad", "awful", "terrible", "boring", "dreadful"]
-    subjects = ["the film", "this movie", "the acting", "the plot", "the ending", "the score",
-                "the cast", "the script", "the story", "the music"]
+    subjects = [
+        "the film",
+        "this movie",
+        "the acting",
+        "the plot",
+        "the ending",
+        "the score",
+        "the cast",
+        "the script",
+        "the story",
+        "the music",
+    ]
     rows = []
     for i, subject in enumerate(subjects):
         for j in range(5):
@@ -81,5 +98,6 @@ def tiny_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
     spec = FeatureSpec("mean", (-1,))
     X, stats = embed([t for t, _ in sentiment_rows], ref, spec)
     probe = LinearProbe(cv=3).fit(X, [y for _, y in sentiment_rows])
-    return save_model(tmp_path_factory.mktemp("models") / "tiny", probe, ref, spec,
-                      max_length=stats.max_length)
+    return save_model(
+        tmp_path_factory.mktemp("models") / "tiny", probe, ref, spec, max_length=stats.max_length
+    )

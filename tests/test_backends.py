@@ -12,8 +12,12 @@ from bertprobe.cli import main
 from bertprobe.encode import FeatureSpec, LoadedEncoder, embed, resolve_encoder
 from bertprobe.errors import BadInputError
 
-TEXTS = ["a gorgeous , witty film", "ok",
-         " ".join(["the plot wanders on and on without a point"] * 4), "the cast was lovely"]
+TEXTS = [
+    "a gorgeous , witty film",
+    "ok",
+    " ".join(["the plot wanders on and on without a point"] * 4),
+    "the cast was lovely",
+]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -50,8 +54,9 @@ def test_exports_are_built_once_per_fingerprint(tiny_distilbert, tmp_path):
 def test_backends_do_not_share_cached_vectors(tiny_distilbert, tmp_path):
     with open_cache(tmp_path) as cache:
         embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache)
-        _, int8 = embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache,
-                        backend="onnx-int8")
+        _, int8 = embed(
+            TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache, backend="onnx-int8"
+        )
         _, torch_again = embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache)
     assert int8.n_cached == 0
     assert torch_again.n_cached == len(TEXTS)
@@ -62,12 +67,28 @@ def test_unknown_backend_is_a_user_error(tiny_distilbert):
         embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), backend="tensorrt")
 
 
-def test_model_trained_on_int8_records_and_uses_it(tiny_distilbert, sentiment_tsv, tmp_path,
-                                                   capsys):
+def test_model_trained_on_int8_records_and_uses_it(
+    tiny_distilbert, sentiment_tsv, tmp_path, capsys
+):
     out = tmp_path / "model"
     with pytest.raises(SystemExit) as info:
-        main(["train", str(sentiment_tsv), "--encoder", str(tiny_distilbert), "--pooling",
-              "mean", "--cv", "3", "--backend", "onnx-int8", "--out", str(out), "--json"])
+        main(
+            [
+                "train",
+                str(sentiment_tsv),
+                "--encoder",
+                str(tiny_distilbert),
+                "--pooling",
+                "mean",
+                "--cv",
+                "3",
+                "--backend",
+                "onnx-int8",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
     assert info.value.code == 0
     assert json.loads(capsys.readouterr().out)["backend"] == "onnx-int8"
     assert json.loads((out / "card.json").read_text())["features"]["backend"] == "onnx-int8"
@@ -76,8 +97,9 @@ def test_model_trained_on_int8_records_and_uses_it(tiny_distilbert, sentiment_ts
     model = load_model(out)
     assert model.backend == "onnx-int8"
     X, _ = model.embed(["the film was great"])
-    reference, _ = embed(["the film was great"], str(tiny_distilbert), FeatureSpec("mean"),
-                         backend="onnx-int8")
+    reference, _ = embed(
+        ["the film was great"], str(tiny_distilbert), FeatureSpec("mean"), backend="onnx-int8"
+    )
     assert np.array_equal(X, reference)
 
 

@@ -28,10 +28,8 @@ def test_views_do_not_mix_and_concatenations_reuse_single_layers(tiny_distilbert
     with open_cache(tmp_path) as cache:
         embed(texts, str(tiny_distilbert), FeatureSpec("mean", (1,)), cache=cache)
         embed(texts, str(tiny_distilbert), FeatureSpec("mean", (2,)), cache=cache)
-        _, other_pooling = embed(texts, str(tiny_distilbert), FeatureSpec("cls", (2,)),
-                                 cache=cache)
-        both, concat = embed(texts, str(tiny_distilbert), FeatureSpec("mean", (1, 2)),
-                             cache=cache)
+        _, other_pooling = embed(texts, str(tiny_distilbert), FeatureSpec("cls", (2,)), cache=cache)
+        both, concat = embed(texts, str(tiny_distilbert), FeatureSpec("mean", (1, 2)), cache=cache)
     assert other_pooling.n_cached == 0
     assert concat.n_cached == 10 and concat.n_computed == 0
     fresh, _ = embed(texts, str(tiny_distilbert), FeatureSpec("mean", (1, 2)))
@@ -46,13 +44,20 @@ def test_an_interrupted_run_resumes_with_only_the_rest(tiny_distilbert, tmp_path
             raise KeyboardInterrupt
 
     with open_cache(tmp_path) as cache, pytest.raises(KeyboardInterrupt):
-        embed(texts, str(tiny_distilbert), FeatureSpec("cls"), batch_size=8, cache=cache,
-              on_batch=stop_after_two_batches)
+        embed(
+            texts,
+            str(tiny_distilbert),
+            FeatureSpec("cls"),
+            batch_size=8,
+            cache=cache,
+            on_batch=stop_after_two_batches,
+        )
     # A new process would open the file afresh: so do we.
     with open_cache(tmp_path) as cache:
         assert cache.count() == 16
-        resumed, stats = embed(texts, str(tiny_distilbert), FeatureSpec("cls"), batch_size=8,
-                               cache=cache)
+        resumed, stats = embed(
+            texts, str(tiny_distilbert), FeatureSpec("cls"), batch_size=8, cache=cache
+        )
     assert (stats.n_cached, stats.n_computed) == (16, 24)
     uncached, _ = embed(texts, str(tiny_distilbert), FeatureSpec("cls"), batch_size=8)
     assert np.allclose(resumed, uncached, atol=1e-6)

@@ -33,17 +33,38 @@ from typer.main import get_command
 
 from bertprobe.cli import app, main
 
-EXAMPLES = int(os.environ.get("BERTPROBE_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("BERTPROBE_FUZZ_EXAMPLES", "210"))
 FRESH = "BERTPROBE_FUZZ_EXAMPLES" in os.environ
 LOG = os.environ.get("BERTPROBE_FUZZ_LOG")  # a line per invocation: exit, argv, last line
 COMMAND = get_command(app)
-OUTCOMES: Counter[int] = Counter()
 
 # Characters a shell can pass in an argument (no NUL); lone surrogates stand for undecodable
 # bytes, as Python decodes argv with surrogateescape.
 ODD_STRINGS = st.one_of(
-    st.sampled_from(["", " ", "-", "--", "0", "-1", "1e3", "nan", "inf", "-inf", "1,,2", ",",
-                     "a,b", "\u00e9t\u00e9", "\udcff", "x" * 300, "$HOME", "*", "../..", "~"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "-",
+            "--",
+            "0",
+            "-1",
+            "1e3",
+            "nan",
+            "inf",
+            "-inf",
+            "1,,2",
+            ",",
+            "a,b",
+            "\u00e9t\u00e9",
+            "\udcff",
+            "x" * 300,
+            "$HOME",
+            "*",
+            "../..",
+            "~",
+        ]
+    ),
     st.text(st.characters(exclude_characters="\x00"), max_size=12),
 )
 
@@ -76,14 +97,27 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
     paths["features.npy"] = root / "features.npy"
     paths["features.npy"].write_bytes(b"\x93NUMPY not really")
     taken = socket.create_server(("127.0.0.1", 0))
-    for name in ("missing.tsv", "new", "new-sweep", "new-report", "new.npy", "new.csv",
-                 "new.jsonl", "cache"):
+    for name in (
+        "missing.tsv",
+        "new",
+        "new-sweep",
+        "new-report",
+        "new.npy",
+        "new.csv",
+        "new.jsonl",
+        "cache",
+    ):
         paths[name] = root / name
     paths["under-a-file"] = paths["texts.txt"] / "under-a-file"
     files = {name: str(path) for name, path in paths.items()}
     pool = [*files.values(), str(tiny_model_dir), str(tiny_distilbert), "-"]
-    yield {"paths": pool, "files": files, "model": str(tiny_model_dir),
-           "tiny": str(tiny_distilbert), "port": taken.getsockname()[1]}
+    yield {
+        "paths": pool,
+        "files": files,
+        "model": str(tiny_model_dir),
+        "tiny": str(tiny_distilbert),
+        "port": taken.getsockname()[1],
+    }
     taken.close()
 
 
@@ -108,24 +142,40 @@ def _good_values(world: dict) -> dict[str, list[str]]:
     """Values that make sense for an option, by parameter name: most draws use one, so most
     invocations get past parsing and reach real work."""
     files = world["files"]
-    labelled = [files["good.tsv"], files["header.csv"], files["rows.jsonl"],
-                files["strings.tsv"], files["mixed.tsv"], files["sorted.tsv"]]
+    labelled = [
+        files["good.tsv"],
+        files["header.csv"],
+        files["rows.jsonl"],
+        files["strings.tsv"],
+        files["mixed.tsv"],
+        files["sorted.tsv"],
+    ]
     return {
-        "data": labelled, "test": labelled, "train_file": labelled,
+        "data": labelled,
+        "test": labelled,
+        "train_file": labelled,
         "input_file": [files["texts.txt"], files["good.tsv"]],
         "model_dir": [world["model"]],
-        "out": [files["new"]], "embed.out": [files["new.npy"]],
-        "sweep.out": [files["new-sweep"]], "report.out": [files["new-report"]],
+        "out": [files["new"]],
+        "embed.out": [files["new.npy"]],
+        "sweep.out": [files["new-sweep"]],
+        "report.out": [files["new-report"]],
         "output": [files["new.csv"], files["new.jsonl"]],
         "cache_dir": [files["cache"]],
         "encoder": [world["tiny"]],
-        "pooling": ["cls", "mean", "max"], "poolings": ["cls,mean,max", "mean"],
-        "layer": ["-1", "0", "-2,-1"], "c_grid": ["coarse", "0.1,1"],
-        "device": ["cpu"], "backend": ["torch", "onnx", "onnx-int8"],
-        "text_col": ["0", "text"], "label_col": ["1", "label"],
+        "pooling": ["cls", "mean", "max"],
+        "poolings": ["cls,mean,max", "mean"],
+        "layer": ["-1", "0", "-2,-1"],
+        "c_grid": ["coarse", "0.1,1"],
+        "device": ["cpu"],
+        "backend": ["torch", "onnx", "onnx-int8"],
+        "text_col": ["0", "text"],
+        "label_col": ["1", "label"],
         "host": ["127.0.0.1", "localhost"],
         "texts": ["the film was great", "the plot was awful", "-"],
-        "cv": ["2", "3"], "jobs": ["1", "-1"], "port": ["8123"],
+        "cv": ["2", "3"],
+        "jobs": ["1", "-1"],
+        "port": ["8123"],
     }
 
 
@@ -134,13 +184,16 @@ def _odd_values(world: dict) -> dict[str, list[str]]:
     return {
         "encoder": ["minilm", "distilbert-base-uncased", world["model"], "no/such-model"]
         + world["paths"],
-        "pooling": ["sum", "CLS"], "poolings": ["mean,mean", "sum", "cls,"],
+        "pooling": ["sum", "CLS"],
+        "poolings": ["mean,mean", "sum", "cls,"],
         "layer": ["1", "2", "9", "-9", "a", "0,0", "99999999999999999999"],
         "c_grid": ["default", "seed", "0", "-1", "1e400", "a,b"],
         "device": ["cuda", "cuda:1", "mps", "meta", "tpu", "cpu:0"],
         "backend": ["tensorflow", "ONNX"],
-        "text_col": ["2", "-1", "label", "review"], "label_col": ["0", "2", "-1", "review"],
-        "host": ["::1"], "texts": [" ", "x" * 3000],
+        "text_col": ["2", "-1", "label", "review"],
+        "label_col": ["0", "2", "-1", "review"],
+        "host": ["::1"],
+        "texts": [" ", "x" * 3000],
         "port": [str(world["port"])],
     }
 
@@ -163,8 +216,11 @@ def _numbers(param) -> list[str]:
 
 def _in_range(param) -> list[str]:
     low, high = _bound(param, "min"), _bound(param, "max")
-    return [n for n in ("0", "1", "2", "3", "8", "32", "64") if (low is None or int(n) >= low)
-            and (high is None or int(n) <= high)]
+    return [
+        n
+        for n in ("0", "1", "2", "3", "8", "32", "64")
+        if (low is None or int(n) >= low) and (high is None or int(n) <= high)
+    ]
 
 
 def _option_value(command: str, param, world: dict, careful: bool) -> st.SearchStrategy[str]:
@@ -177,8 +233,11 @@ def _option_value(command: str, param, world: dict, careful: bool) -> st.SearchS
     if kind is Path:
         odd += world["paths"]
     values = _good_values(world)
-    good = values.get(f"{command}.{param.name}") or values.get(param.name) or (
-        _in_range(param) if kind in (int, float) else None)
+    good = (
+        values.get(f"{command}.{param.name}")
+        or values.get(param.name)
+        or (_in_range(param) if kind in (int, float) else None)
+    )
     wrong = st.one_of(st.sampled_from(odd), ODD_STRINGS) if odd else ODD_STRINGS
     if good is None:
         return wrong
@@ -186,33 +245,40 @@ def _option_value(command: str, param, world: dict, careful: bool) -> st.SearchS
 
 
 @st.composite
-def invocations(draw, world: dict) -> list[str]:
-    """One command line. Half are careful (sensible values, so real work runs with unusual
-    combinations of options); the other half are sloppy (odd values, missing or unknown
-    arguments)."""
-    name = draw(st.sampled_from(sorted(COMMAND.commands)))
+def invocations(draw, world: dict, name: str) -> list[str]:
+    """One command line of command ``name``. Half are careful (sensible values, so real work
+    runs with unusual combinations of options); the other half are sloppy (odd values, missing
+    or unknown arguments)."""
     command = COMMAND.commands[name]
     careful = draw(st.booleans())
     argv = [name]
     for param in command.params:
         if param.param_type_name == "argument":
-            count = draw(st.integers(0, 2)) if param.nargs == -1 else (
-                1 if careful else draw(st.sampled_from([1, 1, 1, 0, 2])))
+            count = (
+                draw(st.integers(0, 2))
+                if param.nargs == -1
+                else (1 if careful else draw(st.sampled_from([1, 1, 1, 0, 2])))
+            )
             argv += [draw(_option_value(name, param, world, careful)) for _ in range(count)]
-        elif param.required or (careful and param.name == "encoder") or draw(
-                st.integers(0, 3)) == 0:
+        elif (
+            param.required or (careful and param.name == "encoder") or draw(st.integers(0, 3)) == 0
+        ):
             if param.required and not careful and draw(st.booleans()):
                 continue  # a required option left out
             if param.is_flag:
                 argv.append(draw(st.sampled_from(param.opts + param.secondary_opts)))
             else:
-                argv += [draw(st.sampled_from(param.opts)),
-                         draw(_option_value(name, param, world, careful))]
+                argv += [
+                    draw(st.sampled_from(param.opts)),
+                    draw(_option_value(name, param, world, careful)),
+                ]
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
-        argv.insert(draw(st.integers(1, len(argv))),
-                    draw(st.sampled_from(["--nosuch", "--help", "extra", "-x", "--json=1"])))
+        argv.insert(
+            draw(st.integers(1, len(argv))),
+            draw(st.sampled_from(["--nosuch", "--help", "extra", "-x", "--json=1"])),
+        )
     return argv
 
 
@@ -220,6 +286,7 @@ def run_in_process(argv: list[str], stdin: str = "a text from stdin\n") -> tuple
     out, err = io.StringIO(), io.StringIO()
     saved_stdin = sys.stdin
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()))
+
     def show(message, category, filename, lineno, file=None, line=None):
         err.write(warnings.formatwarning(message, category, filename, lineno, line))
 
@@ -238,43 +305,61 @@ def run_in_process(argv: list[str], stdin: str = "a text from stdin\n") -> tuple
                 err.write(traceback.format_exc())
     finally:
         sys.stdin = saved_stdin
-    return code if isinstance(code, int) else (0 if code is None else -1), out.getvalue(), \
-        err.getvalue()
+    return (
+        code if isinstance(code, int) else (0 if code is None else -1),
+        out.getvalue(),
+        err.getvalue(),
+    )
 
 
 @pytest.fixture(scope="module")
-def no_listening():
-    """serve binds its socket (a taken port must fail), then returns instead of serving."""
+def sandbox(world):
+    """serve binds its socket (a taken port must fail), then returns instead of serving; and
+    relative paths drawn (".", "-", odd names) land in a scratch folder, not the checkout."""
     import uvicorn
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+        cwd = Path(world["files"]["folder"]).parent / "cwd"
+        cwd.mkdir(exist_ok=True)
+        patch.chdir(cwd)
         yield
 
 
-def test_fuzz_the_cli(world, no_listening):
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=not FRESH, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(argv=invocations(world))
+@pytest.mark.parametrize("command", sorted(COMMAND.commands))
+def test_fuzz_the_cli(command, world, sandbox):
+    """Every command of the CLI, read from the CLI itself: a new one cannot hide from the fuzz.
+    ``EXAMPLES`` draws in all, shared among the commands."""
+    outcomes: Counter[int] = Counter()
+
+    @settings(
+        max_examples=max(1, EXAMPLES // len(COMMAND.commands)),
+        deadline=None,
+        derandomize=not FRESH,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(argv=invocations(world, command))
     def check(argv):
         start = time.perf_counter()
         code, out, err = run_in_process(argv)
-        OUTCOMES[code] += 1
+        outcomes[code] += 1
         if LOG:
             with open(LOG, "a", encoding="utf-8") as log:
                 last = (err.strip().splitlines() or [""])[-1]
-                log.write(f"{code}\t{time.perf_counter() - start:.2f}\t{argv!a}\t"
-                          f"{last[:200]!a}\n")
+                log.write(f"{code}\t{time.perf_counter() - start:.2f}\t{argv!a}\t{last[:200]!a}\n")
         assert code in (0, 2, 130), f"exit {code} for {argv}:\n{err[-3000:]}"
         assert "Traceback" not in out + err, f"traceback for {argv}:\n{err[-3000:]}"
         if code == 2 and err.startswith("bertprobe: error: "):
-            assert err.count("\n") == 1, f"more than one line for {argv}:\n{err}"
+            assert len(err.splitlines()) == 1, f"more than one line for {argv}:\n{err}"
 
     check()
-    total = sum(OUTCOMES.values())
-    print(f"\nfuzz: {total} invocations tried, exit status "
-          + ", ".join(f"{code}: {n}" for code, n in sorted(OUTCOMES.items())), file=sys.__stderr__)
-    assert OUTCOMES[0] > 0 and OUTCOMES[2] > 0  # the draws reach real work and real errors
+    print(
+        f"\nfuzz {command}: {sum(outcomes.values())} invocations tried, exit status "
+        + ", ".join(f"{code}: {n}" for code, n in sorted(outcomes.items())),
+        file=sys.__stderr__,
+    )
+    assert outcomes[0] > 0 and outcomes[2] > 0  # the draws reach real work and real errors
 
 
 def test_the_fuzzer_sees_a_traceback(monkeypatch):
@@ -287,19 +372,3 @@ def test_the_fuzzer_sees_a_traceback(monkeypatch):
     monkeypatch.setattr(bertprobe.cli, "load_model", broken)
     code, _, err = run_in_process(["evaluate", "--model", "m", "x.tsv"])
     assert code == -1 and "Traceback" in err and "ZeroDivisionError" in err
-
-
-def test_the_fuzzer_runs_every_command(world):
-    """Every command of the CLI is among those drawn: a new one cannot hide from the fuzz."""
-    seen: set[str] = set()
-
-    @settings(max_examples=60, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(argv=invocations(world))
-    def collect(argv):
-        seen.add(argv[0])
-
-    collect()
-    assert seen == set(COMMAND.commands)
-    assert len(seen) >= 7
-    assert Path(world["model"]).is_dir()

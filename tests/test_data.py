@@ -36,8 +36,9 @@ def test_bom_and_crlf_are_handled(tmp_path):
 
 def test_csv_with_header_columns_by_name_and_quoted_fields(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text('id,review,sentiment\n1,"fine, really\nfine",pos\n2,dull,neg\n',
-                    encoding="utf-8")
+    path.write_text(
+        'id,review,sentiment\n1,"fine, really\nfine",pos\n2,dull,neg\n', encoding="utf-8"
+    )
     data = read_labelled(path, text_col="review", label_col="sentiment")
     assert data.texts == ["fine, really\nfine", "dull"]
     assert data.labels == ["pos", "neg"]

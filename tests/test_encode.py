@@ -44,8 +44,9 @@ def test_padding_never_changes_a_vector(tiny_distilbert, pooling, layer):
 def test_length_sorting_returns_rows_in_input_order(tiny_distilbert):
     texts = [f"{'very ' * (i % 7)}good film number {i}" for i in range(23)]
     batched, stats = embed(texts, str(tiny_distilbert), FeatureSpec("mean"), batch_size=5)
-    one_by_one = np.vstack([embed([t], str(tiny_distilbert), FeatureSpec("mean"))[0]
-                            for t in texts])
+    one_by_one = np.vstack(
+        [embed([t], str(tiny_distilbert), FeatureSpec("mean"))[0] for t in texts]
+    )
     assert stats.n_batches == 5
     assert np.allclose(batched, one_by_one, atol=1e-5)
 
@@ -55,19 +56,23 @@ def test_batches_are_sorted_longest_first_and_respect_a_token_budget():
     batches = list(length_sorted_batches(lengths, batch_size=4, max_tokens=20))
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert all(len(b) * max(lengths[i] for i in b) <= 20 for b in batches)
-    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches),
-                                                      reverse=True)
+    assert [lengths[b[0]] for b in batches] == sorted(
+        (lengths[b[0]] for b in batches), reverse=True
+    )
     assert [len(b) for b in length_sorted_batches(lengths, batch_size=4)] == [4, 2]
 
 
 def test_layers_concatenate_in_the_order_given(tiny_distilbert):
-    single = {layer: embed([SHORT], str(tiny_distilbert), FeatureSpec("cls", (layer,)))[0]
-              for layer in (0, 2)}
+    single = {
+        layer: embed([SHORT], str(tiny_distilbert), FeatureSpec("cls", (layer,)))[0]
+        for layer in (0, 2)
+    }
     both, _ = embed([SHORT], str(tiny_distilbert), FeatureSpec("cls", (2, 0)))
     assert both.shape == (1, 128)
     assert np.array_equal(both, np.hstack([single[2], single[0]]))
-    assert np.array_equal(single[2],
-                          embed([SHORT], str(tiny_distilbert), FeatureSpec("cls", (-1,)))[0])
+    assert np.array_equal(
+        single[2], embed([SHORT], str(tiny_distilbert), FeatureSpec("cls", (-1,)))[0]
+    )
 
 
 def test_long_texts_are_truncated_and_counted(tiny_distilbert):

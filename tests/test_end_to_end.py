@@ -34,29 +34,56 @@ def test_minilm_probe_on_sst2_learns_sentiment_and_round_trips(sst2_subsets, tmp
     results = {}
     for pooling in ("cls", "mean"):
         results[pooling] = run_json(
-            ["train", sst2_subsets / "train.tsv", "--test", sst2_subsets / "test.tsv",
-             "--encoder", "minilm", "--pooling", pooling, "--out", tmp_path / pooling, "--json"],
-            capsys)
+            [
+                "train",
+                sst2_subsets / "train.tsv",
+                "--test",
+                sst2_subsets / "test.tsv",
+                "--encoder",
+                "minilm",
+                "--pooling",
+                pooling,
+                "--out",
+                tmp_path / pooling,
+                "--json",
+            ],
+            capsys,
+        )
     # Measured on the full split: CLS about 77%, mean about 81%; 1,000 sentences do a little less.
     assert results["cls"]["test_accuracy"] > 0.68
     assert results["mean"]["test_accuracy"] > 0.72
     assert results["mean"]["n_train"] == 1000 and results["mean"]["encoder"] == "minilm"
 
-    evaluated = run_json(["evaluate", "--model", tmp_path / "mean", sst2_subsets / "test.tsv",
-                          "--json"], capsys)
+    evaluated = run_json(
+        ["evaluate", "--model", tmp_path / "mean", sst2_subsets / "test.tsv", "--json"], capsys
+    )
     assert evaluated["accuracy"] == pytest.approx(results["mean"]["test_accuracy"])
 
     with pytest.raises(SystemExit):
-        main(["predict", "--model", str(tmp_path / "mean"),
-              "a gorgeous, witty, seductive movie", "a dull, lifeless and tedious mess"])
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "mean"),
+                "a gorgeous, witty, seductive movie",
+                "a dull, lifeless and tedious mess",
+            ]
+        )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in rows] == [1, 0]
     assert rows[0]["probabilities"]["1"] > 0.7 and rows[1]["probabilities"]["0"] > 0.7
 
 
 def test_warm_rerun_is_served_from_the_cache(sst2_subsets, tmp_path, capsys):
-    argv = ["train", sst2_subsets / "test.tsv", "--encoder", "minilm", "--pooling", "mean",
-            "--json"]
+    argv = [
+        "train",
+        sst2_subsets / "test.tsv",
+        "--encoder",
+        "minilm",
+        "--pooling",
+        "mean",
+        "--json",
+    ]
     cold = run_json(argv, capsys)
     warm = run_json(argv, capsys)
     assert cold["n_cached"] == 0 and warm["n_cached"] == 500

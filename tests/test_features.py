@@ -40,8 +40,9 @@ def test_streamed_file_matches_embedding_the_list(tiny_distilbert, texts_file, t
     np.testing.assert_array_equal(np.concatenate(chunks), X)
 
 
-def test_an_interrupted_run_resumes_after_the_last_chunk_written(tiny_distilbert, texts_file,
-                                                                  tmp_path):
+def test_an_interrupted_run_resumes_after_the_last_chunk_written(
+    tiny_distilbert, texts_file, tmp_path
+):
     path, texts = texts_file
     out = tmp_path / "X.npy"
     model = load_encoder(str(tiny_distilbert))
@@ -92,8 +93,7 @@ def test_memory_while_streaming_does_not_grow_with_the_file(tiny_distilbert, tmp
     peaks = {}
     for n in (1_000, 8_000):
         path = tmp_path / f"{n}.txt"
-        path.write_text("\n".join(f"{words[i % 500]} {i}" for i in range(n)),
-                        encoding="utf-8")
+        path.write_text("\n".join(f"{words[i % 500]} {i}" for i in range(n)), encoding="utf-8")
         tracemalloc.start()
         try:
             embed_file(path, tmp_path / f"{n}.npy", model, SPEC, chunk_size=500, batch_size=64)
@@ -108,14 +108,16 @@ def test_cli_embed_checks_the_whole_file_before_embedding(tiny_distilbert, tmp_p
     path = tmp_path / "texts.tsv"
     path.write_text("".join(f"text {i}\t1\n" for i in range(5000)) + "\t0\n", encoding="utf-8")
     out = tmp_path / "X.npy"
-    code, _, err = run(["embed", path, "--encoder", tiny_distilbert, "--out", out,
-                        "--chunk-size", "100"], capsys)
+    code, _, err = run(
+        ["embed", path, "--encoder", tiny_distilbert, "--out", out, "--chunk-size", "100"], capsys
+    )
     assert code == 2 and "empty text on lines 5001" in err
     assert not out.with_name("X.npy.partial").exists()
 
 
-def test_cli_embed_resumes_without_the_cache(tiny_distilbert, texts_file, tmp_path, capsys,
-                                             monkeypatch):
+def test_cli_embed_resumes_without_the_cache(
+    tiny_distilbert, texts_file, tmp_path, capsys, monkeypatch
+):
     import bertprobe.features
 
     path, texts = texts_file
@@ -130,8 +132,20 @@ def test_cli_embed_resumes_without_the_cache(tiny_distilbert, texts_file, tmp_pa
         return real_embed(batch, *args, **kwargs)
 
     monkeypatch.setattr(bertprobe.features, "embed", embed_then_interrupt)
-    argv = ["embed", path, "--encoder", tiny_distilbert, "--pooling", "mean", "--out", out,
-            "--chunk-size", "50", "--no-cache", "--json"]
+    argv = [
+        "embed",
+        path,
+        "--encoder",
+        tiny_distilbert,
+        "--pooling",
+        "mean",
+        "--out",
+        out,
+        "--chunk-size",
+        "50",
+        "--no-cache",
+        "--json",
+    ]
     code, _, err = run(argv, capsys)
     assert code == 130 and "resume" in err
     monkeypatch.setattr(bertprobe.features, "embed", real_embed)
@@ -152,16 +166,19 @@ def test_bad_npy_is_refused(tmp_path):
 def test_cache_is_used_per_chunk(tiny_distilbert, texts_file, tmp_path):
     path, _ = texts_file
     with open_cache(tmp_path / "c") as cache:
-        first = embed_file(path, tmp_path / "a.npy", str(tiny_distilbert), SPEC, chunk_size=40,
-                           cache=cache)
-        second = embed_file(path, tmp_path / "b.npy", str(tiny_distilbert), SPEC, chunk_size=40,
-                            cache=cache)
+        first = embed_file(
+            path, tmp_path / "a.npy", str(tiny_distilbert), SPEC, chunk_size=40, cache=cache
+        )
+        second = embed_file(
+            path, tmp_path / "b.npy", str(tiny_distilbert), SPEC, chunk_size=40, cache=cache
+        )
     assert first.n_cached == 0 and second.n_cached == 150
     assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
 def test_train_out_of_core_saves_a_model_that_evaluates_and_serves_like_any(
-        tiny_distilbert, sentiment_rows, tmp_path, capsys):
+    tiny_distilbert, sentiment_rows, tmp_path, capsys
+):
     import json
 
     from bertprobe.persist import load_model
@@ -171,9 +188,23 @@ def test_train_out_of_core_saves_a_model_that_evaluates_and_serves_like_any(
     train = write_tsv(tmp_path / "train.tsv", sentiment_rows * 8)
     test = write_tsv(tmp_path / "test.tsv", sentiment_rows)
     out = tmp_path / "model"
-    code, stdout, err = run(["train", train, "--test", test, "--encoder", tiny_distilbert,
-                             "--pooling", "mean", "--out-of-core", "--out", out, "--json"],
-                            capsys)
+    code, stdout, err = run(
+        [
+            "train",
+            train,
+            "--test",
+            test,
+            "--encoder",
+            tiny_distilbert,
+            "--pooling",
+            "mean",
+            "--out-of-core",
+            "--out",
+            out,
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads(stdout)
     assert result["n_train"] == 800 and result["n_test"] == 100

@@ -27,8 +27,14 @@ def trained(tiny_distilbert, sentiment_rows, tmp_path):
     labels = [y for _, y in sentiment_rows]
     X, stats = embed(texts, ref, spec)
     probe = LinearProbe(cv=3).fit(X, labels)
-    folder = save_model(tmp_path / "model", probe, ref, spec, max_length=stats.max_length,
-                        metrics={"cv_accuracy": probe.cv_accuracy_})
+    folder = save_model(
+        tmp_path / "model",
+        probe,
+        ref,
+        spec,
+        max_length=stats.max_length,
+        metrics={"cv_accuracy": probe.cv_accuracy_},
+    )
     return folder, probe, X, texts
 
 
@@ -38,8 +44,12 @@ def test_round_trip_predicts_the_same(trained):
     assert model.classes == [0, 1]
     assert np.allclose(model.predict_proba(texts), probe.predict_proba(X))
     card = json.loads((folder / CARD_FILE).read_text())
-    assert card["features"] == {"pooling": "mean", "layers": [-1], "max_length": 64,
-                                "backend": "torch"}
+    assert card["features"] == {
+        "pooling": "mean",
+        "layers": [-1],
+        "max_length": 64,
+        "backend": "torch",
+    }
     assert card["probe"]["C"] == probe.C_
     assert card["id"].startswith("model-")
     assert {"torch", "transformers", "scikit-learn", "skops"} <= set(card["versions"])

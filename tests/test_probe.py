@@ -82,8 +82,12 @@ def test_pipeline_works_in_grid_search_and_cross_val_score(tiny_distilbert, sent
     # Random weights still keep word identity in a mean of token vectors: the probe learns it.
     assert search.cv_results_["mean_test_score"].max() > 0.8
     assert set(search.predict(["the film was great"])) <= {"pos", "neg"}
-    scores = cross_val_score(make_pipeline(TextEmbedder(str(tiny_distilbert), pooling="mean"),
-                                           LinearProbe(cv=3)), texts, labels, cv=3)
+    scores = cross_val_score(
+        make_pipeline(TextEmbedder(str(tiny_distilbert), pooling="mean"), LinearProbe(cv=3)),
+        texts,
+        labels,
+        cv=3,
+    )
     assert scores.shape == (3,) and scores.mean() > 0.8
 
 
@@ -98,7 +102,8 @@ def test_out_of_core_probe_learns_from_chunks_as_from_arrays():
     chunked = OutOfCoreProbe(chunk_rows=10_000).fit(X, y)
     step = 250
     streamed = OutOfCoreProbe().fit_chunks(
-        lambda: ((X[i:i + step], y[i:i + step]) for i in range(0, len(y), step)))
+        lambda: ((X[i : i + step], y[i : i + step]) for i in range(0, len(y), step))
+    )
     assert streamed.holdout_accuracy_ > 0.95 and chunked.holdout_accuracy_ > 0.95
     assert streamed.n_train_ + round(0.1 * 3000) == pytest.approx(3000, abs=60)
     assert streamed.alpha_ in streamed.alphas

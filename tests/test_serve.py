@@ -26,8 +26,11 @@ def model(tiny_model_dir):
 
 @pytest.fixture
 def client(model):
-    app = create_app(model, limits=ServeLimits(max_texts=8, max_chars=200, max_body_bytes=4000),
-                     batching=BatchingConfig(max_batch=64, max_wait_ms=50))
+    app = create_app(
+        model,
+        limits=ServeLimits(max_texts=8, max_chars=200, max_body_bytes=4000),
+        batching=BatchingConfig(max_batch=64, max_wait_ms=50),
+    )
     with TestClient(app) as c:  # runs the lifespan: the batching worker starts and stops
         yield c
 
@@ -40,8 +43,9 @@ def test_predict_returns_each_texts_own_answer(client, model):
     assert body["model"] == model.id
     expected = model.predict_proba(texts)
     for prediction, row in zip(body["predictions"], expected, strict=True):
-        assert [prediction["probabilities"][str(c)] for c in model.classes] == \
-            pytest.approx(row.tolist(), abs=1e-6)
+        assert [prediction["probabilities"][str(c)] for c in model.classes] == pytest.approx(
+            row.tolist(), abs=1e-6
+        )
         assert prediction["label"] == model.classes[int(np.argmax(row))]
 
 
@@ -75,8 +79,11 @@ def test_limits_answer_with_clear_4xx(client, payload, status, detail):
 
 
 def test_concurrent_requests_are_batched_and_never_mixed(client, model):
-    texts = [f"the {subject} was {word}" for subject in ("film", "plot", "cast", "story")
-             for word in ("great", "awful", "lovely", "boring", "good", "bad")]
+    texts = [
+        f"the {subject} was {word}"
+        for subject in ("film", "plot", "cast", "story")
+        for word in ("great", "awful", "lovely", "boring", "good", "bad")
+    ]
     expected = dict(zip(texts, model.predict_proba(texts), strict=True))
 
     def ask(text: str):
@@ -86,8 +93,9 @@ def test_concurrent_requests_are_batched_and_never_mixed(client, model):
         answers = list(pool.map(ask, texts))
     for text, body in answers:
         probabilities = body["predictions"][0]["probabilities"]
-        assert [probabilities[str(c)] for c in model.classes] == \
-            pytest.approx(expected[text].tolist(), abs=1e-6), text
+        assert [probabilities[str(c)] for c in model.classes] == pytest.approx(
+            expected[text].tolist(), abs=1e-6
+        ), text
     batcher = client.app.state.batcher
     assert batcher.largest_batch > 1  # requests really were gathered
     assert batcher.batches < len(texts)
@@ -105,8 +113,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def live_url(model):
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(model), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -128,15 +137,26 @@ def test_shutdown_finishes_requests_in_flight(tiny_model_dir):
 
     slow.predict_proba = slow_predict_proba
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(slow), host="127.0.0.1", port=port,
-                                           log_level="warning", timeout_graceful_shutdown=10))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(slow),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/predict",
-                              json={"texts": ["the film was great"]}, timeout=30)
+        pending = pool.submit(
+            httpx.post,
+            f"http://127.0.0.1:{port}/v1/predict",
+            json={"texts": ["the film was great"]},
+            timeout=30,
+        )
         time.sleep(0.3)
         server.should_exit = True
         response = pending.result()

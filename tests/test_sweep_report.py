@@ -28,12 +28,15 @@ def test_candidates_cover_every_layer_and_the_concatenations():
     assert names[:7] == [f"layer {i} cls" for i in range(7)]
     assert "layers 3-6 mean" in names and "layers 0-6 mean" in names
     assert len(names) == 2 * (7 + 2)
-    assert [c.name for c in candidates(3, ("max",))] == ["layer 0 max", "layer 1 max",
-                                                         "layer 2 max", "layers 0-2 max"]
+    assert [c.name for c in candidates(3, ("max",))] == [
+        "layer 0 max",
+        "layer 1 max",
+        "layer 2 max",
+        "layers 0-2 max",
+    ]
 
 
-def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentiment_rows,
-                                                         tmp_path):
+def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentiment_rows, tmp_path):
     texts = [t for t, _ in sentiment_rows]
     labels = [y for _, y in sentiment_rows]
     model = load_encoder(str(tiny_distilbert))
@@ -67,9 +70,25 @@ def test_calibration_bins_and_ece():
 @pytest.fixture
 def auto_model(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
     out = tmp_path / "auto"
-    result = json.loads(run(["train", sentiment_tsv, "--encoder", tiny_distilbert, "--auto",
-                             "--poolings", "cls,mean", "--cv", "3", "--out", out, "--json"],
-                            capsys))
+    result = json.loads(
+        run(
+            [
+                "train",
+                sentiment_tsv,
+                "--encoder",
+                tiny_distilbert,
+                "--auto",
+                "--poolings",
+                "cls,mean",
+                "--cv",
+                "3",
+                "--out",
+                out,
+                "--json",
+            ],
+            capsys,
+        )
+    )
     return out, result
 
 
@@ -78,18 +97,31 @@ def test_train_auto_uses_and_records_the_sweep_winner(auto_model):
     card = json.loads((out / "card.json").read_text())
     best = max(card["sweep"]["rows"], key=lambda r: r["cv_accuracy"])
     assert card["sweep"]["choice"] == result["auto"]
-    assert result["auto"] in {r["name"] for r in card["sweep"]["rows"]
-                              if r["cv_accuracy"] == best["cv_accuracy"]}
+    assert result["auto"] in {
+        r["name"] for r in card["sweep"]["rows"] if r["cv_accuracy"] == best["cv_accuracy"]
+    }
     chosen = next(r for r in card["sweep"]["rows"] if r["name"] == result["auto"])
     assert card["features"]["pooling"] == chosen["pooling"]
     assert card["features"]["layers"] == chosen["layers"]
 
 
-def test_sweep_command_writes_table_json_and_plot(tiny_distilbert, sentiment_tsv, tmp_path,
-                                                  capsys):
+def test_sweep_command_writes_table_json_and_plot(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
     out = tmp_path / "sweep"
-    printed = run(["sweep", sentiment_tsv, "--encoder", tiny_distilbert, "--poolings", "mean",
-                   "--cv", "3", "--out", out], capsys)
+    printed = run(
+        [
+            "sweep",
+            sentiment_tsv,
+            "--encoder",
+            tiny_distilbert,
+            "--poolings",
+            "mean",
+            "--cv",
+            "3",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert "layer 0 mean" in printed and "<- best" in printed and "TF-IDF" in printed
     saved = json.loads((out / "sweep.json").read_text())
     assert len(saved["rows"]) == 4
@@ -99,15 +131,21 @@ def test_sweep_command_writes_table_json_and_plot(tiny_distilbert, sentiment_tsv
 def test_report_holds_the_plots_and_the_numbers(auto_model, sentiment_tsv, tmp_path, capsys):
     model_dir, _ = auto_model
     out = tmp_path / "report"
-    summary = json.loads(run(["report", "--model", model_dir, sentiment_tsv, "--out", out,
-                              "--json"], capsys))
-    evaluated = json.loads(run(["evaluate", "--model", model_dir, sentiment_tsv, "--json"],
-                               capsys))
+    summary = json.loads(
+        run(["report", "--model", model_dir, sentiment_tsv, "--out", out, "--json"], capsys)
+    )
+    evaluated = json.loads(run(["evaluate", "--model", model_dir, sentiment_tsv, "--json"], capsys))
     assert summary["accuracy"] == pytest.approx(evaluated["accuracy"])
     assert summary["tfidf_accuracy"] is not None  # the training file was found via the card
     pngs = {p.name for p in out.glob("*.png")}
-    assert pngs == {"confusion_matrix.png", "cv_vs_c.png", "layer_sweep.png",
-                    "learning_curve.png", "reliability.png", "projection.png"}
+    assert pngs == {
+        "confusion_matrix.png",
+        "cv_vs_c.png",
+        "layer_sweep.png",
+        "learning_curve.png",
+        "reliability.png",
+        "projection.png",
+    }
     page = (out / "report.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
     assert f"{100 * summary['accuracy']:.2f}%" in page
@@ -144,7 +182,8 @@ def test_report_page_loads_every_image_in_chromium(auto_model, sentiment_tsv, tm
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.goto((out / "report.html").as_uri())
         widths = page.eval_on_selector_all(
-            "img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+            "img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"
+        )
         title = page.title()
         browser.close()
     assert len(widths) == 6 and all(w > 0 for w in widths), widths
@@ -162,9 +201,27 @@ def test_auto_adds_the_tfidf_vote_when_cv_prefers_it(tiny_distilbert, tmp_path, 
     rows = list(zip(train.texts[:300], train.labels[:300], strict=True))
     data = write_tsv(tmp_path / "train.tsv", rows)
     out = tmp_path / "voted"
-    result = json.loads(run(["train", data, "--test", data, "--encoder", tiny_distilbert,
-                             "--auto", "--poolings", "mean", "--cv", "3", "--out", out,
-                             "--json"], capsys))
+    result = json.loads(
+        run(
+            [
+                "train",
+                data,
+                "--test",
+                data,
+                "--encoder",
+                tiny_distilbert,
+                "--auto",
+                "--poolings",
+                "mean",
+                "--cv",
+                "3",
+                "--out",
+                out,
+                "--json",
+            ],
+            capsys,
+        )
+    )
     sweep = json.loads((out / "card.json").read_text())["sweep"]
     best = max(r["cv_accuracy"] for r in sweep["rows"])
     assert sweep["vote_cv_accuracy"] > best  # the rule: the vote only where CV says it helps
@@ -192,12 +249,19 @@ def test_a_tampered_voter_is_refused(tmp_path, tiny_model_dir):
     texts = ["good film", "bad film", "great acting", "awful acting"] * 5
     labels = [1, 0, 1, 0] * 5
     voter = tfidf_pipeline(cv=2).fit(texts, labels)
-    out = save_model(tmp_path / "m", model.probe, model.encoder, model.spec, max_length=64,
-                     text_model=voter)
+    out = save_model(
+        tmp_path / "m", model.probe, model.encoder, model.spec, max_length=64, text_model=voter
+    )
     assert load_model(out).card["vote"]["with"] == "tfidf.skops"
     shutil.copy(out / "probe.skops", out / "tfidf.skops")
     with pytest.raises(ModelFolderError, match="altered"):
         load_model(out)
     with pytest.raises(ValueError, match="classes differ"):
-        save_model(tmp_path / "m2", model.probe, model.encoder, model.spec, max_length=64,
-                   text_model=tfidf_pipeline(cv=2).fit(texts, ["a", "b", "c", "d"] * 5))
+        save_model(
+            tmp_path / "m2",
+            model.probe,
+            model.encoder,
+            model.spec,
+            max_length=64,
+            text_model=tfidf_pipeline(cv=2).fit(texts, ["a", "b", "c", "d"] * 5),
+        )

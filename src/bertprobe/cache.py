@@ -68,23 +68,47 @@ class EmbeddingCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise BadInputError(f"embedding cache {self.path} cannot be opened ({exc}); pass "
-                                "--cache-dir with a writable folder, or --no-cache") from None
+            raise BadInputError(
+                f"embedding cache {self.path} cannot be opened ({exc}); pass "
+                "--cache-dir with a writable folder, or --no-cache"
+            ) from None
         self._dims: dict[str, int] = {}
 
-    def register_view(self, encoder: str, fingerprint: str, layer: int, pooling: str,
-                      max_length: int, dim: int, backend: str = "torch") -> str:
+    def register_view(
+        self,
+        encoder: str,
+        fingerprint: str,
+        layer: int,
+        pooling: str,
+        max_length: int,
+        dim: int,
+        backend: str = "torch",
+    ) -> str:
         """The key for one view, recorded with its description so the cache can be inspected.
 
         Vectors from another backend (int8 weights, say) are another view.
         """
-        described = {"fingerprint": fingerprint, "layer": layer, "pooling": pooling,
-                     "max_length": max_length, "backend": backend}
+        described = {
+            "fingerprint": fingerprint,
+            "layer": layer,
+            "pooling": pooling,
+            "max_length": max_length,
+            "backend": backend,
+        }
         view = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:24]
         self._db.execute(
             "INSERT OR IGNORE INTO views VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (view, encoder, fingerprint, layer, pooling, max_length, backend, dim,
-             datetime.now(UTC).isoformat(timespec="seconds")),
+            (
+                view,
+                encoder,
+                fingerprint,
+                layer,
+                pooling,
+                max_length,
+                backend,
+                dim,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
         )
         self._db.commit()
         self._dims[view] = dim
@@ -96,7 +120,7 @@ class EmbeddingCache:
         dim = self._dims[view]
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _SQL_CHUNK):
-            chunk = unique[start:start + _SQL_CHUNK]
+            chunk = unique[start : start + _SQL_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
                 "SELECT text_sha256, vector FROM vectors "
@@ -124,8 +148,9 @@ class EmbeddingCache:
         """Number of cached vectors, in one view or in all."""
         if view is None:
             return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM vectors WHERE view = ?",
-                                (view,)).fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM vectors WHERE view = ?", (view,)).fetchone()[
+            0
+        ]
 
     def close(self) -> None:
         self._db.close()

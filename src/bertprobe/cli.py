@@ -81,34 +81,70 @@ def _finite(value: float) -> float:
     return value
 
 
-EncoderOpt = Annotated[str, typer.Option(
-    "--encoder", "-e",
-    help="Hugging Face hub name, local model folder, or 'minilm' (bundled, offline).")]
-PoolingOpt = Annotated[str, typer.Option(
-    help=f"How token vectors become one: {', '.join(POOLINGS)}.")]
-LayerOpt = Annotated[str, typer.Option(
-    "--layer", help="Hidden state: 0 = embeddings, -1 = last; a comma list is concatenated.")]
-MaxLengthOpt = Annotated[int | None, typer.Option(
-    min=2, help="Truncate texts at this many tokens (default: the encoder's maximum).")]
+EncoderOpt = Annotated[
+    str,
+    typer.Option(
+        "--encoder",
+        "-e",
+        help="Hugging Face hub name, local model folder, or 'minilm' (bundled, offline).",
+    ),
+]
+PoolingOpt = Annotated[
+    str, typer.Option(help=f"How token vectors become one: {', '.join(POOLINGS)}.")
+]
+LayerOpt = Annotated[
+    str,
+    typer.Option(
+        "--layer", help="Hidden state: 0 = embeddings, -1 = last; a comma list is concatenated."
+    ),
+]
+MaxLengthOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=2, help="Truncate texts at this many tokens (default: the encoder's maximum)."
+    ),
+]
 BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Texts per forward pass.")]
-MaxTokensOpt = Annotated[int | None, typer.Option(
-    min=1, help="Also cap a batch at this many padded tokens (long texts get smaller batches).")]
-CacheDirOpt = Annotated[Path | None, typer.Option(
-    help="Embedding cache folder (default: $BERTPROBE_CACHE_DIR or the user cache folder).")]
+MaxTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Also cap a batch at this many padded tokens (long texts get smaller batches)."
+    ),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Embedding cache folder (default: $BERTPROBE_CACHE_DIR or the user cache folder)."
+    ),
+]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]
-BackendOpt = Annotated[str, typer.Option(
-    help="Forward pass: torch (fp32), onnx (fp32 via ONNX Runtime) or onnx-int8 (quantized, "
-         "fastest on CPU).")]
-BackendOverrideOpt = Annotated[str | None, typer.Option(
-    "--backend", help="Forward pass (torch, onnx, onnx-int8); default: the model's.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        help="Forward pass: torch (fp32), onnx (fp32 via ONNX Runtime) or onnx-int8 (quantized, "
+        "fastest on CPU)."
+    ),
+]
+BackendOverrideOpt = Annotated[
+    str | None,
+    typer.Option("--backend", help="Forward pass (torch, onnx, onnx-int8); default: the model's."),
+]
 TextColOpt = Annotated[str | None, typer.Option(help="Text column, by name or 0-based index.")]
 LabelColOpt = Annotated[str | None, typer.Option(help="Label column, by name or 0-based index.")]
 DropEmptyOpt = Annotated[bool, typer.Option(help="Skip rows whose text is empty.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-JobsOpt = Annotated[int, typer.Option(
-    "--jobs", "-j", min=-_CPUS, max=_CPUS, callback=_nonzero,
-    help="Processes for cross-validation folds (-1: one per CPU core, -2: all but one).")]
+JobsOpt = Annotated[
+    int,
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=-_CPUS,
+        max=_CPUS,
+        callback=_nonzero,
+        help="Processes for cross-validation folds (-1: one per CPU core, -2: all but one).",
+    ),
+]
 CvOpt = Annotated[int, typer.Option(min=2, help="Cross-validation folds for choosing C.")]
 
 
@@ -149,15 +185,25 @@ def train(
     pooling: PoolingOpt = "cls",
     layer: LayerOpt = "-1",
     max_length: MaxLengthOpt = None,
-    c_grid: Annotated[str, typer.Option(
-        help="C values to search: 'default' (log-spaced), 'coarse', 'seed' (the recipe's "
-             "linspace(0.0001, 100, 20)) or a comma list.")] = "default",
+    c_grid: Annotated[
+        str,
+        typer.Option(
+            help="C values to search: 'default' (log-spaced), 'coarse', 'seed' (the recipe's "
+            "linspace(0.0001, 100, 20)) or a comma list."
+        ),
+    ] = "default",
     cv: CvOpt = 5,
-    auto: Annotated[bool, typer.Option(
-        "--auto", help="Choose layer(s) and pooling by a CV sweep on the training data first "
-                       "(overrides --pooling and --layer).")] = False,
-    poolings: Annotated[str, typer.Option(
-        help="Poolings the --auto sweep tries.")] = "cls,mean,max",
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            help="Choose layer(s) and pooling by a CV sweep on the training data first "
+            "(overrides --pooling and --layer).",
+        ),
+    ] = False,
+    poolings: Annotated[
+        str, typer.Option(help="Poolings the --auto sweep tries.")
+    ] = "cls,mean,max",
     jobs: JobsOpt = -1,
     batch_size: BatchSizeOpt = 32,
     max_tokens: MaxTokensOpt = None,
@@ -168,9 +214,14 @@ def train(
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     drop_empty: DropEmptyOpt = False,
-    out_of_core: Annotated[bool, typer.Option(
-        "--out-of-core", help="For training sets larger than memory: stream features to disk "
-                              "and fit by SGD a chunk at a time (no --auto).")] = False,
+    out_of_core: Annotated[
+        bool,
+        typer.Option(
+            "--out-of-core",
+            help="For training sets larger than memory: stream features to disk "
+            "and fit by SGD a chunk at a time (no --auto).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
@@ -179,13 +230,28 @@ def train(
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
     if out_of_core:
         if auto:
-            raise BadInputError("--auto and --out-of-core do not combine (the sweep holds every "
-                                "layer of the training set in memory); choose --pooling and "
-                                "--layer, or drop --out-of-core")
-        _train_out_of_core(data, test, out, encoder, spec, batch_size=batch_size,
-                           max_tokens=max_tokens, cache_dir=cache_dir, no_cache=no_cache,
-                           device=device, backend=backend, text_col=text_col,
-                           label_col=label_col, drop_empty=drop_empty, as_json=as_json)
+            raise BadInputError(
+                "--auto and --out-of-core do not combine (the sweep holds every "
+                "layer of the training set in memory); choose --pooling and "
+                "--layer, or drop --out-of-core"
+            )
+        _train_out_of_core(
+            data,
+            test,
+            out,
+            encoder,
+            spec,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            cache_dir=cache_dir,
+            no_cache=no_cache,
+            device=device,
+            backend=backend,
+            text_col=text_col,
+            label_col=label_col,
+            drop_empty=drop_empty,
+            as_json=as_json,
+        )
         return
     grid = parse_c_grid(c_grid)
     sweep_poolings = parse_poolings(poolings) if auto else ()
@@ -200,16 +266,27 @@ def train(
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
         if auto:
-            sweep = run_sweep(train_set.texts, train_set.labels, model, poolings=sweep_poolings,
-                              cv=cv, max_length=max_length, cache=cache, batch_size=batch_size,
-                              n_jobs=jobs, progress=not as_json)
+            sweep = run_sweep(
+                train_set.texts,
+                train_set.labels,
+                model,
+                poolings=sweep_poolings,
+                cv=cv,
+                max_length=max_length,
+                cache=cache,
+                batch_size=batch_size,
+                n_jobs=jobs,
+                progress=not as_json,
+            )
             spec = FeatureSpec(sweep.best.pooling, tuple(sweep.best.layers), max_length)
             layer = ",".join(str(x) for x in spec.layers)
-        options = dict(batch_size=batch_size, max_tokens=max_tokens, cache=cache,
-                       progress=not as_json)
+        options = dict(
+            batch_size=batch_size, max_tokens=max_tokens, cache=cache, progress=not as_json
+        )
         X_train, train_stats = embed(train_set.texts, model, spec, **options)
-        X_test, test_stats = (embed(test_set.texts, model, spec, **options)
-                              if test_set is not None else (None, None))
+        X_test, test_stats = (
+            embed(test_set.texts, model, spec, **options) if test_set is not None else (None, None)
+        )
 
     fit_start = time.perf_counter()
     probe = LinearProbe(Cs=grid, cv=cv, n_jobs=jobs).fit(X_train, train_set.labels)
@@ -219,8 +296,7 @@ def train(
     fit_seconds = time.perf_counter() - fit_start
     test_accuracy = None
     if test_set is not None:
-        trained = ProbeModel(card={}, probe=probe, encoder=model.ref, spec=spec,
-                             text_model=voter)
+        trained = ProbeModel(card={}, probe=probe, encoder=model.ref, spec=spec, text_model=voter)
         predicted = trained.predict_from(X_test, test_set.texts)
         test_accuracy = _accuracy(test_set.labels, predicted)
 
@@ -254,10 +330,18 @@ def train(
         metrics = {k: result[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
         if voter is not None:
             metrics["vote_cv_accuracy"] = sweep.vote_cv_accuracy
-        save_model(out, probe, model.ref, spec, max_length=max_len, backend=backend,
-                   metrics=metrics, data=data_records,
-                   extra={"sweep": sweep.to_dict()} if sweep is not None else None,
-                   text_model=voter)
+        save_model(
+            out,
+            probe,
+            model.ref,
+            spec,
+            max_length=max_len,
+            backend=backend,
+            metrics=metrics,
+            data=data_records,
+            extra={"sweep": sweep.to_dict()} if sweep is not None else None,
+            text_model=voter,
+        )
 
     if as_json:
         typer.echo(json.dumps(result))
@@ -265,19 +349,30 @@ def train(
     if sweep is not None:
         _print_sweep(sweep)
     counts = Counter(train_set.labels)
-    typer.echo(f"train     {data}: {len(train_set):,} texts, {len(counts)} classes ("
-               + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str)) + ")")
-    typer.echo(f"encoder   {encoder} ({model.ref.fingerprint[:19]}), pooling {spec.pooling}, "
-               f"layer {layer}, max length {max_len}")
+    typer.echo(
+        f"train     {data}: {len(train_set):,} texts, {len(counts)} classes ("
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str))
+        + ")"
+    )
+    typer.echo(
+        f"encoder   {encoder} ({model.ref.fingerprint[:19]}), pooling {spec.pooling}, "
+        f"layer {layer}, max length {max_len}"
+    )
     total = train_stats.n_texts + (test_stats.n_texts if test_stats else 0)
-    typer.echo(f"embedded  {total:,} texts in {result['embed_seconds']:.1f} s "
-               f"({result['n_cached']:,} from cache, {result['n_truncated']:,} truncated)")
-    typer.echo(f"probe     C = {probe.C_:.4g} by {cv}-fold CV (CV accuracy "
-               f"{_percent(probe.cv_accuracy_)}), fit in {fit_seconds:.1f} s")
+    typer.echo(
+        f"embedded  {total:,} texts in {result['embed_seconds']:.1f} s "
+        f"({result['n_cached']:,} from cache, {result['n_truncated']:,} truncated)"
+    )
+    typer.echo(
+        f"probe     C = {probe.C_:.4g} by {cv}-fold CV (CV accuracy "
+        f"{_percent(probe.cv_accuracy_)}), fit in {fit_seconds:.1f} s"
+    )
     if voter is not None:
-        typer.echo(f"vote      with TF-IDF + LR (C = {voter[-1].C_:.3g}): CV accuracy "
-                   f"{_percent(sweep.vote_cv_accuracy)} against {_percent(probe.cv_accuracy_)} "
-                   "alone")
+        typer.echo(
+            f"vote      with TF-IDF + LR (C = {voter[-1].C_:.3g}): CV accuracy "
+            f"{_percent(sweep.vote_cv_accuracy)} against {_percent(probe.cv_accuracy_)} "
+            "alone"
+        )
     if test_set is not None:
         typer.echo(f"test      {test}: {len(test_set):,} texts, accuracy {_percent(test_accuracy)}")
     if out is not None:
@@ -286,41 +381,76 @@ def train(
         _note("note: no --out given, so the model was not saved")
 
 
-def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder: str,
-                       spec: FeatureSpec, *, batch_size: int, max_tokens: int | None,
-                       cache_dir: Path | None, no_cache: bool, device: str, backend: str,
-                       text_col: str | None, label_col: str | None, drop_empty: bool,
-                       as_json: bool) -> None:
+def _train_out_of_core(
+    data: Path,
+    test: Path | None,
+    out: Path | None,
+    encoder: str,
+    spec: FeatureSpec,
+    *,
+    batch_size: int,
+    max_tokens: int | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+    device: str,
+    backend: str,
+    text_col: str | None,
+    label_col: str | None,
+    drop_empty: bool,
+    as_json: bool,
+) -> None:
     """train --out-of-core: file -> features on disk (resumable) -> OutOfCoreProbe, in chunks."""
-    columns = dict(text_col=_column(text_col), label_col=_column(label_col),
-                   drop_empty=drop_empty)
+    columns = dict(text_col=_column(text_col), label_col=_column(label_col), drop_empty=drop_empty)
     model = load_encoder(encoder, device, backend)
     feature_dir = (cache_dir or default_cache_dir()) / "features"
     start = time.perf_counter()
     # Labels first: this pass checks every row, so embedding starts only on sound files.
-    labels_of = {split: np.asarray([y for chunk in iter_chunks(path, want_labels=True, **columns)
-                                    for y in chunk.labels])
-                 for split, path in (("train", data), ("test", test)) if path is not None}
+    labels_of = {
+        split: np.asarray(
+            [y for chunk in iter_chunks(path, want_labels=True, **columns) for y in chunk.labels]
+        )
+        for split, path in (("train", data), ("test", test))
+        if path is not None
+    }
     try:
         check_trainable(labels_of["train"].tolist(), 2)
     except BadInputError as exc:
         raise BadInputError(f"{data}: {exc}") from None
     if "test" in labels_of:
-        align_labels(labels_of["test"].tolist(), sorted(set(labels_of["train"].tolist()),
-                                                        key=str), str(test))
+        align_labels(
+            labels_of["test"].tolist(), sorted(set(labels_of["train"].tolist()), key=str), str(test)
+        )
     splits: dict[str, tuple[Path, np.ndarray, str]] = {}
     for split, path in (("train", data), ("test", test)):
         if path is None:
             continue
         labels = labels_of[split]
-        job = json.dumps([str(path.resolve()), model.ref.fingerprint, backend, spec.pooling,
-                          spec.layers, spec.max_length, text_col, drop_empty])
+        job = json.dumps(
+            [
+                str(path.resolve()),
+                model.ref.fingerprint,
+                backend,
+                spec.pooling,
+                spec.layers,
+                spec.max_length,
+                text_col,
+                drop_empty,
+            ]
+        )
         features = feature_dir / f"{hashlib.sha256(job.encode()).hexdigest()[:24]}.npy"
         with ExitStack() as stack:
-            stats = embed_file(path, features, model, spec, batch_size=batch_size,
-                               max_tokens=max_tokens, cache=_cache(stack, cache_dir, no_cache),
-                               text_col=columns["text_col"], drop_empty=drop_empty,
-                               progress=not as_json)
+            stats = embed_file(
+                path,
+                features,
+                model,
+                spec,
+                batch_size=batch_size,
+                max_tokens=max_tokens,
+                cache=_cache(stack, cache_dir, no_cache),
+                text_col=columns["text_col"],
+                drop_empty=drop_empty,
+                progress=not as_json,
+            )
         if stats.n_texts != len(labels):  # both passes skip the same rows; guard the pairing
             raise BertprobeError(f"{path}: {stats.n_texts} vectors for {len(labels)} labels")
         splits[split] = features, labels, stats.source_sha256
@@ -328,39 +458,67 @@ def _train_out_of_core(data: Path, test: Path | None, out: Path | None, encoder:
 
     def chunks(split: str, rows: int = 8192):
         features, labels, _ = splits[split]
-        return ((X, labels[i:i + len(X)]) for X, i in
-                zip(iter_feature_rows(features, rows), range(0, len(labels), rows), strict=True))
+        return (
+            (X, labels[i : i + len(X)])
+            for X, i in zip(
+                iter_feature_rows(features, rows), range(0, len(labels), rows), strict=True
+            )
+        )
 
     fit_start = time.perf_counter()
     probe = OutOfCoreProbe().fit_chunks(lambda: chunks("train"))
     fit_seconds = time.perf_counter() - fit_start
     test_accuracy = None
     if "test" in splits:
-        correct = sum(int(np.sum(probe.predict(X).astype(str) == y.astype(str)))
-                      for X, y in chunks("test"))
+        correct = sum(
+            int(np.sum(probe.predict(X).astype(str) == y.astype(str))) for X, y in chunks("test")
+        )
         test_accuracy = correct / len(splits["test"][1])
     n_train = len(splits["train"][1])
     n_test = len(splits["test"][1]) if "test" in splits else 0
-    result = {"holdout_accuracy": probe.holdout_accuracy_, "test_accuracy": test_accuracy,
-              "alpha": probe.alpha_, "n_train": n_train, "n_test": n_test,
-              "labels": [_jsonable(c) for c in probe.classes_], "encoder": encoder,
-              "pooling": spec.pooling, "layer": list(spec.layers), "backend": backend,
-              "embed_seconds": embed_seconds, "fit_seconds": fit_seconds,
-              "model_dir": str(out) if out is not None else None}
+    result = {
+        "holdout_accuracy": probe.holdout_accuracy_,
+        "test_accuracy": test_accuracy,
+        "alpha": probe.alpha_,
+        "n_train": n_train,
+        "n_test": n_test,
+        "labels": [_jsonable(c) for c in probe.classes_],
+        "encoder": encoder,
+        "pooling": spec.pooling,
+        "layer": list(spec.layers),
+        "backend": backend,
+        "embed_seconds": embed_seconds,
+        "fit_seconds": fit_seconds,
+        "model_dir": str(out) if out is not None else None,
+    }
     if out is not None:
         records = {"train": file_record(data, n_train, splits["train"][2])}
         if test is not None:
             records["test"] = file_record(test, n_test, splits["test"][2])
-        metrics = {"holdout_accuracy": probe.holdout_accuracy_, "test_accuracy": test_accuracy,
-                   "n_train": n_train, "n_test": n_test}
-        save_model(out, probe, model.ref, spec, max_length=spec.max_length or model.max_length,
-                   backend=backend, metrics=metrics, data=records)
+        metrics = {
+            "holdout_accuracy": probe.holdout_accuracy_,
+            "test_accuracy": test_accuracy,
+            "n_train": n_train,
+            "n_test": n_test,
+        }
+        save_model(
+            out,
+            probe,
+            model.ref,
+            spec,
+            max_length=spec.max_length or model.max_length,
+            backend=backend,
+            metrics=metrics,
+            data=records,
+        )
     if as_json:
         typer.echo(json.dumps(result))
         return
     typer.echo(f"train     {data}: {n_train:,} texts, out of core; features in {feature_dir}")
-    typer.echo(f"embedded  in {embed_seconds:.1f} s; fit by SGD in {fit_seconds:.1f} s, alpha = "
-               f"{probe.alpha_:.3g} (held-out accuracy {_percent(probe.holdout_accuracy_)})")
+    typer.echo(
+        f"embedded  in {embed_seconds:.1f} s; fit by SGD in {fit_seconds:.1f} s, alpha = "
+        f"{probe.alpha_:.3g} (held-out accuracy {_percent(probe.holdout_accuracy_)})"
+    )
     if test_accuracy is not None:
         typer.echo(f"test      {test}: {n_test:,} texts, accuracy {_percent(test_accuracy)}")
     if out is not None:
@@ -392,23 +550,32 @@ def evaluate(
     if unknown:
         _note(f"note: {data} has labels the model never saw: {', '.join(unknown)}")
     with ExitStack() as stack:
-        X, stats = model.embed(test_set.texts, cache=_cache(stack, cache_dir, no_cache),
-                               batch_size=batch_size, device=device, backend=backend,
-                               progress=not as_json)
+        X, stats = model.embed(
+            test_set.texts,
+            cache=_cache(stack, cache_dir, no_cache),
+            batch_size=batch_size,
+            device=device,
+            backend=backend,
+            progress=not as_json,
+        )
     predicted = model.predict_from(X, test_set.texts).tolist()
     if unknown:  # y_true is text then (align_labels): compare like with like
         predicted = [str(p) for p in predicted]
-    labels = sorted(set(predicted) | set(y_true) | set(
-        str(c) if unknown else c for c in model.classes), key=str)
-    report = classification_report(y_true, predicted, labels=labels, output_dict=True,
-                                   zero_division=0)
+    labels = sorted(
+        set(predicted) | set(y_true) | set(str(c) if unknown else c for c in model.classes), key=str
+    )
+    report = classification_report(
+        y_true, predicted, labels=labels, output_dict=True, zero_division=0
+    )
     result = {
         "accuracy": _accuracy(y_true, predicted),
         "n": len(test_set),
         "model": model.id,
         "labels": [_jsonable(x) for x in labels],
-        "per_class": {str(x): {k: report[str(x)][k] for k in ("precision", "recall", "f1-score",
-                                                               "support")} for x in labels},
+        "per_class": {
+            str(x): {k: report[str(x)][k] for k in ("precision", "recall", "f1-score", "support")}
+            for x in labels
+        },
         "confusion_matrix": confusion_matrix(y_true, predicted, labels=labels).tolist(),
         "embed_seconds": stats.seconds,
         "n_truncated": stats.n_truncated,
@@ -421,20 +588,31 @@ def evaluate(
     typer.echo(f"accuracy  {_percent(result['accuracy'])}")
     typer.echo(f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}")
     for label, row in result["per_class"].items():
-        typer.echo(f"{label:>12} {row['precision']:>10.3f} {row['recall']:>10.3f} "
-                   f"{row['f1-score']:>10.3f} {int(row['support']):>8}")
+        typer.echo(
+            f"{label:>12} {row['precision']:>10.3f} {row['recall']:>10.3f} "
+            f"{row['f1-score']:>10.3f} {int(row['support']):>8}"
+        )
 
 
 @app.command()
 def predict(
-    texts: Annotated[list[str] | None, typer.Argument(
-        help="Texts to classify; '-' reads one text a line from stdin.")] = None,
+    texts: Annotated[
+        list[str] | None,
+        typer.Argument(help="Texts to classify; '-' reads one text a line from stdin."),
+    ] = None,
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")] = Path("."),
-    input_file: Annotated[Path | None, typer.Option(
-        "--input", "-i", help="File of texts: one a line, or a table with a text column.")] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o",
-        help="Write here instead of stdout; CSV if the name ends in .csv.")] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="File of texts: one a line, or a table with a text column."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write here instead of stdout; CSV if the name ends in .csv."
+        ),
+    ] = None,
     batch_size: BatchSizeOpt = 32,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
@@ -448,14 +626,22 @@ def predict(
     model = load_model(model_dir)
     items = _gather_texts(texts or [], input_file, text_col)
     with ExitStack() as stack:
-        X, _ = model.embed(items, cache=_cache(stack, cache_dir, no_cache),
-                           batch_size=batch_size, device=device, backend=backend,
-                           progress=output is not None)
+        X, _ = model.embed(
+            items,
+            cache=_cache(stack, cache_dir, no_cache),
+            batch_size=batch_size,
+            device=device,
+            backend=backend,
+            progress=output is not None,
+        )
     probabilities = model.proba_from(X, items)
     classes = [_jsonable(c) for c in model.probe.classes_]
     rows = [
-        {"text": text, "label": classes[int(np.argmax(p))],
-         "probabilities": {str(c): round(float(q), 6) for c, q in zip(classes, p, strict=True)}}
+        {
+            "text": text,
+            "label": classes[int(np.argmax(p))],
+            "probabilities": {str(c): round(float(q), 6) for c, q in zip(classes, p, strict=True)},
+        }
         for text, p in zip(items, probabilities, strict=True)
     ]
     _write_predictions(rows, classes, output)
@@ -471,9 +657,13 @@ def embed_command(
     max_length: MaxLengthOpt = None,
     batch_size: BatchSizeOpt = 32,
     max_tokens: MaxTokensOpt = None,
-    chunk_size: Annotated[int, typer.Option(
-        min=1,
-        help="Texts read, embedded and written at a time; memory stays flat in file size.")] = 4096,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Texts read, embedded and written at a time; memory stays flat in file size.",
+        ),
+    ] = 4096,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     device: DeviceOpt = "cpu",
@@ -487,43 +677,65 @@ def embed_command(
     An interrupted run keeps every chunk written; the same command resumes it.
     """
     if out.suffix != ".npy":
-        raise BadInputError(f"--out {out}: vectors are written as NumPy arrays; name the file "
-                            "*.npy")
+        raise BadInputError(
+            f"--out {out}: vectors are written as NumPy arrays; name the file *.npy"
+        )
     if str(data) == "-":
-        raise BadInputError("embed reads its texts twice (check, then embed); give a file, "
-                            "not standard input")
+        raise BadInputError(
+            "embed reads its texts twice (check, then embed); give a file, not standard input"
+        )
     check_output_path(out, what="--out", folder=False)
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
     model = load_encoder(encoder, device, backend)
     with ExitStack() as stack:
-        stats = embed_file(data, out, model, spec, chunk_size=chunk_size, batch_size=batch_size,
-                           max_tokens=max_tokens, cache=_cache(stack, cache_dir, no_cache),
-                           text_col=_column(text_col), drop_empty=drop_empty,
-                           progress=not as_json)
+        stats = embed_file(
+            data,
+            out,
+            model,
+            spec,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            cache=_cache(stack, cache_dir, no_cache),
+            text_col=_column(text_col),
+            drop_empty=drop_empty,
+            progress=not as_json,
+        )
     if stats.dropped_empty:
         _note(f"note: {data}: skipped {stats.dropped_empty:,} rows with empty text")
-    result = {"out": str(out), "n": stats.n_texts, "dim": stats.dim, "encoder": encoder,
-              "pooling": spec.pooling, "layer": list(spec.layers), "backend": backend,
-              "seconds": stats.seconds, "n_resumed": stats.n_resumed,
-              "n_cached": stats.n_cached, "n_truncated": stats.n_truncated,
-              "texts_per_second": stats.n_texts / stats.seconds if stats.seconds else None}
+    result = {
+        "out": str(out),
+        "n": stats.n_texts,
+        "dim": stats.dim,
+        "encoder": encoder,
+        "pooling": spec.pooling,
+        "layer": list(spec.layers),
+        "backend": backend,
+        "seconds": stats.seconds,
+        "n_resumed": stats.n_resumed,
+        "n_cached": stats.n_cached,
+        "n_truncated": stats.n_truncated,
+        "texts_per_second": stats.n_texts / stats.seconds if stats.seconds else None,
+    }
     if as_json:
         typer.echo(json.dumps(result))
     else:
         resumed = f", resumed after {stats.n_resumed:,}" if stats.n_resumed else ""
-        typer.echo(f"wrote {out}: {stats.n_texts:,} x {stats.dim} float32 in "
-                   f"{stats.seconds:.1f} s ({stats.n_cached:,} from cache, "
-                   f"{stats.n_truncated:,} truncated{resumed})")
+        typer.echo(
+            f"wrote {out}: {stats.n_texts:,} x {stats.dim} float32 in "
+            f"{stats.seconds:.1f} s ({stats.n_cached:,} from cache, "
+            f"{stats.n_truncated:,} truncated{resumed})"
+        )
 
 
 @app.command("sweep")
 def sweep_command(
     data: Annotated[Path, typer.Argument(help="Labelled training file.")],
     encoder: EncoderOpt = DEFAULT_ENCODER,
-    poolings: Annotated[str, typer.Option(help="Poolings to try, comma separated.")] =
-        "cls,mean,max",
-    out: Annotated[Path | None, typer.Option(
-        help="Folder for sweep.json and sweep.png.")] = None,
+    poolings: Annotated[
+        str, typer.Option(help="Poolings to try, comma separated.")
+    ] = "cls,mean,max",
+    out: Annotated[Path | None, typer.Option(help="Folder for sweep.json and sweep.png.")] = None,
     cv: CvOpt = 5,
     c_grid: Annotated[str, typer.Option(help="C values for each candidate.")] = "coarse",
     max_length: MaxLengthOpt = None,
@@ -548,10 +760,20 @@ def sweep_command(
     _report_dropped(train_set)
     model = load_encoder(encoder, device, backend)
     with ExitStack() as stack:
-        result = run_sweep(train_set.texts, train_set.labels, model, poolings=chosen_poolings,
-                           cv=cv, Cs=grid, max_length=max_length,
-                           cache=_cache(stack, cache_dir, no_cache), batch_size=batch_size,
-                           n_jobs=jobs, tfidf=tfidf, progress=not as_json)
+        result = run_sweep(
+            train_set.texts,
+            train_set.labels,
+            model,
+            poolings=chosen_poolings,
+            cv=cv,
+            Cs=grid,
+            max_length=max_length,
+            cache=_cache(stack, cache_dir, no_cache),
+            batch_size=batch_size,
+            n_jobs=jobs,
+            tfidf=tfidf,
+            progress=not as_json,
+        )
     summary = result.to_dict()
     if out is not None:
         from bertprobe.report import figure_png, plot_sweep
@@ -572,11 +794,17 @@ def sweep_command(
 def report(
     data: Annotated[Path, typer.Argument(help="Labelled test file.")],
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")],
-    out: Annotated[Path, typer.Option(help="Folder for report.html and the PNGs.")] =
-        Path("report"),
-    train_file: Annotated[Path | None, typer.Option(
-        "--train", help="Training file for the learning curve and the TF-IDF baseline "
-                        "(default: the one recorded in the model card, if unchanged).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.html and the PNGs.")] = Path(
+        "report"
+    ),
+    train_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--train",
+            help="Training file for the learning curve and the TF-IDF baseline "
+            "(default: the one recorded in the model card, if unchanged).",
+        ),
+    ] = None,
     jobs: JobsOpt = -1,
     batch_size: BatchSizeOpt = 32,
     cache_dir: CacheDirOpt = None,
@@ -596,11 +824,18 @@ def report(
     test_set = _labelled(data, text_col, label_col, drop_empty)
     if isinstance(model.probe, LinearProbe):
         train_set, note = _training_data_of(
-            model.card, train_file,
-            lambda path: _training_set(path, text_col, label_col, drop_empty, model.probe.cv))
+            model.card,
+            train_file,
+            lambda path: _training_set(path, text_col, label_col, drop_empty, model.probe.cv),
+        )
     else:  # an out-of-core training set is too large to hold for the learning curve
-        train_set, note = None, ("trained out of core: the learning curve and TF-IDF baseline, "
-                                 "which hold the training data in memory, are left out")
+        train_set, note = (
+            None,
+            (
+                "trained out of core: the learning curve and TF-IDF baseline, "
+                "which hold the training data in memory, are left out"
+            ),
+        )
     # Plots per class (calibration, confusion) need labels the model knows: others are left out.
     test_texts, y_true, left_out = _rows_with_model_labels(model, test_set)
     notes = [note] if note else []
@@ -609,22 +844,34 @@ def report(
     if train_set is not None:
         train_texts, y_train, train_left_out = _rows_with_model_labels(model, train_set)
         if train_left_out:
-            notes.append(f"{train_set.source}: left out {train_left_out:,} rows whose labels "
-                         "the model never saw")
+            notes.append(
+                f"{train_set.source}: left out {train_left_out:,} rows whose labels "
+                "the model never saw"
+            )
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
-        options = dict(cache=cache, batch_size=batch_size, device=device, backend=backend,
-                       progress=not as_json)
+        options = dict(
+            cache=cache, batch_size=batch_size, device=device, backend=backend, progress=not as_json
+        )
         X_test, _ = model.embed(test_texts, **options)
         X_train = model.embed(train_texts, **options)[0] if train_set else None
     proba = model.proba_from(X_test, test_texts)
     report_data = ReportData(
-        model_id=model.id, card=model.card, texts=test_texts, y_true=y_true,
-        y_pred=model.probe.classes_[proba.argmax(axis=1)], proba=proba,
-        classes=model.classes, features=X_test, test_source=str(data), notes=notes)
+        model_id=model.id,
+        card=model.card,
+        texts=test_texts,
+        y_true=y_true,
+        y_pred=model.probe.classes_[proba.argmax(axis=1)],
+        proba=proba,
+        classes=model.classes,
+        features=X_test,
+        test_source=str(data),
+        notes=notes,
+    )
     if train_set is not None:
         report_data.learning_curve = learning_curve_scores(
-            X_train, y_train, C=model.probe.C_, cv=model.probe.cv, n_jobs=jobs)
+            X_train, y_train, C=model.probe.C_, cv=model.probe.cv, n_jobs=jobs
+        )
         baseline = tfidf_pipeline(cv=model.probe.cv, n_jobs=jobs).fit(train_texts, y_train)
         report_data.tfidf_accuracy = float(baseline.score(test_texts, y_true))
     page = write_report(report_data, out)
@@ -633,9 +880,14 @@ def report(
         return
     for line in notes:
         _note(f"note: {line}")
-    typer.echo(f"accuracy  {_percent(report_data.accuracy)} on {data}"
-               + (f" (TF-IDF + LR baseline {_percent(report_data.tfidf_accuracy)})"
-                  if report_data.tfidf_accuracy is not None else ""))
+    typer.echo(
+        f"accuracy  {_percent(report_data.accuracy)} on {data}"
+        + (
+            f" (TF-IDF + LR baseline {_percent(report_data.tfidf_accuracy)})"
+            if report_data.tfidf_accuracy is not None
+            else ""
+        )
+    )
     typer.echo(f"report    {page}")
 
 
@@ -644,19 +896,30 @@ def serve_command(
     model_dir: Annotated[Path, typer.Option("--model", "-m", help="Model folder.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
-    batching: Annotated[bool, typer.Option(
-        help="Gather concurrent requests into one encoder batch.")] = True,
-    max_batch: Annotated[int, typer.Option(
-        min=1, help="Most texts gathered from requests.")] = 64,
-    max_wait_ms: Annotated[float, typer.Option(
-        min=0, max=60_000, callback=_finite,
-        help="Longest wait for more requests after the first, in milliseconds.")] = 5.0,
-    batch_size: Annotated[int, typer.Option(
-        min=1, help="Texts per forward pass, length-sorted, within what was gathered.")] = 8,
+    batching: Annotated[
+        bool, typer.Option(help="Gather concurrent requests into one encoder batch.")
+    ] = True,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most texts gathered from requests.")] = 64,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=60_000,
+            callback=_finite,
+            help="Longest wait for more requests after the first, in milliseconds.",
+        ),
+    ] = 5.0,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Texts per forward pass, length-sorted, within what was gathered."
+        ),
+    ] = 8,
     max_texts: Annotated[int, typer.Option(min=1, help="Most texts in one request.")] = 256,
     max_chars: Annotated[int, typer.Option(min=1, help="Most characters in one text.")] = 2000,
-    max_body_bytes: Annotated[int, typer.Option(
-        min=1, help="Largest request body, in bytes.")] = 1_000_000,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body, in bytes.")
+    ] = 1_000_000,
     device: DeviceOpt = "cpu",
     backend: BackendOverrideOpt = None,
 ) -> None:
@@ -668,11 +931,19 @@ def serve_command(
         model.backend = backend
     load_encoder(model.encoder, device, model.backend)
     sock = listen_socket(host, port)
-    _note(f"serving {model.id} on http://{host}:{port} (batching "
-          f"{'on' if batching else 'off'}); Ctrl-C stops after requests in flight")
-    serve(model, host=host, port=port, device=device, sock=sock,
-          limits=ServeLimits(max_texts, max_chars, max_body_bytes),
-          batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size))
+    _note(
+        f"serving {model.id} on http://{host}:{port} (batching "
+        f"{'on' if batching else 'off'}); Ctrl-C stops after requests in flight"
+    )
+    serve(
+        model,
+        host=host,
+        port=port,
+        device=device,
+        sock=sock,
+        limits=ServeLimits(max_texts, max_chars, max_body_bytes),
+        batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
+    )
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -680,24 +951,31 @@ def serve_command(
 
 def _print_sweep(result: SweepResult) -> None:
     best = result.best
-    typer.echo(f"sweep     {result.n_train:,} texts, {result.cv}-fold CV accuracy on training "
-               f"data ({result.seconds:.0f} s)")
+    typer.echo(
+        f"sweep     {result.n_train:,} texts, {result.cv}-fold CV accuracy on training "
+        f"data ({result.seconds:.0f} s)"
+    )
     typer.echo(f"{'features':<22} {'width':>6} {'CV acc':>8} {'± std':>7} {'C':>9}")
     for row in result.rows:
         mark = "  <- best" if row is best else ""
-        typer.echo(f"{row.name:<22} {row.dim:>6} {100 * row.cv_accuracy:>7.2f}% "
-                   f"{100 * row.cv_std:>6.2f} {row.C:>9.3g}{mark}")
+        typer.echo(
+            f"{row.name:<22} {row.dim:>6} {100 * row.cv_accuracy:>7.2f}% "
+            f"{100 * row.cv_std:>6.2f} {row.C:>9.3g}{mark}"
+        )
     if result.tfidf_cv_accuracy is not None:
         typer.echo(f"{'TF-IDF + LR baseline':<22} {'':>6} {100 * result.tfidf_cv_accuracy:>7.2f}%")
     if result.vote_cv_accuracy is not None:
         mark = "  <- chosen" if result.vote_wins else ""
-        typer.echo(f"{'best + TF-IDF vote':<22} {'':>6} {100 * result.vote_cv_accuracy:>7.2f}%"
-                   f"{mark}")
+        typer.echo(
+            f"{'best + TF-IDF vote':<22} {'':>6} {100 * result.vote_cv_accuracy:>7.2f}%{mark}"
+        )
 
 
-def _training_data_of(card: dict, train_file: Path | None,
-                      read: Callable[[Path], LabelledTexts],
-                      ) -> tuple[LabelledTexts | None, str | None]:
+def _training_data_of(
+    card: dict,
+    train_file: Path | None,
+    read: Callable[[Path], LabelledTexts],
+) -> tuple[LabelledTexts | None, str | None]:
     """The model's training data, if it can be had unchanged; else None and why not."""
     if train_file is not None:
         return read(train_file), None
@@ -706,34 +984,46 @@ def _training_data_of(card: dict, train_file: Path | None,
         return None, "no training file recorded; pass --train for the learning curve and baseline"
     path = Path(record["path"])
     if not path.is_file():
-        return None, (f"training file {path} not found; pass --train for the learning curve and "
-                      "the TF-IDF baseline")
+        return None, (
+            f"training file {path} not found; pass --train for the learning curve and "
+            "the TF-IDF baseline"
+        )
     train_set = read(path)
     if train_set.sha256 != record["sha256"]:
-        return None, (f"training file {path} changed since training; pass --train for the "
-                      "learning curve and the TF-IDF baseline")
+        return None, (
+            f"training file {path} changed since training; pass --train for the "
+            "learning curve and the TF-IDF baseline"
+        )
     return train_set, None
 
 
-def _rows_with_model_labels(model: ProbeModel, labelled: LabelledTexts,
-                            ) -> tuple[list[str], np.ndarray, int]:
+def _rows_with_model_labels(
+    model: ProbeModel,
+    labelled: LabelledTexts,
+) -> tuple[list[str], np.ndarray, int]:
     """The texts and labels (as the model's values) of the rows whose label the model knows,
     and how many rows were left out."""
     labels = model.align_labels(labelled.labels, labelled.source)  # refuses no overlap
     by_text = {str(c): c for c in model.classes}
     keep = [i for i, y in enumerate(labels) if str(y) in by_text]
-    return ([labelled.texts[i] for i in keep],
-            np.asarray([by_text[str(labels[i])] for i in keep]), len(labels) - len(keep))
+    return (
+        [labelled.texts[i] for i in keep],
+        np.asarray([by_text[str(labels[i])] for i in keep]),
+        len(labels) - len(keep),
+    )
 
 
-def _labelled(path: Path, text_col: str | None, label_col: str | None,
-              drop_empty: bool) -> LabelledTexts:
-    return read_labelled(path, text_col=_column(text_col), label_col=_column(label_col),
-                         drop_empty=drop_empty)
+def _labelled(
+    path: Path, text_col: str | None, label_col: str | None, drop_empty: bool
+) -> LabelledTexts:
+    return read_labelled(
+        path, text_col=_column(text_col), label_col=_column(label_col), drop_empty=drop_empty
+    )
 
 
-def _training_set(path: Path, text_col: str | None, label_col: str | None, drop_empty: bool,
-                  cv: int) -> LabelledTexts:
+def _training_set(
+    path: Path, text_col: str | None, label_col: str | None, drop_empty: bool, cv: int
+) -> LabelledTexts:
     """A labelled file checked for cross-validated training before anything is embedded."""
     train_set = _labelled(path, text_col, label_col, drop_empty)
     try:
@@ -755,8 +1045,10 @@ def _gather_texts(args: list[str], input_file: Path | None, text_col: str | None
     source = input_file if input_file is not None else ("-" if args == ["-"] else None)
     if source is None:
         if not args:
-            raise BadInputError("no texts to classify; pass them as arguments, with --input FILE, "
-                                "or '-' to read stdin")
+            raise BadInputError(
+                "no texts to classify; pass them as arguments, with --input FILE, "
+                "or '-' to read stdin"
+            )
         empty = [i + 1 for i, t in enumerate(args) if not t.strip()]
         if empty:
             raise BadInputError(f"text argument {empty[0]} is empty; give non-empty texts")
@@ -764,8 +1056,10 @@ def _gather_texts(args: list[str], input_file: Path | None, text_col: str | None
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # bytes the shell passed that were not UTF-8
-                raise BadInputError(f"text argument {i} is not valid UTF-8; pass UTF-8 text, or "
-                                    "put the texts in a UTF-8 file and use --input") from None
+                raise BadInputError(
+                    f"text argument {i} is not valid UTF-8; pass UTF-8 text, or "
+                    "put the texts in a UTF-8 file and use --input"
+                ) from None
         return list(args)
     return read_texts(source, text_col=_column(text_col)).texts
 
@@ -776,8 +1070,9 @@ def _write_predictions(rows: list[dict], classes: list, output: Path | None) -> 
             writer = csv.writer(fh)
             writer.writerow(["text", "label", *(f"p_{c}" for c in classes)])
             for row in rows:
-                writer.writerow([row["text"], row["label"],
-                                 *(row["probabilities"][str(c)] for c in classes)])
+                writer.writerow(
+                    [row["text"], row["label"], *(row["probabilities"][str(c)] for c in classes)]
+                )
     else:
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if output is None:
@@ -786,6 +1081,15 @@ def _write_predictions(rows: list[dict], classes: list, output: Path | None) -> 
             output.write_text(lines, encoding="utf-8")
     if output is not None:
         _note(f"wrote {len(rows):,} predictions to {output}")
+
+
+# Characters that end a line somewhere (str.splitlines): a path or value holding one is shown
+# escaped, so the error stays one line whatever the user typed.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _one_line(message: str) -> str:
+    return message.translate(_LINE_BREAKS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -799,7 +1103,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="bertprobe")
     except BertprobeError as exc:
-        _note(f"bertprobe: error: {exc}")
+        _note(f"bertprobe: error: {_one_line(str(exc))}")
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)  # `bertprobe predict ... | head` closed the pipe: not an error
@@ -808,11 +1112,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         # A path the user named that the system refuses (too long, no permission, disk full):
         # their input or their machine, not a bug; the readers say more where they can.
-        _note(f"bertprobe: error: {exc.filename}: {exc.strerror}; check the path, its "
-              "permissions and the free space")
+        _note(
+            f"bertprobe: error: {_one_line(str(exc.filename))}: {exc.strerror}; check the "
+            "path, its permissions and the free space"
+        )
         sys.exit(2)
     except SystemExit as exc:
         if exc.code == 130:  # the library's exit status for Ctrl-C
-            _note("bertprobe: interrupted; finished batches are in the embedding cache, run the "
-                  "same command again to resume")
+            _note(
+                "bertprobe: interrupted; finished batches are in the embedding cache, run the "
+                "same command again to resume"
+            )
         raise

@@ -109,9 +109,11 @@ def align_labels(labels: Sequence[Label], known: Sequence[Label], source: str) -
     texts = [str(y) for y in labels]
     if not any(t in by_text for t in texts):
         theirs = ", ".join(sorted(set(texts))[:8])
-        raise BadInputError(f"{source}: none of its labels ({theirs}) is one of the model's "
-                            f"({', '.join(by_text)}); relabel the file or use a model trained "
-                            "on these labels")
+        raise BadInputError(
+            f"{source}: none of its labels ({theirs}) is one of the model's "
+            f"({', '.join(by_text)}); relabel the file or use a model trained "
+            "on these labels"
+        )
     if all(t in by_text for t in texts):
         return [by_text[t] for t in texts]
     return list(texts)
@@ -127,16 +129,20 @@ def check_output_path(path: str | Path, *, what: str, folder: bool) -> Path:
     path = Path(path)
     try:
         if folder and path.exists() and not path.is_dir():
-            raise BadInputError(f"{what} {path} is a file, and a folder is written there; "
-                                "choose a new path or an existing folder")
+            raise BadInputError(
+                f"{what} {path} is a file, and a folder is written there; "
+                "choose a new path or an existing folder"
+            )
         if not folder and path.is_dir():
             raise BadInputError(f"{what} {path} is a folder; give the path of a file to write")
         parent = path.absolute().parent
         while not parent.exists():
             parent = parent.parent
         if not parent.is_dir():
-            raise BadInputError(f"{what} {path}: {parent} is a file, so nothing can be written "
-                                "under it; choose another path")
+            raise BadInputError(
+                f"{what} {path}: {parent} is a file, so nothing can be written "
+                "under it; choose another path"
+            )
         if not os.access(parent if not path.exists() else path, os.W_OK):
             raise BadInputError(f"{what} {path}: not writable by this user; choose another path")
     except OSError as exc:
@@ -189,8 +195,14 @@ def iter_chunks(
         >>> sum(len(c) for c in iter_chunks("data/sst2/train.tsv", 1000))  # doctest: +SKIP
         6920
     """
-    yield from _Reader(path).chunks(chunk_size, text_col=text_col, label_col=label_col,
-                                    header=header, drop_empty=drop_empty, want_labels=want_labels)
+    yield from _Reader(path).chunks(
+        chunk_size,
+        text_col=text_col,
+        label_col=label_col,
+        header=header,
+        drop_empty=drop_empty,
+        want_labels=want_labels,
+    )
 
 
 @dataclass(frozen=True)
@@ -215,13 +227,20 @@ def scan_file(
     """Read and check a whole file without keeping it: row count, empties skipped, SHA-256."""
     reader = _Reader(path)
     n = dropped = 0
-    for chunk in reader.chunks(chunk_size, text_col=text_col, label_col=label_col, header=header,
-                               drop_empty=drop_empty, want_labels=want_labels):
+    for chunk in reader.chunks(
+        chunk_size,
+        text_col=text_col,
+        label_col=label_col,
+        header=header,
+        drop_empty=drop_empty,
+        want_labels=want_labels,
+    ):
         n += len(chunk)
         dropped += chunk.dropped_empty
     if not n:
-        raise BadInputError(f"{reader.source}: no texts left to read; check the file and its "
-                            "columns")
+        raise BadInputError(
+            f"{reader.source}: no texts left to read; check the file and its columns"
+        )
     return FileSummary(n=n, dropped_empty=dropped, sha256=reader.sha256)
 
 
@@ -236,15 +255,29 @@ def _read(
 ) -> LabelledTexts:
     reader = _Reader(path)
     # One chunk of everything: every bad line of the file is named in one message.
-    chunks = list(reader.chunks(None, text_col=text_col, label_col=label_col, header=header,
-                                drop_empty=drop_empty, want_labels=want_labels))
+    chunks = list(
+        reader.chunks(
+            None,
+            text_col=text_col,
+            label_col=label_col,
+            header=header,
+            drop_empty=drop_empty,
+            want_labels=want_labels,
+        )
+    )
     if not chunks or not chunks[0].texts:
-        raise BadInputError(f"{reader.source}: no texts left to read; check the file and its "
-                            "columns")
+        raise BadInputError(
+            f"{reader.source}: no texts left to read; check the file and its columns"
+        )
     whole = chunks[0]
-    return LabelledTexts(texts=whole.texts, labels=whole.labels, source=reader.source,
-                         sha256=reader.sha256, line_numbers=whole.line_numbers,
-                         dropped_empty=whole.dropped_empty)
+    return LabelledTexts(
+        texts=whole.texts,
+        labels=whole.labels,
+        source=reader.source,
+        sha256=reader.sha256,
+        line_numbers=whole.line_numbers,
+        dropped_empty=whole.dropped_empty,
+    )
 
 
 class _Reader:
@@ -289,35 +322,40 @@ class _Reader:
 
         kind = _file_kind(source, head[-1], want_labels)
         if kind == "lines":
-            rows = ((n, [line.rstrip("\r\n")]) for n, line in enumerate(lines, start=1)
-                    if line.strip())
+            rows = (
+                (n, [line.rstrip("\r\n")]) for n, line in enumerate(lines, start=1) if line.strip()
+            )
             columns: list[str] | None = None
         elif kind == "jsonl":
             rows, columns = _jsonl_rows(lines, source)
         else:
-            rows, columns = _delimited_rows(lines, "\t" if kind == "tsv" else ",", source,
-                                            header, (text_col, label_col))
+            rows, columns = _delimited_rows(
+                lines, "\t" if kind == "tsv" else ",", source, header, (text_col, label_col)
+            )
         first = next(rows, None)
         if first is None:
-            raise BadInputError(f"{source}: no texts left to read; check the file and its "
-                                "columns")
+            raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
         rows = itertools.chain([first], rows)
 
-        text_idx = _column_index(columns, first, text_col, TEXT_COLUMN_NAMES, 0, "--text-col",
-                                 source)
+        text_idx = _column_index(
+            columns, first, text_col, TEXT_COLUMN_NAMES, 0, "--text-col", source
+        )
         label_idx: int | None = None
         if want_labels:
             default_label = None if len(first[1]) < 2 else -1
-            label_idx = _column_index(columns, first, label_col, LABEL_COLUMN_NAMES,
-                                      default_label, "--label-col", source)
+            label_idx = _column_index(
+                columns, first, label_col, LABEL_COLUMN_NAMES, default_label, "--label-col", source
+            )
             if label_idx is None:
                 raise BadInputError(
                     f"{source}: no label column (line {first[0]} has one column); "
                     "expected text<TAB>label, or name the column with --label-col"
                 )
             if label_idx == text_idx:
-                raise BadInputError(f"{source}: the text and label columns are the same column; "
-                                    "set --text-col and --label-col")
+                raise BadInputError(
+                    f"{source}: the text and label columns are the same column; "
+                    "set --text-col and --label-col"
+                )
         while batch := list(itertools.islice(rows, chunk_size)):
             yield _checked_chunk(batch, text_idx, label_idx, drop_empty, source)
 
@@ -332,11 +370,14 @@ class _Reader:
         except (FileNotFoundError, NotADirectoryError):
             raise BadInputError(f"{source}: no such file; check the path") from None
         except IsADirectoryError:
-            raise BadInputError(f"{source} is a folder; give the path of a data file inside "
-                                "it") from None
+            raise BadInputError(
+                f"{source} is a folder; give the path of a data file inside it"
+            ) from None
         except OSError as exc:
-            raise BadInputError(f"{source}: cannot read the file ({exc.strerror}); check the "
-                                "path and its permissions") from None
+            raise BadInputError(
+                f"{source}: cannot read the file ({exc.strerror}); check the "
+                "path and its permissions"
+            ) from None
 
     def _decoded(self, fh: BinaryIO, source: str) -> Iterator[str]:
         for line_no, raw in enumerate(fh, start=1):
@@ -396,9 +437,12 @@ def _checked_chunk(
             f"{source}: missing label on lines {format_lines(unlabelled)}; "
             "every training row needs a label"
         )
-    return TextChunk(texts=texts,
-                     labels=_normalise_labels(labels) if label_idx is not None else None,
-                     line_numbers=line_numbers, dropped_empty=len(empty))
+    return TextChunk(
+        texts=texts,
+        labels=_normalise_labels(labels) if label_idx is not None else None,
+        line_numbers=line_numbers,
+        dropped_empty=len(empty),
+    )
 
 
 def _file_kind(source: str, first_line: str, want_labels: bool) -> str:
@@ -441,8 +485,9 @@ def _delimited_rows(
                     yield start_line, cells
                 start_line = reader.line_num + 1
         except csv.Error as exc:
-            raise BadInputError(f"{source}: line {reader.line_num}: {exc}; check the "
-                                "quoting") from None
+            raise BadInputError(
+                f"{source}: line {reader.line_num}: {exc}; check the quoting"
+            ) from None
 
     stream = rows()
     first_row = next(stream, None)
@@ -466,11 +511,15 @@ def _jsonl_rows(lines: Iterator[str], source: str) -> tuple[Rows, list[str]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BadInputError(f"{source}: line {line_no} is not valid JSON ({exc.msg}); "
-                                    "expected one JSON object a line") from None
+                raise BadInputError(
+                    f"{source}: line {line_no} is not valid JSON ({exc.msg}); "
+                    "expected one JSON object a line"
+                ) from None
             if not isinstance(record, dict):
-                raise BadInputError(f"{source}: line {line_no} is not a JSON object; "
-                                    'expected lines like {"text": "...", "label": 1}')
+                raise BadInputError(
+                    f"{source}: line {line_no} is not a JSON object; "
+                    'expected lines like {"text": "...", "label": 1}'
+                )
             yield line_no, record
 
     stream = records()
@@ -508,11 +557,15 @@ def _column_index(
         index = int(wanted)
         if -width <= index < width:
             return index % width
-        raise BadInputError(f"{source}: {flag} {index} is out of range (the file has {width} "
-                            f"columns, 0 to {width - 1})")
+        raise BadInputError(
+            f"{source}: {flag} {index} is out of range (the file has {width} "
+            f"columns, 0 to {width - 1})"
+        )
     listed = ", ".join(columns) if columns else f"no header, {width} columns"
-    raise BadInputError(f"{source}: no column {wanted!r} ({listed}); pass {flag} with one of "
-                        "the column names or a 0-based index")
+    raise BadInputError(
+        f"{source}: no column {wanted!r} ({listed}); pass {flag} with one of "
+        "the column names or a 0-based index"
+    )
 
 
 def _normalise_labels(labels: list[str]) -> list[Label]:

@@ -72,20 +72,26 @@ def resolve_encoder(name: str) -> EncoderRef:
     reached, so an offline machine gets a one-line error at once instead of minutes of retries.
     """
     if not name or not name.strip():
-        raise EncoderNotFoundError("empty encoder name; pass --encoder with a hub name, a local "
-                                   "folder, or 'minilm' (bundled)")
+        raise EncoderNotFoundError(
+            "empty encoder name; pass --encoder with a hub name, a local "
+            "folder, or 'minilm' (bundled)"
+        )
     if name in ALIASES:
         path = ALIASES[name]()
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser().resolve()
     elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
-        raise EncoderNotFoundError(f"encoder {name!r} is not a model folder; give a folder with "
-                                   "config.json and weights, a hub name, or 'minilm'")
+        raise EncoderNotFoundError(
+            f"encoder {name!r} is not a model folder; give a folder with "
+            "config.json and weights, a hub name, or 'minilm'"
+        )
     else:
         path = _from_hub(name)
     if not (path / "config.json").is_file():
-        raise EncoderNotFoundError(f"encoder folder {path} has no config.json; give a Hugging "
-                                   "Face model folder (config.json, tokenizer files, weights)")
+        raise EncoderNotFoundError(
+            f"encoder folder {path} has no config.json; give a Hugging "
+            "Face model folder (config.json, tokenizer files, weights)"
+        )
     return EncoderRef(name=name, path=path, fingerprint=folder_fingerprint(path))
 
 
@@ -123,8 +129,9 @@ def _from_hub(name: str) -> Path:
     try:
         return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS, local_files_only=True))
     except HFValidationError:
-        raise EncoderNotFoundError(f"encoder {name!r} is neither a local folder nor a valid hub "
-                                   f"name; {offline_help}") from None
+        raise EncoderNotFoundError(
+            f"encoder {name!r} is neither a local folder nor a valid hub name; {offline_help}"
+        ) from None
     except LocalEntryNotFoundError:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not _hub_reachable():
@@ -135,8 +142,10 @@ def _from_hub(name: str) -> Path:
     try:
         return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # the hub's own errors: missing repo, gated model, network drop
-        raise EncoderNotFoundError(f"encoder {name!r} could not be fetched from the hub "
-                                   f"({type(exc).__name__}); check the name") from None
+        raise EncoderNotFoundError(
+            f"encoder {name!r} could not be fetched from the hub "
+            f"({type(exc).__name__}); check the name"
+        ) from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -181,11 +190,14 @@ class LoadedEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)
             self.model = AutoModel.from_pretrained(ref.path).to(self.device).eval()
         except (OSError, ValueError, KeyError) as exc:
-            raise EncoderNotFoundError(f"encoder folder {ref.path} could not be loaded "
-                                       f"({str(exc).splitlines()[0][:160]})") from None
+            raise EncoderNotFoundError(
+                f"encoder folder {ref.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
+            ) from None
         if not self.tokenizer.is_fast:
-            raise EncoderNotFoundError(f"encoder {ref.name!r} has no fast tokenizer "
-                                       "(tokenizer.json); bertprobe needs one for batching")
+            raise EncoderNotFoundError(
+                f"encoder {ref.name!r} has no fast tokenizer "
+                "(tokenizer.json); bertprobe needs one for batching"
+            )
         config = self.model.config
         self.num_hidden_states = int(config.num_hidden_layers) + 1
         self.hidden_size = int(getattr(config, "hidden_size", 0) or config.dim)
@@ -194,22 +206,31 @@ class LoadedEncoder:
         self._session = None
         if self.backend != "torch":
             if self.device.type != "cpu":
-                raise BadInputError(f"backend {backend!r} runs on the CPU; use --device cpu or "
-                                    "--backend torch")
+                raise BadInputError(
+                    f"backend {backend!r} runs on the CPU; use --device cpu or --backend torch"
+                )
             self._session = onnx_session(onnx_path(self, self.backend), torch.get_num_threads())
 
     def layer_index(self, layer: int) -> int:
         """Absolute hidden-state index for ``layer`` (0 = embeddings, -1 = last)."""
         n = self.num_hidden_states
         if not -n <= layer < n:
-            raise BadInputError(f"layer {layer} does not exist: {self.ref.name} has hidden "
-                                f"states 0..{n - 1} (or {-n}..-1 from the end); pick one in range")
+            raise BadInputError(
+                f"layer {layer} does not exist: {self.ref.name} has hidden "
+                f"states 0..{n - 1} (or {-n}..-1 from the end); pick one in range"
+            )
         return layer % n
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
         """Token ids truncated at ``max_length``, and how many texts were truncated."""
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)
+        enc = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
         truncated = sum(1 for e in enc.encodings if e.overflowing)
         return enc["input_ids"], truncated
 
@@ -221,18 +242,19 @@ class LoadedEncoder:
         input_ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
         if self._session is not None:
-            stacked = self._session.run(None, {"input_ids": input_ids.numpy(),
-                                               "attention_mask": mask.numpy()})[0]
+            stacked = self._session.run(
+                None, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+            )[0]
             states = torch.from_numpy(stacked)
             return {v: _pool(states[v.layer], mask, v.pooling).numpy() for v in views}
         last = self.num_hidden_states - 1
         need_all = any(v.layer != last for v in views)
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask,
-                             output_hidden_states=need_all)
+            out = self.model(
+                input_ids=input_ids, attention_mask=mask, output_hidden_states=need_all
+            )
             states = out.hidden_states if need_all else {last: out.last_hidden_state}
-            return {v: _pool(states[v.layer], mask, v.pooling).float().cpu().numpy()
-                    for v in views}
+            return {v: _pool(states[v.layer], mask, v.pooling).float().cpu().numpy() for v in views}
 
 
 def _pool(hidden, mask, pooling: str):
@@ -257,20 +279,25 @@ def check_device(device: str):
     except (RuntimeError, ValueError, TypeError):
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise BadInputError(f"device {device!r} is not one bertprobe runs on; use cpu, cuda, "
-                            "cuda:N or mps")
+        raise BadInputError(
+            f"device {device!r} is not one bertprobe runs on; use cpu, cuda, cuda:N or mps"
+        )
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise BadInputError(f"device {device!r}: this torch ({torch.__version__}) sees no "
-                                "CUDA GPU; use --device cpu, or install a CUDA build of torch "
-                                "on a machine with a GPU")
+            raise BadInputError(
+                f"device {device!r}: this torch ({torch.__version__}) sees no "
+                "CUDA GPU; use --device cpu, or install a CUDA build of torch "
+                "on a machine with a GPU"
+            )
         if dev.index is not None and dev.index >= count:
-            raise BadInputError(f"device {device!r}: this machine has {count} CUDA GPU(s), "
-                                f"numbered 0..{count - 1}")
+            raise BadInputError(
+                f"device {device!r}: this machine has {count} CUDA GPU(s), numbered 0..{count - 1}"
+            )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise BadInputError(f"device {device!r}: Apple's MPS is not available here; use "
-                            "--device cpu")
+        raise BadInputError(
+            f"device {device!r}: Apple's MPS is not available here; use --device cpu"
+        )
     return dev
 
 
@@ -280,8 +307,9 @@ def _load(ref: EncoderRef, device: str, backend: str) -> LoadedEncoder:
     return LoadedEncoder(ref, device, backend)
 
 
-def load_encoder(name_or_ref: str | EncoderRef, device: str = "cpu",
-                 backend: str = "torch") -> LoadedEncoder:
+def load_encoder(
+    name_or_ref: str | EncoderRef, device: str = "cpu", backend: str = "torch"
+) -> LoadedEncoder:
     """Resolve (if needed) and load an encoder; loaded encoders are reused within a process."""
     ref = name_or_ref if isinstance(name_or_ref, EncoderRef) else resolve_encoder(name_or_ref)
     return _load(ref, device, check_backend(backend))
@@ -322,8 +350,9 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
-            raise BadInputError(f"unknown pooling {self.pooling!r}; choose one of "
-                                f"{', '.join(POOLINGS)}")
+            raise BadInputError(
+                f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
+            )
         if not self.layers:
             raise BadInputError("no layer given; pass --layer with an index such as -1 or -4,-1")
         if self.max_length is not None and self.max_length < 2:
@@ -339,8 +368,10 @@ def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise BadInputError(f"--layer {value!r} is not a layer index or a comma list of them "
-                            "(e.g. -1 or -4,-3,-2,-1)") from None
+        raise BadInputError(
+            f"--layer {value!r} is not a layer index or a comma list of them "
+            "(e.g. -1 or -4,-3,-2,-1)"
+        ) from None
 
 
 @dataclass
@@ -378,11 +409,21 @@ def embed(
     Example:
         >>> X, stats = embed(["fine", "awful"], "minilm", FeatureSpec("mean"))  # doctest: +SKIP
     """
-    model = (encoder if isinstance(encoder, LoadedEncoder)
-             else load_encoder(encoder, device, backend))
+    model = (
+        encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device, backend)
+    )
     views = [View(model.layer_index(layer), spec.pooling) for layer in spec.layers]
-    return embed_views(texts, model, views, max_length=spec.max_length, batch_size=batch_size,
-                       max_tokens=max_tokens, cache=cache, progress=progress, on_batch=on_batch)
+    return embed_views(
+        texts,
+        model,
+        views,
+        max_length=spec.max_length,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        cache=cache,
+        progress=progress,
+        on_batch=on_batch,
+    )
 
 
 def embed_views(
@@ -407,8 +448,10 @@ def embed_views(
         raise BadInputError(f"batch size {batch_size} must be at least 1")
     max_length = max_length or model.max_length
     if max_length > model.max_length:
-        raise BadInputError(f"max length {max_length} exceeds what {model.ref.name} takes "
-                            f"({model.max_length} tokens); use a smaller --max-length")
+        raise BadInputError(
+            f"max length {max_length} exceeds what {model.ref.name} takes "
+            f"({model.max_length} tokens); use a smaller --max-length"
+        )
     dim = model.hidden_size
     stats = EmbedStats(n_texts=len(texts), max_length=max_length)
 
@@ -427,15 +470,21 @@ def embed_views(
         done[:] = True
         for j, view in enumerate(views):
             view_keys[view] = cache.register_view(
-                model.ref.name, model.ref.fingerprint, view.layer, view.pooling, max_length, dim,
-                model.backend)
+                model.ref.name,
+                model.ref.fingerprint,
+                view.layer,
+                view.pooling,
+                max_length,
+                dim,
+                model.backend,
+            )
             found = cache.get_many(view_keys[view], [keys[i] for i in unique])
             for u, i in enumerate(unique):
                 vec = found.get(keys[i])
                 if vec is None:
                     done[u] = False
                 else:
-                    vectors[u, j * dim:(j + 1) * dim] = vec
+                    vectors[u, j * dim : (j + 1) * dim] = vec
     todo = [u for u in range(len(unique)) if not done[u]]
     stats.n_cached = len(unique) - len(todo)
 
@@ -447,10 +496,11 @@ def embed_views(
                 pooled = model.forward([ids[b] for b in batch], views)
                 rows = [todo[b] for b in batch]
                 for j, view in enumerate(views):
-                    vectors[rows, j * dim:(j + 1) * dim] = pooled[view]
+                    vectors[rows, j * dim : (j + 1) * dim] = pooled[view]
                     if cache is not None:
-                        cache.put_many(view_keys[view], [keys[unique[u]] for u in rows],
-                                       pooled[view])
+                        cache.put_many(
+                            view_keys[view], [keys[unique[u]] for u in rows], pooled[view]
+                        )
                 if cache is not None:
                     cache.commit()
                 stats.n_computed += len(batch)
@@ -470,8 +520,13 @@ def _progress_bar(total: int, name: str, enabled: bool):
     from tqdm.auto import tqdm
 
     # disable=None lets tqdm hide itself when stderr is not a terminal (CI, pipes).
-    return tqdm(total=total, desc=f"embedding ({name})", unit="text",
-                disable=None if enabled else True, leave=False)
+    return tqdm(
+        total=total,
+        desc=f"embedding ({name})",
+        unit="text",
+        disable=None if enabled else True,
+        leave=False,
+    )
 
 
 # --- scikit-learn estimator ----------------------------------------------------------------
@@ -535,10 +590,15 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "encoder_ref_")
         cache = open_cache(self.cache_dir) if self.use_cache else None
         try:
-            vectors, _ = embed(_as_texts(X),
-                               load_encoder(self.encoder_ref_, self.device, self.backend),
-                               self.spec_, batch_size=self.batch_size, max_tokens=self.max_tokens,
-                               cache=cache, progress=self.progress)
+            vectors, _ = embed(
+                _as_texts(X),
+                load_encoder(self.encoder_ref_, self.device, self.backend),
+                self.spec_,
+                batch_size=self.batch_size,
+                max_tokens=self.max_tokens,
+                cache=cache,
+                progress=self.progress,
+            )
         finally:
             if cache is not None:
                 cache.close()
@@ -549,8 +609,10 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, "n_features_out_")
         dim = self.n_features_out_ // len(self.layers_)
-        return np.array([f"layer{layer}_{self.pooling}_{k}" for layer in self.layers_
-                         for k in range(dim)], dtype=object)
+        return np.array(
+            [f"layer{layer}_{self.pooling}_{k}" for layer in self.layers_ for k in range(dim)],
+            dtype=object,
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -566,7 +628,7 @@ def _as_texts(X) -> list[str]:
     texts = list(X.ravel()) if isinstance(X, np.ndarray) else list(X)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-        raise BadInputError(f"item {bad[0]} is {type(texts[bad[0]]).__name__}, not a text; "
-                            "pass a list of strings")
+        raise BadInputError(
+            f"item {bad[0]} is {type(texts[bad[0]]).__name__}, not a text; pass a list of strings"
+        )
     return texts
-

@@ -60,12 +60,14 @@ def _export(model, target: Path) -> None:
             self.encoder = encoder
 
         def forward(self, input_ids, attention_mask):
-            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                               output_hidden_states=True)
+            out = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+            )
             return torch.stack(out.hidden_states)
 
-    sample = model.tokenizer(["an example", "a longer example sentence"], padding=True,
-                             return_tensors="pt")
+    sample = model.tokenizer(
+        ["an example", "a longer example sentence"], padding=True, return_tensors="pt"
+    )
     dynamic = {"batch": 0, "seq": 1}
     with warnings.catch_warnings():
         # The tracer notes Python-side branches on shapes; for encoder inputs (a mask as long as
@@ -83,9 +85,11 @@ def _trace_export(module, sample, dynamic, target: Path) -> None:
         str(target),
         input_names=["input_ids", "attention_mask"],
         output_names=["hidden_states"],
-        dynamic_axes={"input_ids": {v: k for k, v in dynamic.items()},
-                      "attention_mask": {v: k for k, v in dynamic.items()},
-                      "hidden_states": {1: "batch", 2: "seq"}},
+        dynamic_axes={
+            "input_ids": {v: k for k, v in dynamic.items()},
+            "attention_mask": {v: k for k, v in dynamic.items()},
+            "hidden_states": {1: "batch", 2: "seq"},
+        },
         opset_version=17,
         dynamo=False,
     )

@@ -57,7 +57,8 @@ class FeatureWriter:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             with open(self.partial, "wb") as fh:
                 np.lib.format.write_array_header_1_0(
-                    fh, {"descr": DTYPE.str, "fortran_order": False, "shape": (n_rows, dim)})
+                    fh, {"descr": DTYPE.str, "fortran_order": False, "shape": (n_rows, dim)}
+                )
             self._write_progress()
         self._fh = open(self.partial, "r+b")  # noqa: SIM115 (closed by finish/close)
         self._fh.seek(_header_size(self.partial) + self.rows_done * self._row_bytes)
@@ -111,8 +112,9 @@ class FeatureWriter:
 
     def _write_progress(self) -> None:
         staged = self.progress.with_name(self.progress.name + ".tmp")
-        staged.write_text(json.dumps({"job": self.job, "rows_done": self.rows_done}),
-                          encoding="utf-8")
+        staged.write_text(
+            json.dumps({"job": self.job, "rows_done": self.rows_done}), encoding="utf-8"
+        )
         os.replace(staged, self.progress)
 
 
@@ -130,8 +132,10 @@ def iter_feature_rows(path: str | Path, chunk_rows: int = 8192) -> Iterator[np.n
     until unmapped, which would make a pass over a large file look like it loads all of it.
     """
     with open(path, "rb") as fh:
-        readers = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
         read_header = readers.get(np.lib.format.read_magic(fh))
         if read_header is None:
             raise BadInputError(f"{path}: unsupported .npy format version")
@@ -181,29 +185,40 @@ def embed_file(
     is called after each chunk is on disk.
     """
     start = time.perf_counter()
-    model = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device,
-                                                                            backend)
+    model = (
+        encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device, backend)
+    )
 
     summary = scan_file(path, text_col=text_col, drop_empty=drop_empty, chunk_size=chunk_size)
-    stats = FileEmbedStats(n_texts=summary.n, source_sha256=summary.sha256,
-                           dropped_empty=summary.dropped_empty,
-                           dim=model.hidden_size * len(spec.layers))
-    job = {"source_sha256": summary.sha256, "encoder": model.ref.fingerprint,
-           "backend": model.backend, "pooling": spec.pooling, "layers": list(spec.layers),
-           "max_length": spec.max_length or model.max_length, "text_col": text_col,
-           "drop_empty": drop_empty}
+    stats = FileEmbedStats(
+        n_texts=summary.n,
+        source_sha256=summary.sha256,
+        dropped_empty=summary.dropped_empty,
+        dim=model.hidden_size * len(spec.layers),
+    )
+    job = {
+        "source_sha256": summary.sha256,
+        "encoder": model.ref.fingerprint,
+        "backend": model.backend,
+        "pooling": spec.pooling,
+        "layers": list(spec.layers),
+        "max_length": spec.max_length or model.max_length,
+        "text_col": text_col,
+        "drop_empty": drop_empty,
+    }
     writer = FeatureWriter(out, stats.n_texts, stats.dim, job)
     stats.n_resumed = writer.rows_done
     bar = _progress_bar(stats.n_texts, writer.rows_done, progress)
     try:
         seen = 0
         for chunk in iter_chunks(path, chunk_size, text_col=text_col, drop_empty=drop_empty):
-            texts = chunk.texts[max(0, writer.rows_done - seen):]
+            texts = chunk.texts[max(0, writer.rows_done - seen) :]
             seen += len(chunk)
             if not texts:
                 continue
-            vectors, chunk_stats = embed(texts, model, spec, batch_size=batch_size,
-                                         max_tokens=max_tokens, cache=cache)
+            vectors, chunk_stats = embed(
+                texts, model, spec, batch_size=batch_size, max_tokens=max_tokens, cache=cache
+            )
             writer.write(vectors)
             stats.n_cached += chunk_stats.n_cached
             stats.n_truncated += chunk_stats.n_truncated
@@ -221,5 +236,11 @@ def embed_file(
 def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="embedding", unit="text",
-                disable=None if enabled else True, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc="embedding",
+        unit="text",
+        disable=None if enabled else True,
+        leave=False,
+    )

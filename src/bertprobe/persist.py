@@ -59,11 +59,13 @@ PROBE_FILE = "probe.skops"
 TEXT_MODEL_FILE = "tfidf.skops"
 # Every type a probe file may hold beyond what skops trusts by default (numpy, sklearn
 # estimators). Anything else in the file is refused before it is loaded.
-TRUSTED_TYPES = frozenset({
-    "bertprobe.probe.LinearProbe",
-    "bertprobe.probe.OutOfCoreProbe",
-    "sklearn.model_selection._split.StratifiedKFold",
-})
+TRUSTED_TYPES = frozenset(
+    {
+        "bertprobe.probe.LinearProbe",
+        "bertprobe.probe.OutOfCoreProbe",
+        "sklearn.model_selection._split.StratifiedKFold",
+    }
+)
 _VERSIONED = ("bertprobe", "torch", "transformers", "tokenizers", "scikit-learn", "skops", "numpy")
 
 
@@ -79,7 +81,6 @@ class ProbeModel:
     backend: str = "torch"
     text_model: Any = None  # sklearn Pipeline over raw texts, averaged with the probe
 
-
     @property
     def classes(self) -> list:
         return self.probe.classes_.tolist()
@@ -88,12 +89,25 @@ class ProbeModel:
     def id(self) -> str:
         return self.card["id"]
 
-    def embed(self, texts: Sequence[str], *, cache: EmbeddingCache | None = None,
-              batch_size: int = 32, device: str = "cpu", backend: str | None = None,
-              progress: bool = False) -> tuple[np.ndarray, EmbedStats]:
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        cache: EmbeddingCache | None = None,
+        batch_size: int = 32,
+        device: str = "cpu",
+        backend: str | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, EmbedStats]:
         """Vectors as the probe was trained on; ``backend`` overrides the card's."""
-        return embed(texts, load_encoder(self.encoder, device, backend or self.backend),
-                     self.spec, batch_size=batch_size, cache=cache, progress=progress)
+        return embed(
+            texts,
+            load_encoder(self.encoder, device, backend or self.backend),
+            self.spec,
+            batch_size=batch_size,
+            cache=cache,
+            progress=progress,
+        )
 
     def predict_proba(self, texts: Sequence[str], **embed_options) -> np.ndarray:
         """Probabilities, one row per text, columns in the order of :attr:`classes`."""
@@ -124,8 +138,9 @@ def check_model_destination(folder: str | Path) -> Path:
     """
     folder = check_output_path(folder, what="--out", folder=True)
     if folder.is_dir() and any(folder.iterdir()) and not _is_model_folder(folder):
-        raise ModelFolderError(f"{folder} exists and is not a bertprobe model folder; choose "
-                               "another --out or empty it")
+        raise ModelFolderError(
+            f"{folder} exists and is not a bertprobe model folder; choose another --out or empty it"
+        )
     return folder
 
 
@@ -161,18 +176,28 @@ def save_model(
                 raise ValueError("the text model's classes differ from the probe's")
             sio.dump(text_model, staging / TEXT_MODEL_FILE)
             files[TEXT_MODEL_FILE] = _sha256(staging / TEXT_MODEL_FILE)
-            vote = {"with": TEXT_MODEL_FILE, "rule": "mean of probabilities",
-                    "tfidf_C": float(text_model[-1].C_)}
+            vote = {
+                "with": TEXT_MODEL_FILE,
+                "rule": "mean of probabilities",
+                "tfidf_C": float(text_model[-1].C_),
+            }
         card = {
             "format": MODEL_FORMAT,
             "format_version": FORMAT_VERSION,
             "id": f"{folder.name}-{files[PROBE_FILE][:12]}",
             "kind": "linear-probe",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
-                        "resolved_path": str(encoder.path)},
-            "features": {"pooling": spec.pooling, "layers": list(spec.layers),
-                         "max_length": max_length, "backend": backend},
+            "encoder": {
+                "name": encoder.name,
+                "fingerprint": encoder.fingerprint,
+                "resolved_path": str(encoder.path),
+            },
+            "features": {
+                "pooling": spec.pooling,
+                "layers": list(spec.layers),
+                "max_length": max_length,
+                "backend": backend,
+            },
             "labels": probe.classes_.tolist(),
             "probe": probe_record(probe),
             **({"vote": vote} if vote else {}),
@@ -196,22 +221,30 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     """The model card of a folder, after checking the folder is a bertprobe model."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelFolderError(f"{folder}: no such model folder; train one with "
-                               f"'bertprobe train DATA --out {folder}'")
+        raise ModelFolderError(
+            f"{folder}: no such model folder; train one with 'bertprobe train DATA --out {folder}'"
+        )
     try:
         card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelFolderError(f"{folder} is not a bertprobe model folder (no {CARD_FILE}); give "
-                               "the --out folder of 'bertprobe train'") from None
+        raise ModelFolderError(
+            f"{folder} is not a bertprobe model folder (no {CARD_FILE}); give "
+            "the --out folder of 'bertprobe train'"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFolderError(f"{folder / CARD_FILE} is not readable JSON ({exc}); retrain or "
-                               "restore the folder") from None
+        raise ModelFolderError(
+            f"{folder / CARD_FILE} is not readable JSON ({exc}); retrain or restore the folder"
+        ) from None
     if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
-        raise ModelFolderError(f"{folder} is not a bertprobe model folder ({CARD_FILE} is not a "
-                               "bertprobe model card); give the --out folder of 'bertprobe train'")
+        raise ModelFolderError(
+            f"{folder} is not a bertprobe model folder ({CARD_FILE} is not a "
+            "bertprobe model card); give the --out folder of 'bertprobe train'"
+        )
     if card.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFolderError(f"{folder} was saved by a newer bertprobe (format "
-                               f"{card['format_version']}); upgrade bertprobe to load it")
+        raise ModelFolderError(
+            f"{folder} was saved by a newer bertprobe (format "
+            f"{card['format_version']}); upgrade bertprobe to load it"
+        )
     return card
 
 
@@ -223,11 +256,14 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
     for name, expected in card.get("files", {}).items():
         path = folder / name
         if not path.is_file():
-            raise ModelFolderError(f"{path} is missing; the model folder is incomplete, retrain "
-                                   "or restore it")
+            raise ModelFolderError(
+                f"{path} is missing; the model folder is incomplete, retrain or restore it"
+            )
         if _sha256(path) != expected:
-            raise ModelFolderError(f"{path} was altered after saving (its SHA-256 differs from "
-                                   f"{CARD_FILE}); retrain or restore the file")
+            raise ModelFolderError(
+                f"{path} was altered after saving (its SHA-256 differs from "
+                f"{CARD_FILE}); retrain or restore the file"
+            )
     if PROBE_FILE not in card.get("files", {}):
         raise ModelFolderError(f"{folder / CARD_FILE} lists no {PROBE_FILE}; retrain the model")
 
@@ -239,18 +275,27 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
     if card.get("vote"):
         text_path = folder / card["vote"]["with"]
         if text_path.name not in card.get("files", {}):
-            raise ModelFolderError(f"{folder / CARD_FILE} names a voter it does not list; "
-                                   "retrain the model")
+            raise ModelFolderError(
+                f"{folder / CARD_FILE} names a voter it does not list; retrain the model"
+            )
         text_model = _load_skops(text_path)
         if list(getattr(text_model, "classes_", [])) != probe.classes_.tolist():
-            raise ModelFolderError(f"{text_path} does not predict the probe's labels; retrain "
-                                   "the model")
+            raise ModelFolderError(
+                f"{text_path} does not predict the probe's labels; retrain the model"
+            )
 
     features = card["features"]
     spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
     encoder = _card_encoder(folder, card, check_encoder)
-    return ProbeModel(card=card, probe=probe, encoder=encoder, spec=spec, folder=folder,
-                      backend=features.get("backend", "torch"), text_model=text_model)
+    return ProbeModel(
+        card=card,
+        probe=probe,
+        encoder=encoder,
+        spec=spec,
+        folder=folder,
+        backend=features.get("backend", "torch"),
+        text_model=text_model,
+    )
 
 
 def _load_skops(path: Path) -> Any:
@@ -260,12 +305,15 @@ def _load_skops(path: Path) -> Any:
     try:
         untrusted = set(sio.get_untrusted_types(file=path))
     except Exception as exc:  # skops raises assorted errors on a damaged archive
-        raise ModelFolderError(f"{path} is not a readable skops file ({exc}); retrain or "
-                               "restore it") from None
+        raise ModelFolderError(
+            f"{path} is not a readable skops file ({exc}); retrain or restore it"
+        ) from None
     if untrusted - TRUSTED_TYPES:
-        raise ModelFolderError(f"{path} holds types bertprobe does not trust "
-                               f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
-                               "load it")
+        raise ModelFolderError(
+            f"{path} holds types bertprobe does not trust "
+            f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
+            "load it"
+        )
     return sio.load(path, trusted=sorted(untrusted))
 
 
@@ -275,8 +323,9 @@ def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:
     # A fine-tuned model carries its encoder inside the folder; a probe names a shared one.
     name = str(folder / info["folder"]) if info.get("folder") else info["name"]
     if not check:
-        return EncoderRef(name=info["name"], path=Path(info.get("resolved_path", "")),
-                          fingerprint=saved)
+        return EncoderRef(
+            name=info["name"], path=Path(info.get("resolved_path", "")), fingerprint=saved
+        )
     try:
         ref = resolve_encoder(name)
     except BertprobeError as exc:
@@ -293,16 +342,27 @@ def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:
 def probe_record(probe: Probe) -> dict[str, Any]:
     """What the card says of the probe: how its regularization was chosen, and how well."""
     if isinstance(probe, OutOfCoreProbe):
-        return {"solver": "sgd-out-of-core", "alpha": probe.alpha_,
-                "alphas": list(probe.alphas), "epochs": probe.epochs,
-                "eta0": probe.eta0, "holdout": probe.holdout,
-                "holdout_accuracy": probe.holdout_accuracy_,
-                "holdout_log_loss": probe.holdout_log_loss_,
-                "holdout_scores": probe.holdout_scores_.tolist(),
-                "holdout_log_losses": probe.holdout_log_losses_.tolist(), "n_train": probe.n_train_}
-    return {"solver": "lbfgs-cv", "C": probe.C_, "c_grid": probe.Cs_.tolist(),
-            "cv_folds": probe.cv, "cv_accuracy": probe.cv_accuracy_,
-            "cv_scores": probe.cv_scores_.tolist()}
+        return {
+            "solver": "sgd-out-of-core",
+            "alpha": probe.alpha_,
+            "alphas": list(probe.alphas),
+            "epochs": probe.epochs,
+            "eta0": probe.eta0,
+            "holdout": probe.holdout,
+            "holdout_accuracy": probe.holdout_accuracy_,
+            "holdout_log_loss": probe.holdout_log_loss_,
+            "holdout_scores": probe.holdout_scores_.tolist(),
+            "holdout_log_losses": probe.holdout_log_losses_.tolist(),
+            "n_train": probe.n_train_,
+        }
+    return {
+        "solver": "lbfgs-cv",
+        "C": probe.C_,
+        "c_grid": probe.Cs_.tolist(),
+        "cv_folds": probe.cv,
+        "cv_accuracy": probe.cv_accuracy_,
+        "cv_scores": probe.cv_scores_.tolist(),
+    }
 
 
 def file_record(path: str | Path, n: int, sha256: str) -> dict[str, Any]:

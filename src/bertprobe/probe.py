@@ -52,8 +52,10 @@ def parse_c_grid(value: str) -> tuple[float, ...]:
     except ValueError:
         grid = ()
     if not grid or any(c <= 0 for c in grid):
-        raise BadInputError(f"--c-grid {value!r} is not 'default', 'coarse', 'seed' or a comma "
-                            "list of positive numbers (e.g. 0.01,0.1,1,10)")
+        raise BadInputError(
+            f"--c-grid {value!r} is not 'default', 'coarse', 'seed' or a comma "
+            "list of positive numbers (e.g. 0.01,0.1,1,10)"
+        )
     return grid
 
 
@@ -144,16 +146,20 @@ def check_trainable(y, n_folds: int) -> None:
     counts = Counter(np.asarray(y).tolist())
     if len(counts) < 2:
         only = next(iter(counts), None)
-        raise BadInputError(f"the training labels hold one class only ({only!r}); a classifier "
-                            "needs examples of at least two classes")
+        raise BadInputError(
+            f"the training labels hold one class only ({only!r}); a classifier "
+            "needs examples of at least two classes"
+        )
     if n_folds < 2:
         raise BadInputError(f"cv={n_folds} folds; cross-validation needs at least 2")
     rare = sorted((label for label, n in counts.items() if n < n_folds), key=str)
     if rare:
         listed = ", ".join(f"{label!r} ({counts[label]})" for label in rare[:5])
-        raise BadInputError(f"too few examples of class {listed} for {n_folds}-fold "
-                            f"cross-validation; add examples or lower --cv to at most "
-                            f"{min(counts.values())}")
+        raise BadInputError(
+            f"too few examples of class {listed} for {n_folds}-fold "
+            f"cross-validation; add examples or lower --cv to at most "
+            f"{min(counts.values())}"
+        )
 
 
 class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
@@ -206,10 +212,12 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         step = self.chunk_rows
         return self.fit_chunks(
-            lambda: ((X[i:i + step], y[i:i + step]) for i in range(0, len(y), step)))
+            lambda: ((X[i : i + step], y[i : i + step]) for i in range(0, len(y), step))
+        )
 
-    def fit_chunks(self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
-                   ) -> OutOfCoreProbe:
+    def fit_chunks(
+        self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+    ) -> OutOfCoreProbe:
         """Train from ``chunks()``, called once per pass (``epochs + 2`` passes in all)."""
         from sklearn.linear_model import SGDClassifier
 
@@ -225,13 +233,23 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = scaler.n_features_in_
         self.classes_ = np.unique(np.concatenate(seen))  # sorted, as SGDClassifier orders them
         if len(self.classes_) < 2:
-            raise BadInputError(f"the training labels hold one class only "
-                                f"({self.classes_[0]!r}); a classifier needs examples of at "
-                                "least two classes")
+            raise BadInputError(
+                f"the training labels hold one class only "
+                f"({self.classes_[0]!r}); a classifier needs examples of at "
+                "least two classes"
+            )
 
-        models = [SGDClassifier(loss="log_loss", alpha=alpha, average=True,
-                                learning_rate="constant", eta0=self.eta0,
-                                random_state=self.random_state) for alpha in self.alphas]
+        models = [
+            SGDClassifier(
+                loss="log_loss",
+                alpha=alpha,
+                average=True,
+                learning_rate="constant",
+                eta0=self.eta0,
+                random_state=self.random_state,
+            )
+            for alpha in self.alphas
+        ]
         rng = np.random.default_rng(self.random_state)
         for _ in range(self.epochs):
             for index, (X, y) in enumerate(chunks()):

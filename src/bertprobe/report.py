@@ -43,8 +43,9 @@ def _pyplot():
 # --- numbers ---------------------------------------------------------------------------------
 
 
-def calibration_bins(confidence: np.ndarray, correct: np.ndarray,
-                     n_bins: int = CALIBRATION_BINS) -> tuple[list[dict], float]:
+def calibration_bins(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = CALIBRATION_BINS
+) -> tuple[list[dict], float]:
     """Equal-width confidence bins (count, mean confidence, accuracy) and the expected
     calibration error: the count-weighted mean gap between confidence and accuracy."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -55,8 +56,15 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray,
         if not inside.any():
             continue
         conf, acc = float(confidence[inside].mean()), float(correct[inside].mean())
-        bins.append({"low": edges[b], "high": edges[b + 1], "count": int(inside.sum()),
-                     "confidence": conf, "accuracy": acc})
+        bins.append(
+            {
+                "low": edges[b],
+                "high": edges[b + 1],
+                "count": int(inside.sum()),
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
         ece += inside.mean() * abs(conf - acc)
     return bins, float(ece)
 
@@ -89,15 +97,23 @@ class ReportData:
     def per_class(self) -> dict[str, dict[str, float]]:
         from sklearn.metrics import classification_report
 
-        report = classification_report(self.y_true, self.y_pred, labels=self.classes,
-                                       output_dict=True, zero_division=0)
+        report = classification_report(
+            self.y_true, self.y_pred, labels=self.classes, output_dict=True, zero_division=0
+        )
         return {str(c): report[str(c)] for c in self.classes}
 
     def confident_errors(self, n: int = N_CONFIDENT_ERRORS) -> list[dict[str, Any]]:
         wrong = np.flatnonzero(self.y_true != self.y_pred)
         order = wrong[np.argsort(-self.confidence[wrong])][:n]
-        return [{"text": self.texts[i], "true": self.y_true[i], "predicted": self.y_pred[i],
-                 "confidence": float(self.confidence[i])} for i in order]
+        return [
+            {
+                "text": self.texts[i],
+                "true": self.y_true[i],
+                "predicted": self.y_pred[i],
+                "confidence": float(self.confidence[i]),
+            }
+            for i in order
+        ]
 
     def summary(self) -> dict[str, Any]:
         """The report's numbers as plain JSON-ready values."""
@@ -122,8 +138,9 @@ def plot_confusion_matrix(data: ReportData):
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.0), layout="constrained")
-    ConfusionMatrixDisplay.from_predictions(data.y_true, data.y_pred, labels=data.classes,
-                                            ax=ax, colorbar=False, cmap="Blues")
+    ConfusionMatrixDisplay.from_predictions(
+        data.y_true, data.y_pred, labels=data.classes, ax=ax, colorbar=False, cmap="Blues"
+    )
     ax.set_title(f"Confusion matrix (accuracy {100 * data.accuracy:.1f}%)")
     return fig
 
@@ -135,13 +152,23 @@ def plot_cv_vs_c(probe_card: dict[str, Any]):
     mean, std = scores.mean(axis=0), scores.std(axis=0)
     fig, ax = plt.subplots(figsize=(6.0, 3.8), layout="constrained")
     ax.plot(Cs, 100 * mean, marker="o", color="C0", label="mean over folds")
-    ax.fill_between(Cs, 100 * (mean - std), 100 * (mean + std), color="C0", alpha=0.2,
-                    label="± 1 std over folds")
-    ax.axvline(probe_card["C"], color="C3", linestyle="--",
-               label=f"chosen C = {probe_card['C']:.3g}")
+    ax.fill_between(
+        Cs,
+        100 * (mean - std),
+        100 * (mean + std),
+        color="C0",
+        alpha=0.2,
+        label="± 1 std over folds",
+    )
+    ax.axvline(
+        probe_card["C"], color="C3", linestyle="--", label=f"chosen C = {probe_card['C']:.3g}"
+    )
     ax.set_xscale("log")
-    ax.set(xlabel="C (inverse regularization strength)", ylabel="CV accuracy (%)",
-           title=f"{probe_card['cv_folds']}-fold CV accuracy against C")
+    ax.set(
+        xlabel="C (inverse regularization strength)",
+        ylabel="CV accuracy (%)",
+        title=f"{probe_card['cv_folds']}-fold CV accuracy against C",
+    )
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     return fig
@@ -157,30 +184,51 @@ def plot_sweep(sweep: dict[str, Any]):
     groups = list(dict.fromkeys(tuple(r["layers"]) for r in rows if len(r["layers"]) > 1))
     slot = {g: n_layers + 0.6 + 1.2 * j for j, g in enumerate(groups)}
     for k, pooling in enumerate(dict.fromkeys(r["pooling"] for r in rows)):
-        single = sorted((r for r in rows if r["pooling"] == pooling and len(r["layers"]) == 1),
-                        key=lambda r: r["layers"][0])
-        ax.plot([r["layers"][0] for r in single], [100 * r["cv_accuracy"] for r in single],
-                marker="o", color=f"C{k}", label=pooling)
+        single = sorted(
+            (r for r in rows if r["pooling"] == pooling and len(r["layers"]) == 1),
+            key=lambda r: r["layers"][0],
+        )
+        ax.plot(
+            [r["layers"][0] for r in single],
+            [100 * r["cv_accuracy"] for r in single],
+            marker="o",
+            color=f"C{k}",
+            label=pooling,
+        )
         multi = [r for r in rows if r["pooling"] == pooling and len(r["layers"]) > 1]
-        ax.scatter([slot[tuple(r["layers"])] for r in multi],
-                   [100 * r["cv_accuracy"] for r in multi], marker="D", s=40, color=f"C{k}",
-                   zorder=3)
+        ax.scatter(
+            [slot[tuple(r["layers"])] for r in multi],
+            [100 * r["cv_accuracy"] for r in multi],
+            marker="D",
+            s=40,
+            color=f"C{k}",
+            zorder=3,
+        )
     if groups:
         ax.axvline(n_layers - 0.2, color="lightgrey", linewidth=1)
     if sweep.get("tfidf_cv_accuracy") is not None:
-        ax.axhline(100 * sweep["tfidf_cv_accuracy"], color="grey", linestyle="--",
-                   label="TF-IDF + LR (no transformer)")
+        ax.axhline(
+            100 * sweep["tfidf_cv_accuracy"],
+            color="grey",
+            linestyle="--",
+            label="TF-IDF + LR (no transformer)",
+        )
     if sweep.get("vote_cv_accuracy") is not None:
-        ax.axhline(100 * sweep["vote_cv_accuracy"], color="C3", linestyle=":",
-                   label="best + TF-IDF, voting")
+        ax.axhline(
+            100 * sweep["vote_cv_accuracy"],
+            color="C3",
+            linestyle=":",
+            label="best + TF-IDF, voting",
+        )
     best = max(rows, key=lambda r: r["cv_accuracy"])
     ax.set_xticks(list(range(n_layers)) + list(slot.values()))
-    ax.set_xticklabels([str(i) for i in range(n_layers)]
-                       + [f"{g[0]}-{g[-1]}" for g in groups])
-    ax.set(xlabel="hidden layer (0 = embeddings); right of the line: layers concatenated",
-           ylabel="CV accuracy (%)",
-           title=f"Layer x pooling sweep on training data\n(best: {best['name']}, "
-                 f"{100 * best['cv_accuracy']:.1f}%)")
+    ax.set_xticklabels([str(i) for i in range(n_layers)] + [f"{g[0]}-{g[-1]}" for g in groups])
+    ax.set(
+        xlabel="hidden layer (0 = embeddings); right of the line: layers concatenated",
+        ylabel="CV accuracy (%)",
+        title=f"Layer x pooling sweep on training data\n(best: {best['name']}, "
+        f"{100 * best['cv_accuracy']:.1f}%)",
+    )
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(alpha=0.3)
     return fig
@@ -190,14 +238,24 @@ def plot_learning_curve(curve: dict[str, Any]):
     plt = _pyplot()
     sizes = np.asarray(curve["sizes"])
     fig, ax = plt.subplots(figsize=(6.0, 3.8), layout="constrained")
-    for key, label, color in (("train", "training accuracy", "C1"),
-                              ("cv", "cross-validation accuracy", "C0")):
+    for key, label, color in (
+        ("train", "training accuracy", "C1"),
+        ("cv", "cross-validation accuracy", "C0"),
+    ):
         scores = 100 * np.asarray(curve[key])
         ax.plot(sizes, scores.mean(axis=1), marker="o", color=color, label=label)
-        ax.fill_between(sizes, scores.mean(axis=1) - scores.std(axis=1),
-                        scores.mean(axis=1) + scores.std(axis=1), color=color, alpha=0.2)
-    ax.set(xlabel="training sentences", ylabel="accuracy (%)",
-           title=f"Learning curve at C = {curve['C']:.3g}")
+        ax.fill_between(
+            sizes,
+            scores.mean(axis=1) - scores.std(axis=1),
+            scores.mean(axis=1) + scores.std(axis=1),
+            color=color,
+            alpha=0.2,
+        )
+    ax.set(
+        xlabel="training sentences",
+        ylabel="accuracy (%)",
+        title=f"Learning curve at C = {curve['C']:.3g}",
+    )
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     return fig
@@ -209,12 +267,24 @@ def plot_reliability(data: ReportData):
     fig, ax = plt.subplots(figsize=(4.8, 4.4), layout="constrained")
     floor = 1.0 / len(data.classes)
     ax.plot([floor, 1], [floor, 1], linestyle="--", color="grey", label="perfect calibration")
-    ax.bar([b["low"] for b in bins], [b["accuracy"] for b in bins], width=1 / CALIBRATION_BINS,
-           align="edge", alpha=0.35, color="C0", edgecolor="C0", label="accuracy in bin")
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
-            color="C0")
-    ax.set(xlim=(floor - 0.02, 1.0), ylim=(0, 1.02), xlabel="confidence (top probability)",
-           ylabel="accuracy", title=f"Reliability (ECE = {ece:.3f})")
+    ax.bar(
+        [b["low"] for b in bins],
+        [b["accuracy"] for b in bins],
+        width=1 / CALIBRATION_BINS,
+        align="edge",
+        alpha=0.35,
+        color="C0",
+        edgecolor="C0",
+        label="accuracy in bin",
+    )
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color="C0")
+    ax.set(
+        xlim=(floor - 0.02, 1.0),
+        ylim=(0, 1.02),
+        xlabel="confidence (top probability)",
+        ylabel="accuracy",
+        title=f"Reliability (ECE = {ece:.3f})",
+    )
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     return fig
@@ -226,18 +296,34 @@ def plot_projection(data: ReportData):
 
     plt = _pyplot()
     points = PCA(n_components=2, random_state=0).fit_transform(
-        StandardScaler().fit_transform(data.features))
+        StandardScaler().fit_transform(data.features)
+    )
     wrong = data.y_true != data.y_pred
     fig, ax = plt.subplots(figsize=(6.0, 4.8), layout="constrained")
     for k, label in enumerate(data.classes):
         mine = data.y_true == label
-        ax.scatter(points[mine & ~wrong, 0], points[mine & ~wrong, 1], s=8, alpha=0.45,
-                   color=f"C{k}", label=f"true {label}")
-        ax.scatter(points[mine & wrong, 0], points[mine & wrong, 1], s=22, marker="x",
-                   color=f"C{k}", linewidths=1.0)
+        ax.scatter(
+            points[mine & ~wrong, 0],
+            points[mine & ~wrong, 1],
+            s=8,
+            alpha=0.45,
+            color=f"C{k}",
+            label=f"true {label}",
+        )
+        ax.scatter(
+            points[mine & wrong, 0],
+            points[mine & wrong, 1],
+            s=22,
+            marker="x",
+            color=f"C{k}",
+            linewidths=1.0,
+        )
     ax.scatter([], [], marker="x", color="black", label="misclassified (x)")
-    ax.set(xlabel="first principal component", ylabel="second principal component",
-           title="Test sentences, PCA of the probe's input features")
+    ax.set(
+        xlabel="first principal component",
+        ylabel="second principal component",
+        title="Test sentences, PCA of the probe's input features",
+    )
     ax.legend(loc="best", fontsize="small")
     return fig
 
@@ -253,8 +339,9 @@ def figure_png(fig) -> bytes:
 # --- learning curve and baseline (need the training file) ------------------------------------
 
 
-def learning_curve_scores(X_train: np.ndarray, y_train, C: float, cv: int = 5,
-                          n_jobs: int | None = None) -> dict[str, Any]:
+def learning_curve_scores(
+    X_train: np.ndarray, y_train, C: float, cv: int = 5, n_jobs: int | None = None
+) -> dict[str, Any]:
     """Train and CV accuracy at growing training sizes, the probe's C held fixed."""
     from sklearn.exceptions import FitFailedWarning
     from sklearn.linear_model import LogisticRegression
@@ -268,10 +355,16 @@ def learning_curve_scores(X_train: np.ndarray, y_train, C: float, cv: int = 5,
         warnings.simplefilter("ignore", FitFailedWarning)
         sizes, train, test = learning_curve(
             make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)),
-            X_train, y_train, train_sizes=np.linspace(0.1, 1.0, 6),
-            cv=StratifiedKFold(cv, shuffle=True, random_state=0), n_jobs=n_jobs,
+            X_train,
+            y_train,
+            train_sizes=np.linspace(0.1, 1.0, 6),
+            cv=StratifiedKFold(cv, shuffle=True, random_state=0),
+            n_jobs=n_jobs,
             # Prefixes of a shuffled split: a file sorted by label would give one-class prefixes.
-            shuffle=True, random_state=0, error_score=np.nan)
+            shuffle=True,
+            random_state=0,
+            error_score=np.nan,
+        )
     return {"sizes": sizes.tolist(), "train": train.tolist(), "cv": test.tolist(), "C": C}
 
 
@@ -286,19 +379,26 @@ def write_report(data: ReportData, out: str | Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BadInputError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a "
-                            "writable place") from None
+        raise BadInputError(
+            f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable place"
+        ) from None
     figures: list[tuple[str, str, bytes]] = [
         ("confusion_matrix", "Confusion matrix", figure_png(plot_confusion_matrix(data))),
     ]
     if "c_grid" in data.card["probe"]:  # an out-of-core probe has no C search to show
         figures.append(("cv_vs_c", "Choosing C", figure_png(plot_cv_vs_c(data.card["probe"]))))
     if data.card.get("sweep"):
-        figures.append(("layer_sweep", "Layer and pooling sweep",
-                        figure_png(plot_sweep(data.card["sweep"]))))
+        figures.append(
+            ("layer_sweep", "Layer and pooling sweep", figure_png(plot_sweep(data.card["sweep"])))
+        )
     if data.learning_curve is not None:
-        figures.append(("learning_curve", "Learning curve",
-                        figure_png(plot_learning_curve(data.learning_curve))))
+        figures.append(
+            (
+                "learning_curve",
+                "Learning curve",
+                figure_png(plot_learning_curve(data.learning_curve)),
+            )
+        )
     figures += [
         ("reliability", "Calibration", figure_png(plot_reliability(data))),
         ("projection", "Where the errors are", figure_png(plot_projection(data))),
@@ -306,8 +406,9 @@ def write_report(data: ReportData, out: str | Path) -> Path:
     for name, _, png in figures:
         (out / f"{name}.png").write_bytes(png)
 
-    env = Environment(loader=PackageLoader("bertprobe", "templates"),
-                      autoescape=select_autoescape(["html"]))
+    env = Environment(
+        loader=PackageLoader("bertprobe", "templates"), autoescape=select_autoescape(["html"])
+    )
     bins, ece = calibration_bins(data.confidence, data.y_true == data.y_pred)
     page = env.get_template("report.html").render(
         data=data,
@@ -316,12 +417,18 @@ def write_report(data: ReportData, out: str | Path) -> Path:
         ece=ece,
         per_class=data.per_class(),
         errors=data.confident_errors(),
-        figures=[{"name": n, "title": t, "src": "data:image/png;base64,"
-                  + base64.b64encode(png).decode("ascii")} for n, t, png in figures],
-        sweep_rows=sorted(data.card.get("sweep", {}).get("rows", []),
-                          key=lambda r: -r["cv_accuracy"])[:10],
+        figures=[
+            {
+                "name": n,
+                "title": t,
+                "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+            }
+            for n, t, png in figures
+        ],
+        sweep_rows=sorted(
+            data.card.get("sweep", {}).get("rows", []), key=lambda r: -r["cv_accuracy"]
+        )[:10],
     )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
-

@@ -64,16 +64,24 @@ NON_BLANK_PATTERN = r"[^\s\u0085\u001c-\u001f\ufeff]"
 
 def request_model(limits: ServeLimits) -> type[BaseModel]:
     """The request body, with the limits written into the OpenAPI schema clients see."""
-    text = Annotated[str, StringConstraints(strict=True, min_length=1,
-                                            max_length=limits.max_chars,
-                                            pattern=NON_BLANK_PATTERN)]
+    text = Annotated[
+        str,
+        StringConstraints(
+            strict=True, min_length=1, max_length=limits.max_chars, pattern=NON_BLANK_PATTERN
+        ),
+    ]
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
-        texts=(list[text], Field(min_length=1, max_length=limits.max_texts,
-                                 description="Texts to classify, each with a non-space "
-                                             "character.",
-                                 examples=[["a gorgeous, witty film", "a mess"]])),
+        texts=(
+            list[text],
+            Field(
+                min_length=1,
+                max_length=limits.max_texts,
+                description="Texts to classify, each with a non-space character.",
+                examples=[["a gorgeous, witty film", "a mess"]],
+            ),
+        ),
     )
 
 
@@ -162,7 +170,7 @@ class Batcher:
             start = 0
             for job_texts, future in jobs:
                 if not future.done():  # the client may have gone away
-                    future.set_result(rows[start:start + len(job_texts)])
+                    future.set_result(rows[start : start + len(job_texts)])
                 start += len(job_texts)
 
 
@@ -198,10 +206,11 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send) -> None:
-        response = JSONResponse({"detail": f"request body over {self.max_bytes:,} bytes; send "
-                                           "fewer or shorter texts"}, status_code=413)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": response.raw_headers})
+        response = JSONResponse(
+            {"detail": f"request body over {self.max_bytes:,} bytes; send fewer or shorter texts"},
+            status_code=413,
+        )
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
 
 
@@ -235,7 +244,7 @@ def create_app(
         title="bertprobe",
         version=model.card.get("versions", {}).get("bertprobe", "0"),
         description=f"Sentence classifier {model.id}: {model.card['encoder']['name']} "
-                    f"encoder, linear probe over labels {', '.join(map(str, classes))}.",
+        f"encoder, linear probe over labels {', '.join(map(str, classes))}.",
         lifespan=lifespan,
     )
     app.state.batcher = batcher
@@ -245,18 +254,27 @@ def create_app(
 
     PredictRequest = request_model(limits)
 
-    @app.post("/v1/predict", response_model=PredictResponse,
-              responses={413: too_large, 422: {"model": ErrorBody,
-                                               "description": "The body breaks a limit."}})
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses={
+            413: too_large,
+            422: {"model": ErrorBody, "description": "The body breaks a limit."},
+        },
+    )
     async def predict(body: PredictRequest) -> PredictResponse:
         """Labels and class probabilities, one prediction per text, in order."""
         rows = await batcher.submit(list(body.texts))
         return PredictResponse(
             model=model.id,
-            predictions=[Prediction(label=classes[int(np.argmax(row))],
-                                    probabilities={str(c): float(p)
-                                                   for c, p in zip(classes, row, strict=True)})
-                         for row in rows])
+            predictions=[
+                Prediction(
+                    label=classes[int(np.argmax(row))],
+                    probabilities={str(c): float(p) for c, p in zip(classes, row, strict=True)},
+                )
+                for row in rows
+            ],
+        )
 
     @app.get("/v1/model")
     async def model_card() -> dict[str, Any]:
@@ -274,8 +292,10 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # One readable line ("texts.1: String should have at most 200 characters"), not a list.
-        problems = ["{}: {}".format(".".join(str(x) for x in err["loc"][1:]) or "body",
-                                    err["msg"]) for err in exc.errors()]
+        problems = [
+            "{}: {}".format(".".join(str(x) for x in err["loc"][1:]) or "body", err["msg"])
+            for err in exc.errors()
+        ]
         return JSONResponse({"detail": "; ".join(problems[:5])}, status_code=422)
 
     @app.exception_handler(HTTPException)
@@ -294,19 +314,30 @@ def listen_socket(host: str, port: int) -> socket.socket:
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as exc:
-        raise BadInputError(f"host {host!r} is not an address this machine can listen on "
-                            f"({exc}); use e.g. 127.0.0.1 or 0.0.0.0") from None
+        raise BadInputError(
+            f"host {host!r} is not an address this machine can listen on "
+            f"({exc}); use e.g. 127.0.0.1 or 0.0.0.0"
+        ) from None
     try:
         return socket.create_server(address, family=family)
     except OSError as exc:
-        raise BadInputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
-                            "another port or stop the program that holds it") from None
+        raise BadInputError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
+            "another port or stop the program that holds it"
+        ) from None
 
 
-def serve(model: ProbeModel, *, host: str = "127.0.0.1", port: int = 8000,
-          limits: ServeLimits = ServeLimits(), batching: BatchingConfig = BatchingConfig(),
-          device: str = "cpu", graceful_seconds: float = 30.0,
-          sock: socket.socket | None = None) -> None:
+def serve(
+    model: ProbeModel,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: ServeLimits = ServeLimits(),
+    batching: BatchingConfig = BatchingConfig(),
+    device: str = "cpu",
+    graceful_seconds: float = 30.0,
+    sock: socket.socket | None = None,
+) -> None:
     """Run the app on uvicorn until SIGINT/SIGTERM; requests in flight are finished first.
 
     ``sock``, from :func:`listen_socket`, is used instead of binding ``host:port`` here.
@@ -315,7 +346,8 @@ def serve(model: ProbeModel, *, host: str = "127.0.0.1", port: int = 8000,
 
     sock = sock or listen_socket(host, port)
     app = create_app(model, limits=limits, batching=batching, device=device)
-    config = uvicorn.Config(app, host=host, port=port,
-                            timeout_graceful_shutdown=graceful_seconds, log_level="info")
+    config = uvicorn.Config(
+        app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info"
+    )
     with sock:
         uvicorn.Server(config).run(sockets=[sock])

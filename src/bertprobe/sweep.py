@@ -78,8 +78,7 @@ class SweepResult:
     @property
     def vote_wins(self) -> bool:
         """Whether the best probe voting with TF-IDF beats the best probe alone, by CV."""
-        return (self.vote_cv_accuracy is not None
-                and self.vote_cv_accuracy > self.best.cv_accuracy)
+        return self.vote_cv_accuracy is not None and self.vote_cv_accuracy > self.best.cv_accuracy
 
     @property
     def choice(self) -> str:
@@ -105,11 +104,16 @@ def candidates(num_hidden_states: int, poolings: Sequence[str]) -> list[Candidat
     last = num_hidden_states - 1
     found: list[Candidate] = []
     for pooling in poolings:
-        found += [Candidate(f"layer {layer} {pooling}", pooling, (layer,))
-                  for layer in range(num_hidden_states)]
+        found += [
+            Candidate(f"layer {layer} {pooling}", pooling, (layer,))
+            for layer in range(num_hidden_states)
+        ]
         if last >= 4:
-            found.append(Candidate(f"layers {last - 3}-{last} {pooling}", pooling,
-                                   tuple(range(last - 3, last + 1))))
+            found.append(
+                Candidate(
+                    f"layers {last - 3}-{last} {pooling}", pooling, tuple(range(last - 3, last + 1))
+                )
+            )
         found.append(Candidate(f"layers 0-{last} {pooling}", pooling, tuple(range(last + 1))))
     return found
 
@@ -119,8 +123,9 @@ def parse_poolings(value: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in value.split(",") if p.strip())
     unknown = [p for p in names if p not in POOLINGS]
     if not names or unknown:
-        raise BadInputError(f"--poolings {value!r}: choose from {', '.join(POOLINGS)}, comma "
-                            "separated")
+        raise BadInputError(
+            f"--poolings {value!r}: choose from {', '.join(POOLINGS)}, comma separated"
+        )
     return names
 
 
@@ -143,10 +148,18 @@ def run_sweep(
     """Score every candidate by CV on (texts, labels); see the module docstring."""
     start = time.perf_counter()
     check_trainable(labels, cv)
-    views = [View(layer, pooling) for pooling in poolings
-             for layer in range(model.num_hidden_states)]
-    X, stats = embed_views(texts, model, views, max_length=max_length, batch_size=batch_size,
-                           cache=cache, progress=progress)
+    views = [
+        View(layer, pooling) for pooling in poolings for layer in range(model.num_hidden_states)
+    ]
+    X, stats = embed_views(
+        texts,
+        model,
+        views,
+        max_length=max_length,
+        batch_size=batch_size,
+        cache=cache,
+        progress=progress,
+    )
     by_view = X.reshape(len(texts), len(views), model.hidden_size)
     position = {view: j for j, view in enumerate(views)}
     y = np.asarray(labels)
@@ -158,22 +171,42 @@ def run_sweep(
         fit_start = time.perf_counter()
         probe = LinearProbe(Cs=tuple(Cs), cv=cv, n_jobs=n_jobs).fit(features, y)
         best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
-        row = SweepRow(cand.name, cand.pooling, list(cand.layers), features.shape[1],
-                       probe.cv_accuracy_, float(probe.cv_scores_[:, best].std()), probe.C_,
-                       time.perf_counter() - fit_start)
+        row = SweepRow(
+            cand.name,
+            cand.pooling,
+            list(cand.layers),
+            features.shape[1],
+            probe.cv_accuracy_,
+            float(probe.cv_scores_[:, best].std()),
+            probe.C_,
+            time.perf_counter() - fit_start,
+        )
         rows.append(row)
         if on_row is not None:
             on_row(row)
 
-    result = SweepResult(encoder=model.ref.name, n_train=len(texts), cv=cv, rows=rows,
-                         tfidf_cv_accuracy=None, embed=stats, seconds=0.0)
+    result = SweepResult(
+        encoder=model.ref.name,
+        n_train=len(texts),
+        cv=cv,
+        rows=rows,
+        tfidf_cv_accuracy=None,
+        embed=stats,
+        seconds=0.0,
+    )
     if tfidf:
         result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
         best = result.best
         chosen = [position[View(layer, best.pooling)] for layer in best.layers]
         result.vote_cv_accuracy = vote_cv_accuracy(
-            by_view[:, chosen, :].reshape(len(texts), -1), texts, y, probe_C=best.C,
-            tfidf_C=tfidf_C, cv=cv, n_jobs=n_jobs)
+            by_view[:, chosen, :].reshape(len(texts), -1),
+            texts,
+            y,
+            probe_C=best.C,
+            tfidf_C=tfidf_C,
+            cv=cv,
+            n_jobs=n_jobs,
+        )
     result.seconds = time.perf_counter() - start
     return result
 
@@ -191,15 +224,26 @@ def tfidf_pipeline(cv: int = 5, Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int 
 
     return make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-        LogisticRegressionCV(Cs=list(Cs), l1_ratios=(0.0,), scoring="accuracy",
-                             cv=StratifiedKFold(cv, shuffle=True, random_state=0),
-                             max_iter=1000, n_jobs=n_jobs, use_legacy_attributes=False),
+        LogisticRegressionCV(
+            Cs=list(Cs),
+            l1_ratios=(0.0,),
+            scoring="accuracy",
+            cv=StratifiedKFold(cv, shuffle=True, random_state=0),
+            max_iter=1000,
+            n_jobs=n_jobs,
+            use_legacy_attributes=False,
+        ),
     )
 
 
-def tfidf_cv_accuracy(texts: Sequence[str], y, *, cv: int = 5,
-                      Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int | None = None
-                      ) -> tuple[float, float]:
+def tfidf_cv_accuracy(
+    texts: Sequence[str],
+    y,
+    *,
+    cv: int = 5,
+    Cs: Sequence[float] = TFIDF_C_GRID,
+    n_jobs: int | None = None,
+) -> tuple[float, float]:
     """Mean CV accuracy of the TF-IDF baseline at its best C (and that C), scored as the probes
     are.
 
@@ -212,8 +256,16 @@ def tfidf_cv_accuracy(texts: Sequence[str], y, *, cv: int = 5,
     return float(scores.mean(axis=0).max()), float(search.C_)
 
 
-def vote_cv_accuracy(features: np.ndarray, texts: Sequence[str], y, *, probe_C: float,
-                     tfidf_C: float, cv: int = 5, n_jobs: int | None = None) -> float:
+def vote_cv_accuracy(
+    features: np.ndarray,
+    texts: Sequence[str],
+    y,
+    *,
+    probe_C: float,
+    tfidf_C: float,
+    cv: int = 5,
+    n_jobs: int | None = None,
+) -> float:
     """CV accuracy of the probe and the TF-IDF baseline voting with equal weight.
 
     Each fold trains both on the other folds (at the C each chose on the whole training set)
@@ -233,9 +285,11 @@ def vote_cv_accuracy(features: np.ndarray, texts: Sequence[str], y, *, probe_C: 
     y = np.asarray(y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        p_probe = cross_val_predict(probe, features, y, cv=folds, method="predict_proba",
-                                    n_jobs=n_jobs)
-    p_text = cross_val_predict(text, list(texts), y, cv=folds, method="predict_proba",
-                               n_jobs=n_jobs)
+        p_probe = cross_val_predict(
+            probe, features, y, cv=folds, method="predict_proba", n_jobs=n_jobs
+        )
+    p_text = cross_val_predict(
+        text, list(texts), y, cv=folds, method="predict_proba", n_jobs=n_jobs
+    )
     classes = np.unique(y)
     return float(np.mean(classes[(p_probe + p_text).argmax(axis=1)] == y))

@@ -21,8 +21,9 @@ SST2_SPLITS = ("train", "dev", "test")
 def sst2_path(split: str) -> Path:
     """Path of a bundled SST-2 sentence split (``text<TAB>label``, no header)."""
     if split not in SST2_SPLITS:
-        raise BadInputError(f"unknown SST-2 split {split!r}; choose one of "
-                            f"{', '.join(SST2_SPLITS)}")
+        raise BadInputError(
+            f"unknown SST-2 split {split!r}; choose one of {', '.join(SST2_SPLITS)}"
+        )
     return Path(str(files("bertprobe.datasets") / "sst2" / f"{split}.tsv"))
 
 
