@@ -14,7 +14,9 @@ Example:
     0.81...
 """
 
+from bertprobe.data import ReadOptions
 from bertprobe.encode import (
+    EncoderOptions,
     EncoderRef,
     FeatureSpec,
     TextEmbedder,
@@ -23,6 +25,7 @@ from bertprobe.encode import (
     resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError, EncoderNotFoundError, ModelFolderError
+from bertprobe.model import TrainOptions, TrainResult, train
 from bertprobe.persist import ProbeModel, load_model, save_model
 from bertprobe.probe import LinearProbe
 
@@ -32,15 +35,20 @@ __all__ = [
     "BadInputError",
     "BertprobeError",
     "EncoderNotFoundError",
+    "EncoderOptions",
     "EncoderRef",
     "FeatureSpec",
     "LinearProbe",
     "ModelFolderError",
     "ProbeModel",
+    "ReadOptions",
     "TextEmbedder",
+    "TrainOptions",
+    "TrainResult",
     "embed",
     "load_encoder",
     "load_model",
     "resolve_encoder",
     "save_model",
+    "train",
 ]

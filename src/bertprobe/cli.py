@@ -7,48 +7,44 @@ error. A problem with the input is one line on standard error and exit status 2.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from bertprobe.cache import EmbeddingCache, default_cache_dir, open_cache
+from bertprobe.cache import EmbeddingCache, open_cache
 from bertprobe.data import (
     LabelledTexts,
-    align_labels,
+    ReadOptions,
     check_output_path,
-    iter_chunks,
     read_labelled,
     read_texts,
 )
 from bertprobe.encode import (
     DEFAULT_ENCODER,
     POOLINGS,
+    EncoderOptions,
     FeatureSpec,
-    embed,
     load_encoder,
     parse_layers,
 )
 from bertprobe.errors import BadInputError, BertprobeError
-from bertprobe.features import embed_file, iter_feature_rows
+from bertprobe.features import embed_file
+from bertprobe.model import TrainOptions, TrainResult, accuracy, read_training_set
+from bertprobe.model import train as train_model
 from bertprobe.persist import (
     ProbeModel,
-    check_model_destination,
-    file_record,
     load_model,
-    save_model,
 )
-from bertprobe.probe import LinearProbe, OutOfCoreProbe, check_trainable, parse_c_grid
+from bertprobe.probe import LinearProbe, OutOfCoreProbe, parse_c_grid
 from bertprobe.sweep import SweepResult, parse_poolings, run_sweep, tfidf_pipeline
 
 app = typer.Typer(
@@ -160,11 +156,6 @@ def _column(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else value
 
 
-def _accuracy(y_true, predicted) -> float:
-    """Share of equal labels, compared by text (see align_labels: "1" and 1 are one label)."""
-    return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))
-
-
 def _percent(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
@@ -225,304 +216,98 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
-    if out is not None:
-        check_model_destination(out)
-    spec = FeatureSpec(pooling, parse_layers(layer), max_length)
-    if out_of_core:
-        if auto:
-            raise BadInputError(
-                "--auto and --out-of-core do not combine (the sweep holds every "
-                "layer of the training set in memory); choose --pooling and "
-                "--layer, or drop --out-of-core"
-            )
-        _train_out_of_core(
-            data,
-            test,
-            out,
-            encoder,
-            spec,
-            batch_size=batch_size,
-            max_tokens=max_tokens,
-            cache_dir=cache_dir,
-            no_cache=no_cache,
-            device=device,
-            backend=backend,
-            text_col=text_col,
-            label_col=label_col,
-            drop_empty=drop_empty,
-            as_json=as_json,
+    with _in_cli_words({"auto and out_of_core": "--auto and --out-of-core", "Cs=": "--c-grid "}):
+        options = TrainOptions(
+            Cs=c_grid, cv=cv, n_jobs=jobs, auto=auto, poolings=poolings, out_of_core=out_of_core
         )
-        return
-    grid = parse_c_grid(c_grid)
-    sweep_poolings = parse_poolings(poolings) if auto else ()
-    train_set = _training_set(data, text_col, label_col, drop_empty, cv)
-    test_set = _labelled(test, text_col, label_col, drop_empty) if test is not None else None
-    if test_set is not None:  # before any work: a test file with other labels is refused now
-        align_labels(test_set.labels, sorted(set(train_set.labels), key=str), str(test))
-    _report_dropped(train_set, test_set)
-
-    model = load_encoder(encoder, device, backend)
-    sweep: SweepResult | None = None
-    with ExitStack() as stack:
-        cache = _cache(stack, cache_dir, no_cache)
-        if auto:
-            sweep = run_sweep(
-                train_set.texts,
-                train_set.labels,
-                model,
-                poolings=sweep_poolings,
-                cv=cv,
-                max_length=max_length,
-                cache=cache,
-                batch_size=batch_size,
-                n_jobs=jobs,
-                progress=not as_json,
-            )
-            spec = FeatureSpec(sweep.best.pooling, tuple(sweep.best.layers), max_length)
-            layer = ",".join(str(x) for x in spec.layers)
-        options = dict(
-            batch_size=batch_size, max_tokens=max_tokens, cache=cache, progress=not as_json
-        )
-        X_train, train_stats = embed(train_set.texts, model, spec, **options)
-        X_test, test_stats = (
-            embed(test_set.texts, model, spec, **options) if test_set is not None else (None, None)
-        )
-
-    fit_start = time.perf_counter()
-    probe = LinearProbe(Cs=grid, cv=cv, n_jobs=jobs).fit(X_train, train_set.labels)
-    voter = None
-    if sweep is not None and sweep.vote_wins:
-        voter = tfidf_pipeline(cv=cv, n_jobs=jobs).fit(train_set.texts, train_set.labels)
-    fit_seconds = time.perf_counter() - fit_start
-    test_accuracy = None
-    if test_set is not None:
-        trained = ProbeModel(card={}, probe=probe, encoder=model.ref, spec=spec, text_model=voter)
-        predicted = trained.predict_from(X_test, test_set.texts)
-        test_accuracy = _accuracy(test_set.labels, predicted)
-
-    max_len = train_stats.max_length
-    result: dict[str, Any] = {
-        "cv_accuracy": probe.cv_accuracy_,
-        "test_accuracy": test_accuracy,
-        "C": probe.C_,
-        "n_train": len(train_set),
-        "n_test": len(test_set) if test_set is not None else 0,
-        "labels": [_jsonable(c) for c in probe.classes_],
-        "encoder": encoder,
-        "encoder_fingerprint": model.ref.fingerprint,
-        "pooling": spec.pooling,
-        "layer": list(spec.layers) if len(spec.layers) > 1 else spec.layers[0],
-        "backend": backend,
-        "max_length": max_len,
-        "embed_seconds": train_stats.seconds + (test_stats.seconds if test_stats else 0.0),
-        "fit_seconds": fit_seconds,
-        "n_cached": train_stats.n_cached + (test_stats.n_cached if test_stats else 0),
-        "n_truncated": train_stats.n_truncated + (test_stats.n_truncated if test_stats else 0),
-        "model_dir": str(out) if out is not None else None,
-        "auto": sweep.choice if sweep is not None else None,
-        "vote_cv_accuracy": sweep.vote_cv_accuracy if sweep is not None else None,
-        "sweep_seconds": sweep.seconds if sweep is not None else None,
-    }
-    if out is not None:
-        data_records = {"train": file_record(data, len(train_set), train_set.sha256)}
-        if test_set is not None:
-            data_records["test"] = file_record(test, len(test_set), test_set.sha256)
-        metrics = {k: result[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
-        if voter is not None:
-            metrics["vote_cv_accuracy"] = sweep.vote_cv_accuracy
-        save_model(
-            out,
-            probe,
-            model.ref,
-            spec,
-            max_length=max_len,
-            backend=backend,
-            metrics=metrics,
-            data=data_records,
-            extra={"sweep": sweep.to_dict()} if sweep is not None else None,
-            text_model=voter,
-        )
-
+    encoding = EncoderOptions(
+        encoder,
+        pooling=pooling,
+        layers=layer,
+        max_length=max_length,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        device=device,
+        backend=backend,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        progress=not as_json,
+    )
+    reading = ReadOptions(
+        text_col=_column(text_col), label_col=_column(label_col), drop_empty=drop_empty
+    )
+    result = train_model(
+        data, test=test, encoding=encoding, options=options, reading=reading, out=out
+    )
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(result.to_dict()))
         return
-    if sweep is not None:
-        _print_sweep(sweep)
-    counts = Counter(train_set.labels)
-    typer.echo(
-        f"train     {data}: {len(train_set):,} texts, {len(counts)} classes ("
-        + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str))
-        + ")"
-    )
-    typer.echo(
-        f"encoder   {encoder} ({model.ref.fingerprint[:19]}), pooling {spec.pooling}, "
-        f"layer {layer}, max length {max_len}"
-    )
-    total = train_stats.n_texts + (test_stats.n_texts if test_stats else 0)
-    typer.echo(
-        f"embedded  {total:,} texts in {result['embed_seconds']:.1f} s "
-        f"({result['n_cached']:,} from cache, {result['n_truncated']:,} truncated)"
-    )
-    typer.echo(
-        f"probe     C = {probe.C_:.4g} by {cv}-fold CV (CV accuracy "
-        f"{_percent(probe.cv_accuracy_)}), fit in {fit_seconds:.1f} s"
-    )
-    if voter is not None:
+    _print_training(result, data, test)
+
+
+def _print_training(result: TrainResult, data: Path, test: Path | None) -> None:
+    summary, model, probe = result.to_dict(), result.model, result.probe
+    if isinstance(probe, OutOfCoreProbe):
         typer.echo(
-            f"vote      with TF-IDF + LR (C = {voter[-1].C_:.3g}): CV accuracy "
-            f"{_percent(sweep.vote_cv_accuracy)} against {_percent(probe.cv_accuracy_)} "
-            "alone"
+            f"train     {data}: {result.n_train:,} texts, out of core; features in "
+            f"{result.feature_dir}"
         )
-    if test_set is not None:
-        typer.echo(f"test      {test}: {len(test_set):,} texts, accuracy {_percent(test_accuracy)}")
-    if out is not None:
-        typer.echo(f"saved     {out}")
+        typer.echo(
+            f"embedded  in {result.embed_seconds:.1f} s; fit by SGD in {result.fit_seconds:.1f} "
+            f"s, alpha = {probe.alpha_:.3g} (held-out accuracy "
+            f"{_percent(probe.holdout_accuracy_)})"
+        )
+    else:
+        _report_dropped(result.train_data, result.test_data)
+        if result.sweep is not None:
+            _print_sweep(result.sweep)
+        counts = Counter(result.train_data.labels if result.train_data else [])
+        typer.echo(
+            f"train     {data}: {result.n_train:,} texts, {len(counts)} classes ("
+            + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str))
+            + ")"
+        )
+        layers = ",".join(str(x) for x in model.spec.layers)
+        typer.echo(
+            f"encoder   {model.encoder.name} ({model.encoder.fingerprint[:19]}), pooling "
+            f"{model.spec.pooling}, layer {layers}, max length {summary['max_length']}"
+        )
+        total = sum(s.n_texts for s in (result.train_stats, result.test_stats) if s is not None)
+        typer.echo(
+            f"embedded  {total:,} texts in {result.embed_seconds:.1f} s "
+            f"({summary['n_cached']:,} from cache, {summary['n_truncated']:,} truncated)"
+        )
+        typer.echo(
+            f"probe     C = {probe.C_:.4g} by {probe.cv}-fold CV (CV accuracy "
+            f"{_percent(probe.cv_accuracy_)}), fit in {result.fit_seconds:.1f} s"
+        )
+        voter = model.text_model
+        if voter is not None and result.sweep is not None:
+            typer.echo(
+                f"vote      with TF-IDF + LR (C = {voter[-1].C_:.3g}): CV accuracy "
+                f"{_percent(result.sweep.vote_cv_accuracy)} against "
+                f"{_percent(probe.cv_accuracy_)} alone"
+            )
+    if result.test_accuracy is not None:
+        typer.echo(
+            f"test      {test}: {result.n_test:,} texts, accuracy {_percent(result.test_accuracy)}"
+        )
+    if result.out is not None:
+        typer.echo(f"saved     {result.out}")
     else:
         _note("note: no --out given, so the model was not saved")
 
 
-def _train_out_of_core(
-    data: Path,
-    test: Path | None,
-    out: Path | None,
-    encoder: str,
-    spec: FeatureSpec,
-    *,
-    batch_size: int,
-    max_tokens: int | None,
-    cache_dir: Path | None,
-    no_cache: bool,
-    device: str,
-    backend: str,
-    text_col: str | None,
-    label_col: str | None,
-    drop_empty: bool,
-    as_json: bool,
-) -> None:
-    """train --out-of-core: file -> features on disk (resumable) -> OutOfCoreProbe, in chunks."""
-    columns = dict(text_col=_column(text_col), label_col=_column(label_col), drop_empty=drop_empty)
-    model = load_encoder(encoder, device, backend)
-    feature_dir = (cache_dir or default_cache_dir()) / "features"
-    start = time.perf_counter()
-    # Labels first: this pass checks every row, so embedding starts only on sound files.
-    labels_of = {
-        split: np.asarray(
-            [y for chunk in iter_chunks(path, want_labels=True, **columns) for y in chunk.labels]
-        )
-        for split, path in (("train", data), ("test", test))
-        if path is not None
-    }
+@contextmanager
+def _in_cli_words(flags: dict[str, str]) -> Iterator[None]:
+    """Library errors name parameters (``Cs=``); the CLI user knows flags (``--c-grid``)."""
     try:
-        check_trainable(labels_of["train"].tolist(), 2)
+        yield
     except BadInputError as exc:
-        raise BadInputError(f"{data}: {exc}") from None
-    if "test" in labels_of:
-        align_labels(
-            labels_of["test"].tolist(), sorted(set(labels_of["train"].tolist()), key=str), str(test)
-        )
-    splits: dict[str, tuple[Path, np.ndarray, str]] = {}
-    for split, path in (("train", data), ("test", test)):
-        if path is None:
-            continue
-        labels = labels_of[split]
-        job = json.dumps(
-            [
-                str(path.resolve()),
-                model.ref.fingerprint,
-                backend,
-                spec.pooling,
-                spec.layers,
-                spec.max_length,
-                text_col,
-                drop_empty,
-            ]
-        )
-        features = feature_dir / f"{hashlib.sha256(job.encode()).hexdigest()[:24]}.npy"
-        with ExitStack() as stack:
-            stats = embed_file(
-                path,
-                features,
-                model,
-                spec,
-                batch_size=batch_size,
-                max_tokens=max_tokens,
-                cache=_cache(stack, cache_dir, no_cache),
-                text_col=columns["text_col"],
-                drop_empty=drop_empty,
-                progress=not as_json,
-            )
-        if stats.n_texts != len(labels):  # both passes skip the same rows; guard the pairing
-            raise BertprobeError(f"{path}: {stats.n_texts} vectors for {len(labels)} labels")
-        splits[split] = features, labels, stats.source_sha256
-    embed_seconds = time.perf_counter() - start
-
-    def chunks(split: str, rows: int = 8192):
-        features, labels, _ = splits[split]
-        return (
-            (X, labels[i : i + len(X)])
-            for X, i in zip(
-                iter_feature_rows(features, rows), range(0, len(labels), rows), strict=True
-            )
-        )
-
-    fit_start = time.perf_counter()
-    probe = OutOfCoreProbe().fit_chunks(lambda: chunks("train"))
-    fit_seconds = time.perf_counter() - fit_start
-    test_accuracy = None
-    if "test" in splits:
-        correct = sum(
-            int(np.sum(probe.predict(X).astype(str) == y.astype(str))) for X, y in chunks("test")
-        )
-        test_accuracy = correct / len(splits["test"][1])
-    n_train = len(splits["train"][1])
-    n_test = len(splits["test"][1]) if "test" in splits else 0
-    result = {
-        "holdout_accuracy": probe.holdout_accuracy_,
-        "test_accuracy": test_accuracy,
-        "alpha": probe.alpha_,
-        "n_train": n_train,
-        "n_test": n_test,
-        "labels": [_jsonable(c) for c in probe.classes_],
-        "encoder": encoder,
-        "pooling": spec.pooling,
-        "layer": list(spec.layers),
-        "backend": backend,
-        "embed_seconds": embed_seconds,
-        "fit_seconds": fit_seconds,
-        "model_dir": str(out) if out is not None else None,
-    }
-    if out is not None:
-        records = {"train": file_record(data, n_train, splits["train"][2])}
-        if test is not None:
-            records["test"] = file_record(test, n_test, splits["test"][2])
-        metrics = {
-            "holdout_accuracy": probe.holdout_accuracy_,
-            "test_accuracy": test_accuracy,
-            "n_train": n_train,
-            "n_test": n_test,
-        }
-        save_model(
-            out,
-            probe,
-            model.ref,
-            spec,
-            max_length=spec.max_length or model.max_length,
-            backend=backend,
-            metrics=metrics,
-            data=records,
-        )
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    typer.echo(f"train     {data}: {n_train:,} texts, out of core; features in {feature_dir}")
-    typer.echo(
-        f"embedded  in {embed_seconds:.1f} s; fit by SGD in {fit_seconds:.1f} s, alpha = "
-        f"{probe.alpha_:.3g} (held-out accuracy {_percent(probe.holdout_accuracy_)})"
-    )
-    if test_accuracy is not None:
-        typer.echo(f"test      {test}: {n_test:,} texts, accuracy {_percent(test_accuracy)}")
-    if out is not None:
-        typer.echo(f"saved     {out}")
+        message = str(exc)
+        for words, flag in flags.items():
+            message = message.replace(words, flag)
+        raise BadInputError(message) from None
 
 
 @app.command()
@@ -568,7 +353,7 @@ def evaluate(
         y_true, predicted, labels=labels, output_dict=True, zero_division=0
     )
     result = {
-        "accuracy": _accuracy(y_true, predicted),
+        "accuracy": accuracy(y_true, predicted),
         "n": len(test_set),
         "model": model.id,
         "labels": [_jsonable(x) for x in labels],
@@ -1024,13 +809,8 @@ def _labelled(
 def _training_set(
     path: Path, text_col: str | None, label_col: str | None, drop_empty: bool, cv: int
 ) -> LabelledTexts:
-    """A labelled file checked for cross-validated training before anything is embedded."""
-    train_set = _labelled(path, text_col, label_col, drop_empty)
-    try:
-        check_trainable(train_set.labels, cv)
-    except BadInputError as exc:
-        raise BadInputError(f"{path}: {exc}") from None
-    return train_set
+    reading = ReadOptions(_column(text_col), _column(label_col), drop_empty=drop_empty)
+    return read_training_set(path, reading, cv)
 
 
 def _report_dropped(*sets: LabelledTexts | None) -> None:

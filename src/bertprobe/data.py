@@ -55,6 +55,42 @@ class LabelledTexts:
         return len(self.texts)
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How rows are read from a file: built once, passed whole.
+
+    Parameters
+    ----------
+    text_col, label_col : str or int, optional
+        The text and label columns, by header name or 0-based index (default: recognised
+        header names, else the first and the last column).
+    header : bool, optional
+        Whether the first line is a header (default: guessed from the first line).
+    drop_empty : bool
+        Skip rows whose text is empty instead of refusing the file.
+
+    Examples
+    --------
+    >>> ReadOptions(text_col="review", label_col="stars").label_col
+    'stars'
+    """
+
+    text_col: str | int | None = None
+    label_col: str | int | None = None
+    header: bool | None = None
+    drop_empty: bool = False
+
+    def read_labelled(self, path: str | Path) -> LabelledTexts:
+        """The labelled rows of ``path``, every row checked."""
+        return read_labelled(
+            path,
+            text_col=self.text_col,
+            label_col=self.label_col,
+            header=self.header,
+            drop_empty=self.drop_empty,
+        )
+
+
 def read_labelled(
     path: str | Path,
     *,

@@ -20,9 +20,11 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 import numpy as np
@@ -30,10 +32,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from bertprobe.cache import EmbeddingCache, open_cache
 from bertprobe.errors import BadInputError, EncoderNotFoundError
-from bertprobe.export import check_backend, onnx_path, onnx_session
+from bertprobe.export import Backend, check_backend, onnx_path, onnx_session
 
 DEFAULT_ENCODER = "distilbert-base-uncased"
-POOLINGS = ("cls", "mean", "max")
+Pooling = Literal["cls", "mean", "max"]
+POOLINGS: tuple[Pooling, ...] = ("cls", "mean", "max")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Files a frozen encoder needs from the hub: configs, vocabularies and safetensors weights.
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
@@ -357,6 +360,78 @@ class FeatureSpec:
             raise BadInputError("no layer given; pass --layer with an index such as -1 or -4,-1")
         if self.max_length is not None and self.max_length < 2:
             raise BadInputError(f"max length {self.max_length} is too small; use at least 2")
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """How texts become vectors: which encoder, which features, and how it runs. Built once
+    and passed whole to training, embedding and prediction.
+
+    Parameters
+    ----------
+    encoder : str
+        A Hugging Face hub name, a local model folder, or ``"minilm"`` (bundled, offline).
+    pooling : {"cls", "mean", "max"}
+        How a text's token vectors become one.
+    layers : int, str or tuple of int
+        Hidden state(s): 0 is the embedding layer, -1 the last; several are concatenated.
+        ``"-2,-1"`` is read as ``(-2, -1)``.
+    max_length : int, optional
+        Truncate texts at this many tokens (default: the encoder's limit).
+    batch_size : int
+        Texts per forward pass.
+    max_tokens : int, optional
+        Also cap a batch at this many padded tokens.
+    device : str
+        A torch device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    backend : {"torch", "onnx", "onnx-int8"}
+        How the forward pass runs.
+    cache_dir : str or Path, optional
+        The embedding cache folder (default: ``$BERTPROBE_CACHE_DIR`` or the user cache).
+    use_cache : bool
+        Read and write the embedding cache.
+    progress : bool
+        Show progress bars on standard error.
+
+    Examples
+    --------
+    >>> options = EncoderOptions("minilm", pooling="mean", layers="-2,-1")
+    >>> options.layers, options.spec.pooling
+    ((-2, -1), 'mean')
+    """
+
+    encoder: str = DEFAULT_ENCODER
+    pooling: Pooling = "cls"
+    layers: tuple[int, ...] = (-1,)
+    max_length: int | None = None
+    batch_size: int = 32
+    max_tokens: int | None = None
+    device: str = "cpu"
+    backend: Backend = "torch"
+    cache_dir: str | Path | None = None
+    use_cache: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", parse_layers(self.layers))
+        FeatureSpec(self.pooling, self.layers, self.max_length)  # checks those three
+        check_backend(self.backend)
+        for name in ("batch_size", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BadInputError(f"{name}={value}: use at least 1")
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return FeatureSpec(self.pooling, self.layers, self.max_length)
+
+    def load(self) -> LoadedEncoder:
+        """The encoder, loaded once per process (see :func:`load_encoder`)."""
+        return load_encoder(self.encoder, self.device, self.backend)
+
+    def open_cache(self) -> AbstractContextManager[EmbeddingCache | None]:
+        """The embedding cache to use in a ``with`` block, or ``None`` when it is off."""
+        return open_cache(self.cache_dir) if self.use_cache else nullcontext(None)
 
 
 def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:

@@ -12,10 +12,12 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Literal
 
 from bertprobe.errors import BadInputError
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
 
 
 def check_backend(backend: str) -> str:
