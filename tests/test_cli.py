@@ -385,3 +385,17 @@ def test_outputs_are_checked_before_any_work(
         ["train", sentiment_tsv, "--encoder", tiny_distilbert, "--out", sentiment_tsv], capsys
     )
     assert code == 2 and "is a file, and a folder is written there" in err
+
+
+def test_predict_refuses_a_card_edited_in_a_decisive_field(tiny_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    card = json.loads((model / "card.json").read_text())
+    card["features"]["pooling"] = "cls"  # the hand edit that used to answer from wrong features
+    (model / "card.json").write_text(json.dumps(card, indent=2))
+    code, stdout, err = run(["predict", "--model", model, "the film was great"], capsys)
+    assert code == 2 and stdout == ""
+    assert err == (
+        f"bertprobe: error: {model / 'card.json'} was edited in a field that decides predictions "
+        "(features.pooling); restore it or retrain\n"
+    )

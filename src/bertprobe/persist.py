@@ -4,13 +4,15 @@
 
     models/sst2/
       card.json     encoder name + fingerprint, features, labels, C, metrics, data hashes,
-                    library versions, date, and the SHA-256 of every other file
+                    library versions, date, the SHA-256 of every other file, and a seal
+                    (SHA-256s of the fields that decide predictions)
       probe.skops   the fitted LinearProbe
 
-Loading checks the card's format, the files' hashes (an altered file is refused), the probe's
-types against an explicit trusted list, and the encoder's fingerprint (a model trained on other
-weights is refused). A fine-tuned encoder will ship inside the folder (``encoder/``), named in
-the card's ``encoder.folder``; the rest of the format stays as it is.
+Loading checks the card's format, its seal (a card edited in a field that decides predictions is
+refused), the files' hashes (an altered file is refused), the probe's types against an explicit
+trusted list, and the encoder's fingerprint (a model trained on other weights is refused). A
+fine-tuned encoder will ship inside the folder (``encoder/``), named in the card's
+``encoder.folder``; the rest of the format stays as it is.
 
 Example:
     >>> from bertprobe.persist import load_model
@@ -52,7 +54,9 @@ from bertprobe.probe import LinearProbe, OutOfCoreProbe
 Probe = LinearProbe | OutOfCoreProbe
 
 MODEL_FORMAT = "bertprobe-model"
-FORMAT_VERSION = 1
+# 2: the card carries a seal over the fields that decide predictions; 1 (no seal) still loads.
+FORMAT_VERSION = 2
+SEALED_SINCE = 2
 CARD_FILE = "card.json"
 PROBE_FILE = "probe.skops"
 # With train --auto, when CV prefers it: a TF-IDF + LR pipeline that votes with the probe.
@@ -207,6 +211,7 @@ def save_model(
             "files": files,
             **(extra or {}),
         }
+        card["seal"] = _seal(card)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
@@ -240,7 +245,11 @@ def read_card(folder: str | Path) -> dict[str, Any]:
             f"{folder} is not a bertprobe model folder ({CARD_FILE} is not a "
             "bertprobe model card); give the --out folder of 'bertprobe train'"
         )
-    if card.get("format_version", 0) > FORMAT_VERSION:
+    if type(card.get("format_version")) is not int:
+        raise ModelFolderError(
+            f"{folder / CARD_FILE} has no valid format_version; restore the card or retrain"
+        )
+    if card["format_version"] > FORMAT_VERSION:
         raise ModelFolderError(
             f"{folder} was saved by a newer bertprobe (format "
             f"{card['format_version']}); upgrade bertprobe to load it"
@@ -253,6 +262,7 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
 
     folder = Path(folder)
     card = read_card(folder)
+    _check_seal(folder, card)
     for name, expected in card.get("files", {}).items():
         path = folder / name
         if not path.is_file():
@@ -296,6 +306,57 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
         backend=features.get("backend", "torch"),
         text_model=text_model,
     )
+
+
+def _decisive(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's fields that decide predictions, by dotted name: the one list to extend.
+
+    Sections are taken whole, one entry per key, so a key added later under ``features`` (a
+    long-text mode, say) is sealed without touching this function; a new top-level field goes
+    in the tuple. An absent section counts too (as null), so adding one is an edit.
+    """
+    fields: dict[str, Any] = {}
+    for key in ("format_version", "kind", "encoder", "features", "labels", "vote", "files"):
+        value = card.get(key)
+        if isinstance(value, dict):
+            fields.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            fields[key] = value
+    return fields
+
+
+def _seal(card: dict[str, Any]) -> dict[str, str]:
+    # One SHA-256 per decisive field, over its canonical JSON, rather than one over them all: a
+    # refusal can then name the field, with no second copy of the values in the card for a user
+    # to edit instead. A checksum against edits, not a signature: whoever recomputes it forges it.
+    return {
+        name: hashlib.sha256(
+            json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        for name, value in _decisive(card).items()
+    }
+
+
+def _check_seal(folder: Path, card: dict[str, Any]) -> None:
+    """Refuse a card edited in a field that decides predictions; cards before seals pass."""
+    seal = card.get("seal")
+    if seal is None and card["format_version"] < SEALED_SINCE:
+        return
+    path = folder / CARD_FILE
+    if not isinstance(seal, dict):
+        raise ModelFolderError(
+            f"{path} has no valid seal (format {SEALED_SINCE} and later keep one to check the "
+            "fields that decide predictions); restore the card or retrain"
+        )
+    current = _seal(card)
+    changed = sorted(
+        name for name in seal.keys() | current.keys() if seal.get(name) != current.get(name)
+    )
+    if changed:
+        raise ModelFolderError(
+            f"{path} was edited in a field that decides predictions ({', '.join(changed)}); "
+            "restore it or retrain"
+        )
 
 
 def _load_skops(path: Path) -> Any:
