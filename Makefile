@@ -56,9 +56,10 @@ fuzz: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench
 
-# Lint and formatting; CI runs this before the tests.
+# Lint, formatting and types; CI runs this before the tests.
 check: lint
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 # Refresh the lock on purpose: the newest versions the ranges in pyproject.toml allow, then the
 # whole test suite on them, then what changed. Commit requirements.lock only if the tests pass.

@@ -99,3 +99,36 @@ def test_train_refuses_test_labels_of_another_kind_before_loading_the_encoder(
     # An encoder that cannot be loaded: the label check must come first.
     with pytest.raises(BadInputError, match="none of its labels"):
         train(sentiment_tsv, test=words, encoding=EncoderOptions(str(tmp_path / "no-encoder")))
+
+
+def test_a_fitted_pipeline_saves_as_a_model_folder(tiny_distilbert, sentiment_rows, tmp_path):
+    """Pipeline(TextEmbedder, LinearProbe) -> Classifier.from_pipeline -> save -> load: the
+    loaded model answers as the pipeline does, and the CLI can use the folder."""
+    from sklearn.pipeline import make_pipeline
+
+    from bertprobe import Classifier, LinearProbe, TextEmbedder
+
+    texts, labels = [t for t, _ in sentiment_rows], [y for _, y in sentiment_rows]
+    pipeline = make_pipeline(
+        TextEmbedder(str(tiny_distilbert), pooling="max", layers="0,-1"), LinearProbe(cv=3)
+    ).fit(texts, labels)
+    folder = Classifier.from_pipeline(pipeline).save(tmp_path / "from-pipeline")
+    loaded = Classifier.load(folder)
+    assert loaded.spec.pooling == "max" and loaded.spec.layers == (0, -1)
+    np.testing.assert_allclose(
+        loaded.predict_proba(texts[:7]), pipeline.predict_proba(texts[:7]), atol=1e-6
+    )
+    # A loaded model saves again to a folder that loads the same.
+    again = Classifier.load(loaded.save(tmp_path / "copy"))
+    assert again.classes == loaded.classes and again.card["features"] == loaded.card["features"]
+
+
+def test_from_pipeline_refuses_other_pipelines():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from bertprobe import BertprobeError, Classifier
+
+    with pytest.raises(BertprobeError, match="a TextEmbedder, then a LinearProbe"):
+        Classifier.from_pipeline(make_pipeline(StandardScaler(), LogisticRegression()))

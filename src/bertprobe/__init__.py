@@ -26,7 +26,7 @@ from bertprobe.encode import (
 )
 from bertprobe.errors import BadInputError, BertprobeError, EncoderNotFoundError, ModelFolderError
 from bertprobe.model import TrainOptions, TrainResult, train
-from bertprobe.persist import ProbeModel, load_model, save_model
+from bertprobe.persist import Classifier, ProbeModel, load_model, save_model
 from bertprobe.probe import LinearProbe
 
 __version__ = "0.1.0"
@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BadInputError",
     "BertprobeError",
+    "Classifier",
     "EncoderNotFoundError",
     "EncoderOptions",
     "EncoderRef",

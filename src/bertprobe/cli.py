@@ -33,15 +33,17 @@ from bertprobe.encode import (
     POOLINGS,
     EncoderOptions,
     FeatureSpec,
+    check_pooling,
     load_encoder,
     parse_layers,
 )
 from bertprobe.errors import BadInputError, BertprobeError
+from bertprobe.export import check_backend
 from bertprobe.features import embed_file
 from bertprobe.model import TrainOptions, TrainResult, accuracy, read_training_set
 from bertprobe.model import train as train_model
 from bertprobe.persist import (
-    ProbeModel,
+    Classifier,
     load_model,
 )
 from bertprobe.probe import LinearProbe, OutOfCoreProbe, parse_c_grid
@@ -222,13 +224,13 @@ def train(
         )
     encoding = EncoderOptions(
         encoder,
-        pooling=pooling,
-        layers=layer,
+        pooling=check_pooling(pooling),
+        layers=parse_layers(layer),
         max_length=max_length,
         batch_size=batch_size,
         max_tokens=max_tokens,
         device=device,
-        backend=backend,
+        backend=check_backend(backend),
         cache_dir=cache_dir,
         use_cache=not no_cache,
         progress=not as_json,
@@ -329,7 +331,7 @@ def evaluate(
 
     model = load_model(model_dir)
     test_set = _labelled(data, text_col, label_col, drop_empty)
-    y_true = model.align_labels(test_set.labels, str(data))
+    y_true = model.align_labels(test_set.labels or [], str(data))
     _report_dropped(test_set)
     unknown = sorted({str(y) for y in y_true} - {str(c) for c in model.classes})
     if unknown:
@@ -547,7 +549,7 @@ def sweep_command(
     with ExitStack() as stack:
         result = run_sweep(
             train_set.texts,
-            train_set.labels,
+            train_set.labels or [],
             model,
             poolings=chosen_poolings,
             cv=cv,
@@ -635,11 +637,19 @@ def report(
             )
     with ExitStack() as stack:
         cache = _cache(stack, cache_dir, no_cache)
-        options = dict(
-            cache=cache, batch_size=batch_size, device=device, backend=backend, progress=not as_json
-        )
-        X_test, _ = model.embed(test_texts, **options)
-        X_train = model.embed(train_texts, **options)[0] if train_set else None
+
+        def vectors(texts: list[str]) -> np.ndarray:
+            return model.embed(
+                texts,
+                cache=cache,
+                batch_size=batch_size,
+                device=device,
+                backend=backend,
+                progress=not as_json,
+            )[0]
+
+        X_test = vectors(test_texts)
+        X_train = vectors(train_texts) if train_set is not None else None
     proba = model.proba_from(X_test, test_texts)
     report_data = ReportData(
         model_id=model.id,
@@ -653,7 +663,7 @@ def report(
         test_source=str(data),
         notes=notes,
     )
-    if train_set is not None:
+    if train_set is not None and X_train is not None:
         report_data.learning_curve = learning_curve_scores(
             X_train, y_train, C=model.probe.C_, cv=model.probe.cv, n_jobs=jobs
         )
@@ -783,12 +793,12 @@ def _training_data_of(
 
 
 def _rows_with_model_labels(
-    model: ProbeModel,
+    model: Classifier,
     labelled: LabelledTexts,
 ) -> tuple[list[str], np.ndarray, int]:
     """The texts and labels (as the model's values) of the rows whose label the model knows,
     and how many rows were left out."""
-    labels = model.align_labels(labelled.labels, labelled.source)  # refuses no overlap
+    labels = model.align_labels(labelled.labels or [], labelled.source)  # refuses no overlap
     by_text = {str(c): c for c in model.classes}
     keep = [i for i, y in enumerate(labels) if str(y) in by_text]
     return (

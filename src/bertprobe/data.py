@@ -24,7 +24,7 @@ from codecs import BOM_UTF8 as BOM
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from bertprobe.errors import BadInputError
 
@@ -357,6 +357,7 @@ class _Reader:
         lines = itertools.chain(head, lines)
 
         kind = _file_kind(source, head[-1], want_labels)
+        rows: Iterator[tuple[int, list[str]]]
         if kind == "lines":
             rows = (
                 (n, [line.rstrip("\r\n")]) for n, line in enumerate(lines, start=1) if line.strip()
@@ -376,6 +377,7 @@ class _Reader:
         text_idx = _column_index(
             columns, first, text_col, TEXT_COLUMN_NAMES, 0, "--text-col", source
         )
+        assert text_idx is not None  # the default, 0, always exists
         label_idx: int | None = None
         if want_labels:
             default_label = None if len(first[1]) < 2 else -1
@@ -510,7 +512,7 @@ def _delimited_rows(
     requested: tuple[str | int | None, str | int | None],
 ) -> tuple[Rows, list[str] | None]:
     # TSV files (SST-2, GLUE) carry bare quote characters inside texts: no quoting for them.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
 
     def rows() -> Rows:

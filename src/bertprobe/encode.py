@@ -256,8 +256,8 @@ class LoadedEncoder:
             out = self.model(
                 input_ids=input_ids, attention_mask=mask, output_hidden_states=need_all
             )
-            states = out.hidden_states if need_all else {last: out.last_hidden_state}
-            return {v: _pool(states[v.layer], mask, v.pooling).float().cpu().numpy() for v in views}
+            hidden = out.hidden_states if need_all else {last: out.last_hidden_state}
+            return {v: _pool(hidden[v.layer], mask, v.pooling).float().cpu().numpy() for v in views}
 
 
 def _pool(hidden, mask, pooling: str):
@@ -341,6 +341,13 @@ def length_sorted_batches(
 
 
 # --- texts -> vectors, through the cache ---------------------------------------------------
+
+
+def check_pooling(value: str) -> Pooling:
+    """``value`` as a pooling, or a one-line error naming the choices."""
+    if value not in POOLINGS:
+        raise BadInputError(f"unknown pooling {value!r}; choose one of {', '.join(POOLINGS)}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ Backend = Literal["torch", "onnx", "onnx-int8"]
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
 
 
-def check_backend(backend: str) -> str:
+def check_backend(backend: str) -> Backend:
     if backend not in BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return backend

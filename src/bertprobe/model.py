@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,18 @@ import numpy as np
 
 from bertprobe.cache import default_cache_dir
 from bertprobe.data import LabelledTexts, ReadOptions, align_labels, iter_chunks
-from bertprobe.encode import POOLINGS, EmbedStats, EncoderOptions, Pooling, embed
+from bertprobe.encode import (
+    POOLINGS,
+    EmbedStats,
+    EncoderOptions,
+    Pooling,
+    check_pooling,
+    embed,
+)
 from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.features import embed_file, iter_feature_rows
 from bertprobe.persist import (
-    ProbeModel,
+    Classifier,
     check_model_destination,
     file_record,
     read_card,
@@ -100,7 +107,7 @@ class TrainOptions:
 class TrainResult:
     """What :func:`train` did: the model, its scores, and what it took."""
 
-    model: ProbeModel
+    model: Classifier
     n_train: int
     n_test: int
     test_accuracy: float | None
@@ -188,7 +195,9 @@ def train(
     if options.out_of_core:
         if isinstance(data, LabelledTexts) or isinstance(test, LabelledTexts):
             raise BadInputError("out_of_core trains from files, a chunk at a time; pass paths")
-        return _train_out_of_core(Path(data), test and Path(test), out, encoding, reading)
+        return _train_out_of_core(
+            Path(data), Path(test) if test is not None else None, out, encoding, reading
+        )
 
     train_set = read_training_set(data, reading, options.cv)
     test_set = _labelled(test, reading) if test is not None else None
@@ -215,7 +224,9 @@ def train(
                 progress=encoding.progress,
             )
             best = sweep.best
-            encoding = replace(encoding, pooling=best.pooling, layers=tuple(best.layers))
+            encoding = replace(
+                encoding, pooling=check_pooling(best.pooling), layers=tuple(best.layers)
+            )
         spec = encoding.spec
         embed_options: dict[str, Any] = dict(
             batch_size=encoding.batch_size,
@@ -238,7 +249,7 @@ def train(
         voter = tfidf_pipeline(cv=options.cv, n_jobs=options.n_jobs)
         voter.fit(train_set.texts, train_labels)
     fit_seconds = time.perf_counter() - fit_start
-    model = ProbeModel(
+    model = Classifier(
         card={},
         probe=probe,
         encoder=encoder.ref,
@@ -300,14 +311,21 @@ def _train_out_of_core(
     encoder = encoding.load()
     spec = encoding.spec
     feature_dir = Path(encoding.cache_dir or default_cache_dir()) / "features"
-    columns = dict(
-        text_col=reading.text_col, label_col=reading.label_col, drop_empty=reading.drop_empty
-    )
     start = time.perf_counter()
     # Labels first: this pass checks every row, so embedding starts only on sound files.
     labels_of = {
         split: np.asarray(
-            [y for chunk in iter_chunks(path, want_labels=True, **columns) for y in chunk.labels]
+            [
+                y
+                for chunk in iter_chunks(
+                    path,
+                    want_labels=True,
+                    text_col=reading.text_col,
+                    label_col=reading.label_col,
+                    drop_empty=reading.drop_empty,
+                )
+                for y in chunk.labels or []
+            ]
         )
         for split, path in (("train", data), ("test", test))
         if path is not None
@@ -375,7 +393,7 @@ def _train_out_of_core(
         test_accuracy = correct / len(splits["test"][1])
     n_train = len(splits["train"][1])
     n_test = len(splits["test"][1]) if "test" in splits else 0
-    model = ProbeModel(
+    model = Classifier(
         card={}, probe=probe, encoder=encoder.ref, spec=spec, backend=encoding.backend
     )
     if out is not None:
@@ -411,7 +429,7 @@ def _train_out_of_core(
     )
 
 
-def accuracy(y_true: Sequence[Any], predicted: Sequence[Any]) -> float:
+def accuracy(y_true: Iterable[Any], predicted: Iterable[Any]) -> float:
     """Share of equal labels, compared by text (see :func:`~bertprobe.data.align_labels`:
     a file's ``"1"`` and a model's ``1`` are one label)."""
     return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))
@@ -433,7 +451,7 @@ def _labelled(data: str | Path | LabelledTexts, reading: ReadOptions) -> Labelle
     return data if isinstance(data, LabelledTexts) else reading.read_labelled(data)
 
 
-def _with_card(folder: Path, trained: ProbeModel) -> ProbeModel:
+def _with_card(folder: Path, trained: Classifier) -> Classifier:
     """The model as saved (its card), keeping the fitted objects already in memory."""
     trained.card = read_card(folder)
     trained.folder = folder

@@ -74,8 +74,37 @@ _VERSIONED = ("bertprobe", "torch", "transformers", "tokenizers", "scikit-learn"
 
 
 @dataclass
-class ProbeModel:
-    """A loaded model: encoder reference, feature spec, fitted probe and its card."""
+class Classifier:
+    """The model: a frozen encoder's features, a fitted probe (and a TF-IDF voter), its card.
+
+    The CLI, the report and the service all predict through this object. Get one from
+    :func:`bertprobe.train` (``result.model``), from a model folder (:meth:`load`), or from a
+    fitted ``Pipeline(TextEmbedder, LinearProbe)`` (:meth:`from_pipeline`); :meth:`save`
+    writes a model folder.
+
+    Attributes
+    ----------
+    card : dict
+        The model card (empty until saved or loaded).
+    probe : LinearProbe or OutOfCoreProbe
+        The fitted classifier over the encoder's vectors.
+    encoder : EncoderRef
+        The encoder's name, folder and fingerprint.
+    spec : FeatureSpec
+        Pooling, layers and max length of the vectors the probe was trained on.
+    folder : Path or None
+        Where the model was saved or loaded from.
+    backend : str
+        How the encoder runs by default (``torch``, ``onnx``, ``onnx-int8``).
+    text_model : sklearn Pipeline or None
+        A TF-IDF + logistic regression voter whose probabilities are averaged with the probe's.
+
+    Examples
+    --------
+    >>> model = Classifier.load("models/sst2")  # doctest: +SKIP
+    >>> model.predict(["a gorgeous, witty film"])  # doctest: +SKIP
+    array([1])
+    """
 
     card: dict[str, Any]
     probe: Probe
@@ -84,6 +113,57 @@ class ProbeModel:
     folder: Path | None = None
     backend: str = "torch"
     text_model: Any = None  # sklearn Pipeline over raw texts, averaged with the probe
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Classifier:
+        """A model folder, checked (see :func:`load_model`)."""
+        return load_model(folder)
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any) -> Classifier:
+        """A fitted ``Pipeline([TextEmbedder, LinearProbe])`` as a model, ready to :meth:`save`."""
+        from sklearn.utils.validation import check_is_fitted
+
+        from bertprobe.encode import TextEmbedder
+
+        steps = [step for _, step in getattr(pipeline, "steps", [])]
+        if (
+            len(steps) != 2
+            or not isinstance(steps[0], TextEmbedder)
+            or not isinstance(steps[1], LinearProbe | OutOfCoreProbe)
+        ):
+            raise BertprobeError(
+                "from_pipeline takes a Pipeline of two steps: a TextEmbedder, then a "
+                "LinearProbe or OutOfCoreProbe"
+            )
+        embedder, probe = steps
+        check_is_fitted(embedder, "encoder_ref_")
+        check_is_fitted(probe)
+        return cls(
+            card={},
+            probe=probe,
+            encoder=embedder.encoder_ref_,
+            spec=embedder.spec_,
+            backend=embedder.backend,
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write this model to a folder (replacing an earlier model there); returns the folder."""
+        max_length = self.spec.max_length or load_encoder(self.encoder, "cpu", "torch").max_length
+        folder = save_model(
+            folder,
+            self.probe,
+            self.encoder,
+            self.spec,
+            max_length=max_length,
+            backend=self.backend,
+            metrics=self.card.get("metrics"),
+            data=self.card.get("data"),
+            extra={k: self.card[k] for k in ("sweep",) if k in self.card} or None,
+            text_model=self.text_model,
+        )
+        self.card, self.folder = read_card(folder), folder
+        return folder
 
     @property
     def classes(self) -> list:
@@ -257,7 +337,7 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     return card
 
 
-def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
+def load_model(folder: str | Path, *, check_encoder: bool = True) -> Classifier:
     """Load a model folder, refusing one that was altered or whose encoder changed."""
 
     folder = Path(folder)
@@ -297,7 +377,7 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> ProbeModel:
     features = card["features"]
     spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
     encoder = _card_encoder(folder, card, check_encoder)
-    return ProbeModel(
+    return Classifier(
         card=card,
         probe=probe,
         encoder=encoder,
@@ -455,3 +535,7 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+# The name before 0.2; kept so existing code goes on working.
+ProbeModel = Classifier

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from bertprobe.errors import BadInputError
-from bertprobe.persist import ProbeModel
+from bertprobe.persist import Classifier
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ class _BodyTooLarge(Exception):
 
 
 def create_app(
-    model: ProbeModel,
+    model: Classifier,
     *,
     limits: ServeLimits = ServeLimits(),
     batching: BatchingConfig = BatchingConfig(),
@@ -262,9 +262,11 @@ def create_app(
             422: {"model": ErrorBody, "description": "The body breaks a limit."},
         },
     )
-    async def predict(body: PredictRequest) -> PredictResponse:
+    # The request model is built at run time from the limits (so the OpenAPI schema states
+    # them); a static checker cannot see its fields.
+    async def predict(body: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
         """Labels and class probabilities, one prediction per text, in order."""
-        rows = await batcher.submit(list(body.texts))
+        rows = await batcher.submit(list(body.texts))  # type: ignore[attr-defined]
         return PredictResponse(
             model=model.id,
             predictions=[
@@ -328,14 +330,14 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    model: ProbeModel,
+    model: Classifier,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: ServeLimits = ServeLimits(),
     batching: BatchingConfig = BatchingConfig(),
     device: str = "cpu",
-    graceful_seconds: float = 30.0,
+    graceful_seconds: int = 30,
     sock: socket.socket | None = None,
 ) -> None:
     """Run the app on uvicorn until SIGINT/SIGTERM; requests in flight are finished first.

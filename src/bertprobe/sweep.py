@@ -10,9 +10,12 @@ Example:
     >>> from bertprobe.datasets import load_sst2
     >>> from bertprobe.encode import load_encoder
     >>> train = load_sst2("train")
-    >>> result = run_sweep(train.texts, train.labels, load_encoder("minilm"))  # doctest: +SKIP
-    >>> result.best["name"]  # doctest: +SKIP
-    'layers 0-6 mean'
+    >>> texts, labels = train.texts[:300], train.labels[:300]
+    >>> result = run_sweep(texts, labels, load_encoder("minilm"), poolings=("mean",), cv=3)
+    >>> result.best.pooling, len(result.rows)
+    ('mean', 9)
+    >>> result.best.cv_accuracy > 0.6
+    True
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from bertprobe.cache import EmbeddingCache
-from bertprobe.encode import POOLINGS, EmbedStats, FeatureSpec, LoadedEncoder, View, embed_views
+from bertprobe.encode import (
+    POOLINGS,
+    EmbedStats,
+    FeatureSpec,
+    LoadedEncoder,
+    Pooling,
+    View,
+    check_pooling,
+    embed_views,
+)
 from bertprobe.errors import BadInputError
 from bertprobe.probe import COARSE_C_GRID, LinearProbe, check_trainable
 
@@ -118,15 +130,14 @@ def candidates(num_hidden_states: int, poolings: Sequence[str]) -> list[Candidat
     return found
 
 
-def parse_poolings(value: str) -> tuple[str, ...]:
+def parse_poolings(value: str) -> tuple[Pooling, ...]:
     """``"cls,mean"`` -> ("cls", "mean")."""
     names = tuple(p.strip() for p in value.split(",") if p.strip())
-    unknown = [p for p in names if p not in POOLINGS]
-    if not names or unknown:
+    if not names or any(p not in POOLINGS for p in names):
         raise BadInputError(
             f"--poolings {value!r}: choose from {', '.join(POOLINGS)}, comma separated"
         )
-    return names
+    return tuple(check_pooling(p) for p in names)
 
 
 def run_sweep(
@@ -196,13 +207,13 @@ def run_sweep(
     )
     if tfidf:
         result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
-        best = result.best
-        chosen = [position[View(layer, best.pooling)] for layer in best.layers]
+        winner = result.best
+        chosen = [position[View(layer, winner.pooling)] for layer in winner.layers]
         result.vote_cv_accuracy = vote_cv_accuracy(
             by_view[:, chosen, :].reshape(len(texts), -1),
             texts,
             y,
-            probe_C=best.C,
+            probe_C=winner.C,
             tfidf_C=tfidf_C,
             cv=cv,
             n_jobs=n_jobs,
