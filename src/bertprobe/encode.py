@@ -31,6 +31,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from bertprobe.cache import EmbeddingCache, open_cache
 from bertprobe.errors import BadInputError, EncoderNotFoundError
 from bertprobe.export import check_backend, onnx_path, onnx_session
+from bertprobe.extras import require_extra
 
 DEFAULT_ENCODER = "distilbert-base-uncased"
 POOLINGS = ("cls", "mean", "max")
@@ -186,6 +187,8 @@ class LoadedEncoder:
         self.ref = ref
         self.backend = check_backend(backend)
         self.device = check_device(device)
+        if self.backend != "torch":
+            require_extra("onnx")  # before the weights load, not after
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)
             self.model = AutoModel.from_pretrained(ref.path).to(self.device).eval()

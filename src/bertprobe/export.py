@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from bertprobe.errors import BadInputError
+from bertprobe.extras import needs_extra, require_extra
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
@@ -28,6 +29,7 @@ def onnx_path(model, backend: str, cache_dir: str | Path | None = None) -> Path:
     """The ONNX file for a loaded torch encoder and backend, exported on first use."""
     from bertprobe.cache import default_cache_dir
 
+    require_extra("onnx")  # before an export that would be wasted
     folder = Path(cache_dir or default_cache_dir()) / "onnx" / model.ref.fingerprint[7:31]
     fp32 = folder / "model.onnx"
     if not fp32.is_file():
@@ -98,14 +100,16 @@ def _trace_export(module, sample, dynamic, target: Path) -> None:
 def _quantize(source: Path, target: Path) -> None:
     import logging
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with needs_extra("onnx"):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice on pre-processing
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def onnx_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
+    with needs_extra("onnx"):
+        import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:

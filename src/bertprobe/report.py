@@ -26,16 +26,18 @@ from typing import Any
 import numpy as np
 
 from bertprobe.errors import BadInputError
+from bertprobe.extras import needs_extra
 
 N_CONFIDENT_ERRORS = 12
 CALIBRATION_BINS = 10
 
 
 def _pyplot():
-    import matplotlib
+    with needs_extra("report"):
+        import matplotlib
 
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")  # files only, never a window
+        import matplotlib.pyplot as plt
 
     return plt
 
@@ -373,7 +375,8 @@ def learning_curve_scores(
 
 def write_report(data: ReportData, out: str | Path) -> Path:
     """Write the PNGs and ``report.html`` into ``out``; returns the page's path."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    with needs_extra("report"):
+        from jinja2 import Environment, PackageLoader, select_autoescape
 
     out = Path(out)
     try:
