@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -82,6 +83,26 @@ def test_torch_encoder_is_shared_whatever_the_cache_folder(tiny_distilbert, tmp_
     first = load_encoder(str(tiny_distilbert), cache_dir=tmp_path / "a")
     assert load_encoder(str(tiny_distilbert), cache_dir=tmp_path / "b") is first
     assert load_encoder(str(tiny_distilbert)) is first
+
+
+def test_quantizing_quiets_onnxruntime_only_and_restores_logging(tiny_distilbert, tmp_path, caplog):
+    from bertprobe.export import _quantize, quiet_onnxruntime
+
+    LoadedEncoder(resolve_encoder(str(tiny_distilbert)), backend="onnx", cache_dir=tmp_path)
+    fp32 = next((tmp_path / "onnx").rglob("model.onnx"))
+    caplog.set_level(logging.INFO)
+    root, named = logging.getLogger(), logging.getLogger("onnxruntime")
+    before = (root.level, list(root.handlers), root.filters[:], named.level)
+    caplog.clear()
+    _quantize(fp32, tmp_path / "model.int8.onnx")
+    assert (tmp_path / "model.int8.onnx").is_file()
+    assert [r.getMessage() for r in caplog.records] == []  # the advice on pre-processing: gone
+    assert (root.level, list(root.handlers), root.filters[:], named.level) == before
+    with quiet_onnxruntime():
+        logging.getLogger("someone.else").warning("still heard")
+        logging.info("the root logger too")
+        named.warning("held back")
+    assert [r.getMessage() for r in caplog.records] == ["still heard", "the root logger too"]
 
 
 def test_backends_do_not_share_cached_vectors(tiny_distilbert, tmp_path):
