@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 
 from bertprobe.cache import open_cache
 from bertprobe.cli import main
-from bertprobe.encode import FeatureSpec, LoadedEncoder, embed, resolve_encoder
+from bertprobe.encode import (
+    FeatureSpec,
+    LoadedEncoder,
+    TextEmbedder,
+    embed,
+    load_encoder,
+    resolve_encoder,
+)
 from bertprobe.errors import BadInputError
 
 TEXTS = [
@@ -49,6 +57,52 @@ def test_exports_are_built_once_per_fingerprint(tiny_distilbert, tmp_path):
     # A fresh load (not the process's shared one) finds the files and exports nothing.
     LoadedEncoder(resolve_encoder(str(tiny_distilbert)), backend="onnx-int8")
     assert [p.stat().st_mtime_ns for p in exported] == stamps
+
+
+def test_exports_are_kept_in_the_given_cache_folder(tiny_distilbert, tmp_path):
+    default = tmp_path / "cache" / "onnx"  # BERTPROBE_CACHE_DIR, set by conftest
+    ref = resolve_encoder(str(tiny_distilbert))
+    LoadedEncoder(ref, backend="onnx", cache_dir=tmp_path / "given")
+    assert [p.name for p in (tmp_path / "given" / "onnx").rglob("*.onnx")] == ["model.onnx"]
+    # Through load_encoder, the estimator's cache_dir and an open cache's folder alike.
+    load_encoder(str(tiny_distilbert), backend="onnx", cache_dir=str(tmp_path / "loaded"))
+    TextEmbedder(str(tiny_distilbert), backend="onnx", cache_dir=str(tmp_path / "est")).fit(
+        TEXTS
+    ).transform(TEXTS)
+    with open_cache(tmp_path / "opened") as cache:
+        embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache, backend="onnx")
+    for name in ("loaded", "est", "opened"):
+        assert [p.name for p in (tmp_path / name / "onnx").rglob("*.onnx")] == ["model.onnx"]
+    assert not default.exists()
+    # No folder given: the default, as before.
+    LoadedEncoder(ref, backend="onnx")
+    assert [p.name for p in default.rglob("*.onnx")] == ["model.onnx"]
+
+
+def test_torch_encoder_is_shared_whatever_the_cache_folder(tiny_distilbert, tmp_path):
+    first = load_encoder(str(tiny_distilbert), cache_dir=tmp_path / "a")
+    assert load_encoder(str(tiny_distilbert), cache_dir=tmp_path / "b") is first
+    assert load_encoder(str(tiny_distilbert)) is first
+
+
+def test_quantizing_quiets_onnxruntime_only_and_restores_logging(tiny_distilbert, tmp_path, caplog):
+    from bertprobe.export import _quantize, quiet_onnxruntime
+
+    LoadedEncoder(resolve_encoder(str(tiny_distilbert)), backend="onnx", cache_dir=tmp_path)
+    fp32 = next((tmp_path / "onnx").rglob("model.onnx"))
+    caplog.set_level(logging.INFO)
+    root, named = logging.getLogger(), logging.getLogger("onnxruntime")
+    before = (root.level, list(root.handlers), root.filters[:], named.level)
+    caplog.clear()
+    _quantize(fp32, tmp_path / "model.int8.onnx")
+    assert (tmp_path / "model.int8.onnx").is_file()
+    assert [r.getMessage() for r in caplog.records] == []  # the advice on pre-processing: gone
+    assert (root.level, list(root.handlers), root.filters[:], named.level) == before
+    with quiet_onnxruntime():
+        logging.getLogger("someone.else").warning("still heard")
+        logging.info("the root logger too")
+        named.warning("held back")
+    assert [r.getMessage() for r in caplog.records] == ["still heard", "the root logger too"]
 
 
 def test_backends_do_not_share_cached_vectors(tiny_distilbert, tmp_path):

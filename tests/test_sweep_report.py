@@ -67,6 +67,55 @@ def test_calibration_bins_and_ece():
     assert perfect == 0.0
 
 
+def test_report_computes_calibration_and_class_metrics_once(tmp_path, monkeypatch):
+    import sklearn.metrics
+
+    from bertprobe import report
+
+    calls = {"bins": 0, "classes": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(report, "calibration_bins", counted("bins", report.calibration_bins))
+    monkeypatch.setattr(
+        sklearn.metrics,
+        "classification_report",
+        counted("classes", sklearn.metrics.classification_report),
+    )
+    rng = np.random.default_rng(0)
+    y_true = rng.choice(["neg", "pos"], 40)
+    data = report.ReportData(
+        model_id="m",
+        card={
+            "probe": {"alpha": 1e-4, "holdout": 0.1, "holdout_accuracy": 0.7},
+            "encoder": {"name": "tiny", "fingerprint": "sha256:0"},
+            "features": {"pooling": "mean", "layers": [-1], "max_length": 64},
+            "labels": ["neg", "pos"],
+            "data": {},
+            "created": "today",
+            "versions": {},
+            "metrics": {},
+        },
+        texts=[f"text {i}" for i in range(40)],
+        y_true=y_true,
+        y_pred=np.where(rng.random(40) < 0.8, y_true, "neg"),
+        proba=rng.dirichlet([1, 1], 40),
+        classes=["neg", "pos"],
+        features=rng.normal(size=(40, 4)),
+        test_source="test.tsv",
+    )
+    page = report.write_report(data, tmp_path / "report").read_text()
+    summary = data.summary()
+    assert calls == {"bins": 1, "classes": 1}
+    assert f"{summary['expected_calibration_error']:.3f}" in page
+    assert (tmp_path / "report" / "reliability.png").is_file()
+
+
 @pytest.fixture
 def auto_model(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
     out = tmp_path / "auto"

@@ -29,6 +29,8 @@ from bertprobe.model import TrainOptions, TrainResult, train
 from bertprobe.persist import Classifier, ProbeModel, load_model, save_model
 from bertprobe.probe import LinearProbe
 
+# The one place the version is written: pyproject.toml reads it from here (as text, without
+# importing the package), and `bertprobe --version` prints it.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -141,6 +141,11 @@ class EmbeddingCache:
             ((view, key, row.tobytes()) for key, row in zip(keys, data, strict=True)),
         )
 
+    @property
+    def folder(self) -> Path:
+        """The folder the cache file is in; the onnx exports are kept there too."""
+        return self.path.parent
+
     def commit(self) -> None:
         self._db.commit()
 

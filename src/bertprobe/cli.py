@@ -473,7 +473,7 @@ def embed_command(
         )
     check_output_path(out, what="--out", folder=False)
     spec = FeatureSpec(pooling, parse_layers(layer), max_length)
-    model = load_encoder(encoder, device, backend)
+    model = load_encoder(encoder, device, backend, cache_dir)
     with ExitStack() as stack:
         stats = embed_file(
             data,
@@ -545,7 +545,7 @@ def sweep_command(
     grid = parse_c_grid(c_grid)
     train_set = _training_set(data, text_col, label_col, drop_empty, cv)
     _report_dropped(train_set)
-    model = load_encoder(encoder, device, backend)
+    model = load_encoder(encoder, device, backend, cache_dir)
     with ExitStack() as stack:
         result = run_sweep(
             train_set.texts,

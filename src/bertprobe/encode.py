@@ -33,6 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from bertprobe.cache import EmbeddingCache, open_cache
 from bertprobe.errors import BadInputError, EncoderNotFoundError
 from bertprobe.export import Backend, check_backend, onnx_path, onnx_session
+from bertprobe.extras import require_extra
 
 DEFAULT_ENCODER = "distilbert-base-uncased"
 Pooling = Literal["cls", "mean", "max"]
@@ -177,9 +178,17 @@ class LoadedEncoder:
 
     ``backend`` runs the forward pass in torch (default), or in ONNX Runtime on the exported
     encoder (``onnx``, fp32) or its int8 quantization (``onnx-int8``); see :mod:`bertprobe.export`.
+    The exports are kept under ``cache_dir`` (default: :func:`~bertprobe.cache.default_cache_dir`),
+    beside the embedding cache.
     """
 
-    def __init__(self, ref: EncoderRef, device: str = "cpu", backend: str = "torch") -> None:
+    def __init__(
+        self,
+        ref: EncoderRef,
+        device: str = "cpu",
+        backend: str = "torch",
+        cache_dir: str | Path | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -189,6 +198,8 @@ class LoadedEncoder:
         self.ref = ref
         self.backend = check_backend(backend)
         self.device = check_device(device)
+        if self.backend != "torch":
+            require_extra("onnx")  # before the weights load, not after
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)
             self.model = AutoModel.from_pretrained(ref.path).to(self.device).eval()
@@ -212,7 +223,9 @@ class LoadedEncoder:
                 raise BadInputError(
                     f"backend {backend!r} runs on the CPU; use --device cpu or --backend torch"
                 )
-            self._session = onnx_session(onnx_path(self, self.backend), torch.get_num_threads())
+            self._session = onnx_session(
+                onnx_path(self, self.backend, cache_dir), torch.get_num_threads()
+            )
 
     def layer_index(self, layer: int) -> int:
         """Absolute hidden-state index for ``layer`` (0 = embeddings, -1 = last)."""
@@ -305,17 +318,26 @@ def check_device(device: str):
 
 
 @lru_cache(maxsize=4)
-def _load(ref: EncoderRef, device: str, backend: str) -> LoadedEncoder:
+def _load(ref: EncoderRef, device: str, backend: str, cache_dir: str | None) -> LoadedEncoder:
     # Estimators are cloned for every CV fold and grid point; they share one loaded model.
-    return LoadedEncoder(ref, device, backend)
+    return LoadedEncoder(ref, device, backend, cache_dir)
 
 
 def load_encoder(
-    name_or_ref: str | EncoderRef, device: str = "cpu", backend: str = "torch"
+    name_or_ref: str | EncoderRef,
+    device: str = "cpu",
+    backend: str = "torch",
+    cache_dir: str | Path | None = None,
 ) -> LoadedEncoder:
-    """Resolve (if needed) and load an encoder; loaded encoders are reused within a process."""
+    """Resolve (if needed) and load an encoder; loaded encoders are reused within a process.
+
+    The onnx backends keep their exports under ``cache_dir`` (default: the user cache folder).
+    """
     ref = name_or_ref if isinstance(name_or_ref, EncoderRef) else resolve_encoder(name_or_ref)
-    return _load(ref, device, check_backend(backend))
+    backend = check_backend(backend)
+    # torch keeps nothing on disk: one shared model whatever the folder.
+    folder = str(Path(cache_dir)) if cache_dir and backend != "torch" else None
+    return _load(ref, device, backend, folder)
 
 
 def length_sorted_batches(
@@ -434,7 +456,7 @@ class EncoderOptions:
 
     def load(self) -> LoadedEncoder:
         """The encoder, loaded once per process (see :func:`load_encoder`)."""
-        return load_encoder(self.encoder, self.device, self.backend)
+        return load_encoder(self.encoder, self.device, self.backend, self.cache_dir)
 
     def open_cache(self) -> AbstractContextManager[EmbeddingCache | None]:
         """The embedding cache to use in a ``with`` block, or ``None`` when it is off."""
@@ -486,13 +508,16 @@ def embed(
     """Vectors for ``texts`` (one row each, in input order) and what it took.
 
     Vectors already in ``cache`` are read, not computed; every computed batch is written and
-    committed before the next starts. ``on_batch(n_done)`` is called after each batch.
+    committed before the next starts. ``on_batch(n_done)`` is called after each batch. An
+    encoder loaded here for an onnx backend keeps its exports in ``cache``'s folder.
 
     Example:
         >>> X, stats = embed(["fine", "awful"], "minilm", FeatureSpec("mean"))  # doctest: +SKIP
     """
     model = (
-        encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device, backend)
+        encoder
+        if isinstance(encoder, LoadedEncoder)
+        else load_encoder(encoder, device, backend, cache.folder if cache is not None else None)
     )
     views = [View(model.layer_index(layer), spec.pooling) for layer in spec.layers]
     return embed_views(
@@ -658,7 +683,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     def fit(self, X: Sequence[str], y=None) -> TextEmbedder:
         """Load the encoder; the texts are not used (the encoder is frozen)."""
         spec = FeatureSpec(self.pooling, parse_layers(self.layers), self.max_length)
-        model = load_encoder(self.encoder, self.device, self.backend)
+        model = load_encoder(self.encoder, self.device, self.backend, self.cache_dir)
         self.encoder_ref_ = model.ref
         self.layers_ = tuple(model.layer_index(layer) for layer in spec.layers)
         self.spec_ = spec
@@ -674,7 +699,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         try:
             vectors, _ = embed(
                 _as_texts(X),
-                load_encoder(self.encoder_ref_, self.device, self.backend),
+                load_encoder(self.encoder_ref_, self.device, self.backend, self.cache_dir),
                 self.spec_,
                 batch_size=self.batch_size,
                 max_tokens=self.max_tokens,

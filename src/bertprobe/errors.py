@@ -23,3 +23,18 @@ class EncoderNotFoundError(BertprobeError):
 
 class ModelFolderError(BertprobeError):
     """A saved model folder is missing, not ours, altered, or no longer matches its encoder."""
+
+
+class MissingExtraError(BertprobeError, ImportError):
+    """A feature needs an optional part of bertprobe (an extra) that is not installed.
+
+    Also an ImportError, so ``except ImportError`` around an optional import still catches it.
+    """
+
+    def __init__(self, extra: str, module: str) -> None:
+        super().__init__(
+            f"bertprobe[{extra}] is not installed (no module named {module!r}); "
+            f"pip install 'bertprobe[{extra}]'",
+            name=module,
+        )
+        self.extra = extra

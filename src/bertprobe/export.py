@@ -8,13 +8,17 @@ return every hidden state, so any layer and pooling can be taken from one run.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 from bertprobe.errors import BadInputError
+from bertprobe.extras import needs_extra, require_extra
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
@@ -30,6 +34,7 @@ def onnx_path(model, backend: str, cache_dir: str | Path | None = None) -> Path:
     """The ONNX file for a loaded torch encoder and backend, exported on first use."""
     from bertprobe.cache import default_cache_dir
 
+    require_extra("onnx")  # before an export that would be wasted
     folder = Path(cache_dir or default_cache_dir()) / "onnx" / model.ref.fingerprint[7:31]
     fp32 = folder / "model.onnx"
     if not fp32.is_file():
@@ -98,16 +103,48 @@ def _trace_export(module, sample, dynamic, target: Path) -> None:
 
 
 def _quantize(source: Path, target: Path) -> None:
-    import logging
+    with needs_extra("onnx"):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with quiet_onnxruntime():  # the quantizer's advice on pre-processing, meant for images
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice on pre-processing
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+
+@contextmanager
+def quiet_onnxruntime() -> Iterator[None]:
+    """Drop onnxruntime's log records below ERROR during the block, and nobody else's.
+
+    Its quantizer logs through the root logger (``logging.warning(...)``), not a logger of its
+    own, so its records are told apart by the file they come from; records of onnxruntime's
+    named loggers are held back by their level. Everything is as before afterwards, including
+    the stderr handler that ``logging.warning`` installs on a root logger that has none.
+    """
+    with needs_extra("onnx"):
+        import onnxruntime
+
+    package = os.path.dirname(os.path.abspath(onnxruntime.__file__)) + os.sep
+    root, named = logging.getLogger(), logging.getLogger("onnxruntime")
+    handlers, root_level, named_level = list(root.handlers), root.level, named.level
+
+    def not_onnxruntime(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.pathname.startswith(package)
+
+    root.addFilter(not_onnxruntime)
+    named.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_onnxruntime)
+        named.setLevel(named_level)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(root_level)
 
 
 def onnx_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
+    with needs_extra("onnx"):
+        import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:

@@ -186,7 +186,9 @@ def embed_file(
     """
     start = time.perf_counter()
     model = (
-        encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder, device, backend)
+        encoder
+        if isinstance(encoder, LoadedEncoder)
+        else load_encoder(encoder, device, backend, cache.folder if cache is not None else None)
     )
 
     summary = scan_file(path, text_col=text_col, drop_empty=drop_empty, chunk_size=chunk_size)

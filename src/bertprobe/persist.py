@@ -183,10 +183,16 @@ class Classifier:
         backend: str | None = None,
         progress: bool = False,
     ) -> tuple[np.ndarray, EmbedStats]:
-        """Vectors as the probe was trained on; ``backend`` overrides the card's."""
+        """Vectors as the probe was trained on; ``backend`` overrides the card's. ONNX exports
+        are kept beside ``cache`` when one is given."""
         return embed(
             texts,
-            load_encoder(self.encoder, device, backend or self.backend),
+            load_encoder(
+                self.encoder,
+                device,
+                backend or self.backend,
+                cache.folder if cache is not None else None,
+            ),
             self.spec,
             batch_size=batch_size,
             cache=cache,

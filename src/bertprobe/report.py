@@ -20,22 +20,25 @@ import base64
 import io
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bertprobe.errors import BadInputError
+from bertprobe.extras import needs_extra
 
 N_CONFIDENT_ERRORS = 12
 CALIBRATION_BINS = 10
 
 
 def _pyplot():
-    import matplotlib
+    with needs_extra("report"):
+        import matplotlib
 
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")  # files only, never a window
+        import matplotlib.pyplot as plt
 
     return plt
 
@@ -71,7 +74,11 @@ def calibration_bins(
 
 @dataclass
 class ReportData:
-    """Everything a report shows, computed once; plots and the page only draw it."""
+    """Everything a report shows, computed once; plots and the page only draw it.
+
+    The derived numbers (confidence, calibration, per-class metrics) are computed on first use
+    and kept: change no field after that.
+    """
 
     model_id: str
     card: dict[str, Any]
@@ -90,17 +97,27 @@ class ReportData:
     def accuracy(self) -> float:
         return float(np.mean(self.y_true == self.y_pred))
 
-    @property
+    @cached_property
     def confidence(self) -> np.ndarray:
         return self.proba.max(axis=1)
 
-    def per_class(self) -> dict[str, dict[str, float]]:
+    @cached_property
+    def calibration(self) -> tuple[list[dict], float]:
+        """Confidence bins and the expected calibration error (see :func:`calibration_bins`)."""
+        return calibration_bins(self.confidence, self.y_true == self.y_pred)
+
+    @cached_property
+    def _per_class(self) -> dict[str, dict[str, float]]:
         from sklearn.metrics import classification_report
 
         report = classification_report(
             self.y_true, self.y_pred, labels=self.classes, output_dict=True, zero_division=0
         )
         return {str(c): report[str(c)] for c in self.classes}
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        """Precision, recall, F1 and support by class label (as text)."""
+        return self._per_class
 
     def confident_errors(self, n: int = N_CONFIDENT_ERRORS) -> list[dict[str, Any]]:
         wrong = np.flatnonzero(self.y_true != self.y_pred)
@@ -117,7 +134,7 @@ class ReportData:
 
     def summary(self) -> dict[str, Any]:
         """The report's numbers as plain JSON-ready values."""
-        _, ece = calibration_bins(self.confidence, self.y_true == self.y_pred)
+        _, ece = self.calibration
         return {
             "model": self.model_id,
             "test": self.test_source,
@@ -263,7 +280,7 @@ def plot_learning_curve(curve: dict[str, Any]):
 
 def plot_reliability(data: ReportData):
     plt = _pyplot()
-    bins, ece = calibration_bins(data.confidence, data.y_true == data.y_pred)
+    bins, ece = data.calibration
     fig, ax = plt.subplots(figsize=(4.8, 4.4), layout="constrained")
     floor = 1.0 / len(data.classes)
     ax.plot([floor, 1], [floor, 1], linestyle="--", color="grey", label="perfect calibration")
@@ -373,7 +390,8 @@ def learning_curve_scores(
 
 def write_report(data: ReportData, out: str | Path) -> Path:
     """Write the PNGs and ``report.html`` into ``out``; returns the page's path."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    with needs_extra("report"):
+        from jinja2 import Environment, PackageLoader, select_autoescape
 
     out = Path(out)
     try:
@@ -409,13 +427,13 @@ def write_report(data: ReportData, out: str | Path) -> Path:
     env = Environment(
         loader=PackageLoader("bertprobe", "templates"), autoescape=select_autoescape(["html"])
     )
-    bins, ece = calibration_bins(data.confidence, data.y_true == data.y_pred)
+    summary = data.summary()
     page = env.get_template("report.html").render(
         data=data,
         card=data.card,
-        summary=data.summary(),
-        ece=ece,
-        per_class=data.per_class(),
+        summary=summary,
+        ece=summary["expected_calibration_error"],
+        per_class=summary["per_class"],
         errors=data.confident_errors(),
         figures=[
             {

@@ -23,13 +23,16 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from bertprobe.errors import BadInputError
+from bertprobe.extras import needs_extra
 from bertprobe.persist import Classifier
+
+with needs_extra("serve"):
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,8 @@ def serve(
 
     ``sock``, from :func:`listen_socket`, is used instead of binding ``host:port`` here.
     """
-    import uvicorn
+    with needs_extra("serve"):
+        import uvicorn
 
     sock = sock or listen_socket(host, port)
     app = create_app(model, limits=limits, batching=batching, device=device)
