@@ -399,3 +399,12 @@ def test_predict_refuses_a_card_edited_in_a_decisive_field(tiny_model_dir, tmp_p
         f"bertprobe: error: {model / 'card.json'} was edited in a field that decides predictions "
         "(features.pooling); restore it or retrain\n"
     )
+
+
+def test_version_prints_the_package_version():
+    from bertprobe import __version__
+
+    proc = subprocess.run(
+        [_console_script(), "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"bertprobe {__version__}"

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from bertprobe import __version__
 from bertprobe.cache import EmbeddingCache, open_cache
 from bertprobe.data import (
     LabelledTexts,
@@ -59,6 +60,25 @@ app = typer.Typer(
     # not rich happens to be installed.
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bertprobe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Sentence classifiers from a frozen transformer encoder and a linear probe."""
+
 
 # --- shared options ------------------------------------------------------------------------
 # Numeric options declare their ranges here, so a bad value is a usage error (exit 2) before
