@@ -333,7 +333,7 @@ def test_fuzz_the_cli(command, world, sandbox):
     outcomes: Counter[int] = Counter()
 
     @settings(
-        max_examples=max(1, EXAMPLES // len(COMMAND.commands)),
+        max_examples=-(-EXAMPLES // len(COMMAND.commands)),  # at least EXAMPLES in all
         deadline=None,
         derandomize=not FRESH,
         database=None,
