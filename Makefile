@@ -61,8 +61,9 @@ check: lint
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# Refresh the lock on purpose: the newest versions the ranges in pyproject.toml allow, then the
-# whole test suite on them, then what changed. Commit requirements.lock only if the tests pass.
+# Refresh the lock on purpose: the newest versions the ranges in pyproject.toml allow, what
+# changed, then the whole test suite on them. Commit requirements.lock only if the tests pass
+# (git checkout requirements.lock takes it back).
 lock: $(BIN)/.installed
 	$(PIP) install "$(UV_SPEC)"
 	cp $(LOCK) $(LOCK).previous
@@ -70,9 +71,9 @@ lock: $(BIN)/.installed
 	$(BIN)/uv pip compile pyproject.toml --all-extras --upgrade --quiet --python-version 3.11 \
 		$(if $(FIND_LINKS),--find-links $(FIND_LINKS)) -c $(VENV)/torch-constraint.txt \
 		--custom-compile-command "make lock" -o $(LOCK)
-	$(MAKE) test
 	@echo "changed in $(LOCK):"; diff $(LOCK).previous $(LOCK) | grep '^[<>] [a-z]' || echo "  nothing"
 	rm -f $(LOCK).previous
+	$(MAKE) test
 
 # The newest versions pyproject.toml allows, in a scratch environment, against the fast tests:
 # a release that breaks us shows up here before users meet it. Reports; never fails the caller.
