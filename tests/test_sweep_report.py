@@ -314,3 +314,19 @@ def test_a_tampered_voter_is_refused(tmp_path, tiny_model_dir):
             max_length=64,
             text_model=tfidf_pipeline(cv=2).fit(texts, ["a", "b", "c", "d"] * 5),
         )
+
+
+def test_a_report_on_one_test_text_leaves_out_the_projection(tiny_model_dir, tmp_path, capsys):
+    """Found by the fuzz: PCA to 2-D needs two texts; one text is still a report."""
+    from bertprobe.cli import main
+
+    one = tmp_path / "one.tsv"
+    one.write_text("the film was great\t1\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--model", str(tiny_model_dir), str(one), "--out", str(tmp_path / "r")])
+    assert info.value.code == 0
+    assert (tmp_path / "r" / "report.html").is_file()
+    assert not (tmp_path / "r" / "projection.png").exists()
+    assert "projection of the test vectors is left out" in (
+        tmp_path / "r" / "report.html"
+    ).read_text(encoding="utf-8")

@@ -417,10 +417,11 @@ def write_report(data: ReportData, out: str | Path) -> Path:
                 figure_png(plot_learning_curve(data.learning_curve)),
             )
         )
-    figures += [
-        ("reliability", "Calibration", figure_png(plot_reliability(data))),
-        ("projection", "Where the errors are", figure_png(plot_projection(data))),
-    ]
+    figures.append(("reliability", "Calibration", figure_png(plot_reliability(data))))
+    if len(data.texts) >= 2:  # a 2-D projection (PCA) needs two points at least
+        figures.append(("projection", "Where the errors are", figure_png(plot_projection(data))))
+    else:
+        data.notes.append("one test text only: the 2-D projection of the test vectors is left out")
     for name, _, png in figures:
         (out / f"{name}.png").write_bytes(png)
 
