@@ -369,6 +369,6 @@ def test_the_fuzzer_sees_a_traceback(monkeypatch):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(bertprobe.cli, "load_model", broken)
+    monkeypatch.setattr(bertprobe.cli.Classifier, "load", broken)
     code, _, err = run_in_process(["evaluate", "--model", "m", "x.tsv"])
     assert code == -1 and "Traceback" in err and "ZeroDivisionError" in err

@@ -181,7 +181,7 @@ def test_train_out_of_core_saves_a_model_that_evaluates_and_serves_like_any(
 ):
     import json
 
-    from bertprobe.persist import load_model
+    from bertprobe.model import load_model
     from bertprobe.probe import OutOfCoreProbe
     from conftest import write_tsv
 

@@ -11,6 +11,7 @@ from bertprobe import (
     BadInputError,
     EncoderOptions,
     ReadOptions,
+    RunOptions,
     TrainOptions,
     load_model,
     train,
@@ -71,8 +72,8 @@ def test_train_from_python_saves_a_model_that_predicts_like_the_cli(
         (lambda: TrainOptions(Cs=(0.1, -1.0)), "Cs="),
         (lambda: TrainOptions(auto=True, out_of_core=True), "auto and out_of_core"),
         (lambda: EncoderOptions(pooling="sum"), "unknown pooling 'sum'"),
-        (lambda: EncoderOptions(batch_size=0), "batch_size=0"),
-        (lambda: EncoderOptions(backend="tensorflow"), "unknown backend"),
+        (lambda: RunOptions(batch_size=0), "batch_size=0"),
+        (lambda: RunOptions(backend="tensorflow"), "unknown backend"),
     ],
 )
 def test_options_are_checked_when_built_in_library_words(make, words):

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from bertprobe.persist import load_model
+from bertprobe.model import load_model
 from bertprobe.serve import BatchingConfig, ServeLimits, create_app
 
 
@@ -131,9 +131,9 @@ def test_shutdown_finishes_requests_in_flight(tiny_model_dir):
     slow = load_model(tiny_model_dir)
     answer = slow.predict_proba
 
-    def slow_predict_proba(texts, **options):
+    def slow_predict_proba(texts, *args, **options):
         time.sleep(1.0)  # the request is in flight when the server is told to stop
-        return answer(texts, **options)
+        return answer(texts, *args, **options)
 
     slow.predict_proba = slow_predict_proba
     port = free_port()

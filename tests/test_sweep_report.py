@@ -242,7 +242,7 @@ def test_report_page_loads_every_image_in_chromium(auto_model, sentiment_tsv, tm
 
 def test_auto_adds_the_tfidf_vote_when_cv_prefers_it(tiny_distilbert, tmp_path, capsys):
     from bertprobe.datasets import load_sst2
-    from bertprobe.persist import load_model
+    from bertprobe.model import load_model
     from conftest import write_tsv
 
     # Random tiny-encoder features are weak on real reviews; word n-grams add what they miss.
@@ -291,7 +291,8 @@ def test_a_tampered_voter_is_refused(tmp_path, tiny_model_dir):
     import shutil
 
     from bertprobe.errors import ModelFolderError
-    from bertprobe.persist import load_model, save_model
+    from bertprobe.model import load_model
+    from bertprobe.persist import save_model
     from bertprobe.sweep import tfidf_pipeline
 
     model = load_model(tiny_model_dir)

@@ -1,17 +1,17 @@
 """bertprobe: sentence classifiers from a frozen transformer encoder and a linear probe.
 
 Texts flow one way: :mod:`~bertprobe.data` reads them, :mod:`~bertprobe.encode` turns them into
-vectors (through the :mod:`~bertprobe.cache`), :mod:`~bertprobe.probe` learns the classifier, and
-:mod:`~bertprobe.persist` saves and loads the result.
+vectors (through the :mod:`~bertprobe.cache`), :mod:`~bertprobe.probe` learns the classifier.
+:mod:`~bertprobe.model` holds the model object (:class:`Classifier`) and the training entry
+point (:func:`train`), and :mod:`~bertprobe.persist` its folder format; the CLI, the report and
+the service are shells over them.
 
 Example:
-    >>> from sklearn.pipeline import make_pipeline
-    >>> from bertprobe import LinearProbe, TextEmbedder
-    >>> from bertprobe.datasets import load_sst2
-    >>> train, test = load_sst2("train"), load_sst2("test")
-    >>> clf = make_pipeline(TextEmbedder("minilm", pooling="mean"), LinearProbe())
-    >>> clf.fit(train.texts, train.labels).score(test.texts, test.labels)  # doctest: +SKIP
-    0.81...
+    >>> from bertprobe import Classifier, EncoderOptions
+    >>> model = Classifier.fit(texts, labels, encoding=EncoderOptions("minilm"))  # doctest: +SKIP
+    >>> model.save("models/mine")  # doctest: +SKIP
+    >>> Classifier.load("models/mine").predict(["a gorgeous, witty film"])  # doctest: +SKIP
+    array([1])
 """
 
 from bertprobe.data import ReadOptions
@@ -19,15 +19,27 @@ from bertprobe.encode import (
     EncoderOptions,
     EncoderRef,
     FeatureSpec,
+    RunOptions,
     TextEmbedder,
     embed,
     load_encoder,
     resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError, EncoderNotFoundError, ModelFolderError
-from bertprobe.model import TrainOptions, TrainResult, train
-from bertprobe.persist import Classifier, ProbeModel, load_model, save_model
-from bertprobe.probe import LinearProbe
+from bertprobe.model import (
+    Classifier,
+    Evaluation,
+    TrainOptions,
+    TrainResult,
+    load_model,
+    sweep,
+    train,
+)
+from bertprobe.persist import save_model
+from bertprobe.probe import LinearProbe, OutOfCoreProbe, VotingProbe
+
+# The name before 0.2; kept so existing code goes on working.
+ProbeModel = Classifier
 
 # The one place the version is written: pyproject.toml reads it from here (as text, without
 # importing the package), and `bertprobe --version` prints it.
@@ -40,11 +52,14 @@ __all__ = [
     "EncoderNotFoundError",
     "EncoderOptions",
     "EncoderRef",
+    "Evaluation",
     "FeatureSpec",
     "LinearProbe",
     "ModelFolderError",
+    "OutOfCoreProbe",
     "ProbeModel",
     "ReadOptions",
+    "RunOptions",
     "TextEmbedder",
     "TrainOptions",
     "TrainResult",
@@ -53,5 +68,7 @@ __all__ = [
     "load_model",
     "resolve_encoder",
     "save_model",
+    "sweep",
     "train",
+    "VotingProbe",
 ]

@@ -54,6 +54,32 @@ class LabelledTexts:
     def __len__(self) -> int:
         return len(self.texts)
 
+    @classmethod
+    def from_lists(
+        cls, texts: Sequence[str], labels: Sequence[Label] | None, source: str = "the texts"
+    ) -> LabelledTexts:
+        """Texts (and labels) held in memory, checked as a file's rows are.
+
+        >>> LabelledTexts.from_lists(["fine", "awful"], [1, 0]).labels
+        [1, 0]
+        """
+        if isinstance(texts, str):
+            raise BadInputError(
+                "texts: expected a list of texts, got one string; wrap it in a list"
+            )
+        texts = list(texts)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise BadInputError(f"{source}: text {bad[0]} is empty or not a string")
+        if labels is not None:
+            labels = list(labels)
+            if len(labels) != len(texts):
+                raise BadInputError(
+                    f"{source}: {len(texts)} texts but {len(labels)} labels; give one label a text"
+                )
+        digest = hashlib.sha256(json.dumps([texts, labels], default=str).encode()).hexdigest()
+        return cls(texts, labels, source, digest, list(range(1, len(texts) + 1)))
+
 
 @dataclass(frozen=True)
 class ReadOptions:

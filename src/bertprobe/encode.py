@@ -392,9 +392,63 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
+class RunOptions:
+    """How the encoder runs: batches, device, backend, cache, progress. Built once, passed whole
+    to training, embedding, prediction and evaluation; none of it changes a vector's meaning.
+
+    Parameters
+    ----------
+    batch_size : int
+        Texts per forward pass.
+    max_tokens : int, optional
+        Also cap a batch at this many padded tokens (long texts get smaller batches).
+    device : str
+        A torch device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    backend : {"torch", "onnx", "onnx-int8"}, optional
+        How the forward pass runs; ``None`` is a loaded model's own backend, or ``"torch"``
+        when training.
+    cache_dir : str or Path, optional
+        The embedding cache folder (default: ``$BERTPROBE_CACHE_DIR`` or the user cache).
+    use_cache : bool
+        Read and write the embedding cache.
+    progress : bool
+        Show progress bars on standard error.
+
+    Examples
+    --------
+    >>> RunOptions(batch_size=64, use_cache=False).batch_size
+    64
+    """
+
+    batch_size: int = 32
+    max_tokens: int | None = None
+    device: str = "cpu"
+    backend: Backend | None = None
+    cache_dir: str | Path | None = None
+    use_cache: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backend is not None:
+            check_backend(self.backend)
+        for name in ("batch_size", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BadInputError(f"{name}={value}: use at least 1")
+
+    def open_cache(self) -> AbstractContextManager[EmbeddingCache | None]:
+        """The embedding cache to use in a ``with`` block, or ``None`` when it is off."""
+        return open_cache(self.cache_dir) if self.use_cache else nullcontext(None)
+
+    def load(self, encoder: str | EncoderRef, default_backend: str = "torch") -> LoadedEncoder:
+        """``encoder`` loaded as these options say (see :func:`load_encoder`)."""
+        return load_encoder(encoder, self.device, self.backend or default_backend, self.cache_dir)
+
+
+@dataclass(frozen=True)
 class EncoderOptions:
-    """How texts become vectors: which encoder, which features, and how it runs. Built once
-    and passed whole to training, embedding and prediction.
+    """Which encoder and which features, and how it runs. Built once and passed whole to
+    training and embedding.
 
     Parameters
     ----------
@@ -407,60 +461,41 @@ class EncoderOptions:
         ``"-2,-1"`` is read as ``(-2, -1)``.
     max_length : int, optional
         Truncate texts at this many tokens (default: the encoder's limit).
-    batch_size : int
-        Texts per forward pass.
-    max_tokens : int, optional
-        Also cap a batch at this many padded tokens.
-    device : str
-        A torch device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-    backend : {"torch", "onnx", "onnx-int8"}
-        How the forward pass runs.
-    cache_dir : str or Path, optional
-        The embedding cache folder (default: ``$BERTPROBE_CACHE_DIR`` or the user cache).
-    use_cache : bool
-        Read and write the embedding cache.
-    progress : bool
-        Show progress bars on standard error.
+    run : RunOptions
+        Batches, device, backend, cache, progress.
 
     Examples
     --------
     >>> options = EncoderOptions("minilm", pooling="mean", layers="-2,-1")
-    >>> options.layers, options.spec.pooling
-    ((-2, -1), 'mean')
+    >>> options.layers, options.spec.pooling, options.backend
+    ((-2, -1), 'mean', 'torch')
     """
 
     encoder: str = DEFAULT_ENCODER
     pooling: Pooling = "cls"
     layers: tuple[int, ...] = (-1,)
     max_length: int | None = None
-    batch_size: int = 32
-    max_tokens: int | None = None
-    device: str = "cpu"
-    backend: Backend = "torch"
-    cache_dir: str | Path | None = None
-    use_cache: bool = True
-    progress: bool = False
+    run: RunOptions = RunOptions()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", parse_layers(self.layers))
         FeatureSpec(self.pooling, self.layers, self.max_length)  # checks those three
-        check_backend(self.backend)
-        for name in ("batch_size", "max_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise BadInputError(f"{name}={value}: use at least 1")
 
     @property
     def spec(self) -> FeatureSpec:
         return FeatureSpec(self.pooling, self.layers, self.max_length)
 
+    @property
+    def backend(self) -> Backend:
+        return self.run.backend or "torch"
+
     def load(self) -> LoadedEncoder:
         """The encoder, loaded once per process (see :func:`load_encoder`)."""
-        return load_encoder(self.encoder, self.device, self.backend, self.cache_dir)
+        return self.run.load(self.encoder)
 
     def open_cache(self) -> AbstractContextManager[EmbeddingCache | None]:
         """The embedding cache to use in a ``with`` block, or ``None`` when it is off."""
-        return open_cache(self.cache_dir) if self.use_cache else nullcontext(None)
+        return self.run.open_cache()
 
 
 def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:

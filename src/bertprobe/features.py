@@ -9,8 +9,10 @@ run the same command again after an interruption and it carries on from the last
 with or without the embedding cache. ``OUT`` itself appears, complete, only at the end.
 
 Example:
-    >>> from bertprobe.features import embed_file
-    >>> stats = embed_file("texts.txt", "vectors.npy", "minilm")  # doctest: +SKIP
+    >>> from bertprobe import EncoderOptions
+    >>> from bertprobe.features import write_features
+    >>> stats = write_features("texts.txt", "vectors.npy",
+    ...                        encoding=EncoderOptions("minilm"))  # doctest: +SKIP
     >>> np.load("vectors.npy", mmap_mode="r").shape  # doctest: +SKIP
     (1000000, 384)
 """
@@ -28,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from bertprobe.cache import EmbeddingCache
-from bertprobe.data import iter_chunks, scan_file
-from bertprobe.encode import FeatureSpec, LoadedEncoder, embed, load_encoder
+from bertprobe.data import ReadOptions, iter_chunks, scan_file
+from bertprobe.encode import EncoderOptions, FeatureSpec, LoadedEncoder, embed, load_encoder
 from bertprobe.errors import BadInputError
 
 DTYPE = np.dtype("<f4")
@@ -159,6 +161,32 @@ class FileEmbedStats:
     dropped_empty: int = 0
     dim: int = 0
     seconds: float = 0.0
+
+
+def write_features(
+    path: str | Path,
+    out: str | Path,
+    *,
+    encoding: EncoderOptions,
+    reading: ReadOptions = ReadOptions(),
+    chunk_size: int = 4096,
+) -> FileEmbedStats:
+    """The vectors of every text of a file, as ``encoding`` says, into the ``.npy`` file ``out``
+    (see :func:`embed_file`); an interrupted run resumes."""
+    with encoding.open_cache() as cache:
+        return embed_file(
+            path,
+            out,
+            encoding.load(),
+            encoding.spec,
+            chunk_size=chunk_size,
+            batch_size=encoding.run.batch_size,
+            max_tokens=encoding.run.max_tokens,
+            cache=cache,
+            text_col=reading.text_col,
+            drop_empty=reading.drop_empty,
+            progress=encoding.run.progress,
+        )
 
 
 def embed_file(

@@ -19,34 +19,278 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bertprobe.cache import default_cache_dir
+from bertprobe.cache import EmbeddingCache, default_cache_dir
 from bertprobe.data import LabelledTexts, ReadOptions, align_labels, iter_chunks
 from bertprobe.encode import (
     POOLINGS,
     EmbedStats,
     EncoderOptions,
+    EncoderRef,
+    FeatureSpec,
     Pooling,
+    RunOptions,
+    TextEmbedder,
     check_pooling,
     embed,
 )
 from bertprobe.errors import BadInputError, BertprobeError
-from bertprobe.features import embed_file, iter_feature_rows
+from bertprobe.features import iter_feature_rows, write_features
 from bertprobe.persist import (
-    Classifier,
     check_model_destination,
     file_record,
     read_card,
+    read_model,
     save_model,
 )
-from bertprobe.probe import LinearProbe, OutOfCoreProbe, check_trainable, parse_c_grid
+from bertprobe.probe import (
+    COARSE_C_GRID,
+    LinearProbe,
+    OutOfCoreProbe,
+    VotingProbe,
+    check_trainable,
+    parse_c_grid,
+)
 from bertprobe.sweep import SweepResult, parse_poolings, run_sweep, tfidf_pipeline
+
+Probe = LinearProbe | OutOfCoreProbe
+
+
+@dataclass
+class Classifier:
+    """The model: a frozen encoder's features, a fitted probe (and a TF-IDF voter), its card.
+
+    The CLI, the report and the service all predict through this object. Get one by training
+    (:meth:`fit`, or :func:`train` for files and the full result), from a model folder
+    (:meth:`load`), or from a fitted ``Pipeline(TextEmbedder, LinearProbe)``
+    (:meth:`from_pipeline`); :meth:`save` writes a model folder.
+
+    Attributes
+    ----------
+    card : dict
+        The model card (empty until saved or loaded).
+    probe : LinearProbe or OutOfCoreProbe
+        The fitted classifier over the encoder's vectors.
+    encoder : EncoderRef
+        The encoder's name, folder and fingerprint.
+    spec : FeatureSpec
+        Pooling, layers and max length of the vectors the probe was trained on.
+    folder : Path or None
+        Where the model was saved or loaded from.
+    backend : str
+        How the encoder runs by default (``torch``, ``onnx``, ``onnx-int8``).
+    text_model : sklearn Pipeline or None
+        A TF-IDF + logistic regression model that votes with the probe (see
+        :class:`~bertprobe.probe.VotingProbe`).
+
+    Examples
+    --------
+    >>> model = Classifier.fit(train_texts, train_labels,
+    ...                        encoding=EncoderOptions("minilm", pooling="mean"))  # doctest: +SKIP
+    >>> model.save("models/sst2")  # doctest: +SKIP
+    >>> Classifier.load("models/sst2").predict(["a gorgeous, witty film"])  # doctest: +SKIP
+    array([1])
+    """
+
+    card: dict[str, Any]
+    probe: Probe
+    encoder: EncoderRef
+    spec: FeatureSpec
+    folder: Path | None = None
+    backend: str = "torch"
+    text_model: Any = None
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Sequence[str],
+        labels: Sequence[Any],
+        *,
+        encoding: EncoderOptions = EncoderOptions(),
+        options: TrainOptions | None = None,
+    ) -> Classifier:
+        """A model trained on ``texts`` and ``labels`` (see :func:`train` for files, a test
+        set, saving and the full record of what training did)."""
+        data = LabelledTexts.from_lists(texts, labels)
+        return train(data, encoding=encoding, options=options or TrainOptions()).model
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Classifier:
+        """A model folder, checked: an altered file, an edited card or another encoder is
+        refused (see :func:`bertprobe.persist.read_model`)."""
+        saved = read_model(folder)
+        return cls(
+            card=saved.card,
+            probe=saved.probe,
+            encoder=saved.encoder,
+            spec=saved.spec,
+            folder=saved.folder,
+            backend=saved.backend,
+            text_model=saved.text_model,
+        )
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any) -> Classifier:
+        """A fitted ``Pipeline([TextEmbedder, LinearProbe])`` as a model, ready to :meth:`save`."""
+        from sklearn.utils.validation import check_is_fitted
+
+        steps = [step for _, step in getattr(pipeline, "steps", [])]
+        if (
+            len(steps) != 2
+            or not isinstance(steps[0], TextEmbedder)
+            or not isinstance(steps[1], LinearProbe | OutOfCoreProbe)
+        ):
+            raise BertprobeError(
+                "from_pipeline takes a Pipeline of two steps: a TextEmbedder, then a "
+                "LinearProbe or OutOfCoreProbe"
+            )
+        embedder, probe = steps
+        check_is_fitted(embedder, "encoder_ref_")
+        check_is_fitted(probe)
+        return cls(
+            card={},
+            probe=probe,
+            encoder=embedder.encoder_ref_,
+            spec=embedder.spec_,
+            backend=embedder.backend,
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write this model to a folder (replacing an earlier model there); returns the folder."""
+        max_length = self.spec.max_length or RunOptions().load(self.encoder).max_length
+        folder = save_model(
+            folder,
+            self.probe,
+            self.encoder,
+            self.spec,
+            max_length=max_length,
+            backend=self.backend,
+            metrics=self.card.get("metrics"),
+            data=self.card.get("data"),
+            extra={k: self.card[k] for k in ("sweep",) if k in self.card} or None,
+            text_model=self.text_model,
+        )
+        self.card, self.folder = read_card(folder), folder
+        return folder
+
+    @property
+    def classes(self) -> list:
+        return self.probe.classes_.tolist()
+
+    @property
+    def id(self) -> str:
+        return self.card["id"]
+
+    @property
+    def head(self) -> VotingProbe:
+        """What turns vectors (and texts) into probabilities: the probe, with its voter."""
+        return VotingProbe.prefit(self.probe, self.text_model)
+
+    def embed(
+        self, texts: Sequence[str], run: RunOptions = RunOptions()
+    ) -> tuple[np.ndarray, EmbedStats]:
+        """Vectors as the probe was trained on; ``run.backend`` overrides the model's."""
+        with run.open_cache() as cache:
+            return embed(
+                texts,
+                run.load(self.encoder, default_backend=self.backend),
+                self.spec,
+                batch_size=run.batch_size,
+                max_tokens=run.max_tokens,
+                cache=cache,
+                progress=run.progress,
+            )
+
+    def predict_proba(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:
+        """Probabilities, one row per text, columns in the order of :attr:`classes`."""
+        return self.head.predict_proba(self.embed(texts, run)[0], texts=texts)
+
+    def predict(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:
+        """The most probable label of each text."""
+        return self.head.predict(self.embed(texts, run)[0], texts=texts)
+
+    def evaluate(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[Any],
+        run: RunOptions = RunOptions(),
+        *,
+        source: str = "the labels",
+    ) -> Evaluation:
+        """Accuracy, per-class precision / recall / F1 and the confusion matrix on labelled
+        texts. Labels the model never saw count as errors; a set sharing none is refused."""
+        from sklearn.metrics import classification_report, confusion_matrix
+
+        y_true = self.align_labels(labels, source)
+        unknown = sorted({str(y) for y in y_true} - {str(c) for c in self.classes})
+        X, stats = self.embed(texts, run)
+        predicted = self.head.predict(X, texts=texts).tolist()
+        if unknown:  # y_true is text then (align_labels): compare like with like
+            predicted = [str(p) for p in predicted]
+        known = [str(c) if unknown else c for c in self.classes]
+        names = sorted(set(predicted) | set(y_true) | set(known), key=str)
+        report = classification_report(
+            y_true, predicted, labels=names, output_dict=True, zero_division=0
+        )
+        return Evaluation(
+            accuracy=accuracy(y_true, predicted),
+            n=len(texts),
+            model=self.card.get("id"),
+            labels=[_jsonable(x) for x in names],
+            per_class={
+                str(x): {
+                    k: report[str(x)][k] for k in ("precision", "recall", "f1-score", "support")
+                }
+                for x in names
+            },
+            confusion_matrix=confusion_matrix(y_true, predicted, labels=names).tolist(),
+            embed_seconds=stats.seconds,
+            n_truncated=stats.n_truncated,
+            unknown_labels=unknown,
+        )
+
+    def align_labels(self, labels: Sequence[Any], source: str = "the labels") -> list:
+        """``labels`` as the model's own label values (see :func:`bertprobe.data.align_labels`)."""
+        return align_labels(labels, self.classes, source)
+
+
+def load_model(folder: str | Path) -> Classifier:
+    """A model folder, checked (the same as :meth:`Classifier.load`)."""
+    return Classifier.load(folder)
+
+
+@dataclass
+class Evaluation:
+    """What :meth:`Classifier.evaluate` measured; ``to_dict()`` is ``evaluate --json``."""
+
+    accuracy: float
+    n: int
+    model: str | None
+    labels: list
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]]
+    embed_seconds: float
+    n_truncated: int
+    unknown_labels: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "model": self.model,
+            "labels": self.labels,
+            "per_class": self.per_class,
+            "confusion_matrix": self.confusion_matrix,
+            "embed_seconds": self.embed_seconds,
+            "n_truncated": self.n_truncated,
+        }
 
 
 @dataclass(frozen=True)
@@ -84,6 +328,11 @@ class TrainOptions:
     auto: bool = False
     poolings: tuple[Pooling, ...] | str = POOLINGS
     out_of_core: bool = False
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        """The C values, as numbers (``Cs`` after parsing)."""
+        return typing.cast(tuple[float, ...], self.Cs)
 
     def __post_init__(self) -> None:
         grid = parse_c_grid(self.Cs) if isinstance(self.Cs, str) else tuple(self.Cs)
@@ -208,31 +457,20 @@ def train(
     train_labels = list(train_set.labels or [])
 
     encoder = encoding.load()
-    sweep: SweepResult | None = None
+    swept: SweepResult | None = None
     with encoding.open_cache() as cache:
         if options.auto:
-            sweep = run_sweep(
-                train_set.texts,
-                train_labels,
-                encoder,
-                poolings=tuple(options.poolings),
-                cv=options.cv,
-                max_length=encoding.max_length,
-                cache=cache,
-                batch_size=encoding.batch_size,
-                n_jobs=options.n_jobs,
-                progress=encoding.progress,
-            )
-            best = sweep.best
+            swept = _sweep(train_set, encoding, options, COARSE_C_GRID, cache=cache)
+            best = swept.best
             encoding = replace(
                 encoding, pooling=check_pooling(best.pooling), layers=tuple(best.layers)
             )
         spec = encoding.spec
         embed_options: dict[str, Any] = dict(
-            batch_size=encoding.batch_size,
-            max_tokens=encoding.max_tokens,
+            batch_size=encoding.run.batch_size,
+            max_tokens=encoding.run.max_tokens,
             cache=cache,
-            progress=encoding.progress,
+            progress=encoding.run.progress,
         )
         X_train, train_stats = embed(train_set.texts, encoder, spec, **embed_options)
         X_test, test_stats = (
@@ -242,24 +480,23 @@ def train(
         )
 
     fit_start = time.perf_counter()
-    probe = LinearProbe(Cs=options.Cs, cv=options.cv, n_jobs=options.n_jobs)
-    probe.fit(X_train, train_labels)
     voter = None
-    if sweep is not None and sweep.vote_wins:
+    if swept is not None and swept.vote_wins:
         voter = tfidf_pipeline(cv=options.cv, n_jobs=options.n_jobs)
-        voter.fit(train_set.texts, train_labels)
+    head = VotingProbe(LinearProbe(Cs=options.Cs, cv=options.cv, n_jobs=options.n_jobs), voter)
+    head.fit(X_train, train_labels, texts=train_set.texts)
     fit_seconds = time.perf_counter() - fit_start
     model = Classifier(
         card={},
-        probe=probe,
+        probe=head.probe_,
         encoder=encoder.ref,
         spec=spec,
         backend=encoding.backend,
-        text_model=voter,
+        text_model=head.text_model_,
     )
     test_accuracy = None
     if test_set is not None and X_test is not None:
-        predicted = model.predict_from(X_test, test_set.texts)
+        predicted = head.predict(X_test, texts=test_set.texts)
         test_accuracy = accuracy(test_set.labels or [], predicted)
 
     result = TrainResult(
@@ -274,7 +511,7 @@ def train(
         test_data=test_set,
         train_stats=train_stats,
         test_stats=test_stats,
-        sweep=sweep,
+        sweep=swept,
     )
     if out is not None:
         data_records = {"train": file_record(train_set.source, len(train_set), train_set.sha256)}
@@ -282,22 +519,66 @@ def train(
             data_records["test"] = file_record(test_set.source, len(test_set), test_set.sha256)
         summary = result.to_dict()
         metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
-        if voter is not None and sweep is not None:
-            metrics["vote_cv_accuracy"] = sweep.vote_cv_accuracy
+        if model.text_model is not None and swept is not None:
+            metrics["vote_cv_accuracy"] = swept.vote_cv_accuracy
         save_model(
             out,
-            probe,
+            model.probe,
             encoder.ref,
             spec,
             max_length=train_stats.max_length,
             backend=encoding.backend,
             metrics=metrics,
             data=data_records,
-            extra={"sweep": sweep.to_dict()} if sweep is not None else None,
-            text_model=voter,
+            extra={"sweep": swept.to_dict()} if swept is not None else None,
+            text_model=model.text_model,
         )
         result.model = _with_card(out, model)
     return result
+
+
+def sweep(
+    data: str | Path | LabelledTexts,
+    *,
+    encoding: EncoderOptions = EncoderOptions(),
+    options: TrainOptions = TrainOptions(Cs="coarse"),
+    reading: ReadOptions = ReadOptions(),
+    tfidf: bool = True,
+) -> SweepResult:
+    """Score every hidden layer x pooling (and concatenations) by cross-validation on
+    labelled data: what ``train(..., options=TrainOptions(auto=True))`` does first.
+
+    ``options`` gives the folds, the C values, the processes and the poolings tried;
+    ``tfidf`` also scores the TF-IDF baseline and its vote with the best candidate.
+    """
+    train_set = read_training_set(data, reading, options.cv)
+    with encoding.open_cache() as cache:
+        return _sweep(train_set, encoding, options, options.grid, cache=cache, tfidf=tfidf)
+
+
+def _sweep(
+    train_set: LabelledTexts,
+    encoding: EncoderOptions,
+    options: TrainOptions,
+    Cs: Sequence[float],
+    *,
+    cache: EmbeddingCache | None,
+    tfidf: bool = True,
+) -> SweepResult:
+    return run_sweep(
+        train_set.texts,
+        train_set.labels or [],
+        encoding.load(),
+        poolings=tuple(options.poolings),
+        cv=options.cv,
+        Cs=Cs,
+        max_length=encoding.max_length,
+        cache=cache,
+        batch_size=encoding.run.batch_size,
+        n_jobs=options.n_jobs,
+        tfidf=tfidf,
+        progress=encoding.run.progress,
+    )
 
 
 def _train_out_of_core(
@@ -310,7 +591,7 @@ def _train_out_of_core(
     """File -> features on disk (resumable) -> OutOfCoreProbe, a chunk at a time."""
     encoder = encoding.load()
     spec = encoding.spec
-    feature_dir = Path(encoding.cache_dir or default_cache_dir()) / "features"
+    feature_dir = Path(encoding.run.cache_dir or default_cache_dir()) / "features"
     start = time.perf_counter()
     # Labels first: this pass checks every row, so embedding starts only on sound files.
     labels_of = {
@@ -355,19 +636,7 @@ def _train_out_of_core(
             ]
         )
         features = feature_dir / f"{hashlib.sha256(job.encode()).hexdigest()[:24]}.npy"
-        with encoding.open_cache() as cache:
-            stats = embed_file(
-                path,
-                features,
-                encoder,
-                spec,
-                batch_size=encoding.batch_size,
-                max_tokens=encoding.max_tokens,
-                cache=cache,
-                text_col=reading.text_col,
-                drop_empty=reading.drop_empty,
-                progress=encoding.progress,
-            )
+        stats = write_features(path, features, encoding=encoding, reading=reading)
         if stats.n_texts != len(labels):  # both passes skip the same rows; guard the pairing
             raise BertprobeError(f"{path}: {stats.n_texts} vectors for {len(labels)} labels")
         splits[split] = features, labels, stats.source_sha256
@@ -462,4 +731,14 @@ def _jsonable(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-__all__ = ["TrainOptions", "TrainResult", "accuracy", "read_training_set", "train"]
+__all__ = [
+    "Classifier",
+    "Evaluation",
+    "TrainOptions",
+    "TrainResult",
+    "accuracy",
+    "load_model",
+    "read_training_set",
+    "sweep",
+    "train",
+]

@@ -15,8 +15,8 @@ fine-tuned encoder will ship inside the folder (``encoder/``), named in the card
 ``encoder.folder``; the rest of the format stays as it is.
 
 Example:
-    >>> from bertprobe.persist import load_model
-    >>> model = load_model("models/sst2")  # doctest: +SKIP
+    >>> from bertprobe import Classifier
+    >>> model = Classifier.load("models/sst2")  # doctest: +SKIP
     >>> model.predict(["a gorgeous, witty film"])  # doctest: +SKIP
     array([1])
 """
@@ -29,25 +29,14 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bertprobe.cache import EmbeddingCache
-from bertprobe.data import align_labels, check_output_path
-from bertprobe.encode import (
-    EmbedStats,
-    EncoderRef,
-    FeatureSpec,
-    embed,
-    load_encoder,
-    resolve_encoder,
-)
+from bertprobe.data import check_output_path
+from bertprobe.encode import EncoderRef, FeatureSpec, resolve_encoder
 from bertprobe.errors import BertprobeError, ModelFolderError
 from bertprobe.probe import LinearProbe, OutOfCoreProbe
 
@@ -74,151 +63,16 @@ _VERSIONED = ("bertprobe", "torch", "transformers", "tokenizers", "scikit-learn"
 
 
 @dataclass
-class Classifier:
-    """The model: a frozen encoder's features, a fitted probe (and a TF-IDF voter), its card.
-
-    The CLI, the report and the service all predict through this object. Get one from
-    :func:`bertprobe.train` (``result.model``), from a model folder (:meth:`load`), or from a
-    fitted ``Pipeline(TextEmbedder, LinearProbe)`` (:meth:`from_pipeline`); :meth:`save`
-    writes a model folder.
-
-    Attributes
-    ----------
-    card : dict
-        The model card (empty until saved or loaded).
-    probe : LinearProbe or OutOfCoreProbe
-        The fitted classifier over the encoder's vectors.
-    encoder : EncoderRef
-        The encoder's name, folder and fingerprint.
-    spec : FeatureSpec
-        Pooling, layers and max length of the vectors the probe was trained on.
-    folder : Path or None
-        Where the model was saved or loaded from.
-    backend : str
-        How the encoder runs by default (``torch``, ``onnx``, ``onnx-int8``).
-    text_model : sklearn Pipeline or None
-        A TF-IDF + logistic regression voter whose probabilities are averaged with the probe's.
-
-    Examples
-    --------
-    >>> model = Classifier.load("models/sst2")  # doctest: +SKIP
-    >>> model.predict(["a gorgeous, witty film"])  # doctest: +SKIP
-    array([1])
-    """
+class SavedModel:
+    """The parts of a model folder, checked: what :class:`bertprobe.Classifier` is made of."""
 
     card: dict[str, Any]
     probe: Probe
     encoder: EncoderRef
     spec: FeatureSpec
-    folder: Path | None = None
+    folder: Path
     backend: str = "torch"
-    text_model: Any = None  # sklearn Pipeline over raw texts, averaged with the probe
-
-    @classmethod
-    def load(cls, folder: str | Path) -> Classifier:
-        """A model folder, checked (see :func:`load_model`)."""
-        return load_model(folder)
-
-    @classmethod
-    def from_pipeline(cls, pipeline: Any) -> Classifier:
-        """A fitted ``Pipeline([TextEmbedder, LinearProbe])`` as a model, ready to :meth:`save`."""
-        from sklearn.utils.validation import check_is_fitted
-
-        from bertprobe.encode import TextEmbedder
-
-        steps = [step for _, step in getattr(pipeline, "steps", [])]
-        if (
-            len(steps) != 2
-            or not isinstance(steps[0], TextEmbedder)
-            or not isinstance(steps[1], LinearProbe | OutOfCoreProbe)
-        ):
-            raise BertprobeError(
-                "from_pipeline takes a Pipeline of two steps: a TextEmbedder, then a "
-                "LinearProbe or OutOfCoreProbe"
-            )
-        embedder, probe = steps
-        check_is_fitted(embedder, "encoder_ref_")
-        check_is_fitted(probe)
-        return cls(
-            card={},
-            probe=probe,
-            encoder=embedder.encoder_ref_,
-            spec=embedder.spec_,
-            backend=embedder.backend,
-        )
-
-    def save(self, folder: str | Path) -> Path:
-        """Write this model to a folder (replacing an earlier model there); returns the folder."""
-        max_length = self.spec.max_length or load_encoder(self.encoder, "cpu", "torch").max_length
-        folder = save_model(
-            folder,
-            self.probe,
-            self.encoder,
-            self.spec,
-            max_length=max_length,
-            backend=self.backend,
-            metrics=self.card.get("metrics"),
-            data=self.card.get("data"),
-            extra={k: self.card[k] for k in ("sweep",) if k in self.card} or None,
-            text_model=self.text_model,
-        )
-        self.card, self.folder = read_card(folder), folder
-        return folder
-
-    @property
-    def classes(self) -> list:
-        return self.probe.classes_.tolist()
-
-    @property
-    def id(self) -> str:
-        return self.card["id"]
-
-    def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        cache: EmbeddingCache | None = None,
-        batch_size: int = 32,
-        device: str = "cpu",
-        backend: str | None = None,
-        progress: bool = False,
-    ) -> tuple[np.ndarray, EmbedStats]:
-        """Vectors as the probe was trained on; ``backend`` overrides the card's. ONNX exports
-        are kept beside ``cache`` when one is given."""
-        return embed(
-            texts,
-            load_encoder(
-                self.encoder,
-                device,
-                backend or self.backend,
-                cache.folder if cache is not None else None,
-            ),
-            self.spec,
-            batch_size=batch_size,
-            cache=cache,
-            progress=progress,
-        )
-
-    def predict_proba(self, texts: Sequence[str], **embed_options) -> np.ndarray:
-        """Probabilities, one row per text, columns in the order of :attr:`classes`."""
-        return self.proba_from(self.embed(texts, **embed_options)[0], texts)
-
-    def predict(self, texts: Sequence[str], **embed_options) -> np.ndarray:
-        return self.predict_from(self.embed(texts, **embed_options)[0], texts)
-
-    def proba_from(self, X: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities from vectors already embedded (``texts`` feed the TF-IDF voter)."""
-        proba = self.probe.predict_proba(X)
-        if self.text_model is not None:
-            proba = (proba + self.text_model.predict_proba(list(texts))) / 2
-        return proba
-
-    def predict_from(self, X: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        return self.probe.classes_[self.proba_from(X, texts).argmax(axis=1)]
-
-    def align_labels(self, labels: Sequence[Any], source: str = "the labels") -> list:
-        """``labels`` as the model's own label values (see :func:`bertprobe.data.align_labels`)."""
-        return align_labels(labels, self.classes, source)
+    text_model: Any = None  # sklearn Pipeline over raw texts that votes with the probe
 
 
 def check_model_destination(folder: str | Path) -> Path:
@@ -343,8 +197,11 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     return card
 
 
-def load_model(folder: str | Path, *, check_encoder: bool = True) -> Classifier:
-    """Load a model folder, refusing one that was altered or whose encoder changed."""
+def read_model(folder: str | Path, *, check_encoder: bool = True) -> SavedModel:
+    """Read a model folder, refusing one that was altered or whose encoder changed.
+
+    :meth:`bertprobe.Classifier.load` makes the model of it.
+    """
 
     folder = Path(folder)
     card = read_card(folder)
@@ -383,7 +240,7 @@ def load_model(folder: str | Path, *, check_encoder: bool = True) -> Classifier:
     features = card["features"]
     spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
     encoder = _card_encoder(folder, card, check_encoder)
-    return Classifier(
+    return SavedModel(
         card=card,
         probe=probe,
         encoder=encoder,
@@ -541,7 +398,3 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
-
-
-# The name before 0.2; kept so existing code goes on working.
-ProbeModel = Classifier

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
@@ -304,3 +305,79 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         # float64: one-vs-rest probabilities of float32 scores saturate to ties at 1.0, and
         # then the most probable class shown would disagree with the label predicted.
         return self.scaler_.transform(X.astype(np.float64, copy=False))
+
+
+class VotingProbe(ClassifierMixin, BaseEstimator):
+    """A probe over vectors that votes with a model over the raw texts: the mean of their
+    probabilities (a soft vote). With no ``text_model`` it is the probe alone.
+
+    ``train --auto`` adds the TF-IDF + logistic regression vote when cross-validation on the
+    training data prefers it: the two models err on different sentences.
+
+    Parameters
+    ----------
+    probe : LinearProbe or OutOfCoreProbe
+        The classifier over the encoder's vectors (cloned by :meth:`fit`).
+    text_model : scikit-learn classifier, optional
+        A classifier over the raw texts with ``predict_proba`` (cloned by :meth:`fit`).
+
+    Attributes
+    ----------
+    probe_ : LinearProbe or OutOfCoreProbe
+        The fitted probe.
+    text_model_ : scikit-learn classifier or None
+        The fitted text model.
+    classes_ : ndarray
+        The labels, in the order of the probabilities' columns.
+
+    Examples
+    --------
+    >>> from sklearn.feature_extraction.text import TfidfVectorizer
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> texts = ["good", "great", "fine film", "bad", "awful", "dull film"] * 5
+    >>> y = [1, 1, 1, 0, 0, 0] * 5
+    >>> X = np.array([[1.0], [0.9], [0.6], [-1.0], [-0.8], [-0.5]] * 5)
+    >>> vote = VotingProbe(LinearProbe(cv=3), make_pipeline(TfidfVectorizer(),
+    ...                                                    LogisticRegression()))
+    >>> vote.fit(X, y, texts=texts).predict(X[:2], texts=["great", "awful"])
+    array([1, 0])
+    """
+
+    def __init__(self, probe: LinearProbe | OutOfCoreProbe, text_model: Any = None) -> None:
+        self.probe = probe
+        self.text_model = text_model
+
+    @classmethod
+    def prefit(cls, probe: LinearProbe | OutOfCoreProbe, text_model: Any = None) -> VotingProbe:
+        """A vote of models already fitted (a loaded model's), used as they are."""
+        check_is_fitted(probe)
+        if text_model is not None and list(text_model.classes_) != probe.classes_.tolist():
+            raise BadInputError("the text model's classes differ from the probe's")
+        vote = cls(probe, text_model)
+        vote.probe_, vote.text_model_, vote.classes_ = probe, text_model, probe.classes_
+        return vote
+
+    def fit(self, X, y, *, texts: Sequence[str] | None = None) -> VotingProbe:
+        """Fit the probe on ``X`` and the text model on ``texts`` (the same rows)."""
+        self.probe_ = clone(self.probe).fit(X, y)
+        self.text_model_ = None
+        if self.text_model is not None:
+            if texts is None:
+                raise BadInputError("texts=None: the text model needs the rows' texts")
+            self.text_model_ = clone(self.text_model).fit(list(texts), y)
+        self.classes_ = self.probe_.classes_
+        return self
+
+    def predict_proba(self, X, *, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        check_is_fitted(self, "probe_")
+        proba = self.probe_.predict_proba(X)
+        if self.text_model_ is not None:
+            if texts is None:
+                raise BadInputError("texts=None: the text model needs the rows' texts")
+            proba = (proba + self.text_model_.predict_proba(list(texts))) / 2
+        return proba
+
+    def predict(self, X, *, texts: Sequence[str] | None = None) -> np.ndarray:
+        return self.classes_[self.predict_proba(X, texts=texts).argmax(axis=1)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,8 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from bertprobe.data import LabelledTexts, ReadOptions
+from bertprobe.encode import RunOptions
 from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra
+from bertprobe.model import Classifier, read_training_set
+from bertprobe.probe import LinearProbe
+from bertprobe.sweep import SweepResult, tfidf_pipeline
 
 N_CONFIDENT_ERRORS = 12
 CALIBRATION_BINS = 10
@@ -351,6 +357,126 @@ def figure_png(fig) -> bytes:
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
+
+
+# --- assembling a report ----------------------------------------------------------------------
+
+
+def build_report(
+    model: Classifier,
+    test: str | Path | LabelledTexts,
+    *,
+    train: str | Path | LabelledTexts | None = None,
+    run: RunOptions = RunOptions(),
+    reading: ReadOptions = ReadOptions(),
+    n_jobs: int | None = -1,
+) -> ReportData:
+    """Everything a report on ``model`` over the labelled ``test`` data shows.
+
+    ``train`` (default: the training file recorded in the model card, if it is unchanged)
+    adds the learning curve and the TF-IDF baseline. Rows whose labels the model never saw are
+    left out of the plots, and ``notes`` says so, as it says what else was left out and why.
+
+    Example:
+        >>> data = build_report(Classifier.load("models/sst2"), "test.tsv")  # doctest: +SKIP
+        >>> write_report(data, "report/")  # doctest: +SKIP
+    """
+    test_set = test if isinstance(test, LabelledTexts) else reading.read_labelled(test)
+    notes: list[str] = []
+    train_set = None
+    if isinstance(model.probe, LinearProbe):
+        train_set, note = _training_data_of(model, train, reading)
+        notes += [note] if note else []
+    else:  # an out-of-core training set is too large to hold for the learning curve
+        notes.append(
+            "trained out of core: the learning curve and TF-IDF baseline, which hold the "
+            "training data in memory, are left out"
+        )
+    test_texts, y_true, left_out = _rows_with_model_labels(model, test_set)
+    if left_out:
+        notes.append(
+            f"{test_set.source}: left out {left_out:,} rows whose labels the model never saw"
+        )
+    X_test, _ = model.embed(test_texts, run)
+    proba = model.head.predict_proba(X_test, texts=test_texts)
+    data = ReportData(
+        model_id=model.id,
+        card=model.card,
+        texts=test_texts,
+        y_true=y_true,
+        y_pred=model.probe.classes_[proba.argmax(axis=1)],
+        proba=proba,
+        classes=model.classes,
+        features=X_test,
+        test_source=test_set.source,
+        notes=notes,
+    )
+    if train_set is not None:
+        train_texts, y_train, train_left_out = _rows_with_model_labels(model, train_set)
+        if train_left_out:
+            notes.append(
+                f"{train_set.source}: left out {train_left_out:,} rows whose labels "
+                "the model never saw"
+            )
+        X_train, _ = model.embed(train_texts, run)
+        cv = model.probe.cv
+        data.learning_curve = learning_curve_scores(
+            X_train, y_train, C=model.probe.C_, cv=cv, n_jobs=n_jobs
+        )
+        baseline = tfidf_pipeline(cv=cv, n_jobs=n_jobs).fit(train_texts, y_train)
+        data.tfidf_accuracy = float(baseline.score(test_texts, y_true))
+    return data
+
+
+def _training_data_of(
+    model: Classifier, train: str | Path | LabelledTexts | None, reading: ReadOptions
+) -> tuple[LabelledTexts | None, str | None]:
+    """The model's training data, if it can be had unchanged; else None and why not."""
+    cv = model.probe.cv
+    if train is not None:
+        return read_training_set(train, reading, cv), None
+    record = model.card.get("data", {}).get("train")
+    if not record:
+        return None, "no training file recorded; pass --train for the learning curve and baseline"
+    path = Path(record["path"])
+    if not path.is_file():
+        return None, (
+            f"training file {path} not found; pass --train for the learning curve and "
+            "the TF-IDF baseline"
+        )
+    train_set = read_training_set(path, reading, cv)
+    if train_set.sha256 != record["sha256"]:
+        return None, (
+            f"training file {path} changed since training; pass --train for the "
+            "learning curve and the TF-IDF baseline"
+        )
+    return train_set, None
+
+
+def _rows_with_model_labels(
+    model: Classifier, labelled: LabelledTexts
+) -> tuple[list[str], np.ndarray, int]:
+    """The texts and labels (as the model's values) of the rows whose label the model knows,
+    and how many rows were left out."""
+    labels = model.align_labels(labelled.labels or [], labelled.source)  # refuses no overlap
+    by_text = {str(c): c for c in model.classes}
+    keep = [i for i, y in enumerate(labels) if str(y) in by_text]
+    return (
+        [labelled.texts[i] for i in keep],
+        np.asarray([by_text[str(labels[i])] for i in keep]),
+        len(labels) - len(keep),
+    )
+
+
+def write_sweep(result: SweepResult, out: str | Path) -> dict[str, Any]:
+    """Write ``sweep.json`` and ``sweep.png`` into ``out``; returns the summary written."""
+    out = Path(out)
+    summary = result.to_dict()
+    png = figure_png(plot_sweep(summary))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "sweep.png").write_bytes(png)
+    return summary
 
 
 # --- learning curve and baseline (need the training file) ------------------------------------

@@ -8,7 +8,7 @@ Endpoints: ``POST /v1/predict`` {"texts": [...]}, ``GET /v1/model`` (the model c
 ``GET /healthz``, ``GET /`` (a try-it page), ``GET /openapi.json``.
 
 Example:
-    >>> from bertprobe.persist import load_model
+    >>> from bertprobe.model import load_model
     >>> app = create_app(load_model("models/sst2"))  # doctest: +SKIP
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
 """
@@ -24,9 +24,10 @@ from typing import Annotated, Any
 
 import numpy as np
 
+from bertprobe.encode import RunOptions
 from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra
-from bertprobe.persist import Classifier
+from bertprobe.model import Classifier
 
 with needs_extra("serve"):
     from fastapi import FastAPI, HTTPException, Request
@@ -230,9 +231,11 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``model``; the batching worker starts and stops with the app."""
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.probe.classes_]
+    # No embedding cache: requests' texts are rarely seen twice, and serving writes nothing.
+    run = RunOptions(batch_size=batching.batch_size, device=device, use_cache=False)
 
     def predict_rows(texts: list[str]) -> np.ndarray:
-        return model.predict_proba(texts, batch_size=batching.batch_size, device=device)
+        return model.predict_proba(texts, run)
 
     batcher = Batcher(predict_rows, batching)
 
