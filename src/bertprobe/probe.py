@@ -291,28 +291,106 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
     with the lowest log loss there wins (a proper score: the probabilities stay calibrated).
     Memory holds one chunk and the models, whatever the number of rows.
 
-    On SST-2 with MiniLM mean features: 81.9% test accuracy against the in-memory
-    :class:`LinearProbe`'s 81.4%, test log loss 0.40. sklearn's default "optimal" step schedule
-    reached 80.6% with log loss 2.9 (confident and wrong), hence the constant step.
-
     ``fit(X, y)`` takes arrays like any estimator; :meth:`fit_chunks` takes a function that
     starts a fresh pass over ``(X_chunk, y_chunk)`` pairs, e.g. from a ``.npy`` file on disk.
-    Learned state: ``classes_``, ``alpha_``, ``holdout_accuracy_`` and ``holdout_log_loss_``
-    (at ``alpha_``), ``holdout_scores_`` (accuracy per alpha), ``holdout_log_losses_``,
-    ``n_train_``, ``scaler_``, ``classifier_``.
 
-    Example:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> X = rng.normal(size=(2000, 8)); y = (X[:, 0] > 0).astype(int)
-        >>> probe = OutOfCoreProbe().fit(X, y)
-        >>> bool(probe.holdout_accuracy_ > 0.9)
-        True
+    On SST-2 with MiniLM mean features: 81.9% test accuracy against the in-memory
+    :class:`LinearProbe`'s 81.4%, test log loss 0.40.
+
+    Parameters
+    ----------
+    alphas : tuple of float, default=(1e-5, 1e-4, 1e-3, 1e-2)
+        The L2 regularization strengths to try (``SGDClassifier``'s ``alpha``: larger is
+        stronger). One model per alpha learns in the same passes over the data; the one with
+        the lowest log loss on the held-out rows is kept.
+    eta0 : float, default=1e-3
+        The constant SGD step. sklearn's default "optimal" step schedule reached 80.6% on
+        SST-2 with log loss 2.9 (confident and wrong), hence a small constant step.
+    epochs : int, default=5
+        Training passes over the chunks; within a chunk the rows are shuffled anew each pass.
+        A fit makes ``epochs + 2`` passes in all (one to learn the scaling, one to score the
+        held-out rows).
+    holdout : float, default=0.1
+        The share of rows held out to choose alpha, strictly between 0 and 1. Each row is drawn
+        with a generator seeded by ``random_state`` and its chunk's index, so the same rows are
+        held out in every pass (which rows depends on where the chunks split). Held-out rows
+        count in the scaling but are never trained on, not even by the final model.
+    chunk_rows : int, default=8192
+        Rows per chunk when :meth:`fit` slices arrays; :meth:`fit_chunks` uses the chunks it
+        is given.
+    random_state : int, default=0
+        Seeds the held-out rows, the shuffles and the SGD models: a fit repeats exactly.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels seen in the first pass, sorted; the columns of :meth:`predict_proba`.
+    alpha_ : float
+        The alpha of ``alphas`` with the lowest held-out log loss (the first one when no row
+        was held out).
+    holdout_accuracy_ : float
+        Accuracy on the held-out rows at ``alpha_``.
+    holdout_log_loss_ : float
+        Mean log loss on the held-out rows at ``alpha_``.
+    holdout_scores_ : ndarray of shape (n_alphas,)
+        Held-out accuracy for each alpha of ``alphas``.
+    holdout_log_losses_ : ndarray of shape (n_alphas,)
+        Held-out mean log loss for each alpha (probabilities clipped at 1e-15).
+    n_train_ : int
+        Number of rows trained on: all rows but the held-out ones.
+    n_features_in_ : int
+        Number of features seen in the first pass.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features; only when :meth:`fit` gets ``X`` with column names that are all
+        strings (a pandas DataFrame).
+    scaler_ : :class:`~sklearn.preprocessing.StandardScaler`
+        The standardization, learned on every row (held-out ones included).
+    classifier_ : :class:`~sklearn.linear_model.SGDClassifier`
+        The model trained with ``alpha_``, on standardized features; predictions use it.
+
+    See Also
+    --------
+    LinearProbe : The in-memory probe, with C chosen by cross-validation.
+    sklearn.linear_model.SGDClassifier : The model trained at each alpha.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from bertprobe.probe import OutOfCoreProbe
+    >>> X, y = make_classification(n_samples=2000, n_features=20, random_state=0)
+    >>> probe = OutOfCoreProbe(chunk_rows=500).fit(X, y)
+    >>> probe.classes_
+    array([0, 1])
+    >>> probe.alpha_ in probe.alphas, probe.holdout_scores_.shape
+    (True, (4,))
+    >>> probe.n_train_, round(probe.holdout_accuracy_, 2), round(probe.holdout_log_loss_, 2)
+    (1783, 0.94, 0.27)
+    >>> probe.predict_proba(X[:3]).shape
+    (3, 2)
+
+    From a file on disk, a chunk at a time (:meth:`fit_chunks`); with the same chunks as above,
+    the same rows are held out and the same model is learned:
+
+    >>> import os, shutil, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.mkdtemp()
+    >>> np.save(os.path.join(folder, "X.npy"), X.astype(np.float32))
+    >>> np.save(os.path.join(folder, "y.npy"), y)
+    >>> def chunks():
+    ...     X_disk = np.load(os.path.join(folder, "X.npy"), mmap_mode="r")
+    ...     y_disk = np.load(os.path.join(folder, "y.npy"), mmap_mode="r")
+    ...     for i in range(0, len(y_disk), 500):
+    ...         yield np.asarray(X_disk[i : i + 500]), np.asarray(y_disk[i : i + 500])
+    >>> streamed = OutOfCoreProbe().fit_chunks(chunks)
+    >>> streamed.alpha_ == probe.alpha_, streamed.n_train_
+    (True, 1783)
+    >>> shutil.rmtree(folder)
     """
 
     def __init__(
         self,
         alphas: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2),
+        *,
         eta0: float = 1e-3,
         epochs: int = 5,
         holdout: float = 0.1,
@@ -327,6 +405,20 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y) -> OutOfCoreProbe:
+        """Train on arrays, passed to :meth:`fit_chunks` ``chunk_rows`` rows at a time.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : array-like of shape (n_samples,)
+            Labels, ints or strings; at least two classes.
+
+        Returns
+        -------
+        self : OutOfCoreProbe
+            The fitted probe.
+        """
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         step = self.chunk_rows
@@ -337,7 +429,20 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
     def fit_chunks(
         self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
     ) -> OutOfCoreProbe:
-        """Train from ``chunks()``, called once per pass (``epochs + 2`` passes in all)."""
+        """Train from ``chunks()``, called once per pass (``epochs + 2`` passes in all).
+
+        Parameters
+        ----------
+        chunks : callable
+            Takes no argument and returns a fresh iterable of ``(X_chunk, y_chunk)`` pairs:
+            arrays of shape (n_rows, n_features) and (n_rows,). Every pass must give the same
+            rows in the same chunks, in the same order (the held-out rows are drawn per chunk).
+
+        Returns
+        -------
+        self : OutOfCoreProbe
+            The fitted probe.
+        """
         from sklearn.linear_model import SGDClassifier
 
         if not 0 < self.holdout < 1:
@@ -410,10 +515,13 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         return self.classifier_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
+        """The most probable label of each row, one of ``classes_``."""
         X = self._scaled(X)
         return self.classifier_.predict(X)
 
     def decision_function(self, X) -> np.ndarray:
+        """Linear scores: shape (n_samples,) for two classes, positive for ``classes_[1]``;
+        (n_samples, n_classes) for more (one-vs-rest)."""
         X = self._scaled(X)
         return self.classifier_.decision_function(X)
 
