@@ -680,18 +680,109 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     ``fit`` resolves and loads the (frozen) encoder; ``transform`` embeds. Composes with any
     scikit-learn classifier in a :class:`~sklearn.pipeline.Pipeline`, and works inside
     ``GridSearchCV`` and ``cross_val_score``; with the cache on (the default), cross-validation
-    folds and grid points reuse the vectors instead of recomputing them.
+    folds and grid points reuse the vectors instead of recomputing them, and the clones share
+    one loaded encoder per process. Every batch carries its attention mask, so padding never
+    leaks into a vector, and rows come back in input order.
 
-    Example:
-        >>> from sklearn.pipeline import make_pipeline
-        >>> from bertprobe import LinearProbe, TextEmbedder
-        >>> clf = make_pipeline(TextEmbedder("minilm", pooling="mean"), LinearProbe())
-        >>> clf.fit(train_texts, train_labels).score(test_texts, test_labels)  # doctest: +SKIP
+    Parameters
+    ----------
+    encoder : str, default="distilbert-base-uncased"
+        A Hugging Face hub name (looked up in the local Hugging Face cache first; the hub is
+        asked only when it can be reached), a local model folder (``config.json``, a fast
+        tokenizer, weights), or ``"minilm"``: the bundled all-MiniLM-L6-v2 (384 dimensions),
+        which works offline.
+    pooling : {"cls", "mean", "max"}, default="cls"
+        How a text's token vectors become one: the first token's vector, or the mean or the
+        element-wise maximum over the text's tokens (padding excluded).
+    layers : int, str or tuple of int, default=-1
+        The hidden state(s) to take: 0 is the embedding layer, 1 the first transformer layer,
+        -1 the last. Several are concatenated in the order given; a string such as ``"-2,-1"``
+        is read as ``(-2, -1)``.
+    max_length : int or None, default=None
+        Truncate texts at this many tokens, from 2 to the encoder's limit; ``None``: the
+        encoder's limit.
+    batch_size : int, default=32
+        Texts per forward pass (at least 1). Batches group texts of similar length, longest
+        first, so little time goes on padding and an out-of-memory error shows on the first.
+    max_tokens : int or None, default=None
+        Also cap a batch at this many tokens once padded (longest length x texts), to bound
+        memory when texts are long; ``None``: no cap.
+    use_cache : bool, default=True
+        Read and write the embedding cache: vectors already computed for the same encoder
+        weights, layer, pooling, max length and backend are read back, not recomputed, and
+        each finished batch is written at once. ``False`` keeps nothing on disk.
+    cache_dir : str or None, default=None
+        The cache folder; ``None``: ``$BERTPROBE_CACHE_DIR``, else the user cache folder for
+        bertprobe (:func:`~bertprobe.cache.default_cache_dir`). The ONNX backends keep their
+        exported encoders there too.
+    device : str, default="cpu"
+        The torch device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; :meth:`fit` says
+        so when this machine has no such device.
+    backend : {"torch", "onnx", "onnx-int8"}, default="torch"
+        Runs the forward pass in torch, or in ONNX Runtime on the exported encoder (fp32) or
+        its int8 quantization (CPU only; needs the ``onnx`` extra). See :mod:`bertprobe.export`.
+    progress : bool, default=False
+        Show a progress bar on standard error while embedding.
+
+    Attributes
+    ----------
+    encoder_ref_ : EncoderRef
+        The resolved encoder: the name given, its local folder, and the fingerprint of its
+        config and weight files (which keys the cache).
+    layers_ : tuple of int
+        The absolute hidden-state indices of ``layers`` (0 = embeddings), in order.
+    spec_ : FeatureSpec
+        The pooling, layers (as given) and max length the vectors are taken with.
+    n_features_out_ : int
+        Width of a row of :meth:`transform`: the encoder's hidden size times the number of
+        layers.
+
+    See Also
+    --------
+    bertprobe.probe.LinearProbe : The classifier to put after it in a Pipeline.
+    bertprobe.persist.Classifier.from_pipeline : A fitted ``Pipeline(TextEmbedder,
+        LinearProbe)`` as a model folder to save and serve.
+    EncoderOptions : The same options, as the command line and :func:`~bertprobe.train` take
+        them.
+    embed : Texts to vectors as a function, with what the run took.
+
+    Examples
+    --------
+    >>> from bertprobe import TextEmbedder
+    >>> embedder = TextEmbedder("minilm", pooling="mean", use_cache=False)
+    >>> embedder.fit_transform(["a gorgeous, witty film", "a mess"]).shape
+    (2, 384)
+    >>> embedder.layers_, embedder.n_features_out_
+    ((6,), 384)
+
+    Two layers side by side:
+
+    >>> embedder = TextEmbedder("minilm", pooling="mean", layers="-2,-1", use_cache=False)
+    >>> embedder.fit([]).get_feature_names_out()[[0, 384]]
+    array(['layer5_mean_0', 'layer6_mean_0'], dtype=object)
+
+    In a Pipeline with a probe:
+
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from bertprobe import LinearProbe
+    >>> texts = [
+    ...     "a gorgeous, witty film", "warm and funny", "a moving, lovely story",
+    ...     "brilliant acting", "a wonderful surprise", "great fun",
+    ...     "a dull mess", "boring and slow", "the jokes fall flat",
+    ...     "an awful script", "tedious", "a dreadful waste",
+    ... ]
+    >>> labels = ["pos"] * 6 + ["neg"] * 6
+    >>> clf = make_pipeline(
+    ...     TextEmbedder("minilm", pooling="mean", use_cache=False), LinearProbe(cv=3)
+    ... )
+    >>> clf.fit(texts, labels).predict(["a witty, lovely film", "slow and dull"])
+    array(['pos', 'neg'], dtype='<U3')
     """
 
     def __init__(
         self,
         encoder: str = DEFAULT_ENCODER,
+        *,
         pooling: str = "cls",
         layers: int | str | tuple[int, ...] = -1,
         max_length: int | None = None,
@@ -716,7 +807,21 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         self.progress = progress
 
     def fit(self, X: Sequence[str], y=None) -> TextEmbedder:
-        """Load the encoder; the texts are not used (the encoder is frozen)."""
+        """Resolve and load the encoder, and check the layers; the texts are not used (the
+        encoder is frozen).
+
+        Parameters
+        ----------
+        X : sequence of str
+            Ignored.
+        y : None
+            Ignored; here for Pipeline.
+
+        Returns
+        -------
+        self : TextEmbedder
+            The fitted transformer.
+        """
         spec = FeatureSpec(self.pooling, parse_layers(self.layers), self.max_length)
         model = load_encoder(self.encoder, self.device, self.backend, self.cache_dir)
         self.encoder_ref_ = model.ref
@@ -726,7 +831,18 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: Sequence[str]) -> np.ndarray:
-        """One row of ``n_features_out_`` floats per text, in input order."""
+        """One row of ``n_features_out_`` floats per text, in input order.
+
+        Parameters
+        ----------
+        X : sequence of str
+            The texts: a list, or a 1-d array of strings (not a single string).
+
+        Returns
+        -------
+        ndarray of shape (n_texts, n_features_out_), float32
+            The vectors; identical texts are embedded once.
+        """
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "encoder_ref_")
@@ -747,6 +863,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         return vectors
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``layer{index}_{pooling}_{k}`` for each column of :meth:`transform`, ``index``
+        absolute (0 = embeddings); ``input_features`` is ignored."""
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "n_features_out_")
