@@ -483,7 +483,8 @@ def train(
     voter = None
     if swept is not None and swept.vote_wins:
         voter = tfidf_pipeline(cv=options.cv, n_jobs=options.n_jobs)
-    head = VotingProbe(LinearProbe(Cs=options.Cs, cv=options.cv, n_jobs=options.n_jobs), voter)
+    probe = LinearProbe(Cs=options.Cs, cv=options.cv, n_jobs=options.n_jobs)
+    head = VotingProbe(probe, text_model=voter)
     head.fit(X_train, train_labels, texts=train_set.texts)
     fit_seconds = time.perf_counter() - fit_start
     model = Classifier(

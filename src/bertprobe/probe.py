@@ -565,13 +565,13 @@ class VotingProbe(ClassifierMixin, BaseEstimator):
     >>> texts = ["good", "great", "fine film", "bad", "awful", "dull film"] * 5
     >>> y = [1, 1, 1, 0, 0, 0] * 5
     >>> X = np.array([[1.0], [0.9], [0.6], [-1.0], [-0.8], [-0.5]] * 5)
-    >>> vote = VotingProbe(LinearProbe(cv=3), make_pipeline(TfidfVectorizer(),
-    ...                                                    LogisticRegression()))
+    >>> vote = VotingProbe(LinearProbe(cv=3),
+    ...                    text_model=make_pipeline(TfidfVectorizer(), LogisticRegression()))
     >>> vote.fit(X, y, texts=texts).predict(X[:2], texts=["great", "awful"])
     array([1, 0])
     """
 
-    def __init__(self, probe: LinearProbe | OutOfCoreProbe, text_model: Any = None) -> None:
+    def __init__(self, probe: LinearProbe | OutOfCoreProbe, *, text_model: Any = None) -> None:
         self.probe = probe
         self.text_model = text_model
 
@@ -581,7 +581,7 @@ class VotingProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(probe)
         if text_model is not None and list(text_model.classes_) != probe.classes_.tolist():
             raise BadInputError("the text model's classes differ from the probe's")
-        vote = cls(probe, text_model)
+        vote = cls(probe, text_model=text_model)
         vote.probe_, vote.text_model_, vote.classes_ = probe, text_model, probe.classes_
         return vote
 
