@@ -68,5 +68,5 @@ def test_cache_dir_that_cannot_be_created_is_a_user_error(tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(BadInputError, match="--no-cache"):
+    with pytest.raises(BadInputError, match="use_cache=False"):
         open_cache(blocker / "sub")

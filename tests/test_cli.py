@@ -408,3 +408,34 @@ def test_version_prints_the_package_version():
         [_console_script(), "--version"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and proc.stdout.strip() == f"bertprobe {__version__}"
+
+
+def test_library_errors_name_parameters_and_the_cli_names_its_flags(tmp_path, capsys):
+    from bertprobe import BadInputError, ReadOptions
+
+    path = tmp_path / "two.tsv"
+    path.write_text("good\t1\nbad\t0\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="label_col=5 is out of range"):
+        ReadOptions(label_col=5).read_labelled(path)
+    code, _, err = run(["train", path, "--label-col", "5"], capsys)
+    assert code == 2 and f"{path}: --label-col 5 is out of range" in err
+    with pytest.raises(BadInputError, match=r"^Cs='0.1,x' is not"):
+        from bertprobe import TrainOptions
+
+        TrainOptions(Cs="0.1,x")
+    code, _, err = run(["train", path, "--c-grid", "0.1,x"], capsys)
+    assert code == 2 and "bertprobe: error: --c-grid '0.1,x' is not" in err
+
+
+def test_every_flag_an_error_can_name_is_a_real_flag():
+    from typer.main import get_command
+
+    from bertprobe.cli import _FLAGS, _SWITCHES, app
+
+    flags = {
+        opt
+        for command in get_command(app).commands.values()  # type: ignore[attr-defined]
+        for param in command.params
+        for opt in param.opts
+    }
+    assert set(_FLAGS.values()) | set(_SWITCHES.values()) <= flags

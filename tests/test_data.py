@@ -84,7 +84,7 @@ def test_read_texts_takes_plain_lines_and_tables(tmp_path):
         (b"good\t1\nbad\t\n", {}, "missing label on lines 2"),
         (b"good\t1\nca\xffd\t0\n", {}, r"line 2 is not valid UTF-8 \(byte 0xff at column 3\)"),
         (b"text\tlabel\ngood\t1\n", {"text_col": "sentense"}, "no column 'sentense'"),
-        (b"good\t1\n", {"label_col": 5}, "--label-col 5 is out of range"),
+        (b"good\t1\n", {"label_col": 5}, "label_col=5 is out of range"),
         (b"good\t1\nbad\n", {}, "too few columns on lines 2"),
     ],
 )

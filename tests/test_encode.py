@@ -111,7 +111,7 @@ def test_fingerprint_follows_the_weights(tiny_distilbert, tmp_path):
 
 
 def test_unresolvable_names_fail_at_once_with_the_offline_options(monkeypatch, tmp_path):
-    with pytest.raises(EncoderNotFoundError, match="--encoder minilm"):
+    with pytest.raises(EncoderNotFoundError, match="encoder=minilm"):
         resolve_encoder("distilbert-base-uncased")  # HF_HUB_OFFLINE=1 in the test session
     # Without the offline switch, an unreachable hub is detected without minutes of retries.
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")

@@ -47,7 +47,7 @@ def test_c_grids():
     assert SEED_C_GRID[0] == 0.0001 and SEED_C_GRID[-1] == 100 and len(SEED_C_GRID) == 20
     assert parse_c_grid("0.1, 1,10") == (0.1, 1.0, 10.0)
     for bad in ("", "x", "1,-2"):
-        with pytest.raises(BadInputError, match="--c-grid"):
+        with pytest.raises(BadInputError, match="Cs="):
             parse_c_grid(bad)
 
 

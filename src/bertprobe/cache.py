@@ -70,7 +70,7 @@ class EmbeddingCache:
         except (OSError, sqlite3.Error) as exc:
             raise BadInputError(
                 f"embedding cache {self.path} cannot be opened ({exc}); pass "
-                "--cache-dir with a writable folder, or --no-cache"
+                "cache_dir= a writable folder, or use_cache=False"
             ) from None
         self._dims: dict[str, int] = {}
 

@@ -15,11 +15,11 @@ import inspect
 import json
 import math
 import os
+import re
 import sys
 import typing
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -309,21 +309,48 @@ def _jsonable(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-@contextmanager
-def _in_cli_words(flags: dict[str, str]) -> Iterator[None]:
-    """Library errors name parameters (``Cs=``); the CLI user knows flags (``--c-grid``)."""
-    try:
-        yield
-    except BadInputError as exc:
-        message = str(exc)
-        for words, flag in flags.items():
-            message = message.replace(words, flag)
-        raise BadInputError(message) from None
+# Library errors name parameters as a Python caller writes them ("Cs='x' is not ...", "pass
+# drop_empty=True"); the CLI user knows flags. This is the one table from one to the other.
+_FLAGS = {
+    "Cs": "--c-grid",
+    "cv": "--cv",
+    "n_jobs": "--jobs",
+    "poolings": "--poolings",
+    "encoder": "--encoder",
+    "layers": "--layer",
+    "max_length": "--max-length",
+    "batch_size": "--batch-size",
+    "max_tokens": "--max-tokens",
+    "device": "--device",
+    "backend": "--backend",
+    "cache_dir": "--cache-dir",
+    "text_col": "--text-col",
+    "label_col": "--label-col",
+    "train": "--train",
+}
+_SWITCHES = {
+    "drop_empty=True": "--drop-empty",
+    "use_cache=False": "--no-cache",
+    "auto=True": "--auto",
+    "out_of_core=True": "--out-of-core",
+}
+_PARAMETER = re.compile(r"(?<![\w./\\-])(" + "|".join(_FLAGS) + r")= ?")
+
+
+def _in_cli_words(message: str) -> str:
+    """``message`` with the library's parameter words as the CLI's flags."""
+    for words, flag in _SWITCHES.items():
+        message = message.replace(words, flag)
+
+    def flag(match: re.Match[str]) -> str:
+        ends = match.end() == len(message) or message[match.end()] in ",;:)"
+        return _FLAGS[match[1]] + ("" if ends else " ")
+
+    return _PARAMETER.sub(flag, message)
 
 
 def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions:
-    with _in_cli_words({"auto and out_of_core": "--auto and --out-of-core", "Cs=": "--c-grid "}):
-        return TrainOptions(Cs=c_grid, cv=cv, n_jobs=jobs, **more)
+    return TrainOptions(Cs=c_grid, cv=cv, n_jobs=jobs, **more)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -582,7 +609,7 @@ def report(
         typer.echo(json.dumps({"report": str(page), **found.summary()}, default=_jsonable))
         return
     for line in found.notes:
-        _note(f"note: {line}")
+        _note(f"note: {_in_cli_words(line)}")
     baseline = found.tfidf_accuracy
     typer.echo(
         f"accuracy  {_percent(found.accuracy)} on {data}"
@@ -794,7 +821,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="bertprobe")
     except BertprobeError as exc:
-        _note(f"bertprobe: error: {_one_line(str(exc))}")
+        _note(f"bertprobe: error: {_one_line(_in_cli_words(str(exc)))}")
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)  # `bertprobe predict ... | head` closed the pipe: not an error

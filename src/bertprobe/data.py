@@ -400,25 +400,23 @@ class _Reader:
             raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
         rows = itertools.chain([first], rows)
 
-        text_idx = _column_index(
-            columns, first, text_col, TEXT_COLUMN_NAMES, 0, "--text-col", source
-        )
+        text_idx = _column_index(columns, first, text_col, TEXT_COLUMN_NAMES, 0, "text_col", source)
         assert text_idx is not None  # the default, 0, always exists
         label_idx: int | None = None
         if want_labels:
             default_label = None if len(first[1]) < 2 else -1
             label_idx = _column_index(
-                columns, first, label_col, LABEL_COLUMN_NAMES, default_label, "--label-col", source
+                columns, first, label_col, LABEL_COLUMN_NAMES, default_label, "label_col", source
             )
             if label_idx is None:
                 raise BadInputError(
                     f"{source}: no label column (line {first[0]} has one column); "
-                    "expected text<TAB>label, or name the column with --label-col"
+                    "expected text<TAB>label, or name the column with label_col="
                 )
             if label_idx == text_idx:
                 raise BadInputError(
                     f"{source}: the text and label columns are the same column; "
-                    "set --text-col and --label-col"
+                    "set text_col= and label_col="
                 )
         while batch := list(itertools.islice(rows, chunk_size)):
             yield _checked_chunk(batch, text_idx, label_idx, drop_empty, source)
@@ -494,7 +492,7 @@ def _checked_chunk(
     if empty and not drop_empty:
         raise BadInputError(
             f"{source}: empty text on lines {format_lines(empty)}; "
-            "fill them in or pass --drop-empty to skip them"
+            "fill them in or pass drop_empty=True to skip them"
         )
     if unlabelled:
         raise BadInputError(
@@ -602,7 +600,7 @@ def _column_index(
     wanted: str | int | None,
     known_names: tuple[str, ...],
     default: int | None,
-    flag: str,
+    parameter: str,
     source: str,
 ) -> int | None:
     width = len(first_row[1])
@@ -622,12 +620,12 @@ def _column_index(
         if -width <= index < width:
             return index % width
         raise BadInputError(
-            f"{source}: {flag} {index} is out of range (the file has {width} "
+            f"{source}: {parameter}={index} is out of range (the file has {width} "
             f"columns, 0 to {width - 1})"
         )
     listed = ", ".join(columns) if columns else f"no header, {width} columns"
     raise BadInputError(
-        f"{source}: no column {wanted!r} ({listed}); pass {flag} with one of "
+        f"{source}: no column {wanted!r} ({listed}); pass {parameter}= one of "
         "the column names or a 0-based index"
     )
 

@@ -77,8 +77,7 @@ def resolve_encoder(name: str) -> EncoderRef:
     """
     if not name or not name.strip():
         raise EncoderNotFoundError(
-            "empty encoder name; pass --encoder with a hub name, a local "
-            "folder, or 'minilm' (bundled)"
+            "empty encoder name; give encoder= a hub name, a local folder, or minilm (bundled)"
         )
     if name in ALIASES:
         path = ALIASES[name]()
@@ -127,7 +126,7 @@ def _from_hub(name: str) -> Path:
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     offline_help = (
-        "use --encoder minilm (bundled, offline), a local model folder, or fetch it where the "
+        "use encoder=minilm (bundled, offline), a local model folder, or fetch it where the "
         "hub is reachable (huggingface-cli download NAME) and copy the cache here"
     )
     try:
@@ -221,7 +220,7 @@ class LoadedEncoder:
         if self.backend != "torch":
             if self.device.type != "cpu":
                 raise BadInputError(
-                    f"backend {backend!r} runs on the CPU; use --device cpu or --backend torch"
+                    f"backend {backend!r} runs on the CPU; use device=cpu or backend=torch"
                 )
             self._session = onnx_session(
                 onnx_path(self, self.backend, cache_dir), torch.get_num_threads()
@@ -303,7 +302,7 @@ def check_device(device: str):
         if count == 0:
             raise BadInputError(
                 f"device {device!r}: this torch ({torch.__version__}) sees no "
-                "CUDA GPU; use --device cpu, or install a CUDA build of torch "
+                "CUDA GPU; use device=cpu, or install a CUDA build of torch "
                 "on a machine with a GPU"
             )
         if dev.index is not None and dev.index >= count:
@@ -311,9 +310,7 @@ def check_device(device: str):
                 f"device {device!r}: this machine has {count} CUDA GPU(s), numbered 0..{count - 1}"
             )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise BadInputError(
-            f"device {device!r}: Apple's MPS is not available here; use --device cpu"
-        )
+        raise BadInputError(f"device {device!r}: Apple's MPS is not available here; use device=cpu")
     return dev
 
 
@@ -386,7 +383,7 @@ class FeatureSpec:
                 f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
             )
         if not self.layers:
-            raise BadInputError("no layer given; pass --layer with an index such as -1 or -4,-1")
+            raise BadInputError("no layer given; give layers= an index such as -1 or -4,-1")
         if self.max_length is not None and self.max_length < 2:
             raise BadInputError(f"max length {self.max_length} is too small; use at least 2")
 
@@ -508,7 +505,7 @@ def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:
         return tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise BadInputError(
-            f"--layer {value!r} is not a layer index or a comma list of them "
+            f"layers={value!r} is not a layer index or a comma list of them "
             "(e.g. -1 or -4,-3,-2,-1)"
         ) from None
 
@@ -592,7 +589,7 @@ def embed_views(
     if max_length > model.max_length:
         raise BadInputError(
             f"max length {max_length} exceeds what {model.ref.name} takes "
-            f"({model.max_length} tokens); use a smaller --max-length"
+            f"({model.max_length} tokens); use a smaller max_length="
         )
     dim = model.hidden_size
     stats = EmbedStats(n_texts=len(texts), max_length=max_length)

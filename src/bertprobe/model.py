@@ -347,7 +347,7 @@ class TrainOptions:
             raise BadInputError("n_jobs=0 runs nothing; use 1, or -1 for one per CPU core")
         if self.auto and self.out_of_core:
             raise BadInputError(
-                "auto and out_of_core do not combine (the sweep holds every layer of the "
+                "auto=True and out_of_core=True do not combine (the sweep holds every layer of the "
                 "training set in memory); choose the pooling and layers, or train in memory"
             )
 

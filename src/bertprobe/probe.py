@@ -54,7 +54,7 @@ def parse_c_grid(value: str) -> tuple[float, ...]:
         grid = ()
     if not grid or any(c <= 0 for c in grid):
         raise BadInputError(
-            f"--c-grid {value!r} is not 'default', 'coarse', 'seed' or a comma "
+            f"Cs={value!r} is not 'default', 'coarse', 'seed' or a comma "
             "list of positive numbers (e.g. 0.01,0.1,1,10)"
         )
     return grid
@@ -277,7 +277,7 @@ def check_trainable(y, n_folds: int) -> None:
         listed = ", ".join(f"{label!r} ({counts[label]})" for label in rare[:5])
         raise BadInputError(
             f"too few examples of class {listed} for {n_folds}-fold "
-            f"cross-validation; add examples or lower --cv to at most "
+            f"cross-validation; add examples or lower cv= to at most "
             f"{min(counts.values())}"
         )
 

@@ -437,17 +437,17 @@ def _training_data_of(
         return read_training_set(train, reading, cv), None
     record = model.card.get("data", {}).get("train")
     if not record:
-        return None, "no training file recorded; pass --train for the learning curve and baseline"
+        return None, "no training file recorded; pass train= for the learning curve and baseline"
     path = Path(record["path"])
     if not path.is_file():
         return None, (
-            f"training file {path} not found; pass --train for the learning curve and "
+            f"training file {path} not found; pass train= for the learning curve and "
             "the TF-IDF baseline"
         )
     train_set = read_training_set(path, reading, cv)
     if train_set.sha256 != record["sha256"]:
         return None, (
-            f"training file {path} changed since training; pass --train for the "
+            f"training file {path} changed since training; pass train= for the "
             "learning curve and the TF-IDF baseline"
         )
     return train_set, None

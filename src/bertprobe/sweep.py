@@ -135,7 +135,7 @@ def parse_poolings(value: str) -> tuple[Pooling, ...]:
     names = tuple(p.strip() for p in value.split(",") if p.strip())
     if not names or any(p not in POOLINGS for p in names):
         raise BadInputError(
-            f"--poolings {value!r}: choose from {', '.join(POOLINGS)}, comma separated"
+            f"poolings={value!r}: choose from {', '.join(POOLINGS)}, comma separated"
         )
     return tuple(check_pooling(p) for p in names)
 
