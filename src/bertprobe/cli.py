@@ -339,14 +339,14 @@ _PARAMETER = re.compile(r"(?<![\w./\\-])(" + "|".join(_FLAGS) + r")= ?")
 
 def _in_cli_words(message: str) -> str:
     """``message`` with the library's parameter words as the CLI's flags."""
-    for words, flag in _SWITCHES.items():
-        message = message.replace(words, flag)
+    for words, switch in _SWITCHES.items():
+        message = message.replace(words, switch)
 
-    def flag(match: re.Match[str]) -> str:
+    def as_flag(match: re.Match[str]) -> str:
         ends = match.end() == len(message) or message[match.end()] in ",;:)"
         return _FLAGS[match[1]] + ("" if ends else " ")
 
-    return _PARAMETER.sub(flag, message)
+    return _PARAMETER.sub(as_flag, message)
 
 
 def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions:
