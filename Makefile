@@ -16,9 +16,12 @@ FIND_LINKS ?= $(PIP_FIND_LINKS)
 UV_SPEC ?= uv==0.13.9
 DEMO_OUT ?= models
 FUZZ_EXAMPLES ?= 5000
+# `make lock LOCK_UPGRADE=` adds what pyproject.toml newly asks for and moves nothing else.
+LOCK_UPGRADE ?= --upgrade
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast fuzz check lint lock check-latest bench bench-serve clean
+.PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
+	bench-finetune clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -41,6 +44,11 @@ demo: $(BIN)/.installed
 		"a gorgeous, witty, seductive movie" "the plot is a mess and the jokes fall flat"
 	$(BIN)/bertprobe report --model $(DEMO_OUT)/sst2-minilm-auto data/sst2/test.tsv \
 		--out report/sst2-minilm-auto
+
+# Opt-in: fine-tunes the bundled encoder on SST-2 (about a quarter of an hour on 2 cores).
+demo-finetune: $(BIN)/.installed
+	$(BIN)/bertprobe train data/sst2/train.tsv --test data/sst2/test.tsv --encoder minilm \
+		--pooling mean --finetune --out $(DEMO_OUT)/sst2-minilm-finetuned
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
@@ -68,7 +76,7 @@ lock: $(BIN)/.installed
 	$(PIP) install "$(UV_SPEC)"
 	cp $(LOCK) $(LOCK).previous
 	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
-	$(BIN)/uv pip compile pyproject.toml --all-extras --upgrade --quiet --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(LOCK_UPGRADE) --quiet --python-version 3.11 \
 		$(if $(FIND_LINKS),--find-links $(FIND_LINKS)) -c $(VENV)/torch-constraint.txt \
 		--custom-compile-command "make lock" -o $(LOCK)
 	@echo "changed in $(LOCK):"; diff $(LOCK).previous $(LOCK) | grep '^[<>] [a-z]' || echo "  nothing"
@@ -100,6 +108,10 @@ bench: $(BIN)/.installed
 # Load benchmark of the HTTP service (loopback only): dynamic batching on against off.
 bench-serve: $(BIN)/.installed
 	$(BIN)/python bench/serve_load.py --model $(DEMO_OUT)/sst2-minilm-mean
+
+# Fine-tuning against the probe and SetFit, full data and few-shot (prints a table; hours).
+bench-finetune: $(BIN)/.installed
+	$(BIN)/python bench/finetune_bench.py
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache

@@ -176,6 +176,10 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "cv": ["2", "3"],
         "jobs": ["1", "-1"],
         "port": ["8123"],
+        "epochs": ["1", "2"],
+        "lr": ["5e-4"],
+        "dev_share": ["0.2"],
+        "dev": labelled,
     }
 
 

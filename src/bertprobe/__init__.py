@@ -26,6 +26,7 @@ from bertprobe.encode import (
     resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError, EncoderNotFoundError, ModelFolderError
+from bertprobe.finetune import FinetuneOptions, FinetuneResult
 from bertprobe.model import (
     Classifier,
     Evaluation,
@@ -54,6 +55,8 @@ __all__ = [
     "EncoderRef",
     "Evaluation",
     "FeatureSpec",
+    "FinetuneOptions",
+    "FinetuneResult",
     "LinearProbe",
     "ModelFolderError",
     "OutOfCoreProbe",

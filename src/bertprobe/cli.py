@@ -41,6 +41,7 @@ from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.export import check_backend
 from bertprobe.extras import require_extra
 from bertprobe.features import write_features
+from bertprobe.finetune import FinetuneOptions
 from bertprobe.model import Classifier, TrainOptions, TrainResult, read_training_set
 from bertprobe.model import sweep as sweep_layers
 from bertprobe.model import train as train_model
@@ -93,6 +94,18 @@ def _nonzero(value: int) -> int:
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not a positive number")
+    return value
+
+
+def _share(value: float | None) -> float | None:
+    if value is not None and not 0 < value < 1:
+        raise typer.BadParameter(f"{value} is not a share between 0 and 1")
     return value
 
 
@@ -327,6 +340,12 @@ _FLAGS = {
     "text_col": "--text-col",
     "label_col": "--label-col",
     "train": "--train",
+    "finetune": "--finetune",
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "seed": "--seed",
+    "dev": "--dev",
+    "dev_share": "--dev-share",
 }
 _SWITCHES = {
     "drop_empty=True": "--drop-empty",
@@ -390,6 +409,36 @@ def train(
             "and fit by SGD a chunk at a time (no --auto).",
         ),
     ] = False,
+    finetune: Annotated[
+        bool,
+        typer.Option(
+            "--finetune",
+            help="Fine-tune the encoder's weights first (a head on --pooling, the epoch chosen "
+            "on dev rows); the probe is then fitted on the tuned features.",
+        ),
+    ] = False,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, max=50, help="--finetune: most epochs (default 4).")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(callback=_positive, help="--finetune: peak learning rate (default 8e-05)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="--finetune: seed of the dev split and training (0).")
+    ] = None,
+    dev: Annotated[
+        Path | None,
+        typer.Option(help="--finetune: labelled dev file (default: a share of the training rows)."),
+    ] = None,
+    dev_share: Annotated[
+        float | None,
+        typer.Option(callback=_share, help="--finetune: share of the rows held out (0.1)."),
+    ] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option("--bf16/--no-bf16", help="--finetune: bfloat16 autocast (default: off)."),
+    ] = None,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
@@ -398,8 +447,21 @@ def train(
     options = _train_options(
         c_grid, cv, jobs, auto=auto, poolings=poolings, out_of_core=out_of_core
     )
+    tuning: dict[str, Any] = dict(
+        epochs=epochs, lr=lr, seed=seed, dev=dev, dev_share=dev_share, bf16=bf16
+    )
+    given = {name: value for name, value in tuning.items() if value is not None}
+    if given and not finetune:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        raise BadInputError(f"{flags} apply to fine-tuning only; add --finetune or leave them out")
     result = train_model(
-        data, test=test, encoding=encoding, options=options, reading=reading, out=out
+        data,
+        test=test,
+        encoding=encoding,
+        options=options,
+        reading=reading,
+        finetune=FinetuneOptions(**given) if finetune else None,
+        out=out,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
@@ -691,6 +753,14 @@ def _print_training(result: TrainResult, data: Path, test: Path | None) -> None:
         )
     else:
         _report_dropped(result.train_data, result.test_data)
+        tuned = result.finetune
+        if tuned is not None:
+            history = ", ".join(f"{100 * x:.2f}%" for x in tuned.dev_history)
+            typer.echo(
+                f"finetune  {tuned.epochs_run} epochs on {tuned.n_train:,} texts in "
+                f"{tuned.seconds:.0f} s; dev accuracy by epoch ({tuned.n_dev:,} texts): "
+                f"{history}; kept epoch {tuned.best_epoch}"
+            )
         if result.sweep is not None:
             _print_sweep(result.sweep)
         counts = Counter(result.train_data.labels if result.train_data else [])

@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "pydantic", "uvicorn"),
     "onnx": ("onnx", "onnxruntime"),
     "report": ("matplotlib", "jinja2"),
+    "finetune": ("accelerate",),
 }
 
 

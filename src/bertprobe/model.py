@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import typing
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,10 +41,14 @@ from bertprobe.encode import (
     TextEmbedder,
     check_pooling,
     embed,
+    resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.features import iter_feature_rows, write_features
+from bertprobe.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
+from bertprobe.finetune import finetune as run_finetune
 from bertprobe.persist import (
+    ENCODER_FOLDER,
     check_model_destination,
     file_record,
     read_card,
@@ -165,6 +170,8 @@ class Classifier:
     def save(self, folder: str | Path) -> Path:
         """Write this model to a folder (replacing an earlier model there); returns the folder."""
         max_length = self.spec.max_length or RunOptions().load(self.encoder).max_length
+        tuned = self.card.get("encoder", {}).get("folder") is not None
+        base = self.card.get("encoder", {}).get("base")
         folder = save_model(
             folder,
             self.probe,
@@ -174,8 +181,10 @@ class Classifier:
             backend=self.backend,
             metrics=self.card.get("metrics"),
             data=self.card.get("data"),
-            extra={k: self.card[k] for k in ("sweep",) if k in self.card} or None,
+            extra={k: self.card[k] for k in ("sweep", "finetune") if k in self.card} or None,
             text_model=self.text_model,
+            encoder_folder=self.encoder.path if tuned else None,
+            base_encoder=EncoderRef(base["name"], Path(), base["fingerprint"]) if base else None,
         )
         self.card, self.folder = read_card(folder), folder
         return folder
@@ -369,6 +378,7 @@ class TrainResult:
     test_stats: EmbedStats | None = None
     sweep: SweepResult | None = None
     feature_dir: Path | None = None
+    finetune: FinetuneResult | None = None
 
     @property
     def probe(self) -> LinearProbe | OutOfCoreProbe:
@@ -401,7 +411,16 @@ class TrainResult:
                 "layer": list(spec.layers),
             }
         stats = [s for s in (self.train_stats, self.test_stats) if s is not None]
-        sweep = self.sweep
+        sweep, tuned = self.sweep, self.finetune
+        tuning = (
+            {
+                "epochs_run": tuned.epochs_run,
+                "finetune_seconds": tuned.seconds,
+                "dev_accuracy": tuned.dev_accuracy,
+            }
+            if tuned is not None
+            else {}
+        )
         return {
             "cv_accuracy": probe.cv_accuracy_,
             "C": probe.C_,
@@ -414,6 +433,7 @@ class TrainResult:
             "auto": sweep.choice if sweep is not None else None,
             "vote_cv_accuracy": sweep.vote_cv_accuracy if sweep is not None else None,
             "sweep_seconds": sweep.seconds if sweep is not None else None,
+            **tuning,
         }
 
 
@@ -424,9 +444,14 @@ def train(
     encoding: EncoderOptions = EncoderOptions(),
     options: TrainOptions = TrainOptions(),
     reading: ReadOptions = ReadOptions(),
+    finetune: FinetuneOptions | None = None,
     out: str | Path | None = None,
 ) -> TrainResult:
     """Train a model on labelled data; save it to ``out`` when given.
+
+    With ``finetune``, the encoder's weights are first fine-tuned on the training data (see
+    :mod:`bertprobe.finetune`); the probe is then fitted on the tuned encoder's features, and
+    the model folder holds the tuned encoder.
 
     ``data`` and ``test`` are files (read with ``reading``) or :class:`LabelledTexts`. Every
     check that can be made before the encoder runs is made first: the data, the test labels
@@ -441,6 +466,11 @@ def train(
     array([1])
     """
     out = check_model_destination(out) if out is not None else None
+    if finetune is not None and options.out_of_core:
+        raise BadInputError(
+            "finetune= and out_of_core=True do not combine (fine-tuning holds the training "
+            "set in memory); train in memory"
+        )
     if options.out_of_core:
         if isinstance(data, LabelledTexts) or isinstance(test, LabelledTexts):
             raise BadInputError("out_of_core trains from files, a chunk at a time; pass paths")
@@ -456,7 +486,13 @@ def train(
         )
     train_labels = list(train_set.labels or [])
 
+    tuned, base = None, None
+    if finetune is not None:
+        base = encoding.load().ref
+        tuned = _finetune(train_set, encoding, finetune, reading)
+        encoding = replace(encoding, encoder=str(tuned.encoder_folder))
     encoder = encoding.load()
+    encoder_ref = replace(encoder.ref, name=f"{base.name} (fine-tuned)") if base else encoder.ref
     swept: SweepResult | None = None
     with encoding.open_cache() as cache:
         if options.auto:
@@ -490,7 +526,7 @@ def train(
     model = Classifier(
         card={},
         probe=head.probe_,
-        encoder=encoder.ref,
+        encoder=encoder_ref,
         spec=spec,
         backend=encoding.backend,
         text_model=head.text_model_,
@@ -513,6 +549,7 @@ def train(
         train_stats=train_stats,
         test_stats=test_stats,
         sweep=swept,
+        finetune=tuned,
     )
     if out is not None:
         data_records = {"train": file_record(train_set.source, len(train_set), train_set.sha256)}
@@ -522,20 +559,67 @@ def train(
         metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
         if model.text_model is not None and swept is not None:
             metrics["vote_cv_accuracy"] = swept.vote_cv_accuracy
+        if tuned is not None:
+            metrics["dev_accuracy"] = tuned.dev_accuracy
+        extra = {"sweep": swept.to_dict()} if swept is not None else {}
+        if tuned is not None and finetune is not None:
+            extra["finetune"] = _finetune_record(tuned, finetune)
         save_model(
             out,
             model.probe,
-            encoder.ref,
+            encoder_ref,
             spec,
             max_length=train_stats.max_length,
             backend=encoding.backend,
             metrics=metrics,
             data=data_records,
-            extra={"sweep": swept.to_dict()} if swept is not None else None,
+            extra=extra or None,
             text_model=model.text_model,
+            encoder_folder=tuned.encoder_folder if tuned is not None else None,
+            base_encoder=base,
         )
         result.model = _with_card(out, model)
+        if tuned is not None:  # the folder's own copy from now on; the work copy goes
+            result.model.encoder = replace(
+                resolve_encoder(str(out / ENCODER_FOLDER)), name=encoder_ref.name
+            )
+            if tuned.workdir is not None:
+                shutil.rmtree(tuned.workdir, ignore_errors=True)
     return result
+
+
+def _finetune(
+    train_set: LabelledTexts,
+    encoding: EncoderOptions,
+    options: FinetuneOptions,
+    reading: ReadOptions,
+) -> FinetuneResult:
+    """Split off the dev rows (or read them), then fine-tune in a folder of this job's own."""
+    dev = _labelled(options.dev, reading) if options.dev is not None else None
+    train_rows, dev_rows = split_dev(train_set, options, dev)
+    cache_dir = Path(encoding.run.cache_dir or default_cache_dir())
+    workdir = workdir_for(cache_dir, train_rows, dev_rows, encoding, options)
+    return run_finetune(train_rows, dev_rows, encoding=encoding, options=options, workdir=workdir)
+
+
+def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[str, Any]:
+    """What the card says of the fine-tuning: the options, the dev scores, the time."""
+    return {
+        "epochs": options.epochs,
+        "lr": options.lr,
+        "seed": options.seed,
+        "warmup": options.warmup,
+        "weight_decay": options.weight_decay,
+        "bf16": options.bf16,
+        "dev": str(options.dev) if options.dev is not None else f"{options.dev_share} of train",
+        "n_train": tuned.n_train,
+        "n_dev": tuned.n_dev,
+        "epochs_run": tuned.epochs_run,
+        "best_epoch": tuned.best_epoch,
+        "dev_accuracy": tuned.dev_accuracy,
+        "dev_history": tuned.dev_history,
+        "seconds": tuned.seconds,
+    }
 
 
 def sweep(

@@ -29,14 +29,14 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from bertprobe.data import check_output_path
-from bertprobe.encode import EncoderRef, FeatureSpec, resolve_encoder
+from bertprobe.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
 from bertprobe.errors import BertprobeError, ModelFolderError
 from bertprobe.probe import LinearProbe, OutOfCoreProbe
 
@@ -48,6 +48,8 @@ FORMAT_VERSION = 2
 SEALED_SINCE = 2
 CARD_FILE = "card.json"
 PROBE_FILE = "probe.skops"
+# A fine-tuned encoder ships inside the model folder, as a plain Hugging Face folder.
+ENCODER_FOLDER = "encoder"
 # With train --auto, when CV prefers it: a TF-IDF + LR pipeline that votes with the probe.
 TEXT_MODEL_FILE = "tfidf.skops"
 # Every type a probe file may hold beyond what skops trusts by default (numpy, sklearn
@@ -100,11 +102,15 @@ def save_model(
     data: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     text_model: Any = None,
+    encoder_folder: str | Path | None = None,
+    base_encoder: EncoderRef | None = None,
 ) -> Path:
     """Write a model folder atomically; an existing folder is replaced only if it is ours.
 
     ``text_model``, a fitted scikit-learn pipeline over raw texts with the probe's classes,
     votes with the probe (probabilities averaged); ``train --auto`` adds one when CV says so.
+    ``encoder_folder``, a fine-tuned encoder (``base_encoder`` the one it was tuned from), is
+    copied into the folder as ``encoder/``; its files are hashed like the probe's.
     """
     import skops.io as sio
 
@@ -114,6 +120,26 @@ def save_model(
     try:
         sio.dump(probe, staging / PROBE_FILE)
         files = {PROBE_FILE: _sha256(staging / PROBE_FILE)}
+        encoder_record: dict[str, Any] = {
+            "name": encoder.name,
+            "fingerprint": encoder.fingerprint,
+            "resolved_path": str(encoder.path),
+        }
+        if encoder_folder is not None:
+            shutil.copytree(encoder_folder, staging / ENCODER_FOLDER)
+            for path in sorted((staging / ENCODER_FOLDER).rglob("*")):
+                if path.is_file():
+                    files[path.relative_to(staging).as_posix()] = _sha256(path)
+            encoder_record = {
+                "name": encoder.name,
+                "fingerprint": folder_fingerprint(staging / ENCODER_FOLDER),
+                "folder": ENCODER_FOLDER,
+                **(
+                    {"base": {"name": base_encoder.name, "fingerprint": base_encoder.fingerprint}}
+                    if base_encoder is not None
+                    else {}
+                ),
+            }
         vote = None
         if text_model is not None:
             if list(text_model.classes_) != list(probe.classes_):
@@ -131,11 +157,7 @@ def save_model(
             "id": f"{folder.name}-{files[PROBE_FILE][:12]}",
             "kind": "linear-probe",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "encoder": {
-                "name": encoder.name,
-                "fingerprint": encoder.fingerprint,
-                "resolved_path": str(encoder.path),
-            },
+            "encoder": encoder_record,
             "features": {
                 "pooling": spec.pooling,
                 "layers": list(spec.layers),
@@ -331,7 +353,7 @@ def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:
             name=info["name"], path=Path(info.get("resolved_path", "")), fingerprint=saved
         )
     try:
-        ref = resolve_encoder(name)
+        ref = replace(resolve_encoder(name), name=info["name"])
     except BertprobeError as exc:
         raise ModelFolderError(f"{folder}: its encoder cannot be loaded: {exc}") from None
     if ref.fingerprint != saved:

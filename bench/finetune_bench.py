@@ -1,0 +1,208 @@
+"""Fine-tuning benchmark: the probe, --finetune, --finetune with the int8 backend, and SetFit.
+
+Every run is its own process (its wall time and peak RSS are its own), one after another, with
+a cold embedding cache, on the SST-2 sentence split with the bundled encoder (all-MiniLM-L6-v2):
+
+- ``full``: the 6,920 training sentences; scored on the 1,821 test sentences;
+- ``8`` and ``64``: that many training sentences per class, drawn with seeds 0..4; the table
+  gives the mean and the spread (standard deviation) over the seeds.
+
+Rows:
+- ``probe``: ``bertprobe train --auto`` (sweep, C by CV, TF-IDF vote when CV prefers it);
+- ``finetune``: ``bertprobe train --pooling mean --finetune`` (the defaults);
+- ``finetune-int8``: that model evaluated with ``--backend onnx-int8``;
+- ``setfit``: SetFit (the ``setfit`` package, not a bertprobe dependency: ``pip install
+  setfit``) on the same body with its default head, its contrastive training stopped at the
+  wall-clock budget that ``finetune`` took on the same data (``--budget-s`` to fix one).
+
+Prints a markdown table; writes bench/results/finetune_bench.json.
+
+    .venv/bin/python bench/finetune_bench.py [--rows probe,finetune] [--shots full,8,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+ROWS = ("probe", "finetune", "finetune-int8", "setfit")
+SHOTS = ("full", "64", "8")
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run ``argv``; its wall seconds, its peak RSS in MB, and its standard output."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen(argv, stdout=out, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        printed = out.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}")
+    return seconds, usage.ru_maxrss / 1024, printed
+
+
+def write_split(folder: Path, shots: str, seed: int) -> tuple[Path, Path]:
+    from bertprobe.datasets import load_sst2
+
+    train, test = load_sst2("train"), load_sst2("test")
+    texts, labels = train.texts, list(train.labels or [])
+    if shots != "full":
+        rng = np.random.default_rng(seed)
+        rows = [
+            i
+            for label in sorted(set(labels))
+            for i in rng.choice(
+                [j for j, y in enumerate(labels) if y == label], int(shots), replace=False
+            )
+        ]
+        texts, labels = [texts[i] for i in rows], [labels[i] for i in rows]
+    train_path, test_path = folder / "train.tsv", folder / "test.tsv"
+    train_path.write_text("".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
+    test_path.write_text(
+        "".join(f"{t}\t{y}\n" for t, y in zip(test.texts, test.labels or [], strict=True))
+    )
+    return train_path, test_path
+
+
+def run_bertprobe(row: str, train: Path, test: Path, work: Path) -> dict:
+    env = {**os.environ, "BERTPROBE_CACHE_DIR": str(work / "cache")}
+    model = work / "model"
+    command = [str(BIN / "bertprobe"), "train", str(train), "--test", str(test)]
+    command += ["--encoder", "minilm", "--out", str(model), "--json"]
+    command += ["--auto"] if row == "probe" else ["--pooling", "mean", "--finetune"]
+    seconds, rss, printed = timed(command, env)
+    summary = json.loads(printed)
+    result = {"accuracy": summary["test_accuracy"], "seconds": seconds, "rss_mb": rss}
+    if row != "probe":
+        result |= {k: summary[k] for k in ("epochs_run", "dev_accuracy", "finetune_seconds")}
+    if row == "finetune-int8":
+        evaluate = [str(BIN / "bertprobe"), "evaluate", str(test), "--model", str(model)]
+        seconds, rss, printed = timed([*evaluate, "--backend", "onnx-int8", "--json"], env)
+        result |= {
+            "fp32_accuracy": result["accuracy"],
+            "accuracy": json.loads(printed)["accuracy"],
+            "int8_evaluate_seconds": seconds,
+            "rss_mb": max(rss, result["rss_mb"]),
+        }
+    return result
+
+
+SETFIT_SCRIPT = """
+import json, sys, time
+from setfit import SetFitModel, Trainer, TrainingArguments
+from transformers import TrainerCallback
+from datasets import Dataset
+from bertprobe.encode import resolve_encoder
+
+def rows(path):
+    pairs = [line.rsplit("\\t", 1) for line in open(path, encoding="utf-8").read().splitlines()]
+    return Dataset.from_dict({"text": [t for t, _ in pairs], "label": [int(y) for _, y in pairs]})
+
+train, test, budget = rows(sys.argv[1]), rows(sys.argv[2]), float(sys.argv[3])
+start = time.perf_counter()
+
+class Budget(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - start > budget:
+            control.should_training_stop = True
+
+model = SetFitModel.from_pretrained(str(resolve_encoder("minilm").path))
+trainer = Trainer(model=model, args=TrainingArguments(batch_size=16, num_epochs=1),
+                  train_dataset=train, callbacks=[Budget()])
+trainer.train()
+print(json.dumps({"accuracy": trainer.evaluate(test)["accuracy"]}))
+"""
+
+
+def run_setfit(train: Path, test: Path, budget_s: float) -> dict:
+    seconds, rss, printed = timed(
+        [sys.executable, "-c", SETFIT_SCRIPT, str(train), str(test), str(budget_s)],
+        dict(os.environ),
+    )
+    return {
+        "accuracy": json.loads(printed.splitlines()[-1])["accuracy"],
+        "seconds": seconds,
+        "rss_mb": rss,
+        "budget_s": budget_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--shots", default=",".join(SHOTS))
+    parser.add_argument("--seeds", type=int, default=len(SEEDS))
+    parser.add_argument("--budget-s", type=float, default=None)
+    args = parser.parse_args()
+    rows, shots = args.rows.split(","), args.shots.split(",")
+    if "setfit" in rows:
+        try:
+            import setfit  # noqa: F401
+        except ImportError:
+            print(
+                "setfit is not installed (pip install setfit): its row is left out", file=sys.stderr
+            )
+            rows.remove("setfit")
+    results: dict[str, dict[str, list[dict]]] = {}
+    for shot in shots:
+        seeds = [0] if shot == "full" else list(SEEDS[: args.seeds])
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                train, test = write_split(Path(tmp), shot, seed)
+                budget = args.budget_s
+                for row in rows:
+                    work = Path(tmp) / row
+                    work.mkdir()
+                    if row == "setfit":
+                        tuned = results.get("finetune", {}).get(shot, [])
+                        budget = budget or (tuned[-1]["seconds"] if tuned else 900.0)
+                        result = run_setfit(train, test, budget)
+                    else:
+                        result = run_bertprobe(row, train, test, work)
+                    result["seed"] = seed
+                    results.setdefault(row, {}).setdefault(shot, []).append(result)
+                    print(f"{row:<14} {shot:>4} seed {seed}: {result}", file=sys.stderr, flush=True)
+
+    print(
+        f"\nSST-2 test accuracy, {datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, "
+        f"{os.cpu_count()} cores\n"
+    )
+    print("| row | examples | test accuracy | wall time | peak RSS |")
+    print("|---|---|---|---|---|")
+    for row, by_shot in results.items():
+        for shot, runs in by_shot.items():
+            acc = np.array([r["accuracy"] for r in runs]) * 100
+            spread = f" ± {acc.std():.1f}" if len(runs) > 1 else ""
+            label = "6,920 (all)" if shot == "full" else f"{shot} per class x {len(runs)} seeds"
+            print(
+                f"| {row} | {label} | {acc.mean():.2f}%{spread} | "
+                f"{np.mean([r['seconds'] for r in runs]):.0f} s | "
+                f"{max(r['rss_mb'] for r in runs):.0f} MB |"
+            )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "results": results,
+    }
+    (RESULTS / "finetune_bench.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

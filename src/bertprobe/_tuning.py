@@ -1,0 +1,118 @@
+"""The torch side of fine-tuning (imported only when fine-tuning runs, so that importing
+bertprobe stays fast): the model the Trainer trains and two Trainer callbacks."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from bertprobe.encode import _pool
+
+
+class PooledClassifier(torch.nn.Module):
+    """An encoder body, a pooling of its last hidden state, dropout and a linear head."""
+
+    def __init__(self, body: Any, pooling: str, n_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.pooling = pooling
+        hidden = int(getattr(body.config, "hidden_size", 0) or body.config.dim)
+        self.dropout = torch.nn.Dropout(0.1)
+        self.head = torch.nn.Linear(hidden, n_classes)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        states = self.body(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = _pool(states.last_hidden_state, attention_mask, self.pooling)
+        logits = self.head(self.dropout(pooled))
+        if labels is None:
+            return {"logits": logits}
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Ctrl-C asks the Trainer to save a checkpoint after the current step, then stop.
+
+    A second Ctrl-C stops at once (the usual KeyboardInterrupt).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextmanager
+    def catching_ctrl_c(self) -> Iterator[None]:
+        def request(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\nstopping after this step and saving a checkpoint ...", file=sys.stderr)
+
+        previous = signal.signal(signal.SIGINT, request)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.requested:  # a part of an epoch: neither scored as an epoch nor saved again
+            control.should_evaluate = False
+            control.should_save = False
+        return control
+
+
+class EpochBars(TrainerCallback):
+    """A progress bar per epoch (texts per second, the running loss), then the dev score."""
+
+    def __init__(self, batch_size: int, enabled: bool) -> None:
+        self.batch_size, self.enabled, self.bar = batch_size, enabled, None
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from tqdm.auto import tqdm
+
+        per_epoch = max(1, state.max_steps // max(1, int(args.num_train_epochs)))
+        epoch = int(state.epoch or 0)
+        done = state.global_step - epoch * per_epoch
+        self.bar = tqdm(
+            total=per_epoch * self.batch_size,
+            initial=max(0, done) * self.batch_size,
+            desc=f"fine-tuning, epoch {epoch + 1}/{int(args.num_train_epochs)}",
+            unit="text",
+            disable=None if self.enabled else True,
+            leave=False,
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.batch_size)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.3f}")
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+    ) -> None:
+        if self.enabled and metrics and "eval_accuracy" in metrics:
+            accuracy = 100 * metrics["eval_accuracy"]
+            print(f"epoch {round(state.epoch or 0)}: dev accuracy {accuracy:.2f}%", file=sys.stderr)

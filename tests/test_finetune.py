@@ -1,0 +1,253 @@
+"""Fine-tuning: the tuned encoder lands in the model folder and everything else uses it as is."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertprobe import (
+    Classifier,
+    EncoderOptions,
+    FinetuneOptions,
+    ModelFolderError,
+    RunOptions,
+    TrainOptions,
+    resolve_encoder,
+    train,
+)
+from bertprobe.cli import main
+from bertprobe.finetune import FinetuneInterrupted
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def _tuned_cli(data, encoder, out, *more):
+    return [
+        "train",
+        data,
+        "--encoder",
+        encoder,
+        "--pooling",
+        "mean",
+        "--cv",
+        "3",
+        "--finetune",
+        "--epochs",
+        "2",
+        "--lr",
+        "5e-4",
+        "--out",
+        out,
+        *more,
+    ]
+
+
+@pytest.fixture
+def tuned_model(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    code, stdout, err = run(_tuned_cli(sentiment_tsv, tiny_distilbert, out, "--json"), capsys)
+    assert code == 0, err
+    return out, json.loads(stdout)
+
+
+def test_finetune_writes_the_tuned_encoder_into_the_model_folder(tuned_model, tiny_distilbert):
+    from safetensors.numpy import load_file
+
+    out, summary = tuned_model
+    assert summary["epochs_run"] == 2 and summary["finetune_seconds"] > 0
+    assert 0.5 <= summary["dev_accuracy"] <= 1 and summary["test_accuracy"] is None
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (out / "encoder" / name).is_file()
+    card = json.loads((out / "card.json").read_text())
+    base = resolve_encoder(str(tiny_distilbert))
+    assert card["encoder"]["folder"] == "encoder"
+    assert card["encoder"]["base"]["fingerprint"] == base.fingerprint
+    assert card["encoder"]["fingerprint"] != base.fingerprint
+    assert "encoder/model.safetensors" in card["files"]
+    assert card["finetune"]["epochs_run"] == 2 and len(card["finetune"]["dev_history"]) == 2
+    tuned = load_file(out / "encoder" / "model.safetensors")
+    original = load_file(tiny_distilbert / "model.safetensors")
+    shared = sorted(set(tuned) & set(original))
+    assert shared and any(not np.allclose(tuned[k], original[k]) for k in shared)
+    # The checkpoints went once the folder held the tuned encoder.
+    assert not list((out.parent / "cache" / "finetune").glob("*/checkpoints"))
+
+
+def test_a_tuned_model_evaluates_predicts_and_embeds_like_any(tuned_model, sentiment_tsv, capsys):
+    out, _ = tuned_model
+    code, stdout, err = run(["evaluate", sentiment_tsv, "--model", out, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] >= 0.9
+    code, stdout, err = run(
+        ["predict", "--model", out, "a wonderful film", "an awful film"], capsys
+    )
+    assert code == 0, err
+    assert [json.loads(line)["label"] for line in stdout.splitlines()] == [1, 0]
+    vectors = out.parent / "X.npy"
+    code, _, err = run(
+        [
+            "embed",
+            sentiment_tsv,
+            "--encoder",
+            out / "encoder",
+            "--pooling",
+            "mean",
+            "--out",
+            vectors,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    model = Classifier.load(out)
+    X, _ = model.embed(["a wonderful film"], RunOptions(use_cache=False))
+    texts = [line.split("\t")[0] for line in sentiment_tsv.read_text().splitlines()]
+    row = texts.index("a wonderful film") if "a wonderful film" in texts else None
+    if row is not None:  # the same encoder gives the same vector whichever way it is reached
+        np.testing.assert_allclose(np.load(vectors)[row], X[0], atol=1e-5)
+    saved_again = Classifier.load(model.save(out.parent / "copy"))
+    assert saved_again.card["encoder"]["fingerprint"] == model.card["encoder"]["fingerprint"]
+
+
+def test_an_altered_tuned_encoder_is_refused(tuned_model, tmp_path):
+    out, _ = tuned_model
+    altered = tmp_path / "altered"
+    shutil.copytree(out, altered)
+    weights = altered / "encoder" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelFolderError, match=r"encoder/model.safetensors was altered"):
+        Classifier.load(altered)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_same_call_resumes(
+    tiny_distilbert, sentiment_tsv, tmp_path, monkeypatch
+):
+    import bertprobe._tuning
+
+    encoding = EncoderOptions(str(tiny_distilbert), pooling="mean", run=RunOptions(batch_size=8))
+    tuning = FinetuneOptions(epochs=2, lr=5e-4)
+    ending = bertprobe._tuning.EpochBars.on_step_end
+
+    def press_ctrl_c_at_step_3(self, args, state, control, **kwargs):
+        ending(self, args, state, control, **kwargs)
+        if state.global_step == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(bertprobe._tuning.EpochBars, "on_step_end", press_ctrl_c_at_step_3)
+        with pytest.raises(FinetuneInterrupted, match="same command resumes"):
+            train(sentiment_tsv, encoding=encoding, options=TrainOptions(cv=3), finetune=tuning)
+    saved = list((tmp_path / "cache" / "finetune").glob("*/checkpoints/checkpoint-*"))
+    assert [p.name for p in saved] == ["checkpoint-4"]  # the step after Ctrl-C, then it stopped
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    result = train(sentiment_tsv, encoding=encoding, options=TrainOptions(cv=3), finetune=tuning)
+    assert result.finetune is not None and result.finetune.resumed_from_step == 4
+    assert result.finetune.epochs_run == 2
+    assert result.model.predict(["a wonderful film"]).tolist() in ([0], [1])
+
+
+def test_ctrl_c_in_the_cli_exits_130_saying_how_to_resume(
+    tiny_distilbert, sentiment_tsv, tmp_path, monkeypatch, capsys
+):
+    import bertprobe._tuning
+
+    def press_ctrl_c(self, args, state, control, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(bertprobe._tuning.EpochBars, "on_step_end", press_ctrl_c)
+    code, stdout, err = run(_tuned_cli(sentiment_tsv, tiny_distilbert, tmp_path / "m"), capsys)
+    assert code == 130 and stdout == ""
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--epochs", "3"], "--epochs apply to fine-tuning only; add --finetune"),
+        (["--finetune", "--lr", "-1"], "is not a positive number"),
+        (["--finetune", "--lr", "fast"], "Invalid value for '--lr'"),
+        (["--finetune", "--dev-share", "1.5"], "is not a share between 0 and 1"),
+        (["--finetune", "--out-of-core"], "--finetune and --out-of-core do not combine"),
+    ],
+)
+def test_finetune_options_are_checked_in_one_line(
+    extra, message, tiny_distilbert, sentiment_tsv, capsys
+):
+    code, stdout, err = run(["train", sentiment_tsv, "--encoder", tiny_distilbert, *extra], capsys)
+    assert code == 2 and stdout == "" and message in err and "Traceback" not in err
+
+
+def test_a_dev_file_with_labels_the_training_lacks_is_refused_before_any_work(
+    tiny_distilbert, sentiment_tsv, tmp_path, capsys
+):
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("a good film\t1\na so-so film\t2\n", encoding="utf-8")
+    code, _, err = run(
+        ["train", sentiment_tsv, "--encoder", tiny_distilbert, "--finetune", "--dev", dev], capsys
+    )
+    assert code == 2
+    assert err.strip() == (
+        f"bertprobe: error: {dev}: dev labels the training data lacks: 2; use dev rows of the "
+        "training labels only"
+    )
+    assert not (tmp_path / "cache" / "finetune").exists()
+
+
+def test_too_few_rows_for_a_dev_share_is_one_line(tiny_distilbert, tmp_path, capsys):
+    data = tmp_path / "small.tsv"
+    data.write_text("".join(f"{w} film\t{y}\n" for w, y in [("good", 1), ("bad", 0)] * 3))
+    code, _, err = run(
+        ["train", data, "--encoder", tiny_distilbert, "--cv", "2", "--finetune"], capsys
+    )
+    assert code == 2 and "too few for a dev share of 0.1" in err and "--dev-share" in err
+
+
+@pytest.mark.slow  # the bundled MiniLM, fine-tuned for real on a small SST-2 subset
+def test_finetuning_minilm_on_sst2_beats_chance_and_keeps_its_best_epoch(tmp_path, capsys):
+    from bertprobe.datasets import load_sst2
+
+    train_set, test_set = load_sst2("train"), load_sst2("test")
+    for name, data, n in (("train", train_set, 400), ("test", test_set, 200)):
+        rows = zip(data.texts[:n], (data.labels or [])[:n], strict=True)
+        (tmp_path / f"{name}.tsv").write_text("".join(f"{t}\t{y}\n" for t, y in rows))
+    code, stdout, err = run(
+        [
+            "train",
+            tmp_path / "train.tsv",
+            "--test",
+            tmp_path / "test.tsv",
+            "--encoder",
+            "minilm",
+            "--pooling",
+            "mean",
+            "--finetune",
+            "--epochs",
+            "2",
+            "--out",
+            tmp_path / "m",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["epochs_run"] == 2 and summary["test_accuracy"] > 0.7
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    history = card["finetune"]["dev_history"]
+    assert card["finetune"]["dev_accuracy"] == max(history)
+    assert Path(tmp_path / "m" / "encoder" / "tokenizer.json").is_file()
+    assert sys.modules.get("accelerate") is not None  # the Trainer's machinery did the work
