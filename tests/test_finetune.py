@@ -251,3 +251,22 @@ def test_finetuning_minilm_on_sst2_beats_chance_and_keeps_its_best_epoch(tmp_pat
     assert card["finetune"]["dev_accuracy"] == max(history)
     assert Path(tmp_path / "m" / "encoder" / "tokenizer.json").is_file()
     assert sys.modules.get("accelerate") is not None  # the Trainer's machinery did the work
+
+
+def test_a_finished_fine_tuning_is_not_redone_when_the_probe_was_interrupted(
+    tiny_distilbert, sentiment_tsv, monkeypatch
+):
+    from transformers import Trainer
+
+    encoding = EncoderOptions(str(tiny_distilbert), pooling="mean")
+    tuning = FinetuneOptions(epochs=1, lr=5e-4)
+    first = train(sentiment_tsv, encoding=encoding, options=TrainOptions(cv=3), finetune=tuning)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("fine-tuned again")
+
+    monkeypatch.setattr(Trainer, "train", must_not_train)
+    again = train(sentiment_tsv, encoding=encoding, options=TrainOptions(cv=3), finetune=tuning)
+    assert again.finetune is not None and first.finetune is not None
+    assert again.finetune.dev_history == first.finetune.dev_history
+    assert again.model.encoder.fingerprint == first.model.encoder.fingerprint

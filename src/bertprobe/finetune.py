@@ -178,8 +178,14 @@ def finetune(
     """Fine-tune ``encoding.encoder`` on ``train_rows``, choosing the epoch on ``dev_rows``.
 
     Checkpoints go under ``workdir``; a call that finds one there (an earlier run interrupted
-    with Ctrl-C) resumes from it. The tuned encoder is written to ``workdir/encoder``.
+    with Ctrl-C) resumes from it. The tuned encoder is written to ``workdir/encoder`` with a
+    record of the run beside it; a call that finds both (the probe's training was interrupted
+    after fine-tuning ended) uses them instead of fine-tuning again.
     """
+    workdir = Path(workdir)
+    done = _finished(workdir)
+    if done is not None:
+        return done
     require_extra("finetune")
     with needs_extra("finetune"):
         import accelerate  # noqa: F401  (the Trainer needs it; fail now with the extra's name)
@@ -200,7 +206,6 @@ def finetune(
     hf_logging.set_verbosity_error()
     start = time.perf_counter()
     device = check_device(encoding.run.device)
-    workdir = Path(workdir)
     checkpoints = workdir / "checkpoints"
     classes = sorted(set(train_rows.labels or []), key=str)
     index = {str(c): i for i, c in enumerate(classes)}
@@ -284,7 +289,7 @@ def finetune(
     model.body.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the tuned weights are in encoder/ now
-    return FinetuneResult(
+    result = FinetuneResult(
         encoder_folder=folder,
         epochs_run=len(history),
         best_epoch=best_epoch,
@@ -296,6 +301,24 @@ def finetune(
         resumed_from_step=resumed,
         workdir=workdir,
     )
+    record = {k: v for k, v in asdict(result).items() if k not in ("encoder_folder", "workdir")}
+    (workdir / FINISHED).write_text(json.dumps(record), encoding="utf-8")
+    return result
+
+
+# Written beside the tuned encoder once fine-tuning has finished: the run's record.
+FINISHED = "finetuned.json"
+
+
+def _finished(workdir: Path) -> FinetuneResult | None:
+    """The record of a fine-tuning run that finished in ``workdir``, if there is one."""
+    try:
+        record = json.loads((workdir / FINISHED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (workdir / "encoder" / "config.json").is_file():
+        return None
+    return FinetuneResult(**record, encoder_folder=workdir / "encoder", workdir=workdir)
 
 
 def workdir_for(
