@@ -57,20 +57,25 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, printed
 
 
+def per_class_rows(labels: list, per_class: int, seed: int) -> list[int]:
+    """``per_class`` row numbers of each label, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [
+        int(i)
+        for label in sorted(set(labels), key=str)
+        for i in rng.choice(
+            [j for j, y in enumerate(labels) if y == label], per_class, replace=False
+        )
+    ]
+
+
 def write_split(folder: Path, shots: str, seed: int) -> tuple[Path, Path]:
     from bertprobe.datasets import load_sst2
 
     train, test = load_sst2("train"), load_sst2("test")
     texts, labels = train.texts, list(train.labels or [])
     if shots != "full":
-        rng = np.random.default_rng(seed)
-        rows = [
-            i
-            for label in sorted(set(labels))
-            for i in rng.choice(
-                [j for j, y in enumerate(labels) if y == label], int(shots), replace=False
-            )
-        ]
+        rows = per_class_rows(labels, int(shots), seed)
         texts, labels = [texts[i] for i in rows], [labels[i] for i in rows]
     train_path, test_path = folder / "train.tsv", folder / "test.tsv"
     train_path.write_text("".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))

@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import numpy as np
+from finetune_bench import per_class_rows  # the same draw as the benchmark's
 
 from bertprobe import (
     Classifier,
@@ -31,12 +32,7 @@ from bertprobe.datasets import load_sst2
 
 def subset(data: LabelledTexts, per_class: int, seed: int) -> LabelledTexts:
     labels = list(data.labels or [])
-    rng = np.random.default_rng(seed)
-    rows = [
-        int(i)
-        for label in sorted(set(labels))
-        for i in rng.choice([j for j, y in enumerate(labels) if y == label], per_class, False)
-    ]
+    rows = per_class_rows(labels, per_class, seed)
     return LabelledTexts.from_lists([data.texts[i] for i in rows], [labels[i] for i in rows])
 
 

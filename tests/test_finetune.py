@@ -192,8 +192,14 @@ def test_finetune_options_are_checked_in_one_line(
 
 
 def test_a_dev_file_with_labels_the_training_lacks_is_refused_before_any_work(
-    tiny_distilbert, sentiment_tsv, tmp_path, capsys
+    tiny_distilbert, sentiment_tsv, tmp_path, capsys, monkeypatch
 ):
+    import bertprobe.encode
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the encoder was loaded before the dev file was checked")
+
+    monkeypatch.setattr(bertprobe.encode, "load_encoder", must_not_run)
     dev = tmp_path / "dev.tsv"
     dev.write_text("a good film\t1\na so-so film\t2\n", encoding="utf-8")
     code, _, err = run(

@@ -28,6 +28,7 @@ import math
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,9 +40,6 @@ from bertprobe.data import LabelledTexts, align_labels
 from bertprobe.encode import EncoderOptions, check_device
 from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra, require_extra
-
-# What the tuned encoder folder holds: enough for AutoModel / AutoTokenizer, nothing else.
-ENCODER_FILES = ("config.json", "model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -120,26 +118,25 @@ class FinetuneInterrupted(KeyboardInterrupt):
 
 
 def split_dev(
-    train_set: LabelledTexts, options: FinetuneOptions, reading_dev: LabelledTexts | None
+    train_set: LabelledTexts, options: FinetuneOptions, dev: LabelledTexts | None = None
 ) -> tuple[LabelledTexts, LabelledTexts]:
-    """The rows to train on and the dev rows that choose the epoch (never the test rows)."""
+    """The rows to train on and the dev rows that choose the epoch (never the test rows):
+    ``dev`` checked against the training labels, or a share of ``train_set``."""
     labels = list(train_set.labels or [])
-    if reading_dev is not None:
+    if dev is not None:
         align_labels(
-            reading_dev.labels or [], sorted(set(labels), key=str), reading_dev.source
+            dev.labels or [], sorted(set(labels), key=str), dev.source
         )  # refuses a dev file sharing no label with the training data
-        unknown = {str(y) for y in reading_dev.labels or []} - {str(y) for y in labels}
+        unknown = {str(y) for y in dev.labels or []} - {str(y) for y in labels}
         if unknown:
             raise BadInputError(
-                f"{reading_dev.source}: dev labels the training data lacks: "
+                f"{dev.source}: dev labels the training data lacks: "
                 f"{', '.join(sorted(unknown))}; use dev rows of the training labels only"
             )
-        return train_set, reading_dev
+        return train_set, dev
     from sklearn.model_selection import train_test_split
 
-    counts: dict[Any, int] = {}
-    for y in labels:
-        counts[y] = counts.get(y, 0) + 1
+    counts = Counter(labels)
     n_dev = math.ceil(options.dev_share * len(labels))
     if min(counts.values()) < 2 or n_dev < len(counts) or len(labels) - n_dev < len(counts):
         raise BadInputError(

@@ -41,14 +41,13 @@ from bertprobe.encode import (
     TextEmbedder,
     check_pooling,
     embed,
-    resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.features import iter_feature_rows, write_features
 from bertprobe.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
 from bertprobe.finetune import finetune as run_finetune
 from bertprobe.persist import (
-    ENCODER_FOLDER,
+    card_encoder,
     check_model_destination,
     file_record,
     read_card,
@@ -130,16 +129,7 @@ class Classifier:
     def load(cls, folder: str | Path) -> Classifier:
         """A model folder, checked: an altered file, an edited card or another encoder is
         refused (see :func:`bertprobe.persist.read_model`)."""
-        saved = read_model(folder)
-        return cls(
-            card=saved.card,
-            probe=saved.probe,
-            encoder=saved.encoder,
-            spec=saved.spec,
-            folder=saved.folder,
-            backend=saved.backend,
-            text_model=saved.text_model,
-        )
+        return cls(**vars(read_model(folder)))  # SavedModel's fields are the model's
 
     @classmethod
     def from_pipeline(cls, pipeline: Any) -> Classifier:
@@ -488,8 +478,15 @@ def train(
 
     tuned, base = None, None
     if finetune is not None:
+        # The dev rows are checked (read, labels, enough rows) before the encoder loads.
+        dev = _labelled(finetune.dev, reading) if finetune.dev is not None else None
+        train_rows, dev_rows = split_dev(train_set, finetune, dev)
         base = encoding.load().ref
-        tuned = _finetune(train_set, encoding, finetune, reading)
+        cache_dir = Path(encoding.run.cache_dir or default_cache_dir())
+        workdir = workdir_for(cache_dir, train_rows, dev_rows, encoding, finetune)
+        tuned = run_finetune(
+            train_rows, dev_rows, encoding=encoding, options=finetune, workdir=workdir
+        )
         encoding = replace(encoding, encoder=str(tuned.encoder_folder))
     encoder = encoding.load()
     encoder_ref = replace(encoder.ref, name=f"{base.name} (fine-tuned)") if base else encoder.ref
@@ -579,27 +576,9 @@ def train(
             base_encoder=base,
         )
         result.model = _with_card(out, model)
-        if tuned is not None:  # the folder's own copy from now on; the work copy goes
-            result.model.encoder = replace(
-                resolve_encoder(str(out / ENCODER_FOLDER)), name=encoder_ref.name
-            )
-            if tuned.workdir is not None:
-                shutil.rmtree(tuned.workdir, ignore_errors=True)
+        if tuned is not None and tuned.workdir is not None:  # the folder holds its own copy
+            shutil.rmtree(tuned.workdir, ignore_errors=True)
     return result
-
-
-def _finetune(
-    train_set: LabelledTexts,
-    encoding: EncoderOptions,
-    options: FinetuneOptions,
-    reading: ReadOptions,
-) -> FinetuneResult:
-    """Split off the dev rows (or read them), then fine-tune in a folder of this job's own."""
-    dev = _labelled(options.dev, reading) if options.dev is not None else None
-    train_rows, dev_rows = split_dev(train_set, options, dev)
-    cache_dir = Path(encoding.run.cache_dir or default_cache_dir())
-    workdir = workdir_for(cache_dir, train_rows, dev_rows, encoding, options)
-    return run_finetune(train_rows, dev_rows, encoding=encoding, options=options, workdir=workdir)
 
 
 def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[str, Any]:
@@ -806,8 +785,10 @@ def _labelled(data: str | Path | LabelledTexts, reading: ReadOptions) -> Labelle
 
 
 def _with_card(folder: Path, trained: Classifier) -> Classifier:
-    """The model as saved (its card), keeping the fitted objects already in memory."""
+    """The model as saved (its card, its encoder as loading finds it: a fine-tuned one in the
+    folder), keeping the fitted objects already in memory."""
     trained.card = read_card(folder)
+    trained.encoder = card_encoder(folder, trained.card)
     trained.folder = folder
     return trained
 

@@ -261,7 +261,7 @@ def read_model(folder: str | Path, *, check_encoder: bool = True) -> SavedModel:
 
     features = card["features"]
     spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
-    encoder = _card_encoder(folder, card, check_encoder)
+    encoder = card_encoder(folder, card, check_encoder)
     return SavedModel(
         card=card,
         probe=probe,
@@ -343,7 +343,9 @@ def _load_skops(path: Path) -> Any:
     return sio.load(path, trusted=sorted(untrusted))
 
 
-def _card_encoder(folder: Path, card: dict, check: bool) -> EncoderRef:
+def card_encoder(folder: Path, card: dict, check: bool = True) -> EncoderRef:
+    """The encoder a card names, resolved and checked against its fingerprint (a fine-tuned
+    one from inside the folder), or taken on trust with ``check=False``."""
     info = card["encoder"]
     saved = info["fingerprint"]
     # A fine-tuned model carries its encoder inside the folder; a probe names a shared one.
