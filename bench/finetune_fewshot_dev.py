@@ -6,6 +6,7 @@ This measures more epochs (and the probe alone, for reference) so that the defau
 training sets is chosen on dev data. Prints one line per run and a summary table.
 
     .venv/bin/python bench/finetune_fewshot_dev.py [--epochs 4,16,48] [--seeds 3]
+    .venv/bin/python bench/finetune_fewshot_dev.py --epochs auto --min-steps 200
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def subset(data: LabelledTexts, per_class: int, seed: int) -> LabelledTexts:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", default="4,16,48")
+    parser.add_argument("--epochs", default="4,16,48", help="epoch counts; 'auto': the default")
+    parser.add_argument("--min-steps", type=int, default=None, help="with --epochs auto")
     parser.add_argument("--shots", default="64,8")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
@@ -59,7 +61,11 @@ def main() -> None:
                         options=TrainOptions(cv=min(5, shots)),
                         finetune=None
                         if epochs == "probe"
-                        else FinetuneOptions(epochs=int(epochs), seed=seed),
+                        else FinetuneOptions(
+                            epochs=None if epochs == "auto" else int(epochs),
+                            seed=seed,
+                            **({} if args.min_steps is None else {"min_steps": args.min_steps}),
+                        ),
                     )
                     model: Classifier = result.model
                     accuracy = model.evaluate(dev.texts, dev.labels or [], run).accuracy

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bertprobe import (
     Classifier,
@@ -276,3 +278,60 @@ def test_a_finished_fine_tuning_is_not_redone_when_the_probe_was_interrupted(
     assert again.finetune is not None and first.finetune is not None
     assert again.finetune.dev_history == first.finetune.dev_history
     assert again.model.encoder.fingerprint == first.model.encoder.fingerprint
+
+
+def test_a_small_training_set_gets_enough_steps_unless_epochs_are_given(
+    tiny_distilbert, sentiment_tsv, tmp_path
+):
+    encoding = EncoderOptions(str(tiny_distilbert), pooling="mean", run=RunOptions(batch_size=8))
+    runs = {}
+    for tuning in (FinetuneOptions(lr=5e-4, min_steps=350), FinetuneOptions(lr=5e-4, epochs=2)):
+        out = tmp_path / f"epochs-{tuning.epochs}"
+        train(
+            sentiment_tsv, encoding=encoding, options=TrainOptions(cv=3), finetune=tuning, out=out
+        )
+        runs[tuning.epochs] = json.loads((out / "card.json").read_text())["finetune"]
+    # 90 training rows (10 of the 100 are dev rows) make 12 batches of 8: 350 steps take 30
+    # epochs, scored every 2nd (at most 25 scores, each of which saves a checkpoint)
+    assert runs[None]["epochs_run"] == 30 and runs[None]["dev_epochs"] == list(range(2, 31, 2))
+    assert runs[None]["best_epoch"] in runs[None]["dev_epochs"]
+    assert runs[None]["min_steps"] == 350 and runs[None]["epochs"] is None
+    assert runs[2]["epochs_run"] == 2 and runs[2]["dev_epochs"] == [1, 2]
+    assert FinetuneOptions(min_steps=0).epochs_for(90, 8) == 4  # never fewer than the default
+
+
+@given(
+    logits=st.lists(
+        st.tuples(st.floats(-20, 20), st.floats(-20, 20)), min_size=1, max_size=30
+    ).flatmap(
+        lambda rows: st.tuples(
+            st.just(np.array(rows)),
+            st.lists(st.integers(0, 1), min_size=len(rows), max_size=len(rows)),
+            st.lists(st.integers(0, 1), min_size=len(rows), max_size=len(rows)),
+        )
+    )
+)
+def test_the_epoch_kept_has_the_best_dev_accuracy_and_loss_only_breaks_ties(logits):
+    from transformers import EvalPrediction
+
+    from bertprobe.finetune import _dev_scores
+
+    scores, labels, other_labels = logits
+    a = _dev_scores(EvalPrediction(predictions=scores, label_ids=np.array(labels)))
+    b = _dev_scores(EvalPrediction(predictions=scores, label_ids=np.array(other_labels)))
+    assert a["accuracy"] - 1 / len(labels) < a["selection"] <= a["accuracy"]
+    if a["accuracy"] != b["accuracy"]:
+        assert (a["selection"] > b["selection"]) == (a["accuracy"] > b["accuracy"])
+
+
+def test_between_epochs_of_equal_dev_accuracy_the_lower_loss_is_kept():
+    from transformers import EvalPrediction
+
+    from bertprobe.finetune import _dev_scores
+
+    labels = np.array([0, 1, 1, 0])
+    unsure = np.array([[0.1, 0.0], [0.0, 0.1], [0.1, 0.0], [0.0, 0.1]])  # 2 of 4 right
+    sure = 10 * unsure
+    first, later = (_dev_scores(EvalPrediction(p, labels)) for p in (sure, unsure))
+    assert first["accuracy"] == later["accuracy"] == 0.5
+    assert later["selection"] > first["selection"]  # sure and wrong costs more than unsure

@@ -418,7 +418,12 @@ def train(
         ),
     ] = False,
     epochs: Annotated[
-        int | None, typer.Option(min=1, max=50, help="--finetune: most epochs (default 4).")
+        int | None,
+        typer.Option(
+            min=1,
+            max=50,
+            help="--finetune: most epochs (default 4, more for a small training set).",
+        ),
     ] = None,
     lr: Annotated[
         float | None,
@@ -755,7 +760,10 @@ def _print_training(result: TrainResult, data: Path, test: Path | None) -> None:
         _report_dropped(result.train_data, result.test_data)
         tuned = result.finetune
         if tuned is not None:
-            history = ", ".join(f"{100 * x:.2f}%" for x in tuned.dev_history)
+            history = ", ".join(
+                f"{epoch}: {100 * x:.2f}%"
+                for epoch, x in zip(tuned.dev_epochs, tuned.dev_history, strict=True)
+            )
             typer.echo(
                 f"finetune  {tuned.epochs_run} epochs on {tuned.n_train:,} texts in "
                 f"{tuned.seconds:.0f} s; dev accuracy by epoch ({tuned.n_dev:,} texts): "

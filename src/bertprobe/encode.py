@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
@@ -96,6 +96,12 @@ def resolve_encoder(name: str) -> EncoderRef:
             "Face model folder (config.json, tokenizer files, weights)"
         )
     return EncoderRef(name=name, path=path, fingerprint=folder_fingerprint(path))
+
+
+def token_limit(config: Any, tokenizer: Any) -> int:
+    """The most tokens an encoder takes: its position embeddings' or its tokenizer's limit."""
+    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    return int(min(x for x in limits if x and x < 1_000_000))
 
 
 def folder_fingerprint(path: Path) -> str:
@@ -214,8 +220,7 @@ class LoadedEncoder:
         config = self.model.config
         self.num_hidden_states = int(config.num_hidden_layers) + 1
         self.hidden_size = int(getattr(config, "hidden_size", 0) or config.dim)
-        limits = [getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
-        self.max_length = int(min(x for x in limits if x and x < 1_000_000))
+        self.max_length = token_limit(config, self.tokenizer)
         self._session = None
         if self.backend != "torch":
             if self.device.type != "cpu":

@@ -37,9 +37,15 @@ from typing import Any
 import numpy as np
 
 from bertprobe.data import LabelledTexts, align_labels
-from bertprobe.encode import EncoderOptions, check_device
-from bertprobe.errors import BadInputError
+from bertprobe.encode import EncoderOptions, check_device, resolve_encoder, token_limit
+from bertprobe.errors import BadInputError, EncoderNotFoundError
 from bertprobe.extras import needs_extra, require_extra
+
+# Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); the README gives the figures.
+DEFAULT_EPOCHS = 4
+MIN_STEPS = 250
+# Past this many epochs, the dev rows are scored every few epochs (each score saves a checkpoint).
+MOST_EVALUATIONS = 25
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,13 @@ class FinetuneOptions:
 
     Parameters
     ----------
-    epochs : int
+    epochs : int, optional
         Most passes over the training rows; the dev score after each picks the epoch kept.
+        Default: 4, or more when the training rows are few, so that training takes at least
+        ``min_steps`` optimizer steps.
+    min_steps : int
+        With ``epochs`` left to its default: the fewest optimizer steps a run takes (on
+        SST-2 dev, 128 sentences made 16 steps in 4 epochs, too few to move the encoder).
     lr : float
         Peak learning rate of AdamW (reached after the warmup, then decayed linearly to 0).
     seed : int
@@ -75,7 +86,8 @@ class FinetuneOptions:
     5e-05
     """
 
-    epochs: int = 4
+    epochs: int | None = None
+    min_steps: int = MIN_STEPS
     lr: float = 8e-5
     seed: int = 0
     dev: str | Path | None = None
@@ -84,9 +96,23 @@ class FinetuneOptions:
     weight_decay: float = 0.01
     bf16: bool = False
 
+    def epochs_for(self, n_train: int, batch_size: int) -> int:
+        """The epochs a run over ``n_train`` rows takes: ``epochs`` when given, else
+        ``DEFAULT_EPOCHS`` or as many more as ``min_steps`` needs.
+
+        >>> FinetuneOptions().epochs_for(6228, 32), FinetuneOptions().epochs_for(115, 32)
+        (4, 63)
+        """
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = math.ceil(n_train / batch_size)
+        return max(DEFAULT_EPOCHS, math.ceil(self.min_steps / steps_per_epoch))
+
     def __post_init__(self) -> None:
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise BadInputError(f"epochs={self.epochs}: train for at least 1 epoch")
+        if self.min_steps < 0:
+            raise BadInputError(f"min_steps={self.min_steps}: give 0 or more steps")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise BadInputError(f"lr={self.lr}: give a positive learning rate, such as 5e-05")
         if not 0 < self.dev_share < 1:
@@ -110,6 +136,7 @@ class FinetuneResult:
     n_dev: int
     seconds: float
     resumed_from_step: int | None = None
+    dev_epochs: list[int] = field(default_factory=list)  # the epoch of each dev score
     workdir: Path | None = field(default=None, repr=False)
 
 
@@ -206,11 +233,22 @@ def finetune(
     checkpoints = workdir / "checkpoints"
     classes = sorted(set(train_rows.labels or []), key=str)
     index = {str(c): i for i, c in enumerate(classes)}
-    base = encoding.load()  # resolves the name, checks the folder, gives the max length
-    max_length = encoding.max_length or base.max_length
-    tokenizer = AutoTokenizer.from_pretrained(base.ref.path, use_fast=True)
-    torch.manual_seed(options.seed)
-    body = AutoModel.from_pretrained(base.ref.path)
+    base = resolve_encoder(encoding.encoder)
+    torch.manual_seed(options.seed)  # the head's initialization
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base.path, use_fast=True)
+        body = AutoModel.from_pretrained(base.path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EncoderNotFoundError(
+            f"encoder folder {base.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    limit = token_limit(body.config, tokenizer)
+    max_length = encoding.max_length or limit
+    if max_length > limit:
+        raise BadInputError(
+            f"max length {max_length} exceeds what {base.name} takes ({limit} tokens); "
+            "use a smaller max_length="
+        )
     model = PooledClassifier(body, encoding.pooling, len(classes))
 
     def rows(data: LabelledTexts) -> _Rows:
@@ -221,21 +259,28 @@ def finetune(
 
     train_data, dev_data = rows(train_rows), rows(dev_rows)
     batch_size = encoding.run.batch_size
+    steps_per_epoch = math.ceil(len(train_data) / batch_size)
+    epochs = options.epochs_for(len(train_data), batch_size)
+    every = math.ceil(epochs / MOST_EVALUATIONS)
+    epochs = every * math.ceil(epochs / every)  # the last epoch is evaluated too
     args = TrainingArguments(
         output_dir=str(checkpoints),
-        num_train_epochs=options.epochs,
+        num_train_epochs=epochs,
         learning_rate=options.lr,
         weight_decay=options.weight_decay,
         lr_scheduler_type="linear",
         max_grad_norm=1.0,
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=2 * batch_size,
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        # every epoch, or every few when they are many, since each evaluation saves a checkpoint
+        eval_strategy="steps",
+        eval_steps=every * steps_per_epoch,
+        save_strategy="steps",
+        save_steps=every * steps_per_epoch,
         save_total_limit=1,
         save_only_model=False,
         load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
+        metric_for_best_model="selection",
         greater_is_better=True,
         logging_strategy="steps",
         logging_steps=10,
@@ -257,7 +302,7 @@ def finetune(
         train_dataset=train_data,
         eval_dataset=dev_data,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=_accuracy,
+        compute_metrics=_dev_scores,
         callbacks=[stop, bars],
     )
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
@@ -273,13 +318,9 @@ def finetune(
             f"fine-tuning interrupted; a checkpoint is in {checkpoints}, and the same command "
             "resumes from it"
         )
-    history = [
-        float(entry["eval_accuracy"])
-        for entry in trainer.state.log_history
-        if "eval_accuracy" in entry
-    ]
-    best = trainer.state.best_metric
-    best_epoch = 1 + int(np.argmax(history)) if history else options.epochs
+    evaluations = [entry for entry in trainer.state.log_history if "eval_accuracy" in entry]
+    history = [float(entry["eval_accuracy"]) for entry in evaluations]
+    best = int(np.argmax([entry["eval_selection"] for entry in evaluations]))
     folder = workdir / "encoder"
     if folder.exists():
         shutil.rmtree(folder)
@@ -288,10 +329,11 @@ def finetune(
     shutil.rmtree(checkpoints, ignore_errors=True)  # the tuned weights are in encoder/ now
     result = FinetuneResult(
         encoder_folder=folder,
-        epochs_run=len(history),
-        best_epoch=best_epoch,
-        dev_accuracy=float(best) if best is not None else float("nan"),
+        epochs_run=round(trainer.state.epoch or 0),
+        best_epoch=round(evaluations[best]["epoch"]),
+        dev_accuracy=history[best],
         dev_history=history,
+        dev_epochs=[round(entry["epoch"]) for entry in evaluations],
         n_train=len(train_rows),
         n_dev=len(dev_rows),
         seconds=time.perf_counter() - start,
@@ -331,7 +373,7 @@ def workdir_for(
     for data in (train_rows, dev_rows):
         digest.update(json.dumps([data.texts, data.labels], default=str).encode())
     job = {
-        "encoder": encoding.load().ref.fingerprint,
+        "encoder": resolve_encoder(encoding.encoder).fingerprint,
         "pooling": encoding.pooling,
         "max_length": encoding.max_length,
         "batch_size": encoding.run.batch_size,
@@ -369,7 +411,16 @@ class _Rows:
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
-def _accuracy(prediction: Any) -> dict[str, float]:
+def _dev_scores(prediction: Any) -> dict[str, float]:
+    """Dev accuracy, and the score that picks the epoch kept: the accuracy, ties broken by the
+    lower log-loss (a few dev rows tie often, and the Trainer would keep the earliest epoch)."""
+    from scipy.special import log_softmax
+
     logits = prediction.predictions
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == prediction.label_ids))}
+    labels = np.asarray(prediction.label_ids)
+    accuracy = float(np.mean(np.argmax(logits, axis=-1) == labels))
+    log_loss = float(-np.mean(log_softmax(logits, axis=-1)[np.arange(len(labels)), labels]))
+    # tanh(loss) < 1, over (rows + 1): less than one row's worth of accuracy, so it only
+    # orders epochs of equal accuracy
+    return {"accuracy": accuracy, "selection": accuracy - np.tanh(log_loss) / (len(labels) + 1)}

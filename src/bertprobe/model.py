@@ -41,6 +41,7 @@ from bertprobe.encode import (
     TextEmbedder,
     check_pooling,
     embed,
+    resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError
 from bertprobe.features import iter_feature_rows, write_features
@@ -481,7 +482,7 @@ def train(
         # The dev rows are checked (read, labels, enough rows) before the encoder loads.
         dev = _labelled(finetune.dev, reading) if finetune.dev is not None else None
         train_rows, dev_rows = split_dev(train_set, finetune, dev)
-        base = encoding.load().ref
+        base = resolve_encoder(encoding.encoder)  # the tuned folder is named after it
         cache_dir = Path(encoding.run.cache_dir or default_cache_dir())
         workdir = workdir_for(cache_dir, train_rows, dev_rows, encoding, finetune)
         tuned = run_finetune(
@@ -585,6 +586,7 @@ def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[st
     """What the card says of the fine-tuning: the options, the dev scores, the time."""
     return {
         "epochs": options.epochs,
+        "min_steps": options.min_steps,
         "lr": options.lr,
         "seed": options.seed,
         "warmup": options.warmup,
@@ -597,6 +599,7 @@ def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[st
         "best_epoch": tuned.best_epoch,
         "dev_accuracy": tuned.dev_accuracy,
         "dev_history": tuned.dev_history,
+        "dev_epochs": tuned.dev_epochs,
         "seconds": tuned.seconds,
     }
 
