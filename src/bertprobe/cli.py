@@ -9,7 +9,6 @@ the input is one line on standard error and exit status 2.
 
 from __future__ import annotations
 
-import csv
 import functools
 import inspect
 import json
@@ -47,6 +46,7 @@ from bertprobe.model import sweep as sweep_layers
 from bertprobe.model import train as train_model
 from bertprobe.probe import OutOfCoreProbe
 from bertprobe.sweep import SweepResult
+from bertprobe.tables import jsonl_lines, prediction_table, write_tables
 
 app = typer.Typer(
     name="bertprobe",
@@ -338,6 +338,7 @@ _FLAGS = {
     "backend": "--backend",
     "cache_dir": "--cache-dir",
     "text_col": "--text-col",
+    "chunk_size": "--chunk-size",
     "label_col": "--label-col",
     "train": "--train",
     "finetune": "--finetune",
@@ -516,28 +517,54 @@ def predict(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write here instead of stdout; CSV if the name ends in .csv."
+            "--output",
+            "-o",
+            help="Write here instead of stdout: CSV if the name ends in .csv, Parquet in "
+            ".parquet, else JSON Lines. With --input, a chunk at a time, resumably.",
         ),
     ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --input and --output: texts read, labelled and stored at a time.",
+        ),
+    ] = 4096,
     run: RunOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
 ) -> None:
-    """Label texts with probabilities, as JSON Lines ({"text", "label", "probabilities"})."""
+    """Label texts with probabilities, as JSON Lines ({"text", "label", "probabilities"}).
+
+    --input FILE --output OUT streams: memory stays flat in the file's size, and an interrupted
+    run resumes after its last stored chunk when the same command is run again.
+    """
     if output is not None:
         check_output_path(output, what="--output", folder=False)
     model = Classifier.load(model_dir)
+    if input_file is not None and output is not None and str(input_file) != "-":
+        if texts:
+            raise BadInputError("give texts as arguments or with --input, not both")
+        stats = model.predict_file(
+            input_file,
+            output,
+            replace(run, progress=True),
+            reading=reading,
+            chunk_size=chunk_size,
+        )
+        if stats.dropped_empty:
+            _note(f"note: {input_file}: skipped {stats.dropped_empty:,} rows with empty text")
+        resumed = f" (resumed after {stats.n_resumed:,})" if stats.n_resumed else ""
+        _note(f"wrote {stats.n_texts:,} predictions to {output}{resumed}")
+        return
     items = _gather_texts(texts or [], input_file, reading)
     probabilities = model.predict_proba(items, replace(run, progress=output is not None))
     classes = [_jsonable(c) for c in model.classes]
-    rows = [
-        {
-            "text": text,
-            "label": classes[int(np.argmax(p))],
-            "probabilities": {str(c): round(float(q), 6) for c, q in zip(classes, p, strict=True)},
-        }
-        for text, p in zip(items, probabilities, strict=True)
-    ]
-    _write_predictions(rows, classes, output)
+    table = prediction_table(items, probabilities, classes)
+    if output is None:
+        sys.stdout.writelines(jsonl_lines(table, classes))
+        return
+    n = write_tables([table], output, classes)
+    _note(f"wrote {n:,} predictions to {output}")
 
 
 @app.command("embed")
@@ -850,25 +877,6 @@ def _gather_texts(args: list[str], input_file: Path | None, reading: ReadOptions
                 "put the texts in a UTF-8 file and use --input"
             ) from None
     return list(args)
-
-
-def _write_predictions(rows: list[dict], classes: list, output: Path | None) -> None:
-    if output is not None and output.suffix.lower() == ".csv":
-        with open(output, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label", *(f"p_{c}" for c in classes)])
-            for row in rows:
-                writer.writerow(
-                    [row["text"], row["label"], *(row["probabilities"][str(c)] for c in classes)]
-                )
-    else:
-        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        if output is None:
-            sys.stdout.write(lines)
-        else:
-            output.write_text(lines, encoding="utf-8")
-    if output is not None:
-        _note(f"wrote {len(rows):,} predictions to {output}")
 
 
 # Characters that end a line somewhere (str.splitlines): a path or value holding one is shown

@@ -263,13 +263,13 @@ def embed_file(
     return stats
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
+def _progress_bar(total: int, initial: int, enabled: bool, desc: str = "embedding"):
     from tqdm.auto import tqdm
 
     return tqdm(
         total=total,
         initial=initial,
-        desc="embedding",
+        desc=desc,
         unit="text",
         disable=None if enabled else True,
         leave=False,
