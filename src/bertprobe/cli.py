@@ -571,7 +571,10 @@ def predict(
 @_shared(encoding=ENCODING, reading=TEXTS)
 def embed_command(
     data: Annotated[Path, typer.Argument(help="Texts: one a line, or a table with a text column.")],
-    out: Annotated[Path, typer.Option(help="Where to write the vectors (.npy).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Where to write the vectors: .npy, or .parquet (id and vector columns)."),
+    ],
     chunk_size: Annotated[
         int,
         typer.Option(
@@ -583,13 +586,14 @@ def embed_command(
     encoding: EncoderOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
 ) -> None:
-    """Write one vector per text to a .npy file (rows in input order), a chunk at a time.
+    """Write one vector per text to a .npy or Parquet file (rows in input order), a chunk at a time.
 
     An interrupted run keeps every chunk written; the same command resumes it.
     """
-    if out.suffix != ".npy":
+    if out.suffix.lower() not in (".npy", ".parquet", ".pq"):
         raise BadInputError(
-            f"--out {out}: vectors are written as NumPy arrays; name the file *.npy"
+            f"--out {out}: vectors are written as a NumPy array or a Parquet table; name the "
+            "file *.npy or *.parquet"
         )
     if str(data) == "-":
         raise BadInputError(
