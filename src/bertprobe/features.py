@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,12 @@ def features_to_parquet(npy: str | Path, out: str | Path, chunk_rows: int = 8192
     >>> pq.read_table(features_to_parquet("X.npy", "X.parquet"))["id"].to_pylist()  # doctest: +SKIP
     [0, 1, 2]
     """
+    return write_vectors_parquet(iter_feature_rows(npy, chunk_rows), out)
+
+
+def write_vectors_parquet(matrices: Iterable[np.ndarray], out: str | Path) -> Path:
+    """Row blocks of vectors, in order, as one Parquet file of ``id`` and ``vector`` columns
+    (``id``: the row's 0-based position), a row group a block; ``out`` appears complete."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -214,7 +220,7 @@ def features_to_parquet(npy: str | Path, out: str | Path, chunk_rows: int = 8192
     writer: pq.ParquetWriter | None = None
     start = 0
     try:
-        for rows in iter_feature_rows(npy, chunk_rows):
+        for rows in matrices:
             rows = np.ascontiguousarray(rows, dtype=DTYPE)
             vectors = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1])
             ids = pa.array(np.arange(start, start + len(rows), dtype=np.int64))
