@@ -675,6 +675,8 @@ def embed_command(
             "files": found.n_files,
             "actors": found.actors,
             "seconds": found.seconds,
+            "check_seconds": found.check_seconds,
+            "connect_seconds": found.connect_seconds,
             "texts_per_second": found.n_texts / found.seconds if found.seconds else None,
         }
         if as_json:

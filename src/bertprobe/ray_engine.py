@@ -93,7 +93,8 @@ class RayOptions:
 
 @dataclass
 class RayStats:
-    """What a Ray run did: rows, files, actors, seconds (and where the output went)."""
+    """What a Ray run did: rows, files, actors, where the output went, and the seconds: in all,
+    checking the inputs on the driver, and starting or joining Ray."""
 
     out: Path
     n_texts: int = 0
@@ -102,6 +103,7 @@ class RayStats:
     dropped_empty: int = 0
     seconds: float = 0.0
     check_seconds: float = 0.0
+    connect_seconds: float = 0.0
     files: list[str] = field(default_factory=list)
 
 
@@ -309,7 +311,9 @@ def _run(
     out = Path(out)
     files = input_files(files_spec)
     checked = _check_inputs(files, reading, options.batch_rows)
+    connected = time.perf_counter()
     actors = connect(options, needs_gpu=device.startswith("cuda"))
+    connected = time.perf_counter() - connected
     dataset = _dataset(files, worker_args, options, actors, device, reading)
     if _is_file_output(out):
         write(_ordered_batches(dataset, checked, on_batch), checked)
@@ -324,6 +328,7 @@ def _run(
         dropped_empty=checked.dropped_empty,
         seconds=time.perf_counter() - start,
         check_seconds=checked.seconds,
+        connect_seconds=connected,
         files=[str(f) for f in files],
     )
 
