@@ -37,6 +37,7 @@ import glob
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,21 +139,26 @@ def connect(options: RayOptions, *, needs_gpu: bool = False) -> int:
         import ray
 
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if options.address is None:
-            kwargs["runtime_env"] = local_runtime_env()
+        kwargs: dict[str, Any] = {"log_to_driver": False}
+        if options.address is None:  # a new instance; a running cluster keeps its settings
+            kwargs.update(include_dashboard=False, runtime_env=local_runtime_env())
+        for name in ("ray", "ray.client_builder"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            ray.init(address=options.address, **kwargs)
+            # A failed connection is one line of ours; Ray's own warnings about it are not.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ray.init(address=options.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BadInputError(
                 f"--ray {options.address}: cannot connect to a Ray cluster there "
                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no answer'}); "
-                "start one with `ray start --head`, or leave the address out for a local one"
+                "start one with `ray start --head`, or use --ray local for a new local one"
             ) from None
     import ray.data
 
-    # Results and one-line errors are bertprobe's to print; Ray's progress logs stay quiet.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Results and one-line errors are bertprobe's to print; Ray Data's progress log lines (on
+    # a terminal it draws progress bars instead) stay quiet.
     logging.getLogger("ray").setLevel(logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if options.actors is not None:
