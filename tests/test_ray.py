@@ -62,6 +62,29 @@ def test_inputs_are_a_file_a_folder_or_a_glob(four_files):
     assert input_files(folder / "c.jsonl") == [folder / "c.jsonl"]
 
 
+def test_work_items_cover_every_row_once_in_whole_batches(four_files):
+    """One large file is split so every actor gets work; each run of rows reads back exactly
+    the texts the single-process reader gives for it."""
+    from bertprobe.data import ReadOptions
+    from bertprobe.ray_engine import _check_inputs, _ranges, _read_range
+
+    folder, texts = four_files
+    checked = _check_inputs(input_files(folder), ReadOptions(), 64)
+    assert checked.counts == [400, 300, 300, 200] and checked.n_rows == 1200
+    items = _ranges(checked, actors=2, batch_rows=64)
+    assert len(items) > len(checked.files)  # the files are split between the actors
+    assert all(
+        (item["stop"] - item["start"]) % 64 == 0 or item["stop"] in checked.counts for item in items
+    )
+    read = [
+        text
+        for item in items
+        for rows in _read_range(item["source"], item["start"], item["stop"], ReadOptions(), 64)
+        for text in rows["text"]
+    ]
+    assert read == texts
+
+
 @pytest.mark.slow
 def test_ray_embed_equals_single_process_embed(local_ray, four_files, tmp_path, capsys):
     folder, texts = four_files

@@ -8,11 +8,13 @@ folder or a glob; text, TSV/CSV, JSON Lines or Parquet):
    folder fails here, with the usual one-line error), and every input file is read once and
    checked as the single-process commands check it (a bad row in the third file is reported
    now, by file and line).
-2. Ray Data: a dataset of the files; a reading stage turns each file into blocks of rows (the
-   row's source file, its position among the file's texts, its line, its text) with the same
-   reader as the single-process commands; ``map_batches`` runs a callable class on an actor
-   pool (``ActorPoolStrategy(size=N)``, ``num_cpus`` per actor, or ``num_gpus`` with a CUDA
-   device) that loads the encoder and the probe once per actor and embeds or labels a batch.
+2. Ray Data: a dataset of work items, each a run of one file's rows (whole batches, about
+   four items an actor, so one large file keeps every actor busy); ``map_batches`` runs a
+   callable class on an actor pool (``ActorPoolStrategy(size=N)``, ``num_cpus`` per actor, or
+   ``num_gpus`` with a CUDA device) that loads the encoder and the probe once per actor, reads
+   its item's rows with the same reader as the single-process commands, and yields a block a
+   batch: the row's source file, its position among the file's texts, its line, and its vector
+   or prediction.
 3. Output: given a folder, Parquet shards (``source``, ``row``, ``line`` and the vector or the
    prediction columns), from which input order is the sort by source and row; given a file, the
    rows come back to the driver in input order (Ray Data's ``preserve_order``) and are written
@@ -180,6 +182,7 @@ def local_runtime_env() -> dict[str, Any]:
 @dataclass(frozen=True)
 class _Checked:
     files: list[Path]
+    counts: list[int]  # texts of each file
     n_rows: int
     dropped_empty: int
     seconds: float
@@ -188,7 +191,8 @@ class _Checked:
 def _check_inputs(files: list[Path], reading: ReadOptions, chunk_rows: int) -> _Checked:
     """Every file read and checked on the driver, before any task: errors name file and line."""
     start = time.perf_counter()
-    n = dropped = 0
+    counts = []
+    dropped = 0
     for path in files:
         summary = scan_file(
             path,
@@ -196,29 +200,44 @@ def _check_inputs(files: list[Path], reading: ReadOptions, chunk_rows: int) -> _
             drop_empty=reading.drop_empty,
             chunk_size=chunk_rows,
         )
-        n += summary.n
+        counts.append(summary.n)
         dropped += summary.dropped_empty
-    return _Checked(files, n, dropped, time.perf_counter() - start)
+    return _Checked(files, counts, sum(counts), dropped, time.perf_counter() - start)
 
 
-def _read_rows(
-    batch: dict[str, np.ndarray], reading: ReadOptions, chunk_rows: int
+def _ranges(checked: _Checked, actors: int, batch_rows: int) -> list[dict[str, Any]]:
+    """The work items: runs of rows of one file, a whole number of batches each, about four an
+    actor in all, so one large file keeps every actor busy and many small ones are not split."""
+    span = max(batch_rows, -(-checked.n_rows // (4 * actors)))
+    span = -(-span // batch_rows) * batch_rows
+    return [
+        {"index": i, "source": str(path), "start": start, "stop": min(n, start + span)}
+        for i, (path, n) in enumerate(zip(checked.files, checked.counts, strict=True))
+        for start in range(0, n, span)
+    ]
+
+
+def _read_range(
+    source: str, start: int, stop: int, reading: ReadOptions, batch_rows: int
 ) -> Iterator[dict[str, Any]]:
-    """The reading stage: each file of the batch as blocks of (source, row, line, text)."""
-    for index, source in zip(batch["index"], batch["source"], strict=True):
-        row = 0
-        for chunk in iter_chunks(
-            str(source), chunk_rows, text_col=reading.text_col, drop_empty=reading.drop_empty
-        ):
-            n = len(chunk)
-            yield {
-                "file": np.full(n, int(index), dtype=np.int64),
-                "source": np.full(n, str(source), dtype=object),
-                "row": np.arange(row, row + n, dtype=np.int64),
-                "line": np.asarray(chunk.line_numbers, dtype=np.int64),
-                "text": np.asarray(chunk.texts, dtype=object),
-            }
-            row += n
+    """Texts ``start`` to ``stop`` of a file as batches of (row, line, text), read with the
+    single-process reader (rows before ``start`` are read and skipped, not embedded)."""
+    seen = 0
+    for chunk in iter_chunks(
+        source, batch_rows, text_col=reading.text_col, drop_empty=reading.drop_empty
+    ):
+        first, seen = seen, seen + len(chunk)
+        if seen <= start:
+            continue
+        skip = max(0, start - first)
+        take = min(len(chunk), stop - first)
+        yield {
+            "row": np.arange(first + skip, first + take, dtype=np.int64),
+            "line": np.asarray(chunk.line_numbers[skip:take], dtype=np.int64),
+            "text": chunk.texts[skip:take],
+        }
+        if seen >= stop:
+            return
 
 
 class _Worker:
@@ -229,12 +248,15 @@ class _Worker:
         model: Classifier | None,
         encoding: EncoderOptions | None,
         run: RunOptions,
+        reading: ReadOptions,
+        batch_rows: int,
         threads: int,
     ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.model, self.run = model, run
+        self.reading, self.batch_rows = reading, batch_rows
         if model is not None:
             self.encoder = run.load(model.encoder, default_backend=model.backend)
             self.spec = model.spec
@@ -244,8 +266,23 @@ class _Worker:
             self.encoder = encoding.load()
             self.spec = encoding.spec
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        texts = [str(t) for t in batch["text"]]
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+        """Each work item (a run of a file's rows) read and embedded a batch at a time."""
+        for index, source, start, stop in zip(
+            batch["index"], batch["source"], batch["start"], batch["stop"], strict=True
+        ):
+            for rows in _read_range(
+                str(source), int(start), int(stop), self.reading, self.batch_rows
+            ):
+                keys = {
+                    "file": np.full(len(rows["row"]), int(index), dtype=np.int64),
+                    "source": np.full(len(rows["row"]), str(source), dtype=object),
+                    "row": rows["row"],
+                    "line": rows["line"],
+                }
+                yield {**keys, **self._outputs(rows["text"])}
+
+    def _outputs(self, texts: list[str]) -> dict[str, Any]:
         with self.run.open_cache() as cache:
             X, _ = embed(
                 texts,
@@ -255,16 +292,15 @@ class _Worker:
                 max_tokens=self.run.max_tokens,
                 cache=cache,
             )
-        keys = {k: batch[k] for k in ("file", "source", "row", "line")}
         if self.model is None:
-            return {**keys, "vector": np.asarray(X, dtype=DTYPE)}
+            return {"vector": np.asarray(X, dtype=DTYPE)}
         probabilities = self.model.head.predict_proba(X, texts=texts)
         table = prediction_table(texts, probabilities, self.classes)
-        return {**keys, **{name: table.column(name).to_numpy() for name in table.column_names}}
+        return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
 def _dataset(
-    files: list[Path],
+    checked: _Checked,
     worker_args: dict[str, Any],
     options: RayOptions,
     actors: int,
@@ -275,27 +311,24 @@ def _dataset(
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # a file output is written in input order
-    items = [{"index": i, "source": str(path)} for i, path in enumerate(files)]
+    items = _ranges(checked, actors, options.batch_rows)
     threads = max(1, int(options.cpus_per_actor))
     gpu = device.startswith("cuda")
-    return (
-        ray.data.from_items(items, override_num_blocks=len(items))
-        # Reading reserves no CPU: it is light next to the encoder, and the different resources
-        # keep Ray from fusing it into the actors, so one large file still feeds every actor.
-        .map_batches(
-            _read_rows,  # type: ignore[arg-type]  # its other arguments come in fn_kwargs
-            batch_size=1,
-            num_cpus=0,
-            fn_kwargs={"reading": reading, "chunk_rows": options.batch_rows},
-        )
-        .map_batches(
-            _Worker,
-            fn_constructor_kwargs={**worker_args, "threads": threads},
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_size=options.batch_rows,
-            num_gpus=1 if gpu else None,
-            num_cpus=None if gpu else options.cpus_per_actor,
-        )
+    # Reading happens in the actors (bertprobe's reader, a run of rows at a time): a separate
+    # reading stage would start more worker processes, each importing torch, for work that
+    # is light next to the encoder's.
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _Worker,
+        fn_constructor_kwargs={
+            **worker_args,
+            "reading": reading,
+            "batch_rows": options.batch_rows,
+            "threads": threads,
+        },
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=1,
+        num_gpus=1 if gpu else None,
+        num_cpus=None if gpu else options.cpus_per_actor,
     )
 
 
@@ -320,7 +353,7 @@ def _run(
     connected = time.perf_counter()
     actors = connect(options, needs_gpu=device.startswith("cuda"))
     connected = time.perf_counter() - connected
-    dataset = _dataset(files, worker_args, options, actors, device, reading)
+    dataset = _dataset(checked, worker_args, options, actors, device, reading)
     if _is_file_output(out):
         write(_ordered_batches(dataset, checked, on_batch), checked)
     else:
