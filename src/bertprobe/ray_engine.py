@@ -358,7 +358,9 @@ def _run(
         write(_ordered_batches(dataset, checked, on_batch), checked)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        dataset.write_parquet(str(out))
+        # Writing reserves no CPU: with the default of one, the write tasks waited for the
+        # actors to give theirs back, so every shard was written after the last batch.
+        dataset.write_parquet(str(out), ray_remote_args={"num_cpus": 0})
     return RayStats(
         out=out,
         n_texts=checked.n_rows,
