@@ -21,7 +21,7 @@ LOCK_UPGRADE ?= --upgrade
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
-	bench-finetune clean
+	bench-finetune bench-scale clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -112,6 +112,11 @@ bench-serve: $(BIN)/.installed
 # Fine-tuning against the probe and SetFit, full data and few-shot (prints a table; hours).
 bench-finetune: $(BIN)/.installed
 	$(BIN)/python bench/finetune_bench.py
+
+# One process against --ray (2 actors x 1 thread) on 100k sentences, onnx-int8; a projection to
+# clusters from the measured rates (prints a table; minutes).
+bench-scale: $(BIN)/.installed
+	$(BIN)/python bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache

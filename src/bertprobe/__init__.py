@@ -38,6 +38,7 @@ from bertprobe.model import (
 )
 from bertprobe.persist import save_model
 from bertprobe.probe import LinearProbe, OutOfCoreProbe, VotingProbe
+from bertprobe.stream import PredictFileStats, predict_file
 
 # The name before 0.2; kept so existing code goes on working.
 ProbeModel = Classifier
@@ -60,6 +61,7 @@ __all__ = [
     "LinearProbe",
     "ModelFolderError",
     "OutOfCoreProbe",
+    "PredictFileStats",
     "ProbeModel",
     "ReadOptions",
     "RunOptions",
@@ -69,6 +71,7 @@ __all__ = [
     "embed",
     "load_encoder",
     "load_model",
+    "predict_file",
     "resolve_encoder",
     "save_model",
     "sweep",

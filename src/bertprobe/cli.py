@@ -9,7 +9,6 @@ the input is one line on standard error and exit status 2.
 
 from __future__ import annotations
 
-import csv
 import functools
 import inspect
 import json
@@ -46,7 +45,9 @@ from bertprobe.model import Classifier, TrainOptions, TrainResult, read_training
 from bertprobe.model import sweep as sweep_layers
 from bertprobe.model import train as train_model
 from bertprobe.probe import OutOfCoreProbe
+from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict
 from bertprobe.sweep import SweepResult
+from bertprobe.tables import jsonl_lines, prediction_table, write_tables
 
 app = typer.Typer(
     name="bertprobe",
@@ -132,6 +133,28 @@ JobsOpt = Annotated[
     ),
 ]
 CvOpt = Annotated[int, typer.Option(min=2, help="Cross-validation folds for choosing C.")]
+
+
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Run on Ray (bertprobe[ray]): 'local' starts a local instance, 'auto' joins the "
+        "cluster this machine belongs to, 'ray://host:10001' a remote one. Input: a file, a "
+        "folder or a glob; output: a file, or a folder for Parquet shards.",
+    ),
+]
+ActorsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="--ray: actors, each with one copy of the model (default: CPUs / --actor-cpus)."
+    ),
+]
+ActorCpusOpt = Annotated[
+    float,
+    typer.Option(callback=_positive, help="--ray: CPUs (and torch threads) of each actor."),
+]
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -338,6 +361,10 @@ _FLAGS = {
     "backend": "--backend",
     "cache_dir": "--cache-dir",
     "text_col": "--text-col",
+    "chunk_size": "--chunk-size",
+    "batch_rows": "--chunk-size",
+    "actors": "--actors",
+    "cpus_per_actor": "--actor-cpus",
     "label_col": "--label-col",
     "train": "--train",
     "finetune": "--finetune",
@@ -366,6 +393,25 @@ def _in_cli_words(message: str) -> str:
         return _FLAGS[match[1]] + ("" if ends else " ")
 
     return _PARAMETER.sub(as_flag, message)
+
+
+def _ray_options(
+    address: str | None, actors: int | None, actor_cpus: float, chunk_size: int
+) -> RayOptions | None:
+    """The --ray flags as RayOptions (None without --ray); 'local' is a new local instance."""
+    if address is None:
+        if actors is not None or actor_cpus != 1.0:
+            raise BadInputError("--actors and --actor-cpus apply to --ray only; add --ray local")
+        return None
+    if not address.strip():
+        raise BadInputError("--ray needs an address: local, auto or ray://host:10001")
+    require_extra("ray")
+    return RayOptions(
+        address=None if address == "local" else address,
+        actors=actors,
+        cpus_per_actor=actor_cpus,
+        batch_rows=chunk_size,
+    )
 
 
 def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions:
@@ -521,53 +567,135 @@ def predict(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write here instead of stdout; CSV if the name ends in .csv."
+            "--output",
+            "-o",
+            help="Write here instead of stdout: CSV if the name ends in .csv, Parquet in "
+            ".parquet, else JSON Lines. With --input, a chunk at a time, resumably.",
         ),
     ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --input and --output: texts read, labelled and stored at a time (with "
+            "--ray: rows a batch).",
+        ),
+    ] = 4096,
+    ray: RayOpt = None,
+    actors: ActorsOpt = None,
+    actor_cpus: ActorCpusOpt = 1.0,
     run: RunOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
 ) -> None:
-    """Label texts with probabilities, as JSON Lines ({"text", "label", "probabilities"})."""
-    if output is not None:
+    """Label texts with probabilities, as JSON Lines ({"text", "label", "probabilities"}).
+
+    --input FILE --output OUT streams: memory stays flat in the file's size, and an interrupted
+    run resumes after its last stored chunk when the same command is run again.
+    """
+    ray_options = _ray_options(ray, actors, actor_cpus, chunk_size)
+    if ray_options is not None:
+        if input_file is None or texts or output is None:
+            raise BadInputError(
+                "--ray labels files: give --input (a file, a folder or a glob) and --output "
+                "(a file, or a folder for Parquet shards), and no text arguments"
+            )
+        check_output_path(output, what="--output", folder=not output.suffix)
+    elif output is not None:
         check_output_path(output, what="--output", folder=False)
-    model = Classifier.load(model_dir)
+    model = Classifier.load(model_dir)  # a bad folder fails here, before Ray starts a task
+    if ray_options is not None and input_file is not None and output is not None:
+        found = ray_predict(
+            model, str(input_file), output, run=run, reading=reading, ray=ray_options
+        )
+        _note(
+            f"wrote {found.n_texts:,} predictions from {found.n_files} files to {output} with "
+            f"{found.actors} Ray actors in {found.seconds:.1f} s"
+        )
+        return
+    if input_file is not None and output is not None and str(input_file) != "-":
+        if texts:
+            raise BadInputError("give texts as arguments or with --input, not both")
+        stats = model.predict_file(
+            input_file,
+            output,
+            replace(run, progress=True),
+            reading=reading,
+            chunk_size=chunk_size,
+        )
+        if stats.dropped_empty:
+            _note(f"note: {input_file}: skipped {stats.dropped_empty:,} rows with empty text")
+        resumed = f" (resumed after {stats.n_resumed:,})" if stats.n_resumed else ""
+        _note(f"wrote {stats.n_texts:,} predictions to {output}{resumed}")
+        return
     items = _gather_texts(texts or [], input_file, reading)
     probabilities = model.predict_proba(items, replace(run, progress=output is not None))
     classes = [_jsonable(c) for c in model.classes]
-    rows = [
-        {
-            "text": text,
-            "label": classes[int(np.argmax(p))],
-            "probabilities": {str(c): round(float(q), 6) for c, q in zip(classes, p, strict=True)},
-        }
-        for text, p in zip(items, probabilities, strict=True)
-    ]
-    _write_predictions(rows, classes, output)
+    table = prediction_table(items, probabilities, classes)
+    if output is None:
+        sys.stdout.writelines(jsonl_lines(table, classes))
+        return
+    n = write_tables([table], output, classes)
+    _note(f"wrote {n:,} predictions to {output}")
 
 
 @app.command("embed")
 @_shared(encoding=ENCODING, reading=TEXTS)
 def embed_command(
     data: Annotated[Path, typer.Argument(help="Texts: one a line, or a table with a text column.")],
-    out: Annotated[Path, typer.Option(help="Where to write the vectors (.npy).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Where to write the vectors: .npy, or .parquet (id and vector columns)."),
+    ],
     chunk_size: Annotated[
         int,
         typer.Option(
             min=1,
-            help="Texts read, embedded and written at a time; memory stays flat in file size.",
+            help="Texts read, embedded and written at a time; memory stays flat in file size "
+            "(with --ray: rows a batch).",
         ),
     ] = 4096,
+    ray: RayOpt = None,
+    actors: ActorsOpt = None,
+    actor_cpus: ActorCpusOpt = 1.0,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
 ) -> None:
-    """Write one vector per text to a .npy file (rows in input order), a chunk at a time.
+    """Write one vector per text to a .npy or Parquet file (rows in input order), a chunk at a time.
 
     An interrupted run keeps every chunk written; the same command resumes it.
     """
-    if out.suffix != ".npy":
+    ray_options = _ray_options(ray, actors, actor_cpus, chunk_size)
+    if ray_options is not None:
+        if out.suffix and out.suffix.lower() not in (".npy", ".parquet", ".pq"):
+            raise BadInputError(
+                f"--out {out}: name the file *.npy or *.parquet, or give a folder for "
+                "Parquet shards"
+            )
+        check_output_path(out, what="--out", folder=not out.suffix)
+        found = ray_embed(str(data), out, encoding=encoding, reading=reading, ray=ray_options)
+        summary = {
+            "out": str(out),
+            "n": found.n_texts,
+            "files": found.n_files,
+            "actors": found.actors,
+            "seconds": found.seconds,
+            "check_seconds": found.check_seconds,
+            "connect_seconds": found.connect_seconds,
+            "texts_per_second": found.n_texts / found.seconds if found.seconds else None,
+        }
+        if as_json:
+            typer.echo(json.dumps(summary))
+        else:
+            typer.echo(
+                f"wrote {out}: {found.n_texts:,} vectors from {found.n_files} files with "
+                f"{found.actors} Ray actors in {found.seconds:.1f} s"
+            )
+        return
+    if out.suffix.lower() not in (".npy", ".parquet", ".pq"):
         raise BadInputError(
-            f"--out {out}: vectors are written as NumPy arrays; name the file *.npy"
+            f"--out {out}: vectors are written as a NumPy array or a Parquet table; name the "
+            "file *.npy or *.parquet"
         )
     if str(data) == "-":
         raise BadInputError(
@@ -858,25 +986,6 @@ def _gather_texts(args: list[str], input_file: Path | None, reading: ReadOptions
                 "put the texts in a UTF-8 file and use --input"
             ) from None
     return list(args)
-
-
-def _write_predictions(rows: list[dict], classes: list, output: Path | None) -> None:
-    if output is not None and output.suffix.lower() == ".csv":
-        with open(output, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label", *(f"p_{c}" for c in classes)])
-            for row in rows:
-                writer.writerow(
-                    [row["text"], row["label"], *(row["probabilities"][str(c)] for c in classes)]
-                )
-    else:
-        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        if output is None:
-            sys.stdout.write(lines)
-        else:
-            output.write_text(lines, encoding="utf-8")
-    if output is not None:
-        _note(f"wrote {len(rows):,} predictions to {output}")
 
 
 # Characters that end a line somewhere (str.splitlines): a path or value holding one is shown

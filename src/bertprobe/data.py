@@ -1,7 +1,9 @@
-"""Read labelled texts (and unlabelled ones) from TSV, CSV or JSON Lines files.
+"""Read labelled texts (and unlabelled ones) from TSV, CSV, JSON Lines or Parquet files.
 
 Files may have a header or none (the SST-2 files have none: ``text<TAB>label``), UTF-8 with or
-without a byte-order mark, and LF or CRLF line ends. Problems are reported as
+without a byte-order mark, and LF or CRLF line ends. A ``.parquet`` file is read with pyarrow,
+a record batch at a time; its columns are chosen by name or index as a table's are, and errors
+name its 1-based rows. Problems are reported as
 :class:`~bertprobe.errors.BadInputError` naming the file and the line numbers involved.
 
 Example:
@@ -371,6 +373,14 @@ class _Reader:
         if chunk_size is not None and chunk_size < 1:
             raise BadInputError(f"chunk size {chunk_size} must be at least 1")
         source = self.source
+        rows: Iterator[tuple[int, list[str]]]
+        columns: list[str] | None = None
+        if is_parquet(source):
+            rows, columns = self._parquet_rows()
+            yield from self._checked_chunks(
+                rows, columns, chunk_size, text_col, label_col, drop_empty, want_labels, "rows"
+            )
+            return
         lines = self._lines()
         head: list[str] = []
         for line in lines:  # the first non-blank line tells the file's kind
@@ -383,18 +393,32 @@ class _Reader:
         lines = itertools.chain(head, lines)
 
         kind = _file_kind(source, head[-1], want_labels)
-        rows: Iterator[tuple[int, list[str]]]
         if kind == "lines":
             rows = (
                 (n, [line.rstrip("\r\n")]) for n, line in enumerate(lines, start=1) if line.strip()
             )
-            columns: list[str] | None = None
         elif kind == "jsonl":
             rows, columns = _jsonl_rows(lines, source)
         else:
             rows, columns = _delimited_rows(
                 lines, "\t" if kind == "tsv" else ",", source, header, (text_col, label_col)
             )
+        yield from self._checked_chunks(
+            rows, columns, chunk_size, text_col, label_col, drop_empty, want_labels, "lines"
+        )
+
+    def _checked_chunks(
+        self,
+        rows: Iterator[tuple[int, list[str]]],
+        columns: list[str] | None,
+        chunk_size: int | None,
+        text_col: str | int | None,
+        label_col: str | int | None,
+        drop_empty: bool,
+        want_labels: bool,
+        unit: str,
+    ) -> Iterator[TextChunk]:
+        source = self.source
         first = next(rows, None)
         if first is None:
             raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
@@ -410,7 +434,7 @@ class _Reader:
             )
             if label_idx is None:
                 raise BadInputError(
-                    f"{source}: no label column (line {first[0]} has one column); "
+                    f"{source}: no label column ({unit[:-1]} {first[0]} has one column); "
                     "expected text<TAB>label, or name the column with label_col="
                 )
             if label_idx == text_idx:
@@ -419,7 +443,55 @@ class _Reader:
                     "set text_col= and label_col="
                 )
         while batch := list(itertools.islice(rows, chunk_size)):
-            yield _checked_chunk(batch, text_idx, label_idx, drop_empty, source)
+            yield _checked_chunk(batch, text_idx, label_idx, drop_empty, source, unit)
+
+    def _parquet_rows(self) -> tuple[Rows, list[str]]:
+        """A Parquet file's rows (1-based row numbers, cells as text) and its column names.
+
+        pyarrow reads a record batch at a time, so memory stays flat as for text files; the
+        file's bytes are hashed first, as a text file's are while it is read.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        source = self.source
+        try:
+            with open(self.path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    self._digest.update(block)
+            parquet = pq.ParquetFile(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BadInputError(f"{source}: no such file; check the path") from None
+        except IsADirectoryError:
+            raise BadInputError(
+                f"{source} is a folder; give the path of a data file inside it"
+            ) from None
+        except OSError as exc:
+            raise BadInputError(
+                f"{source}: cannot read the file ({exc.strerror}); check the "
+                "path and its permissions"
+            ) from None
+        except pa.ArrowException as exc:
+            raise BadInputError(
+                f"{source} is not a readable Parquet file ({_first_line(str(exc))}); "
+                "check the file, or give it the extension of its real format"
+            ) from None
+        columns = list(parquet.schema_arrow.names)
+
+        def rows() -> Rows:
+            row = 0
+            try:
+                for batch in parquet.iter_batches(batch_size=8192):
+                    cells = [column.to_pylist() for column in batch.columns]
+                    for values in zip(*cells, strict=True):
+                        row += 1
+                        yield row, ["" if v is None else str(v) for v in values]
+            except pa.ArrowException as exc:
+                raise BadInputError(
+                    f"{source}: cannot read row {row + 1} ({_first_line(str(exc))}); check the file"
+                ) from None
+
+        return rows(), columns
 
     def _lines(self) -> Iterator[str]:
         source = self.source
@@ -454,12 +526,22 @@ class _Reader:
                 ) from None
 
 
+def is_parquet(path: str | Path) -> bool:
+    """Whether a path names a Parquet file (``.parquet`` or ``.pq``), read with pyarrow."""
+    return Path(str(path)).suffix.lower() in (".parquet", ".pq")
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "unknown error"
+
+
 def _checked_chunk(
     rows: list[tuple[int, list[str]]],
     text_idx: int,
     label_idx: int | None,
     drop_empty: bool,
     source: str,
+    unit: str = "lines",
 ) -> TextChunk:
     texts: list[str] = []
     labels: list[str] = []
@@ -486,17 +568,17 @@ def _checked_chunk(
 
     if short:
         raise BadInputError(
-            f"{source}: too few columns on lines {format_lines(short)}; "
+            f"{source}: too few columns on {unit} {format_lines(short)}; "
             "every row needs the text and label columns"
         )
     if empty and not drop_empty:
         raise BadInputError(
-            f"{source}: empty text on lines {format_lines(empty)}; "
+            f"{source}: empty text on {unit} {format_lines(empty)}; "
             "fill them in or pass drop_empty=True to skip them"
         )
     if unlabelled:
         raise BadInputError(
-            f"{source}: missing label on lines {format_lines(unlabelled)}; "
+            f"{source}: missing label on {unit} {format_lines(unlabelled)}; "
             "every training row needs a label"
         )
     return TextChunk(

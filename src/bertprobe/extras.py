@@ -25,6 +25,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime"),
     "report": ("matplotlib", "jinja2"),
     "finetune": ("accelerate",),
+    "ray": ("ray",),
 }
 
 

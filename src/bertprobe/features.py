@@ -1,4 +1,4 @@
-"""Feature files: a text file embedded chunk by chunk into a ``.npy`` file on disk.
+"""Feature files: a text file embedded chunk by chunk into a ``.npy`` (or Parquet) file on disk.
 
 Memory stays flat in the number of texts: texts are read one chunk at a time
 (:func:`~bertprobe.data.iter_chunks`), each chunk's vectors are appended to the file as soon as
@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bertprobe.cache import EmbeddingCache
-from bertprobe.data import ReadOptions, iter_chunks, scan_file
+from bertprobe.data import ReadOptions, is_parquet, iter_chunks, scan_file
 from bertprobe.encode import EncoderOptions, FeatureSpec, LoadedEncoder, embed, load_encoder
 from bertprobe.errors import BadInputError
 
@@ -171,12 +171,18 @@ def write_features(
     reading: ReadOptions = ReadOptions(),
     chunk_size: int = 4096,
 ) -> FileEmbedStats:
-    """The vectors of every text of a file, as ``encoding`` says, into the ``.npy`` file ``out``
-    (see :func:`embed_file`); an interrupted run resumes."""
+    """The vectors of every text of a file, as ``encoding`` says, into ``out`` (see
+    :func:`embed_file`); an interrupted run resumes.
+
+    ``out`` is a ``.npy`` matrix, or a ``.parquet`` file with an ``id`` column (the row's
+    0-based position among the texts) and a ``vector`` column (fixed-size lists of float32),
+    written from the resumable ``.npy`` a row group at a time."""
+    out = Path(out)
+    target = out.with_name(out.name + ".npy") if is_parquet(out) else out
     with encoding.open_cache() as cache:
-        return embed_file(
+        stats = embed_file(
             path,
-            out,
+            target,
             encoding.load(),
             encoding.spec,
             chunk_size=chunk_size,
@@ -187,6 +193,68 @@ def write_features(
             drop_empty=reading.drop_empty,
             progress=encoding.run.progress,
         )
+    if target != out:
+        features_to_parquet(target, out)
+        target.unlink()
+    return stats
+
+
+def features_to_parquet(npy: str | Path, out: str | Path, chunk_rows: int = 8192) -> Path:
+    """A ``.npy`` feature matrix as Parquet (``id``, ``vector``), a row group at a time.
+
+    >>> np.save("X.npy", np.eye(3, dtype=np.float32))  # doctest: +SKIP
+    >>> pq.read_table(features_to_parquet("X.npy", "X.parquet"))["id"].to_pylist()  # doctest: +SKIP
+    [0, 1, 2]
+    """
+    return write_vectors_parquet(iter_feature_rows(npy, chunk_rows), out)
+
+
+def write_vectors_parquet(matrices: Iterable[np.ndarray], out: str | Path) -> Path:
+    """Row blocks of vectors, in order, as one Parquet file of ``id`` and ``vector`` columns
+    (``id``: the row's 0-based position), a row group a block; ``out`` appears complete."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    staged = out.with_name(out.name + ".writing")
+    writer: pq.ParquetWriter | None = None
+    start = 0
+    try:
+        for rows in matrices:
+            rows = np.ascontiguousarray(rows, dtype=DTYPE)
+            vectors = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1])
+            ids = pa.array(np.arange(start, start + len(rows), dtype=np.int64))
+            table = pa.table({"id": ids, "vector": vectors})
+            if writer is None:
+                writer = pq.ParquetWriter(staged, table.schema)
+            writer.write_table(table)
+            start += len(rows)
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(staged, out)
+    return out
+
+
+def iter_parquet_vectors(
+    path: str | Path, chunk_rows: int = 8192, column: str = "vector"
+) -> Iterator[np.ndarray]:
+    """The ``vector`` column of a Parquet feature file, ``chunk_rows`` rows at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        if column not in parquet.schema_arrow.names:
+            raise BadInputError(f"{path}: no column {column!r}; expected embed's id and vector")
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[column]):
+            vectors = batch.column(0)
+            if not pa.types.is_fixed_size_list(vectors.type):
+                raise BadInputError(f"{path}: {column!r} is not a column of fixed-size vectors")
+            width = vectors.type.list_size
+            yield vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    except (OSError, pa.ArrowException) as exc:
+        raise BadInputError(f"{path}: not a readable Parquet feature file ({exc})") from None
 
 
 def embed_file(
@@ -263,13 +331,13 @@ def embed_file(
     return stats
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
+def _progress_bar(total: int, initial: int, enabled: bool, desc: str = "embedding"):
     from tqdm.auto import tqdm
 
     return tqdm(
         total=total,
         initial=initial,
-        desc="embedding",
+        desc=desc,
         unit="text",
         disable=None if enabled else True,
         leave=False,

@@ -21,13 +21,14 @@ import json
 import shutil
 import time
 import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bertprobe import stream
 from bertprobe.cache import EmbeddingCache, default_cache_dir
 from bertprobe.data import LabelledTexts, ReadOptions, align_labels, iter_chunks
 from bertprobe.encode import (
@@ -63,6 +64,7 @@ from bertprobe.probe import (
     check_trainable,
     parse_c_grid,
 )
+from bertprobe.stream import PredictFileStats
 from bertprobe.sweep import SweepResult, parse_poolings, run_sweep, tfidf_pipeline
 
 Probe = LinearProbe | OutOfCoreProbe
@@ -215,6 +217,27 @@ class Classifier:
     def predict(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:
         """The most probable label of each text."""
         return self.head.predict(self.embed(texts, run)[0], texts=texts)
+
+    def predict_file(
+        self,
+        path: str | Path,
+        out: str | Path,
+        run: RunOptions = RunOptions(),
+        *,
+        reading: ReadOptions = ReadOptions(),
+        chunk_size: int = 4096,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> PredictFileStats:
+        """Label every text of a file into ``out`` (JSON Lines, CSV or Parquet by its name),
+        a chunk at a time and resumably (see :func:`bertprobe.stream.predict_file`).
+
+        >>> Classifier.load("models/sst2").predict_file("reviews.txt",
+        ...                                             "labels.jsonl")  # doctest: +SKIP
+        PredictFileStats(out=PosixPath('labels.jsonl'), n_texts=1000000, ...)
+        """
+        return stream.predict_file(
+            self, path, out, run=run, reading=reading, chunk_size=chunk_size, on_chunk=on_chunk
+        )
 
     def evaluate(
         self,

@@ -1,0 +1,240 @@
+"""The Ray engine on a real local Ray instance (no mocks): embed and predict --ray against the
+single-process commands, a worker killed mid-run, and bad input failing before any task."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bertprobe import Classifier
+from bertprobe.datasets import load_sst2
+from bertprobe.encode import EncoderOptions, RunOptions
+from bertprobe.features import embed_file
+from bertprobe.ray_engine import RayOptions, input_files, local_runtime_env, ray_embed
+from test_cli import run
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance of 2 CPUs for the module; the engine joins it (already running)."""
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=local_runtime_env())
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def four_files(tmp_path) -> tuple[Path, list[str]]:
+    """1,200 SST-2 sentences over four files of four formats, and all the texts in order."""
+    texts = load_sst2("train").texts[:1200]
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    a, b, c, d = texts[:400], texts[400:700], texts[700:1000], texts[1000:]
+    (folder / "a.txt").write_text("\n".join(a) + "\n", encoding="utf-8")
+    (folder / "b.tsv").write_text("".join(f"{t}\t1\n" for t in b), encoding="utf-8")
+    (folder / "c.jsonl").write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(c)),
+        encoding="utf-8",
+    )
+    pq.write_table(pa.table({"text": d, "label": [0] * len(d)}), folder / "d.parquet")
+    return folder, texts
+
+
+def _single_process_file(texts: list[str], tmp_path: Path) -> Path:
+    path = tmp_path / "all.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def test_inputs_are_a_file_a_folder_or_a_glob(four_files):
+    folder, _ = four_files
+    names = ["a.txt", "b.tsv", "c.jsonl", "d.parquet"]
+    assert [p.name for p in input_files(folder)] == names
+    assert [p.name for p in input_files(str(folder / "*.t*"))] == ["a.txt", "b.tsv"]
+    assert input_files(folder / "c.jsonl") == [folder / "c.jsonl"]
+
+
+def test_work_items_cover_every_row_once_in_whole_batches(four_files):
+    """One large file is split so every actor gets work; each run of rows reads back exactly
+    the texts the single-process reader gives for it."""
+    from bertprobe.data import ReadOptions
+    from bertprobe.ray_engine import _check_inputs, _ranges, _read_range
+
+    folder, texts = four_files
+    checked = _check_inputs(input_files(folder), ReadOptions(), 64)
+    assert checked.counts == [400, 300, 300, 200] and checked.n_rows == 1200
+    items = _ranges(checked, actors=2, batch_rows=64)
+    assert len(items) > len(checked.files)  # the files are split between the actors
+    assert all(
+        (item["stop"] - item["start"]) % 64 == 0 or item["stop"] in checked.counts for item in items
+    )
+    read = [
+        text
+        for item in items
+        for rows in _read_range(item["source"], item["start"], item["stop"], ReadOptions(), 64)
+        for text in rows["text"]
+    ]
+    assert read == texts
+
+
+@pytest.mark.slow
+def test_ray_embed_equals_single_process_embed(local_ray, four_files, tmp_path, capsys):
+    folder, texts = four_files
+    encoding = EncoderOptions("minilm", pooling="mean", run=RunOptions(use_cache=False))
+    expected_out = tmp_path / "expected.npy"
+    embed_file(_single_process_file(texts, tmp_path), expected_out, "minilm", encoding.spec)
+    expected = np.load(expected_out)
+
+    code, stdout, err = run(
+        [
+            "embed",
+            folder,
+            "--encoder",
+            "minilm",
+            "--pooling",
+            "mean",
+            "--no-cache",
+            "--out",
+            tmp_path / "X.npy",
+            "--ray",
+            "local",
+            "--chunk-size",
+            "128",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["n"] == 1200 and json.loads(stdout)["files"] == 4
+    np.testing.assert_allclose(np.load(tmp_path / "X.npy"), expected, atol=1e-5)
+
+    # A folder: Parquet shards whose source and row put every row back in input order.
+    stats = ray_embed(
+        str(folder / "*"), tmp_path / "shards", encoding=encoding, ray=RayOptions(batch_rows=128)
+    )
+    shards = pq.read_table(tmp_path / "shards").to_pydict()
+    order = sorted(range(len(shards["row"])), key=lambda i: (shards["file"][i], shards["row"][i]))
+    keys = [(Path(shards["source"][i]).name, shards["row"][i]) for i in order]
+    assert len(set(keys)) == len(keys) == stats.n_texts == 1200  # every row once
+    assert keys[400] == ("b.tsv", 0) and keys[-1] == ("d.parquet", 199)
+    vectors = np.asarray([shards["vector"][i] for i in order], dtype=np.float32)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ray_predict_equals_single_process_predict(
+    local_ray, tiny_model_dir, four_files, tmp_path, capsys
+):
+    folder, texts = four_files
+    model = Classifier.load(tiny_model_dir)
+    expected_out = tmp_path / "expected.jsonl"
+    model.predict_file(_single_process_file(texts, tmp_path), expected_out)
+    expected = [json.loads(line) for line in expected_out.read_text().splitlines()]
+    for name in ("p.jsonl", "p.parquet"):
+        code, _, err = run(
+            ["predict", "-m", tiny_model_dir, "-i", folder, "-o", tmp_path / name, "--ray"]
+            + ["local", "--actors", "2", "--chunk-size", "100"],
+            capsys,
+        )
+        assert code == 0 and "wrote 1,200 predictions from 4 files" in err, err
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [r["text"] for r in expected]
+    assert [r["label"] for r in rows] == [r["label"] for r in expected]
+    for got, want in zip(rows, expected, strict=True):
+        for c, p in want["probabilities"].items():
+            assert abs(got["probabilities"][c] - p) <= 2e-6
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.column_names == ["text", "label", "p_0", "p_1"]
+    assert table.column("label").to_pylist() == [r["label"] for r in expected]
+
+
+def _map_workers() -> list[int]:
+    """Ray's actor processes of the engine (their title names the callable class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"MapWorker" in cmdline and b"_Worker" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_costs_no_row(local_ray, four_files, tmp_path):
+    folder, texts = four_files
+    encoding = EncoderOptions("minilm", pooling="mean", run=RunOptions(use_cache=False))
+    expected_out = tmp_path / "expected.npy"
+    embed_file(_single_process_file(texts, tmp_path), expected_out, "minilm", encoding.spec)
+    killed: list[tuple[int, int]] = []
+
+    def kill_one_worker(n_done: int) -> None:
+        workers = _map_workers()
+        if not killed and workers and n_done < len(texts):
+            os.kill(workers[0], signal.SIGKILL)
+            killed.append((workers[0], n_done))
+
+    stats = ray_embed(
+        folder,
+        tmp_path / "X.npy",
+        encoding=encoding,
+        ray=RayOptions(actors=2, batch_rows=40),
+        on_batch=kill_one_worker,
+    )
+    assert killed and killed[0][1] < 1200, killed  # a worker died with rows still to do
+    assert stats.n_texts == 1200
+    np.testing.assert_allclose(np.load(tmp_path / "X.npy"), np.load(expected_out), atol=1e-5)
+
+
+def test_bad_input_under_ray_fails_before_any_task_with_the_usual_line(
+    tiny_model_dir, four_files, tmp_path, capsys
+):
+    folder, _ = four_files
+    out = tmp_path / "p.jsonl"
+    base = ["predict", "-m", tiny_model_dir, "-o", out, "--ray", "local"]
+    code, _, err = run([*base, "-i", tmp_path / "missing"], capsys)
+    assert code == 2 and "missing: no such file, folder or pattern" in err
+    code, _, err = run([*base, "-i", tmp_path / "nothing-*.txt"], capsys)
+    assert code == 2 and "no file matches this pattern" in err
+
+    (folder / "c.jsonl").write_text('{"text": "fine"}\n{"text": ""}\n', encoding="utf-8")
+    code, _, err = run([*base, "-i", folder], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{folder / 'c.jsonl'}: empty text on lines 2" in err and "--drop-empty" in err
+
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for f in Path(tiny_model_dir).iterdir():
+        (tampered / f.name).write_bytes(f.read_bytes())
+    card = json.loads((tampered / "card.json").read_text())
+    card["features"]["pooling"] = "max"
+    (tampered / "card.json").write_text(json.dumps(card))
+    code, _, plain = run(["predict", "-m", tampered, "good"], capsys)
+    code_ray, _, err = run(
+        ["predict", "-m", tampered, "-i", folder, "-o", out, "--ray", "local"], capsys
+    )
+    assert code == code_ray == 2 and err == plain and "restore it or retrain" in err
+    assert not out.exists()
+
+
+def test_ray_flags_need_ray_and_ray_needs_its_extra(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    texts = tmp_path / "t.txt"
+    texts.write_text("good\n", encoding="utf-8")
+    argv = ["predict", "-m", tiny_model_dir, "-i", texts, "-o", tmp_path / "p.jsonl"]
+    code, _, err = run([*argv, "--actors", "2"], capsys)
+    assert code == 2 and "--actors and --actor-cpus apply to --ray only" in err
+    code, _, err = run(["predict", "-m", tiny_model_dir, "good", "--ray", "local"], capsys)
+    assert code == 2 and "--ray labels files: give --input" in err
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    code, _, err = run([*argv, "--ray", "local"], capsys)
+    assert code == 2 and "bertprobe[ray] is not installed" in err and "pip install" in err
