@@ -212,6 +212,7 @@ def main() -> None:
                         result = run_bertprobe(row, train, test, work)
                     result["seed"] = seed
                     results.setdefault(row, {}).setdefault(shot, []).append(result)
+                    save(saved, merged(earlier, results))  # an interruption keeps what ran
                     print(f"{row:<14} {shot:>4} seed {seed}: {result}", file=sys.stderr, flush=True)
 
     print(
@@ -220,9 +221,7 @@ def main() -> None:
     )
     print("| row | examples | test accuracy | wall time | CPU time | peak RSS |")
     print("|---|---|---|---|---|---|")
-    for row, by_shot in earlier.items():
-        for shot, runs in by_shot.items():
-            results.setdefault(row, {}).setdefault(shot, runs)
+    results = merged(earlier, results)
     for row, by_shot in results.items():
         for shot, runs in by_shot.items():
             acc = np.array([r["accuracy"] for r in runs]) * 100
@@ -235,13 +234,22 @@ def main() -> None:
                 f"{np.mean([r['seconds'] for r in runs]):.0f} s | {cpu} | "
                 f"{max(r['rss_mb'] for r in runs):.0f} MB |"
             )
+    save(saved, results)
+
+
+def merged(earlier: dict, now: dict) -> dict:
+    """``earlier`` results with the (row, shot) pairs run ``now`` replaced."""
+    return {row: {**earlier.get(row, {}), **now.get(row, {})} for row in {**earlier, **now}}
+
+
+def save(path: Path, results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "results": results,
     }
-    saved.write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
