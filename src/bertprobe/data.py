@@ -24,6 +24,7 @@ import re
 import sys
 from codecs import BOM_UTF8 as BOM
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -456,21 +457,11 @@ class _Reader:
 
         source = self.source
         try:
-            with open(self.path, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    self._digest.update(block)
-            parquet = pq.ParquetFile(self.path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise BadInputError(f"{source}: no such file; check the path") from None
-        except IsADirectoryError:
-            raise BadInputError(
-                f"{source} is a folder; give the path of a data file inside it"
-            ) from None
-        except OSError as exc:
-            raise BadInputError(
-                f"{source}: cannot read the file ({exc.strerror}); check the "
-                "path and its permissions"
-            ) from None
+            with _file_errors(source):
+                with open(self.path, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        self._digest.update(block)
+                parquet = pq.ParquetFile(self.path)
         except pa.ArrowException as exc:
             raise BadInputError(
                 f"{source} is not a readable Parquet file ({_first_line(str(exc))}); "
@@ -498,20 +489,8 @@ class _Reader:
         if str(self.path) == "-":
             yield from self._decoded(sys.stdin.buffer, source)
             return
-        try:
-            with open(self.path, "rb") as fh:
-                yield from self._decoded(fh, source)
-        except (FileNotFoundError, NotADirectoryError):
-            raise BadInputError(f"{source}: no such file; check the path") from None
-        except IsADirectoryError:
-            raise BadInputError(
-                f"{source} is a folder; give the path of a data file inside it"
-            ) from None
-        except OSError as exc:
-            raise BadInputError(
-                f"{source}: cannot read the file ({exc.strerror}); check the "
-                "path and its permissions"
-            ) from None
+        with _file_errors(source), open(self.path, "rb") as fh:
+            yield from self._decoded(fh, source)
 
     def _decoded(self, fh: BinaryIO, source: str) -> Iterator[str]:
         for line_no, raw in enumerate(fh, start=1):
@@ -717,3 +696,20 @@ def _normalise_labels(labels: list[str]) -> list[Label]:
     if all(_INT_LABEL.fullmatch(label) for label in labels):
         return [int(label) for label in labels]
     return list(labels)
+
+
+@contextmanager
+def _file_errors(source: str) -> Iterator[None]:
+    """A file that cannot be opened or read, as one line saying what to check."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError):
+        raise BadInputError(f"{source}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise BadInputError(
+            f"{source} is a folder; give the path of a data file inside it"
+        ) from None
+    except OSError as exc:
+        raise BadInputError(
+            f"{source}: cannot read the file ({exc.strerror}); check the path and its permissions"
+        ) from None
