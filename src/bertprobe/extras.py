@@ -21,11 +21,12 @@ from bertprobe.errors import MissingExtraError
 
 # extra -> the top-level modules its packages provide (here each is also the package's name).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "serve": ("fastapi", "pydantic", "uvicorn"),
+    "serve": ("fastapi", "pydantic", "uvicorn", "prometheus_client"),
     "onnx": ("onnx", "onnxruntime"),
     "report": ("matplotlib", "jinja2"),
     "finetune": ("accelerate",),
     "ray": ("ray",),
+    "cleanlab": ("cleanlab",),
 }
 
 
