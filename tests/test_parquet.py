@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from bertprobe.data import iter_chunks, read_labelled, read_texts, scan_file
 from bertprobe.errors import BadInputError
-from bertprobe.features import iter_feature_rows, iter_parquet_vectors
+from bertprobe.features import (
+    iter_feature_rows,
+    iter_parquet_vectors,
+    parquet_job,
+    write_vectors_parquet,
+)
+from bertprobe.model import Classifier
 from test_cli import run
 
 
@@ -212,3 +218,51 @@ def test_embed_writes_parquet_ids_and_vectors_equal_to_the_npy(
     ]
     code, _, err = run([*argv, "--out", tmp_path / "X.csv"], capsys)
     assert code == 2 and "name the file *.npy or *.parquet" in err
+
+
+def test_train_out_of_core_from_embed_parquet_features_equals_embedding_again(
+    tiny_distilbert, sentiment_tsv, tmp_path, capsys
+):
+    encoder = ["--encoder", tiny_distilbert, "--pooling", "mean"]
+    code, _, err = run(["embed", sentiment_tsv, *encoder, "--out", tmp_path / "X.parquet"], capsys)
+    assert code == 0, err
+    job = parquet_job(tmp_path / "X.parquet")
+    assert job is not None and job["pooling"] == "mean"
+    assert job["sources"] == [
+        {"path": str(sentiment_tsv), "sha256": scan_file(sentiment_tsv).sha256, "rows": 100}
+    ]
+    train = ["train", sentiment_tsv, *encoder, "--out-of-core", "--json"]
+    code, stdout, err = run(
+        [*train, "--no-cache", "--features", tmp_path / "X.parquet", "--out", tmp_path / "m1"],
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["n_train"] == 100
+    code, _, err = run([*train, "--out", tmp_path / "m2"], capsys)
+    assert code == 0, err
+    texts = read_labelled(sentiment_tsv).texts
+    from_features = Classifier.load(tmp_path / "m1").predict_proba(texts)
+    embedded_again = Classifier.load(tmp_path / "m2").predict_proba(texts)
+    np.testing.assert_allclose(from_features, embedded_again, atol=1e-6)
+
+
+def test_train_refuses_features_of_another_file_or_other_options(
+    tiny_distilbert, sentiment_tsv, sentiment_parquet, tmp_path, capsys
+):
+    encoder = ["--encoder", tiny_distilbert, "--pooling", "mean"]
+    for source, name in ((sentiment_parquet, "other.parquet"), (sentiment_tsv, "cls.parquet")):
+        pooling = ["--pooling", "cls"] if name == "cls.parquet" else []
+        code, _, err = run(["embed", source, *encoder, *pooling, "--out", tmp_path / name], capsys)
+        assert code == 0, err
+    write_vectors_parquet([np.zeros((100, 64), np.float32)], tmp_path / "bare.parquet")
+    train = ["train", sentiment_tsv, *encoder, "--out-of-core", "--features"]
+    cases = [
+        ("other.parquet", f"holds the vectors of {sentiment_parquet}, not of {sentiment_tsv}"),
+        ("cls.parquet", "made with other options: pooling 'cls' (here 'mean')"),
+        ("bare.parquet", "does not say how its vectors were made"),
+    ]
+    for name, message in cases:
+        code, _, err = run([*train, tmp_path / name], capsys)
+        assert code == 2 and message in err, (name, err)
+    code, _, err = run(["train", sentiment_tsv, "--features", tmp_path / "cls.parquet"], capsys)
+    assert code == 2 and "--features (precomputed training vectors) is for --out-of-core" in err

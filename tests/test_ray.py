@@ -16,7 +16,7 @@ import pytest
 from bertprobe import Classifier
 from bertprobe.datasets import load_sst2
 from bertprobe.encode import EncoderOptions, RunOptions
-from bertprobe.features import embed_file
+from bertprobe.features import embed_file, parquet_job
 from bertprobe.ray_engine import RayOptions, input_files, local_runtime_env, ray_embed
 from test_cli import run
 
@@ -127,6 +127,25 @@ def test_ray_embed_equals_single_process_embed(local_ray, four_files, tmp_path, 
     assert keys[400] == ("b.tsv", 0) and keys[-1] == ("d.parquet", 199)
     vectors = np.asarray([shards["vector"][i] for i in order], dtype=np.float32)
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_train_out_of_core_from_features_written_by_ray(
+    local_ray, tiny_distilbert, sentiment_tsv, tmp_path, capsys
+):
+    encoder = ["--encoder", tiny_distilbert, "--pooling", "mean", "--no-cache"]
+    out = tmp_path / "X.parquet"
+    code, _, err = run(["embed", sentiment_tsv, *encoder, "--out", out, "--ray", "local"], capsys)
+    assert code == 0, err
+    assert [s["rows"] for s in parquet_job(out)["sources"]] == [100]
+    train = ["train", sentiment_tsv, *encoder, "--out-of-core"]
+    code, _, err = run([*train, "--features", out, "--out", tmp_path / "m1"], capsys)
+    assert code == 0, err
+    code, _, err = run([*train, "--out", tmp_path / "m2"], capsys)
+    assert code == 0, err
+    texts = [line.split("\t")[0] for line in sentiment_tsv.read_text().splitlines()]
+    from_ray = Classifier.load(tmp_path / "m1").predict_proba(texts)
+    embedded_here = Classifier.load(tmp_path / "m2").predict_proba(texts)
+    np.testing.assert_allclose(from_ray, embedded_here, atol=1e-4)
 
 
 @pytest.mark.slow

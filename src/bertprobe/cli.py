@@ -373,6 +373,7 @@ _FLAGS = {
     "seed": "--seed",
     "dev": "--dev",
     "dev_share": "--dev-share",
+    "features": "--features",
 }
 _SWITCHES = {
     "drop_empty=True": "--drop-empty",
@@ -455,6 +456,13 @@ def train(
             "and fit by SGD a chunk at a time (no --auto).",
         ),
     ] = False,
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            help="--out-of-core: the training file's vectors from `embed FILE --out X.parquet` "
+            "(or --ray), used instead of embedding it again.",
+        ),
+    ] = None,
     finetune: Annotated[
         bool,
         typer.Option(
@@ -496,7 +504,13 @@ def train(
 ) -> None:
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
     options = _train_options(
-        c_grid, cv, jobs, auto=auto, poolings=poolings, out_of_core=out_of_core
+        c_grid,
+        cv,
+        jobs,
+        auto=auto,
+        poolings=poolings,
+        out_of_core=out_of_core,
+        features=features,
     )
     tuning: dict[str, Any] = dict(
         epochs=epochs, lr=lr, seed=seed, dev=dev, dev_share=dev_share, bf16=bf16

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from bertprobe.errors import BadInputError
 
@@ -307,6 +307,32 @@ def scan_file(
             f"{reader.source}: no texts left to read; check the file and its columns"
         )
     return FileSummary(n=n, dropped_empty=dropped, sha256=reader.sha256)
+
+
+def scan_labels(
+    path: str | Path,
+    *,
+    text_col: str | int | None = None,
+    label_col: str | int | None = None,
+    drop_empty: bool = False,
+    chunk_size: int = 8192,
+) -> tuple[list[Any], FileSummary]:
+    """Every label of a labelled file, in row order, with what :func:`scan_file` finds; texts
+    are read and checked but not kept, so memory holds labels only."""
+    reader = _Reader(path)
+    labels: list[Any] = []
+    dropped = 0
+    for chunk in reader.chunks(
+        chunk_size,
+        text_col=text_col,
+        label_col=label_col,
+        header=None,
+        drop_empty=drop_empty,
+        want_labels=True,
+    ):
+        labels.extend(chunk.labels or [])
+        dropped += chunk.dropped_empty
+    return labels, FileSummary(n=len(labels), dropped_empty=dropped, sha256=reader.sha256)
 
 
 def _read(

@@ -194,28 +194,79 @@ def write_features(
             progress=encoding.run.progress,
         )
     if target != out:
-        features_to_parquet(target, out)
+        job = vectors_job(encoding.load(), encoding.spec, reading.text_col, reading.drop_empty)
+        sources = [{"path": str(path), "sha256": stats.source_sha256, "rows": stats.n_texts}]
+        features_to_parquet(target, out, job={**job, "sources": sources})
         target.unlink()
     return stats
 
 
-def features_to_parquet(npy: str | Path, out: str | Path, chunk_rows: int = 8192) -> Path:
+def parquet_job(path: str | Path) -> dict[str, Any] | None:
+    """How the vectors of a Parquet feature file were made (see :func:`write_vectors_parquet`),
+    or None for a file that does not say."""
+    raw = (_parquet_metadata(path).schema.to_arrow_schema().metadata or {}).get(JOB_METADATA_KEY)
+    return json.loads(raw) if raw is not None else None
+
+
+def parquet_rows(path: str | Path) -> int:
+    """The number of vectors in a Parquet feature file, from its footer."""
+    return _parquet_metadata(path).num_rows
+
+
+def _parquet_metadata(path: str | Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise BadInputError(f"{path}: not a readable Parquet feature file ({exc})") from None
+
+
+def vectors_job(
+    model: LoadedEncoder, spec: FeatureSpec, text_col: str | int | None, drop_empty: bool
+) -> dict[str, Any]:
+    """What decides a text's vector, beside the text: encoder, backend, features, reading."""
+    return {
+        "encoder": model.ref.fingerprint,
+        "backend": model.backend,
+        "pooling": spec.pooling,
+        "layers": list(spec.layers),
+        "max_length": spec.max_length or model.max_length,
+        "text_col": text_col,
+        "drop_empty": drop_empty,
+    }
+
+
+def features_to_parquet(
+    npy: str | Path, out: str | Path, chunk_rows: int = 8192, job: dict[str, Any] | None = None
+) -> Path:
     """A ``.npy`` feature matrix as Parquet (``id``, ``vector``), a row group at a time.
 
     >>> np.save("X.npy", np.eye(3, dtype=np.float32))  # doctest: +SKIP
     >>> pq.read_table(features_to_parquet("X.npy", "X.parquet"))["id"].to_pylist()  # doctest: +SKIP
     [0, 1, 2]
     """
-    return write_vectors_parquet(iter_feature_rows(npy, chunk_rows), out)
+    return write_vectors_parquet(iter_feature_rows(npy, chunk_rows), out, job)
 
 
-def write_vectors_parquet(matrices: Iterable[np.ndarray], out: str | Path) -> Path:
+# The Parquet schema metadata key under which embed records how its vectors were made, so that
+# training from them (`train --out-of-core --features`) can refuse vectors of another file,
+# encoder or pooling instead of pairing them with the wrong labels.
+JOB_METADATA_KEY = b"bertprobe.job"
+
+
+def write_vectors_parquet(
+    matrices: Iterable[np.ndarray], out: str | Path, job: dict[str, Any] | None = None
+) -> Path:
     """Row blocks of vectors, in order, as one Parquet file of ``id`` and ``vector`` columns
-    (``id``: the row's 0-based position), a row group a block; ``out`` appears complete."""
+    (``id``: the row's 0-based position), a row group a block; ``out`` appears complete.
+    ``job`` (see :func:`vectors_job`) is kept in the schema metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out)
+    metadata = {JOB_METADATA_KEY: json.dumps(job).encode()} if job is not None else None
     staged = out.with_name(out.name + ".writing")
     writer: pq.ParquetWriter | None = None
     start = 0
@@ -224,7 +275,7 @@ def write_vectors_parquet(matrices: Iterable[np.ndarray], out: str | Path) -> Pa
             rows = np.ascontiguousarray(rows, dtype=DTYPE)
             vectors = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1])
             ids = pa.array(np.arange(start, start + len(rows), dtype=np.int64))
-            table = pa.table({"id": ids, "vector": vectors})
+            table = pa.table({"id": ids, "vector": vectors}, metadata=metadata)
             if writer is None:
                 writer = pq.ParquetWriter(staged, table.schema)
             writer.write_table(table)
@@ -294,16 +345,7 @@ def embed_file(
         dropped_empty=summary.dropped_empty,
         dim=model.hidden_size * len(spec.layers),
     )
-    job = {
-        "source_sha256": summary.sha256,
-        "encoder": model.ref.fingerprint,
-        "backend": model.backend,
-        "pooling": spec.pooling,
-        "layers": list(spec.layers),
-        "max_length": spec.max_length or model.max_length,
-        "text_col": text_col,
-        "drop_empty": drop_empty,
-    }
+    job = {"source_sha256": summary.sha256, **vectors_job(model, spec, text_col, drop_empty)}
     writer = FeatureWriter(out, stats.n_texts, stats.dim, job)
     stats.n_resumed = writer.rows_done
     bar = _progress_bar(stats.n_texts, writer.rows_done, progress)

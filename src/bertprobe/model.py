@@ -23,6 +23,7 @@ import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,21 @@ import numpy as np
 
 from bertprobe import stream
 from bertprobe.cache import EmbeddingCache, default_cache_dir
-from bertprobe.data import LabelledTexts, ReadOptions, align_labels, iter_chunks
+from bertprobe.data import (
+    FileSummary,
+    LabelledTexts,
+    ReadOptions,
+    align_labels,
+    is_parquet,
+    scan_labels,
+)
 from bertprobe.encode import (
     POOLINGS,
     EmbedStats,
     EncoderOptions,
     EncoderRef,
     FeatureSpec,
+    LoadedEncoder,
     Pooling,
     RunOptions,
     TextEmbedder,
@@ -45,7 +54,14 @@ from bertprobe.encode import (
     resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError
-from bertprobe.features import iter_feature_rows, write_features
+from bertprobe.features import (
+    iter_feature_rows,
+    iter_parquet_vectors,
+    parquet_job,
+    parquet_rows,
+    vectors_job,
+    write_features,
+)
 from bertprobe.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
 from bertprobe.finetune import finetune as run_finetune
 from bertprobe.persist import (
@@ -338,6 +354,11 @@ class TrainOptions:
     out_of_core : bool
         For training sets larger than memory: features streamed to disk, the probe fitted by
         SGD a chunk at a time (:class:`~bertprobe.probe.OutOfCoreProbe`). Not with ``auto``.
+    features : path, optional
+        With ``out_of_core``: the training file's vectors, already computed by ``bertprobe
+        embed FILE --out X.parquet`` (or ``embed --ray``), used instead of embedding it again.
+        The file must say it holds the vectors of this very training file (by SHA-256) made
+        with these encoder options; only the labels are read from the training file.
 
     Examples
     --------
@@ -351,6 +372,7 @@ class TrainOptions:
     auto: bool = False
     poolings: tuple[Pooling, ...] | str = POOLINGS
     out_of_core: bool = False
+    features: str | Path | None = None
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -372,6 +394,11 @@ class TrainOptions:
             raise BadInputError(
                 "auto=True and out_of_core=True do not combine (the sweep holds every layer of the "
                 "training set in memory); choose the pooling and layers, or train in memory"
+            )
+        if self.features is not None and not self.out_of_core:
+            raise BadInputError(
+                "features= (precomputed training vectors) is for out_of_core=True training; "
+                "add it, or leave the features out"
             )
 
 
@@ -489,7 +516,12 @@ def train(
         if isinstance(data, LabelledTexts) or isinstance(test, LabelledTexts):
             raise BadInputError("out_of_core trains from files, a chunk at a time; pass paths")
         return _train_out_of_core(
-            Path(data), Path(test) if test is not None else None, out, encoding, reading
+            Path(data),
+            Path(test) if test is not None else None,
+            out,
+            encoding,
+            reading,
+            Path(options.features) if options.features is not None else None,
         )
 
     train_set = read_training_set(data, reading, options.cv)
@@ -677,30 +709,29 @@ def _train_out_of_core(
     out: Path | None,
     encoding: EncoderOptions,
     reading: ReadOptions,
+    train_features: Path | None = None,
 ) -> TrainResult:
-    """File -> features on disk (resumable) -> OutOfCoreProbe, a chunk at a time."""
+    """File -> features on disk (resumable) -> OutOfCoreProbe, a chunk at a time.
+
+    ``train_features``: the training file's vectors from ``embed --out X.parquet``, checked
+    against the file and the encoder options, instead of embedding the file here.
+    """
     encoder = encoding.load()
     spec = encoding.spec
     feature_dir = Path(encoding.run.cache_dir or default_cache_dir()) / "features"
     start = time.perf_counter()
     # Labels first: this pass checks every row, so embedding starts only on sound files.
-    labels_of = {
-        split: np.asarray(
-            [
-                y
-                for chunk in iter_chunks(
-                    path,
-                    want_labels=True,
-                    text_col=reading.text_col,
-                    label_col=reading.label_col,
-                    drop_empty=reading.drop_empty,
-                )
-                for y in chunk.labels or []
-            ]
+    scanned = {
+        split: scan_labels(
+            path,
+            text_col=reading.text_col,
+            label_col=reading.label_col,
+            drop_empty=reading.drop_empty,
         )
         for split, path in (("train", data), ("test", test))
         if path is not None
     }
+    labels_of = {split: np.asarray(labels) for split, (labels, _) in scanned.items()}
     try:
         check_trainable(labels_of["train"].tolist(), 2)
     except BadInputError as exc:
@@ -708,11 +739,21 @@ def _train_out_of_core(
     if test is not None:
         known = sorted(set(labels_of["train"].tolist()), key=str)
         align_labels(labels_of["test"].tolist(), known, str(test))
-    splits: dict[str, tuple[Path, np.ndarray, str]] = {}
+    if train_features is not None:
+        _check_features_match(train_features, data, scanned["train"][1], encoder, spec, reading)
+    # split -> (rows of vectors a chunk at a time, labels, the source file's SHA-256)
+    splits: dict[str, tuple[Callable[[int], Iterator[np.ndarray]], np.ndarray, str]] = {}
     for split, path in (("train", data), ("test", test)):
         if path is None:
             continue
         labels = labels_of[split]
+        if split == "train" and train_features is not None:
+            splits[split] = (
+                partial(iter_parquet_vectors, train_features),
+                labels,
+                scanned[split][1].sha256,
+            )
+            continue
         job = json.dumps(
             [
                 str(path.resolve()),
@@ -729,17 +770,21 @@ def _train_out_of_core(
         stats = write_features(path, features, encoding=encoding, reading=reading)
         if stats.n_texts != len(labels):  # both passes skip the same rows; guard the pairing
             raise BertprobeError(f"{path}: {stats.n_texts} vectors for {len(labels)} labels")
-        splits[split] = features, labels, stats.source_sha256
+        splits[split] = (
+            partial(iter_feature_rows, features),
+            labels,
+            stats.source_sha256,
+        )
     embed_seconds = time.perf_counter() - start
 
     def chunks(split: str, rows: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        features, labels, _ = splits[split]
-        return (
-            (X, labels[i : i + len(X)])
-            for X, i in zip(
-                iter_feature_rows(features, rows), range(0, len(labels), rows), strict=True
-            )
-        )
+        vectors, labels, _ = splits[split]
+        done = 0
+        for X in vectors(rows):  # Parquet batches may be shorter than asked: count, not step
+            yield X, labels[done : done + len(X)]
+            done += len(X)
+        if done != len(labels):
+            raise BertprobeError(f"{split}: {done} vectors for {len(labels)} labels")
 
     fit_start = time.perf_counter()
     probe = OutOfCoreProbe().fit_chunks(lambda: chunks("train"))
@@ -786,6 +831,50 @@ def _train_out_of_core(
         out=out,
         feature_dir=feature_dir,
     )
+
+
+def _check_features_match(
+    features: Path,
+    data: Path,
+    scanned: FileSummary,
+    encoder: LoadedEncoder,
+    spec: FeatureSpec,
+    reading: ReadOptions,
+) -> None:
+    """Refuse precomputed vectors that are not those of ``data`` under these options: paired
+    with the wrong labels they would train a model that looks fine and is not."""
+    if not is_parquet(features):
+        raise BadInputError(
+            f"--features {features}: give the Parquet file `bertprobe embed {data} --out "
+            "X.parquet` wrote"
+        )
+    job = parquet_job(features)
+    if job is None:
+        raise BadInputError(
+            f"--features {features}: the file does not say how its vectors were made; write it "
+            f"with `bertprobe embed {data} --out X.parquet`"
+        )
+    sources = job.get("sources") or []
+    if [s.get("sha256") for s in sources] != [scanned.sha256]:
+        made_from = ", ".join(str(s.get("path")) for s in sources) or "no file"
+        raise BadInputError(
+            f"--features {features}: holds the vectors of {made_from}, not of {data} as it "
+            f"is now; embed {data} again"
+        )
+    rows = parquet_rows(features)
+    if rows != scanned.n:
+        raise BadInputError(
+            f"--features {features}: {rows:,} vectors for the {scanned.n:,} rows of {data}; "
+            "the file was cut short or changed, embed again"
+        )
+    expected = vectors_job(encoder, spec, reading.text_col, reading.drop_empty)
+    differ = [key for key, value in expected.items() if job.get(key) != value]
+    if differ:
+        found = ", ".join(f"{key} {job.get(key)!r} (here {expected[key]!r})" for key in differ)
+        raise BadInputError(
+            f"--features {features}: made with other options: {found}; embed again with the "
+            "options given here, or give those options"
+        )
 
 
 def accuracy(y_true: Iterable[Any], predicted: Iterable[Any]) -> float:

@@ -51,7 +51,7 @@ from bertprobe.data import ReadOptions, is_parquet, iter_chunks, scan_file
 from bertprobe.encode import EncoderOptions, RunOptions, embed
 from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra, require_extra
-from bertprobe.features import DTYPE, FeatureWriter, write_vectors_parquet
+from bertprobe.features import DTYPE, FeatureWriter, vectors_job, write_vectors_parquet
 from bertprobe.model import Classifier
 from bertprobe.tables import prediction_table, probability_column, write_tables
 
@@ -183,6 +183,7 @@ def local_runtime_env() -> dict[str, Any]:
 class _Checked:
     files: list[Path]
     counts: list[int]  # texts of each file
+    sha256s: list[str]
     n_rows: int
     dropped_empty: int
     seconds: float
@@ -191,7 +192,7 @@ class _Checked:
 def _check_inputs(files: list[Path], reading: ReadOptions, chunk_rows: int) -> _Checked:
     """Every file read and checked on the driver, before any task: errors name file and line."""
     start = time.perf_counter()
-    counts = []
+    counts, hashes = [], []
     dropped = 0
     for path in files:
         summary = scan_file(
@@ -201,8 +202,9 @@ def _check_inputs(files: list[Path], reading: ReadOptions, chunk_rows: int) -> _
             chunk_size=chunk_rows,
         )
         counts.append(summary.n)
+        hashes.append(summary.sha256)
         dropped += summary.dropped_empty
-    return _Checked(files, counts, sum(counts), dropped, time.perf_counter() - start)
+    return _Checked(files, counts, hashes, sum(counts), dropped, time.perf_counter() - start)
 
 
 def _ranges(checked: _Checked, actors: int, batch_rows: int) -> list[dict[str, Any]]:
@@ -438,13 +440,20 @@ def ray_embed(
 ) -> RayStats:
     """Embed every text of ``inputs`` on Ray: into ``out`` (a ``.npy`` or ``.parquet`` file in
     input order, as ``embed`` writes it) or into the folder ``out`` (Parquet shards)."""
-    encoding.load()  # the encoder resolves (and fails) on the driver, before any task
+    encoder = encoding.load()  # the encoder resolves (and fails) on the driver, before any task
 
     def write(batches: Iterator[dict[str, np.ndarray]], checked: _Checked) -> None:
         target = Path(out)
         matrices = (np.asarray(batch["vector"], dtype=DTYPE) for batch in batches)
         if is_parquet(target):
-            write_vectors_parquet(matrices, target)
+            job = vectors_job(encoder, encoding.spec, reading.text_col, reading.drop_empty)
+            sources = [
+                {"path": str(path), "sha256": sha256, "rows": rows}
+                for path, sha256, rows in zip(
+                    checked.files, checked.sha256s, checked.counts, strict=True
+                )
+            ]
+            write_vectors_parquet(matrices, target, {**job, "sources": sources})
             return
         feature_writer = None
         try:
