@@ -96,6 +96,10 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
     paths["folder"].mkdir()
     paths["features.npy"] = root / "features.npy"
     paths["features.npy"].write_bytes(b"\x93NUMPY not really")
+    # good.tsv's vectors as `embed` writes them, for `train --out-of-core --features`.
+    paths["features.parquet"] = root / "features.parquet"
+    embed = ["embed", paths["good.tsv"], "--encoder", tiny_distilbert, "--pooling", "mean"]
+    assert run_in_process([*map(str, embed), "--out", str(paths["features.parquet"])])[0] == 0
     taken = socket.create_server(("127.0.0.1", 0))
     for name in (
         "missing.tsv",
@@ -180,6 +184,7 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "lr": ["5e-4"],
         "dev_share": ["0.2"],
         "dev": labelled,
+        "features": [files["features.parquet"]],
     }
 
 
@@ -276,6 +281,8 @@ def invocations(draw, world: dict, name: str) -> list[str]:
                     draw(st.sampled_from(param.opts)),
                     draw(_option_value(name, param, world, careful)),
                 ]
+    if careful and "--features" in argv and "--out-of-core" not in argv:
+        argv.append("--out-of-core")  # what --features is for
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
