@@ -101,9 +101,11 @@ check-latest:
 		echo "  pin or fix before refreshing $(LOCK) (make lock)"; \
 	fi
 
-# Embedding and classifier benchmark against the recipe and its peers (prints a table).
+# Embedding and classifier benchmark against the recipe and its peers, then train --auto
+# screened against exhaustive (prints tables).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/embed_bench.py
+	$(BIN)/python bench/auto_bench.py
 
 # Load benchmark of the HTTP service (loopback only): dynamic batching on against off.
 bench-serve: $(BIN)/.installed

@@ -185,6 +185,7 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "dev_share": ["0.2"],
         "dev": labelled,
         "features": [files["features.parquet"]],
+        "finalists": ["0", "1", "3"],
     }
 
 

@@ -48,12 +48,68 @@ def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentim
             assert stats.n_computed == 0
     assert [r.name for r in result.rows] == [c.name for c in candidates(3, ("cls", "mean"))]
     assert result.embed.n_computed == len(set(texts))
-    assert result.best.cv_accuracy == max(r.cv_accuracy for r in result.rows)
+    # Every candidate screened; the three best by the screen scored by CV; the best of those wins.
+    assert all(r.screen_accuracy is not None for r in result.rows)
+    by_screen = sorted(result.rows, key=lambda r: (-round(r.screen_accuracy, 6), len(r.layers)))
+    assert [r.name for r in result.finalists] == [r.name for r in result.rows if r in by_screen[:3]]
+    assert all(r.cv_accuracy is None and r.C is None for r in by_screen[3:])
+    assert result.best.cv_accuracy == max(r.cv_accuracy for r in result.finalists)
     assert result.best.cv_accuracy > 0.8
     assert 0.0 <= result.tfidf_cv_accuracy <= 1.0
     # One word decides the label: TF-IDF should find it too.
     assert result.tfidf_cv_accuracy > 0.8
     assert json.loads(json.dumps(result.to_dict()))["best"] == result.best.name
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_ridge_screen_holds_out_each_row_exactly_as_scikit_learn(n_classes):
+    from sklearn.linear_model import RidgeCV
+
+    from bertprobe.sweep import _ridge_loo_predictions, _signed_targets, _standardize
+
+    rng = np.random.default_rng(n_classes)
+    X = rng.normal(size=(150, 12)) * rng.uniform(0.1, 10, size=12)
+    y = np.array(["a", "b", "c"][:n_classes])[rng.integers(0, n_classes, 150)]
+    Z, targets, alphas = _standardize(X), _signed_targets(y), np.array([0.3, 3.0, 30.0, 300.0])
+    ours = _ridge_loo_predictions(Z, targets, Z.T @ Z, alphas)
+    theirs = RidgeCV(alphas=alphas, store_cv_results=True, scoring="r2").fit(Z, targets)
+    np.testing.assert_allclose(ours, theirs.cv_results_, atol=1e-10)
+
+
+def test_screen_of_concatenations_equals_screening_their_features_alone():
+    from bertprobe.sweep import ridge_loo_accuracy, screen_candidates
+
+    rng = np.random.default_rng(0)
+    n, layers, hidden = 120, 3, 4
+    by_view = rng.normal(size=(n, 2 * layers, hidden))  # views: cls 0-2, then mean 0-2
+    y = (by_view[:, 1, 0] + by_view[:, 5, 1] + 0.3 * rng.normal(size=n) > 0).astype(int)
+    cands = candidates(layers, ("cls", "mean"))
+    scores = screen_candidates(by_view, y, cands, layers, ("cls", "mean"))
+    assert set(scores) == {c.name for c in cands}
+    for cand in cands:
+        offset = 0 if cand.pooling == "cls" else layers
+        alone = by_view[:, [offset + layer for layer in cand.layers], :].reshape(n, -1)
+        assert scores[cand.name] == pytest.approx(ridge_loo_accuracy(alone, y)[0])
+
+
+def test_finalists_zero_scores_every_candidate_by_cv(tiny_distilbert, sentiment_rows):
+    texts = [t for t, _ in sentiment_rows]
+    labels = [y for _, y in sentiment_rows]
+    result = run_sweep(
+        texts, labels, load_encoder(str(tiny_distilbert)), poolings=("mean",), cv=3,
+        finalists=0, tfidf=False,
+    )  # fmt: skip
+    assert all(r.finalist and r.screen_accuracy is None for r in result.rows)
+    assert result.screen_seconds < 1.0
+
+
+def test_final_search_refines_the_sweeps_c():
+    from bertprobe.model import _near
+    from bertprobe.probe import DEFAULT_C_GRID
+
+    assert _near(DEFAULT_C_GRID, 1.0) == pytest.approx((10**-0.5, 1.0, 10**0.5))
+    assert _near(DEFAULT_C_GRID, 100.0) == pytest.approx((10**1.5, 100.0))
+    assert _near((0.1, 1.0), None) == (0.1, 1.0)
 
 
 def test_calibration_bins_and_ece():
@@ -144,11 +200,15 @@ def auto_model(tiny_distilbert, sentiment_tsv, tmp_path, capsys):
 def test_train_auto_uses_and_records_the_sweep_winner(auto_model):
     out, result = auto_model
     card = json.loads((out / "card.json").read_text())
-    best = max(card["sweep"]["rows"], key=lambda r: r["cv_accuracy"])
+    finalists = [r for r in card["sweep"]["rows"] if r["cv_accuracy"] is not None]
+    best = max(finalists, key=lambda r: r["cv_accuracy"])
     assert card["sweep"]["choice"] == result["auto"]
     assert result["auto"] in {
-        r["name"] for r in card["sweep"]["rows"] if r["cv_accuracy"] == best["cv_accuracy"]
+        r["name"] for r in finalists if r["cv_accuracy"] == best["cv_accuracy"]
     }
+    # The final probe refined the sweep's C: it searched the default grid's values next to it.
+    grid = sorted(card["probe"]["c_grid"])
+    assert len(grid) <= 3 and min(grid) <= best["C"] <= max(grid)
     chosen = next(r for r in card["sweep"]["rows"] if r["name"] == result["auto"])
     assert card["features"]["pooling"] == chosen["pooling"]
     assert card["features"]["layers"] == chosen["layers"]
@@ -272,7 +332,7 @@ def test_auto_adds_the_tfidf_vote_when_cv_prefers_it(tiny_distilbert, tmp_path, 
         )
     )
     sweep = json.loads((out / "card.json").read_text())["sweep"]
-    best = max(r["cv_accuracy"] for r in sweep["rows"])
+    best = max(r["cv_accuracy"] or 0.0 for r in sweep["rows"])
     assert sweep["vote_cv_accuracy"] > best  # the rule: the vote only where CV says it helps
     assert result["auto"] == sweep["choice"] == f"{sweep['best']} + TF-IDF vote"
 

@@ -46,7 +46,7 @@ from bertprobe.model import sweep as sweep_layers
 from bertprobe.model import train as train_model
 from bertprobe.probe import OutOfCoreProbe
 from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict
-from bertprobe.sweep import SweepResult
+from bertprobe.sweep import FINALISTS, SweepResult
 from bertprobe.tables import jsonl_lines, prediction_table, write_tables
 
 app = typer.Typer(
@@ -374,6 +374,7 @@ _FLAGS = {
     "dev": "--dev",
     "dev_share": "--dev-share",
     "features": "--features",
+    "finalists": "--finalists",
 }
 _SWITCHES = {
     "drop_empty=True": "--drop-empty",
@@ -415,6 +416,15 @@ def _ray_options(
     )
 
 
+FinalistsOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Candidates, ranked by a cheap ridge screen, that get the full CV; 0: all of them.",
+    ),
+]
+
+
 def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions:
     return TrainOptions(Cs=c_grid, cv=cv, n_jobs=jobs, **more)
 
@@ -447,6 +457,7 @@ def train(
     poolings: Annotated[
         str, typer.Option(help="Poolings the --auto sweep tries.")
     ] = "cls,mean,max",
+    finalists: FinalistsOpt = FINALISTS,
     jobs: JobsOpt = -1,
     out_of_core: Annotated[
         bool,
@@ -509,6 +520,7 @@ def train(
         jobs,
         auto=auto,
         poolings=poolings,
+        finalists=finalists,
         out_of_core=out_of_core,
         features=features,
     )
@@ -753,7 +765,8 @@ def sweep_command(
     ] = "cls,mean,max",
     out: Annotated[Path | None, typer.Option(help="Folder for sweep.json and sweep.png.")] = None,
     cv: CvOpt = 5,
-    c_grid: Annotated[str, typer.Option(help="C values for each candidate.")] = "coarse",
+    c_grid: Annotated[str, typer.Option(help="C values for each finalist.")] = "coarse",
+    finalists: FinalistsOpt = FINALISTS,
     jobs: JobsOpt = -1,
     tfidf: Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline.")] = True,
     as_json: JsonOpt = False,
@@ -767,7 +780,7 @@ def sweep_command(
     if out is not None:
         check_output_path(out, what="--out", folder=True)
         require_extra("report")  # for sweep.png: fail now, not after the sweep
-    options = _train_options(c_grid, cv, jobs, poolings=poolings)
+    options = _train_options(c_grid, cv, jobs, poolings=poolings, finalists=finalists)
     train_set = read_training_set(data, reading, cv)
     _report_dropped(train_set)
     result = sweep_layers(train_set, encoding=encoding, options=options)
@@ -956,13 +969,22 @@ def _print_sweep(result: SweepResult) -> None:
         f"sweep     {result.n_train:,} texts, {result.cv}-fold CV accuracy on training "
         f"data ({result.seconds:.0f} s)"
     )
-    typer.echo(f"{'features':<22} {'width':>6} {'CV acc':>8} {'± std':>7} {'C':>9}")
+    screened = any(row.screen_accuracy is not None for row in result.rows)
+    if screened:
+        typer.echo(
+            f"          every candidate screened by ridge leave-one-out accuracy "
+            f"({result.screen_seconds:.0f} s), the best {len(result.finalists)} by CV"
+        )
+    typer.echo(f"{'features':<22} {'width':>6} {'screen':>8} {'CV acc':>8} {'± std':>7} {'C':>9}")
     for row in result.rows:
         mark = "  <- best" if row is best else ""
-        typer.echo(
-            f"{row.name:<22} {row.dim:>6} {100 * row.cv_accuracy:>7.2f}% "
-            f"{100 * row.cv_std:>6.2f} {row.C:>9.3g}{mark}"
+        screen = _percent(row.screen_accuracy) if screened else "-"
+        scored = (
+            f"{_percent(row.cv_accuracy):>8} {100 * (row.cv_std or 0):>6.2f} {row.C or 0:>9.3g}"
+            if row.finalist
+            else f"{'-':>8} {'':>6} {'':>9}"
         )
+        typer.echo(f"{row.name:<22} {row.dim:>6} {screen:>8} {scored}{mark}")
     if result.tfidf_cv_accuracy is not None:
         typer.echo(f"{'TF-IDF + LR baseline':<22} {'':>6} {100 * result.tfidf_cv_accuracy:>7.2f}%")
     if result.vote_cv_accuracy is not None:

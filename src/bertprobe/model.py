@@ -81,7 +81,13 @@ from bertprobe.probe import (
     parse_c_grid,
 )
 from bertprobe.stream import PredictFileStats
-from bertprobe.sweep import SweepResult, parse_poolings, run_sweep, tfidf_pipeline
+from bertprobe.sweep import (
+    FINALISTS,
+    SweepResult,
+    parse_poolings,
+    run_sweep,
+    tfidf_pipeline,
+)
 
 Probe = LinearProbe | OutOfCoreProbe
 
@@ -351,6 +357,11 @@ class TrainOptions:
         then replaced by the sweep's choice).
     poolings : tuple of str or str
         The poolings the ``auto`` sweep tries.
+    finalists : int
+        How many of the ``auto`` sweep's candidates, ranked by a cheap ridge screen, get the
+        full CV of the probe (see :mod:`bertprobe.sweep`); 0 scores every candidate by CV
+        (the exhaustive sweep: several times slower, rarely a better choice). With ``auto``,
+        the final probe searches the C values of ``Cs`` next to the one the sweep chose.
     out_of_core : bool
         For training sets larger than memory: features streamed to disk, the probe fitted by
         SGD a chunk at a time (:class:`~bertprobe.probe.OutOfCoreProbe`). Not with ``auto``.
@@ -371,6 +382,7 @@ class TrainOptions:
     n_jobs: int = -1
     auto: bool = False
     poolings: tuple[Pooling, ...] | str = POOLINGS
+    finalists: int = FINALISTS
     out_of_core: bool = False
     features: str | Path | None = None
 
@@ -390,6 +402,11 @@ class TrainOptions:
             raise BadInputError(f"cv={self.cv}: cross-validation needs at least 2 folds")
         if self.n_jobs == 0:
             raise BadInputError("n_jobs=0 runs nothing; use 1, or -1 for one per CPU core")
+        if self.finalists < 0:
+            raise BadInputError(
+                f"finalists={self.finalists}: give how many screened candidates get the full "
+                "CV (3 is the default), or 0 for all of them"
+            )
         if self.auto and self.out_of_core:
             raise BadInputError(
                 "auto=True and out_of_core=True do not combine (the sweep holds every layer of the "
@@ -572,7 +589,8 @@ def train(
     voter = None
     if swept is not None and swept.vote_wins:
         voter = tfidf_pipeline(cv=options.cv, n_jobs=options.n_jobs)
-    probe = LinearProbe(Cs=options.Cs, cv=options.cv, n_jobs=options.n_jobs)
+    Cs = options.grid if swept is None else _near(options.grid, swept.best.C)
+    probe = LinearProbe(Cs=Cs, cv=options.cv, n_jobs=options.n_jobs)
     head = VotingProbe(probe, text_model=voter)
     head.fit(X_train, train_labels, texts=train_set.texts)
     fit_seconds = time.perf_counter() - fit_start
@@ -637,6 +655,17 @@ def train(
     return result
 
 
+def _near(grid: Sequence[float], chosen: float | None) -> tuple[float, ...]:
+    """The grid's values next to ``chosen`` (the sweep's C on the coarse grid): the final
+    search refines the sweep's choice instead of repeating it, and skips the weakest
+    regularization when the sweep did not want it (those fits run longest)."""
+    ordered = sorted(grid)
+    if chosen is None:
+        return tuple(ordered)
+    at = int(np.argmin(np.abs(np.log(ordered) - np.log(chosen))))
+    return tuple(ordered[max(0, at - 1) : at + 2])
+
+
 def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[str, Any]:
     """What the card says of the fine-tuning: the options, the dev scores, the time."""
     return {
@@ -694,6 +723,7 @@ def _sweep(
         poolings=tuple(options.poolings),
         cv=options.cv,
         Cs=Cs,
+        finalists=options.finalists,
         max_length=encoding.max_length,
         cache=cache,
         batch_size=encoding.run.batch_size,

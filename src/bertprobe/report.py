@@ -198,14 +198,25 @@ def plot_cv_vs_c(probe_card: dict[str, Any]):
 
 
 def plot_sweep(sweep: dict[str, Any]):
-    """CV accuracy against layer, one line per pooling; concatenations as diamonds at the right."""
+    """Accuracy against layer, one line per pooling; concatenations as diamonds at the right.
+
+    A screened sweep draws every candidate's ridge screen accuracy and marks the finalists'
+    probe CV accuracy with stars; an exhaustive sweep (or a card from before the screen) draws
+    the CV accuracy of every candidate.
+    """
     plt = _pyplot()
     rows = sweep["rows"]
+    screened = any(r.get("screen_accuracy") is not None for r in rows)
+    score = "screen_accuracy" if screened else "cv_accuracy"
     fig, ax = plt.subplots(figsize=(7.4, 4.2), layout="constrained")
     n_layers = 1 + max(r["layers"][0] for r in rows if len(r["layers"]) == 1)
     # Each concatenation (e.g. layers 3-6) gets a slot right of the single layers.
     groups = list(dict.fromkeys(tuple(r["layers"]) for r in rows if len(r["layers"]) > 1))
     slot = {g: n_layers + 0.6 + 1.2 * j for j, g in enumerate(groups)}
+
+    def x_of(r: dict[str, Any]) -> float:
+        return r["layers"][0] if len(r["layers"]) == 1 else slot[tuple(r["layers"])]
+
     for k, pooling in enumerate(dict.fromkeys(r["pooling"] for r in rows)):
         single = sorted(
             (r for r in rows if r["pooling"] == pooling and len(r["layers"]) == 1),
@@ -213,19 +224,30 @@ def plot_sweep(sweep: dict[str, Any]):
         )
         ax.plot(
             [r["layers"][0] for r in single],
-            [100 * r["cv_accuracy"] for r in single],
+            [100 * r[score] for r in single],
             marker="o",
             color=f"C{k}",
-            label=pooling,
+            label=f"{pooling} (ridge screen)" if screened else pooling,
         )
         multi = [r for r in rows if r["pooling"] == pooling and len(r["layers"]) > 1]
         ax.scatter(
             [slot[tuple(r["layers"])] for r in multi],
-            [100 * r["cv_accuracy"] for r in multi],
+            [100 * r[score] for r in multi],
             marker="D",
             s=40,
             color=f"C{k}",
             zorder=3,
+        )
+    finalists = [r for r in rows if r["cv_accuracy"] is not None]
+    if screened:
+        ax.scatter(
+            [x_of(r) for r in finalists],
+            [100 * r["cv_accuracy"] for r in finalists],
+            marker="*",
+            s=140,
+            color="black",
+            zorder=4,
+            label="finalists: probe CV",
         )
     if groups:
         ax.axvline(n_layers - 0.2, color="lightgrey", linewidth=1)
@@ -243,12 +265,12 @@ def plot_sweep(sweep: dict[str, Any]):
             linestyle=":",
             label="best + TF-IDF, voting",
         )
-    best = max(rows, key=lambda r: r["cv_accuracy"])
+    best = max(finalists, key=lambda r: r["cv_accuracy"])
     ax.set_xticks(list(range(n_layers)) + list(slot.values()))
     ax.set_xticklabels([str(i) for i in range(n_layers)] + [f"{g[0]}-{g[-1]}" for g in groups])
     ax.set(
         xlabel="hidden layer (0 = embeddings); right of the line: layers concatenated",
-        ylabel="CV accuracy (%)",
+        ylabel="accuracy on training data, held out (%)",
         title=f"Layer x pooling sweep on training data\n(best: {best['name']}, "
         f"{100 * best['cv_accuracy']:.1f}%)",
     )
@@ -571,7 +593,8 @@ def write_report(data: ReportData, out: str | Path) -> Path:
             for n, t, png in figures
         ],
         sweep_rows=sorted(
-            data.card.get("sweep", {}).get("rows", []), key=lambda r: -r["cv_accuracy"]
+            data.card.get("sweep", {}).get("rows", []),
+            key=lambda r: (-(r["cv_accuracy"] or -1.0), -(r.get("screen_accuracy") or 0.0)),
         )[:10],
     )
     path = out / "report.html"
