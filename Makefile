@@ -62,11 +62,11 @@ fuzz: $(BIN)/.installed
 		tests/test_cli_fuzz.py::test_fuzz_the_cli
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 
 # Lint, formatting and types; CI runs this before the tests.
 check: lint
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 # Refresh the lock on purpose: the newest versions the ranges in pyproject.toml allow, what
