@@ -14,7 +14,7 @@ import pytest
 from bertprobe import Classifier, LinearProbe, OutOfCoreProbe, resolve_encoder, save_model
 from bertprobe.encode import FeatureSpec, embed
 from bertprobe.errors import BadInputError
-from bertprobe.export import export_classifier
+from bertprobe.export import EXPORT_FILES, ExportedClassifier, export_classifier
 from test_cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,9 +98,24 @@ def test_the_predictor_matches_predict_proba_without_the_ml_stack(
     assert ours.shape == expected.shape
     assert np.abs(ours - expected).max() < 1e-4
     assert [r["label"] for r in rows] == model.predict(TEXTS).tolist()
-    # The long text was cut at the model's limit on both sides: its tokens did reach the limit.
-    card = json.loads((exported / "card.json").read_text())
-    assert card["max_length"] == model.card["features"]["max_length"] == 64
+    # One text alone (no padding) gives the same row as in the batch.
+    alone = predicted_rows(run_predictor(exported, TEXTS[1:2], tmp_path))
+    assert np.abs(np.array(alone[0]["probabilities"]) - expected[1]).max() < 1e-4
+
+
+def test_the_tokenizer_truncates_and_pads_as_bertprobe_does(exported, tiny_model_dir):
+    from tokenizers import Tokenizer
+
+    from bertprobe.encode import load_encoder
+
+    model = Classifier.load(tiny_model_dir)
+    encoder = load_encoder(model.encoder)
+    ids, truncated = encoder.tokenize(TEXTS, model.card["features"]["max_length"])
+    assert truncated == 1 and max(len(x) for x in ids) == 64
+    encodings = Tokenizer.from_file(str(exported / "tokenizer.json")).encode_batch(TEXTS)
+    assert [e.ids[: sum(e.attention_mask)] for e in encodings] == ids
+    assert {len(e.ids) for e in encodings} == {64}  # padded to the longest of the batch
+    assert [sum(e.attention_mask) for e in encodings] == [len(x) for x in ids]
 
 
 def test_the_card_says_what_the_graph_is(exported, tiny_model_dir):
@@ -117,24 +132,11 @@ def test_the_card_says_what_the_graph_is(exported, tiny_model_dir):
     assert [o.name for o in session.get_outputs()] == [card["output"]]
     assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 2
     assert session.get_outputs()[0].type == "tensor(float)"
-    assert sorted(p.name for p in exported.iterdir()) == [
-        "card.json",
-        "model.onnx",
-        "tokenizer.json",
-    ]
+    assert sorted(p.name for p in exported.iterdir()) == sorted(EXPORT_FILES)
 
 
 def _onnx_proba(folder: Path, texts: list[str]) -> np.ndarray:
-    import onnxruntime
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    encodings = tokenizer.encode_batch(texts)
-    inputs = {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-    }
-    return onnxruntime.InferenceSession(str(folder / "model.onnx")).run(None, inputs)[0]
+    return ExportedClassifier(folder).predict_proba(texts, batch_size=7)  # a ragged last batch
 
 
 @pytest.mark.parametrize(
@@ -236,3 +238,8 @@ def test_the_readme_shows_the_predictor_that_is_tested():
     """The README's predictor is examples/predict_onnx.py, verbatim: the two cannot drift."""
     code = PREDICTOR.read_text(encoding="utf-8")
     assert f"```py\n{code}```" in README.read_text(encoding="utf-8")
+
+
+def test_exported_classifier_refuses_a_folder_that_is_not_an_export(tiny_model_dir):
+    with pytest.raises(BadInputError, match="not a bertprobe ONNX export"):
+        ExportedClassifier(tiny_model_dir)

@@ -4,6 +4,11 @@
 ``onnx-int8`` is that graph with its weights dynamically quantized to int8 per channel by ONNX
 Runtime's quantizer (faster on CPUs with VNNI; vectors within a few percent of fp32). Both
 return every hidden state, so any layer and pooling can be taken from one run.
+
+:func:`export_classifier` (``bertprobe export``) writes a whole model as one graph instead:
+token ids to class probabilities, with the layer(s), the pooling, the scaler and the logistic
+regression inside, beside its ``tokenizer.json`` and a card, to run where only onnxruntime,
+tokenizers and numpy are installed (:class:`ExportedClassifier`, ``examples/predict_onnx.py``).
 """
 
 from __future__ import annotations
@@ -393,3 +398,46 @@ def _save_tokenizer(tokenizer, max_length: int, target: Path) -> None:
         pad_token=tokenizer.pad_token,
     )
     backend.save(str(target))
+
+
+class ExportedClassifier:
+    """An export folder of :func:`export_classifier`, run with onnxruntime and tokenizers only
+    (what ``examples/predict_onnx.py`` does, with batches and a thread count).
+
+    Example:
+        >>> exported = ExportedClassifier("models/sst2-onnx")  # doctest: +SKIP
+        >>> exported.predict(["a gorgeous, witty film"])  # doctest: +SKIP
+        [1]
+    """
+
+    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        if not _is_export(self.folder):
+            raise BadInputError(
+                f"{self.folder} is not a bertprobe ONNX export (no card.json of one); write one "
+                "with 'bertprobe export --model MODEL --out FOLDER'"
+            )
+        self.card = json.loads((self.folder / "card.json").read_text(encoding="utf-8"))
+        self.classes: list = self.card["classes"]
+        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        self.session = onnx_session(self.folder / "model.onnx", threads)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Probabilities, one row per text, columns in the order of :attr:`classes`; texts
+        are run ``batch_size`` at a time, in the order given."""
+        rows = [np.zeros((0, len(self.classes)), dtype=np.float32)]
+        for start in range(0, len(texts), batch_size):
+            encodings = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
+            inputs = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            }
+            rows.append(self.session.run([self.card["output"]], inputs)[0])
+        return np.concatenate(rows)
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list:
+        """The most probable label of each text."""
+        proba = self.predict_proba(texts, batch_size)
+        return [self.classes[i] for i in proba.argmax(axis=1)]
