@@ -115,12 +115,25 @@ def _trace_export(module, sample, dynamic, target: Path, output: str = "hidden_s
     )
 
 
-def _quantize(source: Path, target: Path) -> None:
+def _quantize(source: Path, target: Path, only_under: str | None = None) -> None:
+    """Weights to int8 per channel; with ``only_under``, only in nodes named under that module
+    path (a classifier's encoder: its few head weights gain nothing from int8 and keep fp32)."""
     with needs_extra("onnx"):
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    exclude = []
+    if only_under is not None:
+        nodes = onnx.load(str(source), load_external_data=False).graph.node
+        exclude = [node.name for node in nodes if not node.name.startswith(only_under)]
     with quiet_onnxruntime():  # the quantizer's advice on pre-processing, meant for images
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=exclude,
+        )
 
 
 @contextmanager
@@ -298,7 +311,7 @@ def export_classifier(
             warnings.simplefilter("ignore")  # shape branches the tracer notes; see _export
             _trace_export(graph, sample, {"batch": 0, "seq": 1}, fp32, output=OUTPUT_NAME)
         if int8:
-            _quantize(fp32, staging / "model.onnx")
+            _quantize(fp32, staging / "model.onnx", only_under="/encoder/")
             fp32.unlink()
         _save_tokenizer(encoder.tokenizer, max_length, staging / "tokenizer.json")
         (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
