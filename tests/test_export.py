@@ -176,6 +176,25 @@ def test_int8_labels_mostly_agree_with_fp32(exported, tiny_model_dir, sentiment_
     assert np.abs(quantized - full).max() > 0  # it is another graph, not the fp32 one
 
 
+def test_a_head_that_differs_from_the_probe_is_caught_before_writing(
+    tiny_model_dir, monkeypatch, tmp_path
+):
+    import dataclasses
+
+    import bertprobe.export
+
+    real = bertprobe.export.linear_head
+
+    def shifted(probe):
+        head = real(probe)
+        return dataclasses.replace(head, intercept=head.intercept + 0.5)
+
+    monkeypatch.setattr(bertprobe.export, "linear_head", shifted)
+    with pytest.raises(RuntimeError, match="differs from LinearProbe.predict_proba"):
+        export_classifier(tiny_model_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def voting_model_dir(tiny_distilbert, sentiment_rows, tmp_path) -> Path:
     from bertprobe.sweep import tfidf_pipeline

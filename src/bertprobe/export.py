@@ -277,7 +277,7 @@ def export_classifier(
             f"features it chose: --pooling {classifier.spec.pooling} --layer {chosen}"
         )
     head = linear_head(classifier.probe)
-    destination = check_export_destination(out)
+    destination = check_export_destination(out).absolute()  # "." has no name or parent
     encoder = RunOptions().load(classifier.encoder)  # torch, on the CPU
     max_length = int(classifier.spec.max_length or features.get("max_length") or encoder.max_length)
     layers = [encoder.layer_index(layer) for layer in classifier.spec.layers]
