@@ -244,7 +244,7 @@ def linear_head(probe: Any) -> LinearHead:
 
 
 def export_classifier(
-    model: Any, out: str | Path, *, int8: bool = False, check: bool = True
+    model: Any, out: str | Path, int8: bool = False, *, check: bool = True
 ) -> Path:
     """Write a model as one ONNX graph from token ids to class probabilities; returns ``out``.
 
