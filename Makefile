@@ -21,7 +21,7 @@ LOCK_UPGRADE ?= --upgrade
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
-	bench-finetune bench-scale clean
+	bench-finetune bench-scale bench-export clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -62,11 +62,11 @@ fuzz: $(BIN)/.installed
 		tests/test_cli_fuzz.py::test_fuzz_the_cli
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 
 # Lint, formatting and types; CI runs this before the tests.
 check: lint
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 # Refresh the lock on purpose: the newest versions the ranges in pyproject.toml allow, what
@@ -119,6 +119,10 @@ bench-finetune: $(BIN)/.installed
 # clusters from the measured rates (prints a table; minutes).
 bench-scale: $(BIN)/.installed
 	$(BIN)/python bench/scale_bench.py
+
+# The whole classifier exported to ONNX (fp32 and int8) against `bertprobe predict` on SST-2.
+bench-export: $(BIN)/.installed
+	$(BIN)/python bench/export_bench.py
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache

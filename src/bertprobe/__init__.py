@@ -26,6 +26,7 @@ from bertprobe.encode import (
     resolve_encoder,
 )
 from bertprobe.errors import BadInputError, BertprobeError, EncoderNotFoundError, ModelFolderError
+from bertprobe.export import ExportedClassifier, export_classifier
 from bertprobe.finetune import FinetuneOptions, FinetuneResult
 from bertprobe.model import (
     Classifier,
@@ -55,6 +56,7 @@ __all__ = [
     "EncoderOptions",
     "EncoderRef",
     "Evaluation",
+    "ExportedClassifier",
     "FeatureSpec",
     "FinetuneOptions",
     "FinetuneResult",
@@ -69,6 +71,7 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "embed",
+    "export_classifier",
     "load_encoder",
     "load_model",
     "predict_file",

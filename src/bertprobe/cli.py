@@ -1,4 +1,5 @@
-"""The ``bertprobe`` command line: train, evaluate, predict, embed, sweep, report, serve.
+"""The ``bertprobe`` command line: train, evaluate, predict, embed, sweep, report, serve,
+export.
 
 Each command parses its flags into the library's option objects, makes one library call
 (:func:`bertprobe.train`, :class:`bertprobe.Classifier`, :func:`bertprobe.sweep`,
@@ -893,6 +894,43 @@ def serve_command(
         sock=sock,
         limits=ServeLimits(max_texts, max_chars, max_body_bytes),
         batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
+    )
+
+
+@app.command("export")
+def export_command(
+    model_dir: ModelOpt,
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder to write: model.onnx, tokenizer.json and card.json."),
+    ],
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8", help="Quantize the graph's weights to int8 (smaller, faster on CPUs)."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the whole classifier as one ONNX graph (token ids to probabilities), to run with
+    onnxruntime and tokenizers alone."""
+    require_extra("onnx")
+    from bertprobe.export import export_classifier
+
+    folder = export_classifier(model_dir, out, int8=int8)
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    if as_json:
+        typer.echo(json.dumps({"out": str(folder), **card}))
+        return
+    size = (folder / "model.onnx").stat().st_size / 1e6
+    typer.echo(
+        f"wrote     {folder / 'model.onnx'} ({size:.1f} MB, {'int8' if int8 else 'fp32'}), "
+        "tokenizer.json, card.json"
+    )
+    typer.echo(f"classes   {', '.join(str(c) for c in card['classes'])}")
+    typer.echo(
+        f"graph     {', '.join(card['inputs'])} (int64 [batch, seq]) -> {card['output']} "
+        "(float32 [batch, class])"
     )
 
 

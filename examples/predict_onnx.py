@@ -1,0 +1,26 @@
+"""Label texts with a `bertprobe export` folder; needs only onnxruntime, tokenizers and numpy.
+
+python predict_onnx.py EXPORT_FOLDER "a gorgeous, witty film" "a dull mess"
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from tokenizers import Tokenizer
+
+folder, texts = Path(sys.argv[1]), sys.argv[2:]
+card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))  # truncates and pads
+session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+encodings = tokenizer.encode_batch(texts)
+inputs = {
+    "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+}
+probabilities = session.run([card["output"]], inputs)[0]
+for text, row in zip(texts, probabilities, strict=True):
+    label = card["classes"][int(row.argmax())]
+    print(json.dumps({"text": text, "label": label, "probabilities": row.tolist()}))

@@ -1,0 +1,287 @@
+"""`bertprobe export`: the whole classifier as one ONNX graph, run without torch, transformers,
+scikit-learn or bertprobe by the predictor the README shows (examples/predict_onnx.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertprobe import Classifier, LinearProbe, OutOfCoreProbe, resolve_encoder, save_model
+from bertprobe.encode import FeatureSpec, embed
+from bertprobe.errors import BadInputError
+from bertprobe.export import EXPORT_FILES, ExportedClassifier, export_classifier
+from test_cli import run
+
+ROOT = Path(__file__).resolve().parent.parent
+PREDICTOR = ROOT / "examples" / "predict_onnx.py"
+README = ROOT / "README.md"
+BLOCKED = ("torch", "transformers", "bertprobe", "sklearn")
+
+# Runs the predictor with the ML stack made unimportable: if it (or onnxruntime, or tokenizers)
+# imports any of BLOCKED, the run fails.
+RUNNER = f"""
+import runpy, sys
+from importlib.abc import MetaPathFinder
+
+BLOCKED = {BLOCKED!r}
+
+class Blocker(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"blocked import of {{name}}", name=name)
+        return None
+
+sys.meta_path.insert(0, Blocker())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+# Varied lengths: one word, a sentence, one far past the tiny encoder's 64 tokens (truncated),
+# an empty text; in one batch, so all but the longest are padded.
+TEXTS = [
+    "good",
+    "the film was great and the cast was lovely",
+    "the plot was awful " * 40,
+    "",
+    "this movie was boring",
+    "the music was brilliant, the ending dreadful",
+]
+
+
+def run_predictor(folder: Path, texts: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, str(runner), str(PREDICTOR), str(folder), *texts],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"},
+    )
+
+
+def predicted_rows(result: subprocess.CompletedProcess) -> list[dict]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory) -> Path:
+    return export_classifier(tiny_model_dir, tmp_path_factory.mktemp("export") / "fp32")
+
+
+def test_the_blocker_blocks(tmp_path):
+    """The runner really makes the ML stack unimportable (else the next test proves nothing)."""
+    script = tmp_path / "imports_torch.py"
+    script.write_text("import numpy, onnxruntime, tokenizers\nimport torch\n", encoding="utf-8")
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(runner), str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "blocked import of torch" in result.stderr
+
+
+def test_the_predictor_matches_predict_proba_without_the_ml_stack(
+    exported, tiny_model_dir, tmp_path
+):
+    model = Classifier.load(tiny_model_dir)
+    rows = predicted_rows(run_predictor(exported, TEXTS, tmp_path))
+    assert [r["text"] for r in rows] == TEXTS
+    ours = np.array([r["probabilities"] for r in rows])
+    expected = model.predict_proba(TEXTS)
+    assert ours.shape == expected.shape
+    assert np.abs(ours - expected).max() < 1e-4
+    assert [r["label"] for r in rows] == model.predict(TEXTS).tolist()
+    # One text alone (no padding) gives the same row as in the batch.
+    alone = predicted_rows(run_predictor(exported, TEXTS[1:2], tmp_path))
+    assert np.abs(np.array(alone[0]["probabilities"]) - expected[1]).max() < 1e-4
+
+
+def test_the_tokenizer_truncates_and_pads_as_bertprobe_does(exported, tiny_model_dir):
+    from tokenizers import Tokenizer
+
+    from bertprobe.encode import load_encoder
+
+    model = Classifier.load(tiny_model_dir)
+    encoder = load_encoder(model.encoder)
+    ids, truncated = encoder.tokenize(TEXTS, model.card["features"]["max_length"])
+    assert truncated == 1 and max(len(x) for x in ids) == 64
+    encodings = Tokenizer.from_file(str(exported / "tokenizer.json")).encode_batch(TEXTS)
+    assert [e.ids[: sum(e.attention_mask)] for e in encodings] == ids
+    assert {len(e.ids) for e in encodings} == {64}  # padded to the longest of the batch
+    assert [sum(e.attention_mask) for e in encodings] == [len(x) for x in ids]
+
+
+def test_the_card_says_what_the_graph_is(exported, tiny_model_dir):
+    import onnxruntime
+
+    card = json.loads((exported / "card.json").read_text())
+    source = Classifier.load(tiny_model_dir)
+    assert card["classes"] == source.classes
+    assert card["source_model"] == source.id
+    assert card["encoder"]["fingerprint"] == source.encoder.fingerprint
+    assert (card["pooling"], card["layers"], card["int8"]) == ("mean", [2], False)
+    session = onnxruntime.InferenceSession(str(exported / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == card["inputs"]
+    assert [o.name for o in session.get_outputs()] == [card["output"]]
+    assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 2
+    assert session.get_outputs()[0].type == "tensor(float)"
+    assert sorted(p.name for p in exported.iterdir()) == sorted(EXPORT_FILES)
+
+
+def _onnx_proba(folder: Path, texts: list[str]) -> np.ndarray:
+    return ExportedClassifier(folder).predict_proba(texts, batch_size=7)  # a ragged last batch
+
+
+@pytest.mark.parametrize(
+    ("probe", "spec", "n_classes"),
+    [
+        (LinearProbe(cv=3), FeatureSpec("max", (-2, -1)), 3),  # softmax; two layers
+        (OutOfCoreProbe(chunk_rows=32), FeatureSpec("cls", (1,)), 2),  # SGD, one sigmoid
+        (OutOfCoreProbe(chunk_rows=32), FeatureSpec("mean", (-1,)), 3),  # SGD, one-vs-rest
+        (LinearProbe(cv=3, scale=False), FeatureSpec("mean", (0,), max_length=8), 2),
+    ],
+)
+def test_every_linear_head_matches_predict_proba(
+    probe, spec, n_classes, tiny_distilbert, sentiment_rows, tmp_path
+):
+    texts = [t for t, _ in sentiment_rows]
+    labels = [["neg", "pos", "so-so"][i % n_classes] for i in range(len(texts))]
+    ref = resolve_encoder(str(tiny_distilbert))
+    X, _ = embed(texts, ref, spec)
+    model = Classifier(card={}, probe=probe.fit(X, labels), encoder=ref, spec=spec)
+    folder = export_classifier(model, tmp_path / "export")
+    card = json.loads((folder / "card.json").read_text())
+    assert card["classes"] == model.classes and card["source_model"] is None
+    assert card["max_length"] == (spec.max_length or 64)
+    texts = TEXTS + texts[:10]
+    assert np.abs(_onnx_proba(folder, texts) - model.predict_proba(texts)).max() < 1e-4
+
+
+def test_int8_labels_mostly_agree_with_fp32(exported, tiny_model_dir, sentiment_rows, tmp_path):
+    texts = [t for t, _ in sentiment_rows]
+    int8 = export_classifier(tiny_model_dir, tmp_path / "int8", int8=True)
+    card = json.loads((int8 / "card.json").read_text())
+    assert card["int8"] is True
+    assert (int8 / "model.onnx").stat().st_size < (exported / "model.onnx").stat().st_size
+    quantized, full = _onnx_proba(int8, texts), _onnx_proba(exported, texts)
+    agreement = np.mean(quantized.argmax(1) == full.argmax(1))
+    assert agreement >= 0.9, agreement
+    assert np.abs(quantized - full).max() > 0  # it is another graph, not the fp32 one
+
+
+def test_a_head_that_differs_from_the_probe_is_caught_before_writing(
+    tiny_model_dir, monkeypatch, tmp_path
+):
+    import dataclasses
+
+    import bertprobe.export
+
+    real = bertprobe.export.linear_head
+
+    def shifted(probe):
+        head = real(probe)
+        return dataclasses.replace(head, intercept=head.intercept + 0.5)
+
+    monkeypatch.setattr(bertprobe.export, "linear_head", shifted)
+    with pytest.raises(RuntimeError, match="differs from LinearProbe.predict_proba"):
+        export_classifier(tiny_model_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def voting_model_dir(tiny_distilbert, sentiment_rows, tmp_path) -> Path:
+    from bertprobe.sweep import tfidf_pipeline
+
+    texts, labels = [t for t, _ in sentiment_rows], [y for _, y in sentiment_rows]
+    ref = resolve_encoder(str(tiny_distilbert))
+    spec = FeatureSpec("mean", (-1,))
+    X, stats = embed(texts, ref, spec)
+    probe = LinearProbe(cv=3).fit(X, labels)
+    voter = tfidf_pipeline(cv=3).fit(texts, labels)
+    return save_model(
+        tmp_path / "voting", probe, ref, spec, max_length=stats.max_length, text_model=voter
+    )
+
+
+def test_a_voting_model_is_refused_in_one_line(voting_model_dir, tmp_path):
+    with pytest.raises(BadInputError, match="TF-IDF.*--pooling mean --layer -1"):
+        export_classifier(voting_model_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_writes_the_folder(tiny_model_dir, tmp_path, capsys):
+    code, out, err = run(
+        ["export", "--model", tiny_model_dir, "--out", tmp_path / "e", "--json"], capsys
+    )
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["out"] == str(tmp_path / "e") and printed["int8"] is False
+    assert (tmp_path / "e" / "model.onnx").is_file()
+    # Again into the same folder: an earlier export is replaced.
+    code, out, err = run(["export", "--model", tiny_model_dir, "--out", tmp_path / "e"], capsys)
+    assert code == 0, err
+    assert "model.onnx" in out
+
+
+@pytest.mark.parametrize("case", ["missing model", "out is a file", "out is another folder"])
+def test_cli_export_bad_input_is_one_line(case, tiny_model_dir, tmp_path, capsys):
+    model, out = tiny_model_dir, tmp_path / "out"
+    if case == "missing model":
+        model = tmp_path / "no-such-model"
+    elif case == "out is a file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    code, stdout, err = run(["export", "--model", model, "--out", out], capsys)
+    assert code == 2 and stdout == ""
+    assert err.startswith("bertprobe: error: ") and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    if case == "out is another folder":
+        assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_cli_export_refuses_a_voting_model(voting_model_dir, tmp_path, capsys):
+    code, _, err = run(["export", "--model", voting_model_dir, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "--auto" in err
+
+
+def test_the_readme_shows_the_predictor_that_is_tested():
+    """The README's predictor is examples/predict_onnx.py, verbatim: the two cannot drift."""
+    code = PREDICTOR.read_text(encoding="utf-8")
+    assert f"```py\n{code}```" in README.read_text(encoding="utf-8")
+
+
+def test_exported_classifier_refuses_a_folder_that_is_not_an_export(tiny_model_dir):
+    with pytest.raises(BadInputError, match="not a bertprobe ONNX export"):
+        ExportedClassifier(tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_minilm_int8_export_loses_at_most_half_a_point_on_sst2(tmp_path):
+    """The issue's budget on a subset (bench/export_bench.py runs the full split): the bundled
+    encoder, mean pooling, 1,000 SST-2 training rows; the int8 export against predict on the
+    first 500 test rows, in batches of 32 in file order."""
+    from bertprobe import EncoderOptions, train
+    from bertprobe.data import LabelledTexts
+    from bertprobe.datasets import load_sst2
+    from bertprobe.model import accuracy
+
+    full, test = load_sst2("train"), load_sst2("test")
+    data = LabelledTexts(
+        full.texts[:1000], full.labels[:1000], full.source, full.sha256, full.line_numbers[:1000]
+    )
+    model = train(data, encoding=EncoderOptions("minilm", pooling="mean")).model
+    texts, labels = test.texts[:500], test.labels[:500]
+    predicted = accuracy(labels, model.predict(texts))
+    exported = ExportedClassifier(export_classifier(model, tmp_path / "int8", int8=True))
+    quantized = accuracy(labels, exported.predict(texts, batch_size=32))
+    assert predicted > 0.75  # a real model, else the comparison says nothing
+    assert quantized >= predicted - 0.005, (quantized, predicted)
