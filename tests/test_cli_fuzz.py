@@ -185,6 +185,11 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "dev_share": ["0.2"],
         "dev": labelled,
         "features": [files["features.parquet"]],
+        "class_weight": ["balanced"],
+        "metric": ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc"],
+        "label_issues": [files["new.csv"]],
+        # The fixture model is saved without a decision threshold: numbers, not "auto".
+        "threshold": ["0.5", "0.3"],
     }
 
 
@@ -204,6 +209,9 @@ def _odd_values(world: dict) -> dict[str, list[str]]:
         "host": ["::1"],
         "texts": [" ", "x" * 3000],
         "port": [str(world["port"])],
+        "class_weight": ["Balanced", "auto"],
+        "metric": ["auc", "f1"],
+        "threshold": ["auto", "0", "1", "nan", "-0.1"],
     }
 
 

@@ -66,6 +66,12 @@ class SweepRow:
     cv_std: float
     C: float
     fit_seconds: float
+    # The mean CV score of the metric the sweep ranks by (None: accuracy, cv_accuracy).
+    cv_score: float | None = None
+
+    @property
+    def rank_score(self) -> float:
+        return self.cv_accuracy if self.cv_score is None else self.cv_score
 
 
 @dataclass
@@ -81,11 +87,13 @@ class SweepResult:
     seconds: float
     # The best probe and the TF-IDF baseline voting (mean of their probabilities), same folds.
     vote_cv_accuracy: float | None = None
+    # What the candidates are ranked by (see bertprobe.probe.METRICS).
+    metric: str = "accuracy"
 
     @property
     def best(self) -> SweepRow:
-        """Highest CV accuracy; among equals, the narrower (cheaper) features."""
-        return max(self.rows, key=lambda r: (round(r.cv_accuracy, 6), -r.dim))
+        """Highest CV score of :attr:`metric`; among equals, the narrower (cheaper) features."""
+        return max(self.rows, key=lambda r: (round(r.rank_score, 6), -r.dim))
 
     @property
     def vote_wins(self) -> bool:
@@ -101,6 +109,7 @@ class SweepResult:
             "encoder": self.encoder,
             "n_train": self.n_train,
             "cv": self.cv,
+            "metric": self.metric,
             "best": self.best.name,
             "tfidf_cv_accuracy": self.tfidf_cv_accuracy,
             "vote_cv_accuracy": self.vote_cv_accuracy,
@@ -155,8 +164,14 @@ def run_sweep(
     tfidf: bool = True,
     progress: bool = False,
     on_row: Callable[[SweepRow], None] | None = None,
+    metric: str = "accuracy",
+    class_weight: str | None = None,
 ) -> SweepResult:
-    """Score every candidate by CV on (texts, labels); see the module docstring."""
+    """Score every candidate by CV on (texts, labels); see the module docstring.
+
+    ``metric`` ranks the candidates (and picks each one's C); ``class_weight`` is the probes'.
+    The TF-IDF vote is still decided by accuracy.
+    """
     start = time.perf_counter()
     check_trainable(labels, cv)
     views = [
@@ -180,7 +195,9 @@ def run_sweep(
         chosen = [position[View(layer, cand.pooling)] for layer in cand.layers]
         features = by_view[:, chosen, :].reshape(len(texts), -1)
         fit_start = time.perf_counter()
-        probe = LinearProbe(Cs=tuple(Cs), cv=cv, n_jobs=n_jobs).fit(features, y)
+        probe = LinearProbe(
+            Cs=tuple(Cs), cv=cv, n_jobs=n_jobs, class_weight=class_weight, scoring=metric
+        ).fit(features, y)
         best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
         row = SweepRow(
             cand.name,
@@ -191,6 +208,7 @@ def run_sweep(
             float(probe.cv_scores_[:, best].std()),
             probe.C_,
             time.perf_counter() - fit_start,
+            probe.cv_score_ if metric != "accuracy" else None,
         )
         rows.append(row)
         if on_row is not None:
@@ -204,6 +222,7 @@ def run_sweep(
         tfidf_cv_accuracy=None,
         embed=stats,
         seconds=0.0,
+        metric=metric,
     )
     if tfidf:
         result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
