@@ -249,3 +249,27 @@ def test_train_library_returns_label_issues(tiny_distilbert, sentiment_rows):
         TrainOptions(label_issues=True, out_of_core=True)
     with pytest.raises(BadInputError, match="metric"):
         TrainOptions(metric="auc")
+
+
+def test_report_shows_the_metric_threshold_and_doubted_rows(
+    tiny_distilbert, sentiment_rows, tmp_path, capsys
+):
+    rows = list(sentiment_rows)
+    rows[3] = (rows[3][0], 1 - rows[3][1])  # one wrong label
+    data = write_tsv(tmp_path / "noisy.tsv", rows)
+    out = tmp_path / "model"
+    train_argv = ["train", data, "--encoder", tiny_distilbert, "--pooling", "mean", "--cv", "3"]
+    code, _, err = run([*train_argv, "--metric", "f1_macro", "--out", out], capsys)
+    assert code == 0, err
+    report = tmp_path / "report"
+    code, stdout, err = run(["report", data, "--model", out, "--out", report, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["metric"] == "f1_macro" and 0 <= summary["f1_macro"] <= 1
+    assert summary["decision_threshold"]["metric"] == "f1_macro"
+    assert summary["n_label_issues"] >= 1
+    assert (report / "precision_recall.png").read_bytes()[:4] == b"\x89PNG"
+    page = (report / "report.html").read_text()
+    assert "Training rows whose label the model doubts" in page
+    assert rows[3][0] in page  # the flipped row is among those shown
+    assert "Decision threshold" in page

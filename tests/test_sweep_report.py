@@ -193,10 +193,11 @@ def test_report_holds_the_plots_and_the_numbers(auto_model, sentiment_tsv, tmp_p
         "layer_sweep.png",
         "learning_curve.png",
         "reliability.png",
+        "precision_recall.png",
         "projection.png",
     }
     page = (out / "report.html").read_text()
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 7
     assert f"{100 * summary['accuracy']:.2f}%" in page
     assert "Most confident errors" in page and "Per class" in page
     assert f"{summary['expected_calibration_error']:.3f}" in page

@@ -65,7 +65,7 @@ def cleanlab_available() -> bool:
 
 
 def find_label_issues(
-    labels: Sequence[Any],
+    labels: Sequence[Any] | np.ndarray,
     pred_probs: np.ndarray,
     classes: Sequence[Any],
     *,

@@ -73,6 +73,20 @@ def sklearn_scoring(metric: str, n_classes: int) -> str:
     return "roc_auc_ovr" if metric == "roc_auc" and n_classes > 2 else metric
 
 
+def _search_scoring(scoring: str) -> Any:
+    """What LogisticRegressionCV is given for ``scoring``: the name, but F1 macro as a scorer.
+
+    scikit-learn 1.9's LogisticRegressionCV adds ``pos_label`` to a named scorer for two
+    classes, and "f1_macro" already sets it: "make_scorer() got multiple values for keyword
+    argument 'pos_label'". The same scorer built here takes it once.
+    """
+    if scoring != "f1_macro":
+        return scoring
+    from sklearn.metrics import f1_score, make_scorer
+
+    return make_scorer(f1_score, average="macro")
+
+
 def metric_score(
     metric: str,
     y_true: Labels,
@@ -314,7 +328,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             Cs=list(grid),
             l1_ratios=(0.0,),
             cv=self._folds(),
-            scoring=scoring,
+            scoring=_search_scoring(scoring),
             max_iter=self.max_iter,
             tol=self.tol,
             class_weight=self.class_weight,
@@ -332,6 +346,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             # on 2 cores: 1.0 s instead of 12.9 s in one process (joblib's worker processes
             # already limit themselves to one thread each).
             self.pipeline_ = Pipeline([*steps, ("logreg", search)]).fit(X, y)
+        # The scorer object (see _search_scoring) is not kept: the saved model holds the name,
+        # which skops loads without trusting a function.
+        search.set_params(scoring=scoring)
         self.classes_ = search.classes_
         self.Cs_ = np.asarray(search.Cs_)
         self.cv_scores_ = np.asarray(search.scores_)[:, 0, :]  # (folds, l1_ratios=1, Cs)
