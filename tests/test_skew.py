@@ -297,3 +297,30 @@ def test_label_issues_find_flipped_sst2_labels_with_the_bundled_encoder(tmp_path
     precision = len(set(ranked[: len(flipped)]) & set(flipped)) / len(flipped)
     print(f"precision at {len(flipped)}: {precision:.2f} ({len(ranked)} rows flagged)")
     assert precision >= 0.2
+
+
+def test_out_of_core_training_weighs_classes_and_reports_the_metric(
+    tiny_distilbert, sentiment_rows, tmp_path, capsys
+):
+    data = write_tsv(tmp_path / "skewed.tsv", _skewed(sentiment_rows, minority=1, keep=12))
+    argv = ["train", data, "--test", data, "--encoder", tiny_distilbert, "--pooling", "mean"]
+    argv += ["--out-of-core", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "m"]
+    code, stdout, err = run(
+        [*argv, "--class-weight", "balanced", "--metric", "roc_auc", "--json"], capsys
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["metric"] == "roc_auc" and 0 <= result["test_roc_auc"] <= 1
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["probe"]["class_weight"] == {"0": pytest.approx(62 / 100), "1": 62 / 24}
+    assert card["metrics"]["test_roc_auc"] == result["test_roc_auc"]
+
+
+def test_sweep_ranks_the_candidates_by_the_metric(tiny_distilbert, sentiment_tsv, capsys):
+    argv = ["sweep", sentiment_tsv, "--encoder", tiny_distilbert, "--poolings", "mean"]
+    code, stdout, err = run([*argv, "--cv", "3", "--metric", "f1_macro", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["metric"] == "f1_macro"
+    best = max(result["rows"], key=lambda r: (round(r["cv_score"], 6), -r["dim"]))
+    assert result["best"] == best["name"]

@@ -825,6 +825,13 @@ def sweep_command(
     c_grid: Annotated[str, typer.Option(help="C values for each candidate.")] = "coarse",
     jobs: JobsOpt = -1,
     tfidf: Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline.")] = True,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="What the candidates are ranked (and C chosen) by: accuracy, "
+            "balanced_accuracy, f1_macro or roc_auc."
+        ),
+    ] = "accuracy",
     as_json: JsonOpt = False,
     encoding: EncoderOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
@@ -836,7 +843,7 @@ def sweep_command(
     if out is not None:
         check_output_path(out, what="--out", folder=True)
         require_extra("report")  # for sweep.png: fail now, not after the sweep
-    options = _train_options(c_grid, cv, jobs, poolings=poolings)
+    options = _train_options(c_grid, cv, jobs, poolings=poolings, metric=metric)
     train_set = read_training_set(data, reading, cv)
     _report_dropped(train_set)
     result = sweep_layers(train_set, encoding=encoding, options=options)
@@ -1042,11 +1049,14 @@ def _print_sweep(result: SweepResult) -> None:
         f"sweep     {result.n_train:,} texts, {result.cv}-fold CV accuracy on training "
         f"data ({result.seconds:.0f} s)"
     )
-    typer.echo(f"{'features':<22} {'width':>6} {'CV acc':>8} {'± std':>7} {'C':>9}")
+    ranked = result.metric != "accuracy"  # then a column of the metric, ranked by it
+    metric_head = f" {result.metric[:12]:>12}" if ranked else ""
+    typer.echo(f"{'features':<22} {'width':>6} {'CV acc':>8}{metric_head} {'± std':>7} {'C':>9}")
     for row in result.rows:
         mark = "  <- best" if row is best else ""
+        score = f" {row.rank_score:>12.4f}" if ranked else ""
         typer.echo(
-            f"{row.name:<22} {row.dim:>6} {100 * row.cv_accuracy:>7.2f}% "
+            f"{row.name:<22} {row.dim:>6} {100 * row.cv_accuracy:>7.2f}%{score} "
             f"{100 * row.cv_std:>6.2f} {row.C:>9.3g}{mark}"
         )
     if result.tfidf_cv_accuracy is not None:
