@@ -245,6 +245,12 @@ def test_train_library_returns_label_issues(tiny_distilbert, sentiment_rows):
         options=TrainOptions(cv=3, label_issues=True),
     )
     assert result.label_issues is not None and result.label_issues[0].index == 0
+    # Unsaved, the model still labels by its threshold when asked.
+    proba = result.model.predict_proba(texts)
+    cut = result.decision_threshold["value"]
+    np.testing.assert_array_equal(
+        result.model.predict(texts, threshold="auto"), np.where(proba[:, 1] >= cut, 1, 0)
+    )
     with pytest.raises(BadInputError, match="out_of_core"):
         TrainOptions(label_issues=True, out_of_core=True)
     with pytest.raises(BadInputError, match="metric"):

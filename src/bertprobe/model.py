@@ -452,7 +452,8 @@ class TrainOptions:
     label_issues : bool
         Also find the training rows whose label the model doubts (from the out-of-fold
         probabilities; see :mod:`bertprobe.label_issues`), in :attr:`TrainResult.label_issues`.
-        Not with ``out_of_core``.
+        Not with ``out_of_core``. With ``finetune`` the encoder has seen every training label,
+        so the probabilities are out of fold for the probe only, and flips it learned are missed.
 
     Examples
     --------
@@ -715,7 +716,9 @@ def train(
             issues = find_label_issues(train_labels, oof, classes)
     fit_seconds = time.perf_counter() - fit_start
     model = Classifier(
-        card={},
+        # Unsaved, the card holds only the threshold (for predict(threshold="auto")); saving
+        # writes the whole card, the threshold with it.
+        card={"decision_threshold": threshold} if threshold is not None else {},
         probe=head.probe_,
         encoder=encoder_ref,
         spec=spec,
