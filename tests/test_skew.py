@@ -330,3 +330,25 @@ def test_sweep_ranks_the_candidates_by_the_metric(tiny_distilbert, sentiment_tsv
     assert result["metric"] == "f1_macro"
     best = max(result["rows"], key=lambda r: (round(r["cv_score"], 6), -r["dim"]))
     assert result["best"] == best["name"]
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "f1_macro", "balanced_accuracy"])
+def test_metrics_of_three_classes_choose_c_and_score(metric):
+    from sklearn.datasets import make_classification
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    X, y = make_classification(
+        n_samples=300, n_features=10, n_informative=5, n_classes=3, random_state=0
+    )
+    names = np.array(["neg", "neu", "pos"])[y]
+    probe = LinearProbe("coarse", cv=3, scoring=metric).fit(X, names)
+    assert probe.cv_scores_.mean(axis=0).max() == pytest.approx(probe.cv_score_)
+    proba = probe.predict_proba(X)
+    expected = {
+        "roc_auc": roc_auc_score(names, proba, multi_class="ovr", labels=probe.classes_),
+        "f1_macro": f1_score(names, probe.classes_[proba.argmax(axis=1)], average="macro"),
+    }
+    if metric in expected:
+        assert metric_score(metric, names, proba, probe.classes_) == pytest.approx(expected[metric])
+    with pytest.raises(BadInputError, match="two classes"):
+        best_threshold(names, proba, probe.classes_, metric)
