@@ -348,7 +348,7 @@ def plot_precision_recall(data: ReportData):
         if truth.all() or not truth.any():  # no curve for a class absent (or alone) here
             continue
         PrecisionRecallDisplay.from_predictions(
-            truth, data.proba[:, k], ax=ax, name=f"class {label}", color=f"C{k}"
+            truth, data.proba[:, k], ax=ax, name=f"class {label}", curve_kwargs={"color": f"C{k}"}
         )
     stored = data.card.get("decision_threshold")
     if stored and len(data.classes) == 2:
