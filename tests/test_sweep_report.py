@@ -49,8 +49,8 @@ def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentim
     assert [r.name for r in result.rows] == [c.name for c in candidates(3, ("cls", "mean"))]
     assert result.embed.n_computed == len(set(texts))
     # Every candidate screened; the three best by the screen scored by CV; the best of those wins.
-    assert all(r.screen_accuracy is not None for r in result.rows)
-    by_screen = sorted(result.rows, key=lambda r: (-round(r.screen_accuracy, 6), len(r.layers)))
+    assert all(r.screen_score is not None for r in result.rows)
+    by_screen = sorted(result.rows, key=lambda r: (-round(r.screen_score, 6), len(r.layers)))
     assert [r.name for r in result.finalists] == [r.name for r in result.rows if r in by_screen[:3]]
     assert all(r.cv_accuracy is None and r.C is None for r in by_screen[3:])
     assert result.best.cv_accuracy == max(r.cv_accuracy for r in result.finalists)
@@ -99,7 +99,7 @@ def test_finalists_zero_scores_every_candidate_by_cv(tiny_distilbert, sentiment_
         texts, labels, load_encoder(str(tiny_distilbert)), poolings=("mean",), cv=3,
         finalists=0, tfidf=False,
     )  # fmt: skip
-    assert all(r.finalist and r.screen_accuracy is None for r in result.rows)
+    assert all(r.finalist and r.screen_score is None for r in result.rows)
     assert result.screen_seconds < 1.0
 
 
@@ -253,10 +253,11 @@ def test_report_holds_the_plots_and_the_numbers(auto_model, sentiment_tsv, tmp_p
         "layer_sweep.png",
         "learning_curve.png",
         "reliability.png",
+        "precision_recall.png",
         "projection.png",
     }
     page = (out / "report.html").read_text()
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 7
     assert f"{100 * summary['accuracy']:.2f}%" in page
     assert "Most confident errors" in page and "Per class" in page
     assert f"{summary['expected_calibration_error']:.3f}" in page

@@ -42,6 +42,7 @@ from bertprobe.export import check_backend
 from bertprobe.extras import require_extra
 from bertprobe.features import write_features
 from bertprobe.finetune import FinetuneOptions
+from bertprobe.label_issues import write_label_issues
 from bertprobe.model import Classifier, TrainOptions, TrainResult, read_training_set
 from bertprobe.model import sweep as sweep_layers
 from bertprobe.model import train as train_model
@@ -134,6 +135,14 @@ JobsOpt = Annotated[
     ),
 ]
 CvOpt = Annotated[int, typer.Option(min=2, help="Cross-validation folds for choosing C.")]
+ThresholdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--threshold",
+        help="Two classes: label the second class where its probability reaches this; 'auto' "
+        "is the threshold chosen at training time (default: the most probable label).",
+    ),
+]
 
 
 RayOpt = Annotated[
@@ -376,8 +385,12 @@ _FLAGS = {
     "dev_share": "--dev-share",
     "features": "--features",
     "finalists": "--finalists",
+    "class_weight": "--class-weight",
+    "metric": "--metric",
+    "threshold": "--threshold",
 }
 _SWITCHES = {
+    "label_issues=True": "--label-issues",
     "drop_empty=True": "--drop-empty",
     "use_cache=False": "--no-cache",
     "auto=True": "--auto",
@@ -510,6 +523,28 @@ def train(
         bool | None,
         typer.Option("--bf16/--no-bf16", help="--finetune: bfloat16 autocast (default: off)."),
     ] = None,
+    class_weight: Annotated[
+        str | None,
+        typer.Option(
+            help="'balanced': weigh each class inversely to its frequency (skewed classes)."
+        ),
+    ] = None,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="What C is chosen (and --auto ranks) by: accuracy, balanced_accuracy, "
+            "f1_macro or roc_auc; reported beside accuracy."
+        ),
+    ] = "accuracy",
+    label_issues: Annotated[
+        Path | None,
+        typer.Option(
+            "--label-issues",
+            metavar="OUT.csv",
+            help="Write the training rows whose label the model doubts (out-of-fold, "
+            "cleanlab when installed), most doubtful first.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
@@ -524,7 +559,12 @@ def train(
         finalists=finalists,
         out_of_core=out_of_core,
         features=features,
+        class_weight=class_weight,
+        metric=metric,
+        label_issues=label_issues is not None,
     )
+    if label_issues is not None:
+        check_output_path(label_issues, what="--label-issues", folder=False)
     tuning: dict[str, Any] = dict(
         epochs=epochs, lr=lr, seed=seed, dev=dev, dev_share=dev_share, bf16=bf16
     )
@@ -541,10 +581,25 @@ def train(
         finetune=FinetuneOptions(**given) if finetune else None,
         out=out,
     )
+    if label_issues is not None and result.train_data is not None:
+        write_label_issues(
+            result.label_issues or [],
+            result.train_data.texts,
+            result.train_data.line_numbers,
+            label_issues,
+        )
     if as_json:
-        typer.echo(json.dumps(result.to_dict()))
+        summary = result.to_dict()
+        if label_issues is not None:
+            summary["label_issues"] = str(label_issues)
+        typer.echo(json.dumps(summary))
     else:
         _print_training(result, data, test)
+        if label_issues is not None:
+            typer.echo(
+                f"labels    {len(result.label_issues or []):,} training rows whose label the "
+                f"model doubts, most doubtful first: {label_issues}"
+            )
 
 
 @app.command()
@@ -554,13 +609,17 @@ def evaluate(
     model_dir: ModelOpt,
     run: RunOptions,
     reading: ReadOptions,
+    threshold: ThresholdOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix on a labelled file."""
     model = Classifier.load(model_dir)
+    cut = model.threshold(threshold)  # checked before the file is read
     test_set = reading.read_labelled(data)
     _report_dropped(test_set)
-    result = model.evaluate(test_set.texts, test_set.labels or [], run, source=str(data))
+    result = model.evaluate(
+        test_set.texts, test_set.labels or [], run, source=str(data), threshold=cut
+    )
     if result.unknown_labels:
         _note(f"note: {data} has labels the model never saw: {', '.join(result.unknown_labels)}")
     if as_json:
@@ -569,6 +628,10 @@ def evaluate(
     typer.echo(f"model     {model_dir} ({model.id})")
     typer.echo(f"data      {data}: {len(test_set):,} texts")
     typer.echo(f"accuracy  {_percent(result.accuracy)}")
+    if result.score is not None:
+        typer.echo(f"{result.metric}  {result.score:.4f}")
+    if result.threshold is not None:
+        typer.echo(f"threshold {result.threshold:.4f} on P({model.classes[1]})")
     typer.echo(f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}")
     for label, row in result.per_class.items():
         typer.echo(
@@ -611,6 +674,7 @@ def predict(
     ray: RayOpt = None,
     actors: ActorsOpt = None,
     actor_cpus: ActorCpusOpt = 1.0,
+    threshold: ThresholdOpt = None,
     run: RunOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
 ) -> None:
@@ -630,6 +694,9 @@ def predict(
     elif output is not None:
         check_output_path(output, what="--output", folder=False)
     model = Classifier.load(model_dir)  # a bad folder fails here, before Ray starts a task
+    cut = model.threshold(threshold)
+    if ray_options is not None and cut is not None:
+        raise BadInputError("--threshold does not apply with --ray yet; leave one out")
     if ray_options is not None and input_file is not None and output is not None:
         found = ray_predict(
             model, str(input_file), output, run=run, reading=reading, ray=ray_options
@@ -648,6 +715,7 @@ def predict(
             replace(run, progress=True),
             reading=reading,
             chunk_size=chunk_size,
+            threshold=cut,
         )
         if stats.dropped_empty:
             _note(f"note: {input_file}: skipped {stats.dropped_empty:,} rows with empty text")
@@ -657,7 +725,8 @@ def predict(
     items = _gather_texts(texts or [], input_file, reading)
     probabilities = model.predict_proba(items, replace(run, progress=output is not None))
     classes = [_jsonable(c) for c in model.classes]
-    table = prediction_table(items, probabilities, classes)
+    labels = model.decide(probabilities, cut) if cut is not None else None
+    table = prediction_table(items, probabilities, classes, labels)
     if output is None:
         sys.stdout.writelines(jsonl_lines(table, classes))
         return
@@ -770,6 +839,13 @@ def sweep_command(
     finalists: FinalistsOpt = FINALISTS,
     jobs: JobsOpt = -1,
     tfidf: Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline.")] = True,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="What the candidates are ranked (and C chosen) by: accuracy, "
+            "balanced_accuracy, f1_macro or roc_auc."
+        ),
+    ] = "accuracy",
     as_json: JsonOpt = False,
     encoding: EncoderOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
@@ -781,7 +857,9 @@ def sweep_command(
     if out is not None:
         check_output_path(out, what="--out", folder=True)
         require_extra("report")  # for sweep.png: fail now, not after the sweep
-    options = _train_options(c_grid, cv, jobs, poolings=poolings, finalists=finalists)
+    options = _train_options(
+        c_grid, cv, jobs, poolings=poolings, finalists=finalists, metric=metric
+    )
     train_set = read_training_set(data, reading, cv)
     _report_dropped(train_set)
     result = sweep_layers(train_set, encoding=encoding, options=options)
@@ -872,12 +950,14 @@ def serve_command(
     ] = 1_000_000,
     device: DeviceOpt = "cpu",
     backend: BackendOpt = None,
+    threshold: ThresholdOpt = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /."""
     require_extra("serve")
     from bertprobe.serve import BatchingConfig, ServeLimits, listen_socket, serve
 
     model = Classifier.load(model_dir)  # a bad folder fails here, before the server starts
+    cut = model.threshold(threshold)
     if backend is not None:
         model.backend = check_backend(backend)
     RunOptions(device=device).load(model.encoder, model.backend)  # loaded before listening
@@ -894,6 +974,7 @@ def serve_command(
         sock=sock,
         limits=ServeLimits(max_texts, max_chars, max_body_bytes),
         batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
+        threshold=cut,
     )
 
 
@@ -984,6 +1065,20 @@ def _print_training(result: TrainResult, data: Path, test: Path | None) -> None:
             f"probe     C = {probe.C_:.4g} by {probe.cv}-fold CV (CV accuracy "
             f"{_percent(probe.cv_accuracy_)}), fit in {result.fit_seconds:.1f} s"
         )
+        if result.metric != "accuracy":
+            typer.echo(
+                f"metric    C chosen by {result.metric}: CV {probe.cv_score_:.4f}"
+                + (f", test {result.test_score:.4f}" if result.test_score is not None else "")
+            )
+        if probe.class_weight is not None:
+            typer.echo(f"weights   class_weight={probe.class_weight}")
+        if result.decision_threshold is not None:
+            found = result.decision_threshold
+            typer.echo(
+                f"threshold {found['value']:.4f} on P({found['positive_label']}) maximizes "
+                f"out-of-fold {found['metric']} ({found['oof_score']:.4f}, "
+                f"{found['oof_score_argmax']:.4f} at argmax); used with --threshold auto"
+            )
         voter = model.text_model
         if voter is not None and result.sweep is not None:
             typer.echo(
@@ -1007,20 +1102,31 @@ def _print_sweep(result: SweepResult) -> None:
         f"sweep     {result.n_train:,} texts, {result.cv}-fold CV accuracy on training "
         f"data ({result.seconds:.0f} s)"
     )
-    screened = any(row.screen_accuracy is not None for row in result.rows)
+    screened = any(row.screen_score is not None for row in result.rows)
+    ranked = result.metric != "accuracy"  # then a column of the metric, ranked by it
     if screened:
         typer.echo(
-            f"          every candidate screened by ridge leave-one-out accuracy "
+            f"          every candidate screened by ridge leave-one-out {result.metric} "
             f"({result.screen_seconds:.0f} s), the best {len(result.finalists)} by CV"
         )
-    typer.echo(f"{'features':<22} {'width':>6} {'screen':>8} {'CV acc':>8} {'± std':>7} {'C':>9}")
+    metric_head = f" {result.metric[:12]:>12}" if ranked else ""
+    typer.echo(
+        f"{'features':<22} {'width':>6} {'screen':>8} {'CV acc':>8}{metric_head} {'± std':>7} "
+        f"{'C':>9}"
+    )
     for row in result.rows:
         mark = "  <- best" if row is best else ""
-        screen = _percent(row.screen_accuracy) if screened else "-"
+        screen = (
+            "-" if row.screen_score is None
+            else _percent(row.screen_score) if not ranked
+            else f"{row.screen_score:.4f}"
+        )  # fmt: skip
+        score = f" {row.rank_score or 0:>12.4f}" if ranked else ""
         scored = (
-            f"{_percent(row.cv_accuracy):>8} {100 * (row.cv_std or 0):>6.2f} {row.C or 0:>9.3g}"
+            f"{_percent(row.cv_accuracy):>8}{score} {100 * (row.cv_std or 0):>6.2f} "
+            f"{row.C or 0:>9.3g}"
             if row.finalist
-            else f"{'-':>8} {'':>6} {'':>9}"
+            else f"{'-':>8}{' ' * len(score)} {'':>6} {'':>9}"
         )
         typer.echo(f"{row.name:<22} {row.dim:>6} {screen:>8} {scored}{mark}")
     if result.tfidf_cv_accuracy is not None:

@@ -64,6 +64,7 @@ from bertprobe.features import (
 )
 from bertprobe.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
 from bertprobe.finetune import finetune as run_finetune
+from bertprobe.label_issues import LabelIssue, find_label_issues
 from bertprobe.persist import (
     card_encoder,
     check_model_destination,
@@ -77,7 +78,11 @@ from bertprobe.probe import (
     LinearProbe,
     OutOfCoreProbe,
     VotingProbe,
+    best_threshold,
+    check_class_weight,
+    check_metric,
     check_trainable,
+    metric_score,
     parse_c_grid,
 )
 from bertprobe.stream import PredictFileStats
@@ -196,7 +201,12 @@ class Classifier:
             backend=self.backend,
             metrics=self.card.get("metrics"),
             data=self.card.get("data"),
-            extra={k: self.card[k] for k in ("sweep", "finetune") if k in self.card} or None,
+            extra={
+                k: self.card[k]
+                for k in ("sweep", "finetune", "decision_threshold")
+                if k in self.card
+            }
+            or None,
             text_model=self.text_model,
             encoder_folder=self.encoder.path if tuned else None,
             base_encoder=EncoderRef(base["name"], Path(), base["fingerprint"]) if base else None,
@@ -236,9 +246,54 @@ class Classifier:
         """Probabilities, one row per text, columns in the order of :attr:`classes`."""
         return self.head.predict_proba(self.embed(texts, run)[0], texts=texts)
 
-    def predict(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:
-        """The most probable label of each text."""
-        return self.head.predict(self.embed(texts, run)[0], texts=texts)
+    def predict(
+        self,
+        texts: Sequence[str],
+        run: RunOptions = RunOptions(),
+        *,
+        threshold: float | str | None = None,
+    ) -> np.ndarray:
+        """The most probable label of each text, or with ``threshold`` (two classes only) the
+        second class where its probability reaches it; ``"auto"`` is the threshold chosen at
+        training time (the card's ``decision_threshold``)."""
+        cut = self.threshold(threshold)
+        return self.decide(self.predict_proba(texts, run), cut)
+
+    def threshold(self, threshold: float | str | None) -> float | None:
+        """``threshold`` as a number (``"auto"``: the card's), checked; None for argmax."""
+        if threshold is None:
+            return None
+        if len(self.classes) != 2:
+            raise BadInputError(
+                f"threshold={threshold!r}: a decision threshold is for two classes; this model "
+                f"has {len(self.classes)}; leave it out"
+            )
+        if threshold == "auto":
+            stored = self.card.get("decision_threshold")
+            if not stored:
+                raise BadInputError(
+                    "threshold='auto': the model card holds no decision threshold (trained "
+                    "before thresholds were stored, with a TF-IDF vote, or never saved); "
+                    "retrain, or give a number between 0 and 1"
+                )
+            return float(stored["value"])
+        try:
+            value = float(threshold)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0 < value < 1:
+            raise BadInputError(
+                f"threshold={threshold!r}: give 'auto' or a probability between 0 and 1"
+            )
+        return value
+
+    def decide(self, proba: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Labels from probabilities: argmax, or with a (checked) ``threshold`` on the second
+        class's probability, that class where it is reached and the first elsewhere."""
+        classes = self.probe.classes_
+        if threshold is None:
+            return classes[np.asarray(proba).argmax(axis=1)]
+        return np.where(np.asarray(proba)[:, 1] >= threshold, classes[1], classes[0])
 
     def predict_file(
         self,
@@ -249,6 +304,7 @@ class Classifier:
         reading: ReadOptions = ReadOptions(),
         chunk_size: int = 4096,
         on_chunk: Callable[[int], None] | None = None,
+        threshold: float | str | None = None,
     ) -> PredictFileStats:
         """Label every text of a file into ``out`` (JSON Lines, CSV or Parquet by its name),
         a chunk at a time and resumably (see :func:`bertprobe.stream.predict_file`).
@@ -258,7 +314,14 @@ class Classifier:
         PredictFileStats(out=PosixPath('labels.jsonl'), n_texts=1000000, ...)
         """
         return stream.predict_file(
-            self, path, out, run=run, reading=reading, chunk_size=chunk_size, on_chunk=on_chunk
+            self,
+            path,
+            out,
+            run=run,
+            reading=reading,
+            chunk_size=chunk_size,
+            on_chunk=on_chunk,
+            threshold=self.threshold(threshold),
         )
 
     def evaluate(
@@ -268,15 +331,27 @@ class Classifier:
         run: RunOptions = RunOptions(),
         *,
         source: str = "the labels",
+        threshold: float | str | None = None,
+        metric: str | None = None,
     ) -> Evaluation:
         """Accuracy, per-class precision / recall / F1 and the confusion matrix on labelled
-        texts. Labels the model never saw count as errors; a set sharing none is refused."""
+        texts. Labels the model never saw count as errors; a set sharing none is refused.
+
+        ``threshold`` as in :meth:`predict`. ``metric`` (default: the one the model was
+        trained for, from its card) is scored too, when it is not accuracy.
+        """
         from sklearn.metrics import classification_report, confusion_matrix
 
+        cut = self.threshold(threshold)
+        metric = check_metric(metric or self.card.get("metrics", {}).get("metric", "accuracy"))
         y_true = self.align_labels(labels, source)
         unknown = sorted({str(y) for y in y_true} - {str(c) for c in self.classes})
         X, stats = self.embed(texts, run)
-        predicted = self.head.predict(X, texts=texts).tolist()
+        proba = self.head.predict_proba(X, texts=texts)
+        predicted = self.decide(proba, cut).tolist()
+        # ROC AUC over more than two classes has no column for a label the model never saw.
+        scorable = metric != "accuracy" and not (unknown and metric == "roc_auc")
+        score = metric_score(metric, y_true, proba, self.classes, predicted) if scorable else None
         if unknown:  # y_true is text then (align_labels): compare like with like
             predicted = [str(p) for p in predicted]
         known = [str(c) if unknown else c for c in self.classes]
@@ -299,6 +374,9 @@ class Classifier:
             embed_seconds=stats.seconds,
             n_truncated=stats.n_truncated,
             unknown_labels=unknown,
+            metric=metric,
+            score=score,
+            threshold=cut,
         )
 
     def align_labels(self, labels: Sequence[Any], source: str = "the labels") -> list:
@@ -324,10 +402,15 @@ class Evaluation:
     embed_seconds: float
     n_truncated: int
     unknown_labels: list[str] = field(default_factory=list)
+    metric: str = "accuracy"
+    score: float | None = None  # of metric, when it is not accuracy
+    threshold: float | None = None  # the decision threshold used (None: argmax)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "accuracy": self.accuracy,
+            **({self.metric: self.score} if self.metric != "accuracy" else {}),
+            "threshold": self.threshold,
             "n": self.n,
             "model": self.model,
             "labels": self.labels,
@@ -370,6 +453,18 @@ class TrainOptions:
         embed FILE --out X.parquet`` (or ``embed --ray``), used instead of embedding it again.
         The file must say it holds the vectors of this very training file (by SHA-256) made
         with these encoder options; only the labels are read from the training file.
+    class_weight : None or "balanced"
+        ``"balanced"`` weighs each class inversely to its frequency in the loss, so a rare
+        class is not outvoted (both probes; out of core, from the label counts).
+    metric : {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
+        What C is chosen by, what the ``auto`` sweep ranks candidates by, and what the
+        decision threshold (two classes) maximizes; reported as ``cv_<metric>`` and
+        ``test_<metric>`` beside accuracy.
+    label_issues : bool
+        Also find the training rows whose label the model doubts (from the out-of-fold
+        probabilities; see :mod:`bertprobe.label_issues`), in :attr:`TrainResult.label_issues`.
+        Not with ``out_of_core``. With ``finetune`` the encoder has seen every training label,
+        so the probabilities are out of fold for the probe only, and flips it learned are missed.
 
     Examples
     --------
@@ -385,6 +480,9 @@ class TrainOptions:
     finalists: int = FINALISTS
     out_of_core: bool = False
     features: str | Path | None = None
+    class_weight: str | None = None
+    metric: str = "accuracy"
+    label_issues: bool = False
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -406,6 +504,15 @@ class TrainOptions:
             raise BadInputError(
                 f"finalists={self.finalists}: give how many screened candidates get the full "
                 "CV (3 is the default), or 0 for all of them"
+            )
+        check_metric(self.metric)
+        if isinstance(self.class_weight, dict):
+            raise BadInputError("class_weight: give 'balanced' or None (LinearProbe takes a dict)")
+        check_class_weight(self.class_weight)
+        if self.label_issues and self.out_of_core:
+            raise BadInputError(
+                "label_issues=True and out_of_core=True do not combine (the out-of-fold pass "
+                "holds the training vectors in memory); train in memory"
             )
         if self.auto and self.out_of_core:
             raise BadInputError(
@@ -437,6 +544,10 @@ class TrainResult:
     sweep: SweepResult | None = None
     feature_dir: Path | None = None
     finetune: FinetuneResult | None = None
+    metric: str = "accuracy"
+    test_score: float | None = None  # test_<metric>
+    decision_threshold: dict[str, Any] | None = None
+    label_issues: list[LabelIssue] | None = None
 
     @property
     def probe(self) -> LinearProbe | OutOfCoreProbe:
@@ -449,8 +560,17 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary ``bertprobe train --json`` prints."""
         probe, spec = self.probe, self.model.spec
+        metric = self.metric
+        scores: dict[str, Any] = {"metric": metric}
+        if metric != "accuracy":
+            scores[f"cv_{metric}"] = getattr(probe, "cv_score_", None)
+            scores[f"test_{metric}"] = self.test_score
         common = {
             "test_accuracy": self.test_accuracy,
+            **scores,
+            "class_weight": getattr(probe, "class_weight", None),
+            "decision_threshold": self.decision_threshold,
+            "n_label_issues": len(self.label_issues) if self.label_issues is not None else None,
             "n_train": self.n_train,
             "n_test": self.n_test,
             "labels": [_jsonable(c) for c in probe.classes_],
@@ -539,6 +659,8 @@ def train(
             encoding,
             reading,
             Path(options.features) if options.features is not None else None,
+            class_weight=options.class_weight,
+            metric=options.metric,
         )
 
     train_set = read_training_set(data, reading, options.cv)
@@ -590,22 +712,43 @@ def train(
     if swept is not None and swept.vote_wins:
         voter = tfidf_pipeline(cv=options.cv, n_jobs=options.n_jobs)
     Cs = options.grid if swept is None else _near(options.grid, swept.best.C)
-    probe = LinearProbe(Cs=Cs, cv=options.cv, n_jobs=options.n_jobs)
+    probe = LinearProbe(
+        Cs=Cs,
+        cv=options.cv,
+        n_jobs=options.n_jobs,
+        class_weight=options.class_weight,
+        scoring=options.metric,
+    )
     head = VotingProbe(probe, text_model=voter)
     head.fit(X_train, train_labels, texts=train_set.texts)
+    classes = head.classes_.tolist()
+    # One out-of-fold pass serves both: the threshold (two classes, the probe alone: a vote's
+    # probabilities are not the probe's) and the label issues.
+    wants_threshold = len(classes) == 2 and voter is None
+    threshold, issues = None, None
+    if wants_threshold or options.label_issues:
+        oof = head.probe_.out_of_fold_proba(X_train, train_labels)
+        if wants_threshold:
+            threshold = _threshold_record(train_labels, oof, classes, options.metric)
+        if options.label_issues:
+            issues = find_label_issues(train_labels, oof, classes)
     fit_seconds = time.perf_counter() - fit_start
     model = Classifier(
-        card={},
+        # Unsaved, the card holds only the threshold (for predict(threshold="auto")); saving
+        # writes the whole card, the threshold with it.
+        card={"decision_threshold": threshold} if threshold is not None else {},
         probe=head.probe_,
         encoder=encoder_ref,
         spec=spec,
         backend=encoding.backend,
         text_model=head.text_model_,
     )
-    test_accuracy = None
+    test_accuracy, test_score = None, None
     if test_set is not None and X_test is not None:
-        predicted = head.predict(X_test, texts=test_set.texts)
+        test_proba = head.predict_proba(X_test, texts=test_set.texts)
+        predicted = head.classes_[test_proba.argmax(axis=1)]
         test_accuracy = accuracy(test_set.labels or [], predicted)
+        test_score = metric_score(options.metric, test_set.labels or [], test_proba, classes)
 
     result = TrainResult(
         model=model,
@@ -621,6 +764,10 @@ def train(
         test_stats=test_stats,
         sweep=swept,
         finetune=tuned,
+        metric=options.metric,
+        test_score=test_score,
+        decision_threshold=threshold,
+        label_issues=issues,
     )
     if out is not None:
         data_records = {"train": file_record(train_set.source, len(train_set), train_set.sha256)}
@@ -628,11 +775,14 @@ def train(
             data_records["test"] = file_record(test_set.source, len(test_set), test_set.sha256)
         summary = result.to_dict()
         metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
+        metrics.update(_metric_record(summary))
         if model.text_model is not None and swept is not None:
             metrics["vote_cv_accuracy"] = swept.vote_cv_accuracy
         if tuned is not None:
             metrics["dev_accuracy"] = tuned.dev_accuracy
-        extra = {"sweep": swept.to_dict()} if swept is not None else {}
+        extra: dict[str, Any] = {"sweep": swept.to_dict()} if swept is not None else {}
+        if threshold is not None:
+            extra["decision_threshold"] = threshold
         if tuned is not None and finetune is not None:
             extra["finetune"] = _finetune_record(tuned, finetune)
         save_model(
@@ -664,6 +814,29 @@ def _near(grid: Sequence[float], chosen: float | None) -> tuple[float, ...]:
         return tuple(ordered)
     at = int(np.argmin(np.abs(np.log(ordered) - np.log(chosen))))
     return tuple(ordered[max(0, at - 1) : at + 2])
+
+
+def _metric_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """The chosen metric and its scores, as the card's metrics record them."""
+    metric = summary["metric"]
+    keys = [f"cv_{metric}", f"test_{metric}"] if metric != "accuracy" else []
+    return {"metric": metric, **{k: summary[k] for k in keys if k in summary}}
+
+
+def _threshold_record(
+    labels: Sequence[Any], oof: np.ndarray, classes: list, metric: str
+) -> dict[str, Any]:
+    """The decision threshold the card keeps: on the probability of ``classes[1]``, chosen on
+    out-of-fold probabilities to maximize ``metric``, with that metric there and at 0.5."""
+    value, score = best_threshold(labels, oof, classes, metric)
+    by = "balanced_accuracy" if metric == "roc_auc" else metric
+    return {
+        "value": value,
+        "positive_label": _jsonable(classes[1]),
+        "metric": by,
+        "oof_score": score,
+        "oof_score_argmax": metric_score(by, labels, oof, classes),
+    }
 
 
 def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[str, Any]:
@@ -730,6 +903,8 @@ def _sweep(
         n_jobs=options.n_jobs,
         tfidf=tfidf,
         progress=encoding.run.progress,
+        metric=options.metric,
+        class_weight=options.class_weight,
     )
 
 
@@ -740,6 +915,9 @@ def _train_out_of_core(
     encoding: EncoderOptions,
     reading: ReadOptions,
     train_features: Path | None = None,
+    *,
+    class_weight: str | None = None,
+    metric: str = "accuracy",
 ) -> TrainResult:
     """File -> features on disk (resumable) -> OutOfCoreProbe, a chunk at a time.
 
@@ -817,14 +995,15 @@ def _train_out_of_core(
             raise BertprobeError(f"{split}: {done} vectors for {len(labels)} labels")
 
     fit_start = time.perf_counter()
-    probe = OutOfCoreProbe().fit_chunks(lambda: chunks("train"))
+    probe = OutOfCoreProbe(class_weight=class_weight).fit_chunks(lambda: chunks("train"))
     fit_seconds = time.perf_counter() - fit_start
-    test_accuracy = None
+    test_accuracy, test_score = None, None
     if "test" in splits:
-        correct = sum(
-            int(np.sum(probe.predict(X).astype(str) == y.astype(str))) for X, y in chunks("test")
-        )
-        test_accuracy = correct / len(splits["test"][1])
+        # One row of probabilities a test row: small beside the vectors (classes, not dims).
+        test_proba = np.concatenate([probe.predict_proba(X) for X, _ in chunks("test")])
+        truth = splits["test"][1]
+        test_accuracy = accuracy(truth, probe.classes_[test_proba.argmax(axis=1)])
+        test_score = metric_score(metric, truth, test_proba, probe.classes_.tolist())
     n_train = len(splits["train"][1])
     n_test = len(splits["test"][1]) if "test" in splits else 0
     model = Classifier(
@@ -839,6 +1018,8 @@ def _train_out_of_core(
             "test_accuracy": test_accuracy,
             "n_train": n_train,
             "n_test": n_test,
+            "metric": metric,
+            **({f"test_{metric}": test_score} if metric != "accuracy" else {}),
         }
         save_model(
             out,
@@ -860,6 +1041,8 @@ def _train_out_of_core(
         fit_seconds=fit_seconds,
         out=out,
         feature_dir=feature_dir,
+        metric=metric,
+        test_score=test_score,
     )
 
 

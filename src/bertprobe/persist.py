@@ -61,6 +61,8 @@ TRUSTED_TYPES = frozenset(
         "sklearn.model_selection._split.StratifiedKFold",
     }
 )
+# decision_threshold: the labels `--threshold auto` gives.
+_DECISIVE_IF_PRESENT = ("decision_threshold",)
 _VERSIONED = ("bertprobe", "torch", "transformers", "tokenizers", "scikit-learn", "skops", "numpy")
 
 
@@ -287,6 +289,11 @@ def _decisive(card: dict[str, Any]) -> dict[str, Any]:
             fields.update({f"{key}.{name}": item for name, item in value.items()})
         else:
             fields[key] = value
+    # Sections added later are sealed when present only, so the cards written before them
+    # still load; once sealed, removing one is an edit like any other.
+    for key in _DECISIVE_IF_PRESENT:
+        if key in card:
+            fields[key] = card[key]
     return fields
 
 
@@ -382,6 +389,7 @@ def probe_record(probe: Probe) -> dict[str, Any]:
             "holdout_scores": probe.holdout_scores_.tolist(),
             "holdout_log_losses": probe.holdout_log_losses_.tolist(),
             "n_train": probe.n_train_,
+            "class_weight": _weights(getattr(probe, "class_weight_", None)),
         }
     return {
         "solver": "lbfgs-cv",
@@ -390,7 +398,18 @@ def probe_record(probe: Probe) -> dict[str, Any]:
         "cv_folds": probe.cv,
         "cv_accuracy": probe.cv_accuracy_,
         "cv_scores": probe.cv_scores_.tolist(),
+        # What C was chosen by (cv_scores are of it) and the classes' weights in the loss.
+        "scoring": getattr(probe, "scoring", "accuracy"),
+        "cv_score": getattr(probe, "cv_score_", probe.cv_accuracy_),
+        "class_weight": _weights(probe.class_weight),
     }
+
+
+def _weights(class_weight: Any) -> Any:
+    """A class-weight setting as JSON: None, "balanced", or label (as text) -> weight."""
+    if isinstance(class_weight, dict):
+        return {str(k): float(v) for k, v in class_weight.items()}
+    return class_weight
 
 
 def file_record(path: str | Path, n: int, sha256: str) -> dict[str, Any]:

@@ -42,6 +42,109 @@ DEFAULT_C_GRID = tuple(np.logspace(-4, 2, 13).tolist())
 # Seven points over the same range: for ranking many candidate features quickly (the sweep).
 COARSE_C_GRID = tuple(np.logspace(-4, 2, 7).tolist())
 C_GRIDS = {"default": DEFAULT_C_GRID, "coarse": COARSE_C_GRID, "seed": SEED_C_GRID}
+# What C is chosen by (and the sweep ranks by): names as the CLI and the card spell them.
+METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
+CLASS_WEIGHTS = ("balanced",)
+# Labels as a list or an array.
+Labels = Sequence[Any] | np.ndarray
+
+
+def check_metric(metric: str) -> str:
+    """``metric`` if it is one of :data:`METRICS`, else a one-line error."""
+    if metric not in METRICS:
+        raise BadInputError(f"metric={metric!r}: choose from {', '.join(METRICS)}")
+    return metric
+
+
+def check_class_weight(class_weight: Any) -> Any:
+    """None, ``"balanced"`` or a dict of label -> weight; anything else is a one-line error."""
+    if class_weight is None or isinstance(class_weight, dict) or class_weight in CLASS_WEIGHTS:
+        return class_weight
+    raise BadInputError(
+        f"class_weight={class_weight!r}: give 'balanced' (weights inverse to class frequency) "
+        "or leave it out"
+    )
+
+
+def sklearn_scoring(metric: str, n_classes: int) -> str:
+    """scikit-learn's scorer name for ``metric``: ROC AUC of more than two classes is
+    one-vs-rest (``roc_auc_ovr``)."""
+    check_metric(metric)
+    return "roc_auc_ovr" if metric == "roc_auc" and n_classes > 2 else metric
+
+
+def _search_scoring(scoring: str) -> Any:
+    """What LogisticRegressionCV is given for ``scoring``: the name, but F1 macro as a scorer.
+
+    scikit-learn 1.9's LogisticRegressionCV adds ``pos_label`` to a named scorer for two
+    classes, and "f1_macro" already sets it: "make_scorer() got multiple values for keyword
+    argument 'pos_label'". The same scorer built here takes it once.
+    """
+    if scoring != "f1_macro":
+        return scoring
+    from sklearn.metrics import f1_score, make_scorer
+
+    return make_scorer(f1_score, average="macro")
+
+
+def metric_score(
+    metric: str,
+    y_true: Labels,
+    proba: np.ndarray,
+    classes: Labels,
+    predicted: Labels | None = None,
+) -> float:
+    """``metric`` of probabilities ``proba`` (columns in the order of ``classes``) against
+    ``y_true``. Labels are compared as text, as :func:`bertprobe.model.accuracy` does (a
+    file's ``"1"`` and a model's ``1`` are one label). ``predicted`` overrides the argmax (a
+    decision threshold's labels); ROC AUC uses the probabilities only."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+    check_metric(metric)
+    names = np.asarray([str(c) for c in classes])
+    truth = np.asarray([str(y) for y in y_true])
+    if metric == "roc_auc":
+        if len(names) == 2:
+            return float(roc_auc_score(truth == names[1], proba[:, 1]))
+        return float(roc_auc_score(truth, proba, multi_class="ovr", labels=names))
+    guess = (
+        names[np.asarray(proba).argmax(axis=1)]
+        if predicted is None
+        else np.asarray([str(p) for p in predicted])
+    )
+    if metric == "accuracy":
+        return float(np.mean(truth == guess))
+    if metric == "balanced_accuracy":
+        return float(balanced_accuracy_score(truth, guess))
+    return float(f1_score(truth, guess, labels=names, average="macro", zero_division=0))
+
+
+def best_threshold(
+    y_true: Labels, proba: np.ndarray, classes: Labels, metric: str
+) -> tuple[float, float]:
+    """For two classes: the threshold on ``P(classes[1])`` that maximizes ``metric`` on these
+    (out-of-fold) probabilities, and the metric there. Candidates are the midpoints between
+    neighbouring distinct probabilities (at most 512 quantiles of them), so the threshold
+    never sits on a row. ROC AUC does not depend on a threshold: for it, the threshold that
+    maximizes balanced accuracy (Youden's J) is chosen."""
+    if len(classes) != 2:
+        raise BadInputError(f"a decision threshold needs two classes, not {len(classes)}")
+    by = "balanced_accuracy" if metric == "roc_auc" else check_metric(metric)
+    positive = np.asarray(proba)[:, 1]
+    distinct = np.unique(positive)
+    if len(distinct) > 512:
+        distinct = np.unique(np.quantile(positive, np.linspace(0, 1, 512)))
+    candidates = np.concatenate([(distinct[:-1] + distinct[1:]) / 2, [0.5]])
+    names = [str(c) for c in classes]
+    scores = [
+        metric_score(by, y_true, proba, classes, np.where(positive >= t, names[1], names[0]))
+        for t in candidates
+    ]
+    # Ties go to the threshold nearest 0.5, the argmax rule's own.
+    best = max(
+        range(len(candidates)), key=lambda i: (round(scores[i], 12), -abs(candidates[i] - 0.5))
+    )
+    return float(candidates[best]), float(scores[best])
 
 
 def parse_c_grid(value: str) -> tuple[float, ...]:
@@ -96,6 +199,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Weights of the classes in the loss, as in
         :class:`~sklearn.linear_model.LogisticRegression`: ``None`` weighs every example
         alike, ``"balanced"`` inversely to its class's frequency, a dict maps label to weight.
+    scoring : {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}, default="accuracy"
+        What the C search maximizes on the held-out folds. For skewed classes accuracy
+        rewards predicting the common class; the others do not. ROC AUC of more than two
+        classes is one-vs-rest.
     n_jobs : int or None, default=None
         Worker processes that run the folds in parallel (joblib; ``-1``: all cores, ``None``:
         one unless a joblib context says otherwise). The regression always uses one BLAS
@@ -113,11 +220,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     Cs_ : ndarray of shape (n_Cs,)
         The grid of C searched.
     C_ : float
-        The C with the best mean cross-validated accuracy; the final model uses it.
+        The C with the best mean cross-validated ``scoring``; the final model uses it.
     cv_scores_ : ndarray of shape (n_folds, n_Cs)
-        Accuracy on each held-out fold for each C of ``Cs_``.
+        ``scoring`` on each held-out fold for each C of ``Cs_``.
+    cv_score_ : float
+        Mean cross-validated ``scoring`` at ``C_``.
     cv_accuracy_ : float
-        Mean cross-validated accuracy at ``C_``: an estimate from the training data alone.
+        Cross-validated accuracy at ``C_``: an estimate from the training data alone (with
+        another ``scoring``, from the out-of-fold predictions at ``C_``, one more fit a fold).
     n_iter_ : ndarray of shape (n_folds, 1, n_Cs)
         lbfgs iterations per fold and C (the middle axis is the one l1 ratio, 0).
     pipeline_ : :class:`~sklearn.pipeline.Pipeline`
@@ -179,6 +289,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         max_iter: int = 1000,
         tol: float = 1e-4,
         class_weight: str | dict | None = None,
+        scoring: str = "accuracy",
         n_jobs: int | None = None,
         random_state: int | None = 0,
     ) -> None:
@@ -188,6 +299,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.class_weight = class_weight
+        self.scoring = scoring
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -209,13 +321,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         check_trainable(y, self.cv)
+        check_class_weight(self.class_weight)
+        scoring = sklearn_scoring(self.scoring, len(np.unique(y)))
         grid = parse_c_grid(self.Cs) if isinstance(self.Cs, str) else tuple(self.Cs)
-        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         search = LogisticRegressionCV(
             Cs=list(grid),
             l1_ratios=(0.0,),
-            cv=folds,
-            scoring="accuracy",
+            cv=self._folds(),
+            scoring=_search_scoring(scoring),
             max_iter=self.max_iter,
             tol=self.tol,
             class_weight=self.class_weight,
@@ -233,13 +346,54 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             # on 2 cores: 1.0 s instead of 12.9 s in one process (joblib's worker processes
             # already limit themselves to one thread each).
             self.pipeline_ = Pipeline([*steps, ("logreg", search)]).fit(X, y)
+        # The scorer object (see _search_scoring) is not kept: the saved model holds the name,
+        # which skops loads without trusting a function.
+        search.set_params(scoring=scoring)
         self.classes_ = search.classes_
         self.Cs_ = np.asarray(search.Cs_)
         self.cv_scores_ = np.asarray(search.scores_)[:, 0, :]  # (folds, l1_ratios=1, Cs)
         self.C_ = float(search.C_)
         self.n_iter_ = np.asarray(search.n_iter_)
-        self.cv_accuracy_ = float(self.cv_scores_[:, np.argmin(np.abs(self.Cs_ - self.C_))].mean())
+        self.cv_score_ = float(self.cv_scores_[:, np.argmin(np.abs(self.Cs_ - self.C_))].mean())
+        self.cv_accuracy_ = self.cv_score_
+        if self.scoring != "accuracy":
+            oof = self.out_of_fold_proba(X, y)
+            self.cv_accuracy_ = float(np.mean(self.classes_[oof.argmax(axis=1)] == y))
         return self
+
+    def _folds(self) -> StratifiedKFold:
+        return StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+
+    def out_of_fold_proba(self, X, y) -> np.ndarray:
+        """Each training row's class probabilities from a model that never saw it: the
+        probe's folds, scaling and class weights, at the chosen ``C_`` (one fit a fold).
+
+        What the decision threshold and the label-issue search read; ``X`` and ``y`` must be
+        the rows the probe was fitted on. Columns in the order of ``classes_``.
+        """
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import cross_val_predict
+
+        check_is_fitted(self, "pipeline_")
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        model = LogisticRegression(
+            C=self.C_,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            class_weight=self.class_weight,
+            random_state=self.random_state,
+        )
+        steps = [("scale", StandardScaler())] if self.scale else []
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)  # as in fit
+            return cross_val_predict(
+                Pipeline([*steps, ("logreg", model)]),
+                X,
+                np.asarray(y),
+                cv=self._folds(),
+                method="predict_proba",
+                n_jobs=self.n_jobs,
+            )
 
     def predict(self, X) -> np.ndarray:
         """The most probable label of each row, one of ``classes_``."""
@@ -319,6 +473,11 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
     chunk_rows : int, default=8192
         Rows per chunk when :meth:`fit` slices arrays; :meth:`fit_chunks` uses the chunks it
         is given.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss. ``SGDClassifier.partial_fit`` cannot take
+        ``"balanced"`` (it sees one chunk at a time), so the weights are computed from the
+        label counts of the first pass, by scikit-learn's formula ``n / (k * count)``, and
+        passed as a dict (``class_weight_``).
     random_state : int, default=0
         Seeds the held-out rows, the shuffles and the SGD models: a fit repeats exactly.
 
@@ -344,6 +503,8 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features; only when :meth:`fit` gets ``X`` with column names that are all
         strings (a pandas DataFrame).
+    class_weight_ : dict or None
+        The weight of each class in the loss (``None``: all alike).
     scaler_ : :class:`~sklearn.preprocessing.StandardScaler`
         The standardization, learned on every row (held-out ones included).
     classifier_ : :class:`~sklearn.linear_model.SGDClassifier`
@@ -396,6 +557,7 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         epochs: int = 5,
         holdout: float = 0.1,
         chunk_rows: int = 8192,
+        class_weight: str | dict | None = None,
         random_state: int = 0,
     ) -> None:
         self.alphas = alphas
@@ -403,6 +565,7 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         self.epochs = epochs
         self.holdout = holdout
         self.chunk_rows = chunk_rows
+        self.class_weight = class_weight
         self.random_state = random_state
 
     def fit(self, X, y) -> OutOfCoreProbe:
@@ -448,21 +611,31 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
 
         if not 0 < self.holdout < 1:
             raise BadInputError(f"holdout {self.holdout} must be between 0 and 1")
+        check_class_weight(self.class_weight)
         scaler = StandardScaler()
-        seen = []
+        counts: Counter = Counter()
         for X, y in chunks():
             scaler.partial_fit(X)
-            seen.append(np.unique(y))
-        if not seen:
+            labels, n = np.unique(y, return_counts=True)
+            counts.update(dict(zip(labels.tolist(), n.tolist(), strict=True)))
+        if not counts:
             raise BadInputError("no training rows; check the training file")
         self.n_features_in_ = scaler.n_features_in_
-        self.classes_ = np.unique(np.concatenate(seen))  # sorted, as SGDClassifier orders them
+        self.classes_ = np.unique(np.asarray(list(counts)))  # sorted, as SGDClassifier orders
         if len(self.classes_) < 2:
             raise BadInputError(
                 f"the training labels hold one class only "
                 f"({self.classes_[0]!r}); a classifier needs examples of at "
                 "least two classes"
             )
+        self.class_weight_ = self.class_weight
+        if self.class_weight == "balanced":
+            # compute_class_weight's "balanced" formula, from counts: it wants every label in
+            # one array, which is what out-of-core training avoids holding.
+            total = sum(counts.values())
+            self.class_weight_ = {
+                c: total / (len(counts) * counts[c]) for c in self.classes_.tolist()
+            }
 
         models = [
             SGDClassifier(
@@ -471,6 +644,7 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
                 average=True,
                 learning_rate="constant",
                 eta0=self.eta0,
+                class_weight=self.class_weight_,
                 random_state=self.random_state,
             )
             for alpha in self.alphas

@@ -8,10 +8,14 @@ so the one file can be mailed or attached) and each plot as a PNG:
 - ``layer_sweep.png``: CV accuracy by layer and pooling, when the model was trained ``--auto``;
 - ``learning_curve.png``: accuracy against training-set size (needs the training file);
 - ``reliability.png``: confidence against accuracy, with the expected calibration error;
+- ``precision_recall.png``: a precision-recall curve per class on the test data, with the
+  decision threshold chosen at training time marked (two classes);
 - ``projection.png``: the test vectors in 2-D (PCA), coloured by true label, errors marked.
 
-The page adds precision, recall and F1 per class, the most confident errors, and a TF-IDF +
-logistic regression baseline trained and tested on the same split.
+The page adds precision, recall and F1 per class, the metric the model was trained for, the
+most confident errors, a TF-IDF + logistic regression baseline trained and tested on the same
+split, and the training rows whose label the model doubts (:mod:`bertprobe.label_issues`, from
+out-of-fold probabilities; needs the training file).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from bertprobe.data import LabelledTexts, ReadOptions
 from bertprobe.encode import RunOptions
 from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra
+from bertprobe.label_issues import N_SHOWN, find_label_issues
 from bertprobe.model import Classifier, read_training_set
-from bertprobe.probe import LinearProbe
+from bertprobe.probe import LinearProbe, metric_score
 from bertprobe.sweep import SweepResult, tfidf_pipeline
 
 N_CONFIDENT_ERRORS = 12
@@ -98,6 +103,20 @@ class ReportData:
     learning_curve: dict[str, Any] | None = None
     tfidf_accuracy: float | None = None
     notes: list[str] = field(default_factory=list)
+    # The training rows whose label the model doubts, most doubtful first (the first N_SHOWN
+    # of them, with text and line), and how many were found; None without the training file.
+    label_issues: list[dict[str, Any]] | None = None
+    n_label_issues: int | None = None
+
+    @property
+    def metric(self) -> str:
+        """The metric the model was trained for (its card's), accuracy by default."""
+        return self.card.get("metrics", {}).get("metric", "accuracy")
+
+    @cached_property
+    def metric_score(self) -> float:
+        """:attr:`metric` on the test data (argmax labels)."""
+        return metric_score(self.metric, self.y_true, self.proba, self.classes)
 
     @property
     def accuracy(self) -> float:
@@ -150,6 +169,10 @@ class ReportData:
             "tfidf_accuracy": self.tfidf_accuracy,
             "per_class": self.per_class(),
             "n_errors": int(np.sum(self.y_true != self.y_pred)),
+            "metric": self.metric,
+            **({self.metric: self.metric_score} if self.metric != "accuracy" else {}),
+            "decision_threshold": self.card.get("decision_threshold"),
+            "n_label_issues": self.n_label_issues,
         }
 
 
@@ -206,8 +229,8 @@ def plot_sweep(sweep: dict[str, Any]):
     """
     plt = _pyplot()
     rows = sweep["rows"]
-    screened = any(r.get("screen_accuracy") is not None for r in rows)
-    score = "screen_accuracy" if screened else "cv_accuracy"
+    screened = any(r.get("screen_score") is not None for r in rows)
+    score = "screen_score" if screened else "cv_accuracy"
     fig, ax = plt.subplots(figsize=(7.4, 4.2), layout="constrained")
     n_layers = 1 + max(r["layers"][0] for r in rows if len(r["layers"]) == 1)
     # Each concatenation (e.g. layers 3-6) gets a slot right of the single layers.
@@ -335,6 +358,42 @@ def plot_reliability(data: ReportData):
     return fig
 
 
+def plot_precision_recall(data: ReportData):
+    """One precision-recall curve per class (that class against the rest) on the test data;
+    for two classes, the decision threshold the card keeps is marked on the second's."""
+    from sklearn.metrics import PrecisionRecallDisplay
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.4), layout="constrained")
+    for k, label in enumerate(data.classes):
+        truth = data.y_true == label
+        if truth.all() or not truth.any():  # no curve for a class absent (or alone) here
+            continue
+        PrecisionRecallDisplay.from_predictions(
+            truth, data.proba[:, k], ax=ax, name=f"class {label}", curve_kwargs={"color": f"C{k}"}
+        )
+    stored = data.card.get("decision_threshold")
+    if stored and len(data.classes) == 2:
+        positive = data.y_true == data.classes[1]
+        chosen = data.proba[:, 1] >= stored["value"]
+        if chosen.any() and positive.any():
+            precision = float(np.mean(positive[chosen]))
+            recall = float(np.mean(chosen[positive]))
+            ax.scatter(
+                [recall],
+                [precision],
+                marker="*",
+                s=160,
+                color="C3",
+                zorder=4,
+                label=f"threshold {stored['value']:.3f} (chosen on training data)",
+            )
+    ax.set(xlim=(0, 1.01), ylim=(0, 1.02), title="Precision-recall by class (test data)")
+    ax.legend(loc="lower left", fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_projection(data: ReportData):
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -414,7 +473,7 @@ def build_report(
             "trained out of core: the learning curve and TF-IDF baseline, which hold the "
             "training data in memory, are left out"
         )
-    test_texts, y_true, left_out = _rows_with_model_labels(model, test_set)
+    test_texts, y_true, left_out, _ = _rows_with_model_labels(model, test_set)
     if left_out:
         notes.append(
             f"{test_set.source}: left out {left_out:,} rows whose labels the model never saw"
@@ -434,7 +493,7 @@ def build_report(
         notes=notes,
     )
     if train_set is not None:
-        train_texts, y_train, train_left_out = _rows_with_model_labels(model, train_set)
+        train_texts, y_train, train_left_out, kept = _rows_with_model_labels(model, train_set)
         if train_left_out:
             notes.append(
                 f"{train_set.source}: left out {train_left_out:,} rows whose labels "
@@ -447,6 +506,20 @@ def build_report(
         )
         baseline = tfidf_pipeline(cv=cv, n_jobs=n_jobs).fit(train_texts, y_train)
         data.tfidf_accuracy = float(baseline.score(test_texts, y_true))
+        probe = model.probe
+        assert isinstance(probe, LinearProbe)  # the training set is read for these only
+        issues = find_label_issues(
+            y_train, probe.out_of_fold_proba(X_train, y_train), model.classes
+        )
+        data.n_label_issues = len(issues)
+        data.label_issues = [
+            {
+                **issue.to_dict(),
+                "line": train_set.line_numbers[kept[issue.index]],
+                "text": train_texts[issue.index],
+            }
+            for issue in issues[:N_SHOWN]
+        ]
     return data
 
 
@@ -477,9 +550,9 @@ def _training_data_of(
 
 def _rows_with_model_labels(
     model: Classifier, labelled: LabelledTexts
-) -> tuple[list[str], np.ndarray, int]:
+) -> tuple[list[str], np.ndarray, int, list[int]]:
     """The texts and labels (as the model's values) of the rows whose label the model knows,
-    and how many rows were left out."""
+    how many rows were left out, and the kept rows' indices in ``labelled``."""
     labels = model.align_labels(labelled.labels or [], labelled.source)  # refuses no overlap
     by_text = {str(c): c for c in model.classes}
     keep = [i for i, y in enumerate(labels) if str(y) in by_text]
@@ -487,6 +560,7 @@ def _rows_with_model_labels(
         [labelled.texts[i] for i in keep],
         np.asarray([by_text[str(labels[i])] for i in keep]),
         len(labels) - len(keep),
+        keep,
     )
 
 
@@ -566,6 +640,9 @@ def write_report(data: ReportData, out: str | Path) -> Path:
             )
         )
     figures.append(("reliability", "Calibration", figure_png(plot_reliability(data))))
+    figures.append(
+        ("precision_recall", "Precision and recall", figure_png(plot_precision_recall(data)))
+    )
     if len(data.texts) >= 2:  # a 2-D projection (PCA) needs two points at least
         figures.append(("projection", "Where the errors are", figure_png(plot_projection(data))))
     else:
@@ -594,7 +671,7 @@ def write_report(data: ReportData, out: str | Path) -> Path:
         ],
         sweep_rows=sorted(
             data.card.get("sweep", {}).get("rows", []),
-            key=lambda r: (-(r["cv_accuracy"] or -1.0), -(r.get("screen_accuracy") or 0.0)),
+            key=lambda r: (-(r["cv_accuracy"] or -1.0), -(r.get("screen_score") or 0.0)),
         )[:10],
     )
     path = out / "report.html"

@@ -228,9 +228,15 @@ def create_app(
     limits: ServeLimits = ServeLimits(),
     batching: BatchingConfig = BatchingConfig(),
     device: str = "cpu",
+    threshold: float | str | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``model``; the batching worker starts and stops with the app."""
+    """A FastAPI app serving ``model``; the batching worker starts and stops with the app.
+
+    ``threshold`` (two classes; ``"auto"``: the card's) decides the labels as in
+    :meth:`~bertprobe.model.Classifier.predict`; the probabilities are unchanged.
+    """
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.probe.classes_]
+    cut = model.threshold(threshold)  # checked now: a bad threshold never starts a server
     # No embedding cache: requests' texts are rarely seen twice, and serving writes nothing.
     run = RunOptions(batch_size=batching.batch_size, device=device, use_cache=False)
 
@@ -277,7 +283,7 @@ def create_app(
             model=model.id,
             predictions=[
                 Prediction(
-                    label=classes[int(np.argmax(row))],
+                    label=classes[_decided(row, cut)],
                     probabilities={str(c): float(p) for c, p in zip(classes, row, strict=True)},
                 )
                 for row in rows
@@ -313,6 +319,13 @@ def create_app(
     return app
 
 
+def _decided(row: np.ndarray, threshold: float | None) -> int:
+    """The column of the label given: argmax, or with a threshold on the second class."""
+    if threshold is None:
+        return int(np.argmax(row))
+    return int(row[1] >= threshold)
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, or a one-line error if that address cannot be had.
 
@@ -345,6 +358,7 @@ def serve(
     device: str = "cpu",
     graceful_seconds: int = 30,
     sock: socket.socket | None = None,
+    threshold: float | str | None = None,
 ) -> None:
     """Run the app on uvicorn until SIGINT/SIGTERM; requests in flight are finished first.
 
@@ -354,7 +368,7 @@ def serve(
         import uvicorn
 
     sock = sock or listen_socket(host, port)
-    app = create_app(model, limits=limits, batching=batching, device=device)
+    app = create_app(model, limits=limits, batching=batching, device=device, threshold=threshold)
     config = uvicorn.Config(
         app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info"
     )

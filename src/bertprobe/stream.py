@@ -122,6 +122,7 @@ def predict_file(
     reading: ReadOptions = ReadOptions(),
     chunk_size: int = 4096,
     on_chunk: Callable[[int], None] | None = None,
+    threshold: float | None = None,
 ) -> PredictFileStats:
     """Label every text of ``path`` into ``out`` (JSON Lines, CSV or Parquet by its name).
 
@@ -130,6 +131,7 @@ def predict_file(
     is called after each chunk is stored. An interrupted run resumes after its last stored
     chunk when called again with the same input, model, backend and ``chunk_size``; a model
     that was never saved (no card id) cannot be told apart from another, so it starts over.
+    ``threshold`` (two classes): label the second class where its probability reaches it.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -148,6 +150,7 @@ def predict_file(
         "chunk_size": chunk_size,
         "text_col": None if reading.text_col is None else str(reading.text_col),
         "drop_empty": reading.drop_empty,
+        **({"threshold": threshold} if threshold is not None else {}),
     }
     stats = PredictFileStats(
         out=out,
@@ -177,7 +180,8 @@ def predict_file(
                     cache=cache,
                 )
                 probabilities = model.head.predict_proba(X, texts=texts)
-                parts.write(prediction_table(texts, probabilities, classes))
+                labels = model.decide(probabilities, threshold) if threshold is not None else None
+                parts.write(prediction_table(texts, probabilities, classes, labels))
                 stats.n_cached += embedded.n_cached
                 stats.n_truncated += embedded.n_truncated
                 bar.update(len(texts))

@@ -45,7 +45,7 @@ from bertprobe.encode import (
     embed_views,
 )
 from bertprobe.errors import BadInputError
-from bertprobe.probe import COARSE_C_GRID, LinearProbe, check_trainable
+from bertprobe.probe import COARSE_C_GRID, LinearProbe, check_trainable, metric_score
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class Candidate:
 
 @dataclass
 class SweepRow:
-    """One candidate's scores. ``screen_accuracy``: ridge leave-one-out accuracy (every row);
+    """One candidate's scores. ``screen_score``: ridge leave-one-out score of the sweep's
+    metric (every row; accuracy by default);
     ``cv_accuracy``, ``cv_std``, ``C``: the logistic regression's k-fold CV (finalists only,
     ``None`` for candidates the screen left out)."""
 
@@ -75,11 +76,17 @@ class SweepRow:
     cv_std: float | None
     C: float | None
     fit_seconds: float
-    screen_accuracy: float | None = None
+    screen_score: float | None = None
+    # The mean CV score of the metric the sweep ranks by (None: accuracy, cv_accuracy).
+    cv_score: float | None = None
 
     @property
     def finalist(self) -> bool:
         return self.cv_accuracy is not None
+
+    @property
+    def rank_score(self) -> float | None:
+        return self.cv_accuracy if self.cv_score is None else self.cv_score
 
 
 @dataclass
@@ -95,6 +102,8 @@ class SweepResult:
     seconds: float
     # The best probe and the TF-IDF baseline voting (mean of their probabilities), same folds.
     vote_cv_accuracy: float | None = None
+    # What the candidates are ranked by (see bertprobe.probe.METRICS).
+    metric: str = "accuracy"
 
     screen_seconds: float = 0.0
 
@@ -104,8 +113,9 @@ class SweepResult:
 
     @property
     def best(self) -> SweepRow:
-        """The finalist with the highest CV accuracy; among equals, the narrower features."""
-        return max(self.finalists, key=lambda r: (round(r.cv_accuracy or 0.0, 6), -r.dim))
+        """The finalist with the highest CV score of :attr:`metric`; among equals, the
+        narrower (cheaper) features."""
+        return max(self.finalists, key=lambda r: (round(r.rank_score or 0.0, 6), -r.dim))
 
     @property
     def vote_wins(self) -> bool:
@@ -124,6 +134,7 @@ class SweepResult:
             "encoder": self.encoder,
             "n_train": self.n_train,
             "cv": self.cv,
+            "metric": self.metric,
             "best": self.best.name,
             "tfidf_cv_accuracy": self.tfidf_cv_accuracy,
             "vote_cv_accuracy": self.vote_cv_accuracy,
@@ -188,10 +199,16 @@ def run_sweep(
     tfidf: bool = True,
     progress: bool = False,
     on_row: Callable[[SweepRow], None] | None = None,
+    metric: str = "accuracy",
+    class_weight: str | None = None,
 ) -> SweepResult:
     """Screen every candidate, score the best ``finalists`` by CV on (texts, labels); see the
     module docstring. ``finalists=0`` scores every candidate by CV (the exhaustive sweep, no
-    screen)."""
+    screen).
+
+    ``metric`` ranks the candidates, in the screen and by CV (and picks each finalist's C);
+    ``class_weight`` is the probes'. The TF-IDF vote is still decided by accuracy.
+    """
     start = time.perf_counter()
     check_trainable(labels, cv)
     if finalists < 0:
@@ -219,7 +236,7 @@ def run_sweep(
     everyone = candidates(model.num_hidden_states, poolings)
     screen_start = time.perf_counter()
     screened = (
-        screen_candidates(by_view, y, everyone, model.num_hidden_states, poolings)
+        screen_candidates(by_view, y, everyone, model.num_hidden_states, poolings, metric=metric)
         if finalists and finalists < len(everyone)
         else {}
     )
@@ -241,7 +258,9 @@ def run_sweep(
             )  # fmt: skip
         else:
             fit_start = time.perf_counter()
-            probe = LinearProbe(Cs=tuple(Cs), cv=cv, n_jobs=n_jobs).fit(features(cand), y)
+            probe = LinearProbe(
+                Cs=tuple(Cs), cv=cv, n_jobs=n_jobs, class_weight=class_weight, scoring=metric
+            ).fit(features(cand), y)
             best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
             row = SweepRow(
                 cand.name,
@@ -253,6 +272,7 @@ def run_sweep(
                 probe.C_,
                 time.perf_counter() - fit_start,
                 screened.get(cand.name),
+                probe.cv_score_ if metric != "accuracy" else None,
             )
         rows.append(row)
         if on_row is not None:
@@ -267,6 +287,7 @@ def run_sweep(
         embed=stats,
         seconds=0.0,
         screen_seconds=screen_seconds,
+        metric=metric,
     )
     if tfidf:
         result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
@@ -291,8 +312,9 @@ def screen_candidates(
     num_hidden_states: int,
     poolings: Sequence[str],
     alphas: Sequence[float] = RIDGE_ALPHA_GRID,
+    metric: str = "accuracy",
 ) -> dict[str, float]:
-    """Each candidate's ridge leave-one-out accuracy (at its best penalty), by name.
+    """Each candidate's ridge leave-one-out ``metric`` (at its best penalty), by name.
 
     ``by_view`` is (texts, views, hidden) with the views ordered pooling by pooling, layer by
     layer, as :func:`run_sweep` embeds them. Standardization is per column, so each pooling's
@@ -313,7 +335,7 @@ def screen_candidates(
             loo = _ridge_loo_predictions(
                 Zc, targets, gram[np.ix_(cols, cols)], n * np.asarray(alphas)
             )
-            scores[cand.name] = float(_accuracy_of(loo, targets).max())
+            scores[cand.name] = max(_screen_scores(loo, targets, y, metric))
     return scores
 
 
@@ -382,6 +404,25 @@ def _ridge_loo_predictions(
         leverage = 1.0 / n + squared @ inverse
         out[:, :, k] = targets - (targets - fitted) / (1.0 - leverage)[:, None]
     return out
+
+
+def _screen_scores(
+    predictions: np.ndarray, targets: np.ndarray, y: np.ndarray, metric: str
+) -> list[float]:
+    """``metric`` per alpha of held-out ridge scores; accuracy directly, the others through
+    :func:`~bertprobe.probe.metric_score` on the scores as stand-in probabilities."""
+    if metric == "accuracy":
+        return _accuracy_of(predictions, targets).tolist()
+    from scipy.special import softmax
+
+    classes = np.unique(y)
+    found = []
+    for k in range(predictions.shape[2]):
+        scores = predictions[:, :, k]
+        if targets.shape[1] == 1:  # two classes: the score is for classes[1]
+            scores = np.column_stack([-scores[:, 0], scores[:, 0]])
+        found.append(metric_score(metric, y, softmax(scores, axis=1), classes))
+    return found
 
 
 def _accuracy_of(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:

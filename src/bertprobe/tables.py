@@ -51,13 +51,18 @@ def probability_column(label: Any) -> str:
 
 
 def prediction_table(
-    texts: Sequence[str], probabilities: np.ndarray, classes: Sequence[Any]
+    texts: Sequence[str],
+    probabilities: np.ndarray,
+    classes: Sequence[Any],
+    labels: Sequence[Any] | np.ndarray | None = None,
 ) -> pa.Table:
-    """One chunk of predictions: text, the most probable label, each class's probability."""
-    best = np.argmax(probabilities, axis=1)
+    """One chunk of predictions: text, the most probable label (or ``labels``, e.g. by a
+    decision threshold), each class's probability."""
+    if labels is None:
+        labels = [classes[int(i)] for i in np.argmax(probabilities, axis=1)]
     columns: dict[str, Any] = {
         "text": pa.array(list(texts), pa.string()),
-        "label": pa.array([classes[int(i)] for i in best]),
+        "label": pa.array([x.item() if isinstance(x, np.generic) else x for x in labels]),
     }
     # Rounded as predict has always printed them, so every format carries the same numbers.
     rounded = np.round(np.asarray(probabilities, dtype=np.float64), 6)
