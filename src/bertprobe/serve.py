@@ -526,19 +526,27 @@ class BodySizeLimit:
             return await self._refuse(send)
         received = 0
         body_done = False
+        too_large = False
 
         async def counting_receive():
-            nonlocal received, body_done
+            nonlocal received, body_done, too_large
             message = await receive()
             received += len(message.get("body", b""))
             body_done = not message.get("more_body", False)
             if received > self.max_bytes:
+                too_large = True
                 raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
+        async def send_unless_too_large(message) -> None:
+            # The app may turn the exception into an answer of its own (FastAPI: 400, "error
+            # parsing the body"); the answer is the 413, sent below.
+            if not too_large:
+                await send(message)
+
+        with suppress(_BodyTooLarge):
+            await self.app(scope, counting_receive, send_unless_too_large)
+        if too_large:
             if not body_done:
                 await self._drain(receive, received)
             await self._refuse(send)

@@ -1,0 +1,40 @@
+"""A real `bertprobe` service process whose encoder is slowed down (tests/test_serve_ops.py).
+
+The tiny test encoder runs in microseconds, so the HTTP layer, not the encoder, would be the
+bottleneck; sleeping in the forward pass (which, like torch, lets other threads run) makes the
+encoder the scarce resource it is in production, so overload really fills the queue.
+
+    python tests/slow_server.py MODEL_DIR PORT MAX_QUEUE BATCH_SECONDS TEXT_SECONDS
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import uvicorn
+
+from bertprobe.model import load_model
+from bertprobe.serve import BatchingConfig, ServeLimits, create_app
+
+
+def main() -> None:
+    folder, port, max_queue, batch_seconds, text_seconds = sys.argv[1:6]
+    model = load_model(folder)
+    answer = model.predict_proba
+
+    def slow_predict_proba(texts, *args, **options):
+        time.sleep(float(batch_seconds) + float(text_seconds) * len(texts))
+        return answer(texts, *args, **options)
+
+    model.predict_proba = slow_predict_proba  # type: ignore[method-assign]
+    app = create_app(
+        model,
+        limits=ServeLimits(max_queue=int(max_queue), request_timeout_s=30),
+        batching=BatchingConfig(max_batch=16, max_wait_ms=2),
+    )
+    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
