@@ -4,7 +4,7 @@ The tiny test encoder runs in microseconds, so the HTTP layer, not the encoder, 
 bottleneck; sleeping in the forward pass (which, like torch, lets other threads run) makes the
 encoder the scarce resource it is in production, so overload really fills the queue.
 
-    python tests/slow_server.py MODEL_DIR PORT MAX_QUEUE BATCH_SECONDS TEXT_SECONDS
+    python tests/slow_server.py MODEL_DIR PORT MAX_QUEUE MAX_BATCH BATCH_SECONDS TEXT_SECONDS
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from bertprobe.serve import BatchingConfig, ServeLimits, create_app
 
 
 def main() -> None:
-    folder, port, max_queue, batch_seconds, text_seconds = sys.argv[1:6]
+    import logging
+    import os
+
+    if os.environ.get("SLOW_SERVER_LOG"):  # for looking into a run: the access log, a file
+        handler = logging.FileHandler(os.environ["SLOW_SERVER_LOG"])
+        logging.getLogger("bertprobe.access").addHandler(handler)
+        logging.getLogger("bertprobe.access").setLevel(logging.INFO)
+    folder, port, max_queue, max_batch, batch_seconds, text_seconds = sys.argv[1:7]
     model = load_model(folder)
     answer = model.predict_proba
 
@@ -31,7 +38,7 @@ def main() -> None:
     app = create_app(
         model,
         limits=ServeLimits(max_queue=int(max_queue), request_timeout_s=30),
-        batching=BatchingConfig(max_batch=16, max_wait_ms=2),
+        batching=BatchingConfig(max_batch=int(max_batch), max_wait_ms=2),
     )
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
 
