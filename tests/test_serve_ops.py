@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -585,3 +586,63 @@ def test_reload_of_a_broken_folder_is_refused_with_its_reason(model, tiny_model_
     assert missing.status_code == 422 and len(missing.json()["detail"].splitlines()) == 1
     assert still.status_code == 200 and still.json()["model"] == model.id
     assert still.json()["model_path"] == str(tiny_model_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_cli_service_reloads_on_sighup_and_logs_json(tiny_model_dir, tmp_path):
+    """`bertprobe serve` end to end: the key from the environment, SIGHUP reloads the folder,
+    access log lines are JSON on standard error."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "wb") as stderr:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bertprobe",
+                "serve",
+                "--model",
+                str(tiny_model_dir),
+                "--port",
+                str(port),
+                "--max-queue",
+                "32",
+                "--cors-origin",
+                "http://example.com",
+            ],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "BERTPROBE_API_KEY": KEY},
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, errors.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        key = {"Authorization": f"Bearer {KEY}", "X-Request-ID": "cli-test-1"}
+        assert httpx.post(url + "/v1/predict", json={"texts": ["fine"]}).status_code == 401
+        assert httpx.post(url + "/v1/predict", json={"texts": ["fine"]}, headers=key).is_success
+        server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while True:
+            samples = metric_samples(httpx.get(url + "/metrics").text)
+            if samples.get(("bertprobe_reloads_total", (("outcome", "ok"),))) == 1:
+                break
+            assert time.monotonic() < deadline, "SIGHUP did not reload the model"
+            time.sleep(0.2)
+        assert samples["bertprobe_queue_limit_texts", ()] == 32
+        assert httpx.post(url + "/v1/predict", json={"texts": ["fine"]}, headers=key).is_success
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    lines = [json.loads(line) for line in errors.read_text().splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line["request_id"] == "cli-test-1"]
+    assert [(line["status"], line["texts"]) for line in mine] == [(200, 1), (200, 1)]
+    assert mine[0]["model_id"] == mine[1]["model_id"]  # the same folder, reloaded
+    assert "reloaded: " in errors.read_text()
