@@ -341,6 +341,30 @@ def test_batcher_bounds_its_queue_and_drops_cancelled_work():
     assert batcher.dropped == 1 and batcher.pending_texts == 0
 
 
+def test_a_full_queue_answers_503_with_retry_after(tiny_model_dir):
+    slow_model, slow = slowed(tiny_model_dir, 0.8)
+    app = create_app(slow_model, limits=ServeLimits(max_queue=1))
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        slow.set()
+
+        def ask(text):
+            return client.post("/v1/predict", json={"texts": [text]})
+
+        running = pool.submit(ask, "in the encoder")
+        time.sleep(0.3)
+        waiting = pool.submit(ask, "waits in the queue")
+        time.sleep(0.2)
+        refused = ask("one too many")
+        assert running.result().status_code == 200 and waiting.result().status_code == 200
+        samples = metric_samples(client.get("/metrics").text)
+    assert refused.status_code == 503
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["detail"].startswith(
+        "the service is at capacity (the encoder's queue is full: 1 of 1"
+    )
+    assert samples["bertprobe_rejected_requests_total", (("reason", "queue_full"),)] == 1
+
+
 def test_a_request_past_its_deadline_gets_504(tiny_model_dir):
     slow_model, slow = slowed(tiny_model_dir, 1.5)
     app = create_app(slow_model, limits=ServeLimits(request_timeout_s=0.3))

@@ -217,8 +217,8 @@ class QueueFullError(Exception):
 
     def __init__(self, waiting: int, limit: int, retry_after_s: int) -> None:
         super().__init__(
-            f"the service is at capacity: {waiting:,} texts wait for the encoder (the queue "
-            f"holds {limit:,}); retry after {retry_after_s} s"
+            f"the service is at capacity (the encoder's queue is full: {waiting:,} of "
+            f"{limit:,} texts); retry after {retry_after_s} s"
         )
         self.retry_after_s = retry_after_s
 
