@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Annotated, Any
@@ -1002,13 +1002,6 @@ def serve(
     app = create_app(
         model, limits=limits, batching=batching, security=security, device=device, backend=backend
     )
-    for logger in (access_log, log):
-        if not logger.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
     config = uvicorn.Config(
         app,
         host=host,
@@ -1022,8 +1015,30 @@ def serve(
         signal.signal(hangup, lambda *_: app.state.reload_in_background()) if hangup else None
     )
     try:
-        with sock:
+        with sock, _log_to_stderr(access_log, log):
             uvicorn.Server(config).run(sockets=[sock])
     finally:
         if hangup is not None:
             signal.signal(hangup, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def _log_to_stderr(*loggers: logging.Logger):
+    """INFO records of ``loggers`` as bare lines on standard error while the server runs,
+    unless the application configured them (a handler of its own); put back afterwards."""
+    added = []
+    for logger in loggers:
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            added.append((logger, handler, logger.level, logger.propagate))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False  # once is enough, whatever the root logger does
+    try:
+        yield
+    finally:
+        for logger, handler, level, propagate in added:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
