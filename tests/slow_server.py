@@ -27,6 +27,11 @@ def main() -> None:
         logging.getLogger("bertprobe.access").addHandler(handler)
         logging.getLogger("bertprobe.access").setLevel(logging.INFO)
     folder, port, max_queue, max_batch, batch_seconds, text_seconds = sys.argv[1:7]
+    import torch
+
+    # One torch thread: on a busy machine two threads that wait on each other make the real
+    # (tiny) forward pass vary by hundreds of ms, noise on top of the sleep that is measured.
+    torch.set_num_threads(1)
     model = load_model(folder)
     answer = model.predict_proba
 

@@ -501,6 +501,38 @@ class RequestObserver:
             )
 
 
+class ShedWhenFull:
+    """ASGI middleware: while the encoder's queue is full, answer ``POST path`` with 503 before
+    parsing its body. Refusing must cost less than serving: parsing and validating the JSON of
+    requests that cannot be let in took the CPU the encoder needed, and stretched the waits of
+    those let in. The body is read and thrown away first (within :class:`BodySizeLimit`, so a
+    bounded one), so that the connection stays usable; the endpoint refuses exactly too (a
+    request that would overflow a queue not yet full)."""
+
+    def __init__(self, app, path: str, batcher: Callable[[], Batcher]) -> None:
+        self.app = app
+        self.path = path
+        self.batcher = batcher
+
+    async def __call__(self, scope, receive, send) -> None:
+        batcher = self.batcher()
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") != self.path
+            or batcher.max_queue is None
+            or batcher.pending_texts < batcher.max_queue
+        ):
+            return await self.app(scope, receive, send)
+        full = QueueFullError(batcher.pending_texts, batcher.max_queue, batcher.retry_after_s())
+        more = True
+        while more:
+            message = await receive()
+            more = message["type"] == "http.request" and message.get("more_body", False)
+        response = _error(503, str(full), {"Retry-After": str(full.retry_after_s)})
+        await response(scope, receive, send)
+
+
 # --- request bodies ---------------------------------------------------------------------------
 
 
@@ -707,8 +739,12 @@ def create_app(
                 metrics.reloads.labels("ok").inc()
                 log.info("reloaded: %s replaces %s", loaded.name, previous.name)
 
+        loop = getattr(app.state, "loop", None)
+        if loop is None or loop.is_closed():
+            log.warning("reload ignored: the service is not running")
+            return
         # Called from a signal handler or another thread: hand the work to the server's loop.
-        asyncio.run_coroutine_threadsafe(run_it(), app.state.loop)
+        asyncio.run_coroutine_threadsafe(run_it(), loop)
 
     first = prepare(model)
 
@@ -901,6 +937,7 @@ def create_app(
 
     # The last added is the outermost: every answer, a 413 or a CORS preflight too, is counted,
     # logged and carries its request id.
+    app.add_middleware(ShedWhenFull, path="/v1/predict", batcher=lambda: app.state.served.batcher)
     app.add_middleware(
         BodySizeLimit, max_bytes=limits.max_body_bytes, max_drain_bytes=limits.max_drain_bytes
     )
