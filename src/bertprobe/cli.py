@@ -887,12 +887,15 @@ def serve_command(
         typer.Option(
             envvar="BERTPROBE_API_KEY",
             show_envvar=True,
+            metavar="KEY",
             help="Require Authorization: Bearer KEY on /v1/* (admin routes need it always).",
         ),
     ] = None,
     cors_origin: Annotated[
         list[str] | None,
-        typer.Option(help="Allow browser pages from this origin (repeatable; * for any)."),
+        typer.Option(
+            metavar="ORIGIN", help="Allow browser pages from this origin (repeatable; * for any)."
+        ),
     ] = None,
     device: DeviceOpt = "cpu",
     backend: BackendOpt = None,
