@@ -107,9 +107,11 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/embed_bench.py
 	$(BIN)/python bench/auto_bench.py
 
-# Load benchmark of the HTTP service (loopback only): dynamic batching on against off.
+# Load benchmarks of the HTTP service (loopback only): batching on against off (Python client),
+# then wrk by backend, batching and connections, with an overload row.
 bench-serve: $(BIN)/.installed
 	$(BIN)/python bench/serve_load.py --model $(DEMO_OUT)/sst2-minilm-mean
+	$(BIN)/python bench/serve_bench.py --model $(DEMO_OUT)/sst2-minilm-mean
 
 # Fine-tuning against the probe and SetFit, full data and few-shot (prints a table; hours).
 bench-finetune: $(BIN)/.installed

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,11 +76,15 @@ def start_server(model: Path, port: int, batching: bool, backend: str | None) ->
     ]
     if backend:
         command += ["--backend", backend]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Standard error carries an access log line per request: to a file, since a pipe nobody
+    # reads fills up and stops the server.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server runs
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"server exited: {server.stderr.read().decode()[-500:]}")
+            log.seek(0)
+            raise SystemExit(f"server exited: {log.read().decode()[-500:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return server

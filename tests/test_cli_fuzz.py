@@ -178,6 +178,8 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "text_col": ["0", "text"],
         "label_col": ["1", "label"],
         "host": ["127.0.0.1", "localhost"],
+        "api_key": ["s3cret-key"],
+        "cors_origin": ["http://localhost:3000", "*"],
         "texts": ["the film was great", "the plot was awful", "-"],
         "cv": ["2", "3"],
         "jobs": ["1", "-1"],

@@ -96,7 +96,7 @@ def test_concurrent_requests_are_batched_and_never_mixed(client, model):
         assert [probabilities[str(c)] for c in model.classes] == pytest.approx(
             expected[text].tolist(), abs=1e-6
         ), text
-    batcher = client.app.state.batcher
+    batcher = client.app.state.served.batcher
     assert batcher.largest_batch > 1  # requests really were gathered
     assert batcher.batches < len(texts)
 

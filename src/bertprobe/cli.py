@@ -948,16 +948,61 @@ def serve_command(
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Largest request body, in bytes.")
     ] = 1_000_000,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most texts waiting for the encoder; past it, 503 with Retry-After. Default: "
+            "the encoder rate measured at start-up times --latency-budget.",
+        ),
+    ] = None,
+    latency_budget: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            max=3600,
+            callback=_finite,
+            help="Seconds a text may wait for the encoder; sizes the default --max-queue.",
+        ),
+    ] = 1.0,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            max=3600,
+            callback=_finite,
+            help="Seconds before an unanswered request gets 504 (its work is dropped).",
+        ),
+    ] = 30.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BERTPROBE_API_KEY",
+            show_envvar=True,
+            metavar="KEY",
+            help="Require Authorization: Bearer KEY on /v1/* (admin routes need it always).",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ORIGIN", help="Allow browser pages from this origin (repeatable; * for any)."
+        ),
+    ] = None,
     device: DeviceOpt = "cpu",
     backend: BackendOpt = None,
     threshold: ThresholdOpt = None,
 ) -> None:
-    """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /."""
-    require_extra("serve")
-    from bertprobe.serve import BatchingConfig, ServeLimits, listen_socket, serve
+    """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /.
 
+    /metrics (Prometheus) and /healthz are open; SIGHUP or POST /v1/admin/reload swaps in the
+    model folder again (or another), checked, without dropping requests."""
+    require_extra("serve")
+    from bertprobe.serve import BatchingConfig, ServeLimits, ServeSecurity, listen_socket, serve
+
+    security = ServeSecurity(api_key=api_key, cors_origins=tuple(cors_origin or ()))
     model = Classifier.load(model_dir)  # a bad folder fails here, before the server starts
-    cut = model.threshold(threshold)
+    model.threshold(threshold)  # checked before the server starts (and at each reload)
     if backend is not None:
         model.backend = check_backend(backend)
     RunOptions(device=device).load(model.encoder, model.backend)  # loaded before listening
@@ -972,9 +1017,18 @@ def serve_command(
         port=port,
         device=device,
         sock=sock,
-        limits=ServeLimits(max_texts, max_chars, max_body_bytes),
+        backend=model.backend if backend is not None else None,
+        limits=ServeLimits(
+            max_texts,
+            max_chars,
+            max_body_bytes,
+            max_queue=max_queue,
+            latency_budget_s=latency_budget,
+            request_timeout_s=request_timeout,
+        ),
         batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
-        threshold=cut,
+        threshold=threshold,
+        security=security,
     )
 
 

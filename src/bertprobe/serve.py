@@ -1,11 +1,27 @@
-"""The HTTP prediction service: FastAPI, with dynamic batching.
+"""The HTTP prediction service: FastAPI, with dynamic batching, backpressure, metrics and safe
+model swaps.
 
 Concurrent requests are gathered into one encoder batch by a single worker that owns the model
 (a forward pass over 32 sentences costs far less than 32 passes over one); each request gets
 back exactly its own rows. ``bertprobe serve --model DIR`` runs it on uvicorn.
 
 Endpoints: ``POST /v1/predict`` {"texts": [...]}, ``GET /v1/model`` (the model card),
-``GET /healthz``, ``GET /`` (a try-it page), ``GET /openapi.json``.
+``POST /v1/admin/reload`` (load the model folder again, or another, and swap), ``GET /healthz``,
+``GET /metrics`` (Prometheus), ``GET /`` (a try-it page), ``GET /openapi.json``.
+
+Operating it:
+
+- Backpressure: texts wait for the encoder in a bounded queue (:attr:`ServeLimits.max_queue`,
+  by default the encoder rate measured at start-up times :attr:`ServeLimits.latency_budget_s`);
+  past it a request is answered 503 with ``Retry-After`` at once, instead of waiting longer
+  than anyone wants. A request unanswered after :attr:`ServeLimits.request_timeout_s` gets
+  504; work whose client has gone or timed out is dropped before it reaches the encoder.
+- Every request gets one JSON line on the ``bertprobe.access`` logger and an ``X-Request-ID``
+  (the client's own, if it sent a sane one).
+- A reload loads the new folder beside the old model with the usual checks (card, hashes,
+  encoder fingerprint), warms it up, then swaps one reference: each request takes the
+  reference once, so it is answered wholly by one model; the old model's queue is drained
+  and its worker stopped. A folder that fails its checks is refused; the old model serves on.
 
 Example:
     >>> from bertprobe.model import load_model
@@ -14,11 +30,20 @@ Example:
 """
 
 import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import re
+import signal
 import socket
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -30,19 +55,45 @@ from bertprobe.extras import needs_extra
 from bertprobe.model import Classifier
 
 with needs_extra("serve"):
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
     from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+    from starlette.middleware.cors import CORSMiddleware
+
+access_log = logging.getLogger("bertprobe.access")
+log = logging.getLogger("bertprobe.serve")
 
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """What one request may ask for; past these the answer is a 4xx, not a slow server."""
+    """What one request may ask for, and how much work may wait: past these the answer is a
+    4xx or a 503, not a slow server.
+
+    ``max_queue`` counts texts waiting for the encoder; ``None`` sizes it at start-up from the
+    measured encoder rate: ``rate * latency_budget_s`` texts, so a text let in waits about
+    ``latency_budget_s`` at most. A request bigger than the whole queue is let in when the
+    queue is empty. ``max_drain_bytes``: an oversized body is read and thrown away up to this
+    many bytes before the 413 is sent, so that a client that sends its whole body before
+    reading (urllib, requests) gets to read the answer instead of a reset connection.
+    """
 
     max_texts: int = 256
     max_chars: int = 2000
     max_body_bytes: int = 1_000_000
+    max_queue: int | None = None
+    latency_budget_s: float = 1.0
+    request_timeout_s: float = 30.0
+    max_drain_bytes: int = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -58,6 +109,38 @@ class BatchingConfig:
     max_batch: int = 64
     max_wait_ms: float = 5.0
     batch_size: int = 8
+
+
+# A key is sent in a header: printable ASCII without spaces, so every client can send it.
+_KEY_PATTERN = re.compile(r"[!-~]+")
+_ORIGIN_PATTERN = re.compile(r"\*|https?://[^/\s?#]+")
+
+
+@dataclass(frozen=True)
+class ServeSecurity:
+    """Who may call the service.
+
+    ``api_key``: every ``/v1/*`` route asks for ``Authorization: Bearer <api_key>``; the admin
+    routes are refused (403) when there is no key. ``/healthz`` and ``/metrics`` stay open.
+    ``cors_origins``: browser origins allowed to call the API from their pages (``*`` for
+    any); none by default.
+    """
+
+    api_key: str | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not _KEY_PATTERN.fullmatch(self.api_key):
+            raise BadInputError(
+                "the API key must be printable ASCII without spaces (it travels in the "
+                "Authorization header); choose another, e.g. from `openssl rand -hex 32`"
+            )
+        for origin in self.cors_origins:
+            if not _ORIGIN_PATTERN.fullmatch(origin):
+                raise BadInputError(
+                    f"CORS origin {origin!r} is not scheme://host[:port] (e.g. "
+                    "https://example.com) or *; give one origin per --cors-origin"
+                )
 
 
 # "Has a visible character". Regex engines disagree on what \s covers (Python and pydantic's
@@ -96,7 +179,9 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
-    model: str
+    model: str = Field(description="The id of the model that answered (folder name and hash).")
+    model_id: str = Field(description="SHA-256 prefix of that model's card.")
+    model_path: str | None = Field(description="The folder that model was loaded from.")
 
 
 class Health(BaseModel):
@@ -108,7 +193,41 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="A model folder to serve instead; default: the folder served now.",
+    )
+
+
+class ReloadResponse(BaseModel):
+    model: str
+    model_id: str
+    model_path: str | None
+    previous: str
+
+
 # --- dynamic batching ------------------------------------------------------------------------
+
+
+class QueueFullError(Exception):
+    """The encoder's queue holds as many texts as it may; try again after ``retry_after_s``."""
+
+    def __init__(self, waiting: int, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"the service is at capacity (the encoder's queue is full: {waiting:,} of "
+            f"{limit:,} texts); retry after {retry_after_s} s"
+        )
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(eq=False)
+class _Job:
+    texts: list[str]
+    future: asyncio.Future
+    queued: bool = True  # counted in Batcher.pending_texts
 
 
 class Batcher:
@@ -116,103 +235,374 @@ class Batcher:
 
     ``predict(texts)`` must return one row of class probabilities per text. Rows are computed
     independently (attention masks make a text's vector independent of its batch), so merging
-    requests changes no answer.
+    requests changes no answer. At most ``max_queue`` texts wait (``None``: no bound); a job
+    whose caller stopped waiting (cancelled: timeout, client gone) is dropped unrun.
+    ``on_batch(n_texts)`` is called after each encoder batch.
     """
 
-    def __init__(self, predict: Callable[[list[str]], np.ndarray], config: BatchingConfig):
+    def __init__(
+        self,
+        predict: Callable[[list[str]], np.ndarray],
+        config: BatchingConfig,
+        *,
+        max_queue: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self._predict = predict
         self.config = config
-        self._queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         # torch runs in one dedicated thread, so the event loop stays free to accept requests.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertprobe-model")
         self._worker: asyncio.Task | None = None
+        self.pending_texts = 0
+        self.rate: float | None = None  # texts per second, measured by warm_up()
         self.batches = 0
         self.largest_batch = 0
+        self.dropped = 0
+
+    async def warm_up(self) -> float:
+        """Run the encoder (loading what it loads lazily), then time a gathered batch: the
+        encoder's rate in texts per second, also kept in :attr:`rate`."""
+        loop = asyncio.get_running_loop()
+        n = self.config.max_batch if self.config.enabled else 1
+        texts = [f"a warm-up sentence, number {i}, that times the encoder" for i in range(n)]
+        await loop.run_in_executor(self._executor, self._predict, texts)
+        best = math.inf
+        for _ in range(2):
+            start = time.perf_counter()
+            await loop.run_in_executor(self._executor, self._predict, texts)
+            best = min(best, time.perf_counter() - start)
+        self.rate = n / max(best, 1e-6)
+        return self.rate
 
     async def start(self) -> None:
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        """Answer every job already queued, then stop the worker."""
+        if self._worker is not None and not self._worker.done():
+            self._queue.put_nowait(None)  # after every job queued so far
             with suppress(asyncio.CancelledError):
                 await self._worker
         self._executor.shutdown(wait=True)
 
+    def retry_after_s(self) -> int:
+        """Seconds until the texts waiting now should have been run."""
+        rate = self.rate or 1.0
+        return max(1, math.ceil(self.pending_texts / rate))
+
     async def submit(self, texts: list[str]) -> np.ndarray:
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((texts, future))
-        return await future
+        """The rows for ``texts``; raises :class:`QueueFullError` when they do not fit."""
+        n = len(texts)
+        if (
+            self.max_queue is not None
+            and self.pending_texts > 0  # an empty queue takes any request
+            and self.pending_texts + n > self.max_queue
+        ):
+            raise QueueFullError(self.pending_texts, self.max_queue, self.retry_after_s())
+        job = _Job(texts, asyncio.get_running_loop().create_future())
+        self.pending_texts += n
+        self._queue.put_nowait(job)
+        try:
+            return await job.future  # cancelling the caller cancels the future: job dropped
+        finally:
+            self._unqueue(job)
+
+    def _unqueue(self, job: _Job) -> None:
+        if job.queued:
+            job.queued = False
+            self.pending_texts -= len(job.texts)
+
+    def _take(self, job: _Job, jobs: list[_Job]) -> int:
+        self._unqueue(job)
+        if job.future.done():  # cancelled: its client has gone or stopped waiting
+            self.dropped += 1
+            return 0
+        jobs.append(job)
+        return len(job.texts)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            jobs = [await self._queue.get()]
-            size = len(jobs[0][0])
+        closing = False
+        while not closing:
+            first = await self._queue.get()
+            if first is None:
+                return
+            jobs: list[_Job] = []
+            size = self._take(first, jobs)
             if self.config.enabled:
                 deadline = loop.time() + self.config.max_wait_ms / 1000
                 while size < self.config.max_batch:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        break
+                    # Jobs already waiting join at once: on a busy event loop the wait below
+                    # can time out before a queued job is handed over, leaving batches of one
+                    # while the queue is full (measured: 2 s waits under overload).
                     try:
-                        job = await asyncio.wait_for(self._queue.get(), timeout)
-                    except TimeoutError:
+                        job = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        timeout = deadline - loop.time()
+                        if timeout <= 0:
+                            break
+                        try:
+                            job = await asyncio.wait_for(self._queue.get(), timeout)
+                        except TimeoutError:
+                            break
+                    if job is None:
+                        closing = True
                         break
-                    jobs.append(job)
-                    size += len(job[0])
-            texts = [t for job_texts, _ in jobs for t in job_texts]
-            self.batches += 1
-            self.largest_batch = max(self.largest_batch, len(texts))
-            try:
-                rows = await loop.run_in_executor(self._executor, self._predict, texts)
-            except Exception as exc:  # one bad batch must not stop the worker
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for job_texts, future in jobs:
-                if not future.done():  # the client may have gone away
-                    future.set_result(rows[start : start + len(job_texts)])
-                start += len(job_texts)
+                    size += self._take(job, jobs)
+            if jobs:
+                await self._answer(jobs)
+
+    async def _answer(self, jobs: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        texts = [t for job in jobs for t in job.texts]
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(texts))
+        try:
+            rows = await loop.run_in_executor(self._executor, self._predict, texts)
+        except Exception as exc:  # one bad batch must not stop the worker
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(texts))
+        start = 0
+        for job in jobs:
+            if not job.future.done():  # the client may have gone away meanwhile
+                job.future.set_result(rows[start : start + len(job.texts)])
+            start += len(job.texts)
 
 
-# --- the app ---------------------------------------------------------------------------------
+# --- metrics and the access log ---------------------------------------------------------------
 
 
-class BodySizeLimit:
-    """ASGI middleware: refuse a request body over ``max_bytes`` with 413, before parsing it."""
+class ServeMetrics:
+    """The service's Prometheus metrics, in a registry of their own (so that several apps in
+    one process do not collide); ``GET /metrics`` serves them."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "bertprobe_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "bertprobe_request_duration_seconds",
+            "Time from request to answer, by route.",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch_texts = Histogram(
+            "bertprobe_batch_texts",
+            "Texts per encoder batch (dynamic batching gathers them from requests).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.texts = Counter(
+            "bertprobe_texts", "Texts run through the encoder (its rate is texts/s).", registry=r
+        )
+        self.queue_texts = Gauge(
+            "bertprobe_queue_texts", "Texts waiting for the encoder now.", registry=r
+        )
+        self.queue_limit = Gauge(
+            "bertprobe_queue_limit_texts", "Most texts that may wait (max_queue).", registry=r
+        )
+        self.encoder_rate = Gauge(
+            "bertprobe_encoder_rate_texts_per_second",
+            "The encoder's rate measured at the last warm-up (sizes the queue by default).",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "bertprobe_rejected_requests",
+            "Requests refused, by reason: queue_full, timeout, client_gone, too_large, "
+            "invalid, unauthorized, forbidden.",
+            ["reason"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "bertprobe_reloads", "Model reloads, by outcome (ok, refused).", ["outcome"], registry=r
+        )
+
+    def batch(self, n_texts: int) -> None:
+        self.batch_texts.observe(n_texts)
+        self.texts.inc(n_texts)
+
+
+_REJECTED = {
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    422: "invalid",
+    499: "client_gone",
+    503: "queue_full",
+    504: "timeout",
+}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class RequestObserver:
+    """ASGI middleware: a request id for every request (the client's ``X-Request-ID`` when it
+    is 1-128 safe characters, else a new uuid4), echoed in the answer; the request counted and
+    timed in :class:`ServeMetrics`; one JSON line on the ``bertprobe.access`` logger."""
+
+    def __init__(self, app, metrics: ServeMetrics, routes: frozenset[str]) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        start = time.perf_counter()
+        sent = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        # The endpoints write what they did here (texts, model): request.state is this dict.
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - start
+            path = scope.get("path", "")
+            route = path if path in self.routes else "other"
+            self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            if status in _REJECTED:
+                self.metrics.rejected.labels(_REJECTED[status]).inc()
+            access_log.info(
+                json.dumps(
+                    {
+                        "method": scope.get("method"),
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "request_id": request_id,
+                        "texts": state.get("texts"),
+                        "model_id": state.get("model_id"),
+                    }
+                )
+            )
+
+
+class ShedWhenFull:
+    """ASGI middleware: while the encoder's queue is full, answer ``POST path`` with 503 before
+    parsing its body. Refusing must cost less than serving: parsing and validating the JSON of
+    requests that cannot be let in took the CPU the encoder needed, and stretched the waits of
+    those let in. The body is read and thrown away first (within :class:`BodySizeLimit`, so a
+    bounded one), so that the connection stays usable; the endpoint refuses exactly too (a
+    request that would overflow a queue not yet full)."""
+
+    def __init__(self, app, path: str, batcher: Callable[[], Batcher]) -> None:
+        self.app = app
+        self.path = path
+        self.batcher = batcher
+
+    async def __call__(self, scope, receive, send) -> None:
+        batcher = self.batcher()
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") != self.path
+            or batcher.max_queue is None
+            or batcher.pending_texts < batcher.max_queue
+        ):
+            return await self.app(scope, receive, send)
+        full = QueueFullError(batcher.pending_texts, batcher.max_queue, batcher.retry_after_s())
+        more = True
+        while more:
+            message = await receive()
+            more = message["type"] == "http.request" and message.get("more_body", False)
+        response = _error(503, str(full), {"Retry-After": str(full.retry_after_s)})
+        await response(scope, receive, send)
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse a request body over ``max_bytes`` with 413, before parsing it.
+
+    The decision is taken on ``Content-Length`` before reading, or as a chunked body passes the
+    limit. The client must be able to read that answer: a client that sends its whole body
+    first (urllib) gets a reset connection, not the 413, if the server closes the socket with
+    the body unread. So the rest of the body is read and thrown away, up to ``max_drain_bytes``,
+    before answering (never kept: memory stays flat); a client that waits for
+    ``100 Continue`` has sent nothing, and is answered at once. The connection is then closed.
+    """
+
+    def __init__(self, app, max_bytes: int, max_drain_bytes: int = 16_000_000) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_drain_bytes = max_drain_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            waits = headers.get(b"expect", b"").lower() == b"100-continue"
+            if not waits and int(declared) <= self.max_drain_bytes:
+                await self._drain(receive, 0)
             return await self._refuse(send)
         received = 0
+        body_done = False
+        too_large = False
 
         async def counting_receive():
-            nonlocal received
+            nonlocal received, body_done, too_large
             message = await receive()
             received += len(message.get("body", b""))
+            body_done = not message.get("more_body", False)
             if received > self.max_bytes:
+                too_large = True
                 raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
+        async def send_unless_too_large(message) -> None:
+            # The app may turn the exception into an answer of its own (FastAPI: 400, "error
+            # parsing the body"); the answer is the 413, sent below.
+            if not too_large:
+                await send(message)
+
+        with suppress(_BodyTooLarge):
+            await self.app(scope, counting_receive, send_unless_too_large)
+        if too_large:
+            if not body_done:
+                await self._drain(receive, received)
             await self._refuse(send)
+
+    async def _drain(self, receive, received: int) -> None:
+        while received <= self.max_drain_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client has gone
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _refuse(self, send) -> None:
         response = JSONResponse(
             {"detail": f"request body over {self.max_bytes:,} bytes; send fewer or shorter texts"},
             status_code=413,
+            headers={"Connection": "close"},
         )
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
@@ -222,82 +612,319 @@ class _BodyTooLarge(Exception):
     pass
 
 
+# --- the app ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model being served, with its own batching worker (texts of two models never share a
+    batch) and the names each answer carries."""
+
+    model: Classifier
+    batcher: Batcher
+    classes: list
+    model_id: str
+    path: str | None
+    cut: float | None = None  # the decision threshold on the second class, when asked for
+
+    @property
+    def name(self) -> str:
+        return str(self.model.card.get("id", self.model_id))
+
+
+def card_digest(card: dict[str, Any]) -> str:
+    """A short SHA-256 of a model card: names a model version whatever its folder is called."""
+    return hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def queue_size(rate: float, limits: ServeLimits, batching: BatchingConfig) -> int:
+    """The queue bound: ``limits.max_queue`` if set, else what the encoder runs in the latency
+    budget at ``rate`` texts/s (and at least one gathered batch)."""
+    if limits.max_queue is not None:
+        return limits.max_queue
+    floor = batching.max_batch if batching.enabled else 1
+    return max(floor, math.floor(rate * limits.latency_budget_s))
+
+
+def _error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
 def create_app(
     model: Classifier,
     *,
     limits: ServeLimits = ServeLimits(),
     batching: BatchingConfig = BatchingConfig(),
+    security: ServeSecurity = ServeSecurity(),
     device: str = "cpu",
+    backend: str | None = None,
     threshold: float | str | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``model``; the batching worker starts and stops with the app.
+    """A FastAPI app serving ``model``; the batching worker starts (after a warm-up that
+    sizes the queue) and stops with the app. ``backend`` overrides the model's own, for this
+    model and every model reloaded later.
 
-    ``threshold`` (two classes; ``"auto"``: the card's) decides the labels as in
-    :meth:`~bertprobe.model.Classifier.predict`; the probabilities are unchanged.
+    ``threshold`` (two classes; ``"auto"``: each served model's card's) decides the labels as
+    in :meth:`~bertprobe.model.Classifier.predict`; the probabilities are unchanged. A model
+    it does not suit is refused, at start-up and at a reload.
     """
-    classes = [c.item() if isinstance(c, np.generic) else c for c in model.probe.classes_]
-    cut = model.threshold(threshold)  # checked now: a bad threshold never starts a server
     # No embedding cache: requests' texts are rarely seen twice, and serving writes nothing.
     run = RunOptions(batch_size=batching.batch_size, device=device, use_cache=False)
+    metrics = ServeMetrics()
+    live: set[Batcher] = set()  # the current model's batcher, and old ones still draining
+    metrics.queue_texts.set_function(lambda: sum(b.pending_texts for b in live))
 
-    def predict_rows(texts: list[str]) -> np.ndarray:
-        return model.predict_proba(texts, run)
+    def prepare(candidate: Classifier) -> LoadedModel:
+        if backend is not None:
+            candidate.backend = backend
 
-    batcher = Batcher(predict_rows, batching)
+        def predict_rows(texts: list[str]) -> np.ndarray:
+            return candidate.predict_proba(texts, run)
+
+        classes = [c.item() if isinstance(c, np.generic) else c for c in candidate.probe.classes_]
+        return LoadedModel(
+            model=candidate,
+            batcher=Batcher(predict_rows, batching, on_batch=metrics.batch),
+            classes=classes,
+            model_id=card_digest(candidate.card),
+            path=str(candidate.folder) if candidate.folder is not None else None,
+            cut=candidate.threshold(threshold),  # checked now: a bad one never serves
+        )
+
+    async def start(loaded: LoadedModel) -> None:
+        rate = await loaded.batcher.warm_up()
+        loaded.batcher.max_queue = queue_size(rate, limits, batching)
+        await loaded.batcher.start()
+        live.add(loaded.batcher)
+        metrics.encoder_rate.set(rate)
+        metrics.queue_limit.set(loaded.batcher.max_queue)
+        log.info(
+            "model %s ready: encoder %.0f texts/s at warm-up, queue of %d texts",
+            loaded.name,
+            rate,
+            loaded.batcher.max_queue,
+        )
+
+    async def retire(loaded: LoadedModel) -> None:
+        try:
+            await loaded.batcher.stop()
+        finally:
+            live.discard(loaded.batcher)
+
+    reload_lock = asyncio.Lock()
+
+    async def reload(folder: str | None) -> tuple[LoadedModel, LoadedModel]:
+        """Load ``folder`` (default: the one served) beside the current model, check and warm
+        it, swap, drain the old one. Raises (the old model serving on) if the folder fails."""
+        async with reload_lock:
+            current: LoadedModel = app.state.served
+            folder = folder or current.path
+            if folder is None:
+                raise BadInputError(
+                    "the model served was not loaded from a folder; name one: "
+                    '{"model": "/path/to/folder"}'
+                )
+            loaded = prepare(await asyncio.to_thread(Classifier.load, folder))
+            try:
+                await start(loaded)
+            except BaseException:
+                await loaded.batcher.stop()
+                raise
+            app.state.served = loaded  # the swap: requests from now on take the new model
+            await retire(current)
+            return loaded, current
+
+    def reload_in_background() -> None:
+        """Reload the folder served (SIGHUP): the outcome goes to the log."""
+
+        async def run_it() -> None:
+            try:
+                loaded, previous = await reload(None)
+            except Exception as exc:  # noqa: BLE001 - refused: the old model serves on
+                metrics.reloads.labels("refused").inc()
+                log.error("reload refused, %s serves on: %s", app.state.served.name, exc)
+            else:
+                metrics.reloads.labels("ok").inc()
+                log.info("reloaded: %s replaces %s", loaded.name, previous.name)
+
+        loop = getattr(app.state, "loop", None)
+        if loop is None or loop.is_closed():
+            log.warning("reload ignored: the service is not running")
+            return
+        # Called from a signal handler or another thread: hand the work to the server's loop.
+        asyncio.run_coroutine_threadsafe(run_it(), loop)
+
+    first = prepare(model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await batcher.start()
+        app.state.loop = asyncio.get_running_loop()
+        await start(app.state.served)
         yield
         # uvicorn lets requests in flight finish before this runs.
-        await batcher.stop()
+        await retire(app.state.served)
 
     app = FastAPI(
         title="bertprobe",
         version=model.card.get("versions", {}).get("bertprobe", "0"),
         description=f"Sentence classifier {model.id}: {model.card['encoder']['name']} "
-        f"encoder, linear probe over labels {', '.join(map(str, classes))}.",
+        f"encoder, linear probe over labels {', '.join(map(str, first.classes))}.",
         lifespan=lifespan,
     )
-    app.state.batcher = batcher
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.state.served = first
+    app.state.metrics = metrics
+    app.state.reload = reload
+    app.state.reload_in_background = reload_in_background
     too_large = {"model": ErrorBody, "description": "Too many texts, or the body is too large."}
+    unauthorized = {"model": ErrorBody, "description": "No API key, or the wrong one."}
     page = (files("bertprobe") / "templates" / "index.html").read_text(encoding="utf-8")
 
+    bearer = HTTPBearer(auto_error=False, description="The key the service was started with.")
+    expected_key = security.api_key.encode() if security.api_key else None
+
+    def key_matches(credentials: HTTPAuthorizationCredentials | None) -> bool:
+        if expected_key is None:
+            return True
+        sent = credentials.credentials.encode("utf-8", "replace") if credentials else b""
+        return hmac.compare_digest(sent, expected_key)
+
+    def unauthorized_error() -> HTTPException:
+        return HTTPException(
+            401,
+            "missing or wrong API key; send the header Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def require_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if not key_matches(credentials):
+            raise unauthorized_error()
+
+    async def require_admin(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if expected_key is None:
+            raise HTTPException(
+                403,
+                "admin routes need a key: start the service with --api-key (or set "
+                "BERTPROBE_API_KEY)",
+            )
+        if not key_matches(credentials):
+            raise unauthorized_error()
+
+    def name_model(request: Request, response: Response, loaded: LoadedModel) -> None:
+        request.state.model_id = loaded.model_id
+        response.headers["X-Model-ID"] = loaded.model_id
+        response.headers["X-Model"] = loaded.name
+
+    # Without a key the API routes are open, and their schema says so (no security scheme).
+    keyed = [Depends(require_key)] if expected_key is not None else []
     PredictRequest = request_model(limits)
 
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
+        dependencies=keyed,
         responses={
+            401: unauthorized,
             413: too_large,
             422: {"model": ErrorBody, "description": "The body breaks a limit."},
+            503: {"model": ErrorBody, "description": "At capacity; see Retry-After."},
+            504: {"model": ErrorBody, "description": "No answer within the request timeout."},
         },
     )
     # The request model is built at run time from the limits (so the OpenAPI schema states
     # them); a static checker cannot see its fields.
-    async def predict(body: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
+    async def predict(
+        body: PredictRequest,  # type: ignore[valid-type]
+        request: Request,
+        response: Response,
+    ) -> PredictResponse | JSONResponse:
         """Labels and class probabilities, one prediction per text, in order."""
-        rows = await batcher.submit(list(body.texts))  # type: ignore[attr-defined]
+        loaded: LoadedModel = app.state.served  # taken once: one model answers all of it
+        texts = list(body.texts)  # type: ignore[attr-defined]
+        request.state.texts = len(texts)
+        name_model(request, response, loaded)
+        try:
+            rows = await _until_answered(
+                loaded.batcher.submit(texts), request, limits.request_timeout_s
+            )
+        except QueueFullError as exc:
+            return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+        except TimeoutError:
+            return _error(
+                504,
+                f"no answer within {limits.request_timeout_s:g} s (the request timeout); "
+                "send fewer texts or retry later",
+            )
+        except _ClientGone:
+            return _error(499, "the client closed the connection")
         return PredictResponse(
-            model=model.id,
+            model=loaded.name,
+            model_id=loaded.model_id,
+            model_path=loaded.path,
             predictions=[
                 Prediction(
-                    label=classes[_decided(row, cut)],
-                    probabilities={str(c): float(p) for c, p in zip(classes, row, strict=True)},
+                    label=loaded.classes[_decided(row, loaded.cut)],
+                    probabilities={
+                        str(c): float(p) for c, p in zip(loaded.classes, row, strict=True)
+                    },
                 )
                 for row in rows
             ],
         )
 
-    @app.get("/v1/model")
-    async def model_card() -> dict[str, Any]:
+    @app.get("/v1/model", dependencies=keyed, responses={401: unauthorized})
+    async def model_card(request: Request, response: Response) -> dict[str, Any]:
         """The model card: encoder, features, labels, C, metrics, data, versions."""
-        return model.card
+        loaded: LoadedModel = app.state.served
+        name_model(request, response, loaded)
+        return loaded.model.card
+
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        dependencies=[Depends(require_admin)],
+        responses={
+            401: unauthorized,
+            403: {"model": ErrorBody, "description": "The service was started without a key."},
+            409: {"model": ErrorBody, "description": "A reload is already under way."},
+            422: {"model": ErrorBody, "description": "The folder failed its checks."},
+        },
+    )
+    async def reload_model(
+        request: Request, body: Annotated[ReloadRequest | None, Body()] = None
+    ) -> ReloadResponse | JSONResponse:
+        """Load the model folder again (or ``model``, another folder) beside the one served,
+        with the usual checks, and swap; a folder that fails them is refused and the old model
+        serves on."""
+        if reload_lock.locked():
+            return _error(409, "a reload is already under way; try again when it has finished")
+        try:
+            loaded, previous = await reload(body.model if body else None)
+        except Exception as exc:  # noqa: BLE001 - any failure: refused, the old model serves on
+            metrics.reloads.labels("refused").inc()
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            log.error("reload refused, %s serves on: %s", app.state.served.name, reason)
+            return _error(422, f"reload refused, the old model serves on: {reason}")
+        metrics.reloads.labels("ok").inc()
+        request.state.model_id = loaded.model_id
+        log.info("reloaded: %s replaces %s", loaded.name, previous.name)
+        return ReloadResponse(
+            model=loaded.name,
+            model_id=loaded.model_id,
+            model_path=loaded.path,
+            previous=previous.name,
+        )
 
     @app.get("/healthz", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", model=model.id)
+        return Health(status="ok", model=app.state.served.name)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -314,8 +941,24 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return _error(exc.status_code, str(exc.detail), exc.headers)
 
+    # The last added is the outermost: every answer, a 413 or a CORS preflight too, is counted,
+    # logged and carries its request id.
+    app.add_middleware(ShedWhenFull, path="/v1/predict", batcher=lambda: app.state.served.batcher)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=limits.max_body_bytes, max_drain_bytes=limits.max_drain_bytes
+    )
+    if security.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(security.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Model-ID", "X-Model", "Retry-After"],
+        )
+    routes = frozenset(getattr(route, "path", "") for route in app.routes)
+    app.add_middleware(RequestObserver, metrics=metrics, routes=routes)
     return app
 
 
@@ -324,6 +967,42 @@ def _decided(row: np.ndarray, threshold: float | None) -> int:
     if threshold is None:
         return int(np.argmax(row))
     return int(row[1] >= threshold)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _until_answered(work, request: Request, timeout_s: float) -> Any:
+    """Await ``work``, cancelling it (so the batcher drops the job unrun) when the client
+    disconnects or ``timeout_s`` passes (``TimeoutError``)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait(
+            {task, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            return task.result()
+        task.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+        if gone in done:
+            raise _ClientGone
+        raise TimeoutError
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has closed the connection (the body is already read: the next
+    ASGI message can only be the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -355,22 +1034,70 @@ def serve(
     port: int = 8000,
     limits: ServeLimits = ServeLimits(),
     batching: BatchingConfig = BatchingConfig(),
+    security: ServeSecurity = ServeSecurity(),
     device: str = "cpu",
+    backend: str | None = None,
     graceful_seconds: int = 30,
     sock: socket.socket | None = None,
     threshold: float | str | None = None,
 ) -> None:
     """Run the app on uvicorn until SIGINT/SIGTERM; requests in flight are finished first.
+    SIGHUP reloads the model folder (see :func:`create_app`'s ``/v1/admin/reload``).
 
     ``sock``, from :func:`listen_socket`, is used instead of binding ``host:port`` here.
+    Access log lines (JSON) go to standard error unless the ``bertprobe.access`` logger
+    already has a handler.
     """
     with needs_extra("serve"):
         import uvicorn
 
     sock = sock or listen_socket(host, port)
-    app = create_app(model, limits=limits, batching=batching, device=device, threshold=threshold)
-    config = uvicorn.Config(
-        app, host=host, port=port, timeout_graceful_shutdown=graceful_seconds, log_level="info"
+    app = create_app(
+        model,
+        limits=limits,
+        batching=batching,
+        security=security,
+        device=device,
+        backend=backend,
+        threshold=threshold,
     )
-    with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=graceful_seconds,
+        log_level="info",
+        access_log=False,  # bertprobe.access writes one JSON line per request instead
+    )
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    previous = (
+        signal.signal(hangup, lambda *_: app.state.reload_in_background()) if hangup else None
+    )
+    try:
+        with sock, _log_to_stderr(access_log, log):
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if hangup is not None:
+            signal.signal(hangup, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def _log_to_stderr(*loggers: logging.Logger):
+    """INFO records of ``loggers`` as bare lines on standard error while the server runs,
+    unless the application configured them (a handler of its own); put back afterwards."""
+    added = []
+    for logger in loggers:
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            added.append((logger, handler, logger.level, logger.propagate))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False  # once is enough, whatever the root logger does
+    try:
+        yield
+    finally:
+        for logger, handler, level, propagate in added:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate

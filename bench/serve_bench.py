@@ -1,0 +1,259 @@
+"""Load benchmark for `bertprobe serve` with wrk, the C load generator: requests/s and latency
+by backend, dynamic batching on and off, and number of connections; plus an overload row.
+
+Each (backend, batching) pair gets its own server process on loopback (127.0.0.1). wrk sends
+single-sentence POST /v1/predict requests (a small Lua script sets the body) for a bounded
+time at each connection count, and reports requests/s, p50, p99, socket errors and non-2xx
+answers. The overload row (batching on) uses many more connections than the largest count
+(wrk2, which holds a fixed rate, is not packaged here): it reports the share answered 503 and
+the p99 of the requests let in, from the server's own access log (wrk's latency mixes in the
+fast 503s). A markdown table goes to stdout, JSON to bench/results/serve_bench.json.
+
+    .venv/bin/python bench/serve_bench.py [--model models/sst2-minilm-mean]
+    .venv/bin/python bench/serve_bench.py --quick   # 1 backend, 2 connection counts, 3 s
+
+Needs wrk (`apt-get install wrk`). The full run takes about
+backends x 2 x (connection counts + 1) x duration, plus server start-ups: ~6 minutes at the
+defaults; run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+from serve_load import ensure_model, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SENTENCE = "a gorgeous, witty, seductive movie ."
+
+# wrk runs this in each of its threads; done() runs once, with every thread's counts.
+LUA = """
+wrk.method = "POST"
+wrk.body = '%(body)s'
+wrk.headers["Content-Type"] = "application/json"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local counts = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do
+      counts[tostring(status)] = (counts[tostring(status)] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do table.insert(parts, string.format('"%%s": %%d', status, n)) end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %%d, "seconds": %%.3f, "p50_us": %%d, "p99_us": %%d, ' ..
+    '"socket_errors": %%d, "non_2xx": %%d, "statuses": {%%s}}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status, table.concat(parts, ", ")))
+end
+"""
+
+
+def start_server(
+    model: Path, port: int, backend: str | None, batching: bool, log: Path
+) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "bertprobe",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--batching" if batching else "--no-batching",
+    ]
+    if backend:
+        command += ["--backend", backend]
+    # The access log (a JSON line a request) goes to a file: a pipe nobody reads would fill up
+    # and stop the server.
+    with open(log, "wb") as errors:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+    deadline = time.monotonic() + 300  # onnx-int8 exports and quantizes on first use
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited: {log.read_text()[-1000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    server.kill()
+    raise SystemExit("server did not start within 300 s")
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict:
+    threads = max(1, min(connections, os.cpu_count() or 1))
+    done = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "60s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=True,
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_JSON "))
+    found = json.loads(line.removeprefix("WRK_JSON "))
+    return {
+        "connections": connections,
+        "requests_per_second": found["requests"] / found["seconds"],
+        "p50_ms": found["p50_us"] / 1000,
+        "p99_ms": found["p99_us"] / 1000,
+        "socket_errors": found["socket_errors"],
+        "non_2xx": found["non_2xx"],
+        "statuses": found["statuses"],
+        "requests": found["requests"],
+    }
+
+
+def accepted_p99_ms(log: Path, start_line: int) -> tuple[float | None, int]:
+    """p99 of the 200s the server logged after line ``start_line`` (server-side time)."""
+    lines = log.read_text().splitlines()[start_line:]
+    ms = [
+        row["duration_ms"]
+        for row in (json.loads(x) for x in lines if x.startswith("{"))
+        if row["status"] == 200 and row["path"] == "/v1/predict"
+    ]
+    return (float(np.percentile(ms, 99)) if ms else None), len(ms)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "sst2-minilm-mean")
+    parser.add_argument("--backends", default="torch,onnx-int8")
+    parser.add_argument("--connections", default="1,4,16,64")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Length of each wrk run.")
+    parser.add_argument("--overload-connections", type=int, default=256)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Prove it works: the first backend, batching on, 1 and 4 connections, 3 s each, "
+        "overload at 32 connections.",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed; install it: apt-get install wrk", file=sys.stderr)
+        raise SystemExit(1)
+
+    backends = args.backends.split(",")
+    connections = [int(c) for c in args.connections.split(",")]
+    modes = [True, False]
+    seconds, overload = args.seconds, args.overload_connections
+    if args.quick:
+        backends, connections, modes, seconds, overload = backends[:1], [1, 4], [True], 3.0, 32
+    model = ensure_model(args.model)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        script = Path(scratch) / "post.lua"
+        body = json.dumps({"texts": [SENTENCE]})
+        script.write_text(LUA % {"body": body})
+        for backend in backends:
+            for batching in modes:
+                port = free_port()
+                log = Path(scratch) / f"{backend}-{batching}.log"
+                server = start_server(model, port, backend, batching, log)
+                url = f"http://127.0.0.1:{port}/v1/predict"
+                try:
+                    run_wrk(url, script, 1, 1)  # warm-up, not reported
+                    for count in connections:
+                        row = run_wrk(url, script, count, seconds)
+                        rows.append({"backend": backend, "batching": batching, **row})
+                        print(f"done: {rows[-1]}", file=sys.stderr)
+                    if batching:
+                        start_line = len(log.read_text().splitlines())
+                        row = run_wrk(url, script, overload, seconds)
+                        p99, accepted = accepted_p99_ms(log, start_line)
+                        refused = int(row["statuses"].get("503", 0))
+                        rows.append(
+                            {
+                                "backend": backend,
+                                "batching": batching,
+                                "overload": True,
+                                **row,
+                                "share_503": refused / max(1, row["requests"]),
+                                "accepted": accepted,
+                                "accepted_p99_ms": p99,
+                            }
+                        )
+                        print(f"done: {rows[-1]}", file=sys.stderr)
+                finally:
+                    server.send_signal(signal.SIGTERM)
+                    server.wait(timeout=60)
+
+    print(
+        f"\nsingle-sentence requests, wrk {seconds:g} s a row, model {model.name}, "
+        f"{os.cpu_count()} CPU cores, {datetime.now(UTC):%Y-%m-%d}"
+        + (" (--quick: a proof that the script works, not a measurement)" if args.quick else "")
+        + "\n"
+    )
+    print(
+        "| backend | batching | connections | requests/s | p50 | p99 | socket errors | non-2xx "
+        "| 503 share | accepted p99 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        over = r.get("overload", False)
+        print(
+            f"| {r['backend']} | {'on' if r['batching'] else 'off'} | "
+            f"{r['connections']}{' (overload)' if over else ''} | "
+            f"{r['requests_per_second']:.1f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
+            f"{r['socket_errors']} | {r['non_2xx']} | "
+            + (
+                f"{r['share_503']:.0%} | "
+                + (f"{r['accepted_p99_ms']:.1f} ms |" if r["accepted_p99_ms"] else "- |")
+                if over
+                else "- | - |"
+            )
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve_bench.json").write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "model": str(model),
+                "seconds": seconds,
+                "quick": args.quick,
+                "sentence": SENTENCE,
+                "results": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
