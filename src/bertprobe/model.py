@@ -64,6 +64,7 @@ from bertprobe.features import (
 )
 from bertprobe.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
 from bertprobe.finetune import finetune as run_finetune
+from bertprobe.multilabel import MultiLabelEvaluation, MultiLabelProbe
 from bertprobe.persist import (
     card_encoder,
     check_model_destination,
@@ -83,7 +84,7 @@ from bertprobe.probe import (
 from bertprobe.stream import PredictFileStats
 from bertprobe.sweep import SweepResult, parse_poolings, run_sweep, tfidf_pipeline
 
-Probe = LinearProbe | OutOfCoreProbe
+Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
 
 
 @dataclass
@@ -203,6 +204,16 @@ class Classifier:
         return self.probe.classes_.tolist()
 
     @property
+    def multi_label(self) -> bool:
+        """Whether a text may get several labels (or none): a :class:`MultiLabelProbe`."""
+        return isinstance(self.probe, MultiLabelProbe)
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """A multi-label model's threshold per label (on its probability); else None."""
+        return self.probe.thresholds_ if isinstance(self.probe, MultiLabelProbe) else None
+
+    @property
     def id(self) -> str:
         return self.card["id"]
 
@@ -231,8 +242,18 @@ class Classifier:
         return self.head.predict_proba(self.embed(texts, run)[0], texts=texts)
 
     def predict(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:
-        """The most probable label of each text."""
+        """The most probable label of each text; for a multi-label model, the 0/1 matrix of
+        labels predicted (columns :attr:`classes`; see :meth:`predict_labels`)."""
+        if isinstance(self.probe, MultiLabelProbe):
+            return self.probe.predict(self.embed(texts, run)[0])
         return self.head.predict(self.embed(texts, run)[0], texts=texts)
+
+    def predict_labels(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> list[list]:
+        """The labels of each text as a list: those at or over their threshold for a
+        multi-label model, the most probable one otherwise."""
+        if isinstance(self.probe, MultiLabelProbe):
+            return self.probe.label_sets(self.predict_proba(texts, run))
+        return [[_jsonable(y)] for y in self.predict(texts, run)]
 
     def predict_file(
         self,
@@ -262,10 +283,18 @@ class Classifier:
         run: RunOptions = RunOptions(),
         *,
         source: str = "the labels",
-    ) -> Evaluation:
+    ) -> Evaluation | MultiLabelEvaluation:
         """Accuracy, per-class precision / recall / F1 and the confusion matrix on labelled
-        texts. Labels the model never saw count as errors; a set sharing none is refused."""
+        texts. Labels the model never saw count as errors; a set sharing none is refused.
+
+        A multi-label model takes each text's labels as a list (or a ``|``-joined string) and
+        gives micro / macro F1 and per-label scores (:class:`MultiLabelEvaluation`)."""
         from sklearn.metrics import classification_report, confusion_matrix
+
+        if isinstance(self.probe, MultiLabelProbe):
+            from bertprobe import multilabel
+
+            return multilabel.evaluate(self, texts, labels, run, source=source)
 
         y_true = self.align_labels(labels, source)
         unknown = sorted({str(y) for y in y_true} - {str(c) for c in self.classes})
@@ -373,6 +402,8 @@ class TrainOptions:
     poolings: tuple[Pooling, ...] | str = POOLINGS
     out_of_core: bool = False
     features: str | Path | None = None
+    multi_label: bool = False
+    tune_thresholds: bool = False
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -394,6 +425,16 @@ class TrainOptions:
             raise BadInputError(
                 "auto=True and out_of_core=True do not combine (the sweep holds every layer of the "
                 "training set in memory); choose the pooling and layers, or train in memory"
+            )
+        if self.multi_label and (self.auto or self.out_of_core):
+            raise BadInputError(
+                "multi_label=True trains in memory on the pooling and layers given; leave out "
+                + ("auto=True" if self.auto else "out_of_core=True")
+            )
+        if self.tune_thresholds and not self.multi_label:
+            raise BadInputError(
+                "tune_thresholds=True tunes the per-label thresholds of a multi-label model; "
+                "add multi_label=True or leave it out"
             )
         if self.features is not None and not self.out_of_core:
             raise BadInputError(
@@ -420,9 +461,10 @@ class TrainResult:
     sweep: SweepResult | None = None
     feature_dir: Path | None = None
     finetune: FinetuneResult | None = None
+    test_scores: dict[str, Any] | None = None  # multi-label: F1 micro / macro, per label
 
     @property
-    def probe(self) -> LinearProbe | OutOfCoreProbe:
+    def probe(self) -> Probe:
         return self.model.probe
 
     @property
@@ -432,6 +474,10 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary ``bertprobe train --json`` prints."""
         probe, spec = self.probe, self.model.spec
+        if isinstance(probe, MultiLabelProbe):
+            from bertprobe.multilabel import training_summary
+
+            return training_summary(self)
         common = {
             "test_accuracy": self.test_accuracy,
             "n_train": self.n_train,
@@ -507,6 +553,17 @@ def train(
     array([1])
     """
     out = check_model_destination(out) if out is not None else None
+    if options.multi_label or reading.multi_label:
+        from bertprobe.multilabel import train_multilabel
+
+        if finetune is not None:
+            raise BadInputError(
+                "finetune= and multi_label=True do not combine (fine-tuning learns one label "
+                "per text); train the multi-label probe on the frozen encoder"
+            )
+        return train_multilabel(
+            data, test=test, encoding=encoding, options=options, reading=reading, out=out
+        )
     if finetune is not None and options.out_of_core:
         raise BadInputError(
             "finetune= and out_of_core=True do not combine (fine-tuning holds the training "

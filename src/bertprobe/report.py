@@ -421,7 +421,7 @@ def build_report(
         X_train, _ = model.embed(train_texts, run)
         cv = model.probe.cv
         data.learning_curve = learning_curve_scores(
-            X_train, y_train, C=model.probe.C_, cv=cv, n_jobs=n_jobs
+            X_train, y_train, C=float(model.probe.C_), cv=cv, n_jobs=n_jobs
         )
         baseline = tfidf_pipeline(cv=cv, n_jobs=n_jobs).fit(train_texts, y_train)
         data.tfidf_accuracy = float(baseline.score(test_texts, y_true))

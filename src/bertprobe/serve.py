@@ -99,6 +99,16 @@ class PredictResponse(BaseModel):
     model: str
 
 
+class MultiLabelPrediction(BaseModel):
+    labels: list[str] = Field(description="Every label whose probability reaches its threshold.")
+    probabilities: dict[str, float] = Field(description="Each label's own probability.")
+
+
+class MultiLabelPredictResponse(BaseModel):
+    predictions: list[MultiLabelPrediction]
+    model: str
+
+
 class Health(BaseModel):
     status: str
     model: str
@@ -259,10 +269,11 @@ def create_app(
     page = (files("bertprobe") / "templates" / "index.html").read_text(encoding="utf-8")
 
     PredictRequest = request_model(limits)
+    thresholds = model.thresholds
 
     @app.post(
         "/v1/predict",
-        response_model=PredictResponse,
+        response_model=PredictResponse if thresholds is None else MultiLabelPredictResponse,
         responses={
             413: too_large,
             422: {"model": ErrorBody, "description": "The body breaks a limit."},
@@ -270,9 +281,27 @@ def create_app(
     )
     # The request model is built at run time from the limits (so the OpenAPI schema states
     # them); a static checker cannot see its fields.
-    async def predict(body: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
-        """Labels and class probabilities, one prediction per text, in order."""
+    async def predict(
+        body: PredictRequest,  # type: ignore[valid-type]
+    ) -> PredictResponse | MultiLabelPredictResponse:
+        """Labels and class probabilities, one prediction per text, in order (a multi-label
+        model: the labels at or over their thresholds, and each label's probability)."""
         rows = await batcher.submit(list(body.texts))  # type: ignore[attr-defined]
+        if thresholds is not None:
+            return MultiLabelPredictResponse(
+                model=model.id,
+                predictions=[
+                    MultiLabelPrediction(
+                        labels=[
+                            str(c)
+                            for c, p, t in zip(classes, row, thresholds, strict=True)
+                            if p >= t
+                        ],
+                        probabilities={str(c): float(p) for c, p in zip(classes, row, strict=True)},
+                    )
+                    for row in rows
+                ],
+            )
         return PredictResponse(
             model=model.id,
             predictions=[
