@@ -49,6 +49,7 @@ from bertprobe.multilabel import (
     MultiLabelProbe,
     evaluation_lines,
     read_multilabel,
+    reading_for,
     training_lines,
     write_multilabel_report,
 )
@@ -967,7 +968,7 @@ def serve_command(
 def _read_labels_for(model: Classifier, data: Path, reading: ReadOptions) -> LabelledTexts:
     """A labelled file read as the model needs it: label sets for a multi-label model."""
     if model.multi_label:
-        return read_multilabel(data, reading)
+        return read_multilabel(data, reading_for(model, reading))
     if reading.multi_label:
         raise BadInputError(
             "--label-sep and --label-cols read several labels per text; the model "

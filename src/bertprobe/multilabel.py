@@ -36,7 +36,7 @@ import html
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -556,6 +556,18 @@ def evaluate(
     )
 
 
+def reading_for(model: Classifier, reading: ReadOptions = ReadOptions()) -> ReadOptions:
+    """``reading``, or, when it says nothing of how labels are given, the way the model's
+    training file gave them (its card's ``multi_label`` record): ``evaluate`` and ``report``
+    read a test file like the training file without the flags again."""
+    record = model.card.get("multi_label") or {}
+    if reading.multi_label or not record:
+        return reading
+    if record.get("label_cols") and reading.label_col is None:
+        return replace(reading, label_cols=tuple(record["label_cols"]))
+    return replace(reading, label_sep=record.get("label_sep") or DEFAULT_LABEL_SEP)
+
+
 def _probe_of(model: Classifier) -> MultiLabelProbe:
     if not isinstance(model.probe, MultiLabelProbe):
         raise BadInputError(f"model {model.card.get('id', '')} is single-label, not multi-label")
@@ -818,10 +830,10 @@ def plot_per_label_f1(per_label: dict[str, dict[str, float]]):
         if key == "f1-score":
             ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right")
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.25)
     ax.set_ylabel("score on the test data")
     ax.set_title("Per-label scores")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", ncols=3, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -838,7 +850,7 @@ def write_multilabel_report(
     ``per_label_f1.png``; returns the page and the scores (``report --json``)."""
     from bertprobe.report import figure_png
 
-    test_set = read_multilabel_set(test, reading)
+    test_set = read_multilabel_set(test, reading_for(model, reading))
     result = evaluate(model, test_set.texts, typing_sets(test_set), run, source=test_set.source)
     out = Path(out)
     try:
