@@ -85,6 +85,12 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
         "one_class.tsv": "good\t1\nfine\t1\n",
         "sorted.tsv": "".join(f"{t}\t{y}\n" for t, y in sorted(rows[:40], key=lambda r: r[1])),
         "ragged.tsv": "a\t1\tb\nc\n\t\n",
+        # Several labels per text, both ways: joined in "label" and as the 0/1 columns a, b.
+        "multi.csv": "text,label,a,b\n"
+        + "".join(
+            f"{t},{('a', 'b', 'a|b')[i % 3]},{int(i % 3 != 1)},{int(i % 3 != 0)}\n"
+            for i, (t, _) in enumerate(rows[:30])
+        ),
     }
     paths = {}
     for name, text in files.items():
@@ -153,6 +159,7 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         files["strings.tsv"],
         files["mixed.tsv"],
         files["sorted.tsv"],
+        files["multi.csv"],
     ]
     return {
         "data": labelled,
@@ -185,6 +192,8 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "dev_share": ["0.2"],
         "dev": labelled,
         "features": [files["features.parquet"]],
+        "label_sep": ["|"],
+        "label_cols": ["a,b"],
     }
 
 
@@ -283,6 +292,8 @@ def invocations(draw, world: dict, name: str) -> list[str]:
                 ]
     if careful and "--features" in argv and "--out-of-core" not in argv:
         argv.append("--out-of-core")  # what --features is for
+    if careful and name == "train":
+        argv = _careful_train(argv)
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
@@ -290,6 +301,40 @@ def invocations(draw, world: dict, name: str) -> list[str]:
             draw(st.integers(1, len(argv))),
             draw(st.sampled_from(["--nosuch", "--help", "extra", "-x", "--json=1"])),
         )
+    return argv
+
+
+_FINETUNE_ONLY = {"--epochs", "--lr", "--seed", "--dev", "--dev-share"}
+_FINETUNE_SWITCHES = {"--bf16", "--no-bf16"}
+_MULTI_LABEL_ONLY = {"--label-sep", "--label-cols"}
+_MULTI_LABEL_SWITCHES = {"--tune-thresholds", "--multi-label"}
+
+
+def _without(argv: list[str], valued: set[str], switches: set[str]) -> list[str]:
+    """``argv`` less the options ``valued`` (with their values) and the ``switches``."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in valued:
+            skip = True
+        elif arg not in switches:
+            kept.append(arg)
+    return kept
+
+
+def _careful_train(argv: list[str]) -> list[str]:
+    """A careful train draw made to reach real work: fine-tuning options only with
+    --finetune; multi-label options with --multi-label, and only away from the modes it does
+    not combine with (--auto, --out-of-core, --features, --finetune)."""
+    if "--finetune" not in argv:
+        argv = _without(argv, _FINETUNE_ONLY, _FINETUNE_SWITCHES)
+    multi = (_MULTI_LABEL_ONLY | _MULTI_LABEL_SWITCHES) & set(argv)
+    if multi and {"--auto", "--out-of-core", "--features", "--finetune"} & set(argv):
+        return _without(argv, _MULTI_LABEL_ONLY, _MULTI_LABEL_SWITCHES)
+    if multi and "--multi-label" not in argv:
+        return [*argv, "--multi-label"]
     return argv
 
 

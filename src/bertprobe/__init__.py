@@ -36,6 +36,7 @@ from bertprobe.model import (
     sweep,
     train,
 )
+from bertprobe.multilabel import MultiLabelEvaluation, MultiLabelProbe
 from bertprobe.persist import save_model
 from bertprobe.probe import LinearProbe, OutOfCoreProbe, VotingProbe
 from bertprobe.stream import PredictFileStats, predict_file
@@ -60,6 +61,8 @@ __all__ = [
     "FinetuneResult",
     "LinearProbe",
     "ModelFolderError",
+    "MultiLabelEvaluation",
+    "MultiLabelProbe",
     "OutOfCoreProbe",
     "PredictFileStats",
     "ProbeModel",

@@ -381,6 +381,11 @@ def build_report(
         >>> data = build_report(Classifier.load("models/sst2"), "test.tsv")  # doctest: +SKIP
         >>> write_report(data, "report/")  # doctest: +SKIP
     """
+    if model.multi_label:
+        raise BadInputError(
+            f"model {model.id} is multi-label: its report is "
+            "bertprobe.multilabel.write_multilabel_report (per-label scores and F1 chart)"
+        )
     test_set = test if isinstance(test, LabelledTexts) else reading.read_labelled(test)
     notes: list[str] = []
     train_set = None
