@@ -88,6 +88,20 @@ def test_reading_01_columns_by_name_and_without_header_by_index(ml_files, ml_row
     assert data.labels == [("1",), ("2",)]  # no header: labels named by column index
 
 
+def test_reading_label_lists_from_json_lines_and_parquet(tmp_path):
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text(
+        '{"text": "good", "labels": ["pos", "short"]}\n{"text": "bad", "labels": []}\n'
+        '{"text": "fine", "labels": "pos|long"}\n',
+        encoding="utf-8",
+    )
+    expected = [("pos", "short"), (), ("long", "pos")]
+    assert read_multilabel(lines).labels == expected
+    table = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"text": ["good", "bad"], "tags": [["a", "b"], []]}), table)
+    assert read_multilabel(table, ReadOptions(label_col="tags")).labels == [("a", "b"), ()]
+
+
 def test_reading_parquet_bool_columns(tmp_path):
     path = tmp_path / "rows.parquet"
     table = {"text": ["good", "bad", "fine"], "pos": [True, False, True], "long": [0, 1, 1]}
@@ -189,8 +203,10 @@ def test_save_load_round_trip_predicts_the_same(ml_model, ml_rows, tmp_path):
     loaded = load_model(out)
     assert isinstance(loaded.probe, MultiLabelProbe)
     assert np.array_equal(loaded.predict_proba(texts), result.model.predict_proba(texts))
-    again = loaded.save(tmp_path / "again")
-    assert np.array_equal(Classifier.load(again).predict_proba(texts), loaded.predict_proba(texts))
+    again = Classifier.load(loaded.save(tmp_path / "again"))
+    assert np.array_equal(again.predict_proba(texts), loaded.predict_proba(texts))
+    assert again.card["multi_label"] == loaded.card["multi_label"]
+    assert again.card["probe"]["thresholds"] == loaded.card["probe"]["thresholds"]
 
 
 def test_classifier_fit_takes_label_lists(tiny_distilbert, ml_rows):

@@ -191,7 +191,8 @@ class Classifier:
             backend=self.backend,
             metrics=self.card.get("metrics"),
             data=self.card.get("data"),
-            extra={k: self.card[k] for k in ("sweep", "finetune") if k in self.card} or None,
+            extra={k: self.card[k] for k in ("sweep", "finetune", "multi_label") if k in self.card}
+            or None,
             text_model=self.text_model,
             encoder_folder=self.encoder.path if tuned else None,
             base_encoder=EncoderRef(base["name"], Path(), base["fingerprint"]) if base else None,

@@ -19,6 +19,8 @@ Decisions, documented for users:
   1,2`` gives the labels ``"1"`` and ``"2"``); with a header (or CSV, JSON Lines, Parquet) by
   the header's names.
 - The 0/1 cells may read ``0``/``1``, ``0.0``/``1.0`` or ``false``/``true`` (any case).
+- In JSON Lines and Parquet the label column may also hold a list (``"labels": ["comedy",
+  "drama"]``).
 
 Example:
     >>> from bertprobe import EncoderOptions, ReadOptions, TrainOptions, train
@@ -31,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import base64
 import html
 import time
@@ -158,7 +161,7 @@ def _read_multilabel(
                     not_binary.append((line_no, name))
             label_set = tuple(sorted(set(found)))
         else:
-            label_set = tuple(sorted({x.strip() for x in cells[indexes[0]].split(sep)} - {""}))
+            label_set = tuple(sorted(_cell_labels(cells[indexes[0]], sep) - {""}))
         texts.append(cells[text_idx].strip())
         labels.append(label_set)
         line_numbers.append(line_no)
@@ -189,6 +192,20 @@ def _read_multilabel(
         dropped_empty=len(empty),
     )
     return read, (names if label_cols else None)
+
+
+def _cell_labels(cell: str, sep: str) -> set[str]:
+    """The labels in one cell: ``sep``-joined text, or a list (a JSON Lines or Parquet list
+    value, which the readers hand over as Python's text of the list)."""
+    text = cell.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, list):
+            return {str(x).strip() for x in value}
+    return {x.strip() for x in text.split(sep)}
 
 
 def _chain(first: Any, rest: Iterable[Any]) -> Iterable[Any]:
