@@ -85,6 +85,12 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
         "one_class.tsv": "good\t1\nfine\t1\n",
         "sorted.tsv": "".join(f"{t}\t{y}\n" for t, y in sorted(rows[:40], key=lambda r: r[1])),
         "ragged.tsv": "a\t1\tb\nc\n\t\n",
+        # Several labels per text, both ways: joined in "label" and as the 0/1 columns a, b.
+        "multi.csv": "text,label,a,b\n"
+        + "".join(
+            f"{t},{('a', 'b', 'a|b')[i % 3]},{int(i % 3 != 1)},{int(i % 3 != 0)}\n"
+            for i, (t, _) in enumerate(rows[:30])
+        ),
     }
     paths = {}
     for name, text in files.items():
@@ -154,6 +160,7 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         files["strings.tsv"],
         files["mixed.tsv"],
         files["sorted.tsv"],
+        files["multi.csv"],
     ]
     return {
         "data": labelled,
@@ -195,6 +202,8 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "label_issues": [files["new.csv"]],
         # The fixture model is saved without a decision threshold: numbers, not "auto".
         "threshold": ["0.5", "0.3"],
+        "label_sep": ["|"],
+        "label_cols": ["a,b"],
     }
 
 
@@ -266,24 +275,6 @@ def _option_value(command: str, param, world: dict, careful: bool) -> st.SearchS
     return st.sampled_from(good) if careful else st.one_of(st.sampled_from(good), wrong)
 
 
-# train's options that apply to fine-tuning only (the command refuses them without --finetune).
-_FINETUNE_ONLY = ("--epochs", "--lr", "--seed", "--dev", "--dev-share", "--bf16", "--no-bf16")
-
-
-def _without(argv: list[str], flags: set[str]) -> list[str]:
-    """``argv`` less the options in ``flags`` (with their values; --bf16 has none)."""
-    kept, skip = [], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg in flags:
-            skip = not arg.endswith("bf16") and i + 1 < len(argv)
-            continue
-        kept.append(arg)
-    return kept
-
-
 @st.composite
 def invocations(draw, world: dict, name: str) -> list[str]:
     """One command line of command ``name``. Half are careful (sensible values, so real work
@@ -314,11 +305,8 @@ def invocations(draw, world: dict, name: str) -> list[str]:
                 ]
     if careful and "--features" in argv and "--out-of-core" not in argv:
         argv.append("--out-of-core")  # what --features is for
-    if careful:  # leave out the flags a drawn mode refuses, so careful draws reach real work
-        refused = set() if "--finetune" in argv else set(_FINETUNE_ONLY)
-        if "--out-of-core" in argv:
-            refused.add("--label-issues")
-        argv = _without(argv, refused)
+    if careful and name == "train":
+        argv = _careful_train(argv)
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
@@ -326,6 +314,46 @@ def invocations(draw, world: dict, name: str) -> list[str]:
             draw(st.integers(1, len(argv))),
             draw(st.sampled_from(["--nosuch", "--help", "extra", "-x", "--json=1"])),
         )
+    return argv
+
+
+_FINETUNE_ONLY = {"--epochs", "--lr", "--seed", "--dev", "--dev-share"}
+_FINETUNE_SWITCHES = {"--bf16", "--no-bf16"}
+_MULTI_LABEL_ONLY = {"--label-sep", "--label-cols"}
+_MULTI_LABEL_SWITCHES = {"--tune-thresholds", "--multi-label"}
+_NOT_MULTI_LABEL = {
+    "--auto", "--out-of-core", "--features", "--finetune", "--label-issues", "--class-weight",
+    "--metric",
+}  # fmt: skip
+
+
+def _without(argv: list[str], valued: set[str], switches: set[str]) -> list[str]:
+    """``argv`` less the options ``valued`` (with their values) and the ``switches``."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in valued:
+            skip = True
+        elif arg not in switches:
+            kept.append(arg)
+    return kept
+
+
+def _careful_train(argv: list[str]) -> list[str]:
+    """A careful train draw made to reach real work: fine-tuning options only with
+    --finetune; --label-issues only in memory; multi-label options with --multi-label, and
+    only away from the options it does not combine with."""
+    if "--finetune" not in argv:
+        argv = _without(argv, _FINETUNE_ONLY, _FINETUNE_SWITCHES)
+    if "--out-of-core" in argv:
+        argv = _without(argv, {"--label-issues"}, set())
+    multi = (_MULTI_LABEL_ONLY | _MULTI_LABEL_SWITCHES) & set(argv)
+    if multi and _NOT_MULTI_LABEL & set(argv):
+        return _without(argv, _MULTI_LABEL_ONLY, _MULTI_LABEL_SWITCHES)
+    if multi and "--multi-label" not in argv:
+        return [*argv, "--multi-label"]
     return argv
 
 

@@ -37,6 +37,7 @@ from bertprobe.model import (
     sweep,
     train,
 )
+from bertprobe.multilabel import MultiLabelEvaluation, MultiLabelProbe
 from bertprobe.persist import save_model
 from bertprobe.probe import LinearProbe, OutOfCoreProbe, VotingProbe
 from bertprobe.stream import PredictFileStats, predict_file
@@ -62,6 +63,8 @@ __all__ = [
     "FinetuneResult",
     "LinearProbe",
     "ModelFolderError",
+    "MultiLabelEvaluation",
+    "MultiLabelProbe",
     "OutOfCoreProbe",
     "PredictFileStats",
     "ProbeModel",

@@ -46,6 +46,15 @@ from bertprobe.label_issues import write_label_issues
 from bertprobe.model import Classifier, TrainOptions, TrainResult, read_training_set
 from bertprobe.model import sweep as sweep_layers
 from bertprobe.model import train as train_model
+from bertprobe.multilabel import (
+    MultiLabelEvaluation,
+    MultiLabelProbe,
+    evaluation_lines,
+    read_multilabel,
+    reading_for,
+    training_lines,
+    write_multilabel_report,
+)
 from bertprobe.probe import OutOfCoreProbe
 from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict
 from bertprobe.sweep import FINALISTS, SweepResult
@@ -255,6 +264,28 @@ _LABEL_COL = _option(
 _DROP_EMPTY = _option(
     "drop_empty", Annotated[bool, typer.Option(help="Skip rows whose text is empty.")], False
 )
+_LABEL_SEP = _option(
+    "label_sep",
+    Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-label: the label column joins each text's labels with this (comedy|drama;"
+            " an empty cell is no label). Default with --multi-label: '|'.",
+        ),
+    ],
+    None,
+)
+_LABEL_COLS = _option(
+    "label_cols",
+    Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-label: one 0/1 column per label, a comma list of names or indexes "
+            "(a TSV without header names its labels by column index).",
+        ),
+    ],
+    None,
+)
 
 
 def _column(value: str | None) -> str | int | None:
@@ -289,6 +320,8 @@ def _read_options(values: dict[str, Any], progress: bool) -> ReadOptions:
         text_col=_column(values.get("text_col")),
         label_col=_column(values.get("label_col")),
         drop_empty=values.get("drop_empty", False),
+        label_sep=values.get("label_sep"),
+        label_cols=values.get("label_cols"),
     )
 
 
@@ -304,6 +337,8 @@ RUN = _Group(_RUN, _run_options)
 ENCODING = _Group(_FEATURES + _RUN, _encoder_options)
 READING = _Group((_TEXT_COL, _LABEL_COL, _DROP_EMPTY), _read_options)
 TEXTS = _Group((_TEXT_COL, _DROP_EMPTY), _read_options)
+# Commands that read labels of a multi-label model or for one (train, evaluate, report).
+LABELS = _Group((_TEXT_COL, _LABEL_COL, _DROP_EMPTY, _LABEL_SEP, _LABEL_COLS), _read_options)
 
 
 # The default of a command's option-object parameters, which _shared replaces by flags.
@@ -388,6 +423,8 @@ _FLAGS = {
     "class_weight": "--class-weight",
     "metric": "--metric",
     "threshold": "--threshold",
+    "label_sep": "--label-sep",
+    "label_cols": "--label-cols",
 }
 _SWITCHES = {
     "label_issues=True": "--label-issues",
@@ -395,6 +432,8 @@ _SWITCHES = {
     "use_cache=False": "--no-cache",
     "auto=True": "--auto",
     "out_of_core=True": "--out-of-core",
+    "multi_label=True": "--multi-label",
+    "tune_thresholds=True": "--tune-thresholds",
 }
 _PARAMETER = re.compile(r"(?<![\w./\\-])(" + "|".join(_FLAGS) + r")= ?")
 
@@ -447,7 +486,7 @@ def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions
 
 
 @app.command()
-@_shared(encoding=ENCODING, reading=READING)
+@_shared(encoding=ENCODING, reading=LABELS)
 def train(
     data: Annotated[Path, typer.Argument(help="Labelled training file (TSV, CSV or JSON Lines).")],
     test: Annotated[Path | None, typer.Option(help="Labelled test file to evaluate on.")] = None,
@@ -545,6 +584,22 @@ def train(
             "cleanlab when installed), most doubtful first.",
         ),
     ] = None,
+    multi_label: Annotated[
+        bool,
+        typer.Option(
+            "--multi-label",
+            help="Several labels per text (or none): --label-sep or --label-cols says how the "
+            "file gives them; one probe per label.",
+        ),
+    ] = False,
+    tune_thresholds: Annotated[
+        bool,
+        typer.Option(
+            "--tune-thresholds",
+            help="--multi-label: each label's threshold maximizes its F1 on out-of-fold "
+            "probabilities (default: 0.5).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = _FROM_FLAGS,
     reading: ReadOptions = _FROM_FLAGS,
@@ -562,6 +617,8 @@ def train(
         class_weight=class_weight,
         metric=metric,
         label_issues=label_issues is not None,
+        multi_label=multi_label,
+        tune_thresholds=tune_thresholds,
     )
     if label_issues is not None:
         check_output_path(label_issues, what="--label-issues", folder=False)
@@ -603,7 +660,7 @@ def train(
 
 
 @app.command()
-@_shared(run=RUN, reading=READING)
+@_shared(run=RUN, reading=LABELS)
 def evaluate(
     data: Annotated[Path, typer.Argument(help="Labelled file to evaluate on.")],
     model_dir: ModelOpt,
@@ -612,14 +669,31 @@ def evaluate(
     threshold: ThresholdOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix on a labelled file."""
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix on a labelled file.
+
+    A multi-label model: micro and macro F1 and per-label precision/recall/F1.
+    """
     model = Classifier.load(model_dir)
     cut = model.threshold(threshold)  # checked before the file is read
-    test_set = reading.read_labelled(data)
+    test_set = _read_labels_for(model, data, reading)
     _report_dropped(test_set)
     result = model.evaluate(
         test_set.texts, test_set.labels or [], run, source=str(data), threshold=cut
     )
+    if isinstance(result, MultiLabelEvaluation):
+        if result.unknown_labels:
+            _note(
+                f"note: {data} has labels the model never saw, left out of the scores: "
+                + ", ".join(result.unknown_labels)
+            )
+        if as_json:
+            typer.echo(json.dumps(result.to_dict()))
+            return
+        typer.echo(f"model     {model_dir} ({model.id})")
+        typer.echo(f"data      {data}: {len(test_set):,} texts")
+        for line in evaluation_lines(result):
+            typer.echo(line)
+        return
     if result.unknown_labels:
         _note(f"note: {data} has labels the model never saw: {', '.join(result.unknown_labels)}")
     if as_json:
@@ -697,6 +771,11 @@ def predict(
     cut = model.threshold(threshold)
     if ray_options is not None and cut is not None:
         raise BadInputError("--threshold does not apply with --ray yet; leave one out")
+    if ray_options is not None and model.multi_label:
+        raise BadInputError(
+            "--ray labels with single-label models only so far; for a multi-label model drop "
+            "--ray (--input FILE --output OUT streams a chunk at a time)"
+        )
     if ray_options is not None and input_file is not None and output is not None:
         found = ray_predict(
             model, str(input_file), output, run=run, reading=reading, ray=ray_options
@@ -726,7 +805,7 @@ def predict(
     probabilities = model.predict_proba(items, replace(run, progress=output is not None))
     classes = [_jsonable(c) for c in model.classes]
     labels = model.decide(probabilities, cut) if cut is not None else None
-    table = prediction_table(items, probabilities, classes, labels)
+    table = prediction_table(items, probabilities, classes, labels, thresholds=model.thresholds)
     if output is None:
         sys.stdout.writelines(jsonl_lines(table, classes))
         return
@@ -878,7 +957,7 @@ def sweep_command(
 
 
 @app.command()
-@_shared(run=RUN, reading=READING)
+@_shared(run=RUN, reading=LABELS)
 def report(
     data: Annotated[Path, typer.Argument(help="Labelled test file.")],
     model_dir: ModelOpt,
@@ -904,6 +983,9 @@ def report(
 
     check_output_path(out, what="--out", folder=True)
     model = Classifier.load(model_dir)
+    if model.multi_label or reading.multi_label:
+        _multilabel_report(model, data, out, run, reading, as_json)
+        return
     found = build_report(model, data, train=train_file, run=run, reading=reading, n_jobs=jobs)
     page = write_report(found, out)
     if as_json:
@@ -1069,12 +1151,49 @@ def export_command(
     )
 
 
+def _read_labels_for(model: Classifier, data: Path, reading: ReadOptions) -> LabelledTexts:
+    """A labelled file read as the model needs it: label sets for a multi-label model."""
+    if model.multi_label:
+        return read_multilabel(data, reading_for(model, reading))
+    if reading.multi_label:
+        raise BadInputError(
+            "--label-sep and --label-cols read several labels per text; the model "
+            f"{model.id} gives one label per text, so leave them out"
+        )
+    return reading.read_labelled(data)
+
+
+def _multilabel_report(
+    model: Classifier,
+    data: Path,
+    out: Path,
+    run: RunOptions,
+    reading: ReadOptions,
+    as_json: bool,
+) -> None:
+    """``report`` for a multi-label model: the per-label scores table and F1 bar chart."""
+    test_set = _read_labels_for(model, data, reading)
+    page, found = write_multilabel_report(model, test_set, out, run=run, reading=reading)
+    if as_json:
+        typer.echo(json.dumps({"report": str(page), **found}))
+        return
+    typer.echo(
+        f"F1        micro {found['test_f1_micro']:.3f}, macro {found['test_f1_macro']:.3f} "
+        f"on {data}"
+    )
+    typer.echo(f"report    {page}")
+
+
 # --- printing ------------------------------------------------------------------------------
 
 
 def _print_training(result: TrainResult, data: Path, test: Path | None) -> None:
     summary, model, probe = result.to_dict(), result.model, result.probe
-    if isinstance(probe, OutOfCoreProbe):
+    if isinstance(probe, MultiLabelProbe):
+        _report_dropped(result.train_data, result.test_data)
+        for line in training_lines(result, data, test):
+            typer.echo(line)
+    elif isinstance(probe, OutOfCoreProbe):
         typer.echo(
             f"train     {data}: {result.n_train:,} texts, out of core; features in "
             f"{result.feature_dir}"
@@ -1140,7 +1259,7 @@ def _print_training(result: TrainResult, data: Path, test: Path | None) -> None:
                 f"{_percent(result.sweep.vote_cv_accuracy)} against "
                 f"{_percent(probe.cv_accuracy_)} alone"
             )
-    if result.test_accuracy is not None:
+    if result.test_accuracy is not None and not isinstance(probe, MultiLabelProbe):
         typer.echo(
             f"test      {test}: {result.n_test:,} texts, accuracy {_percent(result.test_accuracy)}"
         )

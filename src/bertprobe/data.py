@@ -97,17 +97,61 @@ class ReadOptions:
         Whether the first line is a header (default: guessed from the first line).
     drop_empty : bool
         Skip rows whose text is empty instead of refusing the file.
+    label_sep : str, optional
+        Multi-label files: the label column holds each text's labels joined by this string
+        (``comedy|drama``; an empty cell is a text with no label). See
+        :mod:`bertprobe.multilabel`.
+    label_cols : str or tuple of str or int, optional
+        Multi-label files: one 0/1 column per label, by header name or 0-based index (a comma
+        list, or a tuple). Without a header the labels are named by their column index.
 
     Examples
     --------
     >>> ReadOptions(text_col="review", label_col="stars").label_col
     'stars'
+    >>> ReadOptions(label_cols="comedy,drama").label_cols
+    ('comedy', 'drama')
     """
 
     text_col: str | int | None = None
     label_col: str | int | None = None
     header: bool | None = None
     drop_empty: bool = False
+    label_sep: str | None = None
+    label_cols: tuple[str | int, ...] | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_sep is not None and not self.label_sep:
+            raise BadInputError("label_sep='' splits nothing; give a separator such as '|'")
+        if isinstance(self.label_cols, str):
+            cols = tuple(c.strip() for c in self.label_cols.split(",") if c.strip())
+            object.__setattr__(self, "label_cols", cols)
+        if self.label_cols is not None:
+            if not self.label_cols:
+                raise BadInputError(
+                    "label_cols= names no column; give the 0/1 label columns as a comma list"
+                )
+            if self.label_sep is not None:
+                raise BadInputError(
+                    "label_sep= and label_cols= do not combine: the labels are either one "
+                    "separator-joined column or several 0/1 columns; give one of them"
+                )
+            if self.label_col is not None:
+                raise BadInputError(
+                    "label_col= and label_cols= do not combine: give the one joined label "
+                    "column (with label_sep=) or the 0/1 label columns"
+                )
+            if len(set(map(str, self.label_cols))) < len(self.label_cols):
+                raise BadInputError(
+                    f"label_cols={','.join(map(str, self.label_cols))} names a "
+                    "column twice; name each label column once"
+                )
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether these options read several labels per text (``label_sep`` or
+        ``label_cols`` given)."""
+        return self.label_sep is not None or self.label_cols is not None
 
     def read_labelled(self, path: str | Path) -> LabelledTexts:
         """The labelled rows of ``path``, every row checked."""
@@ -399,15 +443,28 @@ class _Reader:
     ) -> Iterator[TextChunk]:
         if chunk_size is not None and chunk_size < 1:
             raise BadInputError(f"chunk size {chunk_size} must be at least 1")
+        rows, columns, unit = self.table(header, (text_col, label_col), want_labels)
+        yield from self._checked_chunks(
+            rows, columns, chunk_size, text_col, label_col, drop_empty, want_labels, unit
+        )
+
+    def table(
+        self,
+        header: bool | None,
+        requested: tuple[str | int | None, ...],
+        want_labels: bool,
+    ) -> tuple[Rows, list[str] | None, str]:
+        """The file's rows as cells (1-based line or row numbers), its column names (None
+        without a header) and what its numbers count (``"lines"`` or ``"rows"``), unchecked.
+
+        ``requested``: the columns asked for by name, so a header naming them is recognised.
+        """
         source = self.source
         rows: Iterator[tuple[int, list[str]]]
         columns: list[str] | None = None
         if is_parquet(source):
             rows, columns = self._parquet_rows()
-            yield from self._checked_chunks(
-                rows, columns, chunk_size, text_col, label_col, drop_empty, want_labels, "rows"
-            )
-            return
+            return rows, columns, "rows"
         lines = self._lines()
         head: list[str] = []
         for line in lines:  # the first non-blank line tells the file's kind
@@ -428,11 +485,9 @@ class _Reader:
             rows, columns = _jsonl_rows(lines, source)
         else:
             rows, columns = _delimited_rows(
-                lines, "\t" if kind == "tsv" else ",", source, header, (text_col, label_col)
+                lines, "\t" if kind == "tsv" else ",", source, header, requested
             )
-        yield from self._checked_chunks(
-            rows, columns, chunk_size, text_col, label_col, drop_empty, want_labels, "lines"
-        )
+        return rows, columns, "lines"
 
     def _checked_chunks(
         self,
@@ -620,7 +675,7 @@ def _delimited_rows(
     delimiter: str,
     source: str,
     header: bool | None,
-    requested: tuple[str | int | None, str | int | None],
+    requested: tuple[str | int | None, ...],
 ) -> tuple[Rows, list[str] | None]:
     # TSV files (SST-2, GLUE) carry bare quote characters inside texts: no quoting for them.
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL

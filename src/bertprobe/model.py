@@ -65,6 +65,7 @@ from bertprobe.features import (
 from bertprobe.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
 from bertprobe.finetune import finetune as run_finetune
 from bertprobe.label_issues import LabelIssue, find_label_issues
+from bertprobe.multilabel import MultiLabelEvaluation, MultiLabelProbe
 from bertprobe.persist import (
     card_encoder,
     check_model_destination,
@@ -94,7 +95,7 @@ from bertprobe.sweep import (
     tfidf_pipeline,
 )
 
-Probe = LinearProbe | OutOfCoreProbe
+Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
 
 
 @dataclass
@@ -203,7 +204,7 @@ class Classifier:
             data=self.card.get("data"),
             extra={
                 k: self.card[k]
-                for k in ("sweep", "finetune", "decision_threshold")
+                for k in ("sweep", "finetune", "decision_threshold", "multi_label")
                 if k in self.card
             }
             or None,
@@ -217,6 +218,16 @@ class Classifier:
     @property
     def classes(self) -> list:
         return self.probe.classes_.tolist()
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether a text may get several labels (or none): a :class:`MultiLabelProbe`."""
+        return isinstance(self.probe, MultiLabelProbe)
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """A multi-label model's threshold per label (on its probability); else None."""
+        return self.probe.thresholds_ if isinstance(self.probe, MultiLabelProbe) else None
 
     @property
     def id(self) -> str:
@@ -255,8 +266,11 @@ class Classifier:
     ) -> np.ndarray:
         """The most probable label of each text, or with ``threshold`` (two classes only) the
         second class where its probability reaches it; ``"auto"`` is the threshold chosen at
-        training time (the card's ``decision_threshold``)."""
+        training time (the card's ``decision_threshold``). For a multi-label model, the 0/1
+        matrix of labels predicted (columns :attr:`classes`; see :meth:`predict_labels`)."""
         cut = self.threshold(threshold)
+        if isinstance(self.probe, MultiLabelProbe):
+            return self.probe.predict(self.embed(texts, run)[0])
         return self.decide(self.predict_proba(texts, run), cut)
 
     def threshold(self, threshold: float | str | None) -> float | None:
@@ -294,6 +308,13 @@ class Classifier:
         if threshold is None:
             return classes[np.asarray(proba).argmax(axis=1)]
         return np.where(np.asarray(proba)[:, 1] >= threshold, classes[1], classes[0])
+
+    def predict_labels(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> list[list]:
+        """The labels of each text as a list: those at or over their threshold for a
+        multi-label model, the most probable one otherwise."""
+        if isinstance(self.probe, MultiLabelProbe):
+            return self.probe.label_sets(self.predict_proba(texts, run))
+        return [[_jsonable(y)] for y in self.predict(texts, run)]
 
     def predict_file(
         self,
@@ -333,14 +354,22 @@ class Classifier:
         source: str = "the labels",
         threshold: float | str | None = None,
         metric: str | None = None,
-    ) -> Evaluation:
+    ) -> Evaluation | MultiLabelEvaluation:
         """Accuracy, per-class precision / recall / F1 and the confusion matrix on labelled
         texts. Labels the model never saw count as errors; a set sharing none is refused.
 
         ``threshold`` as in :meth:`predict`. ``metric`` (default: the one the model was
         trained for, from its card) is scored too, when it is not accuracy.
+
+        A multi-label model takes each text's labels as a list (or a ``|``-joined string) and
+        gives micro / macro F1 and per-label scores (:class:`MultiLabelEvaluation`).
         """
         from sklearn.metrics import classification_report, confusion_matrix
+
+        if isinstance(self.probe, MultiLabelProbe):
+            from bertprobe import multilabel
+
+            return multilabel.evaluate(self, texts, labels, run, source=source)
 
         cut = self.threshold(threshold)
         metric = check_metric(metric or self.card.get("metrics", {}).get("metric", "accuracy"))
@@ -483,6 +512,8 @@ class TrainOptions:
     class_weight: str | None = None
     metric: str = "accuracy"
     label_issues: bool = False
+    multi_label: bool = False
+    tune_thresholds: bool = False
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -519,6 +550,30 @@ class TrainOptions:
                 "auto=True and out_of_core=True do not combine (the sweep holds every layer of the "
                 "training set in memory); choose the pooling and layers, or train in memory"
             )
+        if self.multi_label and (self.auto or self.out_of_core):
+            raise BadInputError(
+                "multi_label=True trains in memory on the pooling and layers given; leave out "
+                + ("auto=True" if self.auto else "out_of_core=True")
+            )
+        if self.multi_label and (
+            self.label_issues or self.class_weight is not None or self.metric != "accuracy"
+        ):
+            raise BadInputError(
+                "multi_label=True chooses each label's C by accuracy, unweighted, and does not "
+                "look for label issues yet; leave out "
+                + (
+                    "label_issues=True"
+                    if self.label_issues
+                    else "class_weight="
+                    if self.class_weight is not None
+                    else "metric="
+                )
+            )
+        if self.tune_thresholds and not self.multi_label:
+            raise BadInputError(
+                "tune_thresholds=True tunes the per-label thresholds of a multi-label model; "
+                "add multi_label=True or leave it out"
+            )
         if self.features is not None and not self.out_of_core:
             raise BadInputError(
                 "features= (precomputed training vectors) is for out_of_core=True training; "
@@ -548,9 +603,10 @@ class TrainResult:
     test_score: float | None = None  # test_<metric>
     decision_threshold: dict[str, Any] | None = None
     label_issues: list[LabelIssue] | None = None
+    test_scores: dict[str, Any] | None = None  # multi-label: F1 micro / macro, per label
 
     @property
-    def probe(self) -> LinearProbe | OutOfCoreProbe:
+    def probe(self) -> Probe:
         return self.model.probe
 
     @property
@@ -560,6 +616,10 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary ``bertprobe train --json`` prints."""
         probe, spec = self.probe, self.model.spec
+        if isinstance(probe, MultiLabelProbe):
+            from bertprobe.multilabel import training_summary
+
+            return training_summary(self)
         metric = self.metric
         scores: dict[str, Any] = {"metric": metric}
         if metric != "accuracy":
@@ -644,6 +704,17 @@ def train(
     array([1])
     """
     out = check_model_destination(out) if out is not None else None
+    if options.multi_label or reading.multi_label:
+        from bertprobe.multilabel import train_multilabel
+
+        if finetune is not None:
+            raise BadInputError(
+                "finetune= and multi_label=True do not combine (fine-tuning learns one label "
+                "per text); train the multi-label probe on the frozen encoder"
+            )
+        return train_multilabel(
+            data, test=test, encoding=encoding, options=options, reading=reading, out=out
+        )
     if finetune is not None and options.out_of_core:
         raise BadInputError(
             "finetune= and out_of_core=True do not combine (fine-tuning holds the training "

@@ -38,9 +38,10 @@ from typing import Any
 from bertprobe.data import check_output_path
 from bertprobe.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
 from bertprobe.errors import BertprobeError, ModelFolderError
+from bertprobe.multilabel import MultiLabelProbe
 from bertprobe.probe import LinearProbe, OutOfCoreProbe
 
-Probe = LinearProbe | OutOfCoreProbe
+Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
 
 MODEL_FORMAT = "bertprobe-model"
 # 2: the card carries a seal over the fields that decide predictions; 1 (no seal) still loads.
@@ -58,6 +59,7 @@ TRUSTED_TYPES = frozenset(
     {
         "bertprobe.probe.LinearProbe",
         "bertprobe.probe.OutOfCoreProbe",
+        "bertprobe.multilabel.MultiLabelProbe",
         "sklearn.model_selection._split.StratifiedKFold",
     }
 )
@@ -157,7 +159,7 @@ def save_model(
             "format": MODEL_FORMAT,
             "format_version": FORMAT_VERSION,
             "id": f"{folder.name}-{files[PROBE_FILE][:12]}",
-            "kind": "linear-probe",
+            "kind": "multi-label-probe" if isinstance(probe, MultiLabelProbe) else "linear-probe",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "encoder": encoder_record,
             "features": {
@@ -246,8 +248,17 @@ def read_model(folder: str | Path, *, check_encoder: bool = True) -> SavedModel:
 
     probe_path = folder / PROBE_FILE
     probe = _load_skops(probe_path)
-    if not isinstance(probe, LinearProbe | OutOfCoreProbe):
+    if not isinstance(probe, LinearProbe | OutOfCoreProbe | MultiLabelProbe):
         raise ModelFolderError(f"{probe_path} does not hold a bertprobe probe; retrain the model")
+    if isinstance(probe, MultiLabelProbe) != (card.get("kind") == "multi-label-probe") or (
+        isinstance(probe, MultiLabelProbe)
+        and card.get("probe", {}).get("thresholds") != probe.card_record()["thresholds"]
+    ):
+        # The thresholds decide predictions; the card shows them, so it must show the real ones.
+        raise ModelFolderError(
+            f"{folder / CARD_FILE} does not describe the probe in {PROBE_FILE} (its kind or "
+            "thresholds differ); restore the card or retrain"
+        )
     text_model = None
     if card.get("vote"):
         text_path = folder / card["vote"]["with"]
@@ -376,6 +387,8 @@ def card_encoder(folder: Path, card: dict, check: bool = True) -> EncoderRef:
 
 def probe_record(probe: Probe) -> dict[str, Any]:
     """What the card says of the probe: how its regularization was chosen, and how well."""
+    if isinstance(probe, MultiLabelProbe):
+        return probe.card_record()
     if isinstance(probe, OutOfCoreProbe):
         return {
             "solver": "sgd-out-of-core",

@@ -408,6 +408,11 @@ def ray_predict(
     """Label every text of ``inputs`` on Ray: into ``out`` (a file: JSON Lines, CSV or Parquet,
     in input order, as ``predict --output`` writes it) or into the folder ``out`` (Parquet
     shards with ``source``, ``row`` and ``line``)."""
+    if model.multi_label:
+        raise BadInputError(
+            "Ray labels with single-label models only so far; for a multi-label model use "
+            "predict --input FILE --output OUT (streamed, resumable)"
+        )
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes]
 
     def write(batches: Iterator[dict[str, np.ndarray]], checked: _Checked) -> None:

@@ -462,6 +462,11 @@ def build_report(
         >>> data = build_report(Classifier.load("models/sst2"), "test.tsv")  # doctest: +SKIP
         >>> write_report(data, "report/")  # doctest: +SKIP
     """
+    if model.multi_label:
+        raise BadInputError(
+            f"model {model.id} is multi-label: its report is "
+            "bertprobe.multilabel.write_multilabel_report (per-label scores and F1 chart)"
+        )
     test_set = test if isinstance(test, LabelledTexts) else reading.read_labelled(test)
     notes: list[str] = []
     train_set = None
@@ -502,7 +507,7 @@ def build_report(
         X_train, _ = model.embed(train_texts, run)
         cv = model.probe.cv
         data.learning_curve = learning_curve_scores(
-            X_train, y_train, C=model.probe.C_, cv=cv, n_jobs=n_jobs
+            X_train, y_train, C=float(model.probe.C_), cv=cv, n_jobs=n_jobs
         )
         baseline = tfidf_pipeline(cv=cv, n_jobs=n_jobs).fit(train_texts, y_train)
         data.tfidf_accuracy = float(baseline.score(test_texts, y_true))

@@ -184,6 +184,18 @@ class PredictResponse(BaseModel):
     model_path: str | None = Field(description="The folder that model was loaded from.")
 
 
+class MultiLabelPrediction(BaseModel):
+    labels: list[str] = Field(description="Every label whose probability reaches its threshold.")
+    probabilities: dict[str, float] = Field(description="Each label's own probability.")
+
+
+class MultiLabelPredictResponse(BaseModel):
+    predictions: list[MultiLabelPrediction]
+    model: str = Field(description="The id of the model that answered (folder name and hash).")
+    model_id: str = Field(description="SHA-256 prefix of that model's card.")
+    model_path: str | None = Field(description="The folder that model was loaded from.")
+
+
 class Health(BaseModel):
     status: str
     model: str
@@ -626,6 +638,7 @@ class LoadedModel:
     model_id: str
     path: str | None
     cut: float | None = None  # the decision threshold on the second class, when asked for
+    thresholds: np.ndarray | None = None  # a multi-label model's, one a label
 
     @property
     def name(self) -> str:
@@ -689,6 +702,7 @@ def create_app(
             model_id=card_digest(candidate.card),
             path=str(candidate.folder) if candidate.folder is not None else None,
             cut=candidate.threshold(threshold),  # checked now: a bad one never serves
+            thresholds=candidate.thresholds,
         )
 
     async def start(loaded: LoadedModel) -> None:
@@ -725,6 +739,13 @@ def create_app(
                     '{"model": "/path/to/folder"}'
                 )
             loaded = prepare(await asyncio.to_thread(Classifier.load, folder))
+            if (loaded.thresholds is None) != (current.thresholds is None):
+                kinds = ("single-label", "multi-label")
+                raise BadInputError(
+                    f"{folder} is a {kinds[loaded.thresholds is not None]} model and this "
+                    f"service answers {kinds[current.thresholds is not None]}: its answers "
+                    "would change shape; start another service for it"
+                )
             try:
                 await start(loaded)
             except BaseException:
@@ -821,10 +842,11 @@ def create_app(
     # Without a key the API routes are open, and their schema says so (no security scheme).
     keyed = [Depends(require_key)] if expected_key is not None else []
     PredictRequest = request_model(limits)
+    multi_label = first.thresholds is not None
 
     @app.post(
         "/v1/predict",
-        response_model=PredictResponse,
+        response_model=PredictResponse if not multi_label else MultiLabelPredictResponse,
         dependencies=keyed,
         responses={
             401: unauthorized,
@@ -840,8 +862,9 @@ def create_app(
         body: PredictRequest,  # type: ignore[valid-type]
         request: Request,
         response: Response,
-    ) -> PredictResponse | JSONResponse:
-        """Labels and class probabilities, one prediction per text, in order."""
+    ) -> PredictResponse | MultiLabelPredictResponse | JSONResponse:
+        """Labels and class probabilities, one prediction per text, in order (a multi-label
+        model: the labels at or over their thresholds, and each label's probability)."""
         loaded: LoadedModel = app.state.served  # taken once: one model answers all of it
         texts = list(body.texts)  # type: ignore[attr-defined]
         request.state.texts = len(texts)
@@ -860,6 +883,25 @@ def create_app(
             )
         except _ClientGone:
             return _error(499, "the client closed the connection")
+        if loaded.thresholds is not None:
+            return MultiLabelPredictResponse(
+                model=loaded.name,
+                model_id=loaded.model_id,
+                model_path=loaded.path,
+                predictions=[
+                    MultiLabelPrediction(
+                        labels=[
+                            str(c)
+                            for c, p, t in zip(loaded.classes, row, loaded.thresholds, strict=True)
+                            if p >= t
+                        ],
+                        probabilities={
+                            str(c): float(p) for c, p in zip(loaded.classes, row, strict=True)
+                        },
+                    )
+                    for row in rows
+                ],
+            )
         return PredictResponse(
             model=loaded.name,
             model_id=loaded.model_id,

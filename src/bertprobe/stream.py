@@ -147,6 +147,7 @@ def predict_file(
         "backend": encoder.backend,
         "spec": [model.spec.pooling, list(model.spec.layers), model.spec.max_length],
         "classes": [str(c) for c in classes],
+        **({"multi_label": True} if model.multi_label else {}),
         "chunk_size": chunk_size,
         "text_col": None if reading.text_col is None else str(reading.text_col),
         "drop_empty": reading.drop_empty,
@@ -181,7 +182,11 @@ def predict_file(
                 )
                 probabilities = model.head.predict_proba(X, texts=texts)
                 labels = model.decide(probabilities, threshold) if threshold is not None else None
-                parts.write(prediction_table(texts, probabilities, classes, labels))
+                parts.write(
+                    prediction_table(
+                        texts, probabilities, classes, labels, thresholds=model.thresholds
+                    )
+                )
                 stats.n_cached += embedded.n_cached
                 stats.n_truncated += embedded.n_truncated
                 bar.update(len(texts))

@@ -31,6 +31,8 @@ import pyarrow.parquet as pq
 
 Format = Literal["jsonl", "csv", "parquet"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# A multi-label prediction's labels in a CSV cell (a list column in Parquet, a list in JSON).
+CSV_LABEL_SEP = "|"
 
 
 def output_format(path: str | Path) -> Format:
@@ -55,15 +57,28 @@ def prediction_table(
     probabilities: np.ndarray,
     classes: Sequence[Any],
     labels: Sequence[Any] | np.ndarray | None = None,
+    thresholds: np.ndarray | None = None,
 ) -> pa.Table:
     """One chunk of predictions: text, the most probable label (or ``labels``, e.g. by a
-    decision threshold), each class's probability."""
-    if labels is None:
-        labels = [classes[int(i)] for i in np.argmax(probabilities, axis=1)]
-    columns: dict[str, Any] = {
-        "text": pa.array(list(texts), pa.string()),
-        "label": pa.array([x.item() if isinstance(x, np.generic) else x for x in labels]),
-    }
+    decision threshold), each class's probability.
+
+    With ``thresholds`` (a multi-label model's, one a class) the column ``labels`` lists every
+    class whose probability reaches its threshold, in place of ``label``.
+
+    >>> table = prediction_table(["x"], np.array([[0.7, 0.2, 0.9]]), ["a", "b", "c"],
+    ...                          thresholds=np.array([0.5, 0.5, 0.5]))
+    >>> table.column("labels").to_pylist()
+    [['a', 'c']]
+    """
+    columns: dict[str, Any] = {"text": pa.array(list(texts), pa.string())}
+    if thresholds is not None:
+        on = np.asarray(probabilities) >= np.asarray(thresholds)
+        chosen = [[str(classes[int(j)]) for j in np.flatnonzero(row)] for row in on]
+        columns["labels"] = pa.array(chosen, pa.list_(pa.string()))
+    else:
+        if labels is None:
+            labels = [classes[int(i)] for i in np.argmax(probabilities, axis=1)]
+        columns["label"] = pa.array([x.item() if isinstance(x, np.generic) else x for x in labels])
     # Rounded as predict has always printed them, so every format carries the same numbers.
     rounded = np.round(np.asarray(probabilities, dtype=np.float64), 6)
     for j, label in enumerate(classes):
@@ -71,26 +86,35 @@ def prediction_table(
     return pa.table(columns)
 
 
+def label_column(table: pa.Table) -> str:
+    """``labels`` for a multi-label prediction table, else ``label``."""
+    return "labels" if "labels" in table.column_names else "label"
+
+
 def jsonl_lines(table: pa.Table, classes: Sequence[Any]) -> Iterator[str]:
-    """``{"text", "label", "probabilities"}`` lines, as ``predict`` prints them."""
+    """``{"text", "label", "probabilities"}`` lines, as ``predict`` prints them (``labels``,
+    a list, for a multi-label model)."""
     names = [probability_column(c) for c in classes]
-    columns = {n: table.column(n).to_pylist() for n in ("text", "label", *names)}
+    key = label_column(table)
+    columns = {n: table.column(n).to_pylist() for n in ("text", key, *names)}
     for i, text in enumerate(columns["text"]):
         row = {
             "text": text,
-            "label": columns["label"][i],
+            key: columns[key][i],
             "probabilities": {str(c): columns[n][i] for c, n in zip(classes, names, strict=True)},
         }
         yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def _csv_text(table: pa.Table, classes: Sequence[Any], header: bool) -> str:
-    names = ["text", "label", *(probability_column(c) for c in classes)]
+    names = ["text", label_column(table), *(probability_column(c) for c in classes)]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if header:
         writer.writerow(names)
     columns = [table.column(n).to_pylist() for n in names]
+    if names[1] == "labels":
+        columns[1] = [CSV_LABEL_SEP.join(labels) for labels in columns[1]]
     writer.writerows(zip(*columns, strict=True))
     return buffer.getvalue()
 
@@ -112,7 +136,7 @@ def write_tables(tables: Iterable[pa.Table], out: str | Path, classes: Sequence[
         writer: pq.ParquetWriter | None = None
         try:
             for table in tables:
-                table = table.select(names)
+                table = table.select([names[0], label_column(table), *names[2:]])
                 if writer is None:
                     writer = pq.ParquetWriter(staged, table.schema)
                 writer.write_table(table)
