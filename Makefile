@@ -21,7 +21,7 @@ LOCK_UPGRADE ?= --upgrade
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
-	bench-finetune bench-scale bench-export clean
+	bench-finetune bench-scale bench-export bench-int8 clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -123,6 +123,12 @@ bench-scale: $(BIN)/.installed
 	$(BIN)/python bench/scale_bench.py
 
 # The whole classifier exported to ONNX (fp32 and int8) against `bertprobe predict` on SST-2.
+# Where the onnx-int8 encoder spends its time (ONNX Runtime's profiler, the GEMM ceiling), then
+# each quantization choice measured on and off against the one shipped (prints tables).
+bench-int8: $(BIN)/.installed
+	$(BIN)/python bench/int8_profile.py
+	$(BIN)/python bench/int8_variants.py
+
 bench-export: $(BIN)/.installed
 	$(BIN)/python bench/export_bench.py
 
