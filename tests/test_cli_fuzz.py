@@ -185,6 +185,10 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "dev_share": ["0.2"],
         "dev": labelled,
         "features": [files["features.parquet"]],
+        "long": ["truncate", "chunk"],
+        "stride": ["0", "4"],
+        "window_pool": ["mean", "max"],
+        "max_text_chars": ["10000000", "100000"],
     }
 
 
@@ -194,6 +198,9 @@ def _odd_values(world: dict) -> dict[str, list[str]]:
         "encoder": ["minilm", "distilbert-base-uncased", world["model"], "no/such-model"]
         + world["paths"],
         "pooling": ["sum", "CLS"],
+        "long": ["split", "CHUNK"],
+        "window_pool": ["cls", "sum"],
+        "max_text_chars": ["1", "5"],
         "poolings": ["mean,mean", "sum", "cls,"],
         "layer": ["1", "2", "9", "-9", "a", "0,0", "99999999999999999999"],
         "c_grid": ["default", "seed", "0", "-1", "1e400", "a,b"],

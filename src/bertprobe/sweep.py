@@ -149,6 +149,9 @@ def run_sweep(
     cv: int = 5,
     Cs: Sequence[float] = COARSE_C_GRID,
     max_length: int | None = None,
+    long: str = "truncate",
+    stride: int | None = None,
+    window_pool: str = "mean",
     cache: EmbeddingCache | None = None,
     batch_size: int = 32,
     n_jobs: int | None = None,
@@ -156,7 +159,11 @@ def run_sweep(
     progress: bool = False,
     on_row: Callable[[SweepRow], None] | None = None,
 ) -> SweepResult:
-    """Score every candidate by CV on (texts, labels); see the module docstring."""
+    """Score every candidate by CV on (texts, labels); see the module docstring.
+
+    ``long``, ``stride`` and ``window_pool`` are :func:`~bertprobe.encode.embed_views`'s: with
+    ``long="chunk"`` every candidate is scored on pooled windows of long texts.
+    """
     start = time.perf_counter()
     check_trainable(labels, cv)
     views = [
@@ -167,6 +174,9 @@ def run_sweep(
         model,
         views,
         max_length=max_length,
+        long=long,
+        stride=stride,
+        window_pool=window_pool,
         batch_size=batch_size,
         cache=cache,
         progress=progress,
