@@ -258,3 +258,37 @@ def test_train_and_predict_with_chunk_read_the_mode_back_from_the_card(
 def test_a_card_from_before_windows_loads_as_truncate(tiny_model_dir):
     model = Classifier.load(tiny_model_dir)
     assert "long" not in model.card["features"] and model.spec.long == "truncate"
+
+
+def test_auto_sweeps_pooled_windows_and_the_service_answers_from_them(
+    tiny_distilbert, long_rows_tsv, tmp_path
+):
+    from fastapi.testclient import TestClient
+
+    from bertprobe import EncoderOptions, RunOptions, TrainOptions, train
+    from bertprobe.serve import create_app
+
+    path, rows = long_rows_tsv
+    encoding = EncoderOptions(
+        str(tiny_distilbert),
+        pooling="mean",
+        max_length=16,
+        long="chunk",
+        window_pool="max",
+        run=RunOptions(use_cache=False),
+    )
+    options = TrainOptions(Cs="coarse", cv=2, n_jobs=1, auto=True, poolings="mean,max")
+    result = train(path, encoding=encoding, options=options, out=tmp_path / "model")
+    assert result.sweep is not None and result.sweep.embed.n_windows > len(rows)
+    model = Classifier.load(tmp_path / "model")
+    assert model.card["features"]["long"] == "chunk" and model.card["features"]["stride"] == 4
+    assert model.spec.pooling == result.sweep.best.pooling
+
+    texts = [t for t, _ in rows[::5]]
+    spec = FeatureSpec(model.spec.pooling, model.spec.layers, 16, "chunk", 4, "max")
+    expected = model.probe.predict_proba(embed(texts, str(tiny_distilbert), spec)[0])
+    with TestClient(create_app(model)) as client:
+        answer = client.post("/v1/predict", json={"texts": texts}).json()["predictions"]
+    labels = [str(c) for c in model.classes]
+    got = [[p["probabilities"][k] for k in labels] for p in answer]
+    assert np.allclose(got, expected, atol=1e-5)
