@@ -447,7 +447,14 @@ class FeatureSpec:
     """Which vector to take: pooling, hidden-state layers (concatenated), max length in tokens,
     and what becomes of a text over it: ``long="truncate"`` cuts it; ``"chunk"`` embeds windows
     of ``max_length`` tokens overlapping by ``stride`` (default: :func:`default_stride`) and
-    pools their vectors by ``window_pool`` (``"mean"`` or ``"max"``)."""
+    pools their vectors by ``window_pool`` (``"mean"`` or ``"max"``).
+
+    Example:
+        >>> FeatureSpec("mean", long="chunk").long_record(max_length=256)
+        {'long': 'chunk', 'stride': 64, 'window_pool': 'mean'}
+        >>> FeatureSpec("mean").long_record(max_length=256)
+        {}
+    """
 
     pooling: str = "cls"
     layers: tuple[int, ...] = (-1,)
