@@ -292,3 +292,18 @@ def test_auto_sweeps_pooled_windows_and_the_service_answers_from_them(
     labels = [str(c) for c in model.classes]
     got = [[p["probabilities"][k] for k in labels] for p in answer]
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_embed_writes_pooled_windows_and_counts_them(
+    tiny_distilbert, long_rows_tsv, tmp_path, capsys
+):
+    path, rows = long_rows_tsv
+    out = tmp_path / "vectors.npy"
+    argv = ["embed", path, "--encoder", tiny_distilbert, "--pooling", "mean", "--max-length"]
+    code, stdout, err = run([*argv, "16", "--long", "chunk", "--out", out, "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["long"] == "chunk" and summary["n_windows"] > len(rows)
+    spec = FeatureSpec("mean", max_length=16, long="chunk")
+    expected, _ = embed([t for t, _ in rows], str(tiny_distilbert), spec)
+    assert np.allclose(np.load(out), expected, atol=1e-5)

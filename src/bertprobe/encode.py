@@ -19,7 +19,6 @@ import hashlib
 import os
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -806,32 +805,31 @@ def embed_views(
 
 
 class _Windows:
-    """Window vectors waiting for the rest of their text's windows, pooled once all are in."""
+    """Pooled window vectors of each text, accumulated batch by batch: a running sum (for the
+    mean) or maximum, so memory holds one row per text, not one per window."""
 
     def __init__(self, owner: Sequence[int], pool: str, width: int) -> None:
-        self.owner = owner
+        self.owner = np.asarray(owner)
         self.pool = pool
-        self.count = Counter(owner)
-        self.first: dict[int, int] = {}
-        for w, text in enumerate(owner):  # a text's windows are consecutive
-            self.first.setdefault(text, w)
-        self.left = dict(self.count)
-        self.vectors = np.zeros((len(owner), width), dtype=np.float32)
+        n_texts = int(self.owner.max()) + 1 if len(owner) else 0
+        self.count = np.bincount(self.owner, minlength=n_texts)
+        self.left = self.count.copy()
+        start = -np.inf if pool == "max" else 0.0
+        self.pooled = np.full((n_texts, width), start, dtype=np.float32)
 
     def add(self, batch: Sequence[int], block: np.ndarray) -> tuple[list[int], np.ndarray]:
-        """Store one batch's window vectors; the texts it completed and their pooled vectors."""
-        self.vectors[list(batch)] = block
-        finished = []
-        for w in batch:
-            text = self.owner[w]
-            self.left[text] -= 1
-            if self.left[text] == 0:
-                finished.append(text)
-        pooled = np.empty((len(finished), self.vectors.shape[1]), dtype=np.float32)
-        for row, text in enumerate(finished):
-            span = self.vectors[self.first[text] : self.first[text] + self.count[text]]
-            pooled[row] = span.max(axis=0) if self.pool == "max" else span.mean(axis=0)
-        return finished, pooled
+        """Take one batch's window vectors; the texts it completed and their pooled vectors."""
+        texts = self.owner[list(batch)]
+        if self.pool == "max":
+            np.maximum.at(self.pooled, texts, block)
+        else:
+            np.add.at(self.pooled, texts, block)
+        np.subtract.at(self.left, texts, 1)
+        finished = sorted({int(t) for t in texts if self.left[t] == 0})
+        rows = self.pooled[finished]  # a copy: fancy indexing
+        if self.pool == "mean":
+            rows /= self.count[finished, None].astype(np.float32)
+        return finished, rows
 
 
 def _progress_bar(total: int, name: str, enabled: bool):
