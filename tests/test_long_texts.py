@@ -74,6 +74,7 @@ def test_a_stride_that_leaves_no_progress_is_refused(encoder, long_text):
         ({"long": "split"}, "unknown long='split'"),
         ({"long": "chunk", "window_pool": "sum"}, "unknown window_pool='sum'"),
         ({"long": "chunk", "stride": -1}, "stride=-1"),
+        ({"stride": 8}, "stride= applies to long=chunk only"),
     ],
 )
 def test_bad_long_text_options_are_one_line_errors(options, message):
@@ -245,6 +246,8 @@ def test_train_and_predict_with_chunk_read_the_mode_back_from_the_card(
     labels = [str(c) for c in model.classes]
     assert np.allclose([[p[k] for k in labels] for p in answered], expected, atol=1e-5)
 
+    code, _, err = run([*argv, "--stride", "4", "--out", tmp_path / "cut"], capsys)
+    assert code == 2 and "--stride applies to --long chunk only" in err
     code, stdout, err = run([*argv, *chunk[:2], "--out", tmp_path / "cut"], capsys)
     assert code == 0 and "truncated" in stdout
     assert "long" not in json.loads((tmp_path / "cut" / "card.json").read_text())["features"]

@@ -439,6 +439,9 @@ def check_long(long: str, stride: int | None, window_pool: str) -> None:
     check_window_pool(window_pool)
     if stride is not None and stride < 0:
         raise BadInputError(f"stride={stride}: use 0 or more tokens of overlap")
+    if stride is not None and long == "truncate":
+        # Silently ignored, it would look like a setting the model was trained with.
+        raise BadInputError("stride= applies to long=chunk only; add long=chunk or drop it")
 
 
 @dataclass(frozen=True)
