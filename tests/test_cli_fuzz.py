@@ -200,7 +200,7 @@ def _odd_values(world: dict) -> dict[str, list[str]]:
         "pooling": ["sum", "CLS"],
         "long": ["split", "CHUNK"],
         "window_pool": ["cls", "sum"],
-        "max_text_chars": ["1", "5"],
+        "max_text_chars": ["1", "5", str(2**63)],
         "poolings": ["mean,mean", "sum", "cls,"],
         "layer": ["1", "2", "9", "-9", "a", "0,0", "99999999999999999999"],
         "c_grid": ["default", "seed", "0", "-1", "1e400", "a,b"],

@@ -185,8 +185,9 @@ def test_a_row_over_the_bound_is_a_one_line_error_naming_file_and_line(tmp_path)
     message = str(info.value)
     assert "\n" not in message and f"{path}: line 3" in message
     assert "4,999 characters" in message and "max_field_chars=" in message
-    with pytest.raises(BadInputError, match="max_field_chars=0"):
-        ReadOptions(max_field_chars=0)
+    for bad in (0, 2**63):
+        with pytest.raises(BadInputError, match=f"max_field_chars={bad}: use from 1 to "):
+            ReadOptions(max_field_chars=bad)
 
 
 def test_the_cli_names_the_flag_that_raises_the_bound(tiny_model_dir, tmp_path, capsys):

@@ -42,6 +42,7 @@ _MAX_LINES_LISTED = 8
 # documents are what chunked embedding is for, so the bound is raised, and stays a bound so an
 # unclosed quote cannot read a whole file into one cell.
 MAX_FIELD_CHARS = 10_000_000
+MAX_FIELD_CHARS_BOUND = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,11 @@ class ReadOptions:
 
 
 def _check_field_chars(value: int) -> None:
-    if value < 1:
-        raise BadInputError(f"max_field_chars={value}: use at least 1")
+    # The csv module keeps the limit in a C long, 32 bits on some platforms.
+    if not 1 <= value <= MAX_FIELD_CHARS_BOUND:
+        raise BadInputError(
+            f"max_field_chars={value}: use from 1 to {MAX_FIELD_CHARS_BOUND:,} characters"
+        )
 
 
 def read_labelled(
