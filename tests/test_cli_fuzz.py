@@ -290,6 +290,11 @@ def invocations(draw, world: dict, name: str) -> list[str]:
                 ]
     if careful and "--features" in argv and "--out-of-core" not in argv:
         argv.append("--out-of-core")  # what --features is for
+    if careful and "--stride" in argv:  # what --stride is for
+        if "--long" in argv:
+            argv[argv.index("--long") + 1] = "chunk"
+        else:
+            argv += ["--long", "chunk"]
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
