@@ -204,6 +204,10 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "threshold": ["0.5", "0.3"],
         "label_sep": ["|"],
         "label_cols": ["a,b"],
+        "long": ["truncate", "chunk"],
+        "stride": ["0", "4"],
+        "window_pool": ["mean", "max"],
+        "max_text_chars": ["10000000", "100000"],
     }
 
 
@@ -213,6 +217,9 @@ def _odd_values(world: dict) -> dict[str, list[str]]:
         "encoder": ["minilm", "distilbert-base-uncased", world["model"], "no/such-model"]
         + world["paths"],
         "pooling": ["sum", "CLS"],
+        "long": ["split", "CHUNK"],
+        "window_pool": ["cls", "sum"],
+        "max_text_chars": ["1", "5", str(2**63)],
         "poolings": ["mean,mean", "sum", "cls,"],
         "layer": ["1", "2", "9", "-9", "a", "0,0", "99999999999999999999"],
         "c_grid": ["default", "seed", "0", "-1", "1e400", "a,b"],
@@ -307,6 +314,11 @@ def invocations(draw, world: dict, name: str) -> list[str]:
         argv.append("--out-of-core")  # what --features is for
     if careful and name == "train":
         argv = _careful_train(argv)
+    if careful and "--stride" in argv:  # what --stride is for
+        if "--long" in argv:
+            argv[argv.index("--long") + 1] = "chunk"
+        else:
+            argv += ["--long", "chunk"]
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know

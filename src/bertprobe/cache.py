@@ -1,7 +1,8 @@
 """A resumable on-disk embedding cache in SQLite.
 
 One row per (view, text): a *view* is one encoder (by fingerprint), one hidden-state layer, one
-pooling and one max length; the text is keyed by its SHA-256. Concatenated multi-layer features
+pooling and one max length (and, for long texts split into windows, the stride and the pooling
+of the windows); the text is keyed by its SHA-256. Concatenated multi-layer features
 are assembled from single-layer rows, so a layer sweep fills the cache once for every choice.
 Rows are committed batch by batch: an interrupted run keeps what it finished, and the next run
 computes only the rest.
@@ -39,6 +40,12 @@ CREATE TABLE IF NOT EXISTS views (
     backend TEXT NOT NULL,
     dim INTEGER NOT NULL,
     created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS view_windows (
+    view TEXT PRIMARY KEY,
+    long TEXT NOT NULL,
+    stride INTEGER NOT NULL,
+    window_pool TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS vectors (
     view TEXT NOT NULL,
@@ -83,19 +90,32 @@ class EmbeddingCache:
         max_length: int,
         dim: int,
         backend: str = "torch",
+        *,
+        long: str = "truncate",
+        stride: int = 0,
+        window_pool: str = "mean",
     ) -> str:
         """The key for one view, recorded with its description so the cache can be inspected.
 
-        Vectors from another backend (int8 weights, say) are another view.
+        Vectors from another backend (int8 weights, say) are another view, and so are pooled
+        windows of long texts (``long="chunk"``, by stride and window pooling); truncated
+        vectors keep the keys they had before windows existed.
         """
-        described = {
+        described: dict[str, object] = {
             "fingerprint": fingerprint,
             "layer": layer,
             "pooling": pooling,
             "max_length": max_length,
             "backend": backend,
         }
+        if long != "truncate":
+            described.update(long=long, stride=stride, window_pool=window_pool)
         view = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:24]
+        if long != "truncate":
+            self._db.execute(
+                "INSERT OR IGNORE INTO view_windows VALUES (?, ?, ?, ?)",
+                (view, long, stride, window_pool),
+            )
         self._db.execute(
             "INSERT OR IGNORE INTO views VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (

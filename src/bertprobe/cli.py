@@ -28,13 +28,21 @@ import numpy as np
 import typer
 
 from bertprobe import __version__
-from bertprobe.data import LabelledTexts, ReadOptions, check_output_path, read_texts
+from bertprobe.data import (
+    MAX_FIELD_CHARS,
+    LabelledTexts,
+    ReadOptions,
+    check_output_path,
+    read_texts,
+)
 from bertprobe.encode import (
     DEFAULT_ENCODER,
     POOLINGS,
     EncoderOptions,
     RunOptions,
+    check_long_mode,
     check_pooling,
+    check_window_pool,
     parse_layers,
 )
 from bertprobe.errors import BadInputError, BertprobeError
@@ -254,6 +262,37 @@ _FEATURES = (
         ],
         None,
     ),
+    _option(
+        "long",
+        Annotated[
+            str,
+            typer.Option(
+                help="Texts over --max-length: 'truncate', or 'chunk' into overlapping windows "
+                "whose vectors are pooled into one."
+            ),
+        ],
+        "truncate",
+    ),
+    _option(
+        "stride",
+        Annotated[
+            int | None,
+            typer.Option(
+                min=0,
+                help="--long chunk: tokens shared by consecutive windows (default: a quarter of "
+                "--max-length).",
+            ),
+        ],
+        None,
+    ),
+    _option(
+        "window_pool",
+        Annotated[
+            str,
+            typer.Option(help="--long chunk: how window vectors become one: mean or max."),
+        ],
+        "mean",
+    ),
 )
 _TEXT_COL = _option(
     "text_col", Annotated[str | None, typer.Option(help="Text column, by name or index.")], None
@@ -286,6 +325,14 @@ _LABEL_COLS = _option(
     ],
     None,
 )
+_MAX_TEXT_CHARS = _option(
+    "max_text_chars",
+    Annotated[
+        int,
+        typer.Option(min=1, help="Most characters in one CSV/TSV cell; a longer one is refused."),
+    ],
+    MAX_FIELD_CHARS,
+)
 
 
 def _column(value: str | None) -> str | int | None:
@@ -311,6 +358,9 @@ def _encoder_options(values: dict[str, Any], progress: bool) -> EncoderOptions:
         pooling=check_pooling(values["pooling"]),
         layers=parse_layers(values["layer"]),
         max_length=values["max_length"],
+        long=check_long_mode(values["long"]),
+        stride=values["stride"],
+        window_pool=check_window_pool(values["window_pool"]),
         run=_run_options(values, progress),
     )
 
@@ -322,6 +372,7 @@ def _read_options(values: dict[str, Any], progress: bool) -> ReadOptions:
         drop_empty=values.get("drop_empty", False),
         label_sep=values.get("label_sep"),
         label_cols=values.get("label_cols"),
+        max_field_chars=values.get("max_text_chars", MAX_FIELD_CHARS),
     )
 
 
@@ -335,10 +386,12 @@ class _Group:
 
 RUN = _Group(_RUN, _run_options)
 ENCODING = _Group(_FEATURES + _RUN, _encoder_options)
-READING = _Group((_TEXT_COL, _LABEL_COL, _DROP_EMPTY), _read_options)
-TEXTS = _Group((_TEXT_COL, _DROP_EMPTY), _read_options)
+READING = _Group((_TEXT_COL, _LABEL_COL, _DROP_EMPTY, _MAX_TEXT_CHARS), _read_options)
+TEXTS = _Group((_TEXT_COL, _DROP_EMPTY, _MAX_TEXT_CHARS), _read_options)
 # Commands that read labels of a multi-label model or for one (train, evaluate, report).
-LABELS = _Group((_TEXT_COL, _LABEL_COL, _DROP_EMPTY, _LABEL_SEP, _LABEL_COLS), _read_options)
+LABELS = _Group(
+    (_TEXT_COL, _LABEL_COL, _DROP_EMPTY, _LABEL_SEP, _LABEL_COLS, _MAX_TEXT_CHARS), _read_options
+)
 
 
 # The default of a command's option-object parameters, which _shared replaces by flags.
@@ -386,6 +439,15 @@ def _percent(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _long_texts(long: str, n_truncated: int, n_windows: int, n_computed: int) -> str:
+    """What became of long texts: how many were truncated, or the windows per text."""
+    if long == "truncate":
+        return f"{n_truncated:,} truncated"
+    if not n_computed:
+        return "no windows computed"
+    return f"{n_windows:,} windows, {n_windows / n_computed:.2f} per text"
+
+
 def _jsonable(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -400,6 +462,10 @@ _FLAGS = {
     "encoder": "--encoder",
     "layers": "--layer",
     "max_length": "--max-length",
+    "long": "--long",
+    "stride": "--stride",
+    "window_pool": "--window-pool",
+    "max_field_chars": "--max-text-chars",
     "batch_size": "--batch-size",
     "max_tokens": "--max-tokens",
     "device": "--device",
@@ -892,6 +958,8 @@ def embed_command(
         "n_resumed": stats.n_resumed,
         "n_cached": stats.n_cached,
         "n_truncated": stats.n_truncated,
+        "long": encoding.long,
+        "n_windows": stats.n_windows,
         "texts_per_second": stats.n_texts / stats.seconds if stats.seconds else None,
     }
     if as_json:
@@ -901,7 +969,8 @@ def embed_command(
     typer.echo(
         f"wrote {out}: {stats.n_texts:,} x {stats.dim} float32 in "
         f"{stats.seconds:.1f} s ({stats.n_cached:,} from cache, "
-        f"{stats.n_truncated:,} truncated{resumed})"
+        f"{_long_texts(encoding.long, stats.n_truncated, stats.n_windows, stats.n_computed)}"
+        f"{resumed})"
     )
 
 
@@ -1229,10 +1298,17 @@ def _print_training(result: TrainResult, data: Path, test: Path | None) -> None:
             f"encoder   {model.encoder.name} ({model.encoder.fingerprint[:19]}), pooling "
             f"{model.spec.pooling}, layer {layers}, max length {summary['max_length']}"
         )
-        total = sum(s.n_texts for s in (result.train_stats, result.test_stats) if s is not None)
+        embedded = [s for s in (result.train_stats, result.test_stats) if s is not None]
+        total = sum(s.n_texts for s in embedded)
+        long_texts = _long_texts(
+            model.spec.long,
+            summary["n_truncated"],
+            summary["n_windows"],
+            sum(s.n_computed for s in embedded),
+        )
         typer.echo(
             f"embedded  {total:,} texts in {result.embed_seconds:.1f} s "
-            f"({summary['n_cached']:,} from cache, {summary['n_truncated']:,} truncated)"
+            f"({summary['n_cached']:,} from cache, {long_texts})"
         )
         typer.echo(
             f"probe     C = {probe.C_:.4g} by {probe.cv}-fold CV (CV accuracy "
@@ -1322,7 +1398,12 @@ def _gather_texts(args: list[str], input_file: Path | None, reading: ReadOptions
         raise BadInputError("give texts as arguments or with --input, not both")
     source = input_file if input_file is not None else ("-" if args == ["-"] else None)
     if source is not None:
-        return read_texts(source, text_col=reading.text_col, drop_empty=reading.drop_empty).texts
+        return read_texts(
+            source,
+            text_col=reading.text_col,
+            drop_empty=reading.drop_empty,
+            max_field_chars=reading.max_field_chars,
+        ).texts
     if not args:
         raise BadInputError(
             "no texts to classify; pass them as arguments, with --input FILE, or '-' to read stdin"

@@ -38,6 +38,11 @@ LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "sentime
 Label = int | str
 _INT_LABEL = re.compile(r"[+-]?\d+")
 _MAX_LINES_LISTED = 8
+# The csv module refuses a cell over 131,072 characters by default, a few pages of text; long
+# documents are what chunked embedding is for, so the bound is raised, and stays a bound so an
+# unclosed quote cannot read a whole file into one cell.
+MAX_FIELD_CHARS = 10_000_000
+MAX_FIELD_CHARS_BOUND = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ class ReadOptions:
     label_cols : str or tuple of str or int, optional
         Multi-label files: one 0/1 column per label, by header name or 0-based index (a comma
         list, or a tuple). Without a header the labels are named by their column index.
+    max_field_chars : int
+        The most characters one cell of a CSV or TSV file may hold (default 10,000,000); a
+        longer cell is refused with its line, as is an unclosed quote that would read on.
 
     Examples
     --------
@@ -119,8 +127,10 @@ class ReadOptions:
     drop_empty: bool = False
     label_sep: str | None = None
     label_cols: tuple[str | int, ...] | str | None = None
+    max_field_chars: int = MAX_FIELD_CHARS
 
     def __post_init__(self) -> None:
+        _check_field_chars(self.max_field_chars)
         if self.label_sep is not None and not self.label_sep:
             raise BadInputError("label_sep='' splits nothing; give a separator such as '|'")
         if isinstance(self.label_cols, str):
@@ -161,6 +171,15 @@ class ReadOptions:
             label_col=self.label_col,
             header=self.header,
             drop_empty=self.drop_empty,
+            max_field_chars=self.max_field_chars,
+        )
+
+
+def _check_field_chars(value: int) -> None:
+    # The csv module keeps the limit in a C long, 32 bits on some platforms.
+    if not 1 <= value <= MAX_FIELD_CHARS_BOUND:
+        raise BadInputError(
+            f"max_field_chars={value}: use from 1 to {MAX_FIELD_CHARS_BOUND:,} characters"
         )
 
 
@@ -171,6 +190,7 @@ def read_labelled(
     label_col: str | int | None = None,
     header: bool | None = None,
     drop_empty: bool = False,
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> LabelledTexts:
     """Read a labelled file. Every row needs a non-empty text and a label."""
     return _read(
@@ -180,6 +200,7 @@ def read_labelled(
         header=header,
         drop_empty=drop_empty,
         want_labels=True,
+        max_field_chars=max_field_chars,
     )
 
 
@@ -189,6 +210,7 @@ def read_texts(
     text_col: str | int | None = None,
     header: bool | None = None,
     drop_empty: bool = False,
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> LabelledTexts:
     """Read texts to embed or classify; labels, if the file has them, are kept but not needed.
 
@@ -203,6 +225,7 @@ def read_texts(
         header=header,
         drop_empty=drop_empty,
         want_labels=False,
+        max_field_chars=max_field_chars,
     )
 
 
@@ -291,6 +314,7 @@ def iter_chunks(
     label_col: str | int | None = None,
     header: bool | None = None,
     drop_empty: bool = False,
+    max_field_chars: int = MAX_FIELD_CHARS,
     want_labels: bool = False,
 ) -> Iterator[TextChunk]:
     """Read a file ``chunk_size`` valid rows at a time, holding no more than one chunk.
@@ -304,7 +328,7 @@ def iter_chunks(
         >>> sum(len(c) for c in iter_chunks("data/sst2/train.tsv", 1000))  # doctest: +SKIP
         6920
     """
-    yield from _Reader(path).chunks(
+    yield from _Reader(path, max_field_chars).chunks(
         chunk_size,
         text_col=text_col,
         label_col=label_col,
@@ -330,11 +354,12 @@ def scan_file(
     label_col: str | int | None = None,
     header: bool | None = None,
     drop_empty: bool = False,
+    max_field_chars: int = MAX_FIELD_CHARS,
     want_labels: bool = False,
     chunk_size: int = 4096,
 ) -> FileSummary:
     """Read and check a whole file without keeping it: row count, empties skipped, SHA-256."""
-    reader = _Reader(path)
+    reader = _Reader(path, max_field_chars)
     n = dropped = 0
     for chunk in reader.chunks(
         chunk_size,
@@ -359,11 +384,12 @@ def scan_labels(
     text_col: str | int | None = None,
     label_col: str | int | None = None,
     drop_empty: bool = False,
+    max_field_chars: int = MAX_FIELD_CHARS,
     chunk_size: int = 8192,
 ) -> tuple[list[Any], FileSummary]:
     """Every label of a labelled file, in row order, with what :func:`scan_file` finds; texts
     are read and checked but not kept, so memory holds labels only."""
-    reader = _Reader(path)
+    reader = _Reader(path, max_field_chars)
     labels: list[Any] = []
     dropped = 0
     for chunk in reader.chunks(
@@ -386,9 +412,10 @@ def _read(
     label_col: str | int | None,
     header: bool | None,
     drop_empty: bool,
+    max_field_chars: int = MAX_FIELD_CHARS,
     want_labels: bool,
 ) -> LabelledTexts:
-    reader = _Reader(path)
+    reader = _Reader(path, max_field_chars)
     # One chunk of everything: every bad line of the file is named in one message.
     chunks = list(
         reader.chunks(
@@ -422,8 +449,10 @@ class _Reader:
     decoded one at a time so a bad byte is reported with its line and column.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_field_chars: int = MAX_FIELD_CHARS) -> None:
+        _check_field_chars(max_field_chars)
         self.path = path
+        self.max_field_chars = max_field_chars
         self.source = "<stdin>" if str(path) == "-" else str(path)
         self._digest = hashlib.sha256()
 
@@ -485,7 +514,12 @@ class _Reader:
             rows, columns = _jsonl_rows(lines, source)
         else:
             rows, columns = _delimited_rows(
-                lines, "\t" if kind == "tsv" else ",", source, header, requested
+                lines,
+                "\t" if kind == "tsv" else ",",
+                source,
+                header,
+                requested,
+                self.max_field_chars,
             )
         return rows, columns, "lines"
 
@@ -676,6 +710,7 @@ def _delimited_rows(
     source: str,
     header: bool | None,
     requested: tuple[str | int | None, ...],
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> tuple[Rows, list[str] | None]:
     # TSV files (SST-2, GLUE) carry bare quote characters inside texts: no quoting for them.
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
@@ -684,11 +719,23 @@ def _delimited_rows(
     def rows() -> Rows:
         start_line = 1
         try:
-            for cells in reader:
+            while True:
+                # The limit is the csv module's, global to the process: set it for this reader
+                # before every row, as other readers may be interleaved with this one.
+                csv.field_size_limit(max_field_chars)
+                cells = next(reader, None)
+                if cells is None:
+                    return
                 if cells and any(c.strip() for c in cells):
                     yield start_line, cells
                 start_line = reader.line_num + 1
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise BadInputError(
+                    f"{source}: line {reader.line_num}: a cell is over {max_field_chars:,} "
+                    "characters (or a quote is never closed); if the text is meant to be that "
+                    "long, raise max_field_chars="
+                ) from None
             raise BadInputError(
                 f"{source}: line {reader.line_num}: {exc}; check the quoting"
             ) from None

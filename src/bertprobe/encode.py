@@ -38,6 +38,10 @@ from bertprobe.extras import require_extra
 DEFAULT_ENCODER = "distilbert-base-uncased"
 Pooling = Literal["cls", "mean", "max"]
 POOLINGS: tuple[Pooling, ...] = ("cls", "mean", "max")
+LongMode = Literal["truncate", "chunk"]
+LONG_MODES: tuple[LongMode, ...] = ("truncate", "chunk")
+WindowPool = Literal["mean", "max"]
+WINDOW_POOLS: tuple[WindowPool, ...] = ("mean", "max")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Files a frozen encoder needs from the hub: configs, vocabularies and safetensors weights.
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
@@ -254,6 +258,40 @@ class LoadedEncoder:
         truncated = sum(1 for e in enc.encodings if e.overflowing)
         return enc["input_ids"], truncated
 
+    def windows(
+        self, texts: Sequence[str], max_length: int, stride: int
+    ) -> tuple[list[list[int]], list[int]]:
+        """Every text as overlapping windows of whole tokens, and the text each window is of.
+
+        Each window holds at most ``max_length`` tokens with the tokenizer's own special tokens
+        ([CLS] ... [SEP]); consecutive windows of a text share ``stride`` tokens, and a text's
+        windows come one after another. A text within the limit is one window, the same ids
+        :meth:`tokenize` gives it.
+        """
+        room = max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        if room < 1:
+            raise BadInputError(
+                f"max length {max_length} leaves no room for text beside {self.ref.name}'s "
+                "special tokens; use a larger max_length="
+            )
+        if not 0 <= stride < room:
+            raise BadInputError(
+                f"stride {stride} must be from 0 to {room - 1}: a window of max length "
+                f"{max_length} holds {room} text tokens; use a smaller stride= or a larger "
+                "max_length="
+            )
+        enc = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return enc["input_ids"], list(enc["overflow_to_sample_mapping"])
+
     def forward(self, ids: list[list[int]], views: Sequence[View]) -> dict[View, np.ndarray]:
         """Pooled vectors for one batch of token ids, one array per view."""
         import torch
@@ -374,13 +412,58 @@ def check_pooling(value: str) -> Pooling:
     return value
 
 
+def check_long_mode(value: str) -> LongMode:
+    """``value`` as a long-text mode, or a one-line error naming the choices."""
+    if value not in LONG_MODES:
+        raise BadInputError(f"unknown long={value!r}; choose one of {', '.join(LONG_MODES)}")
+    return value
+
+
+def check_window_pool(value: str) -> WindowPool:
+    """``value`` as a pooling of window vectors, or a one-line error naming the choices."""
+    if value not in WINDOW_POOLS:
+        raise BadInputError(
+            f"unknown window_pool={value!r}; choose one of {', '.join(WINDOW_POOLS)}"
+        )
+    return value
+
+
+def default_stride(max_length: int) -> int:
+    """Tokens shared by consecutive windows when no stride is given: a quarter of max length."""
+    return max_length // 4
+
+
+def check_long(long: str, stride: int | None, window_pool: str) -> None:
+    """A one-line error for a long-text mode, stride or window pooling that cannot be."""
+    check_long_mode(long)
+    check_window_pool(window_pool)
+    if stride is not None and stride < 0:
+        raise BadInputError(f"stride={stride}: use 0 or more tokens of overlap")
+    if stride is not None and long == "truncate":
+        # Silently ignored, it would look like a setting the model was trained with.
+        raise BadInputError("stride= applies to long=chunk only; add long=chunk or drop it")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which vector to take: pooling, hidden-state layers (concatenated), max length in tokens."""
+    """Which vector to take: pooling, hidden-state layers (concatenated), max length in tokens,
+    and what becomes of a text over it: ``long="truncate"`` cuts it; ``"chunk"`` embeds windows
+    of ``max_length`` tokens overlapping by ``stride`` (default: :func:`default_stride`) and
+    pools their vectors by ``window_pool`` (``"mean"`` or ``"max"``).
+
+    Example:
+        >>> FeatureSpec("mean", long="chunk").long_record(max_length=256)
+        {'long': 'chunk', 'stride': 64, 'window_pool': 'mean'}
+        >>> FeatureSpec("mean").long_record(max_length=256)
+        {}
+    """
 
     pooling: str = "cls"
     layers: tuple[int, ...] = (-1,)
     max_length: int | None = None
+    long: str = "truncate"
+    stride: int | None = None
+    window_pool: str = "mean"
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -391,6 +474,18 @@ class FeatureSpec:
             raise BadInputError("no layer given; give layers= an index such as -1 or -4,-1")
         if self.max_length is not None and self.max_length < 2:
             raise BadInputError(f"max length {self.max_length} is too small; use at least 2")
+        check_long(self.long, self.stride, self.window_pool)
+
+    def long_record(self, max_length: int | None = None) -> dict[str, Any]:
+        """The long-text options as job keys and model cards record them: nothing in truncate
+        mode (so keys made before chunking existed still match), else mode, stride (resolved
+        against ``max_length`` when given) and window pooling."""
+        if self.long == "truncate":
+            return {}
+        stride = self.stride
+        if stride is None and max_length is not None:
+            stride = default_stride(max_length)
+        return {"long": self.long, "stride": stride, "window_pool": self.window_pool}
 
 
 @dataclass(frozen=True)
@@ -463,6 +558,15 @@ class EncoderOptions:
         ``"-2,-1"`` is read as ``(-2, -1)``.
     max_length : int, optional
         Truncate texts at this many tokens (default: the encoder's limit).
+    long : {"truncate", "chunk"}
+        A text over ``max_length``: truncated (the default), or split into overlapping
+        windows of whole tokens, each embedded, whose vectors are pooled into one.
+    stride : int, optional
+        ``long="chunk"``: tokens shared by consecutive windows (default: a quarter of
+        ``max_length``, see :func:`default_stride`).
+    window_pool : {"mean", "max"}
+        ``long="chunk"``: how a text's window vectors become one (after ``pooling`` made one
+        vector per window).
     run : RunOptions
         Batches, device, backend, cache, progress.
 
@@ -477,15 +581,20 @@ class EncoderOptions:
     pooling: Pooling = "cls"
     layers: tuple[int, ...] = (-1,)
     max_length: int | None = None
+    long: LongMode = "truncate"
+    stride: int | None = None
+    window_pool: WindowPool = "mean"
     run: RunOptions = RunOptions()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", parse_layers(self.layers))
-        FeatureSpec(self.pooling, self.layers, self.max_length)  # checks those three
+        _ = self.spec  # building the spec checks the feature options
 
     @property
     def spec(self) -> FeatureSpec:
-        return FeatureSpec(self.pooling, self.layers, self.max_length)
+        return FeatureSpec(
+            self.pooling, self.layers, self.max_length, self.long, self.stride, self.window_pool
+        )
 
     @property
     def backend(self) -> Backend:
@@ -527,6 +636,12 @@ class EmbedStats:
     n_batches: int = 0
     seconds: float = 0.0
     max_length: int = 0
+    n_windows: int = 0  # long="chunk": windows embedded for the computed texts
+
+    @property
+    def windows_per_text(self) -> float | None:
+        """Mean windows per computed text in chunk mode; ``None`` when none were windowed."""
+        return self.n_windows / self.n_computed if self.n_windows and self.n_computed else None
 
 
 def embed(
@@ -562,6 +677,9 @@ def embed(
         model,
         views,
         max_length=spec.max_length,
+        long=spec.long,
+        stride=spec.stride,
+        window_pool=spec.window_pool,
         batch_size=batch_size,
         max_tokens=max_tokens,
         cache=cache,
@@ -576,6 +694,9 @@ def embed_views(
     views: Sequence[View],
     *,
     max_length: int | None = None,
+    long: str = "truncate",
+    stride: int | None = None,
+    window_pool: str = "mean",
     batch_size: int = 32,
     max_tokens: int | None = None,
     cache: EmbeddingCache | None = None,
@@ -586,16 +707,25 @@ def embed_views(
 
     Row ``i`` holds ``texts[i]``'s vectors for ``views[0]``, ``views[1]``, ... each
     ``model.hidden_size`` wide. A layer sweep asks for every layer x pooling at once.
+
+    ``long="chunk"`` embeds every window of a text over ``max_length`` (see
+    :meth:`LoadedEncoder.windows`; ``stride`` default :func:`default_stride`) in the same
+    length-sorted batches as short texts, and pools each view's window vectors into one by
+    ``window_pool``; a text is cached once all its windows are done.
     """
     start = time.perf_counter()
     if batch_size < 1:
         raise BadInputError(f"batch size {batch_size} must be at least 1")
+    check_long(long, stride, window_pool)
     max_length = max_length or model.max_length
     if max_length > model.max_length:
         raise BadInputError(
             f"max length {max_length} exceeds what {model.ref.name} takes "
             f"({model.max_length} tokens); use a smaller max_length="
         )
+    chunking = long == "chunk"
+    if chunking and stride is None:
+        stride = default_stride(max_length)
     dim = model.hidden_size
     stats = EmbedStats(n_texts=len(texts), max_length=max_length)
 
@@ -621,6 +751,9 @@ def embed_views(
                 max_length,
                 dim,
                 model.backend,
+                long=long,
+                stride=stride or 0,
+                window_pool=window_pool,
             )
             found = cache.get_many(view_keys[view], [keys[i] for i in unique])
             for u, i in enumerate(unique):
@@ -633,23 +766,37 @@ def embed_views(
     stats.n_cached = len(unique) - len(todo)
 
     if todo:
-        ids, stats.n_truncated = model.tokenize([texts[unique[u]] for u in todo], max_length)
+        todo_texts = [texts[unique[u]] for u in todo]
+        if chunking:
+            assert stride is not None
+            ids, owner = model.windows(todo_texts, max_length, stride)
+            stats.n_windows = len(ids)
+        else:
+            ids, stats.n_truncated = model.tokenize(todo_texts, max_length)
+            owner = list(range(len(ids)))
+        windows = _Windows(owner, window_pool, dim * len(views)) if chunking else None
         bar = _progress_bar(len(todo), model.ref.name, progress)
         try:
             for batch in length_sorted_batches([len(x) for x in ids], batch_size, max_tokens):
                 pooled = model.forward([ids[b] for b in batch], views)
-                rows = [todo[b] for b in batch]
-                for j, view in enumerate(views):
-                    vectors[rows, j * dim : (j + 1) * dim] = pooled[view]
-                    if cache is not None:
+                block = np.concatenate([pooled[view] for view in views], axis=1)
+                if windows is not None:
+                    finished, block = windows.add(batch, block)
+                else:
+                    finished = batch
+                rows = [todo[t] for t in finished]
+                vectors[rows] = block
+                if cache is not None and rows:
+                    for j, view in enumerate(views):
                         cache.put_many(
-                            view_keys[view], [keys[unique[u]] for u in rows], pooled[view]
+                            view_keys[view],
+                            [keys[unique[u]] for u in rows],
+                            block[:, j * dim : (j + 1) * dim],
                         )
-                if cache is not None:
                     cache.commit()
-                stats.n_computed += len(batch)
+                stats.n_computed += len(rows)
                 stats.n_batches += 1
-                bar.update(len(batch))
+                bar.update(len(rows))
                 if on_batch is not None:
                     on_batch(stats.n_computed)
         finally:
@@ -658,6 +805,34 @@ def embed_views(
     slot = {key: u for u, key in enumerate(keys[i] for i in unique)}
     stats.seconds = time.perf_counter() - start
     return vectors[[slot[key] for key in keys]], stats
+
+
+class _Windows:
+    """Pooled window vectors of each text, accumulated batch by batch: a running sum (for the
+    mean) or maximum, so memory holds one row per text, not one per window."""
+
+    def __init__(self, owner: Sequence[int], pool: str, width: int) -> None:
+        self.owner = np.asarray(owner)
+        self.pool = pool
+        n_texts = int(self.owner.max()) + 1 if len(owner) else 0
+        self.count = np.bincount(self.owner, minlength=n_texts)
+        self.left = self.count.copy()
+        start = -np.inf if pool == "max" else 0.0
+        self.pooled = np.full((n_texts, width), start, dtype=np.float32)
+
+    def add(self, batch: Sequence[int], block: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """Take one batch's window vectors; the texts it completed and their pooled vectors."""
+        texts = self.owner[list(batch)]
+        if self.pool == "max":
+            np.maximum.at(self.pooled, texts, block)
+        else:
+            np.add.at(self.pooled, texts, block)
+        np.subtract.at(self.left, texts, 1)
+        finished = sorted({int(t) for t in texts if self.left[t] == 0})
+        rows = self.pooled[finished]  # a copy: fancy indexing
+        if self.pool == "mean":
+            rows /= self.count[finished, None].astype(np.float32)
+        return finished, rows
 
 
 def _progress_bar(total: int, name: str, enabled: bool):
@@ -703,6 +878,13 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     max_length : int or None, default=None
         Truncate texts at this many tokens, from 2 to the encoder's limit; ``None``: the
         encoder's limit.
+    long : {"truncate", "chunk"}, default="truncate"
+        A text over ``max_length``: truncated, or split into windows of whole tokens
+        overlapping by ``stride``, each embedded, whose vectors are pooled by ``window_pool``.
+    stride : int or None, default=None
+        ``long="chunk"``: tokens shared by consecutive windows; ``None``: ``max_length // 4``.
+    window_pool : {"mean", "max"}, default="mean"
+        ``long="chunk"``: the mean or the element-wise maximum of a text's window vectors.
     batch_size : int, default=32
         Texts per forward pass (at least 1). Batches group texts of similar length, longest
         first, so little time goes on padding and an out-of-memory error shows on the first.
@@ -734,7 +916,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     layers_ : tuple of int
         The absolute hidden-state indices of ``layers`` (0 = embeddings), in order.
     spec_ : FeatureSpec
-        The pooling, layers (as given) and max length the vectors are taken with.
+        The pooling, layers (as given), max length and long-text options the vectors are taken
+        with.
     n_features_out_ : int
         Width of a row of :meth:`transform`: the encoder's hidden size times the number of
         layers.
@@ -788,6 +971,9 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         pooling: str = "cls",
         layers: int | str | tuple[int, ...] = -1,
         max_length: int | None = None,
+        long: str = "truncate",
+        stride: int | None = None,
+        window_pool: str = "mean",
         batch_size: int = 32,
         max_tokens: int | None = None,
         use_cache: bool = True,
@@ -800,6 +986,9 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         self.pooling = pooling
         self.layers = layers
         self.max_length = max_length
+        self.long = long
+        self.stride = stride
+        self.window_pool = window_pool
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.use_cache = use_cache
@@ -824,7 +1013,14 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         self : TextEmbedder
             The fitted transformer.
         """
-        spec = FeatureSpec(self.pooling, parse_layers(self.layers), self.max_length)
+        spec = FeatureSpec(
+            self.pooling,
+            parse_layers(self.layers),
+            self.max_length,
+            self.long,
+            self.stride,
+            self.window_pool,
+        )
         model = load_encoder(self.encoder, self.device, self.backend, self.cache_dir)
         self.encoder_ref_ = model.ref
         self.layers_ = tuple(model.layer_index(layer) for layer in spec.layers)

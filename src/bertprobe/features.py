@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bertprobe.cache import EmbeddingCache
-from bertprobe.data import ReadOptions, is_parquet, iter_chunks, scan_file
+from bertprobe.data import MAX_FIELD_CHARS, ReadOptions, is_parquet, iter_chunks, scan_file
 from bertprobe.encode import EncoderOptions, FeatureSpec, LoadedEncoder, embed, load_encoder
 from bertprobe.errors import BadInputError
 
@@ -161,6 +161,8 @@ class FileEmbedStats:
     dropped_empty: int = 0
     dim: int = 0
     seconds: float = 0.0
+    n_computed: int = 0
+    n_windows: int = 0  # long="chunk": windows embedded for the n_computed texts
 
 
 def write_features(
@@ -191,6 +193,7 @@ def write_features(
             cache=cache,
             text_col=reading.text_col,
             drop_empty=reading.drop_empty,
+            max_field_chars=reading.max_field_chars,
             progress=encoding.run.progress,
         )
     if target != out:
@@ -235,6 +238,7 @@ def vectors_job(
         "max_length": spec.max_length or model.max_length,
         "text_col": text_col,
         "drop_empty": drop_empty,
+        **spec.long_record(spec.max_length or model.max_length),
     }
 
 
@@ -320,6 +324,7 @@ def embed_file(
     cache: EmbeddingCache | None = None,
     text_col: str | int | None = None,
     drop_empty: bool = False,
+    max_field_chars: int = MAX_FIELD_CHARS,
     device: str = "cpu",
     backend: str = "torch",
     progress: bool = False,
@@ -338,7 +343,13 @@ def embed_file(
         else load_encoder(encoder, device, backend, cache.folder if cache is not None else None)
     )
 
-    summary = scan_file(path, text_col=text_col, drop_empty=drop_empty, chunk_size=chunk_size)
+    summary = scan_file(
+        path,
+        text_col=text_col,
+        drop_empty=drop_empty,
+        max_field_chars=max_field_chars,
+        chunk_size=chunk_size,
+    )
     stats = FileEmbedStats(
         n_texts=summary.n,
         source_sha256=summary.sha256,
@@ -351,7 +362,13 @@ def embed_file(
     bar = _progress_bar(stats.n_texts, writer.rows_done, progress)
     try:
         seen = 0
-        for chunk in iter_chunks(path, chunk_size, text_col=text_col, drop_empty=drop_empty):
+        for chunk in iter_chunks(
+            path,
+            chunk_size,
+            text_col=text_col,
+            drop_empty=drop_empty,
+            max_field_chars=max_field_chars,
+        ):
             texts = chunk.texts[max(0, writer.rows_done - seen) :]
             seen += len(chunk)
             if not texts:
@@ -362,6 +379,8 @@ def embed_file(
             writer.write(vectors)
             stats.n_cached += chunk_stats.n_cached
             stats.n_truncated += chunk_stats.n_truncated
+            stats.n_computed += chunk_stats.n_computed
+            stats.n_windows += chunk_stats.n_windows
             bar.update(len(texts))
             if on_chunk is not None:
                 on_chunk(writer.rows_done)

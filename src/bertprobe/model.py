@@ -668,6 +668,8 @@ class TrainResult:
             "max_length": self.train_stats.max_length if self.train_stats else spec.max_length,
             "n_cached": sum(s.n_cached for s in stats),
             "n_truncated": sum(s.n_truncated for s in stats),
+            "long": spec.long,
+            "n_windows": sum(s.n_windows for s in stats),
             "auto": sweep.choice if sweep is not None else None,
             "vote_cv_accuracy": sweep.vote_cv_accuracy if sweep is not None else None,
             "sweep_seconds": sweep.seconds if sweep is not None else None,
@@ -969,6 +971,9 @@ def _sweep(
         Cs=Cs,
         finalists=options.finalists,
         max_length=encoding.max_length,
+        long=encoding.long,
+        stride=encoding.stride,
+        window_pool=encoding.window_pool,
         cache=cache,
         batch_size=encoding.run.batch_size,
         n_jobs=options.n_jobs,
@@ -1006,6 +1011,7 @@ def _train_out_of_core(
             text_col=reading.text_col,
             label_col=reading.label_col,
             drop_empty=reading.drop_empty,
+            max_field_chars=reading.max_field_chars,
         )
         for split, path in (("train", data), ("test", test))
         if path is not None
@@ -1043,6 +1049,7 @@ def _train_out_of_core(
                 spec.max_length,
                 None if reading.text_col is None else str(reading.text_col),
                 reading.drop_empty,
+                *([spec.long_record()] if spec.long != "truncate" else []),
             ]
         )
         features = feature_dir / f"{hashlib.sha256(job.encode()).hexdigest()[:24]}.npy"

@@ -93,7 +93,7 @@ def _read_multilabel(
     path: str | Path, reading: ReadOptions
 ) -> tuple[LabelledTexts, list[str] | None]:
     """The file's multi-label rows and, with ``label_cols``, the labels the columns name."""
-    reader = _Reader(path)
+    reader = _Reader(path, reading.max_field_chars)
     source = reader.source
     label_cols = tuple(reading.label_cols or ())
     requested = (reading.text_col, reading.label_col, *label_cols)

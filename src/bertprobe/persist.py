@@ -46,6 +46,9 @@ Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
 MODEL_FORMAT = "bertprobe-model"
 # 2: the card carries a seal over the fields that decide predictions; 1 (no seal) still loads.
 FORMAT_VERSION = 2
+# Cards of models that chunk long texts: a bertprobe that predates windows would read such a
+# card as truncating and answer from other vectors, so it must refuse it as newer.
+LONG_TEXT_FORMAT_VERSION = 3
 SEALED_SINCE = 2
 CARD_FILE = "card.json"
 PROBE_FILE = "probe.skops"
@@ -157,7 +160,9 @@ def save_model(
             }
         card = {
             "format": MODEL_FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": LONG_TEXT_FORMAT_VERSION
+            if spec.long != "truncate"
+            else FORMAT_VERSION,
             "id": f"{folder.name}-{files[PROBE_FILE][:12]}",
             "kind": "multi-label-probe" if isinstance(probe, MultiLabelProbe) else "linear-probe",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -167,6 +172,7 @@ def save_model(
                 "layers": list(spec.layers),
                 "max_length": max_length,
                 "backend": backend,
+                **spec.long_record(max_length),
             },
             "labels": probe.classes_.tolist(),
             "probe": probe_record(probe),
@@ -215,7 +221,7 @@ def read_card(folder: str | Path) -> dict[str, Any]:
         raise ModelFolderError(
             f"{folder / CARD_FILE} has no valid format_version; restore the card or retrain"
         )
-    if card["format_version"] > FORMAT_VERSION:
+    if card["format_version"] > LONG_TEXT_FORMAT_VERSION:
         raise ModelFolderError(
             f"{folder} was saved by a newer bertprobe (format "
             f"{card['format_version']}); upgrade bertprobe to load it"
@@ -273,7 +279,15 @@ def read_model(folder: str | Path, *, check_encoder: bool = True) -> SavedModel:
             )
 
     features = card["features"]
-    spec = FeatureSpec(features["pooling"], tuple(features["layers"]), features["max_length"])
+    # Cards from before long-text windows have no "long": they truncated.
+    spec = FeatureSpec(
+        features["pooling"],
+        tuple(features["layers"]),
+        features["max_length"],
+        features.get("long", "truncate"),
+        features.get("stride"),
+        features.get("window_pool", "mean"),
+    )
     encoder = card_encoder(folder, card, check_encoder)
     return SavedModel(
         card=card,

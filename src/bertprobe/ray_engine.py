@@ -199,6 +199,7 @@ def _check_inputs(files: list[Path], reading: ReadOptions, chunk_rows: int) -> _
             path,
             text_col=reading.text_col,
             drop_empty=reading.drop_empty,
+            max_field_chars=reading.max_field_chars,
             chunk_size=chunk_rows,
         )
         counts.append(summary.n)
@@ -226,7 +227,11 @@ def _read_range(
     single-process reader (rows before ``start`` are read and skipped, not embedded)."""
     seen = 0
     for chunk in iter_chunks(
-        source, batch_rows, text_col=reading.text_col, drop_empty=reading.drop_empty
+        source,
+        batch_rows,
+        text_col=reading.text_col,
+        drop_empty=reading.drop_empty,
+        max_field_chars=reading.max_field_chars,
     ):
         first, seen = seen, seen + len(chunk)
         if seen <= start:

@@ -136,7 +136,11 @@ def predict_file(
     start = time.perf_counter()
     out = Path(out)
     summary = scan_file(
-        path, text_col=reading.text_col, drop_empty=reading.drop_empty, chunk_size=chunk_size
+        path,
+        text_col=reading.text_col,
+        drop_empty=reading.drop_empty,
+        max_field_chars=reading.max_field_chars,
+        chunk_size=chunk_size,
     )
     encoder = run.load(model.encoder, default_backend=model.backend)
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes]
@@ -145,7 +149,8 @@ def predict_file(
         "model": model.card.get("id") or f"unsaved-{uuid.uuid4().hex}",
         "encoder": encoder.ref.fingerprint,
         "backend": encoder.backend,
-        "spec": [model.spec.pooling, list(model.spec.layers), model.spec.max_length],
+        "spec": [model.spec.pooling, list(model.spec.layers), model.spec.max_length]
+        + ([model.spec.long_record()] if model.spec.long != "truncate" else []),
         "classes": [str(c) for c in classes],
         **({"multi_label": True} if model.multi_label else {}),
         "chunk_size": chunk_size,
@@ -166,7 +171,11 @@ def predict_file(
         with run.open_cache() as cache:
             seen = 0
             for chunk in iter_chunks(
-                path, chunk_size, text_col=reading.text_col, drop_empty=reading.drop_empty
+                path,
+                chunk_size,
+                text_col=reading.text_col,
+                drop_empty=reading.drop_empty,
+                max_field_chars=reading.max_field_chars,
             ):
                 texts = chunk.texts[max(0, parts.rows_done - seen) :]
                 seen += len(chunk)

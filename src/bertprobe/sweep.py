@@ -193,6 +193,9 @@ def run_sweep(
     Cs: Sequence[float] = COARSE_C_GRID,
     finalists: int = FINALISTS,
     max_length: int | None = None,
+    long: str = "truncate",
+    stride: int | None = None,
+    window_pool: str = "mean",
     cache: EmbeddingCache | None = None,
     batch_size: int = 32,
     n_jobs: int | None = None,
@@ -208,6 +211,9 @@ def run_sweep(
 
     ``metric`` ranks the candidates, in the screen and by CV (and picks each finalist's C);
     ``class_weight`` is the probes'. The TF-IDF vote is still decided by accuracy.
+
+    ``long``, ``stride`` and ``window_pool`` are :func:`~bertprobe.encode.embed_views`'s: with
+    ``long="chunk"`` every candidate is scored on pooled windows of long texts.
     """
     start = time.perf_counter()
     check_trainable(labels, cv)
@@ -221,6 +227,9 @@ def run_sweep(
         model,
         views,
         max_length=max_length,
+        long=long,
+        stride=stride,
+        window_pool=window_pool,
         batch_size=batch_size,
         cache=cache,
         progress=progress,
