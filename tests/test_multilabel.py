@@ -397,3 +397,18 @@ def test_service_openapi_conformance_for_a_multilabel_model(ml_model):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        ({"metric": "f1_macro"}, "metric="),
+        ({"class_weight": "balanced"}, "class_weight="),
+        ({"label_issues": True}, "label_issues=True"),
+    ],
+)
+def test_multi_label_refuses_the_single_label_options_it_does_not_apply(extra, named):
+    from bertprobe.model import TrainOptions
+
+    with pytest.raises(BadInputError, match=named):
+        TrainOptions(multi_label=True, **extra)
