@@ -319,6 +319,10 @@ def invocations(draw, world: dict, name: str) -> list[str]:
             argv[argv.index("--long") + 1] = "chunk"
         else:
             argv += ["--long", "chunk"]
+    if careful and "--ray" not in argv:  # Ray's own options only with --ray
+        argv = _without(argv, {"--actors", "--actor-cpus"}, set())
+    if careful and name == "predict" and not {"-i", "--input"} & set(argv):
+        argv.insert(1, "the film was great")  # something to classify
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
