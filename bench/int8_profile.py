@@ -89,7 +89,7 @@ def profile_encoder(batch_size: int, threads: int, repeats: int) -> dict:
     import torch
 
     from bertprobe.datasets import load_sst2
-    from bertprobe.encode import load_encoder
+    from bertprobe.encode import _pool_numpy, load_encoder
     from bertprobe.export import onnx_path
 
     torch.set_num_threads(threads)
@@ -135,9 +135,7 @@ def profile_encoder(batch_size: int, threads: int, repeats: int) -> dict:
                 )
                 stages["session.run"] += time.perf_counter() - t
                 t = time.perf_counter()
-                mask = torch.from_numpy(padded_batch["attention_mask"]).unsqueeze(-1).float()
-                last = torch.from_numpy(states[-1])
-                _ = ((last * mask).sum(1) / mask.sum(1)).numpy()
+                _pool_numpy(states[-1], padded_batch["attention_mask"], "mean")  # as embed does
                 stages["pool"] += time.perf_counter() - t
             walls.append(time.perf_counter() - start)
         trace = json.loads(Path(session.end_profiling()).read_text())

@@ -89,6 +89,7 @@ from bertprobe.probe import (
 from bertprobe.stream import PredictFileStats
 from bertprobe.sweep import (
     FINALISTS,
+    TFIDF_C_GRID,
     SweepResult,
     parse_poolings,
     run_sweep,
@@ -783,7 +784,9 @@ def train(
     fit_start = time.perf_counter()
     voter = None
     if swept is not None and swept.vote_wins:
-        voter = tfidf_pipeline(cv=options.cv, n_jobs=options.n_jobs)
+        # The sweep chose the voter's C by the same folds: the final fit keeps it.
+        chosen = (swept.tfidf_C,) if swept.tfidf_C is not None else TFIDF_C_GRID
+        voter = tfidf_pipeline(cv=options.cv, Cs=chosen, n_jobs=options.n_jobs)
     Cs = options.grid if swept is None else _near(options.grid, swept.best.C)
     probe = LinearProbe(
         Cs=Cs,

@@ -106,6 +106,7 @@ class SweepResult:
     metric: str = "accuracy"
 
     screen_seconds: float = 0.0
+    tfidf_C: float | None = None  # the TF-IDF baseline's C, chosen by its CV
 
     @property
     def finalists(self) -> list[SweepRow]:
@@ -137,6 +138,7 @@ class SweepResult:
             "metric": self.metric,
             "best": self.best.name,
             "tfidf_cv_accuracy": self.tfidf_cv_accuracy,
+            "tfidf_C": self.tfidf_C,
             "vote_cv_accuracy": self.vote_cv_accuracy,
             "choice": self.choice,
             "embed_seconds": self.embed.seconds,
@@ -300,6 +302,7 @@ def run_sweep(
     )
     if tfidf:
         result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
+        result.tfidf_C = tfidf_C
         winner = result.best
         result.vote_cv_accuracy = vote_cv_accuracy(
             features(Candidate(winner.name, winner.pooling, tuple(winner.layers))),
