@@ -201,3 +201,29 @@ def test_web_page_classifies_a_typed_sentence(live_url):
     assert label in ("0", "1")
     assert bars == 2
     assert problems == []
+
+
+def test_connections_to_the_listening_socket_turn_nagle_off():
+    """Each answer on a kept-alive connection must leave at once: with Nagle's algorithm on, a
+    response written in two parts waits for the client's delayed ACK (about 40 ms)."""
+    import asyncio
+
+    from bertprobe.serve import listen_socket
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=listen_socket("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
