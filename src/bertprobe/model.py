@@ -768,17 +768,8 @@ def train(
                 encoding, pooling=check_pooling(best.pooling), layers=tuple(best.layers)
             )
         spec = encoding.spec
-        embed_options: dict[str, Any] = dict(
-            batch_size=encoding.run.batch_size,
-            max_tokens=encoding.run.max_tokens,
-            cache=cache,
-            progress=encoding.run.progress,
-        )
-        X_train, train_stats = embed(train_set.texts, encoder, spec, **embed_options)
-        X_test, test_stats = (
-            embed(test_set.texts, encoder, spec, **embed_options)
-            if test_set is not None
-            else (None, None)
+        X_train, train_stats, X_test, test_stats = embed_sets(
+            encoder, spec, encoding.run, cache, train_set, test_set
         )
 
     fit_start = time.perf_counter()
@@ -913,6 +904,26 @@ def _threshold_record(
         "oof_score": score,
         "oof_score_argmax": metric_score(by, labels, oof, classes),
     }
+
+
+def embed_sets(
+    encoder: LoadedEncoder,
+    spec: FeatureSpec,
+    run: RunOptions,
+    cache: EmbeddingCache | None,
+    train_set: LabelledTexts,
+    test_set: LabelledTexts | None,
+) -> tuple[np.ndarray, EmbedStats, np.ndarray | None, EmbedStats | None]:
+    """The training set's vectors and, when there is a test set, its vectors: one encoder,
+    one way of running it."""
+    options: dict[str, Any] = dict(
+        batch_size=run.batch_size, max_tokens=run.max_tokens, cache=cache, progress=run.progress
+    )
+    X_train, train_stats = embed(train_set.texts, encoder, spec, **options)
+    if test_set is None:
+        return X_train, train_stats, None, None
+    X_test, test_stats = embed(test_set.texts, encoder, spec, **options)
+    return X_train, train_stats, X_test, test_stats
 
 
 def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[str, Any]:

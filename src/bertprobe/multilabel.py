@@ -628,8 +628,7 @@ def train_multilabel(
 ) -> TrainResult:
     """What :func:`bertprobe.train` does with ``TrainOptions(multi_label=True)``: read the
     label sets, embed, fit one probe per label, score ``test``, save to ``out``."""
-    from bertprobe.encode import embed
-    from bertprobe.model import Classifier, TrainResult, _with_card
+    from bertprobe.model import Classifier, TrainResult, _with_card, embed_sets
     from bertprobe.persist import file_record, save_model
 
     if not options.multi_label:
@@ -655,17 +654,8 @@ def train_multilabel(
     encoder = encoding.load()
     spec = encoding.spec
     with encoding.open_cache() as cache:
-        embed_options: dict[str, Any] = dict(
-            batch_size=encoding.run.batch_size,
-            max_tokens=encoding.run.max_tokens,
-            cache=cache,
-            progress=encoding.run.progress,
-        )
-        X_train, train_stats = embed(train_set.texts, encoder, spec, **embed_options)
-        X_test, test_stats = (
-            embed(test_set.texts, encoder, spec, **embed_options)
-            if test_set is not None
-            else (None, None)
+        X_train, train_stats, X_test, test_stats = embed_sets(
+            encoder, spec, encoding.run, cache, train_set, test_set
         )
     fit_start = time.perf_counter()
     probe = MultiLabelProbe(
