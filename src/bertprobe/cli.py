@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from bertprobe import __version__
@@ -66,7 +65,7 @@ from bertprobe.multilabel import (
 from bertprobe.probe import OutOfCoreProbe
 from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict
 from bertprobe.sweep import FINALISTS, SweepResult
-from bertprobe.tables import jsonl_lines, prediction_table, write_tables
+from bertprobe.tables import jsonl_lines, prediction_table, python_value, write_tables
 
 app = typer.Typer(
     name="bertprobe",
@@ -446,10 +445,6 @@ def _long_texts(long: str, n_truncated: int, n_windows: int, n_computed: int) ->
     if not n_computed:
         return "no windows computed"
     return f"{n_windows:,} windows, {n_windows / n_computed:.2f} per text"
-
-
-def _jsonable(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # Library errors name parameters as a Python caller writes them ("Cs='x' is not ...", "pass
@@ -869,7 +864,7 @@ def predict(
         return
     items = _gather_texts(texts or [], input_file, reading)
     probabilities = model.predict_proba(items, replace(run, progress=output is not None))
-    classes = [_jsonable(c) for c in model.classes]
+    classes = [python_value(c) for c in model.classes]
     labels = model.decide(probabilities, cut) if cut is not None else None
     table = prediction_table(items, probabilities, classes, labels, thresholds=model.thresholds)
     if output is None:
@@ -1058,7 +1053,7 @@ def report(
     found = build_report(model, data, train=train_file, run=run, reading=reading, n_jobs=jobs)
     page = write_report(found, out)
     if as_json:
-        typer.echo(json.dumps({"report": str(page), **found.summary()}, default=_jsonable))
+        typer.echo(json.dumps({"report": str(page), **found.summary()}, default=python_value))
         return
     for line in found.notes:
         _note(f"note: {_in_cli_words(line)}")

@@ -29,6 +29,7 @@ import numpy as np
 
 from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra, require_extra
+from bertprobe.tables import python_value
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
@@ -288,7 +289,7 @@ def export_classifier(
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
         "source_model": classifier.card.get("id"),
-        "classes": [_plain(c) for c in classifier.classes],
+        "classes": [python_value(c) for c in classifier.classes],
         "inputs": list(INPUT_NAMES),
         "output": OUTPUT_NAME,
         "max_length": max_length,
@@ -343,10 +344,6 @@ def _is_export(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(card, dict) and card.get("format") == EXPORT_FORMAT
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _probability_module(encoder_model, layers: list[int], pooling: str, head: LinearHead):

@@ -32,6 +32,7 @@ import numpy as np
 
 from bertprobe.errors import BadInputError
 from bertprobe.extras import EXTRAS
+from bertprobe.tables import python_value
 
 # Rows shown in a report; the CSV holds them all.
 N_SHOWN = 20
@@ -50,8 +51,8 @@ class LabelIssue:
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
-            "label": _plain(self.label),
-            "suggested": _plain(self.suggested),
+            "label": python_value(self.label),
+            "suggested": python_value(self.suggested),
             "label_probability": self.label_probability,
             "confidence": self.confidence,
         }
@@ -166,17 +167,13 @@ def write_label_issues(
                     rank,
                     line_numbers[issue.index],
                     texts[issue.index],
-                    _plain(issue.label),
-                    _plain(issue.suggested),
+                    python_value(issue.label),
+                    python_value(issue.suggested),
                     f"{issue.label_probability:.6f}",
                     f"{issue.confidence:.6f}",
                 ]
             )
     return out
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 __all__ = [

@@ -95,6 +95,7 @@ from bertprobe.sweep import (
     run_sweep,
     tfidf_pipeline,
 )
+from bertprobe.tables import python_value
 
 Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
 
@@ -315,7 +316,7 @@ class Classifier:
         multi-label model, the most probable one otherwise."""
         if isinstance(self.probe, MultiLabelProbe):
             return self.probe.label_sets(self.predict_proba(texts, run))
-        return [[_jsonable(y)] for y in self.predict(texts, run)]
+        return [[python_value(y)] for y in self.predict(texts, run)]
 
     def predict_file(
         self,
@@ -393,7 +394,7 @@ class Classifier:
             accuracy=accuracy(y_true, predicted),
             n=len(texts),
             model=self.card.get("id"),
-            labels=[_jsonable(x) for x in names],
+            labels=[python_value(x) for x in names],
             per_class={
                 str(x): {
                     k: report[str(x)][k] for k in ("precision", "recall", "f1-score", "support")
@@ -634,7 +635,7 @@ class TrainResult:
             "n_label_issues": len(self.label_issues) if self.label_issues is not None else None,
             "n_train": self.n_train,
             "n_test": self.n_test,
-            "labels": [_jsonable(c) for c in probe.classes_],
+            "labels": [python_value(c) for c in probe.classes_],
             "encoder": self.model.encoder.name,
             "pooling": spec.pooling,
             "backend": self.model.backend,
@@ -899,7 +900,7 @@ def _threshold_record(
     by = "balanced_accuracy" if metric == "roc_auc" else metric
     return {
         "value": value,
-        "positive_label": _jsonable(classes[1]),
+        "positive_label": python_value(classes[1]),
         "metric": by,
         "oof_score": score,
         "oof_score_argmax": metric_score(by, labels, oof, classes),
@@ -1211,10 +1212,6 @@ def _with_card(folder: Path, trained: Classifier) -> Classifier:
     trained.encoder = card_encoder(folder, trained.card)
     trained.folder = folder
     return trained
-
-
-def _jsonable(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 __all__ = [

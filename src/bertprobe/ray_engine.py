@@ -53,7 +53,7 @@ from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra, require_extra
 from bertprobe.features import DTYPE, FeatureWriter, vectors_job, write_vectors_parquet
 from bertprobe.model import Classifier
-from bertprobe.tables import prediction_table, probability_column, write_tables
+from bertprobe.tables import prediction_table, probability_column, python_value, write_tables
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ class _Worker:
         if model is not None:
             self.encoder = run.load(model.encoder, default_backend=model.backend)
             self.spec = model.spec
-            self.classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes]
+            self.classes = [python_value(c) for c in model.classes]
         else:
             assert encoding is not None
             self.encoder = encoding.load()
@@ -418,7 +418,7 @@ def ray_predict(
             "Ray labels with single-label models only so far; for a multi-label model use "
             "predict --input FILE --output OUT (streamed, resumable)"
         )
-    classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes]
+    classes = [python_value(c) for c in model.classes]
 
     def write(batches: Iterator[dict[str, np.ndarray]], checked: _Checked) -> None:
         import pyarrow as pa

@@ -53,6 +53,7 @@ from bertprobe.encode import RunOptions
 from bertprobe.errors import BadInputError
 from bertprobe.extras import needs_extra
 from bertprobe.model import Classifier
+from bertprobe.tables import python_value
 
 with needs_extra("serve"):
     from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
@@ -694,7 +695,7 @@ def create_app(
         def predict_rows(texts: list[str]) -> np.ndarray:
             return candidate.predict_proba(texts, run)
 
-        classes = [c.item() if isinstance(c, np.generic) else c for c in candidate.probe.classes_]
+        classes = [python_value(c) for c in candidate.probe.classes_]
         return LoadedModel(
             model=candidate,
             batcher=Batcher(predict_rows, batching, on_batch=metrics.batch),

@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertprobe.data import ReadOptions, iter_chunks, scan_file
 from bertprobe.encode import RunOptions, embed
 from bertprobe.features import _progress_bar
-from bertprobe.tables import prediction_table, write_tables
+from bertprobe.tables import prediction_table, python_value, write_tables
 
 if TYPE_CHECKING:
     from bertprobe.model import Classifier
@@ -143,7 +142,7 @@ def predict_file(
         chunk_size=chunk_size,
     )
     encoder = run.load(model.encoder, default_backend=model.backend)
-    classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes]
+    classes = [python_value(c) for c in model.classes]
     job = {
         "source_sha256": summary.sha256,
         "model": model.card.get("id") or f"unsaved-{uuid.uuid4().hex}",

@@ -35,6 +35,12 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_LABEL_SEP = "|"
 
 
+def python_value(value: Any) -> Any:
+    """A numpy scalar (a label read by scikit-learn, say) as the plain Python value JSON, CSV
+    and pyarrow take; anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def output_format(path: str | Path) -> Format:
     """The format a file name asks for: ``.csv``, ``.parquet`` / ``.pq``, else JSON Lines.
 
@@ -78,7 +84,7 @@ def prediction_table(
     else:
         if labels is None:
             labels = [classes[int(i)] for i in np.argmax(probabilities, axis=1)]
-        columns["label"] = pa.array([x.item() if isinstance(x, np.generic) else x for x in labels])
+        columns["label"] = pa.array([python_value(x) for x in labels])
     # Rounded as predict has always printed them, so every format carries the same numbers.
     rounded = np.round(np.asarray(probabilities, dtype=np.float64), 6)
     for j, label in enumerate(classes):
