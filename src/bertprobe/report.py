@@ -389,7 +389,17 @@ def plot_precision_recall(data: ReportData):
                 label=f"threshold {stored['value']:.3f} (chosen on training data)",
             )
     ax.set(xlim=(0, 1.01), ylim=(0, 1.02), title="Precision-recall by class (test data)")
-    ax.legend(loc="lower left", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize="small")
+    else:  # every class is absent or alone in the test data: say so instead of an empty plot
+        ax.text(
+            0.5,
+            0.5,
+            "no curve: a class needs texts of its own\nand of other classes in the test data",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     ax.grid(alpha=0.3)
     return fig
 
