@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -40,6 +42,50 @@ def test_probe_learns_and_reports_its_cv_search(n_classes):
     assert proba.shape == (len(X), n_classes)
     assert np.allclose(proba.sum(axis=1), 1.0)
     assert (probe.predict(X) == names).mean() > 0.9
+
+
+def noisy_blobs(seed: int, spread: float, n: int = 160, dims: int = 30):
+    """Two classes whose overlap ``spread`` sets: the larger, the stronger the best C's
+    regularization."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    X = rng.normal(scale=spread, size=(n, dims))
+    X[:, 0] += np.where(y == 1, 1.0, -1.0)
+    return X, y
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    spread=st.floats(0.05, 8.0),
+    patience=st.integers(1, 3),
+)
+def test_patience_scores_a_prefix_of_the_grid_and_stops_only_past_a_peak(seed, spread, patience):
+    X, y = noisy_blobs(seed, spread)
+    full = LinearProbe(cv=3).fit(X, y)
+    early = LinearProbe(cv=3, patience=patience).fit(X, y)
+    reached = len(early.Cs_)
+    # What it scored is what the whole search scores for the same C (the same warm-started
+    # path, cut short), and it stopped only with `patience` values past its best, or at the end.
+    assert early.Cs_.tolist() == sorted(DEFAULT_C_GRID)[:reached]
+    np.testing.assert_array_equal(early.cv_scores_, full.cv_scores_[:, :reached])
+    best = int(np.flatnonzero(early.Cs_ == early.C_)[0])
+    assert reached == len(DEFAULT_C_GRID) or best + patience < reached
+    if int(np.flatnonzero(full.Cs_ == full.C_)[0]) < reached:
+        assert early.C_ == full.C_
+
+
+def test_patience_stops_early_on_noisy_features_and_climbs_on_clean_ones():
+    noisy = LinearProbe(cv=3, patience=2).fit(*noisy_blobs(0, spread=6.0))
+    assert len(noisy.Cs_) < len(DEFAULT_C_GRID)
+    clean = LinearProbe(cv=3, patience=2).fit(*noisy_blobs(0, spread=0.05))
+    assert len(clean.Cs_) > 2 + 2  # past the first scoring, because CV kept improving
+
+
+@pytest.mark.parametrize("patience", [0, -1, 1.5, "2"])
+def test_patience_must_be_a_whole_number_from_one(patience):
+    with pytest.raises(BadInputError, match="patience="):
+        LinearProbe(cv=3, patience=patience).fit(*noisy_blobs(0, spread=1.0))
 
 
 def test_c_grids():

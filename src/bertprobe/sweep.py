@@ -7,7 +7,8 @@ x pooling into the cache with one forward pass. Every candidate (each single lay
 concatenations: last four layers, all layers) is first screened by the leave-one-out accuracy
 of a ridge classifier on the standardized features, which has a closed form
 (:func:`ridge_loo_accuracy`); only the best few (``finalists``) are scored by the probe's own
-k-fold CV of a logistic regression, and the winner is the finalist with the best CV accuracy.
+k-fold CV of a logistic regression (climbing the C grid only while CV still improves,
+``FINALIST_C_PATIENCE``), and the winner is the finalist with the best CV accuracy.
 A TF-IDF + logistic regression baseline is scored the same way. Test data is never looked at.
 
 Example:
@@ -183,6 +184,10 @@ RIDGE_ALPHA_GRID = tuple(np.logspace(-5, 1, 13).tolist())
 # Finalists scored by the logistic regression's k-fold CV after the screen. Three keep the
 # exhaustive sweep's choice on SST-2 and on its 2,000-sentence subset (bench/auto_bench.py).
 FINALISTS = 3
+# A finalist's C search stops two grid values past its best C (LinearProbe's ``patience``):
+# lbfgs is slowest at the weakest regularization, which CV seldom picks. The exhaustive sweep
+# (finalists=0) scores every C, the reference bench/auto_bench.py checks the choice against.
+FINALIST_C_PATIENCE = 2
 
 
 def run_sweep(
@@ -270,7 +275,12 @@ def run_sweep(
         else:
             fit_start = time.perf_counter()
             probe = LinearProbe(
-                Cs=tuple(Cs), cv=cv, n_jobs=n_jobs, class_weight=class_weight, scoring=metric
+                Cs=tuple(Cs),
+                cv=cv,
+                n_jobs=n_jobs,
+                class_weight=class_weight,
+                scoring=metric,
+                patience=FINALIST_C_PATIENCE if screened else None,
             ).fit(features(cand), y)
             best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
             row = SweepRow(
