@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -343,6 +344,12 @@ def test_auto_adds_the_tfidf_vote_when_cv_prefers_it(tiny_distilbert, tmp_path, 
 
     model = load_model(out)
     assert model.text_model is not None and (out / "tfidf.skops").is_file()
+    # The vocabulary is a JSON node per term inside skops' schema: deflated, not stored.
+    for name in ("tfidf.skops", "probe.skops"):
+        with zipfile.ZipFile(out / name) as archive:
+            schema = archive.getinfo("schema.json")
+        assert schema.compress_type == zipfile.ZIP_DEFLATED
+        assert schema.compress_size < schema.file_size / 3
     texts = [t for t, _ in rows[:20]]
     X, _ = model.embed(texts)
     expected = (model.probe.predict_proba(X) + model.text_model.predict_proba(texts)) / 2

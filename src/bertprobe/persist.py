@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -66,6 +67,9 @@ TRUSTED_TYPES = frozenset(
         "sklearn.model_selection._split.StratifiedKFold",
     }
 )
+# skops writes each entry of a TF-IDF vocabulary as a JSON node: 55 MB stored for SST-2's 81,047
+# terms, 4.3 MB deflated at level 1, for 0.2 s more (any zip reader, older skops too, reads it).
+_COMPRESSED = {"compression": zipfile.ZIP_DEFLATED, "compresslevel": 1}
 # decision_threshold: the labels `--threshold auto` gives.
 _DECISIVE_IF_PRESENT = ("decision_threshold",)
 _VERSIONED = ("bertprobe", "torch", "transformers", "tokenizers", "scikit-learn", "skops", "numpy")
@@ -125,7 +129,7 @@ def save_model(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        sio.dump(probe, staging / PROBE_FILE)
+        sio.dump(probe, staging / PROBE_FILE, **_COMPRESSED)
         files = {PROBE_FILE: _sha256(staging / PROBE_FILE)}
         encoder_record: dict[str, Any] = {
             "name": encoder.name,
@@ -151,7 +155,7 @@ def save_model(
         if text_model is not None:
             if list(text_model.classes_) != list(probe.classes_):
                 raise ValueError("the text model's classes differ from the probe's")
-            sio.dump(text_model, staging / TEXT_MODEL_FILE)
+            sio.dump(text_model, staging / TEXT_MODEL_FILE, **_COMPRESSED)
             files[TEXT_MODEL_FILE] = _sha256(staging / TEXT_MODEL_FILE)
             vote = {
                 "with": TEXT_MODEL_FILE,
