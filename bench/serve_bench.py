@@ -28,13 +28,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import numpy as np
-from serve_load import ensure_model, free_port
+from serve_load import ensure_model, free_port, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -68,39 +66,6 @@ function done(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status, table.concat(parts, ", ")))
 end
 """
-
-
-def start_server(
-    model: Path, port: int, backend: str | None, batching: bool, log: Path
-) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "bertprobe",
-        "serve",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--batching" if batching else "--no-batching",
-    ]
-    if backend:
-        command += ["--backend", backend]
-    # The access log (a JSON line a request) goes to a file: a pipe nobody reads would fill up
-    # and stop the server.
-    with open(log, "wb") as errors:
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
-    deadline = time.monotonic() + 300  # onnx-int8 exports and quantizes on first use
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-1000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    server.kill()
-    raise SystemExit("server did not start within 300 s")
 
 
 def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict:
@@ -182,7 +147,7 @@ def main() -> None:
             for batching in modes:
                 port = free_port()
                 log = Path(scratch) / f"{backend}-{batching}.log"
-                server = start_server(model, port, backend, batching, log)
+                server = start_server(model, port, batching, backend, log)
                 url = f"http://127.0.0.1:{port}/v1/predict"
                 try:
                     run_wrk(url, script, 1, 1)  # warm-up, not reported

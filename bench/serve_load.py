@@ -62,7 +62,11 @@ def ensure_model(path: Path) -> Path:
     return path
 
 
-def start_server(model: Path, port: int, batching: bool, backend: str | None) -> subprocess.Popen:
+def start_server(
+    model: Path, port: int, batching: bool, backend: str | None, log: Path | None = None
+) -> subprocess.Popen:
+    """`bertprobe serve` in its own process, once its health route answers; its standard error
+    (an access log line per request) goes to ``log``, or to a temporary file."""
     command = [
         sys.executable,
         "-m",
@@ -76,22 +80,21 @@ def start_server(model: Path, port: int, batching: bool, backend: str | None) ->
     ]
     if backend:
         command += ["--backend", backend]
-    # Standard error carries an access log line per request: to a file, since a pipe nobody
-    # reads fills up and stops the server.
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server runs
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 120
+    # To a file, since a pipe nobody reads fills up and stops the server.
+    errors = open(log, "w+b") if log else tempfile.TemporaryFile()  # noqa: SIM115 - server's
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+    deadline = time.monotonic() + 300  # onnx-int8 exports and quantizes on first use
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            log.seek(0)
-            raise SystemExit(f"server exited: {log.read().decode()[-500:]}")
+            errors.seek(0)
+            raise SystemExit(f"server exited: {errors.read().decode()[-1000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             time.sleep(0.2)
     server.kill()
-    raise SystemExit("server did not start within 120 s")
+    raise SystemExit("server did not start within 300 s")
 
 
 async def load(
