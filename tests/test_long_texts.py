@@ -291,11 +291,31 @@ def test_auto_sweeps_pooled_windows_and_the_service_answers_from_them(
     texts = [t for t, _ in rows[::5]]
     spec = FeatureSpec(model.spec.pooling, model.spec.layers, 16, "chunk", 4, "max")
     expected = model.probe.predict_proba(embed(texts, str(tiny_distilbert), spec)[0])
+    document = (" . ".join(t for t, _ in rows) * 10)[:20_000]  # far past short texts
+    assert len(document) == 20_000
     with TestClient(create_app(model)) as client:
         answer = client.post("/v1/predict", json={"texts": texts}).json()["predictions"]
+        # A model that reads documents in windows is served documents by default.
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+        assert schema["PredictRequest"]["properties"]["texts"]["items"]["maxLength"] == 100_000
+        assert client.post("/v1/predict", json={"texts": [document]}).status_code == 200
+        assert client.post("/v1/predict", json={"texts": ["x" * 100_001]}).status_code == 422
     labels = [str(c) for c in model.classes]
     got = [[p["probabilities"][k] for k in labels] for p in answer]
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_a_truncating_model_is_served_short_texts_unless_told(tiny_model_dir):
+    from fastapi.testclient import TestClient
+
+    from bertprobe.serve import ServeLimits, create_app
+
+    model = Classifier.load(tiny_model_dir)
+    for limits, most in ((ServeLimits(), 2000), (ServeLimits(max_chars=5000), 5000)):
+        with TestClient(create_app(model, limits=limits)) as client:
+            assert client.post("/v1/predict", json={"texts": ["a" * most]}).status_code == 200
+            too_long = client.post("/v1/predict", json={"texts": ["a" * (most + 1)]})
+            assert too_long.status_code == 422
 
 
 def test_embed_writes_pooled_windows_and_counts_them(

@@ -1090,7 +1090,14 @@ def serve_command(
         ),
     ] = 8,
     max_texts: Annotated[int, typer.Option(min=1, help="Most texts in one request.")] = 256,
-    max_chars: Annotated[int, typer.Option(min=1, help="Most characters in one text.")] = 2000,
+    max_chars: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most characters in one text. Default: 2,000, or 100,000 for a model trained "
+            "with --long chunk.",
+        ),
+    ] = None,
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Largest request body, in bytes.")
     ] = 1_000_000,

@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -86,15 +86,29 @@ class ServeLimits:
     queue is empty. ``max_drain_bytes``: an oversized body is read and thrown away up to this
     many bytes before the 413 is sent, so that a client that sends its whole body before
     reading (urllib, requests) gets to read the answer instead of a reset connection.
+    ``max_chars`` ``None``: 2,000 characters a text, or 100,000 when the model served at
+    start-up reads long texts in windows (``long="chunk"``), which is what it was trained for.
     """
 
     max_texts: int = 256
-    max_chars: int = 2000
+    max_chars: int | None = None
     max_body_bytes: int = 1_000_000
     max_queue: int | None = None
     latency_budget_s: float = 1.0
     request_timeout_s: float = 30.0
     max_drain_bytes: int = 16_000_000
+
+    def for_model(self, model: Classifier) -> "ServeLimits":
+        """These limits with ``max_chars`` decided for ``model`` when it is ``None``."""
+        if self.max_chars is not None:
+            return self
+        chunked = model.spec.long == "chunk"
+        return replace(self, max_chars=LONG_TEXT_MAX_CHARS if chunked else SHORT_TEXT_MAX_CHARS)
+
+
+SHORT_TEXT_MAX_CHARS = 2000
+# A model that chunks long texts is for documents: about 20,000 words, a long report.
+LONG_TEXT_MAX_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -842,6 +856,7 @@ def create_app(
 
     # Without a key the API routes are open, and their schema says so (no security scheme).
     keyed = [Depends(require_key)] if expected_key is not None else []
+    limits = limits.for_model(model)  # the request schema is fixed for the app's life
     PredictRequest = request_model(limits)
     multi_label = first.thresholds is not None
 
