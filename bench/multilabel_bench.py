@@ -10,7 +10,8 @@ Each sentence of the bundled SST-2 splits gets two labels, so a text has both, o
 The probe is trained on the train split (``bertprobe train --multi-label``: one LinearProbe
 per label, C by 5-fold CV) and scored on the test split: F1 micro / macro, every label right
 (subset accuracy) and per-label precision / recall / F1, with thresholds 0.5 and with
-``--tune-thresholds`` (per-label thresholds that maximize out-of-fold F1).
+``--tune-thresholds`` (per-label thresholds that maximize out-of-fold F1), and with 0.5 after
+``--class-weight balanced`` (each label's texts with and without it weighted alike).
 
 Prints a markdown table; writes bench/results/multilabel_bench.json.
 
@@ -99,21 +100,30 @@ def main() -> None:
         train_file, test_file = Path(tmp) / "train.tsv", Path(tmp) / "test.tsv"
         n_train = write_split("train", train_file, args.n)
         n_test = write_split("test", test_file, args.n_test)
-        for tuned in (False, True):
+        # Thresholds 0.5, tuned, and 0.5 with each label's texts weighted balanced.
+        for tuned, weights in ((False, None), (True, None), (False, "balanced")):
             start = time.perf_counter()
             result = train(
                 train_file,
                 test=test_file,
                 encoding=EncoderOptions("minilm", pooling="mean"),
                 options=TrainOptions(
-                    multi_label=True, tune_thresholds=tuned, cv=args.cv, n_jobs=args.jobs
+                    multi_label=True,
+                    tune_thresholds=tuned,
+                    class_weight=weights,
+                    cv=args.cv,
+                    n_jobs=args.jobs,
                 ),
                 reading=ReadOptions(label_sep="|"),
             )
             summary = result.to_dict()
             results.append(
                 {
-                    "rule": "tuned (max out-of-fold F1)" if tuned else "0.5",
+                    "rule": "tuned (max out-of-fold F1)"
+                    if tuned
+                    else "0.5, --class-weight balanced"
+                    if weights
+                    else "0.5",
                     "seconds": time.perf_counter() - start,
                     **{
                         k: summary[k]

@@ -311,6 +311,28 @@ def test_cli_train_evaluate_predict_report(tiny_distilbert, ml_files, ml_rows, t
     assert (report / "per_label_f1.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_cli_multi_label_with_class_weights_and_a_metric(
+    tiny_distilbert, ml_files, tmp_path, capsys
+):
+    out = tmp_path / "weighted"
+    code, stdout, err = run(
+        ["train", ml_files["sep"], "--test", ml_files["sep"], "--multi-label"]
+        + ["--class-weight", "balanced", "--metric", "roc_auc", "--encoder", tiny_distilbert]
+        + ["--pooling", "mean", "--cv", "3", "--jobs", "1", "--out", out, "--json"],
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["test_f1_micro"] > 0.5
+    probe = json.loads((out / CARD_FILE).read_text())["probe"]
+    assert (probe["class_weight"], probe["scoring"]) == ("balanced", "roc_auc")
+    assert set(probe["cv_score"]) == {"early", "positive"}
+    assert all(0.5 < v <= 1.0 for v in probe["cv_score"].values())
+    for fitted in load_model(out).probe.estimator_.estimators_:
+        assert (fitted.class_weight, fitted.scoring) == ("balanced", "roc_auc")
+    code, _, err = run(["evaluate", ml_files["sep"], "--model", out], capsys)
+    assert code == 0, err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -399,16 +421,44 @@ def test_service_openapi_conformance_for_a_multilabel_model(ml_model):
         thread.join(timeout=30)
 
 
-@pytest.mark.parametrize(
-    "extra, named",
-    [
-        ({"metric": "f1_macro"}, "metric="),
-        ({"class_weight": "balanced"}, "class_weight="),
-        ({"label_issues": True}, "label_issues=True"),
-    ],
-)
-def test_multi_label_refuses_the_single_label_options_it_does_not_apply(extra, named):
+def test_multi_label_refuses_the_label_issue_search_it_does_not_do():
     from bertprobe.model import TrainOptions
 
-    with pytest.raises(BadInputError, match=named):
-        TrainOptions(multi_label=True, **extra)
+    with pytest.raises(BadInputError, match="label_issues=True"):
+        TrainOptions(multi_label=True, label_issues=True)
+
+
+def rare_label_data(seed: int = 0, n: int = 400):
+    """Label "rare" on about 8% of rows, weakly signalled by one noisy feature; "common" on
+    about half, clearly signalled."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 8))
+    rare = X[:, 0] + rng.normal(scale=0.8, size=n) > 1.9
+    common = X[:, 1] > 0
+    sets = [
+        tuple(name for name, on in (("common", c), ("rare", r)) if on)
+        for c, r in zip(common, rare, strict=True)
+    ]
+    return X, sets, rare
+
+
+def test_balanced_weights_and_a_metric_reach_each_labels_probe():
+    X, sets, rare = rare_label_data()
+    assert 0.04 < rare.mean() < 0.15
+    plain = MultiLabelProbe(cv=3).fit(X, sets)
+    weighted = MultiLabelProbe(cv=3, class_weight="balanced", scoring="balanced_accuracy").fit(
+        X, sets
+    )
+    for fitted in weighted.estimator_.estimators_:
+        assert (fitted.class_weight, fitted.scoring) == ("balanced", "balanced_accuracy")
+    j = weighted.classes_.tolist().index("rare")
+    found_plain = plain.predict(X)[:, j].astype(bool)
+    found_weighted = weighted.predict(X)[:, j].astype(bool)
+    # Unweighted, a rare weak label is mostly "never"; weighted, most of its rows are found.
+    assert found_weighted[rare].mean() > found_plain[rare].mean() + 0.2
+    record = weighted.card_record()
+    assert record["class_weight"] == "balanced" and record["scoring"] == "balanced_accuracy"
+    assert record["cv_score"]["rare"] == pytest.approx(weighted.cv_score_[j])
+    assert "cv_score" not in plain.card_record()
+    with pytest.raises(BadInputError, match="class_weight="):
+        MultiLabelProbe(cv=3, class_weight={"rare": 2.0}).fit(X, sets)

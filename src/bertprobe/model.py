@@ -486,11 +486,13 @@ class TrainOptions:
         with these encoder options; only the labels are read from the training file.
     class_weight : None or "balanced"
         ``"balanced"`` weighs each class inversely to its frequency in the loss, so a rare
-        class is not outvoted (both probes; out of core, from the label counts).
+        class is not outvoted (both probes; out of core, from the label counts). With
+        ``multi_label``: each label's texts with and without it.
     metric : {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
         What C is chosen by, what the ``auto`` sweep ranks candidates by, and what the
         decision threshold (two classes) maximizes; reported as ``cv_<metric>`` and
-        ``test_<metric>`` beside accuracy.
+        ``test_<metric>`` beside accuracy. With ``multi_label``: what each label's C is
+        chosen by (its thresholds are 0.5, or tuned for F1).
     label_issues : bool
         Also find the training rows whose label the model doubts (from the out-of-fold
         probabilities; see :mod:`bertprobe.label_issues`), in :attr:`TrainResult.label_issues`.
@@ -557,19 +559,9 @@ class TrainOptions:
                 "multi_label=True trains in memory on the pooling and layers given; leave out "
                 + ("auto=True" if self.auto else "out_of_core=True")
             )
-        if self.multi_label and (
-            self.label_issues or self.class_weight is not None or self.metric != "accuracy"
-        ):
+        if self.multi_label and self.label_issues:
             raise BadInputError(
-                "multi_label=True chooses each label's C by accuracy, unweighted, and does not "
-                "look for label issues yet; leave out "
-                + (
-                    "label_issues=True"
-                    if self.label_issues
-                    else "class_weight="
-                    if self.class_weight is not None
-                    else "metric="
-                )
+                "multi_label=True does not look for label issues yet; leave out label_issues=True"
             )
         if self.tune_thresholds and not self.multi_label:
             raise BadInputError(

@@ -276,6 +276,12 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         and logistic regression at its chosen C); else every threshold is ``threshold``.
     threshold : float, default=0.5
         The threshold of every label when not tuned.
+    class_weight : "balanced" or None, default=None
+        Each label's probe weighs its texts with and without the label alike in total
+        (``"balanced"``), as :class:`~bertprobe.probe.LinearProbe` does for classes: most labels
+        are rare, and unweighted they are learned as "never". The threshold tuning uses it too.
+    scoring : {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}, default="accuracy"
+        What each label's C search maximizes (see :class:`~bertprobe.probe.LinearProbe`).
     n_jobs : int or None, default=None
         Processes for each probe's folds (see :class:`~bertprobe.probe.LinearProbe`).
     random_state : int or None, default=0
@@ -293,6 +299,8 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         Each label's chosen C.
     cv_accuracy_ : ndarray of shape (n_labels,)
         Each label's mean cross-validated accuracy at its C.
+    cv_score_ : ndarray of shape (n_labels,)
+        Each label's mean cross-validated ``scoring`` at its C.
     cv_f1_ : ndarray of shape (n_labels,) or None
         With ``tune_thresholds``: each label's mean out-of-fold F1 at its threshold.
     n_features_in_ : int
@@ -318,6 +326,8 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         classes: Sequence[str] | None = None,
         tune_thresholds: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
+        class_weight: str | None = None,
+        scoring: str = "accuracy",
         n_jobs: int | None = None,
         random_state: int | None = 0,
     ) -> None:
@@ -326,6 +336,8 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         self.classes = classes
         self.tune_thresholds = tune_thresholds
         self.threshold = threshold
+        self.class_weight = class_weight
+        self.scoring = scoring
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -355,12 +367,25 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             raise BadInputError(f"{len(X)} rows of features but {len(Y)} label sets")
         check_label_counts(Y, classes, self.cv)
         grid = parse_c_grid(self.Cs) if isinstance(self.Cs, str) else tuple(self.Cs)
-        probe = LinearProbe(grid, cv=self.cv, n_jobs=self.n_jobs, random_state=self.random_state)
+        if self.class_weight not in (None, "balanced"):
+            # A dict would name classes, and each label's probe has only 0 and 1.
+            raise BadInputError(
+                f"class_weight={self.class_weight!r}: give 'balanced' or None for multi-label"
+            )
+        probe = LinearProbe(
+            grid,
+            cv=self.cv,
+            class_weight=self.class_weight,
+            scoring=self.scoring,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
         self.estimator_ = OneVsRestClassifier(probe).fit(X, Y)
         self.classes_ = np.asarray(classes, dtype=str)
         fitted = self.estimator_.estimators_
         self.C_ = np.asarray([p.C_ for p in fitted])
         self.cv_accuracy_ = np.asarray([p.cv_accuracy_ for p in fitted])
+        self.cv_score_ = np.asarray([p.cv_score_ for p in fitted])
         self.cv_f1_ = None
         if self.tune_thresholds:
             tuned = [self._tuned(X, Y[:, j], C) for j, C in enumerate(self.C_)]
@@ -404,7 +429,10 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
 
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         # The label's own C: the same model as its probe, refitted on each fold.
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
+        model = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=C, max_iter=1000, class_weight=self.class_weight),
+        )
         search = TunedThresholdClassifierCV(
             model, scoring="f1", cv=folds, refit=True, random_state=self.random_state
         )
@@ -439,6 +467,13 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             "c_grid": first.Cs_.tolist(),
             "cv_folds": self.cv,
             "cv_accuracy": dict(zip(names, self.cv_accuracy_.tolist(), strict=True)),
+            "scoring": self.scoring,
+            "class_weight": self.class_weight,
+            **(
+                {"cv_score": dict(zip(names, self.cv_score_.tolist(), strict=True))}
+                if self.scoring != "accuracy"
+                else {}
+            ),
             "thresholds": dict(zip(names, self.thresholds_.tolist(), strict=True)),
             "threshold_rule": (
                 "max F1 on out-of-fold probabilities"
@@ -663,6 +698,8 @@ def train_multilabel(
         cv=options.cv,
         classes=classes,
         tune_thresholds=options.tune_thresholds,
+        class_weight=options.class_weight,
+        scoring=options.metric,
         n_jobs=options.n_jobs,
     ).fit(X_train, sets)
     fit_seconds = time.perf_counter() - fit_start
