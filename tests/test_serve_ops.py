@@ -194,6 +194,44 @@ def test_api_key_guards_v1_and_admin(model):
         assert client.get("/metrics").status_code == 200
 
 
+class _Cycle:
+    """Garbage only the cyclic collector frees: it refers to itself."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_freeze_heap_hides_start_up_objects_from_the_collector_but_frees_garbage(tiny_model_dir):
+    import gc
+    import weakref
+
+    before = gc.get_freeze_count()
+    with TestClient(create_app(load_model(tiny_model_dir))) as client:  # the default: untouched
+        assert client.post("/v1/predict", json={"texts": ["fine"]}).status_code == 200
+        assert gc.get_freeze_count() == before
+
+    served = load_model(tiny_model_dir)
+    served.cycle = _Cycle()  # goes with the model when a reload replaces it
+    gone_with_model = weakref.ref(served.cycle)
+    app = create_app(served, security=ServeSecurity(api_key=KEY), freeze_heap=True)
+    del served
+    key = {"Authorization": f"Bearer {KEY}"}
+    with TestClient(app) as client:
+        assert gc.get_freeze_count() > 10_000  # torch, transformers, FastAPI: left alone now
+        answer = client.post("/v1/predict", json={"texts": ["fine"]}, headers=key)
+        assert answer.status_code == 200
+        later = _Cycle()
+        made_later = weakref.ref(later)
+        del later
+        gc.collect()
+        assert made_later() is None  # garbage made after the freeze is collected as ever
+        assert gone_with_model() is not None  # frozen with the model it belongs to
+        assert client.post("/v1/admin/reload", headers=key).status_code == 200
+        assert gone_with_model() is None  # the replaced model's cycles were freed
+        assert gc.get_freeze_count() > 10_000  # and the new model is frozen in turn
+    assert gc.get_freeze_count() == before
+
+
 def test_admin_needs_a_configured_key(model):
     with TestClient(create_app(model)) as client:
         assert client.post("/v1/predict", json={"texts": ["fine"]}).status_code == 200
