@@ -136,6 +136,10 @@ def flip_rows(n_rows: int | None, encoding, share: float = 0.05, seed: int = 0) 
                 "n_flipped": n_flip,
                 "n_flagged": len(issues),
                 "precision_at_k": len(top & flipped) / n_flip,
+                # How deep a reviewer must read to find most flips: the share of them in the
+                # top 2k and 4k rows of the ranking.
+                "recall_at_2k": len({i.index for i in issues[: 2 * n_flip]} & flipped) / n_flip,
+                "recall_at_4k": len({i.index for i in issues[: 4 * n_flip]} & flipped) / n_flip,
                 "recall_of_flagged": len({i.index for i in issues} & flipped) / n_flip,
                 "chance": n_flip / len(texts),
                 "seconds": time.perf_counter() - start,
@@ -189,12 +193,16 @@ def main() -> None:
             f"{row['test balanced accuracy']:.3f} | {row['test 1:9 balanced accuracy']:.3f} |"
         )
     print()
-    print("| label issues | rows | flipped | flagged | precision at k | chance |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| label issues | rows | flipped | flagged | precision at k | recall at 2k | "
+        "recall at 4k | recall of flagged | chance |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in flips:
         print(
             f"| {row['row']} | {row['n']} | {row['n_flipped']} | {row['n_flagged']} | "
-            f"{row['precision_at_k']:.2f} | {row['chance']:.2f} |"
+            f"{row['precision_at_k']:.2f} | {row['recall_at_2k']:.2f} | "
+            f"{row['recall_at_4k']:.2f} | {row['recall_of_flagged']:.2f} | {row['chance']:.2f} |"
         )
     print(f"\nwrote {args.out}")
 
