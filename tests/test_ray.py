@@ -174,6 +174,20 @@ def test_ray_predict_equals_single_process_predict(
     assert table.column_names == ["text", "label", "p_0", "p_1"]
     assert table.column("label").to_pylist() == [r["label"] for r in expected]
 
+    # A decision threshold decides the labels on the actors as it does in one process.
+    cut = float(np.median([r["probabilities"]["1"] for r in expected]))
+    model.predict_file(_single_process_file(texts, tmp_path), tmp_path / "cut.jsonl", threshold=cut)
+    cut_expected = [json.loads(line)["label"] for line in (tmp_path / "cut.jsonl").open()]
+    assert 0 < sum(cut_expected) < len(cut_expected)
+    assert cut_expected != [r["label"] for r in expected]  # the threshold moved some labels
+    code, _, err = run(
+        ["predict", "-m", tiny_model_dir, "-i", folder, "-o", tmp_path / "cut.parquet"]
+        + ["--ray", "local", "--actors", "2", "--chunk-size", "100", "--threshold", str(cut)],
+        capsys,
+    )
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "cut.parquet").column("label").to_pylist() == cut_expected
+
 
 def _map_workers() -> list[int]:
     """Ray's actor processes of the engine (their title names the callable class)."""

@@ -258,11 +258,12 @@ class _Worker:
         reading: ReadOptions,
         batch_rows: int,
         threads: int,
+        threshold: float | None = None,
     ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.model, self.run = model, run
+        self.model, self.run, self.threshold = model, run, threshold
         self.reading, self.batch_rows = reading, batch_rows
         if model is not None:
             self.encoder = run.load(model.encoder, default_backend=model.backend)
@@ -302,7 +303,10 @@ class _Worker:
         if self.model is None:
             return {"vector": np.asarray(X, dtype=DTYPE)}
         probabilities = self.model.head.predict_proba(X, texts=texts)
-        table = prediction_table(texts, probabilities, self.classes)
+        labels = (
+            self.model.decide(probabilities, self.threshold) if self.threshold is not None else None
+        )
+        table = prediction_table(texts, probabilities, self.classes, labels)
         return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
@@ -409,10 +413,13 @@ def ray_predict(
     reading: ReadOptions = ReadOptions(),
     ray: RayOptions = RayOptions(),
     on_batch: Callable[[int], None] | None = None,
+    threshold: float | None = None,
 ) -> RayStats:
     """Label every text of ``inputs`` on Ray: into ``out`` (a file: JSON Lines, CSV or Parquet,
     in input order, as ``predict --output`` writes it) or into the folder ``out`` (Parquet
-    shards with ``source``, ``row`` and ``line``)."""
+    shards with ``source``, ``row`` and ``line``). ``threshold``: as
+    :meth:`~bertprobe.model.Classifier.decide`'s, checked by
+    :meth:`~bertprobe.model.Classifier.threshold` (``"auto"`` resolved) beforehand."""
     if model.multi_label:
         raise BadInputError(
             "Ray labels with single-label models only so far; for a multi-label model use "
@@ -435,7 +442,7 @@ def ray_predict(
         )
         write_tables(tables, out, classes)
 
-    args = {"model": model, "encoding": None, "run": run}
+    args = {"model": model, "encoding": None, "run": run, "threshold": threshold}
     return _run(inputs, out, args, ray, run.device, reading, write, on_batch)
 
 
