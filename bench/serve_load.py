@@ -63,10 +63,16 @@ def ensure_model(path: Path) -> Path:
 
 
 def start_server(
-    model: Path, port: int, batching: bool, backend: str | None, log: Path | None = None
+    model: Path,
+    port: int,
+    batching: bool,
+    backend: str | None,
+    log: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen:
-    """`bertprobe serve` in its own process, once its health route answers; its standard error
-    (an access log line per request) goes to ``log``, or to a temporary file."""
+    """`bertprobe serve` in its own process (``extra``: more of its options), once its health
+    route answers; its standard error (an access log line per request) goes to ``log``, or to
+    a temporary file."""
     command = [
         sys.executable,
         "-m",
@@ -80,6 +86,7 @@ def start_server(
     ]
     if backend:
         command += ["--backend", backend]
+    command += extra
     # To a file, since a pipe nobody reads fills up and stops the server.
     errors = open(log, "w+b") if log else tempfile.TemporaryFile()  # noqa: SIM115 - server's
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
