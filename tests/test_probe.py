@@ -82,7 +82,7 @@ def test_patience_stops_early_on_noisy_features_and_climbs_on_clean_ones():
     assert len(clean.Cs_) > 2 + 2  # past the first scoring, because CV kept improving
 
 
-@pytest.mark.parametrize("patience", [0, -1, 1.5, "2"])
+@pytest.mark.parametrize("patience", [0, -1, 1.5, "2", True])
 def test_patience_must_be_a_whole_number_from_one(patience):
     with pytest.raises(BadInputError, match="patience="):
         LinearProbe(cv=3, patience=patience).fit(*noisy_blobs(0, spread=1.0))

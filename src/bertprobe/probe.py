@@ -205,7 +205,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         classes is one-vs-rest.
     patience : int or None, default=None
         Stop climbing the C grid (taken in ascending order) once ``patience`` values past the
-        best have not beaten it. The search scores the smallest ``patience + 3`` values first
+        best have not beaten it. The search scores the smallest ``patience + 2`` values first
         and searches again, further up, only while the best lies within ``patience`` of the
         top of what it scored. Weak regularization is where lbfgs is slow (on SST-2's
         1,536-d features C = 10 and 100 take 70% of the coarse grid's time), and past a
@@ -336,7 +336,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if self.patience is None:
             search = self._search(X, y, grid, scoring)
         else:
-            if not isinstance(self.patience, int | np.integer) or self.patience < 1:
+            whole = isinstance(self.patience, int | np.integer) and not isinstance(
+                self.patience, bool
+            )
+            if not whole or self.patience < 1:
                 raise BadInputError(f"patience={self.patience!r}: give a whole number >= 1")
             grid = tuple(sorted(grid))
             reached = min(len(grid), self.patience + 2)
