@@ -189,6 +189,51 @@ def test_ray_predict_equals_single_process_predict(
     assert pq.read_table(tmp_path / "cut.parquet").column("label").to_pylist() == cut_expected
 
 
+def test_ray_labels_with_a_multi_label_model_as_one_process_does(
+    local_ray, tiny_distilbert, four_files, tmp_path, capsys
+):
+    from bertprobe import TrainOptions
+
+    folder, texts = four_files
+    train = load_sst2("train")
+    sets = [
+        [name for name, on in (("positive", y == 1), ("long", len(t.split()) > 18)) if on]
+        for t, y in zip(train.texts[:300], train.labels[:300], strict=True)
+    ]
+    model = Classifier.fit(
+        train.texts[:300],
+        sets,
+        encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+        options=TrainOptions(multi_label=True, cv=3, n_jobs=1),
+    )
+    model_dir = model.save(tmp_path / "ml")
+    model.predict_file(_single_process_file(texts, tmp_path), tmp_path / "expected.jsonl")
+    expected = [json.loads(line) for line in (tmp_path / "expected.jsonl").open()]
+    assert {len(r["labels"]) for r in expected} >= {0, 1}  # sets of several sizes
+    for name in ("p.jsonl", "p.parquet"):
+        code, _, err = run(
+            ["predict", "-m", model_dir, "-i", folder, "-o", tmp_path / name, "--ray", "local"]
+            + ["--actors", "2", "--chunk-size", "100"],
+            capsys,
+        )
+        assert code == 0 and "wrote 1,200 predictions from 4 files" in err, err
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").open()]
+    assert [r["labels"] for r in rows] == [r["labels"] for r in expected]
+    for got, want in zip(rows, expected, strict=True):
+        for c, p in want["probabilities"].items():
+            assert abs(got["probabilities"][c] - p) <= 2e-6
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.column("labels").to_pylist() == [r["labels"] for r in expected]
+    code, _, err = run(
+        ["predict", "-m", model_dir, "-i", folder, "-o", tmp_path / "shards", "--ray", "local"],
+        capsys,
+    )
+    assert code == 0, err
+    shards = pq.read_table(tmp_path / "shards").to_pydict()
+    order = sorted(range(len(shards["row"])), key=lambda i: (shards["file"][i], shards["row"][i]))
+    assert [list(shards["labels"][i]) for i in order] == [r["labels"] for r in expected]
+
+
 def _map_workers() -> list[int]:
     """Ray's actor processes of the engine (their title names the callable class)."""
     pids = []

@@ -830,11 +830,6 @@ def predict(
         check_output_path(output, what="--output", folder=False)
     model = Classifier.load(model_dir)  # a bad folder fails here, before Ray starts a task
     cut = model.threshold(threshold)
-    if ray_options is not None and model.multi_label:
-        raise BadInputError(
-            "--ray labels with single-label models only so far; for a multi-label model drop "
-            "--ray (--input FILE --output OUT streams a chunk at a time)"
-        )
     if ray_options is not None and input_file is not None and output is not None:
         found = ray_predict(
             model, str(input_file), output, run=run, reading=reading, ray=ray_options, threshold=cut

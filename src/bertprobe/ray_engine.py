@@ -306,8 +306,13 @@ class _Worker:
         labels = (
             self.model.decide(probabilities, self.threshold) if self.threshold is not None else None
         )
-        table = prediction_table(texts, probabilities, self.classes, labels)
-        return {name: table.column(name).to_numpy() for name in table.column_names}
+        table = prediction_table(
+            texts, probabilities, self.classes, labels, thresholds=self.model.thresholds
+        )
+        # A multi-label model's "labels" is a list a row: an object array of lists for Ray.
+        return {
+            name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
+        }
 
 
 def _dataset(
@@ -420,22 +425,21 @@ def ray_predict(
     shards with ``source``, ``row`` and ``line``). ``threshold``: as
     :meth:`~bertprobe.model.Classifier.decide`'s, checked by
     :meth:`~bertprobe.model.Classifier.threshold` (``"auto"`` resolved) beforehand."""
-    if model.multi_label:
-        raise BadInputError(
-            "Ray labels with single-label models only so far; for a multi-label model use "
-            "predict --input FILE --output OUT (streamed, resumable)"
-        )
     classes = [python_value(c) for c in model.classes]
 
     def write(batches: Iterator[dict[str, np.ndarray]], checked: _Checked) -> None:
         import pyarrow as pa
 
-        names = ["label", *(probability_column(c) for c in classes)]
+        decided = ("labels", pa.list_(pa.string())) if model.multi_label else ("label", None)
+        names = [(probability_column(c), pa.float64()) for c in classes]
         tables = (
             pa.table(
                 {
                     "text": pa.array(batch["text"].tolist(), pa.string()),
-                    **{name: pa.array(batch[name].tolist()) for name in names},
+                    **{
+                        name: pa.array([_plain(v) for v in batch[name]], kind)
+                        for name, kind in [decided, *names]
+                    },
                 }
             )
             for batch in batches
@@ -444,6 +448,14 @@ def ray_predict(
 
     args = {"model": model, "encoding": None, "run": run, "threshold": threshold}
     return _run(inputs, out, args, ray, run.device, reading, write, on_batch)
+
+
+def _plain(value: Any) -> Any:
+    """A cell of a Ray batch as pyarrow takes it: lists for list cells (Ray hands them back
+    as numpy arrays), plain values otherwise."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return python_value(value)
 
 
 def ray_embed(
