@@ -69,6 +69,7 @@ from bertprobe.multilabel import MultiLabelEvaluation, MultiLabelProbe
 from bertprobe.persist import (
     card_encoder,
     check_model_destination,
+    data_records,
     file_record,
     read_card,
     read_model,
@@ -830,9 +831,7 @@ def train(
         label_issues=issues,
     )
     if out is not None:
-        data_records = {"train": file_record(train_set.source, len(train_set), train_set.sha256)}
-        if test_set is not None:
-            data_records["test"] = file_record(test_set.source, len(test_set), test_set.sha256)
+        records = data_records(train_set, test_set)
         summary = result.to_dict()
         metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
         metrics.update(_metric_record(summary))
@@ -853,7 +852,7 @@ def train(
             max_length=train_stats.max_length,
             backend=encoding.backend,
             metrics=metrics,
-            data=data_records,
+            data=records,
             extra=extra or None,
             text_model=model.text_model,
             encoder_folder=tuned.encoder_folder if tuned is not None else None,

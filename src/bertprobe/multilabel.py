@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import html
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -664,7 +663,7 @@ def train_multilabel(
     """What :func:`bertprobe.train` does with ``TrainOptions(multi_label=True)``: read the
     label sets, embed, fit one probe per label, score ``test``, save to ``out``."""
     from bertprobe.model import Classifier, TrainResult, _with_card, embed_sets
-    from bertprobe.persist import file_record, save_model
+    from bertprobe.persist import data_records, save_model
 
     if not options.multi_label:
         raise BadInputError(
@@ -725,9 +724,7 @@ def train_multilabel(
     )
     result.test_scores = test_scores
     if out is not None:
-        records = {"train": file_record(train_set.source, len(train_set), train_set.sha256)}
-        if test_set is not None:
-            records["test"] = file_record(test_set.source, len(test_set), test_set.sha256)
+        records = data_records(train_set, test_set)
         summary = training_summary(result)
         metrics = {
             k: summary[k]
@@ -892,48 +889,22 @@ def write_multilabel_report(
 ) -> tuple[Path, dict[str, Any]]:
     """``report`` for a multi-label model: ``report.html`` with the per-label scores table and
     ``per_label_f1.png``; returns the page and the scores (``report --json``)."""
-    from bertprobe.report import figure_png
+    from bertprobe.report import figure_png, page_templates, report_folder
 
+    templates = page_templates()
     test_set = read_multilabel_set(test, reading_for(model, reading))
     result = evaluate(model, test_set.texts, typing_sets(test_set), run, source=test_set.source)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(
-            f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable place"
-        ) from None
+    out = report_folder(out)
     png = figure_png(plot_per_label_f1(result.per_label))
     (out / "per_label_f1.png").write_bytes(png)
-    rows = "".join(
-        f"<tr><td>{html.escape(label)}</td><td>{row['precision']:.3f}</td>"
-        f"<td>{row['recall']:.3f}</td><td>{row['f1-score']:.3f}</td>"
-        f"<td>{int(row['support'])}</td><td>{result.thresholds[label]:.3f}</td></tr>"
-        for label, row in result.per_label.items()
+    page = templates.get_template("multilabel_report.html").render(
+        model_id=model.id,
+        encoder=model.encoder.name,
+        pooling=model.spec.pooling,
+        source=test_set.source,
+        result=result,
+        figure_src="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
     )
-    notes = (
-        f"<p>{html.escape(test_set.source)}: labels the model never saw, left out: "
-        f"{html.escape(', '.join(result.unknown_labels))}</p>"
-        if result.unknown_labels
-        else ""
-    )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>bertprobe report: {html.escape(model.id)}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;
-text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head><body>
-<h1>Multi-label model {html.escape(model.id)}</h1>
-<p>Encoder {html.escape(model.encoder.name)}, pooling {html.escape(model.spec.pooling)};
-test data {html.escape(test_set.source)}: {result.n:,} texts.</p>
-<p>F1 micro <b>{result.f1_micro:.3f}</b>, macro <b>{result.f1_macro:.3f}</b>; every label right on
-{100 * result.subset_accuracy:.2f}% of the texts.</p>{notes}
-<h2>Per-label scores</h2>
-<table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th>
-<th>threshold</th></tr>{rows}</table>
-<h2>Per-label F1</h2>
-<img alt="per-label F1" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">
-</body></html>
-"""
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path, {"test": test_set.source, **result.to_dict()}

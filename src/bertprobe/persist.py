@@ -36,7 +36,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bertprobe.data import check_output_path
+from bertprobe.data import LabelledTexts, check_output_path
 from bertprobe.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
 from bertprobe.errors import BertprobeError, ModelFolderError
 from bertprobe.multilabel import MultiLabelProbe
@@ -446,6 +446,14 @@ def _weights(class_weight: Any) -> Any:
 def file_record(path: str | Path, n: int, sha256: str) -> dict[str, Any]:
     """What the card records of a data file: where it was, its hash and row count."""
     return {"path": str(path), "sha256": sha256, "n": n}
+
+
+def data_records(train: LabelledTexts, test: LabelledTexts | None = None) -> dict[str, Any]:
+    """The card's ``data`` section for a training set and an optional test set."""
+    records = {"train": file_record(train.source, len(train), train.sha256)}
+    if test is not None:
+        records["test"] = file_record(test.source, len(test), test.sha256)
+    return records
 
 
 def _is_model_folder(folder: Path) -> bool:

@@ -625,11 +625,8 @@ def learning_curve_scores(
 # --- the page --------------------------------------------------------------------------------
 
 
-def write_report(data: ReportData, out: str | Path) -> Path:
-    """Write the PNGs and ``report.html`` into ``out``; returns the page's path."""
-    with needs_extra("report"):
-        from jinja2 import Environment, PackageLoader, select_autoescape
-
+def report_folder(out: str | Path) -> Path:
+    """``out``, created if need be; a one-line error if it cannot be."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -637,6 +634,24 @@ def write_report(data: ReportData, out: str | Path) -> Path:
         raise BadInputError(
             f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable place"
         ) from None
+    return out
+
+
+def page_templates():
+    """The package's HTML templates (Jinja2, autoescaped); call before any work, since it is
+    where a missing ``report`` extra is found."""
+    with needs_extra("report"):
+        from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("bertprobe", "templates"), autoescape=select_autoescape(["html"])
+    )
+
+
+def write_report(data: ReportData, out: str | Path) -> Path:
+    """Write the PNGs and ``report.html`` into ``out``; returns the page's path."""
+    templates = page_templates()
+    out = report_folder(out)
     figures: list[tuple[str, str, bytes]] = [
         ("confusion_matrix", "Confusion matrix", figure_png(plot_confusion_matrix(data))),
     ]
@@ -665,11 +680,8 @@ def write_report(data: ReportData, out: str | Path) -> Path:
     for name, _, png in figures:
         (out / f"{name}.png").write_bytes(png)
 
-    env = Environment(
-        loader=PackageLoader("bertprobe", "templates"), autoescape=select_autoescape(["html"])
-    )
     summary = data.summary()
-    page = env.get_template("report.html").render(
+    page = templates.get_template("report.html").render(
         data=data,
         card=data.card,
         summary=summary,
