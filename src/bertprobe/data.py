@@ -21,7 +21,9 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 from codecs import BOM_UTF8 as BOM
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -249,6 +251,23 @@ def align_labels(labels: Sequence[Label], known: Sequence[Label], source: str) -
     if all(t in by_text for t in texts):
         return [by_text[t] for t in texts]
     return list(texts)
+
+
+@contextmanager
+def staged_folder(destination: Path) -> Iterator[Path]:
+    """A new folder beside ``destination`` to write into; when the block ends without error
+    it replaces ``destination`` whole (one rename), else it is removed. A reader never sees a
+    half-written folder, and an interrupted write leaves the old one as it was."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        yield staging
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def check_output_path(path: str | Path, *, what: str, folder: bool) -> Path:

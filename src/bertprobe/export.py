@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -264,6 +263,7 @@ def export_classifier(
     on raw text, which the graph does not see.
     """
     from bertprobe import __version__
+    from bertprobe.data import staged_folder
     from bertprobe.encode import RunOptions
     from bertprobe.model import Classifier
 
@@ -301,9 +301,7 @@ def export_classifier(
         "bertprobe_version": __version__,
         "opset": OPSET,
     }
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged_folder(destination) as staging:
         fp32 = staging / ("model.fp32.onnx" if int8 else "model.onnx")
         sample = encoder.tokenizer(
             ["an example", "a longer example sentence"], padding=True, return_tensors="pt"
@@ -316,12 +314,6 @@ def export_classifier(
             fp32.unlink()
         _save_tokenizer(encoder.tokenizer, max_length, staging / "tokenizer.json")
         (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
 
 

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -36,7 +34,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bertprobe.data import LabelledTexts, check_output_path
+from bertprobe.data import LabelledTexts, check_output_path, staged_folder
 from bertprobe.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
 from bertprobe.errors import BertprobeError, ModelFolderError
 from bertprobe.multilabel import MultiLabelProbe
@@ -126,9 +124,7 @@ def save_model(
     import skops.io as sio
 
     folder = check_model_destination(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         sio.dump(probe, staging / PROBE_FILE, **_COMPRESSED)
         files = {PROBE_FILE: _sha256(staging / PROBE_FILE)}
         encoder_record: dict[str, Any] = {
@@ -189,12 +185,6 @@ def save_model(
         }
         card["seal"] = _seal(card)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 
