@@ -709,7 +709,7 @@ def create_app(
     object out of the garbage collector's sight (:func:`gc.freeze`). For a process that runs
     this service alone, as :func:`serve` does: Python's full collections walked the millions
     of objects torch, transformers and FastAPI make at start-up, stalls of about 200 ms that
-    were the service's p99 (16 connections: 237 ms, 34 ms frozen; bench/serve_bench.py).
+    were the service's p99 (wrk at 16 connections, torch: 237 ms, 34 ms frozen).
     """
     # No embedding cache: requests' texts are rarely seen twice, and serving writes nothing.
     run = RunOptions(batch_size=batching.batch_size, device=device, use_cache=False)
