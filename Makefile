@@ -67,10 +67,12 @@ fuzz: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench examples
 
-# Lint, formatting and types; CI runs this before the tests.
+# Lint, formatting, types and the package's layers (import-linter: the contracts in
+# pyproject.toml); CI runs this before the tests.
 check: lint
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 # Refresh the lock on purpose: the newest versions the ranges in pyproject.toml allow, what
 # changed, then the whole test suite on them. Commit requirements.lock only if the tests pass

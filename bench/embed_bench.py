@@ -63,7 +63,7 @@ def peak_rss_mb() -> float:
 
 
 def probe_accuracy(X_train, y_train, X_test, y_test) -> float:
-    from bertprobe.probe import LinearProbe
+    from bertprobe.heads.probe import LinearProbe
 
     return float(LinearProbe(n_jobs=-1).fit(X_train, y_train).score(X_test, y_test))
 
@@ -76,7 +76,7 @@ def embed_recipe(texts: list[str]) -> np.ndarray:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from bertprobe.encode import ALIASES
+    from bertprobe.encoders.encode import ALIASES
 
     path = ALIASES["minilm"]()
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
@@ -92,7 +92,7 @@ def embed_pipeline(texts: list[str]) -> np.ndarray:
     """Hugging Face pipeline("feature-extraction"), batch 64; token vectors mean-pooled."""
     from transformers import pipeline
 
-    from bertprobe.encode import ALIASES
+    from bertprobe.encoders.encode import ALIASES
 
     extract = pipeline(
         "feature-extraction", model=str(ALIASES["minilm"]()), framework="pt", device="cpu"
@@ -104,7 +104,7 @@ def embed_sentence_transformers(texts: list[str]) -> np.ndarray:
     """sentence-transformers encode, batch 64 (mean pooling and normalization, as shipped)."""
     from sentence_transformers import SentenceTransformer
 
-    from bertprobe.encode import ALIASES
+    from bertprobe.encoders.encode import ALIASES
 
     model = SentenceTransformer(str(ALIASES["minilm"]()), device="cpu")
     return model.encode(texts, batch_size=64, convert_to_numpy=True)
@@ -112,8 +112,8 @@ def embed_sentence_transformers(texts: list[str]) -> np.ndarray:
 
 def embed_bertprobe(texts: list[str], cache_dir: str | None, backend: str = "torch") -> np.ndarray:
     """bertprobe: masked mean of the last layer, length-sorted batches of 64."""
-    from bertprobe.cache import open_cache
-    from bertprobe.encode import FeatureSpec, embed
+    from bertprobe.encoders.cache import open_cache
+    from bertprobe.encoders.encode import FeatureSpec, embed
 
     cache = open_cache(cache_dir) if cache_dir else None
     X, _ = embed(texts, "minilm", FeatureSpec("mean"), batch_size=64, cache=cache, backend=backend)
@@ -141,9 +141,9 @@ def synthetic_file(path: Path, n: int, seed: int = 0) -> np.ndarray:
 
 
 def stream_row(row: str, workdir: str) -> dict:
-    from bertprobe.encode import FeatureSpec, load_encoder
-    from bertprobe.features import embed_file, iter_feature_rows
-    from bertprobe.probe import OutOfCoreProbe
+    from bertprobe.encoders.encode import FeatureSpec, load_encoder
+    from bertprobe.encoders.features import embed_file, iter_feature_rows
+    from bertprobe.heads.probe import OutOfCoreProbe
 
     n = STREAM_SIZES[row]
     texts, features = Path(workdir) / f"{row}.txt", Path(workdir) / f"{row}.npy"
@@ -201,7 +201,7 @@ def run_row(row: str, cache_dir: str) -> dict:
         embed_bertprobe(texts, cache_dir)  # fill the cache, untimed: the row times the re-run
     if row.startswith("bertprobe-onnx"):
         # The export is built once per encoder and kept; building it is not what is timed.
-        from bertprobe.encode import load_encoder
+        from bertprobe.encoders.encode import load_encoder
 
         load_encoder("minilm", backend=row.removeprefix("bertprobe-"))
     start = time.perf_counter()
@@ -221,7 +221,7 @@ def classifier_row(cache_dir: str, y_train, y_test) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
 
-    from bertprobe.probe import SEED_C_GRID, LinearProbe
+    from bertprobe.heads.probe import SEED_C_GRID, LinearProbe
 
     train_texts, _, test_texts, _ = sentences()
     X = embed_bertprobe(train_texts + test_texts, cache_dir)

@@ -44,10 +44,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from bertprobe import Classifier, EncoderOptions, train
-    from bertprobe.data import LabelledTexts
+    from bertprobe.data.files import LabelledTexts
     from bertprobe.datasets import load_sst2
     from bertprobe.export import ExportedClassifier, export_classifier
-    from bertprobe.model import accuracy
+    from bertprobe.model.classifier import accuracy
 
     test = load_sst2("test")
     texts, labels = test.texts[: args.n_test], test.labels[: args.n_test]

@@ -27,7 +27,7 @@ from bertprobe import (
     TrainOptions,
     train,
 )
-from bertprobe.data import LabelledTexts, read_labelled
+from bertprobe.data.files import LabelledTexts, read_labelled
 from bertprobe.datasets import load_sst2
 
 

@@ -89,8 +89,8 @@ def profile_encoder(batch_size: int, threads: int, repeats: int) -> dict:
     import torch
 
     from bertprobe.datasets import load_sst2
-    from bertprobe.encode import _pool_numpy, load_encoder
-    from bertprobe.export import onnx_path
+    from bertprobe.encoders.encode import _pool_numpy, load_encoder
+    from bertprobe.encoders.onnx import onnx_path
 
     torch.set_num_threads(threads)
     texts = load_sst2("test").texts

@@ -56,7 +56,7 @@ def build_variants(fp32: Path, shipped: Path, calibration: list, work: Path) -> 
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.transformers import optimizer
 
-    from bertprobe.export import quiet_onnxruntime
+    from bertprobe.encoders.onnx import quiet_onnxruntime
 
     # The optimizer's fused operators have no ONNX type inference: say what their outputs hold.
     typed = {"DefaultTensorType": 1}
@@ -125,8 +125,8 @@ def main() -> None:
     import onnxruntime as ort
 
     from bertprobe.datasets import load_sst2
-    from bertprobe.encode import load_encoder
-    from bertprobe.export import onnx_path
+    from bertprobe.encoders.encode import load_encoder
+    from bertprobe.encoders.onnx import onnx_path
 
     load = os.getloadavg()[0]
     encoder = load_encoder("minilm")

@@ -37,8 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bertprobe import EncoderOptions, RunOptions, TrainOptions, train
-from bertprobe.data import LabelledTexts, read_labelled
-from bertprobe.encode import embed, load_encoder
+from bertprobe.data.files import LabelledTexts, read_labelled
+from bertprobe.encoders.encode import embed, load_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -46,7 +46,7 @@ RESULTS = ROOT / "bench" / "results"
 
 def skewed(data, n: int | None, ratio: int = 9):
     """Every negative of the first ``n`` rows and a ``ratio``-th as many positives."""
-    from bertprobe.data import LabelledTexts
+    from bertprobe.data.files import LabelledTexts
 
     texts, labels = data.texts[:n], list(data.labels[:n])
     negatives = [i for i, y in enumerate(labels) if y == 0]
@@ -62,7 +62,7 @@ def balanced_accuracy(evaluation) -> float:
 
 def skew_rows(n_train: int | None, n_test: int | None, encoding) -> list[dict]:
     from bertprobe import TrainOptions, train
-    from bertprobe.data import LabelledTexts
+    from bertprobe.data.files import LabelledTexts
     from bertprobe.datasets import load_sst2
 
     train_set = skewed(load_sst2("train"), n_train)
@@ -107,9 +107,9 @@ def skew_rows(n_train: int | None, n_test: int | None, encoding) -> list[dict]:
 
 def flip_rows(n_rows: int | None, encoding, share: float = 0.05, seed: int = 0) -> list[dict]:
     from bertprobe import TrainOptions, train
-    from bertprobe.data import LabelledTexts
+    from bertprobe.data.files import LabelledTexts
     from bertprobe.datasets import load_sst2
-    from bertprobe.label_issues import cleanlab_available, find_label_issues
+    from bertprobe.training.label_issues import cleanlab_available, find_label_issues
 
     data = load_sst2("train")
     texts, labels = data.texts[:n_rows], list(data.labels[:n_rows])
@@ -161,7 +161,7 @@ def main() -> None:
     if args.small:
         args.n_train, args.n_test, args.flip_rows = 600, 400, 400
     from bertprobe import EncoderOptions
-    from bertprobe.encode import RunOptions
+    from bertprobe.encoders.encode import RunOptions
 
     encoding = EncoderOptions(
         "minilm", pooling="mean", run=RunOptions(cache_dir=args.cache_dir, progress=False)

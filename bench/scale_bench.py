@@ -84,7 +84,7 @@ def run_cli(args: list[str], threads: int) -> tuple[dict, float]:
 
 def parquet_write_rate(n: int, folder: Path) -> float:
     """Rows/s of writing n 384-d float32 vectors as one Parquet file (id, vector)."""
-    from bertprobe.features import write_vectors_parquet
+    from bertprobe.encoders.features import write_vectors_parquet
 
     rows = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
     start = time.perf_counter()

@@ -18,8 +18,15 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 DOCS = Path(__file__).resolve().parent
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> None:
@@ -31,8 +38,19 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "bertprobe", "serve", "--model",
-                               str(args.model), "--port", str(port)], stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bertprobe",
+            "serve",
+            "--model",
+            str(args.model),
+            "--port",
+            str(port),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(600):
             try:

@@ -92,7 +92,7 @@ def sentiment_tsv(tmp_path, sentiment_rows) -> Path:
 def tiny_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
     """A saved model (tiny DistilBERT, mean pooling) trained on the one-word sentiment rows."""
     from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import FeatureSpec, embed
 
     ref = resolve_encoder(str(tiny_distilbert))
     spec = FeatureSpec("mean", (-1,))

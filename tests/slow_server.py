@@ -14,7 +14,7 @@ import time
 
 import uvicorn
 
-from bertprobe.model import load_model
+from bertprobe.model.classifier import load_model
 from bertprobe.serve import BatchingConfig, ServeLimits, create_app
 
 

@@ -8,9 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from bertprobe.cache import open_cache
 from bertprobe.cli import main
-from bertprobe.encode import (
+from bertprobe.core.errors import BadInputError
+from bertprobe.encoders.cache import open_cache
+from bertprobe.encoders.encode import (
     FeatureSpec,
     LoadedEncoder,
     TextEmbedder,
@@ -18,7 +19,6 @@ from bertprobe.encode import (
     load_encoder,
     resolve_encoder,
 )
-from bertprobe.errors import BadInputError
 
 TEXTS = [
     "a gorgeous , witty film",
@@ -86,7 +86,7 @@ def test_torch_encoder_is_shared_whatever_the_cache_folder(tiny_distilbert, tmp_
 
 
 def test_quantizing_quiets_onnxruntime_only_and_restores_logging(tiny_distilbert, tmp_path, caplog):
-    from bertprobe.export import _quantize, quiet_onnxruntime
+    from bertprobe.encoders.onnx import _quantize, quiet_onnxruntime
 
     LoadedEncoder(resolve_encoder(str(tiny_distilbert)), backend="onnx", cache_dir=tmp_path)
     fp32 = next((tmp_path / "onnx").rglob("model.onnx"))

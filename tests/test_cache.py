@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertprobe.cache import open_cache
-from bertprobe.encode import FeatureSpec, embed
+from bertprobe.encoders.cache import open_cache
+from bertprobe.encoders.encode import FeatureSpec, embed
 
 
 def texts_for(n: int) -> list[str]:
@@ -64,7 +64,7 @@ def test_an_interrupted_run_resumes_with_only_the_rest(tiny_distilbert, tmp_path
 
 
 def test_cache_dir_that_cannot_be_created_is_a_user_error(tmp_path):
-    from bertprobe.errors import BadInputError
+    from bertprobe.core.errors import BadInputError
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -264,12 +264,12 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_interrupt_says_how_to_resume(monkeypatch, sentiment_tsv, tiny_distilbert, capsys):
-    import bertprobe.model
+    import bertprobe.model.train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bertprobe.model, "embed", interrupted)
+    monkeypatch.setattr(bertprobe.model.train, "embed", interrupted)
     code, _, err = run(["train", sentiment_tsv, "--encoder", tiny_distilbert], capsys)
     assert code == 130
     assert "run the same command again to resume" in err
@@ -375,12 +375,12 @@ def test_outputs_are_checked_before_any_work(
     sentiment_tsv, tiny_distilbert, tmp_path, monkeypatch, capsys
 ):
     """train --out pointing at a file fails before the encoder is even loaded."""
-    import bertprobe.encode
+    import bertprobe.encoders.encode
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("work started before --out was checked")
 
-    monkeypatch.setattr(bertprobe.encode, "load_encoder", must_not_run)
+    monkeypatch.setattr(bertprobe.encoders.encode, "load_encoder", must_not_run)
     code, _, err = run(
         ["train", sentiment_tsv, "--encoder", tiny_distilbert, "--out", sentiment_tsv], capsys
     )

@@ -6,9 +6,9 @@ import tracemalloc
 
 import pytest
 
-from bertprobe.data import iter_chunks, read_labelled, read_texts
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import iter_chunks, read_labelled, read_texts
 from bertprobe.datasets import load_sst2, sst2_path
-from bertprobe.errors import BadInputError
 
 
 def test_sst2_splits_have_the_documented_sizes_and_binary_labels():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bertprobe.encode import (
+from bertprobe.core.errors import BadInputError, EncoderNotFoundError
+from bertprobe.encoders.encode import (
     FeatureSpec,
     embed,
     folder_fingerprint,
@@ -16,7 +17,6 @@ from bertprobe.encode import (
     load_encoder,
     resolve_encoder,
 )
-from bertprobe.errors import BadInputError, EncoderNotFoundError
 
 SHORT = "a gorgeous , witty film"
 LONG = " ".join(["the plot wanders on and on without a point"] * 5)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from bertprobe import Classifier, LinearProbe, OutOfCoreProbe, resolve_encoder, save_model
-from bertprobe.encode import FeatureSpec, embed
-from bertprobe.errors import BadInputError
+from bertprobe.core.errors import BadInputError
+from bertprobe.encoders.encode import FeatureSpec, embed
 from bertprobe.export import EXPORT_FILES, ExportedClassifier, export_classifier
 from test_cli import run
 
@@ -106,7 +106,7 @@ def test_the_predictor_matches_predict_proba_without_the_ml_stack(
 def test_the_tokenizer_truncates_and_pads_as_bertprobe_does(exported, tiny_model_dir):
     from tokenizers import Tokenizer
 
-    from bertprobe.encode import load_encoder
+    from bertprobe.encoders.encode import load_encoder
 
     model = Classifier.load(tiny_model_dir)
     encoder = load_encoder(model.encoder)
@@ -197,7 +197,7 @@ def test_a_head_that_differs_from_the_probe_is_caught_before_writing(
 
 @pytest.fixture
 def voting_model_dir(tiny_distilbert, sentiment_rows, tmp_path) -> Path:
-    from bertprobe.sweep import tfidf_pipeline
+    from bertprobe.heads.tfidf import tfidf_pipeline
 
     texts, labels = [t for t, _ in sentiment_rows], [y for _, y in sentiment_rows]
     ref = resolve_encoder(str(tiny_distilbert))
@@ -270,9 +270,9 @@ def test_minilm_int8_export_loses_at_most_half_a_point_on_sst2(tmp_path):
     encoder, mean pooling, 1,000 SST-2 training rows; the int8 export against predict on the
     first 500 test rows, in batches of 32 in file order."""
     from bertprobe import EncoderOptions, train
-    from bertprobe.data import LabelledTexts
+    from bertprobe.data.files import LabelledTexts
     from bertprobe.datasets import load_sst2
-    from bertprobe.model import accuracy
+    from bertprobe.model.classifier import accuracy
 
     full, test = load_sst2("train"), load_sst2("test")
     data = LabelledTexts(

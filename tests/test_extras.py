@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.errors import BertprobeError, MissingExtraError
-from bertprobe.extras import EXTRAS, needs_extra, require_extra
+from bertprobe.core.errors import BertprobeError, MissingExtraError
+from bertprobe.core.extras import EXTRAS, needs_extra, require_extra
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -63,7 +63,7 @@ def test_serve_without_uvicorn(monkeypatch):
 
 
 def test_onnx_session_without_onnxruntime(monkeypatch, tmp_path):
-    from bertprobe.export import onnx_session
+    from bertprobe.encoders.onnx import onnx_session
 
     missing(monkeypatch, "onnxruntime")
     with pytest.raises(MissingExtraError) as info:
@@ -72,7 +72,7 @@ def test_onnx_session_without_onnxruntime(monkeypatch, tmp_path):
 
 
 def test_quantizer_without_onnx(monkeypatch, tmp_path):
-    from bertprobe.export import _quantize
+    from bertprobe.encoders.onnx import _quantize
 
     missing(monkeypatch, "onnxruntime.quantization", "onnx")
     with pytest.raises(MissingExtraError) as info:
@@ -82,7 +82,7 @@ def test_quantizer_without_onnx(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("module", ["onnx", "onnxruntime"])
 def test_onnx_backend_is_refused_before_loading_weights(monkeypatch, tiny_distilbert, module):
-    from bertprobe.encode import LoadedEncoder, resolve_encoder
+    from bertprobe.encoders.encode import LoadedEncoder, resolve_encoder
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("weights loaded before the extra was checked")
@@ -98,7 +98,7 @@ def test_cli_says_which_extra_in_one_line(
     monkeypatch, tiny_distilbert, sentiment_tsv, tmp_path, capsys
 ):
     from bertprobe.cli import main
-    from bertprobe.encode import _load
+    from bertprobe.encoders.encode import _load
 
     _load.cache_clear()
     missing(monkeypatch, "onnx")

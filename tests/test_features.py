@@ -7,11 +7,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from bertprobe.cache import open_cache
+from bertprobe.core.errors import BadInputError
 from bertprobe.datasets import load_sst2
-from bertprobe.encode import FeatureSpec, embed, load_encoder
-from bertprobe.errors import BadInputError
-from bertprobe.features import FeatureWriter, embed_file, iter_feature_rows
+from bertprobe.encoders.cache import open_cache
+from bertprobe.encoders.encode import FeatureSpec, embed, load_encoder
+from bertprobe.encoders.features import FeatureWriter, embed_file, iter_feature_rows
 from test_cli import run
 
 SPEC = FeatureSpec("mean", (-1,))
@@ -118,11 +118,11 @@ def test_cli_embed_checks_the_whole_file_before_embedding(tiny_distilbert, tmp_p
 def test_cli_embed_resumes_without_the_cache(
     tiny_distilbert, texts_file, tmp_path, capsys, monkeypatch
 ):
-    import bertprobe.features
+    import bertprobe.encoders.features
 
     path, texts = texts_file
     out = tmp_path / "X.npy"
-    real_embed = bertprobe.features.embed
+    real_embed = bertprobe.encoders.features.embed
     calls = []
 
     def embed_then_interrupt(batch, *args, **kwargs):
@@ -131,7 +131,7 @@ def test_cli_embed_resumes_without_the_cache(
             raise KeyboardInterrupt
         return real_embed(batch, *args, **kwargs)
 
-    monkeypatch.setattr(bertprobe.features, "embed", embed_then_interrupt)
+    monkeypatch.setattr(bertprobe.encoders.features, "embed", embed_then_interrupt)
     argv = [
         "embed",
         path,
@@ -148,7 +148,7 @@ def test_cli_embed_resumes_without_the_cache(
     ]
     code, _, err = run(argv, capsys)
     assert code == 130 and "resume" in err
-    monkeypatch.setattr(bertprobe.features, "embed", real_embed)
+    monkeypatch.setattr(bertprobe.encoders.features, "embed", real_embed)
     code, stdout, _ = run(argv, capsys)
     assert code == 0
     assert '"n_resumed": 100' in stdout
@@ -181,8 +181,8 @@ def test_train_out_of_core_saves_a_model_that_evaluates_and_serves_like_any(
 ):
     import json
 
-    from bertprobe.model import load_model
-    from bertprobe.probe import OutOfCoreProbe
+    from bertprobe.heads.probe import OutOfCoreProbe
+    from bertprobe.model.classifier import load_model
     from conftest import write_tsv
 
     train = write_tsv(tmp_path / "train.tsv", sentiment_rows * 8)

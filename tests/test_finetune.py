@@ -24,7 +24,7 @@ from bertprobe import (
     train,
 )
 from bertprobe.cli import main
-from bertprobe.finetune import FinetuneInterrupted
+from bertprobe.training.finetune import FinetuneInterrupted
 
 
 def run(argv, capsys):
@@ -136,11 +136,11 @@ def test_an_altered_tuned_encoder_is_refused(tuned_model, tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_the_same_call_resumes(
     tiny_distilbert, sentiment_tsv, tmp_path, monkeypatch
 ):
-    import bertprobe._tuning
+    import bertprobe.training._tuning
 
     encoding = EncoderOptions(str(tiny_distilbert), pooling="mean", run=RunOptions(batch_size=8))
     tuning = FinetuneOptions(epochs=2, lr=5e-4)
-    ending = bertprobe._tuning.EpochBars.on_step_end
+    ending = bertprobe.training._tuning.EpochBars.on_step_end
     before = signal.getsignal(signal.SIGINT)  # ignored, not Python's, when run in the background
 
     def press_ctrl_c_at_step_3(self, args, state, control, **kwargs):
@@ -149,7 +149,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_call_resumes(
             signal.raise_signal(signal.SIGINT)
 
     with monkeypatch.context() as patched:
-        patched.setattr(bertprobe._tuning.EpochBars, "on_step_end", press_ctrl_c_at_step_3)
+        patched.setattr(bertprobe.training._tuning.EpochBars, "on_step_end", press_ctrl_c_at_step_3)
         with pytest.raises(FinetuneInterrupted, match="same command resumes"):
             train(sentiment_tsv, encoding=encoding, options=TrainOptions(cv=3), finetune=tuning)
     saved = list((tmp_path / "cache" / "finetune").glob("*/checkpoints/checkpoint-*"))
@@ -165,12 +165,12 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_call_resumes(
 def test_ctrl_c_in_the_cli_exits_130_saying_how_to_resume(
     tiny_distilbert, sentiment_tsv, tmp_path, monkeypatch, capsys
 ):
-    import bertprobe._tuning
+    import bertprobe.training._tuning
 
     def press_ctrl_c(self, args, state, control, **kwargs):
         signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(bertprobe._tuning.EpochBars, "on_step_end", press_ctrl_c)
+    monkeypatch.setattr(bertprobe.training._tuning.EpochBars, "on_step_end", press_ctrl_c)
     code, stdout, err = run(_tuned_cli(sentiment_tsv, tiny_distilbert, tmp_path / "m"), capsys)
     assert code == 130 and stdout == ""
     assert "run the same command again to resume" in err and "Traceback" not in err
@@ -197,12 +197,12 @@ def test_finetune_options_are_checked_in_one_line(
 def test_a_dev_file_with_labels_the_training_lacks_is_refused_before_any_work(
     tiny_distilbert, sentiment_tsv, tmp_path, capsys, monkeypatch
 ):
-    import bertprobe.encode
+    import bertprobe.encoders.encode
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the encoder was loaded before the dev file was checked")
 
-    monkeypatch.setattr(bertprobe.encode, "load_encoder", must_not_run)
+    monkeypatch.setattr(bertprobe.encoders.encode, "load_encoder", must_not_run)
     dev = tmp_path / "dev.tsv"
     dev.write_text("a good film\t1\na so-so film\t2\n", encoding="utf-8")
     code, _, err = run(
@@ -315,7 +315,7 @@ def test_a_small_training_set_gets_enough_steps_unless_epochs_are_given(
 def test_the_epoch_kept_has_the_best_dev_accuracy_and_loss_only_breaks_ties(logits):
     from transformers import EvalPrediction
 
-    from bertprobe.finetune import _dev_scores
+    from bertprobe.training.finetune import _dev_scores
 
     scores, labels, other_labels = logits
     a = _dev_scores(EvalPrediction(predictions=scores, label_ids=np.array(labels)))
@@ -328,7 +328,7 @@ def test_the_epoch_kept_has_the_best_dev_accuracy_and_loss_only_breaks_ties(logi
 def test_between_epochs_of_equal_dev_accuracy_the_lower_loss_is_kept():
     from transformers import EvalPrediction
 
-    from bertprobe.finetune import _dev_scores
+    from bertprobe.training.finetune import _dev_scores
 
     labels = np.array([0, 1, 1, 0])
     unsure = np.array([[0.1, 0.0], [0.0, 0.1], [0.1, 0.0], [0.0, 0.1]])  # 2 of 4 right

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from bertprobe import Classifier
-from bertprobe.cache import open_cache
-from bertprobe.data import ReadOptions, read_labelled, read_texts
-from bertprobe.encode import FeatureSpec, View, embed, load_encoder
-from bertprobe.errors import BadInputError
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import ReadOptions, read_labelled, read_texts
+from bertprobe.encoders.cache import open_cache
+from bertprobe.encoders.encode import FeatureSpec, View, embed, load_encoder
 from test_cli import run
 
 

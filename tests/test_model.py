@@ -17,7 +17,7 @@ from bertprobe import (
     train,
 )
 from bertprobe.cli import main
-from bertprobe.data import LabelledTexts
+from bertprobe.data.files import LabelledTexts
 
 
 def test_train_from_python_saves_a_model_that_predicts_like_the_cli(

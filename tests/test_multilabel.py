@@ -21,11 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from bertprobe import EncoderOptions, ReadOptions, TrainOptions, train
-from bertprobe.data import LabelledTexts
-from bertprobe.errors import BadInputError, ModelFolderError
-from bertprobe.model import Classifier, load_model
-from bertprobe.multilabel import MultiLabelProbe, read_multilabel
-from bertprobe.persist import CARD_FILE
+from bertprobe.core.errors import BadInputError, ModelFolderError
+from bertprobe.data.files import LabelledTexts
+from bertprobe.data.multilabel import read_multilabel
+from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.model.classifier import Classifier, load_model
+from bertprobe.model.persist import CARD_FILE
 from test_cli import run
 
 EARLY = ("the film", "this movie", "the acting", "the plot", "the ending")
@@ -422,7 +423,7 @@ def test_service_openapi_conformance_for_a_multilabel_model(ml_model):
 
 
 def test_multi_label_refuses_the_label_issue_search_it_does_not_do():
-    from bertprobe.model import TrainOptions
+    from bertprobe.model.train import TrainOptions
 
     with pytest.raises(BadInputError, match="label_issues=True"):
         TrainOptions(multi_label=True, label_issues=True)

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertprobe.data import iter_chunks, read_labelled, read_texts, scan_file
-from bertprobe.errors import BadInputError
-from bertprobe.features import (
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import iter_chunks, read_labelled, read_texts, scan_file
+from bertprobe.encoders.features import (
     iter_feature_rows,
     iter_parquet_vectors,
     parquet_job,
     write_vectors_parquet,
 )
-from bertprobe.model import Classifier
+from bertprobe.model.classifier import Classifier
 from test_cli import run
 
 

@@ -13,10 +13,10 @@ import pytest
 import skops.io as sio
 
 from bertprobe import LinearProbe, load_model, resolve_encoder, save_model
-from bertprobe.encode import FeatureSpec, embed
-from bertprobe.errors import ModelFolderError
-from bertprobe.persist import CARD_FILE, FORMAT_VERSION, PROBE_FILE, _seal, _sha256
-from bertprobe.sweep import tfidf_pipeline
+from bertprobe.core.errors import ModelFolderError
+from bertprobe.encoders.encode import FeatureSpec, embed
+from bertprobe.heads.tfidf import tfidf_pipeline
+from bertprobe.model.persist import CARD_FILE, FORMAT_VERSION, PROBE_FILE, _seal, _sha256
 
 
 @pytest.fixture
@@ -58,6 +58,29 @@ def test_round_trip_predicts_the_same(trained):
     assert {"features.pooling", "encoder.fingerprint", "labels", "vote"} <= set(card["seal"])
     assert all(re.fullmatch("[0-9a-f]{64}", digest) for digest in card["seal"].values())
     assert {"torch", "transformers", "scikit-learn", "skops"} <= set(card["versions"])
+
+
+@pytest.mark.parametrize(
+    "old_module", ["bertprobe.probe", "bertprobe.heads.probe"], ids=["before-layers", "now"]
+)
+def test_a_probe_saved_under_its_module_before_the_layers_loads(
+    old_module, tiny_distilbert, sentiment_rows, tmp_path, monkeypatch
+):
+    """Folders saved before the package was laid out in layers name bertprobe.probe.LinearProbe;
+    they load and predict the same. Saved under the old name by setting __module__."""
+    import sys
+
+    sys.modules.pop("bertprobe.probe", None)  # as in a process that never loaded an old folder
+    ref = resolve_encoder(str(tiny_distilbert))
+    spec = FeatureSpec("mean", (-1,))
+    texts = [t for t, _ in sentiment_rows]
+    X, stats = embed(texts, ref, spec)
+    probe = LinearProbe(cv=3).fit(X, [y for _, y in sentiment_rows])
+    with monkeypatch.context() as saving:
+        saving.setattr(LinearProbe, "__module__", old_module)
+        folder = save_model(tmp_path / "model", probe, ref, spec, max_length=stats.max_length)
+    assert f"{old_module}.LinearProbe" in sio.get_untrusted_types(file=folder / PROBE_FILE)
+    assert np.allclose(load_model(folder).predict_proba(texts), probe.predict_proba(X))
 
 
 def test_altered_probe_file_is_refused(trained):

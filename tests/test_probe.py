@@ -12,8 +12,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from bertprobe import LinearProbe, TextEmbedder
-from bertprobe.errors import BadInputError
-from bertprobe.probe import DEFAULT_C_GRID, SEED_C_GRID, OutOfCoreProbe, parse_c_grid
+from bertprobe.core.errors import BadInputError
+from bertprobe.heads.probe import DEFAULT_C_GRID, SEED_C_GRID, OutOfCoreProbe, parse_c_grid
 
 
 @parametrize_with_checks([LinearProbe(cv=3), OutOfCoreProbe()])

@@ -15,8 +15,8 @@ import pytest
 
 from bertprobe import Classifier
 from bertprobe.datasets import load_sst2
-from bertprobe.encode import EncoderOptions, RunOptions
-from bertprobe.features import embed_file, parquet_job
+from bertprobe.encoders.encode import EncoderOptions, RunOptions
+from bertprobe.encoders.features import embed_file, parquet_job
 from bertprobe.ray_engine import RayOptions, input_files, local_runtime_env, ray_embed
 from test_cli import run
 
@@ -65,7 +65,7 @@ def test_inputs_are_a_file_a_folder_or_a_glob(four_files):
 def test_work_items_cover_every_row_once_in_whole_batches(four_files):
     """One large file is split so every actor gets work; each run of rows reads back exactly
     the texts the single-process reader gives for it."""
-    from bertprobe.data import ReadOptions
+    from bertprobe.data.files import ReadOptions
     from bertprobe.ray_engine import _check_inputs, _ranges, _read_range
 
     folder, texts = four_files

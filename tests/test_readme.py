@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.data import LabelledTexts
+from bertprobe.data.files import LabelledTexts
 from bertprobe.datasets import load_sst2
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from bertprobe.model import load_model
+from bertprobe.model.classifier import load_model
 from bertprobe.serve import BatchingConfig, ServeLimits, create_app
 
 

@@ -29,7 +29,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bertprobe.model import load_model
+from bertprobe.model.classifier import load_model
 from bertprobe.serve import (
     Batcher,
     BatchingConfig,
@@ -249,7 +249,7 @@ def test_admin_needs_a_configured_key(model):
     ],
 )
 def test_bad_security_settings_are_one_line_errors(security, message):
-    from bertprobe.errors import BadInputError
+    from bertprobe.core.errors import BadInputError
 
     with pytest.raises(BadInputError, match=message):
         ServeSecurity(**security)
@@ -560,7 +560,7 @@ def test_overload_gets_503s_not_crashes_and_keeps_latency(tiny_model_dir):
 def flipped_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
     """A second model on the same encoder whose labels are swapped: every answer differs."""
     from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import FeatureSpec, embed
 
     ref = resolve_encoder(str(tiny_distilbert))
     spec = FeatureSpec("mean", (-1,))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from bertprobe import BadInputError, EncoderOptions, TrainOptions, load_model, train
-from bertprobe.data import LabelledTexts
-from bertprobe.label_issues import find_label_issues
-from bertprobe.probe import LinearProbe, OutOfCoreProbe, best_threshold, metric_score
+from bertprobe.data.files import LabelledTexts
+from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe, best_threshold, metric_score
+from bertprobe.training.label_issues import find_label_issues
 from conftest import write_tsv
 from test_cli import run
 
@@ -30,7 +30,7 @@ def _skewed(rows, minority: int, keep: int):
 
 
 def _vectors(tiny_distilbert, texts):
-    from bertprobe.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import FeatureSpec, embed
 
     return embed(texts, str(tiny_distilbert), FeatureSpec("mean"), batch_size=32)[0]
 

@@ -17,8 +17,8 @@ import pytest
 
 from bertprobe import Classifier
 from bertprobe.datasets import load_sst2
-from bertprobe.encode import RunOptions
-from bertprobe.stream import predict_file
+from bertprobe.encoders.encode import RunOptions
+from bertprobe.model.stream import predict_file
 from test_cli import run
 
 

@@ -9,11 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from bertprobe.cache import open_cache
 from bertprobe.cli import main
-from bertprobe.encode import FeatureSpec, embed, load_encoder
+from bertprobe.encoders.cache import open_cache
+from bertprobe.encoders.encode import FeatureSpec, embed, load_encoder
 from bertprobe.report import calibration_bins
-from bertprobe.sweep import candidates, run_sweep
+from bertprobe.training.sweep import candidates, run_sweep
 
 
 def run(argv, capsys):
@@ -66,7 +66,7 @@ def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentim
 def test_ridge_screen_holds_out_each_row_exactly_as_scikit_learn(n_classes):
     from sklearn.linear_model import RidgeCV
 
-    from bertprobe.sweep import _ridge_loo_predictions, _signed_targets, _standardize
+    from bertprobe.training.sweep import _ridge_loo_predictions, _signed_targets, _standardize
 
     rng = np.random.default_rng(n_classes)
     X = rng.normal(size=(150, 12)) * rng.uniform(0.1, 10, size=12)
@@ -78,7 +78,7 @@ def test_ridge_screen_holds_out_each_row_exactly_as_scikit_learn(n_classes):
 
 
 def test_screen_of_concatenations_equals_screening_their_features_alone():
-    from bertprobe.sweep import ridge_loo_accuracy, screen_candidates
+    from bertprobe.training.sweep import ridge_loo_accuracy, screen_candidates
 
     rng = np.random.default_rng(0)
     n, layers, hidden = 120, 3, 4
@@ -105,8 +105,8 @@ def test_finalists_zero_scores_every_candidate_by_cv(tiny_distilbert, sentiment_
 
 
 def test_final_search_refines_the_sweeps_c():
-    from bertprobe.model import _near
-    from bertprobe.probe import DEFAULT_C_GRID
+    from bertprobe.heads.probe import DEFAULT_C_GRID
+    from bertprobe.model.train import _near
 
     assert _near(DEFAULT_C_GRID, 1.0) == pytest.approx((10**-0.5, 1.0, 10**0.5))
     assert _near(DEFAULT_C_GRID, 100.0) == pytest.approx((10**1.5, 100.0))
@@ -308,7 +308,7 @@ def test_report_page_loads_every_image_in_chromium(auto_model, sentiment_tsv, tm
 
 def test_auto_adds_the_tfidf_vote_when_cv_prefers_it(tiny_distilbert, tmp_path, capsys):
     from bertprobe.datasets import load_sst2
-    from bertprobe.model import load_model
+    from bertprobe.model.classifier import load_model
     from conftest import write_tsv
 
     # Random tiny-encoder features are weak on real reviews; word n-grams add what they miss.
@@ -362,10 +362,10 @@ def test_auto_adds_the_tfidf_vote_when_cv_prefers_it(tiny_distilbert, tmp_path, 
 def test_a_tampered_voter_is_refused(tmp_path, tiny_model_dir):
     import shutil
 
-    from bertprobe.errors import ModelFolderError
-    from bertprobe.model import load_model
-    from bertprobe.persist import save_model
-    from bertprobe.sweep import tfidf_pipeline
+    from bertprobe.core.errors import ModelFolderError
+    from bertprobe.heads.tfidf import tfidf_pipeline
+    from bertprobe.model.classifier import load_model
+    from bertprobe.model.persist import save_model
 
     model = load_model(tiny_model_dir)
     texts = ["good film", "bad film", "great acting", "awful acting"] * 5

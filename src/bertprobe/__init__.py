@@ -1,9 +1,12 @@
 """bertprobe: sentence classifiers from a frozen transformer encoder and a linear probe.
 
-Texts flow one way: :mod:`~bertprobe.data` reads them, :mod:`~bertprobe.encode` turns them into
-vectors (through the :mod:`~bertprobe.cache`), :mod:`~bertprobe.probe` learns the classifier.
+Texts flow one way: :mod:`~bertprobe.data.files` reads them, :mod:`~bertprobe.encoders.encode`
+turns them into
+vectors (through the :mod:`~bertprobe.encoders.cache`), :mod:`~bertprobe.heads.probe` learns the
+classifier.
 :mod:`~bertprobe.model` holds the model object (:class:`Classifier`) and the training entry
-point (:func:`train`), and :mod:`~bertprobe.persist` its folder format; the CLI, the report and
+point (:func:`train`), and :mod:`~bertprobe.model.persist` its folder format; the CLI, the report
+and
 the service are shells over them.
 
 Example:
@@ -14,8 +17,14 @@ Example:
     array([1])
 """
 
-from bertprobe.data import ReadOptions
-from bertprobe.encode import (
+from bertprobe.core.errors import (
+    BadInputError,
+    BertprobeError,
+    EncoderNotFoundError,
+    ModelFolderError,
+)
+from bertprobe.data.files import ReadOptions
+from bertprobe.encoders.encode import (
     EncoderOptions,
     EncoderRef,
     FeatureSpec,
@@ -25,22 +34,15 @@ from bertprobe.encode import (
     load_encoder,
     resolve_encoder,
 )
-from bertprobe.errors import BadInputError, BertprobeError, EncoderNotFoundError, ModelFolderError
 from bertprobe.export import ExportedClassifier, export_classifier
-from bertprobe.finetune import FinetuneOptions, FinetuneResult
-from bertprobe.model import (
-    Classifier,
-    Evaluation,
-    TrainOptions,
-    TrainResult,
-    load_model,
-    sweep,
-    train,
-)
-from bertprobe.multilabel import MultiLabelEvaluation, MultiLabelProbe
-from bertprobe.persist import save_model
-from bertprobe.probe import LinearProbe, OutOfCoreProbe, VotingProbe
-from bertprobe.stream import PredictFileStats, predict_file
+from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe, VotingProbe
+from bertprobe.model.classifier import Classifier, load_model
+from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
+from bertprobe.model.persist import save_model
+from bertprobe.model.stream import PredictFileStats, predict_file
+from bertprobe.model.train import TrainOptions, TrainResult, sweep, train
+from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 
 # The name before 0.2; kept so existing code goes on working.
 ProbeModel = Classifier

@@ -27,14 +27,18 @@ from typing import Annotated, Any
 import typer
 
 from bertprobe import __version__
-from bertprobe.data import (
+from bertprobe.core.errors import BadInputError, BertprobeError
+from bertprobe.core.extras import require_extra
+from bertprobe.core.tables import jsonl_lines, prediction_table, python_value, write_tables
+from bertprobe.data.files import (
     MAX_FIELD_CHARS,
     LabelledTexts,
     ReadOptions,
     check_output_path,
     read_texts,
 )
-from bertprobe.encode import (
+from bertprobe.data.multilabel import read_multilabel
+from bertprobe.encoders.encode import (
     DEFAULT_ENCODER,
     POOLINGS,
     EncoderOptions,
@@ -44,28 +48,25 @@ from bertprobe.encode import (
     check_window_pool,
     parse_layers,
 )
-from bertprobe.errors import BadInputError, BertprobeError
-from bertprobe.export import check_backend
-from bertprobe.extras import require_extra
-from bertprobe.features import write_features
-from bertprobe.finetune import FinetuneOptions
-from bertprobe.label_issues import write_label_issues
-from bertprobe.model import Classifier, TrainOptions, TrainResult, read_training_set
-from bertprobe.model import sweep as sweep_layers
-from bertprobe.model import train as train_model
-from bertprobe.multilabel import (
-    MultiLabelEvaluation,
-    MultiLabelProbe,
+from bertprobe.encoders.features import write_features
+from bertprobe.encoders.onnx import check_backend
+from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.heads.probe import OutOfCoreProbe
+from bertprobe.model.classifier import Classifier
+from bertprobe.model.evaluation import MultiLabelEvaluation
+from bertprobe.model.multilabel import (
     evaluation_lines,
-    read_multilabel,
     reading_for,
     training_lines,
-    write_multilabel_report,
 )
-from bertprobe.probe import OutOfCoreProbe
+from bertprobe.model.train import TrainOptions, TrainResult, read_training_set
+from bertprobe.model.train import sweep as sweep_layers
+from bertprobe.model.train import train as train_model
 from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict
-from bertprobe.sweep import FINALISTS, SweepResult
-from bertprobe.tables import jsonl_lines, prediction_table, python_value, write_tables
+from bertprobe.report import write_multilabel_report
+from bertprobe.training.finetune import FinetuneOptions
+from bertprobe.training.label_issues import write_label_issues
+from bertprobe.training.sweep import FINALISTS, SweepResult
 
 app = typer.Typer(
     name="bertprobe",

@@ -47,13 +47,13 @@ from typing import Any
 
 import numpy as np
 
-from bertprobe.data import ReadOptions, is_parquet, iter_chunks, scan_file
-from bertprobe.encode import EncoderOptions, RunOptions, embed
-from bertprobe.errors import BadInputError
-from bertprobe.extras import needs_extra, require_extra
-from bertprobe.features import DTYPE, FeatureWriter, vectors_job, write_vectors_parquet
-from bertprobe.model import Classifier
-from bertprobe.tables import prediction_table, probability_column, python_value, write_tables
+from bertprobe.core.errors import BadInputError
+from bertprobe.core.extras import needs_extra, require_extra
+from bertprobe.core.tables import prediction_table, probability_column, python_value, write_tables
+from bertprobe.data.files import ReadOptions, is_parquet, iter_chunks, scan_file
+from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
+from bertprobe.encoders.features import DTYPE, FeatureWriter, vectors_job, write_vectors_parquet
+from bertprobe.model.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -423,8 +423,8 @@ def ray_predict(
     """Label every text of ``inputs`` on Ray: into ``out`` (a file: JSON Lines, CSV or Parquet,
     in input order, as ``predict --output`` writes it) or into the folder ``out`` (Parquet
     shards with ``source``, ``row`` and ``line``). ``threshold``: as
-    :meth:`~bertprobe.model.Classifier.decide`'s, checked by
-    :meth:`~bertprobe.model.Classifier.threshold` (``"auto"`` resolved) beforehand."""
+    :meth:`~bertprobe.model.classifier.Classifier.decide`'s, checked by
+    :meth:`~bertprobe.model.classifier.Classifier.threshold` (``"auto"`` resolved) beforehand."""
     classes = [python_value(c) for c in model.classes]
 
     def write(batches: Iterator[dict[str, np.ndarray]], checked: _Checked) -> None:

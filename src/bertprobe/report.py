@@ -14,7 +14,8 @@ so the one file can be mailed or attached) and each plot as a PNG:
 
 The page adds precision, recall and F1 per class, the metric the model was trained for, the
 most confident errors, a TF-IDF + logistic regression baseline trained and tested on the same
-split, and the training rows whose label the model doubts (:mod:`bertprobe.label_issues`, from
+split, and the training rows whose label the model doubts (:mod:`bertprobe.training.label_issues`,
+from
 out-of-fold probabilities; needs the training file).
 """
 
@@ -31,14 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from bertprobe.data import LabelledTexts, ReadOptions
-from bertprobe.encode import RunOptions
-from bertprobe.errors import BadInputError
-from bertprobe.extras import needs_extra
-from bertprobe.label_issues import N_SHOWN, find_label_issues
-from bertprobe.model import Classifier, read_training_set
-from bertprobe.probe import LinearProbe, metric_score
-from bertprobe.sweep import SweepResult, tfidf_pipeline
+from bertprobe.core.errors import BadInputError
+from bertprobe.core.extras import needs_extra
+from bertprobe.data.files import LabelledTexts, ReadOptions
+from bertprobe.encoders.encode import RunOptions
+from bertprobe.heads.probe import LinearProbe, metric_score
+from bertprobe.heads.tfidf import tfidf_pipeline
+from bertprobe.model.classifier import Classifier
+from bertprobe.model.evaluation import MultiLabelEvaluation
+from bertprobe.model.multilabel import read_multilabel_set, reading_for, typing_sets
+from bertprobe.model.train import read_training_set
+from bertprobe.training.label_issues import N_SHOWN, find_label_issues
+from bertprobe.training.sweep import SweepResult
 
 N_CONFIDENT_ERRORS = 12
 CALIBRATION_BINS = 10
@@ -475,7 +480,7 @@ def build_report(
     if model.multi_label:
         raise BadInputError(
             f"model {model.id} is multi-label: its report is "
-            "bertprobe.multilabel.write_multilabel_report (per-label scores and F1 chart)"
+            "bertprobe.report.write_multilabel_report (per-label scores and F1 chart)"
         )
     test_set = test if isinstance(test, LabelledTexts) else reading.read_labelled(test)
     notes: list[str] = []
@@ -704,3 +709,63 @@ def write_report(data: ReportData, out: str | Path) -> Path:
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def plot_per_label_f1(per_label: dict[str, dict[str, float]]):
+    """A bar per label: its F1 (precision and recall beside it)."""
+    from bertprobe.report import _pyplot
+
+    plt = _pyplot()
+    names = list(per_label)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 2), 3.6))
+    width = 0.27
+    for k, (key, title) in enumerate(
+        (("precision", "precision"), ("recall", "recall"), ("f1-score", "F1"))
+    ):
+        values = [per_label[n][key] for n in names]
+        bars = ax.bar(x + (k - 1) * width, values, width, label=title)
+        if key == "f1-score":
+            ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right")
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel("score on the test data")
+    ax.set_title("Per-label scores")
+    ax.legend(loc="upper center", ncols=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def write_multilabel_report(
+    model: Classifier,
+    test: str | Path | LabelledTexts,
+    out: str | Path,
+    *,
+    run: RunOptions,
+    reading: ReadOptions = ReadOptions(),
+) -> tuple[Path, dict[str, Any]]:
+    """``report`` for a multi-label model: ``report.html`` with the per-label scores table and
+    ``per_label_f1.png``; returns the page and the scores (``report --json``)."""
+    from bertprobe.report import figure_png, page_templates, report_folder
+
+    templates = page_templates()
+    test_set = read_multilabel_set(test, reading_for(model, reading))
+    result = model.evaluate(test_set.texts, typing_sets(test_set), run, source=test_set.source)
+    assert isinstance(result, MultiLabelEvaluation)
+    out = report_folder(out)
+    png = figure_png(plot_per_label_f1(result.per_label))
+    (out / "per_label_f1.png").write_bytes(png)
+    page = templates.get_template("multilabel_report.html").render(
+        model_id=model.id,
+        encoder=model.encoder.name,
+        pooling=model.spec.pooling,
+        source=test_set.source,
+        result=result,
+        figure_src="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+    )
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path, {"test": test_set.source, **result.to_dict()}

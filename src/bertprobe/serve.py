@@ -50,11 +50,11 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from bertprobe.encode import RunOptions
-from bertprobe.errors import BadInputError
-from bertprobe.extras import needs_extra
-from bertprobe.model import Classifier
-from bertprobe.tables import python_value
+from bertprobe.core.errors import BadInputError
+from bertprobe.core.extras import needs_extra
+from bertprobe.core.tables import python_value
+from bertprobe.encoders.encode import RunOptions
+from bertprobe.model.classifier import Classifier
 
 with needs_extra("serve"):
     from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
@@ -702,7 +702,8 @@ def create_app(
     model and every model reloaded later.
 
     ``threshold`` (two classes; ``"auto"``: each served model's card's) decides the labels as
-    in :meth:`~bertprobe.model.Classifier.predict`; the probabilities are unchanged. A model
+    in :meth:`~bertprobe.model.classifier.Classifier.predict`; the probabilities are unchanged. A
+    model
     it does not suit is refused, at start-up and at a reload.
 
     ``freeze_heap``: once a model serves (at start-up, after each reload), move every live

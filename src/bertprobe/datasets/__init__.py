@@ -12,8 +12,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from bertprobe.data import LabelledTexts, read_labelled
-from bertprobe.errors import BadInputError
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import LabelledTexts, read_labelled
 
 SST2_SPLITS = ("train", "dev", "test")
 

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from bertprobe.data import LabelledTexts, align_labels
-from bertprobe.encode import EncoderOptions, check_device, resolve_encoder, token_limit
-from bertprobe.errors import BadInputError, EncoderNotFoundError
-from bertprobe.extras import needs_extra, require_extra
+from bertprobe.core.errors import BadInputError, EncoderNotFoundError
+from bertprobe.core.extras import needs_extra, require_extra
+from bertprobe.data.files import LabelledTexts, align_labels
+from bertprobe.encoders.encode import EncoderOptions, check_device, resolve_encoder, token_limit
 
 # Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); the README gives the figures.
 DEFAULT_EPOCHS = 4
@@ -225,7 +225,7 @@ def finetune(
     from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
-    from bertprobe._tuning import EpochBars, PooledClassifier, StopOnInterrupt
+    from bertprobe.training._tuning import EpochBars, PooledClassifier, StopOnInterrupt
 
     hf_logging.set_verbosity_error()
     start = time.perf_counter()

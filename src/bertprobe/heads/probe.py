@@ -7,7 +7,7 @@ recipe's ``GridSearchCV`` over a fresh ``LogisticRegression`` per grid point.
 
 Example:
     >>> import numpy as np
-    >>> from bertprobe.probe import LinearProbe
+    >>> from bertprobe.heads.probe import LinearProbe
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(200, 8)); y = (X[:, 0] > 0).astype(int)
     >>> probe = LinearProbe(cv=5).fit(X, y)
@@ -33,7 +33,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from bertprobe.errors import BadInputError
+from bertprobe.core.errors import BadInputError
 
 # The recipe's grid, kept so its numbers can be reproduced (`--c-grid seed`).
 SEED_C_GRID = tuple(np.linspace(0.0001, 100, 20).tolist())
@@ -95,7 +95,7 @@ def metric_score(
     predicted: Labels | None = None,
 ) -> float:
     """``metric`` of probabilities ``proba`` (columns in the order of ``classes``) against
-    ``y_true``. Labels are compared as text, as :func:`bertprobe.model.accuracy` does (a
+    ``y_true``. Labels are compared as text, as :func:`bertprobe.model.classifier.accuracy` does (a
     file's ``"1"`` and a model's ``1`` are one label). ``predicted`` overrides the argmax (a
     decision threshold's labels); ROC AUC uses the probabilities only."""
     from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
@@ -251,13 +251,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     --------
     OutOfCoreProbe : The same kind of probe trained a chunk at a time, for data larger than
         memory.
-    bertprobe.encode.TextEmbedder : Texts to the features this probe takes, in a Pipeline.
+    bertprobe.encoders.encode.TextEmbedder : Texts to the features this probe takes, in a Pipeline.
     sklearn.linear_model.LogisticRegressionCV : The search underneath.
 
     Examples
     --------
     >>> from sklearn.datasets import make_classification
-    >>> from bertprobe.probe import LinearProbe
+    >>> from bertprobe.heads.probe import LinearProbe
     >>> X, y = make_classification(n_samples=200, n_features=20, n_informative=5, random_state=0)
     >>> probe = LinearProbe(cv=5).fit(X, y)
     >>> probe.classes_
@@ -318,7 +318,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Features, e.g. the vectors of :class:`~bertprobe.encode.TextEmbedder`.
+            Features, e.g. the vectors of :class:`~bertprobe.encoders.encode.TextEmbedder`.
         y : array-like of shape (n_samples,)
             Labels, ints or strings; at least two classes, each with ``cv`` examples or more.
 
@@ -549,7 +549,7 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
     Examples
     --------
     >>> from sklearn.datasets import make_classification
-    >>> from bertprobe.probe import OutOfCoreProbe
+    >>> from bertprobe.heads.probe import OutOfCoreProbe
     >>> X, y = make_classification(n_samples=2000, n_features=20, random_state=0)
     >>> probe = OutOfCoreProbe(chunk_rows=500).fit(X, y)
     >>> probe.classes_

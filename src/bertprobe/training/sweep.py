@@ -13,7 +13,7 @@ A TF-IDF + logistic regression baseline is scored the same way. Test data is nev
 
 Example:
     >>> from bertprobe.datasets import load_sst2
-    >>> from bertprobe.encode import load_encoder
+    >>> from bertprobe.encoders.encode import load_encoder
     >>> train = load_sst2("train")
     >>> texts, labels = train.texts[:300], train.labels[:300]
     >>> result = run_sweep(texts, labels, load_encoder("minilm"), poolings=("mean",), cv=3)
@@ -34,8 +34,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from bertprobe.cache import EmbeddingCache
-from bertprobe.encode import (
+from bertprobe.core.errors import BadInputError
+from bertprobe.encoders.cache import EmbeddingCache
+from bertprobe.encoders.encode import (
     POOLINGS,
     EmbedStats,
     FeatureSpec,
@@ -45,8 +46,8 @@ from bertprobe.encode import (
     check_pooling,
     embed_views,
 )
-from bertprobe.errors import BadInputError
-from bertprobe.probe import COARSE_C_GRID, LinearProbe, check_trainable, metric_score
+from bertprobe.heads.probe import COARSE_C_GRID, LinearProbe, check_trainable, metric_score
+from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class SweepResult:
     seconds: float
     # The best probe and the TF-IDF baseline voting (mean of their probabilities), same folds.
     vote_cv_accuracy: float | None = None
-    # What the candidates are ranked by (see bertprobe.probe.METRICS).
+    # What the candidates are ranked by (see bertprobe.heads.probe.METRICS).
     metric: str = "accuracy"
 
     screen_seconds: float = 0.0
@@ -219,7 +220,8 @@ def run_sweep(
     ``metric`` ranks the candidates, in the screen and by CV (and picks each finalist's C);
     ``class_weight`` is the probes'. The TF-IDF vote is still decided by accuracy.
 
-    ``long``, ``stride`` and ``window_pool`` are :func:`~bertprobe.encode.embed_views`'s: with
+    ``long``, ``stride`` and ``window_pool`` are :func:`~bertprobe.encoders.encode.embed_views`'s:
+    with
     ``long="chunk"`` every candidate is scored on pooled windows of long texts.
     """
     start = time.perf_counter()
@@ -432,7 +434,7 @@ def _screen_scores(
     predictions: np.ndarray, targets: np.ndarray, y: np.ndarray, metric: str
 ) -> list[float]:
     """``metric`` per alpha of held-out ridge scores; accuracy directly, the others through
-    :func:`~bertprobe.probe.metric_score` on the scores as stand-in probabilities."""
+    :func:`~bertprobe.heads.probe.metric_score` on the scores as stand-in probabilities."""
     if metric == "accuracy":
         return _accuracy_of(predictions, targets).tolist()
     from scipy.special import softmax
@@ -452,31 +454,6 @@ def _accuracy_of(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     if targets.shape[1] == 1:
         return (np.sign(predictions[:, 0, :]) == targets[:, [0]]).mean(axis=0)
     return (predictions.argmax(axis=1) == targets.argmax(axis=1)[:, None]).mean(axis=0)
-
-
-# TF-IDF vectors are unit length and sparse: their useful C values sit higher than a probe's.
-TFIDF_C_GRID = tuple(np.logspace(-1, 2, 7).tolist())
-
-
-def tfidf_pipeline(cv: int = 5, Cs: Sequence[float] = TFIDF_C_GRID, n_jobs: int | None = None):
-    """The no-transformer baseline: word 1-2-gram TF-IDF into a CV-tuned logistic regression."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-
-    return make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-        LogisticRegressionCV(
-            Cs=list(Cs),
-            l1_ratios=(0.0,),
-            scoring="accuracy",
-            cv=StratifiedKFold(cv, shuffle=True, random_state=0),
-            max_iter=1000,
-            n_jobs=n_jobs,
-            use_legacy_attributes=False,
-        ),
-    )
 
 
 def tfidf_cv_accuracy(

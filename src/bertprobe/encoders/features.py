@@ -1,7 +1,8 @@
 """Feature files: a text file embedded chunk by chunk into a ``.npy`` (or Parquet) file on disk.
 
 Memory stays flat in the number of texts: texts are read one chunk at a time
-(:func:`~bertprobe.data.iter_chunks`), each chunk's vectors are appended to the file as soon as
+(:func:`~bertprobe.data.files.iter_chunks`), each chunk's vectors are appended to the file as soon
+as
 they exist, and :func:`iter_feature_rows` reads them back a chunk at a time the same way.
 
 A run writes ``OUT.partial`` and records its progress in ``OUT.partial.json`` after every chunk;
@@ -10,7 +11,7 @@ with or without the embedding cache. ``OUT`` itself appears, complete, only at t
 
 Example:
     >>> from bertprobe import EncoderOptions
-    >>> from bertprobe.features import write_features
+    >>> from bertprobe.encoders.features import write_features
     >>> stats = write_features("texts.txt", "vectors.npy",
     ...                        encoding=EncoderOptions("minilm"))  # doctest: +SKIP
     >>> np.load("vectors.npy", mmap_mode="r").shape  # doctest: +SKIP
@@ -29,10 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from bertprobe.cache import EmbeddingCache
-from bertprobe.data import MAX_FIELD_CHARS, ReadOptions, is_parquet, iter_chunks, scan_file
-from bertprobe.encode import EncoderOptions, FeatureSpec, LoadedEncoder, embed, load_encoder
-from bertprobe.errors import BadInputError
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import (
+    MAX_FIELD_CHARS,
+    ReadOptions,
+    is_parquet,
+    iter_chunks,
+    scan_file,
+)
+from bertprobe.encoders.cache import EmbeddingCache
+from bertprobe.encoders.encode import (
+    EncoderOptions,
+    FeatureSpec,
+    LoadedEncoder,
+    embed,
+    load_encoder,
+)
 
 DTYPE = np.dtype("<f4")
 

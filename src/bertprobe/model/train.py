@@ -21,17 +21,17 @@ import json
 import shutil
 import time
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bertprobe import stream
-from bertprobe.cache import EmbeddingCache, default_cache_dir
-from bertprobe.data import (
+from bertprobe.core.errors import BadInputError, BertprobeError
+from bertprobe.core.tables import python_value
+from bertprobe.data.files import (
     FileSummary,
     LabelledTexts,
     ReadOptions,
@@ -39,22 +39,20 @@ from bertprobe.data import (
     is_parquet,
     scan_labels,
 )
-from bertprobe.encode import (
+from bertprobe.encoders.cache import EmbeddingCache, default_cache_dir
+from bertprobe.encoders.encode import (
     POOLINGS,
     EmbedStats,
     EncoderOptions,
-    EncoderRef,
     FeatureSpec,
     LoadedEncoder,
     Pooling,
     RunOptions,
-    TextEmbedder,
     check_pooling,
     embed,
     resolve_encoder,
 )
-from bertprobe.errors import BadInputError, BertprobeError
-from bertprobe.features import (
+from bertprobe.encoders.features import (
     iter_feature_rows,
     iter_parquet_vectors,
     parquet_job,
@@ -62,20 +60,8 @@ from bertprobe.features import (
     vectors_job,
     write_features,
 )
-from bertprobe.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
-from bertprobe.finetune import finetune as run_finetune
-from bertprobe.label_issues import LabelIssue, find_label_issues
-from bertprobe.multilabel import MultiLabelEvaluation, MultiLabelProbe
-from bertprobe.persist import (
-    card_encoder,
-    check_model_destination,
-    data_records,
-    file_record,
-    read_card,
-    read_model,
-    save_model,
-)
-from bertprobe.probe import (
+from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.heads.probe import (
     COARSE_C_GRID,
     LinearProbe,
     OutOfCoreProbe,
@@ -87,370 +73,20 @@ from bertprobe.probe import (
     metric_score,
     parse_c_grid,
 )
-from bertprobe.stream import PredictFileStats
-from bertprobe.sweep import (
-    FINALISTS,
-    TFIDF_C_GRID,
-    SweepResult,
-    parse_poolings,
-    run_sweep,
-    tfidf_pipeline,
+from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
+from bertprobe.model.classifier import Classifier, Probe, accuracy
+from bertprobe.model.persist import (
+    card_encoder,
+    check_model_destination,
+    data_records,
+    file_record,
+    read_card,
+    save_model,
 )
-from bertprobe.tables import python_value
-
-Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
-
-
-@dataclass
-class Classifier:
-    """The model: a frozen encoder's features, a fitted probe (and a TF-IDF voter), its card.
-
-    The CLI, the report and the service all predict through this object. Get one by training
-    (:meth:`fit`, or :func:`train` for files and the full result), from a model folder
-    (:meth:`load`), or from a fitted ``Pipeline(TextEmbedder, LinearProbe)``
-    (:meth:`from_pipeline`); :meth:`save` writes a model folder.
-
-    Attributes
-    ----------
-    card : dict
-        The model card (empty until saved or loaded).
-    probe : LinearProbe or OutOfCoreProbe
-        The fitted classifier over the encoder's vectors.
-    encoder : EncoderRef
-        The encoder's name, folder and fingerprint.
-    spec : FeatureSpec
-        Pooling, layers and max length of the vectors the probe was trained on.
-    folder : Path or None
-        Where the model was saved or loaded from.
-    backend : str
-        How the encoder runs by default (``torch``, ``onnx``, ``onnx-int8``).
-    text_model : sklearn Pipeline or None
-        A TF-IDF + logistic regression model that votes with the probe (see
-        :class:`~bertprobe.probe.VotingProbe`).
-
-    Examples
-    --------
-    >>> model = Classifier.fit(train_texts, train_labels,
-    ...                        encoding=EncoderOptions("minilm", pooling="mean"))  # doctest: +SKIP
-    >>> model.save("models/sst2")  # doctest: +SKIP
-    >>> Classifier.load("models/sst2").predict(["a gorgeous, witty film"])  # doctest: +SKIP
-    array([1])
-    """
-
-    card: dict[str, Any]
-    probe: Probe
-    encoder: EncoderRef
-    spec: FeatureSpec
-    folder: Path | None = None
-    backend: str = "torch"
-    text_model: Any = None
-
-    @classmethod
-    def fit(
-        cls,
-        texts: Sequence[str],
-        labels: Sequence[Any],
-        *,
-        encoding: EncoderOptions = EncoderOptions(),
-        options: TrainOptions | None = None,
-    ) -> Classifier:
-        """A model trained on ``texts`` and ``labels`` (see :func:`train` for files, a test
-        set, saving and the full record of what training did)."""
-        data = LabelledTexts.from_lists(texts, labels)
-        return train(data, encoding=encoding, options=options or TrainOptions()).model
-
-    @classmethod
-    def load(cls, folder: str | Path) -> Classifier:
-        """A model folder, checked: an altered file, an edited card or another encoder is
-        refused (see :func:`bertprobe.persist.read_model`)."""
-        return cls(**vars(read_model(folder)))  # SavedModel's fields are the model's
-
-    @classmethod
-    def from_pipeline(cls, pipeline: Any) -> Classifier:
-        """A fitted ``Pipeline([TextEmbedder, LinearProbe])`` as a model, ready to :meth:`save`."""
-        from sklearn.utils.validation import check_is_fitted
-
-        steps = [step for _, step in getattr(pipeline, "steps", [])]
-        if (
-            len(steps) != 2
-            or not isinstance(steps[0], TextEmbedder)
-            or not isinstance(steps[1], LinearProbe | OutOfCoreProbe)
-        ):
-            raise BertprobeError(
-                "from_pipeline takes a Pipeline of two steps: a TextEmbedder, then a "
-                "LinearProbe or OutOfCoreProbe"
-            )
-        embedder, probe = steps
-        check_is_fitted(embedder, "encoder_ref_")
-        check_is_fitted(probe)
-        return cls(
-            card={},
-            probe=probe,
-            encoder=embedder.encoder_ref_,
-            spec=embedder.spec_,
-            backend=embedder.backend,
-        )
-
-    def save(self, folder: str | Path) -> Path:
-        """Write this model to a folder (replacing an earlier model there); returns the folder."""
-        max_length = self.spec.max_length or RunOptions().load(self.encoder).max_length
-        tuned = self.card.get("encoder", {}).get("folder") is not None
-        base = self.card.get("encoder", {}).get("base")
-        folder = save_model(
-            folder,
-            self.probe,
-            self.encoder,
-            self.spec,
-            max_length=max_length,
-            backend=self.backend,
-            metrics=self.card.get("metrics"),
-            data=self.card.get("data"),
-            extra={
-                k: self.card[k]
-                for k in ("sweep", "finetune", "decision_threshold", "multi_label")
-                if k in self.card
-            }
-            or None,
-            text_model=self.text_model,
-            encoder_folder=self.encoder.path if tuned else None,
-            base_encoder=EncoderRef(base["name"], Path(), base["fingerprint"]) if base else None,
-        )
-        self.card, self.folder = read_card(folder), folder
-        return folder
-
-    @property
-    def classes(self) -> list:
-        return self.probe.classes_.tolist()
-
-    @property
-    def multi_label(self) -> bool:
-        """Whether a text may get several labels (or none): a :class:`MultiLabelProbe`."""
-        return isinstance(self.probe, MultiLabelProbe)
-
-    @property
-    def thresholds(self) -> np.ndarray | None:
-        """A multi-label model's threshold per label (on its probability); else None."""
-        return self.probe.thresholds_ if isinstance(self.probe, MultiLabelProbe) else None
-
-    @property
-    def id(self) -> str:
-        return self.card["id"]
-
-    @property
-    def head(self) -> VotingProbe:
-        """What turns vectors (and texts) into probabilities: the probe, with its voter."""
-        return VotingProbe.prefit(self.probe, self.text_model)
-
-    def embed(
-        self, texts: Sequence[str], run: RunOptions = RunOptions()
-    ) -> tuple[np.ndarray, EmbedStats]:
-        """Vectors as the probe was trained on; ``run.backend`` overrides the model's."""
-        with run.open_cache() as cache:
-            return embed(
-                texts,
-                run.load(self.encoder, default_backend=self.backend),
-                self.spec,
-                batch_size=run.batch_size,
-                max_tokens=run.max_tokens,
-                cache=cache,
-                progress=run.progress,
-            )
-
-    def predict_proba(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:
-        """Probabilities, one row per text, columns in the order of :attr:`classes`."""
-        return self.head.predict_proba(self.embed(texts, run)[0], texts=texts)
-
-    def predict(
-        self,
-        texts: Sequence[str],
-        run: RunOptions = RunOptions(),
-        *,
-        threshold: float | str | None = None,
-    ) -> np.ndarray:
-        """The most probable label of each text, or with ``threshold`` (two classes only) the
-        second class where its probability reaches it; ``"auto"`` is the threshold chosen at
-        training time (the card's ``decision_threshold``). For a multi-label model, the 0/1
-        matrix of labels predicted (columns :attr:`classes`; see :meth:`predict_labels`)."""
-        cut = self.threshold(threshold)
-        if isinstance(self.probe, MultiLabelProbe):
-            return self.probe.predict(self.embed(texts, run)[0])
-        return self.decide(self.predict_proba(texts, run), cut)
-
-    def threshold(self, threshold: float | str | None) -> float | None:
-        """``threshold`` as a number (``"auto"``: the card's), checked; None for argmax."""
-        if threshold is None:
-            return None
-        if len(self.classes) != 2:
-            raise BadInputError(
-                f"threshold={threshold!r}: a decision threshold is for two classes; this model "
-                f"has {len(self.classes)}; leave it out"
-            )
-        if threshold == "auto":
-            stored = self.card.get("decision_threshold")
-            if not stored:
-                raise BadInputError(
-                    "threshold='auto': the model card holds no decision threshold (trained "
-                    "before thresholds were stored, with a TF-IDF vote, or never saved); "
-                    "retrain, or give a number between 0 and 1"
-                )
-            return float(stored["value"])
-        try:
-            value = float(threshold)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not 0 < value < 1:
-            raise BadInputError(
-                f"threshold={threshold!r}: give 'auto' or a probability between 0 and 1"
-            )
-        return value
-
-    def decide(self, proba: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """Labels from probabilities: argmax, or with a (checked) ``threshold`` on the second
-        class's probability, that class where it is reached and the first elsewhere."""
-        classes = self.probe.classes_
-        if threshold is None:
-            return classes[np.asarray(proba).argmax(axis=1)]
-        return np.where(np.asarray(proba)[:, 1] >= threshold, classes[1], classes[0])
-
-    def predict_labels(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> list[list]:
-        """The labels of each text as a list: those at or over their threshold for a
-        multi-label model, the most probable one otherwise."""
-        if isinstance(self.probe, MultiLabelProbe):
-            return self.probe.label_sets(self.predict_proba(texts, run))
-        return [[python_value(y)] for y in self.predict(texts, run)]
-
-    def predict_file(
-        self,
-        path: str | Path,
-        out: str | Path,
-        run: RunOptions = RunOptions(),
-        *,
-        reading: ReadOptions = ReadOptions(),
-        chunk_size: int = 4096,
-        on_chunk: Callable[[int], None] | None = None,
-        threshold: float | str | None = None,
-    ) -> PredictFileStats:
-        """Label every text of a file into ``out`` (JSON Lines, CSV or Parquet by its name),
-        a chunk at a time and resumably (see :func:`bertprobe.stream.predict_file`).
-
-        >>> Classifier.load("models/sst2").predict_file("reviews.txt",
-        ...                                             "labels.jsonl")  # doctest: +SKIP
-        PredictFileStats(out=PosixPath('labels.jsonl'), n_texts=1000000, ...)
-        """
-        return stream.predict_file(
-            self,
-            path,
-            out,
-            run=run,
-            reading=reading,
-            chunk_size=chunk_size,
-            on_chunk=on_chunk,
-            threshold=self.threshold(threshold),
-        )
-
-    def evaluate(
-        self,
-        texts: Sequence[str],
-        labels: Sequence[Any],
-        run: RunOptions = RunOptions(),
-        *,
-        source: str = "the labels",
-        threshold: float | str | None = None,
-        metric: str | None = None,
-    ) -> Evaluation | MultiLabelEvaluation:
-        """Accuracy, per-class precision / recall / F1 and the confusion matrix on labelled
-        texts. Labels the model never saw count as errors; a set sharing none is refused.
-
-        ``threshold`` as in :meth:`predict`. ``metric`` (default: the one the model was
-        trained for, from its card) is scored too, when it is not accuracy.
-
-        A multi-label model takes each text's labels as a list (or a ``|``-joined string) and
-        gives micro / macro F1 and per-label scores (:class:`MultiLabelEvaluation`).
-        """
-        from sklearn.metrics import classification_report, confusion_matrix
-
-        if isinstance(self.probe, MultiLabelProbe):
-            from bertprobe import multilabel
-
-            return multilabel.evaluate(self, texts, labels, run, source=source)
-
-        cut = self.threshold(threshold)
-        metric = check_metric(metric or self.card.get("metrics", {}).get("metric", "accuracy"))
-        y_true = self.align_labels(labels, source)
-        unknown = sorted({str(y) for y in y_true} - {str(c) for c in self.classes})
-        X, stats = self.embed(texts, run)
-        proba = self.head.predict_proba(X, texts=texts)
-        predicted = self.decide(proba, cut).tolist()
-        # ROC AUC over more than two classes has no column for a label the model never saw.
-        scorable = metric != "accuracy" and not (unknown and metric == "roc_auc")
-        score = metric_score(metric, y_true, proba, self.classes, predicted) if scorable else None
-        if unknown:  # y_true is text then (align_labels): compare like with like
-            predicted = [str(p) for p in predicted]
-        known = [str(c) if unknown else c for c in self.classes]
-        names = sorted(set(predicted) | set(y_true) | set(known), key=str)
-        report = classification_report(
-            y_true, predicted, labels=names, output_dict=True, zero_division=0
-        )
-        return Evaluation(
-            accuracy=accuracy(y_true, predicted),
-            n=len(texts),
-            model=self.card.get("id"),
-            labels=[python_value(x) for x in names],
-            per_class={
-                str(x): {
-                    k: report[str(x)][k] for k in ("precision", "recall", "f1-score", "support")
-                }
-                for x in names
-            },
-            confusion_matrix=confusion_matrix(y_true, predicted, labels=names).tolist(),
-            embed_seconds=stats.seconds,
-            n_truncated=stats.n_truncated,
-            unknown_labels=unknown,
-            metric=metric,
-            score=score,
-            threshold=cut,
-        )
-
-    def align_labels(self, labels: Sequence[Any], source: str = "the labels") -> list:
-        """``labels`` as the model's own label values (see :func:`bertprobe.data.align_labels`)."""
-        return align_labels(labels, self.classes, source)
-
-
-def load_model(folder: str | Path) -> Classifier:
-    """A model folder, checked (the same as :meth:`Classifier.load`)."""
-    return Classifier.load(folder)
-
-
-@dataclass
-class Evaluation:
-    """What :meth:`Classifier.evaluate` measured; ``to_dict()`` is ``evaluate --json``."""
-
-    accuracy: float
-    n: int
-    model: str | None
-    labels: list
-    per_class: dict[str, dict[str, float]]
-    confusion_matrix: list[list[int]]
-    embed_seconds: float
-    n_truncated: int
-    unknown_labels: list[str] = field(default_factory=list)
-    metric: str = "accuracy"
-    score: float | None = None  # of metric, when it is not accuracy
-    threshold: float | None = None  # the decision threshold used (None: argmax)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            **({self.metric: self.score} if self.metric != "accuracy" else {}),
-            "threshold": self.threshold,
-            "n": self.n,
-            "model": self.model,
-            "labels": self.labels,
-            "per_class": self.per_class,
-            "confusion_matrix": self.confusion_matrix,
-            "embed_seconds": self.embed_seconds,
-            "n_truncated": self.n_truncated,
-        }
+from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
+from bertprobe.training.finetune import finetune as run_finetune
+from bertprobe.training.label_issues import LabelIssue, find_label_issues
+from bertprobe.training.sweep import FINALISTS, SweepResult, parse_poolings, run_sweep
 
 
 @dataclass(frozen=True)
@@ -474,12 +110,12 @@ class TrainOptions:
         The poolings the ``auto`` sweep tries.
     finalists : int
         How many of the ``auto`` sweep's candidates, ranked by a cheap ridge screen, get the
-        full CV of the probe (see :mod:`bertprobe.sweep`); 0 scores every candidate by CV
+        full CV of the probe (see :mod:`bertprobe.training.sweep`); 0 scores every candidate by CV
         (the exhaustive sweep: several times slower, rarely a better choice). With ``auto``,
         the final probe searches the C values of ``Cs`` next to the one the sweep chose.
     out_of_core : bool
         For training sets larger than memory: features streamed to disk, the probe fitted by
-        SGD a chunk at a time (:class:`~bertprobe.probe.OutOfCoreProbe`). Not with ``auto``.
+        SGD a chunk at a time (:class:`~bertprobe.heads.probe.OutOfCoreProbe`). Not with ``auto``.
     features : path, optional
         With ``out_of_core``: the training file's vectors, already computed by ``bertprobe
         embed FILE --out X.parquet`` (or ``embed --ray``), used instead of embedding it again.
@@ -496,7 +132,8 @@ class TrainOptions:
         chosen by (its thresholds are 0.5, or tuned for F1).
     label_issues : bool
         Also find the training rows whose label the model doubts (from the out-of-fold
-        probabilities; see :mod:`bertprobe.label_issues`), in :attr:`TrainResult.label_issues`.
+        probabilities; see :mod:`bertprobe.training.label_issues`), in
+        :attr:`TrainResult.label_issues`.
         Not with ``out_of_core``. With ``finetune`` the encoder has seen every training label,
         so the probabilities are out of fold for the probe only, and flips it learned are missed.
 
@@ -612,7 +249,7 @@ class TrainResult:
         """The JSON-ready summary ``bertprobe train --json`` prints."""
         probe, spec = self.probe, self.model.spec
         if isinstance(probe, MultiLabelProbe):
-            from bertprobe.multilabel import training_summary
+            from bertprobe.model.multilabel import training_summary
 
             return training_summary(self)
         metric = self.metric
@@ -685,7 +322,8 @@ def train(
     """Train a model on labelled data; save it to ``out`` when given.
 
     With ``finetune``, the encoder's weights are first fine-tuned on the training data (see
-    :mod:`bertprobe.finetune`); the probe is then fitted on the tuned encoder's features, and
+    :mod:`bertprobe.training.finetune`); the probe is then fitted on the tuned encoder's features,
+    and
     the model folder holds the tuned encoder.
 
     ``data`` and ``test`` are files (read with ``reading``) or :class:`LabelledTexts`. Every
@@ -702,7 +340,7 @@ def train(
     """
     out = check_model_destination(out) if out is not None else None
     if options.multi_label or reading.multi_label:
-        from bertprobe.multilabel import train_multilabel
+        from bertprobe.model.multilabel import train_multilabel
 
         if finetune is not None:
             raise BadInputError(
@@ -1174,12 +812,6 @@ def _check_features_match(
         )
 
 
-def accuracy(y_true: Iterable[Any], predicted: Iterable[Any]) -> float:
-    """Share of equal labels, compared by text (see :func:`~bertprobe.data.align_labels`:
-    a file's ``"1"`` and a model's ``1`` are one label)."""
-    return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))
-
-
 def read_training_set(
     data: str | Path | LabelledTexts, reading: ReadOptions, cv: int
 ) -> LabelledTexts:
@@ -1203,16 +835,3 @@ def _with_card(folder: Path, trained: Classifier) -> Classifier:
     trained.encoder = card_encoder(folder, trained.card)
     trained.folder = folder
     return trained
-
-
-__all__ = [
-    "Classifier",
-    "Evaluation",
-    "TrainOptions",
-    "TrainResult",
-    "accuracy",
-    "load_model",
-    "read_training_set",
-    "sweep",
-    "train",
-]

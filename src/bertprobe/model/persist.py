@@ -34,11 +34,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bertprobe.data import LabelledTexts, check_output_path, staged_folder
-from bertprobe.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
-from bertprobe.errors import BertprobeError, ModelFolderError
-from bertprobe.multilabel import MultiLabelProbe
-from bertprobe.probe import LinearProbe, OutOfCoreProbe
+from bertprobe.core.errors import BertprobeError, ModelFolderError
+from bertprobe.data.files import LabelledTexts, check_output_path, staged_folder
+from bertprobe.encoders.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
+from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe
 
 Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
 
@@ -55,14 +55,27 @@ PROBE_FILE = "probe.skops"
 ENCODER_FOLDER = "encoder"
 # With train --auto, when CV prefers it: a TF-IDF + LR pipeline that votes with the probe.
 TEXT_MODEL_FILE = "tfidf.skops"
+# Model folders saved before the package was laid out in layers (December 2026) name the
+# probes by their old modules; skops imports a type by its recorded module, so those names
+# resolve to the modules the classes live in now (see _legacy_module_names).
+LEGACY_MODULES = {
+    "bertprobe.probe": "bertprobe.heads.probe",
+    "bertprobe.multilabel": "bertprobe.heads.multilabel",
+}
+LEGACY_TYPES = (
+    "bertprobe.probe.LinearProbe",
+    "bertprobe.probe.OutOfCoreProbe",
+    "bertprobe.multilabel.MultiLabelProbe",
+)
 # Every type a probe file may hold beyond what skops trusts by default (numpy, sklearn
 # estimators). Anything else in the file is refused before it is loaded.
 TRUSTED_TYPES = frozenset(
     {
-        "bertprobe.probe.LinearProbe",
-        "bertprobe.probe.OutOfCoreProbe",
-        "bertprobe.multilabel.MultiLabelProbe",
+        "bertprobe.heads.probe.LinearProbe",
+        "bertprobe.heads.probe.OutOfCoreProbe",
+        "bertprobe.heads.multilabel.MultiLabelProbe",
         "sklearn.model_selection._split.StratifiedKFold",
+        *LEGACY_TYPES,
     }
 )
 # skops writes each entry of a TF-IDF vocabulary as a JSON node: 55 MB stored for SST-2's 81,047
@@ -366,7 +379,18 @@ def _load_skops(path: Path) -> Any:
             f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
             "load it"
         )
+    _legacy_module_names()
     return sio.load(path, trusted=sorted(untrusted))
+
+
+def _legacy_module_names() -> None:
+    """Let skops find a probe saved under its old module name (see LEGACY_MODULES): the old
+    name is an alias of the new module in ``sys.modules``, not a module of its own."""
+    import importlib
+    import sys
+
+    for old, new in LEGACY_MODULES.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
 
 
 def card_encoder(folder: Path, card: dict, check: bool = True) -> EncoderRef:

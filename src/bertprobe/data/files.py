@@ -4,10 +4,10 @@ Files may have a header or none (the SST-2 files have none: ``text<TAB>label``),
 without a byte-order mark, and LF or CRLF line ends. A ``.parquet`` file is read with pyarrow,
 a record batch at a time; its columns are chosen by name or index as a table's are, and errors
 name its 1-based rows. Problems are reported as
-:class:`~bertprobe.errors.BadInputError` naming the file and the line numbers involved.
+:class:`~bertprobe.core.errors.BadInputError` naming the file and the line numbers involved.
 
 Example:
-    >>> from bertprobe.data import read_labelled
+    >>> from bertprobe.data.files import read_labelled
     >>> data = read_labelled("data/sst2/train.tsv")  # doctest: +SKIP
     >>> len(data.texts), data.labels[:3]  # doctest: +SKIP
     (6920, [1, 0, 0])
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from bertprobe.errors import BadInputError
+from bertprobe.core.errors import BadInputError
 
 # Header names recognised without being asked for, most specific first.
 TEXT_COLUMN_NAMES = ("text", "sentence", "review", "content", "document", "utterance", "input")
@@ -107,7 +107,7 @@ class ReadOptions:
     label_sep : str, optional
         Multi-label files: the label column holds each text's labels joined by this string
         (``comedy|drama``; an empty cell is a text with no label). See
-        :mod:`bertprobe.multilabel`.
+        :mod:`bertprobe.heads.multilabel`.
     label_cols : str or tuple of str or int, optional
         Multi-label files: one 0/1 column per label, by header name or 0-based index (a comma
         list, or a tuple). Without a header the labels are named by their column index.

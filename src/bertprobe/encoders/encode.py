@@ -7,7 +7,7 @@ and counted, and finished batches go to the embedding cache at once, so an inter
 resumes where it stopped.
 
 Example:
-    >>> from bertprobe.encode import TextEmbedder
+    >>> from bertprobe.encoders.encode import TextEmbedder
     >>> embedder = TextEmbedder(encoder="minilm", pooling="mean")
     >>> embedder.fit_transform(["a gorgeous, witty film", "a mess"]).shape  # doctest: +SKIP
     (2, 384)
@@ -30,10 +30,10 @@ from urllib.parse import urlparse
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from bertprobe.cache import EmbeddingCache, open_cache
-from bertprobe.errors import BadInputError, EncoderNotFoundError
-from bertprobe.export import Backend, check_backend, onnx_path, onnx_session
-from bertprobe.extras import require_extra
+from bertprobe.core.errors import BadInputError, EncoderNotFoundError
+from bertprobe.core.extras import require_extra
+from bertprobe.encoders.cache import EmbeddingCache, open_cache
+from bertprobe.encoders.onnx import Backend, check_backend, onnx_path, onnx_session
 
 DEFAULT_ENCODER = "distilbert-base-uncased"
 Pooling = Literal["cls", "mean", "max"]
@@ -187,7 +187,8 @@ class LoadedEncoder:
 
     ``backend`` runs the forward pass in torch (default), or in ONNX Runtime on the exported
     encoder (``onnx``, fp32) or its int8 quantization (``onnx-int8``); see :mod:`bertprobe.export`.
-    The exports are kept under ``cache_dir`` (default: :func:`~bertprobe.cache.default_cache_dir`),
+    The exports are kept under ``cache_dir`` (default:
+    :func:`~bertprobe.encoders.cache.default_cache_dir`),
     beside the embedding cache.
     """
 
@@ -912,7 +913,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         each finished batch is written at once. ``False`` keeps nothing on disk.
     cache_dir : str or None, default=None
         The cache folder; ``None``: ``$BERTPROBE_CACHE_DIR``, else the user cache folder for
-        bertprobe (:func:`~bertprobe.cache.default_cache_dir`). The ONNX backends keep their
+        bertprobe (:func:`~bertprobe.encoders.cache.default_cache_dir`). The ONNX backends keep
+        their
         exported encoders there too.
     device : str, default="cpu"
         The torch device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; :meth:`fit` says
@@ -939,8 +941,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
 
     See Also
     --------
-    bertprobe.probe.LinearProbe : The classifier to put after it in a Pipeline.
-    bertprobe.persist.Classifier.from_pipeline : A fitted ``Pipeline(TextEmbedder,
+    bertprobe.heads.probe.LinearProbe : The classifier to put after it in a Pipeline.
+    bertprobe.model.persist.Classifier.from_pipeline : A fitted ``Pipeline(TextEmbedder,
         LinearProbe)`` as a model folder to save and serve.
     EncoderOptions : The same options, as the command line and :func:`~bertprobe.train` take
         them.

@@ -2,7 +2,7 @@
 
 The core (encoders, the cache, the probe, train / evaluate / predict / embed / sweep) needs none
 of them. An extra's modules are imported where they are used, inside :func:`needs_extra`, so a
-missing one is a one-line :class:`~bertprobe.errors.MissingExtraError` naming the extra to
+missing one is a one-line :class:`~bertprobe.core.errors.MissingExtraError` naming the extra to
 install, not a ``ModuleNotFoundError`` traceback.
 
 Example:
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bertprobe.errors import MissingExtraError
+from bertprobe.core.errors import MissingExtraError
 
 # extra -> the top-level modules its packages provide (here each is also the package's name).
 EXTRAS: dict[str, tuple[str, ...]] = {

@@ -1,7 +1,8 @@
 """Training rows whose label the model doubts: confident learning on out-of-fold probabilities.
 
 Every training row gets class probabilities from a probe that never saw it
-(:meth:`~bertprobe.probe.LinearProbe.out_of_fold_proba`); a row whose given label is improbable
+(:meth:`~bertprobe.heads.probe.LinearProbe.out_of_fold_proba`); a row whose given label is
+improbable
 there, while another label is confidently probable, is probably mislabelled. With the
 ``cleanlab`` extra installed, :func:`find_label_issues` asks ``cleanlab.filter.
 find_label_issues`` (ranked by self-confidence, the out-of-fold probability of the given label);
@@ -30,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from bertprobe.errors import BadInputError
-from bertprobe.extras import EXTRAS
-from bertprobe.tables import python_value
+from bertprobe.core.errors import BadInputError
+from bertprobe.core.extras import EXTRAS
+from bertprobe.core.tables import python_value
 
 # Rows shown in a report; the CSV holds them all.
 N_SHOWN = 20
@@ -123,7 +124,7 @@ def find_label_issues(
 
 
 def _cleanlab_ranked(given: np.ndarray, proba: np.ndarray) -> np.ndarray:
-    from bertprobe.extras import needs_extra
+    from bertprobe.core.extras import needs_extra
 
     with needs_extra("cleanlab"):
         from cleanlab.filter import find_label_issues as cleanlab_find

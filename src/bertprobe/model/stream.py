@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertprobe.data import ReadOptions, iter_chunks, scan_file
-from bertprobe.encode import RunOptions, embed
-from bertprobe.features import _progress_bar
-from bertprobe.tables import prediction_table, python_value, write_tables
+from bertprobe.core.tables import prediction_table, python_value, write_tables
+from bertprobe.data.files import ReadOptions, iter_chunks, scan_file
+from bertprobe.encoders.encode import RunOptions, embed
+from bertprobe.encoders.features import _progress_bar
 
 if TYPE_CHECKING:
-    from bertprobe.model import Classifier
+    from bertprobe.model.classifier import Classifier
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertprobe.errors import BadInputError
+from bertprobe.core.errors import BadInputError
 
 # The version in the name changes with the schema or the keys: an old file is simply not read.
 CACHE_FILE = "embeddings-v2.sqlite3"

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from bertprobe.encode import _pool
+from bertprobe.encoders.encode import _pool
 
 
 class PooledClassifier(torch.nn.Module):

@@ -1,0 +1,212 @@
+"""Reading several labels per text: a column joined by a separator, or one 0/1 column per label."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import (
+    LABEL_COLUMN_NAMES,
+    TEXT_COLUMN_NAMES,
+    LabelledTexts,
+    ReadOptions,
+    _column_index,
+    _Reader,
+    format_lines,
+)
+
+if TYPE_CHECKING:
+    pass
+
+# The separator assumed for a multi-label file when neither label_sep nor label_cols is given,
+# and the one that joins a CSV prediction's labels.
+DEFAULT_LABEL_SEP = "|"
+DEFAULT_THRESHOLD = 0.5
+_TRUE = {"1", "1.0", "true"}
+_FALSE = {"0", "0.0", "false"}
+
+LabelSet = tuple[str, ...]
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_multilabel(path: str | Path, reading: ReadOptions = ReadOptions()) -> LabelledTexts:
+    """The texts of a multi-label file with their label sets (``labels[i]``: a sorted tuple of
+    label names, empty for a text with no label).
+
+    ``reading.label_cols`` reads one 0/1 column per label; otherwise the label column (the
+    recognised name, ``reading.label_col`` or the last column) holds the labels joined by
+    ``reading.label_sep`` (default ``"|"``). Every row is checked; a problem names its lines.
+    """
+    return _read_multilabel(path, reading)[0]
+
+
+def _read_multilabel(
+    path: str | Path, reading: ReadOptions
+) -> tuple[LabelledTexts, list[str] | None]:
+    """The file's multi-label rows and, with ``label_cols``, the labels the columns name."""
+    reader = _Reader(path, reading.max_field_chars)
+    source = reader.source
+    label_cols = tuple(reading.label_cols or ())
+    requested = (reading.text_col, reading.label_col, *label_cols)
+    rows, columns, unit = reader.table(reading.header, requested, want_labels=True)
+    first = next(rows, None)
+    if first is None:
+        raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
+    text_idx = _column_index(
+        columns, first, reading.text_col, TEXT_COLUMN_NAMES, 0, "text_col", source
+    )
+    assert text_idx is not None  # the default, 0, always exists
+    if label_cols:
+        label_idx = [
+            _column_index(columns, first, col, (), None, "label_cols", source) for col in label_cols
+        ]
+        indexes = [i for i in label_idx if i is not None]
+        names = [columns[i] if columns is not None else str(i) for i in indexes]
+        if text_idx in indexes:
+            raise BadInputError(
+                f"{source}: label_cols= names the text column ({names[indexes.index(text_idx)]}); "
+                "set text_col= to the texts and label_cols= to the 0/1 columns"
+            )
+    else:
+        one = _column_index(
+            columns,
+            first,
+            reading.label_col,
+            LABEL_COLUMN_NAMES,
+            None if len(first[1]) < 2 else -1,
+            "label_col",
+            source,
+        )
+        if one is None:
+            raise BadInputError(
+                f"{source}: no label column ({unit[:-1]} {first[0]} has one column); expected "
+                "text<TAB>labels, or name the column with label_col="
+            )
+        if one == text_idx:
+            raise BadInputError(
+                f"{source}: the text and label columns are the same column; set text_col= and "
+                "label_col="
+            )
+        indexes = [one]
+    sep = reading.label_sep or DEFAULT_LABEL_SEP
+    texts: list[str] = []
+    labels: list[LabelSet] = []
+    line_numbers: list[int] = []
+    short: list[int] = []
+    empty: list[int] = []
+    not_binary: list[tuple[int, str]] = []
+    for line_no, cells in _chain(first, rows):
+        if max(text_idx, *indexes) >= len(cells):
+            short.append(line_no)
+            continue
+        if not cells[text_idx].strip():
+            empty.append(line_no)
+            continue
+        if label_cols:
+            found = []
+            for name, i in zip(names, indexes, strict=True):
+                value = cells[i].strip().lower()
+                if value in _TRUE:
+                    found.append(name)
+                elif value not in _FALSE:
+                    not_binary.append((line_no, name))
+            label_set = tuple(sorted(set(found)))
+        else:
+            label_set = tuple(sorted(_cell_labels(cells[indexes[0]], sep) - {""}))
+        texts.append(cells[text_idx].strip())
+        labels.append(label_set)
+        line_numbers.append(line_no)
+    if short:
+        raise BadInputError(
+            f"{source}: too few columns on {unit} {format_lines(short)}; every row needs the "
+            "text and label columns"
+        )
+    if empty and not reading.drop_empty:
+        raise BadInputError(
+            f"{source}: empty text on {unit} {format_lines(empty)}; fill them in or pass "
+            "drop_empty=True to skip them"
+        )
+    if not_binary:
+        lines = format_lines([n for n, _ in not_binary])
+        raise BadInputError(
+            f"{source}: label column {not_binary[0][1]!r} holds a value other than 0 or 1 on "
+            f"{unit} {lines}; label_cols= columns hold 0/1 (or false/true)"
+        )
+    if not texts:
+        raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
+    read = LabelledTexts(
+        texts=texts,
+        labels=labels,  # type: ignore[arg-type]  # label sets, not single labels
+        source=source,
+        sha256=reader.sha256,
+        line_numbers=line_numbers,
+        dropped_empty=len(empty),
+    )
+    return read, (names if label_cols else None)
+
+
+def _cell_labels(cell: str, sep: str) -> set[str]:
+    """The labels in one cell: ``sep``-joined text, or a list (a JSON Lines or Parquet list
+    value, which the readers hand over as Python's text of the list)."""
+    text = cell.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, list):
+            return {str(x).strip() for x in value}
+    return {x.strip() for x in text.split(sep)}
+
+
+def _chain(first: Any, rest: Iterable[Any]) -> Iterable[Any]:
+    yield first
+    yield from rest
+
+
+def as_label_sets(labels: Iterable[Any], sep: str = DEFAULT_LABEL_SEP) -> list[LabelSet]:
+    """Each text's labels as a sorted tuple of names: a string is split on ``sep``, any other
+    iterable taken as the labels themselves (``["comedy", "drama"]``)."""
+    sets = []
+    for value in labels:
+        if isinstance(value, str):
+            found = {x.strip() for x in value.split(sep)}
+        elif isinstance(value, Iterable):
+            found = {str(x).strip() for x in value}
+        else:
+            raise BadInputError(
+                f"multi-label labels: {value!r} is not a label set; give each text a list of "
+                f"labels or a {sep!r}-joined string"
+            )
+        sets.append(tuple(sorted(found - {""})))
+    return sets
+
+
+def check_label_counts(Y: np.ndarray, classes: Sequence[str], n_folds: int) -> None:
+    """Refuse label sets one probe per label cannot learn: each label needs ``n_folds`` texts
+    with it and as many without, for its cross-validation."""
+    if len(classes) < 2:
+        only = f" ({classes[0]!r})" if classes else ""
+        raise BadInputError(
+            f"the training data holds {len(classes)} label{only}; multi-label training needs two "
+            "or more (for one yes/no label, train without multi_label=True)"
+        )
+    positives = Y.sum(axis=0)
+    rare = [
+        (name, int(n))
+        for name, n in zip(classes, positives, strict=True)
+        if n < n_folds or len(Y) - n < n_folds
+    ]
+    if rare:
+        listed = ", ".join(f"{name!r} (on {n} of {len(Y)})" for name, n in rare[:5])
+        raise BadInputError(
+            f"label {listed}: {n_folds}-fold cross-validation needs at least {n_folds} texts "
+            f"with each label and {n_folds} without; add examples, drop the label, or lower cv="
+        )

@@ -1,0 +1,352 @@
+"""Several labels per text: a multi-label probe, its files, its scores and its report.
+
+A text may carry any number of labels (a film that is ``comedy`` and ``drama``, or none).
+Labels are read from one column joined by a separator (``comedy|drama``, ``label_sep``) or from
+one 0/1 column per label (``label_cols``), and become a 0/1 matrix (scikit-learn's
+:class:`~sklearn.preprocessing.MultiLabelBinarizer`). :class:`MultiLabelProbe` fits one
+:class:`~bertprobe.heads.probe.LinearProbe` per label (scikit-learn's
+:class:`~sklearn.multiclass.OneVsRestClassifier`; each label's C chosen by its own
+cross-validation) and predicts a label when its probability reaches the label's threshold:
+0.5, or with ``tune_thresholds`` the threshold that maximizes the label's F1 on out-of-fold
+probabilities (:class:`~sklearn.model_selection.TunedThresholdClassifierCV`).
+
+Decisions, documented for users:
+
+- A row with an empty label cell (``label_sep``) or all-0 columns (``label_cols``) is a text
+  with no label: a valid example for every label's "no" side, not an error.
+- Labels are text: ``1|2`` reads as the labels ``"1"`` and ``"2"``.
+- A TSV file without a header names its 0/1 columns by their 0-based index (``--label-cols
+  1,2`` gives the labels ``"1"`` and ``"2"``); with a header (or CSV, JSON Lines, Parquet) by
+  the header's names.
+- The 0/1 cells may read ``0``/``1``, ``0.0``/``1.0`` or ``false``/``true`` (any case).
+- In JSON Lines and Parquet the label column may also hold a list (``"labels": ["comedy",
+  "drama"]``).
+
+Example:
+    >>> from bertprobe import EncoderOptions, ReadOptions, TrainOptions, train
+    >>> result = train("films.tsv", encoding=EncoderOptions("minilm", pooling="mean"),
+    ...                options=TrainOptions(multi_label=True, cv=3),
+    ...                reading=ReadOptions(label_sep="|"), out="models/genres")  # doctest: +SKIP
+    >>> result.model.predict_labels(["a warm, funny family film"])  # doctest: +SKIP
+    [['comedy']]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
+
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.multilabel import as_label_sets, check_label_counts
+from bertprobe.heads.probe import LinearProbe, parse_c_grid
+
+if TYPE_CHECKING:
+    pass
+
+# The separator assumed for a multi-label file when neither label_sep nor label_cols is given,
+# and the one that joins a CSV prediction's labels.
+DEFAULT_LABEL_SEP = "|"
+DEFAULT_THRESHOLD = 0.5
+_TRUE = {"1", "1.0", "true"}
+_FALSE = {"0", "0.0", "false"}
+
+LabelSet = tuple[str, ...]
+
+
+# --- the probe -------------------------------------------------------------------------------
+
+
+class MultiLabelProbe(ClassifierMixin, BaseEstimator):
+    """One :class:`~bertprobe.heads.probe.LinearProbe` per label (one-vs-rest), each label predicted
+    when its probability reaches its threshold.
+
+    Parameters
+    ----------
+    Cs : str or tuple of float, default="default"
+        The C grid each label's probe searches (see :class:`~bertprobe.heads.probe.LinearProbe`).
+    cv : int, default=5
+        Stratified folds of each label's C search (and of the threshold tuning).
+    classes : sequence of str, optional
+        The label names, in order (as :class:`~sklearn.preprocessing.MultiLabelBinarizer`'s
+        ``classes``); default: every label seen in :meth:`fit`, sorted.
+    tune_thresholds : bool, default=False
+        Choose each label's threshold to maximize its F1 on out-of-fold probabilities
+        (:class:`~sklearn.model_selection.TunedThresholdClassifierCV` over the label's scaler
+        and logistic regression at its chosen C); else every threshold is ``threshold``.
+    threshold : float, default=0.5
+        The threshold of every label when not tuned.
+    class_weight : "balanced" or None, default=None
+        Each label's probe weighs its texts with and without the label alike in total
+        (``"balanced"``), as :class:`~bertprobe.heads.probe.LinearProbe` does for classes: most
+        labels
+        are rare, and unweighted they are learned as "never". The threshold tuning uses it too.
+    scoring : {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}, default="accuracy"
+        What each label's C search maximizes (see :class:`~bertprobe.heads.probe.LinearProbe`).
+    n_jobs : int or None, default=None
+        Processes for each probe's folds (see :class:`~bertprobe.heads.probe.LinearProbe`).
+    random_state : int or None, default=0
+        Seeds the folds.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str, shape (n_labels,)
+        The label names; the columns of :meth:`predict_proba` and :meth:`predict`.
+    estimator_ : OneVsRestClassifier
+        The fitted probes, one a label (``estimator_.estimators_``).
+    thresholds_ : ndarray of shape (n_labels,)
+        Each label's decision threshold on its probability.
+    C_ : ndarray of shape (n_labels,)
+        Each label's chosen C.
+    cv_accuracy_ : ndarray of shape (n_labels,)
+        Each label's mean cross-validated accuracy at its C.
+    cv_score_ : ndarray of shape (n_labels,)
+        Each label's mean cross-validated ``scoring`` at its C.
+    cv_f1_ : ndarray of shape (n_labels,) or None
+        With ``tune_thresholds``: each label's mean out-of-fold F1 at its threshold.
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(120, 6))
+    >>> y = [tuple(n for n, on in (("a", x[0] > 0), ("b", x[1] > 0)) if on) for x in X]
+    >>> probe = MultiLabelProbe(cv=3).fit(X, y)
+    >>> probe.classes_.tolist(), probe.thresholds_.tolist()
+    (['a', 'b'], [0.5, 0.5])
+    >>> probe.predict(X[:2]).shape
+    (2, 2)
+    """
+
+    def __init__(
+        self,
+        Cs: tuple[float, ...] | str = "default",
+        *,
+        cv: int = 5,
+        classes: Sequence[str] | None = None,
+        tune_thresholds: bool = False,
+        threshold: float = DEFAULT_THRESHOLD,
+        class_weight: str | None = None,
+        scoring: str = "accuracy",
+        n_jobs: int | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.Cs = Cs
+        self.cv = cv
+        self.classes = classes
+        self.tune_thresholds = tune_thresholds
+        self.threshold = threshold
+        self.class_weight = class_weight
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def fit(self, X, y) -> MultiLabelProbe:
+        """Fit one probe per label.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : sequence of label sets, or 0/1 array of shape (n_samples, n_labels)
+            Each text's labels (a list or tuple of names, possibly empty), or the indicator
+            matrix whose columns are ``classes`` (default names: ``"0"``, ``"1"``, ...).
+
+        Returns
+        -------
+        self : MultiLabelProbe
+            The fitted probe.
+        """
+        from sklearn.multiclass import OneVsRestClassifier
+
+        if not 0 < self.threshold < 1:
+            raise BadInputError(f"threshold={self.threshold}: give a probability between 0 and 1")
+        X = validate_data(self, X, dtype=[np.float32, np.float64])
+        Y, classes = self._indicator(y)
+        if len(Y) != len(X):
+            raise BadInputError(f"{len(X)} rows of features but {len(Y)} label sets")
+        check_label_counts(Y, classes, self.cv)
+        grid = parse_c_grid(self.Cs) if isinstance(self.Cs, str) else tuple(self.Cs)
+        if self.class_weight not in (None, "balanced"):
+            # A dict would name classes, and each label's probe has only 0 and 1.
+            raise BadInputError(
+                f"class_weight={self.class_weight!r}: give 'balanced' or None for multi-label"
+            )
+        probe = LinearProbe(
+            grid,
+            cv=self.cv,
+            class_weight=self.class_weight,
+            scoring=self.scoring,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
+        self.estimator_ = OneVsRestClassifier(probe).fit(X, Y)
+        self.classes_ = np.asarray(classes, dtype=str)
+        fitted = self.estimator_.estimators_
+        self.C_ = np.asarray([p.C_ for p in fitted])
+        self.cv_accuracy_ = np.asarray([p.cv_accuracy_ for p in fitted])
+        self.cv_score_ = np.asarray([p.cv_score_ for p in fitted])
+        self.cv_f1_ = None
+        if self.tune_thresholds:
+            tuned = [self._tuned(X, Y[:, j], C) for j, C in enumerate(self.C_)]
+            self.thresholds_ = np.asarray([t for t, _ in tuned])
+            self.cv_f1_ = np.asarray([f1 for _, f1 in tuned])
+        else:
+            self.thresholds_ = np.full(len(classes), float(self.threshold))
+        return self
+
+    def _indicator(self, y: Any) -> tuple[np.ndarray, list[str]]:
+        from sklearn.preprocessing import MultiLabelBinarizer
+
+        array = np.asarray(y, dtype=object) if not isinstance(y, np.ndarray) else y
+        if array.ndim == 2 and array.dtype != object and np.isin(array, (0, 1)).all():
+            names = (
+                [str(c) for c in self.classes]
+                if self.classes is not None
+                else [str(j) for j in range(array.shape[1])]
+            )
+            if len(names) != array.shape[1]:
+                raise BadInputError(
+                    f"classes= names {len(names)} labels for {array.shape[1]} columns of y"
+                )
+            return array.astype(int), names
+        sets = as_label_sets(y)
+        seen = sorted({label for labels in sets for label in labels})
+        names = [str(c) for c in self.classes] if self.classes is not None else seen
+        unknown = sorted(set(seen) - set(names))
+        if unknown:
+            raise BadInputError(
+                f"labels {', '.join(map(repr, unknown[:5]))} are not in classes=; add them"
+            )
+        return MultiLabelBinarizer(classes=names).fit_transform(sets), names
+
+    def _tuned(self, X: np.ndarray, y: np.ndarray, C: float) -> tuple[float, float]:
+        """The threshold with the best mean out-of-fold F1 for one label, and that F1."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+        # The label's own C: the same model as its probe, refitted on each fold.
+        model = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=C, max_iter=1000, class_weight=self.class_weight),
+        )
+        search = TunedThresholdClassifierCV(
+            model, scoring="f1", cv=folds, refit=True, random_state=self.random_state
+        )
+        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            search.fit(X, y)
+        return float(search.best_threshold_), float(search.best_score_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Each label's probability, shape (n_samples, n_labels), columns ``classes_``; the
+        rows need not sum to 1."""
+        check_is_fitted(self, "estimator_")
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        return self.estimator_.predict_proba(X)
+
+    def predict(self, X) -> np.ndarray:
+        """The 0/1 indicator matrix of predicted labels, columns ``classes_``."""
+        return (self.predict_proba(X) >= self.thresholds_).astype(int)
+
+    def label_sets(self, proba: np.ndarray) -> list[list[str]]:
+        """The labels whose probability reaches their threshold, per row of ``proba``."""
+        return label_sets(proba, self.classes_.tolist(), self.thresholds_)
+
+    def card_record(self) -> dict[str, Any]:
+        """What the model card says of the probes: each label's C, CV accuracy, threshold."""
+        names = self.classes_.tolist()
+        first = self.estimator_.estimators_[0]
+        return {
+            "solver": "lbfgs-cv one-vs-rest",
+            "multi_label": True,
+            "C": dict(zip(names, self.C_.tolist(), strict=True)),
+            "c_grid": first.Cs_.tolist(),
+            "cv_folds": self.cv,
+            "cv_accuracy": dict(zip(names, self.cv_accuracy_.tolist(), strict=True)),
+            "scoring": self.scoring,
+            "class_weight": self.class_weight,
+            **(
+                {"cv_score": dict(zip(names, self.cv_score_.tolist(), strict=True))}
+                if self.scoring != "accuracy"
+                else {}
+            ),
+            "thresholds": dict(zip(names, self.thresholds_.tolist(), strict=True)),
+            "threshold_rule": (
+                "max F1 on out-of-fold probabilities"
+                if self.tune_thresholds
+                else f"{self.threshold:g} for every label"
+            ),
+            **(
+                {"cv_f1": dict(zip(names, self.cv_f1_.tolist(), strict=True))}
+                if self.cv_f1_ is not None
+                else {}
+            ),
+        }
+
+
+def label_sets(
+    proba: np.ndarray, classes: Sequence[Any], thresholds: np.ndarray
+) -> list[list[str]]:
+    """The labels whose probability reaches their threshold, per row of ``proba``."""
+    on = np.asarray(proba) >= np.asarray(thresholds)
+    return [[str(classes[int(j)]) for j in np.flatnonzero(row)] for row in on]
+
+
+# --- scores ----------------------------------------------------------------------------------
+
+
+def multilabel_scores(Y_true: np.ndarray, Y_pred: np.ndarray, classes: Sequence[str]) -> dict:
+    """Micro and macro F1, subset accuracy (every label right) and per-label precision, recall,
+    F1 and support, as JSON-ready numbers."""
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    report = classification_report(
+        Y_true,
+        Y_pred,
+        labels=list(range(len(classes))),
+        target_names=[str(c) for c in classes],
+        output_dict=True,
+        zero_division=0,
+    )
+    return {
+        "f1_micro": float(f1_score(Y_true, Y_pred, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(Y_true, Y_pred, average="macro", zero_division=0)),
+        "subset_accuracy": float(accuracy_score(Y_true, Y_pred)),
+        "per_label": {
+            str(c): {
+                k: float(report[str(c)][k]) for k in ("precision", "recall", "f1-score", "support")
+            }
+            for c in classes
+        },
+    }
+
+
+def indicator(
+    sets: Sequence[LabelSet], classes: Sequence[str], source: str
+) -> tuple[np.ndarray, list[str]]:
+    """Label sets as the 0/1 matrix over ``classes`` (a model's labels), and the labels of
+    ``sets`` the model does not know (left out of the matrix). A file that shares no label
+    with the model while holding labels is refused: every score would be 0 for no fault of it."""
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    seen = {label for labels in sets for label in labels}
+    unknown = sorted(seen - {str(c) for c in classes})
+    if seen and not seen & {str(c) for c in classes}:
+        raise BadInputError(
+            f"{source}: none of its labels ({', '.join(sorted(seen)[:8])}) is one of the model's "
+            f"({', '.join(map(str, classes))}); relabel the file or use a model trained on these "
+            "labels"
+        )
+    known = [tuple(x for x in labels if x not in unknown) for labels in sets]
+    return MultiLabelBinarizer(classes=[str(c) for c in classes]).fit_transform(known), unknown
