@@ -264,12 +264,12 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_interrupt_says_how_to_resume(monkeypatch, sentiment_tsv, tiny_distilbert, capsys):
-    import bertprobe.model.train
+    import bertprobe.training.pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bertprobe.model.train, "embed", interrupted)
+    monkeypatch.setattr(bertprobe.training.pipeline, "embed", interrupted)
     code, _, err = run(["train", sentiment_tsv, "--encoder", tiny_distilbert], capsys)
     assert code == 130
     assert "run the same command again to resume" in err

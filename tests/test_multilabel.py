@@ -422,11 +422,35 @@ def test_service_openapi_conformance_for_a_multilabel_model(ml_model):
         thread.join(timeout=30)
 
 
-def test_multi_label_refuses_the_label_issue_search_it_does_not_do():
-    from bertprobe.model.train import TrainOptions
+def test_label_issues_of_a_multi_label_run_find_the_flipped_labels():
+    """Label by label out of fold: rows whose "a" was removed or added against the features
+    lead the ranking, named "+a"/"-a" as given and suggested."""
+    from bertprobe.data.files import LabelledTexts
+    from bertprobe.encoders.encode import EncoderOptions
+    from bertprobe.training.options import TrainOptions
+    from bertprobe.training.pipeline import TrainingRun, fit_head, out_of_fold
 
-    with pytest.raises(BadInputError, match="label_issues=True"):
-        TrainOptions(multi_label=True, label_issues=True)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    sets = [tuple(n for n, on in (("a", x[0] > 0), ("b", x[1] > 0)) if on) for x in X]
+    # "a" given against clear evidence (|x0| > 1), or withheld: five rows spread over the set
+    flipped = [int(i) for i in np.flatnonzero(np.abs(X[:, 0]) > 1)[::20][:5]]
+    for i in flipped:
+        sets[i] = tuple(sorted(set(sets[i]) ^ {"a"}))
+    data = LabelledTexts.from_lists([f"text {i}" for i in range(len(X))], sets)
+    run = TrainingRun(
+        data, None, EncoderOptions(), TrainOptions(multi_label=True, label_issues=True, cv=3)
+    )
+    run.classes, run.X_train = ["a", "b"], X
+    fit_head(run)
+    out_of_fold(run)
+    assert run.label_issues is not None
+    top = run.label_issues[: 2 * len(flipped)]
+    assert set(flipped) <= {issue.index for issue in top}
+    by_row = {issue.index: issue for issue in top}
+    for i in flipped:
+        given = "+a" if "a" in sets[i] else "-a"
+        assert by_row[i].label == given and by_row[i].suggested == {"+a": "-a", "-a": "+a"}[given]
 
 
 def rare_label_data(seed: int = 0, n: int = 400):

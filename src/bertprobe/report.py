@@ -35,14 +35,16 @@ import numpy as np
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
 from bertprobe.data.files import LabelledTexts, ReadOptions
+from bertprobe.data.multilabel import read_multilabel_set
 from bertprobe.encoders.encode import RunOptions
 from bertprobe.heads.probe import LinearProbe, metric_score
 from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.evaluation import MultiLabelEvaluation
-from bertprobe.model.multilabel import read_multilabel_set, reading_for, typing_sets
+from bertprobe.model.multilabel import reading_for
 from bertprobe.model.train import read_training_set
 from bertprobe.training.label_issues import N_SHOWN, find_label_issues
+from bertprobe.training.pipeline import label_sets_of
 from bertprobe.training.sweep import SweepResult
 
 N_CONFIDENT_ERRORS = 12
@@ -753,7 +755,7 @@ def write_multilabel_report(
 
     templates = page_templates()
     test_set = read_multilabel_set(test, reading_for(model, reading))
-    result = model.evaluate(test_set.texts, typing_sets(test_set), run, source=test_set.source)
+    result = model.evaluate(test_set.texts, label_sets_of(test_set), run, source=test_set.source)
     assert isinstance(result, MultiLabelEvaluation)
     out = report_folder(out)
     png = figure_png(plot_per_label_f1(result.per_label))

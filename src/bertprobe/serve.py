@@ -24,7 +24,7 @@ Operating it:
   and its worker stopped. A folder that fails its checks is refused; the old model serves on.
 
 Example:
-    >>> from bertprobe.model import load_model
+    >>> from bertprobe import load_model
     >>> app = create_app(load_model("models/sst2"))  # doctest: +SKIP
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
 """

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 # The separator assumed for a multi-label file when neither label_sep nor label_cols is given,
 # and the one that joins a CSV prediction's labels.
 DEFAULT_LABEL_SEP = "|"
-DEFAULT_THRESHOLD = 0.5
 _TRUE = {"1", "1.0", "true"}
 _FALSE = {"0", "0.0", "false"}
 
@@ -210,3 +209,26 @@ def check_label_counts(Y: np.ndarray, classes: Sequence[str], n_folds: int) -> N
             f"label {listed}: {n_folds}-fold cross-validation needs at least {n_folds} texts "
             f"with each label and {n_folds} without; add examples, drop the label, or lower cv="
         )
+
+
+def read_multilabel_set(data: str | Path | LabelledTexts, reading: ReadOptions) -> LabelledTexts:
+    """A multi-label set from a file (:func:`read_multilabel`) or from memory (labels as
+    lists of names or ``label_sep``-joined strings)."""
+    return _multilabel_set(data, reading)[0]
+
+
+def _multilabel_set(
+    data: str | Path | LabelledTexts, reading: ReadOptions
+) -> tuple[LabelledTexts, list[str] | None]:
+    if isinstance(data, LabelledTexts):
+        sets = as_label_sets(data.labels or [], reading.label_sep or DEFAULT_LABEL_SEP)
+        in_memory = LabelledTexts(
+            texts=data.texts,
+            labels=sets,  # type: ignore[arg-type]  # label sets
+            source=data.source,
+            sha256=data.sha256,
+            line_numbers=data.line_numbers,
+            dropped_empty=data.dropped_empty,
+        )
+        return in_memory, None
+    return _read_multilabel(data, reading)

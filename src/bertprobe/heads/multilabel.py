@@ -44,20 +44,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from bertprobe.core.errors import BadInputError
-from bertprobe.data.multilabel import as_label_sets, check_label_counts
+from bertprobe.data.multilabel import LabelSet, as_label_sets, check_label_counts
 from bertprobe.heads.probe import LinearProbe, parse_c_grid
 
 if TYPE_CHECKING:
     pass
 
-# The separator assumed for a multi-label file when neither label_sep nor label_cols is given,
-# and the one that joins a CSV prediction's labels.
-DEFAULT_LABEL_SEP = "|"
 DEFAULT_THRESHOLD = 0.5
-_TRUE = {"1", "1.0", "true"}
-_FALSE = {"0", "0.0", "false"}
-
-LabelSet = tuple[str, ...]
 
 
 # --- the probe -------------------------------------------------------------------------------

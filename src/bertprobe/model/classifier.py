@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +42,8 @@ from bertprobe.model.persist import (
     save_model,
 )
 from bertprobe.model.stream import PredictFileStats
-
-if TYPE_CHECKING:
-    from bertprobe.model.train import TrainOptions
+from bertprobe.training.options import TrainOptions
+from bertprobe.training.pipeline import TrainingRun, accuracy, run_stages, stages_for, start_run
 
 Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
 
@@ -104,10 +103,30 @@ class Classifier:
     ) -> Classifier:
         """A model trained on ``texts`` and ``labels`` (see :func:`train` for files, a test
         set, saving and the full record of what training did)."""
-        from bertprobe.model.train import TrainOptions, train
+        run = start_run(
+            LabelledTexts.from_lists(texts, labels),
+            encoding=encoding,
+            options=options or TrainOptions(),
+            reading=ReadOptions(),
+        )
+        return cls.from_run(run_stages(run, stages_for(run.options)))
 
-        data = LabelledTexts.from_lists(texts, labels)
-        return train(data, encoding=encoding, options=options or TrainOptions()).model
+    @classmethod
+    def from_run(cls, run: TrainingRun) -> Classifier:
+        """The model a finished :class:`~bertprobe.training.pipeline.TrainingRun` made (not
+        yet saved: its card holds only the decision threshold, for ``threshold="auto"``)."""
+        assert run.encoder is not None and run.head is not None
+        encoder = run.encoder.ref
+        if run.base is not None:  # fine-tuned: named after the encoder it was tuned from
+            encoder = replace(encoder, name=f"{run.base.name} (fine-tuned)")
+        return cls(
+            card={"decision_threshold": run.threshold} if run.threshold is not None else {},
+            probe=run.head,
+            encoder=encoder,
+            spec=run.encoding.spec,
+            backend=run.encoding.backend,
+            text_model=run.text_model,
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> Classifier:
@@ -393,9 +412,3 @@ class Classifier:
 def load_model(folder: str | Path) -> Classifier:
     """A model folder, checked (the same as :meth:`Classifier.load`)."""
     return Classifier.load(folder)
-
-
-def accuracy(y_true: Iterable[Any], predicted: Iterable[Any]) -> float:
-    """Share of equal labels, compared by text (see :func:`~bertprobe.data.files.align_labels`:
-    a file's ``"1"`` and a model's ``1`` are one label)."""
-    return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))

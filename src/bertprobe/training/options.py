@@ -1,0 +1,136 @@
+"""How a model is trained: :class:`TrainOptions`, the options every training stage reads.
+
+Built once and checked when built; a combination that cannot work is refused here, in one line,
+with its reason (the composition table in docs/architecture.md lists them).
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertprobe.core.errors import BadInputError
+from bertprobe.encoders.encode import POOLINGS, Pooling
+from bertprobe.heads.probe import check_class_weight, check_metric, parse_c_grid
+from bertprobe.training.sweep import FINALISTS, parse_poolings
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How the probe is chosen and fitted. Built once; checked when built.
+
+    Parameters
+    ----------
+    Cs : str or tuple of float
+        C values to search: ``"default"`` (log-spaced 1e-4 .. 100), ``"coarse"``, ``"seed"``
+        (the recipe's ``linspace(0.0001, 100, 20)``), a comma list, or a tuple of floats.
+    cv : int
+        Stratified cross-validation folds for choosing C (at least 2).
+    n_jobs : int
+        Processes for the folds; -1 is one per CPU core. Not 0.
+    auto : bool
+        Choose layer(s) and pooling by a CV sweep on the training data first, and add the
+        TF-IDF voter when CV prefers the vote (the encoder options' pooling and layers are
+        then replaced by the sweep's choice).
+    poolings : tuple of str or str
+        The poolings the ``auto`` sweep tries.
+    finalists : int
+        How many of the ``auto`` sweep's candidates, ranked by a cheap ridge screen, get the
+        full CV of the probe (see :mod:`bertprobe.training.sweep`); 0 scores every candidate by CV
+        (the exhaustive sweep: several times slower, rarely a better choice). With ``auto``,
+        the final probe searches the C values of ``Cs`` next to the one the sweep chose.
+    out_of_core : bool
+        For training sets larger than memory: features streamed to disk, the probe fitted by
+        SGD a chunk at a time (:class:`~bertprobe.heads.probe.OutOfCoreProbe`). Not with ``auto``.
+    features : path, optional
+        With ``out_of_core``: the training file's vectors, already computed by ``bertprobe
+        embed FILE --out X.parquet`` (or ``embed --ray``), used instead of embedding it again.
+        The file must say it holds the vectors of this very training file (by SHA-256) made
+        with these encoder options; only the labels are read from the training file.
+    class_weight : None or "balanced"
+        ``"balanced"`` weighs each class inversely to its frequency in the loss, so a rare
+        class is not outvoted (both probes; out of core, from the label counts). With
+        ``multi_label``: each label's texts with and without it.
+    metric : {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
+        What C is chosen by, what the ``auto`` sweep ranks candidates by, and what the
+        decision threshold (two classes) maximizes; reported as ``cv_<metric>`` and
+        ``test_<metric>`` beside accuracy. With ``multi_label``: what each label's C is
+        chosen by (its thresholds are 0.5, or tuned for F1).
+    label_issues : bool
+        Also find the training rows whose label the model doubts (from the out-of-fold
+        probabilities; see :mod:`bertprobe.training.label_issues`), in
+        :attr:`TrainResult.label_issues`.
+        Not with ``out_of_core``. With ``finetune`` the encoder has seen every training label,
+        so the probabilities are out of fold for the probe only, and flips it learned are missed.
+
+    Examples
+    --------
+    >>> TrainOptions(Cs="0.1,1", cv=3).Cs
+    (0.1, 1.0)
+    """
+
+    Cs: tuple[float, ...] | str = "default"
+    cv: int = 5
+    n_jobs: int = -1
+    auto: bool = False
+    poolings: tuple[Pooling, ...] | str = POOLINGS
+    finalists: int = FINALISTS
+    out_of_core: bool = False
+    features: str | Path | None = None
+    class_weight: str | None = None
+    metric: str = "accuracy"
+    label_issues: bool = False
+    multi_label: bool = False
+    tune_thresholds: bool = False
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        """The C values, as numbers (``Cs`` after parsing)."""
+        return typing.cast(tuple[float, ...], self.Cs)
+
+    def __post_init__(self) -> None:
+        grid = parse_c_grid(self.Cs) if isinstance(self.Cs, str) else tuple(self.Cs)
+        if not grid or any(not c > 0 for c in grid):
+            raise BadInputError(f"Cs={self.Cs!r}: give positive C values")
+        object.__setattr__(self, "Cs", grid)
+        if isinstance(self.poolings, str):
+            object.__setattr__(self, "poolings", parse_poolings(self.poolings))
+        if self.cv < 2:
+            raise BadInputError(f"cv={self.cv}: cross-validation needs at least 2 folds")
+        if self.n_jobs == 0:
+            raise BadInputError("n_jobs=0 runs nothing; use 1, or -1 for one per CPU core")
+        if self.finalists < 0:
+            raise BadInputError(
+                f"finalists={self.finalists}: give how many screened candidates get the full "
+                "CV (3 is the default), or 0 for all of them"
+            )
+        check_metric(self.metric)
+        if isinstance(self.class_weight, dict):
+            raise BadInputError("class_weight: give 'balanced' or None (LinearProbe takes a dict)")
+        check_class_weight(self.class_weight)
+        if self.label_issues and self.out_of_core:
+            raise BadInputError(
+                "label_issues=True and out_of_core=True do not combine (the out-of-fold pass "
+                "holds the training vectors in memory); train in memory"
+            )
+        if self.auto and self.out_of_core:
+            raise BadInputError(
+                "auto=True and out_of_core=True do not combine (the sweep holds every layer of the "
+                "training set in memory); choose the pooling and layers, or train in memory"
+            )
+        if self.multi_label and (self.auto or self.out_of_core):
+            raise BadInputError(
+                "multi_label=True trains in memory on the pooling and layers given; leave out "
+                + ("auto=True" if self.auto else "out_of_core=True")
+            )
+        if self.tune_thresholds and not self.multi_label:
+            raise BadInputError(
+                "tune_thresholds=True tunes the per-label thresholds of a multi-label model; "
+                "add multi_label=True or leave it out"
+            )
+        if self.features is not None and not self.out_of_core:
+            raise BadInputError(
+                "features= (precomputed training vectors) is for out_of_core=True training; "
+                "add it, or leave the features out"
+            )

@@ -1,0 +1,679 @@
+"""Training as a short sequence of stages over one state.
+
+A run is a :class:`TrainingRun` (the data, the options, and what each stage adds to it) passed
+through stages, each a function ``stage(run) -> None`` that does nothing when its option is off:
+
+=================  ==========================================================================
+stage              what it adds
+=================  ==========================================================================
+adapt_encoder      ``finetune``: the encoder tuned on the training labels (``run.encoding``
+                   then names the tuned folder)
+choose_features    ``auto``: the layer(s) and pooling chosen by the sweep
+featurize          the training and test vectors (through the cache)
+fit_head           the head: a :class:`~bertprobe.heads.probe.LinearProbe` (with the TF-IDF
+                   voter when the sweep prefers it), or its multi-label wrapper
+out_of_fold        one out-of-fold pass: the decision threshold (two classes) and the rows
+                   whose label the model doubts (``label_issues``)
+score_test         the test set's scores
+=================  ==========================================================================
+
+Training out of core is the same idea over files: :data:`OUT_OF_CORE` replaces featurize,
+fit_head and score_test with stages that stream vectors from disk a chunk at a time
+(:class:`~bertprobe.heads.probe.OutOfCoreProbe` is the head that learns that way).
+
+:func:`run_stages` runs a preset (:func:`stages_for` picks it from the options) and calls the
+hooks around each stage; progress and timings are hooks, not branches. The model layer wraps
+the result into a :class:`~bertprobe.model.classifier.Classifier` and its folder
+(:func:`bertprobe.model.train.train`).
+
+Example:
+    >>> from bertprobe.data.files import LabelledTexts
+    >>> from bertprobe.encoders.encode import EncoderOptions
+    >>> from bertprobe.training.options import TrainOptions
+    >>> run = TrainingRun(LabelledTexts.from_lists(texts, labels), None,
+    ...                   EncoderOptions("minilm", pooling="mean"), TrainOptions(cv=3))
+    ... # doctest: +SKIP
+    >>> run_stages(run, stages_for(run.options, run.finetune)).head  # doctest: +SKIP
+    LinearProbe(cv=3)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertprobe.core.errors import BadInputError, BertprobeError
+from bertprobe.core.tables import python_value
+from bertprobe.data.files import (
+    FileSummary,
+    LabelledTexts,
+    ReadOptions,
+    align_labels,
+    is_parquet,
+    scan_labels,
+)
+from bertprobe.data.multilabel import (
+    LabelSet,
+    _multilabel_set,
+    check_label_counts,
+    read_multilabel_set,
+)
+from bertprobe.encoders.cache import EmbeddingCache, default_cache_dir
+from bertprobe.encoders.encode import (
+    EmbedStats,
+    EncoderOptions,
+    EncoderRef,
+    FeatureSpec,
+    LoadedEncoder,
+    check_pooling,
+    embed,
+    resolve_encoder,
+)
+from bertprobe.encoders.features import (
+    iter_feature_rows,
+    iter_parquet_vectors,
+    parquet_job,
+    parquet_rows,
+    vectors_job,
+    write_features,
+)
+from bertprobe.heads.multilabel import MultiLabelProbe, indicator, multilabel_scores
+from bertprobe.heads.probe import (
+    COARSE_C_GRID,
+    LinearProbe,
+    OutOfCoreProbe,
+    VotingProbe,
+    best_threshold,
+    check_trainable,
+    metric_score,
+)
+from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
+from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
+from bertprobe.training.finetune import finetune as run_finetune
+from bertprobe.training.label_issues import LabelIssue, find_label_issues
+from bertprobe.training.options import TrainOptions
+from bertprobe.training.sweep import SweepResult, run_sweep
+
+Stage = Callable[["TrainingRun"], None]
+
+
+@dataclass
+class StageHooks:
+    """Callbacks around each stage: ``on_start(name, run)`` and ``on_end(name, run,
+    seconds)``. The card, progress lines and timings hang here instead of in the stages."""
+
+    on_start: Callable[[str, TrainingRun], None] | None = None
+    on_end: Callable[[str, TrainingRun, float], None] | None = None
+
+
+@dataclass
+class TrainingRun:
+    """One training run: its inputs, then what each stage adds.
+
+    In memory, ``train_set`` and ``test_set`` hold the texts and labels (label sets for a
+    multi-label run); out of core they are None and ``train_path`` / ``test_path`` name the
+    files, read a chunk at a time.
+    """
+
+    train_set: LabelledTexts | None
+    test_set: LabelledTexts | None
+    encoding: EncoderOptions
+    options: TrainOptions
+    finetune: FinetuneOptions | None = None
+    reading: ReadOptions = field(default_factory=ReadOptions)
+    train_path: Path | None = None
+    test_path: Path | None = None
+    classes: list | None = None  # multi-label: the label names, in column order
+    # adapt_encoder
+    tuned: FinetuneResult | None = None
+    base: EncoderRef | None = None  # the encoder the tuned one was made from
+    # choose_features
+    swept: SweepResult | None = None
+    # featurize
+    encoder: LoadedEncoder | None = None
+    X_train: np.ndarray | None = None
+    X_test: np.ndarray | None = None
+    train_stats: EmbedStats | None = None
+    test_stats: EmbedStats | None = None
+    embed_seconds: float = 0.0
+    feature_dir: Path | None = None
+    # out of core: split -> (vectors a chunk at a time, labels, the source file's SHA-256)
+    chunk_sources: dict[str, tuple[Callable[[int], Iterator[np.ndarray]], np.ndarray, str]] = field(
+        default_factory=dict
+    )
+    # fit_head
+    head: Any = None  # LinearProbe, OutOfCoreProbe or MultiLabelProbe
+    text_model: Any = None  # the TF-IDF voter, when the sweep prefers the vote
+    fit_seconds: float = 0.0
+    # out_of_fold
+    threshold: dict[str, Any] | None = None
+    label_issues: list[LabelIssue] | None = None
+    # score_test
+    test_accuracy: float | None = None
+    test_score: float | None = None  # of options.metric
+    test_scores: dict[str, Any] | None = None  # multi-label: F1 micro / macro, per label
+
+    @property
+    def multi_label(self) -> bool:
+        return self.options.multi_label
+
+    @property
+    def train_targets(self) -> list:
+        """The training labels (label sets for a multi-label run)."""
+        return list(self.train_set.labels or []) if self.train_set is not None else []
+
+    @property
+    def voting(self) -> VotingProbe:
+        return VotingProbe.prefit(self.head, self.text_model)
+
+
+def run_stages(
+    run: TrainingRun, stages: Sequence[Stage], hooks: StageHooks | None = None
+) -> TrainingRun:
+    """Run ``stages`` in order on ``run`` (each may do nothing), calling ``hooks`` around each;
+    returns ``run``."""
+    hooks = hooks or StageHooks()
+    for stage in stages:
+        name = stage.__name__
+        if hooks.on_start is not None:
+            hooks.on_start(name, run)
+        start = time.perf_counter()
+        stage(run)
+        if hooks.on_end is not None:
+            hooks.on_end(name, run, time.perf_counter() - start)
+    return run
+
+
+def start_run(
+    data: str | Path | LabelledTexts,
+    *,
+    test: str | Path | LabelledTexts | None = None,
+    encoding: EncoderOptions,
+    options: TrainOptions,
+    reading: ReadOptions,
+    finetune: FinetuneOptions | None = None,
+) -> TrainingRun:
+    """Read and check the data a run needs before the encoder runs: the training set, the
+    test labels against the training labels (single labels or label sets); out of core, only
+    the paths (the files are read a chunk at a time by the stages)."""
+    stages_for(options, finetune)  # a preset the options cannot make is refused before reading
+    if reading.multi_label and not options.multi_label:
+        raise BadInputError(
+            "label_sep= and label_cols= read several labels per text; add multi_label=True, "
+            "or leave them out for one label per text"
+        )
+    run = TrainingRun(None, None, encoding, options, finetune=finetune, reading=reading)
+    if options.out_of_core:
+        if isinstance(data, LabelledTexts) or isinstance(test, LabelledTexts):
+            raise BadInputError("out_of_core trains from files, a chunk at a time; pass paths")
+        run.train_path, run.test_path = Path(data), Path(test) if test is not None else None
+        return run
+    if options.multi_label:
+        run.train_set, columns = _multilabel_set(data, reading)
+        run.classes = check_label_sets(run.train_set, columns, options.cv)
+        if test is not None:  # before any work: a test file with other labels is refused now
+            run.test_set = read_multilabel_set(test, reading)
+            indicator(label_sets_of(run.test_set), run.classes, run.test_set.source)
+        return run
+    run.train_set = read_training_set(data, reading, options.cv)
+    run.test_set = _labelled(test, reading) if test is not None else None
+    if run.test_set is not None:  # before any work: a test file with other labels is refused
+        known = sorted(set(run.train_set.labels or []), key=str)
+        align_labels(run.test_set.labels or [], known, run.test_set.source)
+    return run
+
+
+# --- in memory -------------------------------------------------------------------------------
+
+
+def adapt_encoder(run: TrainingRun) -> None:
+    """With ``run.finetune``: tune the encoder's weights on the training labels first; the
+    run's encoding then names the tuned folder (the base is kept for the card)."""
+    if run.finetune is None or run.train_set is None:
+        return
+    options = run.finetune
+    # The dev rows are checked (read, labels, enough rows) before the encoder loads.
+    dev = _labelled(options.dev, run.reading) if options.dev is not None else None
+    train_rows, dev_rows = split_dev(run.train_set, options, dev)
+    run.base = resolve_encoder(run.encoding.encoder)  # the tuned folder is named after it
+    cache_dir = Path(run.encoding.run.cache_dir or default_cache_dir())
+    workdir = workdir_for(cache_dir, train_rows, dev_rows, run.encoding, options)
+    run.tuned = run_finetune(
+        train_rows, dev_rows, encoding=run.encoding, options=options, workdir=workdir
+    )
+    run.encoding = replace(run.encoding, encoder=str(run.tuned.encoder_folder))
+
+
+def choose_features(run: TrainingRun) -> None:
+    """With ``options.auto``: sweep layers x poolings by CV and take the best candidate's."""
+    if not run.options.auto or run.train_set is None:
+        return
+    with run.encoding.open_cache() as cache:
+        run.swept = sweep_features(
+            run.train_set, run.encoding, run.options, COARSE_C_GRID, cache=cache
+        )
+    best = run.swept.best
+    run.encoding = replace(
+        run.encoding, pooling=check_pooling(best.pooling), layers=tuple(best.layers)
+    )
+
+
+def featurize(run: TrainingRun) -> None:
+    """The training (and test) vectors of the run's encoding, through the cache."""
+    assert run.train_set is not None
+    run.encoder = run.encoding.load()
+    with run.encoding.open_cache() as cache:
+        run.X_train, run.train_stats, run.X_test, run.test_stats = embed_sets(
+            run.encoder, run.encoding.spec, run.encoding.run, cache, run.train_set, run.test_set
+        )
+    run.embed_seconds = run.train_stats.seconds + (
+        run.test_stats.seconds if run.test_stats else 0.0
+    )
+
+
+def fit_head(run: TrainingRun) -> None:
+    """Fit the head the options ask for on the training vectors."""
+    start = time.perf_counter()
+    options = run.options
+    if run.multi_label:
+        run.head = MultiLabelProbe(
+            options.Cs,
+            cv=options.cv,
+            classes=run.classes,
+            tune_thresholds=options.tune_thresholds,
+            class_weight=options.class_weight,
+            scoring=options.metric,
+            n_jobs=options.n_jobs,
+        ).fit(run.X_train, run.train_targets)
+    else:
+        swept, voter = run.swept, None
+        if swept is not None and swept.vote_wins:
+            # The sweep chose the voter's C by the same folds: the final fit keeps it.
+            chosen = (swept.tfidf_C,) if swept.tfidf_C is not None else TFIDF_C_GRID
+            voter = tfidf_pipeline(cv=options.cv, Cs=chosen, n_jobs=options.n_jobs)
+        Cs = options.grid if swept is None else _near(options.grid, swept.best.C)
+        probe = LinearProbe(
+            Cs=Cs,
+            cv=options.cv,
+            n_jobs=options.n_jobs,
+            class_weight=options.class_weight,
+            scoring=options.metric,
+        )
+        head = VotingProbe(probe, text_model=voter)
+        assert run.train_set is not None
+        head.fit(run.X_train, run.train_targets, texts=run.train_set.texts)
+        run.head, run.text_model = head.probe_, head.text_model_
+    run.fit_seconds += time.perf_counter() - start
+
+
+def out_of_fold(run: TrainingRun) -> None:
+    """One out-of-fold pass serves both the decision threshold (two classes, the probe alone:
+    a vote's probabilities are not the probe's) and the label issues."""
+    start = time.perf_counter()
+    if run.multi_label:
+        if run.options.label_issues:
+            run.label_issues = _label_set_issues(run)
+        run.fit_seconds += time.perf_counter() - start
+        return
+    labels, classes = run.train_targets, run.head.classes_.tolist()
+    wants_threshold = len(classes) == 2 and run.text_model is None
+    if wants_threshold or run.options.label_issues:
+        oof = run.head.out_of_fold_proba(run.X_train, labels)
+        if wants_threshold:
+            run.threshold = threshold_record(labels, oof, classes, run.options.metric)
+        if run.options.label_issues:
+            run.label_issues = find_label_issues(labels, oof, classes)
+    run.fit_seconds += time.perf_counter() - start
+
+
+def score_test(run: TrainingRun) -> None:
+    """The test set's accuracy and metric (multi-label: F1 micro / macro and per label)."""
+    if run.test_set is None or run.X_test is None:
+        return
+    truth = run.test_set.labels or []
+    if run.multi_label:
+        assert run.classes is not None
+        Y_test, _ = indicator(label_sets_of(run.test_set), run.classes, run.test_set.source)
+        run.test_scores = multilabel_scores(Y_test, run.head.predict(run.X_test), run.classes)
+        run.test_accuracy = run.test_scores["subset_accuracy"]
+        return
+    voting = run.voting
+    proba = voting.predict_proba(run.X_test, texts=run.test_set.texts)
+    classes = voting.classes_.tolist()
+    run.test_accuracy = accuracy(truth, voting.classes_[proba.argmax(axis=1)])
+    run.test_score = metric_score(run.options.metric, truth, proba, classes)
+
+
+IN_MEMORY: tuple[Stage, ...] = (
+    adapt_encoder,
+    choose_features,
+    featurize,
+    fit_head,
+    out_of_fold,
+    score_test,
+)
+
+
+# --- out of core -----------------------------------------------------------------------------
+
+
+def featurize_to_disk(run: TrainingRun) -> None:
+    """File -> labels (checked first) -> vectors on disk (resumable), or the training file's
+    precomputed vectors (``options.features``), checked against the file and the options."""
+    assert run.train_path is not None
+    data, test, reading = run.train_path, run.test_path, run.reading
+    run.encoder = encoder = run.encoding.load()
+    spec = run.encoding.spec
+    run.feature_dir = Path(run.encoding.run.cache_dir or default_cache_dir()) / "features"
+    start = time.perf_counter()
+    # Labels first: this pass checks every row, so embedding starts only on sound files.
+    scanned = {
+        split: scan_labels(
+            path,
+            text_col=reading.text_col,
+            label_col=reading.label_col,
+            drop_empty=reading.drop_empty,
+            max_field_chars=reading.max_field_chars,
+        )
+        for split, path in (("train", data), ("test", test))
+        if path is not None
+    }
+    labels_of = {split: np.asarray(labels) for split, (labels, _) in scanned.items()}
+    try:
+        check_trainable(labels_of["train"].tolist(), 2)
+    except BadInputError as exc:
+        raise BadInputError(f"{data}: {exc}") from None
+    if test is not None:
+        known = sorted(set(labels_of["train"].tolist()), key=str)
+        align_labels(labels_of["test"].tolist(), known, str(test))
+    features = run.options.features
+    if features is not None:
+        check_features_match(Path(features), data, scanned["train"][1], encoder, spec, reading)
+    for split, path in (("train", data), ("test", test)):
+        if path is None:
+            continue
+        labels = labels_of[split]
+        if split == "train" and features is not None:
+            run.chunk_sources[split] = (
+                partial(iter_parquet_vectors, Path(features)),
+                labels,
+                scanned[split][1].sha256,
+            )
+            continue
+        job = json.dumps(
+            [
+                str(path.resolve()),
+                encoder.ref.fingerprint,
+                run.encoding.backend,
+                spec.pooling,
+                spec.layers,
+                spec.max_length,
+                None if reading.text_col is None else str(reading.text_col),
+                reading.drop_empty,
+                *([spec.long_record()] if spec.long != "truncate" else []),
+            ]
+        )
+        target = run.feature_dir / f"{hashlib.sha256(job.encode()).hexdigest()[:24]}.npy"
+        stats = write_features(path, target, encoding=run.encoding, reading=reading)
+        if stats.n_texts != len(labels):  # both passes skip the same rows; guard the pairing
+            raise BertprobeError(f"{path}: {stats.n_texts} vectors for {len(labels)} labels")
+        run.chunk_sources[split] = (
+            partial(iter_feature_rows, target),
+            labels,
+            stats.source_sha256,
+        )
+    run.embed_seconds = time.perf_counter() - start
+
+
+def chunks(run: TrainingRun, split: str, rows: int = 8192) -> Iterator[tuple[np.ndarray, Any]]:
+    """A split's vectors and labels a chunk at a time (out of core)."""
+    vectors, labels, _ = run.chunk_sources[split]
+    done = 0
+    for X in vectors(rows):  # Parquet batches may be shorter than asked: count, not step
+        yield X, labels[done : done + len(X)]
+        done += len(X)
+    if done != len(labels):
+        raise BertprobeError(f"{split}: {done} vectors for {len(labels)} labels")
+
+
+def fit_head_by_chunks(run: TrainingRun) -> None:
+    """The streaming head (SGD, a chunk at a time) on the vectors on disk."""
+    start = time.perf_counter()
+    run.head = OutOfCoreProbe(class_weight=run.options.class_weight).fit_chunks(
+        lambda: chunks(run, "train")
+    )
+    run.fit_seconds += time.perf_counter() - start
+
+
+def score_test_by_chunks(run: TrainingRun) -> None:
+    """The test file's accuracy and metric, its vectors read a chunk at a time."""
+    if "test" not in run.chunk_sources:
+        return
+    probe = run.head
+    # One row of probabilities a test row: small beside the vectors (classes, not dims).
+    proba = np.concatenate([probe.predict_proba(X) for X, _ in chunks(run, "test")])
+    truth = run.chunk_sources["test"][1]
+    run.test_accuracy = accuracy(truth, probe.classes_[proba.argmax(axis=1)])
+    run.test_score = metric_score(run.options.metric, truth, proba, probe.classes_.tolist())
+
+
+OUT_OF_CORE: tuple[Stage, ...] = (featurize_to_disk, fit_head_by_chunks, score_test_by_chunks)
+
+
+def stages_for(options: TrainOptions, finetune: FinetuneOptions | None = None) -> tuple[Stage, ...]:
+    """The preset the options ask for: :data:`IN_MEMORY` or :data:`OUT_OF_CORE`; a
+    combination no preset makes yet is refused here, before anything is read."""
+    if options.multi_label and finetune is not None:
+        raise BadInputError(
+            "finetune= and multi_label=True do not combine yet (fine-tuning learns one label "
+            "per text); train the multi-label probe on the frozen encoder"
+        )
+    if options.out_of_core:
+        if finetune is not None:
+            raise BadInputError(
+                "finetune= and out_of_core=True do not combine (fine-tuning holds the training "
+                "set in memory); train in memory"
+            )
+        return OUT_OF_CORE
+    return IN_MEMORY
+
+
+# --- the stages' parts -----------------------------------------------------------------------
+
+
+def sweep_features(
+    train_set: LabelledTexts,
+    encoding: EncoderOptions,
+    options: TrainOptions,
+    Cs: Sequence[float],
+    *,
+    cache: EmbeddingCache | None,
+    tfidf: bool = True,
+) -> SweepResult:
+    """Score every layer x pooling (and concatenations) of ``encoding``'s encoder by CV."""
+    return run_sweep(
+        train_set.texts,
+        train_set.labels or [],
+        encoding.load(),
+        poolings=tuple(options.poolings),
+        cv=options.cv,
+        Cs=Cs,
+        finalists=options.finalists,
+        max_length=encoding.max_length,
+        long=encoding.long,
+        stride=encoding.stride,
+        window_pool=encoding.window_pool,
+        cache=cache,
+        batch_size=encoding.run.batch_size,
+        n_jobs=options.n_jobs,
+        tfidf=tfidf,
+        progress=encoding.run.progress,
+        metric=options.metric,
+        class_weight=options.class_weight,
+    )
+
+
+def embed_sets(
+    encoder: LoadedEncoder,
+    spec: FeatureSpec,
+    run: Any,
+    cache: EmbeddingCache | None,
+    train_set: LabelledTexts,
+    test_set: LabelledTexts | None,
+) -> tuple[np.ndarray, EmbedStats, np.ndarray | None, EmbedStats | None]:
+    """The training set's vectors and, when there is a test set, its vectors: one encoder,
+    one way of running it (``run``: the :class:`~bertprobe.encoders.encode.RunOptions`)."""
+    options: dict[str, Any] = dict(
+        batch_size=run.batch_size, max_tokens=run.max_tokens, cache=cache, progress=run.progress
+    )
+    X_train, train_stats = embed(train_set.texts, encoder, spec, **options)
+    if test_set is None:
+        return X_train, train_stats, None, None
+    X_test, test_stats = embed(test_set.texts, encoder, spec, **options)
+    return X_train, train_stats, X_test, test_stats
+
+
+def threshold_record(
+    labels: Sequence[Any], oof: np.ndarray, classes: list, metric: str
+) -> dict[str, Any]:
+    """The decision threshold the card keeps: on the probability of ``classes[1]``, chosen on
+    out-of-fold probabilities to maximize ``metric``, with that metric there and at 0.5."""
+    value, score = best_threshold(labels, oof, classes, metric)
+    by = "balanced_accuracy" if metric == "roc_auc" else metric
+    return {
+        "value": value,
+        "positive_label": python_value(classes[1]),
+        "metric": by,
+        "oof_score": score,
+        "oof_score_argmax": metric_score(by, labels, oof, classes),
+    }
+
+
+def _label_set_issues(run: TrainingRun) -> list[LabelIssue]:
+    """Label issues of a multi-label run, label by label: each label's probe (at its chosen
+    C) gives out-of-fold probabilities of "has it" against "has it not", and a row is doubted
+    for that label as a single-label row would be. ``label`` and ``suggested`` read
+    ``"+name"`` (the label is there) or ``"-name"`` (it is not)."""
+    head = run.head
+    assert isinstance(head, MultiLabelProbe) and run.classes is not None
+    Y, _ = indicator(label_sets_of(run.train_set), run.classes, "the training labels")
+    issues: list[LabelIssue] = []
+    for j, name in enumerate(run.classes):
+        # Each label's fitted probe (one-vs-rest), at its own C, folds and weights.
+        oof = head.estimator_.estimators_[j].out_of_fold_proba(run.X_train, Y[:, j])
+        for issue in find_label_issues(Y[:, j], oof, [0, 1]):
+            issues.append(
+                replace(
+                    issue,
+                    label=("+" if issue.label else "-") + name,
+                    suggested=("+" if issue.suggested else "-") + name,
+                )
+            )
+    # Most doubted first, whatever the label: the given label's out-of-fold probability.
+    return sorted(issues, key=lambda issue: issue.label_probability)
+
+
+def check_features_match(
+    features: Path,
+    data: Path,
+    scanned: FileSummary,
+    encoder: LoadedEncoder,
+    spec: FeatureSpec,
+    reading: ReadOptions,
+) -> None:
+    """Refuse precomputed vectors that are not those of ``data`` under these options: paired
+    with the wrong labels they would train a model that looks fine and is not."""
+    if not is_parquet(features):
+        raise BadInputError(
+            f"--features {features}: give the Parquet file `bertprobe embed {data} --out "
+            "X.parquet` wrote"
+        )
+    job = parquet_job(features)
+    if job is None:
+        raise BadInputError(
+            f"--features {features}: the file does not say how its vectors were made; write it "
+            f"with `bertprobe embed {data} --out X.parquet`"
+        )
+    sources = job.get("sources") or []
+    if [s.get("sha256") for s in sources] != [scanned.sha256]:
+        made_from = ", ".join(str(s.get("path")) for s in sources) or "no file"
+        raise BadInputError(
+            f"--features {features}: holds the vectors of {made_from}, not of {data} as it "
+            f"is now; embed {data} again"
+        )
+    rows = parquet_rows(features)
+    if rows != scanned.n:
+        raise BadInputError(
+            f"--features {features}: {rows:,} vectors for the {scanned.n:,} rows of {data}; "
+            "the file was cut short or changed, embed again"
+        )
+    expected = vectors_job(encoder, spec, reading.text_col, reading.drop_empty)
+    differ = [key for key, value in expected.items() if job.get(key) != value]
+    if differ:
+        found = ", ".join(f"{key} {job.get(key)!r} (here {expected[key]!r})" for key in differ)
+        raise BadInputError(
+            f"--features {features}: made with other options: {found}; embed again with the "
+            "options given here, or give those options"
+        )
+
+
+def label_sets_of(data: LabelledTexts | None) -> list[LabelSet]:
+    """The label sets of a multi-label set (its ``labels``, typed)."""
+    return [tuple(labels) for labels in (data.labels or [])] if data is not None else []  # type: ignore[arg-type]
+
+
+def check_label_sets(train_set: LabelledTexts, columns: list[str] | None, cv: int) -> list[str]:
+    """The label names of a multi-label training set (``columns`` when the file gave them as
+    0/1 columns), checked: every label needs enough texts with and without it for ``cv``."""
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    sets = label_sets_of(train_set)
+    # With label_cols every column is a label, even one never 1 (refused just below).
+    classes = columns or sorted({label for labels in sets for label in labels})
+    try:
+        Y = MultiLabelBinarizer(classes=classes).fit_transform(sets)
+        check_label_counts(Y, classes, cv)
+    except BadInputError as exc:
+        raise BadInputError(f"{train_set.source}: {exc}") from None
+    return classes
+
+
+def accuracy(y_true: Any, predicted: Any) -> float:
+    """Share of equal labels, compared by text (see :func:`~bertprobe.data.files.align_labels`:
+    a file's ``"1"`` and a model's ``1`` are one label)."""
+    return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))
+
+
+def read_training_set(
+    data: str | Path | LabelledTexts, reading: ReadOptions, cv: int
+) -> LabelledTexts:
+    """A labelled set checked for cross-validated training before anything is embedded."""
+    train_set = _labelled(data, reading)
+    try:
+        check_trainable(train_set.labels or [], cv)
+    except BadInputError as exc:
+        raise BadInputError(f"{train_set.source}: {exc}") from None
+    return train_set
+
+
+def _labelled(data: str | Path | LabelledTexts, reading: ReadOptions) -> LabelledTexts:
+    return data if isinstance(data, LabelledTexts) else reading.read_labelled(data)
+
+
+def _near(grid: Sequence[float], chosen: float | None) -> tuple[float, ...]:
+    """The grid's values next to ``chosen`` (the sweep's C on the coarse grid): the final
+    search refines the sweep's choice instead of repeating it, and skips the weakest
+    regularization when the sweep did not want it (those fits run longest)."""
+    ordered = sorted(grid)
+    if chosen is None:
+        return tuple(ordered)
+    at = int(np.argmin(np.abs(np.log(ordered) - np.log(chosen))))
+    return tuple(ordered[max(0, at - 1) : at + 2])
