@@ -117,6 +117,7 @@ class TrainResult:
                 "alpha": probe.alpha_,
                 **common,
                 "layer": list(spec.layers),
+                **({"auto": self.sweep.choice} if self.sweep is not None else {}),
             }
         stats = [s for s in (self.train_stats, self.test_stats) if s is not None]
         sweep, tuned = self.sweep, self.finetune
@@ -279,6 +280,8 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
             **{k: summary[k] for k in ("test_accuracy", "n_train", "n_test")},
         }
         metrics.update(_metric_record(summary, cv=False))
+        if run.swept is not None:
+            extra["sweep"] = run.swept.to_dict()
         return metrics, extra
     metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
     metrics.update(_metric_record(summary))

@@ -42,7 +42,9 @@ class TrainOptions:
         the final probe searches the C values of ``Cs`` next to the one the sweep chose.
     out_of_core : bool
         For training sets larger than memory: features streamed to disk, the probe fitted by
-        SGD a chunk at a time (:class:`~bertprobe.heads.probe.OutOfCoreProbe`). Not with ``auto``.
+        SGD a chunk at a time (:class:`~bertprobe.heads.probe.OutOfCoreProbe`). With ``auto``,
+        the sweep runs on a uniform sample of the file (no TF-IDF vote), then the chosen
+        features are streamed.
     features : path, optional
         With ``out_of_core``: the training file's vectors, already computed by ``bertprobe
         embed FILE --out X.parquet`` (or ``embed --ray``), used instead of embedding it again.
@@ -113,11 +115,6 @@ class TrainOptions:
             raise BadInputError(
                 "label_issues=True and out_of_core=True do not combine (the out-of-fold pass "
                 "holds the training vectors in memory); train in memory"
-            )
-        if self.auto and self.out_of_core:
-            raise BadInputError(
-                "auto=True and out_of_core=True do not combine (the sweep holds every layer of the "
-                "training set in memory); choose the pooling and layers, or train in memory"
             )
         if self.multi_label and (self.auto or self.out_of_core):
             raise BadInputError(

@@ -17,8 +17,9 @@ out_of_fold        one out-of-fold pass: the decision threshold (two classes) an
 score_test         the test set's scores
 =================  ==========================================================================
 
-Training out of core is the same idea over files: :data:`OUT_OF_CORE` replaces featurize,
-fit_head and score_test with stages that stream vectors from disk a chunk at a time
+Training out of core is the same idea over files: :data:`OUT_OF_CORE` chooses the features on
+a sample of the file (``auto``), and replaces featurize, fit_head and score_test with stages
+that stream vectors from disk a chunk at a time
 (:class:`~bertprobe.heads.probe.OutOfCoreProbe` is the head that learns that way).
 
 :func:`run_stages` runs a preset (:func:`stages_for` picks it from the options) and calls the
@@ -58,6 +59,7 @@ from bertprobe.data.files import (
     ReadOptions,
     align_labels,
     is_parquet,
+    iter_chunks,
     scan_labels,
 )
 from bertprobe.data.multilabel import (
@@ -365,6 +367,61 @@ IN_MEMORY: tuple[Stage, ...] = (
 # --- out of core -----------------------------------------------------------------------------
 
 
+# Rows of a training file the out-of-core sweep holds: every hidden state of each row is in
+# memory during the sweep (13 layers x 384 floats for MiniLM: ~20 KB a row, ~400 MB here).
+SWEEP_SAMPLE_ROWS = 20_000
+
+
+def choose_features_on_sample(run: TrainingRun) -> None:
+    """Out of core with ``auto``: the sweep reads a uniform sample of the training file
+    (:data:`SWEEP_SAMPLE_ROWS` rows, reservoir-sampled in one pass, so a file sorted by label
+    is sampled fairly), then the chosen layer(s) and pooling are streamed for the whole file.
+    No TF-IDF vote: the streaming head cannot hold the texts it would need."""
+    if not run.options.auto or run.train_path is None:
+        return
+    sample = reservoir_sample(run.train_path, run.reading, SWEEP_SAMPLE_ROWS)
+    try:
+        check_trainable(sample.labels or [], run.options.cv)
+    except BadInputError as exc:
+        raise BadInputError(f"{run.train_path} (a sample for auto=True): {exc}") from None
+    with run.encoding.open_cache() as cache:
+        run.swept = sweep_features(
+            sample, run.encoding, run.options, COARSE_C_GRID, cache=cache, tfidf=False
+        )
+    best = run.swept.best
+    run.encoding = replace(
+        run.encoding, pooling=check_pooling(best.pooling), layers=tuple(best.layers)
+    )
+
+
+def reservoir_sample(path: Path, reading: ReadOptions, n: int, seed: int = 0) -> LabelledTexts:
+    """Up to ``n`` labelled rows of a file drawn uniformly in one pass (reservoir sampling),
+    holding no more than ``n`` rows and one chunk; rows keep their order in the file."""
+    rng = np.random.default_rng(seed)
+    kept: list[tuple[int, str, Any]] = []
+    seen = 0
+    for chunk in iter_chunks(
+        path,
+        text_col=reading.text_col,
+        label_col=reading.label_col,
+        drop_empty=reading.drop_empty,
+        max_field_chars=reading.max_field_chars,
+        want_labels=True,
+    ):
+        for text, label in zip(chunk.texts, chunk.labels or [], strict=True):
+            if seen < n:
+                kept.append((seen, text, label))
+            else:
+                slot = int(rng.integers(0, seen + 1))
+                if slot < n:
+                    kept[slot] = (seen, text, label)
+            seen += 1
+    kept.sort(key=lambda row: row[0])
+    return LabelledTexts.from_lists(
+        [text for _, text, _ in kept], [label for _, _, label in kept], source=str(path)
+    )
+
+
 def featurize_to_disk(run: TrainingRun) -> None:
     """File -> labels (checked first) -> vectors on disk (resumable), or the training file's
     precomputed vectors (``options.features``), checked against the file and the options."""
@@ -465,7 +522,12 @@ def score_test_by_chunks(run: TrainingRun) -> None:
     run.test_score = metric_score(run.options.metric, truth, proba, probe.classes_.tolist())
 
 
-OUT_OF_CORE: tuple[Stage, ...] = (featurize_to_disk, fit_head_by_chunks, score_test_by_chunks)
+OUT_OF_CORE: tuple[Stage, ...] = (
+    choose_features_on_sample,
+    featurize_to_disk,
+    fit_head_by_chunks,
+    score_test_by_chunks,
+)
 
 
 def stages_for(options: TrainOptions, finetune: FinetuneOptions | None = None) -> tuple[Stage, ...]:
