@@ -486,3 +486,15 @@ def test_the_predictor_prints_label_sets_for_a_multilabel_export(
     assert [r["labels"] for r in rows] == model.predict_labels(texts)
     ours = np.array([r["probabilities"] for r in rows])
     assert np.abs(ours - model.predict_proba(texts)).max() < 1e-4
+
+
+def test_a_probe_that_is_not_linear_is_refused_in_one_line(tiny_distilbert, tmp_path):
+    from sklearn.dummy import DummyClassifier
+
+    ref = resolve_encoder(str(tiny_distilbert))
+    probe = DummyClassifier().fit(np.zeros((4, 64)), [0, 1, 0, 1])
+    model = Classifier(card={}, probe=probe, encoder=ref, spec=FeatureSpec("mean", (-1,)))
+    with pytest.raises(BadInputError, match="DummyClassifier.*scaler and a linear model") as err:
+        export_classifier(model, tmp_path / "out")
+    assert len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "out").exists()
