@@ -285,3 +285,216 @@ def test_minilm_int8_export_loses_at_most_half_a_point_on_sst2(tmp_path):
     quantized = accuracy(labels, exported.predict(texts, batch_size=32))
     assert predicted > 0.75  # a real model, else the comparison says nothing
     assert quantized >= predicted - 0.005, (quantized, predicted)
+
+
+# --- long texts in windows (long="chunk") --------------------------------------------------
+
+# Windows of 16 tokens (14 of text beside [CLS] and [SEP]) sharing 4: the texts below run to
+# several windows, and the word that carries the label comes last, past the first window, so a
+# graph that truncated would not see it.
+CHUNK_MAX_LENGTH, CHUNK_STRIDE = 16, 4
+FILLER = "the story of the film was about the cast and the music of the script "
+
+
+def _long_texts(sentiment_rows) -> tuple[list[str], list[int]]:
+    texts = [FILLER * (1 + i % 3) + text for i, (text, _) in enumerate(sentiment_rows)]
+    return texts, [y for _, y in sentiment_rows]
+
+
+def _chunk_model(window_pool: str, tiny_distilbert, sentiment_rows) -> Classifier:
+    texts, labels = _long_texts(sentiment_rows)
+    ref = resolve_encoder(str(tiny_distilbert))
+    spec = FeatureSpec(
+        "mean",
+        (-1,),
+        max_length=CHUNK_MAX_LENGTH,
+        long="chunk",
+        stride=CHUNK_STRIDE,
+        window_pool=window_pool,
+    )
+    X, stats = embed(texts, ref, spec)
+    assert stats.windows_per_text is not None and stats.windows_per_text > 3
+    return Classifier(card={}, probe=LinearProbe(cv=3).fit(X, labels), encoder=ref, spec=spec)
+
+
+@pytest.fixture(scope="module", params=["mean", "max"])
+def chunk_export(request, tiny_distilbert, sentiment_rows, tmp_path_factory):
+    model = _chunk_model(request.param, tiny_distilbert, sentiment_rows)
+    return model, export_classifier(model, tmp_path_factory.mktemp("chunk") / "export")
+
+
+def test_a_chunk_export_matches_predict_proba_and_truncating_would_not(
+    chunk_export, sentiment_rows
+):
+    """The bug: a --long chunk model's export truncated at max length. Its probabilities now
+    are predict_proba's; the same probe on truncated texts (what the export gave before) is
+    far off on these texts, so this test fails on the old export."""
+    import dataclasses
+
+    model, folder = chunk_export
+    texts = _long_texts(sentiment_rows)[0][:14] + TEXTS
+    expected = model.predict_proba(texts)
+    assert np.abs(_onnx_proba(folder, texts) - expected).max() < 1e-4
+    truncating = dataclasses.replace(
+        model, spec=dataclasses.replace(model.spec, long="truncate", stride=None)
+    )
+    assert np.abs(truncating.predict_proba(texts) - expected).max() > 0.05
+
+
+def test_a_chunk_export_card_records_the_windows(chunk_export):
+    import onnxruntime
+
+    model, folder = chunk_export
+    card = json.loads((folder / "card.json").read_text())
+    assert card["format_version"] == 2
+    assert (card["long"], card["stride"], card["window_pool"], card["max_length"]) == (
+        "chunk",
+        CHUNK_STRIDE,
+        model.spec.window_pool,
+        CHUNK_MAX_LENGTH,
+    )
+    assert card["inputs"] == ["input_ids", "attention_mask", "windows"]
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == card["inputs"]
+
+
+def test_the_chunk_tokenizer_cuts_the_windows_bertprobe_embeds(chunk_export, sentiment_rows):
+    """tokenizer.json's truncation with stride gives LoadedEncoder.windows's windows, special
+    tokens included, text by text and in order."""
+    from tokenizers import Tokenizer
+
+    from bertprobe.encoders.encode import load_encoder
+
+    model, folder = chunk_export
+    texts = _long_texts(sentiment_rows)[0][:6] + TEXTS
+    ids, owner = load_encoder(model.encoder).windows(texts, CHUNK_MAX_LENGTH, CHUNK_STRIDE)
+    encodings = Tokenizer.from_file(str(folder / "tokenizer.json")).encode_batch(texts)
+    windows = [(i, w) for i, e in enumerate(encodings) for w in (e, *e.overflowing)]
+    assert [i for i, _ in windows] == owner
+    assert [w.ids[: sum(w.attention_mask)] for _, w in windows] == ids
+    assert len(ids) > 3 * len(texts)  # several windows a long text, else this proves little
+
+
+def test_the_predictor_matches_a_chunk_model_without_the_ml_stack(
+    chunk_export, sentiment_rows, tmp_path
+):
+    model, folder = chunk_export
+    texts = _long_texts(sentiment_rows)[0][:6] + TEXTS[:2]
+    rows = predicted_rows(run_predictor(folder, texts, tmp_path))
+    ours = np.array([r["probabilities"] for r in rows])
+    assert np.abs(ours - model.predict_proba(texts)).max() < 1e-4
+    assert [r["label"] for r in rows] == model.predict(texts).tolist()
+
+
+def test_a_chunk_export_quantizes(chunk_export, sentiment_rows, tmp_path):
+    model, folder = chunk_export
+    texts = _long_texts(sentiment_rows)[0]
+    int8 = export_classifier(model, tmp_path / "int8", int8=True)
+    agreement = np.mean(_onnx_proba(int8, texts).argmax(1) == _onnx_proba(folder, texts).argmax(1))
+    assert agreement >= 0.8, agreement
+
+
+def test_a_version_1_export_is_still_read(exported, tiny_model_dir, tmp_path):
+    """An export written before format version 2 (no long, no multi_label) truncates and is
+    single-label, for ExportedClassifier and the predictor alike."""
+    import shutil
+
+    old = tmp_path / "v1"
+    shutil.copytree(exported, old)
+    card = json.loads((old / "card.json").read_text())
+    for key in ("long", "multi_label"):
+        card.pop(key)
+    card["format_version"] = 1
+    (old / "card.json").write_text(json.dumps(card))
+    expected = Classifier.load(tiny_model_dir).predict_proba(TEXTS)
+    assert np.abs(_onnx_proba(old, TEXTS) - expected).max() < 1e-4
+    rows = predicted_rows(run_predictor(old, TEXTS, tmp_path))
+    assert np.abs(np.array([r["probabilities"] for r in rows]) - expected).max() < 1e-4
+
+
+def test_an_export_from_a_newer_bertprobe_is_refused(exported, tmp_path):
+    import shutil
+
+    newer = tmp_path / "v9"
+    shutil.copytree(exported, newer)
+    card = json.loads((newer / "card.json").read_text())
+    (newer / "card.json").write_text(json.dumps({**card, "format_version": 9}))
+    with pytest.raises(BadInputError, match="format version 9.*upgrade bertprobe"):
+        ExportedClassifier(newer)
+
+
+# --- multi-label ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multilabel_export(tiny_distilbert, sentiment_rows, tmp_path_factory):
+    from bertprobe.heads.multilabel import MultiLabelProbe
+
+    texts = [t for t, _ in sentiment_rows]
+    # Three labels, some texts with none or several: "positive", "negative", "about-the-film".
+    sets = [
+        tuple(
+            name
+            for name, on in (
+                ("positive", y == 1),
+                ("negative", y == 0 and i % 3 != 0),  # some negative texts have no label
+                ("film", "film" in t or "movie" in t),
+            )
+            if on
+        )
+        for i, (t, y) in enumerate(sentiment_rows)
+    ]
+    ref = resolve_encoder(str(tiny_distilbert))
+    spec = FeatureSpec("mean", (-1,))
+    X, _ = embed(texts, ref, spec)
+    probe = MultiLabelProbe(cv=3, tune_thresholds=True).fit(X, sets)
+    model = Classifier(card={}, probe=probe, encoder=ref, spec=spec)
+    return model, export_classifier(model, tmp_path_factory.mktemp("multilabel") / "export")
+
+
+def test_a_multilabel_export_matches_predict_proba_and_label_sets(
+    multilabel_export, sentiment_rows
+):
+    model, folder = multilabel_export
+    texts = [t for t, _ in sentiment_rows] + TEXTS
+    exported = ExportedClassifier(folder)
+    proba = exported.predict_proba(texts, batch_size=7)
+    expected = model.predict_proba(texts)
+    assert proba.shape == expected.shape == (len(texts), 3)
+    assert np.abs(proba - expected).max() < 1e-4
+    assert not np.allclose(proba.sum(axis=1), 1)  # per-label probabilities, not normalized
+    assert exported.predict_labels(texts) == model.predict_labels(texts)
+    assert exported.predict(texts) == model.predict(texts).tolist()
+    assert len({tuple(s) for s in model.predict_labels(texts)}) > 1  # not one set for all
+
+
+def test_a_multilabel_export_card_holds_labels_and_thresholds(multilabel_export):
+    model, folder = multilabel_export
+    card = json.loads((folder / "card.json").read_text())
+    assert card["multi_label"] is True and card["head"] == "multi-label"
+    assert card["classes"] == model.classes == ["film", "negative", "positive"]
+    assert card["thresholds"] == model.thresholds.tolist()
+    assert len(set(card["thresholds"])) > 1  # tuned: a wrong pairing of label and threshold shows
+
+
+def test_the_predictor_prints_label_sets_for_a_multilabel_export(
+    multilabel_export, sentiment_rows, tmp_path
+):
+    model, folder = multilabel_export
+    texts = [t for t, _ in sentiment_rows][:8] + TEXTS[:2]
+    rows = predicted_rows(run_predictor(folder, texts, tmp_path))
+    assert [r["labels"] for r in rows] == model.predict_labels(texts)
+    ours = np.array([r["probabilities"] for r in rows])
+    assert np.abs(ours - model.predict_proba(texts)).max() < 1e-4
+
+
+def test_a_probe_that_is_not_linear_is_refused_in_one_line(tiny_distilbert, tmp_path):
+    from sklearn.dummy import DummyClassifier
+
+    ref = resolve_encoder(str(tiny_distilbert))
+    probe = DummyClassifier().fit(np.zeros((4, 64)), [0, 1, 0, 1])
+    model = Classifier(card={}, probe=probe, encoder=ref, spec=FeatureSpec("mean", (-1,)))
+    with pytest.raises(BadInputError, match="DummyClassifier.*scaler and a linear model") as err:
+        export_classifier(model, tmp_path / "out")
+    assert len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "out").exists()

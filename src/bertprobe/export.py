@@ -4,6 +4,12 @@
 layer(s), the pooling, the scaler and the logistic regression inside, beside its
 ``tokenizer.json`` and a card, to run where only onnxruntime, tokenizers and numpy are installed
 (:class:`ExportedClassifier`, ``examples/predict_onnx.py``).
+
+A model that chunks long texts (``long="chunk"``) is exported with its windows: the tokenizer
+cuts a text into the windows :meth:`~bertprobe.encoders.encode.LoadedEncoder.windows` gives, and
+the graph pools a text's window vectors before its head (see :func:`export_classifier`). A
+multi-label model's graph gives each label's own probability, and its card holds the labels'
+thresholds.
 """
 
 from __future__ import annotations
@@ -24,10 +30,17 @@ from bertprobe.encoders.onnx import OPSET, _quantize, _trace_export, onnx_sessio
 # --- the whole classifier as one graph -----------------------------------------------------
 
 EXPORT_FORMAT = "bertprobe-onnx"
-EXPORT_FORMAT_VERSION = 1
+# 2: the card says how long texts are cut ("long", and for "chunk" "stride" and "window_pool"),
+# a chunk graph takes a third input ("windows"), and a multi-label graph's probabilities are per
+# label ("multi_label", "thresholds"). A version-1 card (none of these keys) truncated and was
+# single-label, which is how its keys' absence reads.
+EXPORT_FORMAT_VERSION = 2
 EXPORT_FILES = ("model.onnx", "tokenizer.json", "card.json")
 INPUT_NAMES = ("input_ids", "attention_mask")
+WINDOWS_INPUT = "windows"
 OUTPUT_NAME = "probabilities"
+
+Link = Literal["softmax", "binary", "one-vs-rest", "multi-label"]
 
 
 @dataclass(frozen=True)
@@ -35,25 +48,33 @@ class LinearHead:
     """A probe as arithmetic: ``z = ((x - mean) / scale) @ coef.T + intercept``, then ``link``.
 
     ``link`` is how scikit-learn turns ``z`` into probabilities: ``"softmax"`` (multinomial
-    logistic regression), ``"binary"`` (one score; ``[1 - s, s]`` with ``s = sigmoid(z)``) or
-    ``"one-vs-rest"`` (``sigmoid(z)`` per class, divided by its row sum: SGD's multiclass).
+    logistic regression), ``"binary"`` (one score; ``[1 - s, s]`` with ``s = sigmoid(z)``),
+    ``"one-vs-rest"`` (``sigmoid(z)`` per class, divided by its row sum: SGD's multiclass) or
+    ``"multi-label"`` (``sigmoid(z)`` per label, not normalized: a
+    :class:`~bertprobe.heads.multilabel.MultiLabelProbe`, whose labels' probes each have their
+    own scaler, so ``mean`` and ``scale`` there are ``[n_labels, n_features]``, one row a label,
+    and ``z_j = ((x - mean_j) / scale_j) . coef_j + intercept_j``).
     """
 
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
     intercept: np.ndarray
-    link: Literal["softmax", "binary", "one-vs-rest"]
+    link: Link
 
 
 def linear_head(probe: Any) -> LinearHead:
-    """The scaler and linear model of a fitted :class:`~bertprobe.heads.probe.LinearProbe` or
-    :class:`~bertprobe.heads.probe.OutOfCoreProbe`, as arrays (float64)."""
+    """The scaler and linear model of a fitted :class:`~bertprobe.heads.probe.LinearProbe`,
+    :class:`~bertprobe.heads.probe.OutOfCoreProbe` or
+    :class:`~bertprobe.heads.multilabel.MultiLabelProbe`, as arrays (float64)."""
     from sklearn.linear_model import LogisticRegression, SGDClassifier
     from sklearn.preprocessing import StandardScaler
 
+    from bertprobe.heads.multilabel import MultiLabelProbe
     from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe
 
+    if isinstance(probe, MultiLabelProbe):
+        return _multilabel_head(probe)
     if isinstance(probe, LinearProbe):
         steps = dict(probe.pipeline_.steps)
         scaler, linear = steps.get("scale"), steps["logreg"]
@@ -61,8 +82,9 @@ def linear_head(probe: Any) -> LinearHead:
         scaler, linear = probe.scaler_, probe.classifier_
     else:
         raise BadInputError(
-            f"the probe is a {type(probe).__name__}, not a LinearProbe or OutOfCoreProbe; "
-            "only linear probes can be exported"
+            f"the probe is a {type(probe).__name__}, not a LinearProbe, OutOfCoreProbe or "
+            "MultiLabelProbe: the graph holds a scaler and a linear model only, which is all "
+            "those are"
         )
     n_features = int(linear.coef_.shape[1])
     mean, scale = np.zeros(n_features), np.ones(n_features)
@@ -76,7 +98,7 @@ def linear_head(probe: Any) -> LinearHead:
     coef = np.asarray(linear.coef_, dtype=np.float64)
     intercept = np.asarray(linear.intercept_, dtype=np.float64)
     if coef.shape[0] == 1:
-        link: Literal["softmax", "binary", "one-vs-rest"] = "binary"
+        link: Link = "binary"
     elif isinstance(linear, SGDClassifier):
         link = "one-vs-rest"
     elif isinstance(linear, LogisticRegression):
@@ -84,6 +106,34 @@ def linear_head(probe: Any) -> LinearHead:
     else:
         raise BadInputError(f"the probe's model is a {type(linear).__name__}; cannot export")
     return LinearHead(mean, scale, coef, intercept, link)
+
+
+def _multilabel_head(probe: Any) -> LinearHead:
+    """A multi-label probe's labels' binary probes, one row each (see :class:`LinearHead`).
+
+    Its ``predict_proba`` is scikit-learn's ``OneVsRestClassifier`` on a label indicator
+    matrix: each label's probe's probability of 1, side by side, not normalized.
+    """
+    heads = []
+    for name, label_probe in zip(probe.classes_, probe.estimator_.estimators_, strict=True):
+        if type(label_probe).__name__ == "_ConstantPredictor":
+            raise BadInputError(
+                f"label {name!r} was on (or off) for every training text, so it has no linear "
+                "model to export; retrain with texts on both sides of it"
+            )
+        head = linear_head(label_probe)
+        if head.link != "binary" or list(label_probe.classes_) != [0, 1]:
+            raise BadInputError(
+                f"label {name!r}'s probe is not a 0/1 logistic regression; cannot export"
+            )
+        heads.append(head)
+    return LinearHead(
+        mean=np.stack([h.mean for h in heads]),
+        scale=np.stack([h.scale for h in heads]),
+        coef=np.concatenate([h.coef for h in heads]),
+        intercept=np.concatenate([h.intercept for h in heads]),
+        link="multi-label",
+    )
 
 
 def export_classifier(
@@ -98,13 +148,39 @@ def export_classifier(
     encoder's fast tokenizer, set to truncate at the model's max length and pad to the longest
     text of a batch) and ``card.json``. The graph holds the encoder, the layer(s), the pooling
     (:func:`bertprobe.encoders.encode._pool` itself), the scaler and the logistic regression;
-    running it
-    needs onnxruntime, tokenizers and numpy only. ``int8`` quantizes its weights as the
-    ``onnx-int8`` backend does. ``check`` compares the head in the graph with the probe's own
-    ``predict_proba`` on random vectors before anything is written.
+    running it needs onnxruntime, tokenizers and numpy only. ``int8`` quantizes its weights as
+    the ``onnx-int8`` backend does. ``check`` compares the head (and a chunk model's window
+    pooling) in the graph with the model's own arithmetic on random vectors before anything is
+    written.
+
+    A model that chunks long texts (``long="chunk"``; the card's ``long``, ``stride`` and
+    ``window_pool`` say how) is exported with its windows. ``tokenizer.json`` then truncates with
+    the model's stride, so a text's ``Encoding`` and its ``overflowing`` encodings are the
+    windows ``LoadedEncoder.windows`` embeds, special tokens included. The graph takes every
+    window of a batch of texts as a row of ``input_ids``/``attention_mask``
+    (``[window, seq]``), and a third input ``windows``, int64 ``[batch, window]``, 1 where a
+    window is the text's; it pools each window as the model does, pools a text's window vectors
+    (their mean or element-wise maximum, as the model's ``window_pool``) and applies the head to
+    that one vector. The head comes after the window pooling, in the graph, because that is the
+    order :func:`~bertprobe.encoders.encode.embed_views` and the probe apply them in: the softmax
+    or sigmoid of a mean of vectors is not the mean of their probabilities (and a maximum of
+    vectors has no probability counterpart at all), so pooling probabilities per window would not
+    give ``Classifier.predict_proba``'s numbers, while pooling vectors in the graph gives them
+    to float32 rounding, and keeps the head in one place, the graph, for the predictor too.
+
+    A multi-label model's output is each label's own probability (a sigmoid each; a row need not
+    sum to 1), and its card holds ``"multi_label": true`` and each label's ``thresholds``, in
+    the order of ``classes``: a text has the labels whose probability reaches their threshold.
 
     A model that votes with a TF-IDF model (``train --auto``) is refused: the TF-IDF side works
-    on raw text, which the graph does not see.
+    on raw text, which the graph does not see, and a second graph over raw strings would not
+    give its probabilities. skl2onnx 1.20.0's conversion of the voter (word 1-2-grams,
+    ``sublinear_tf``; fitted on SST-2's first 2,000 training sentences) differed from
+    ``predict_proba`` by more than 1e-4 on 838 of SST-2's 1,821 test sentences (up to 0.026)
+    even with scikit-learn's token pattern: its sublinear term is ``log(1 + tf)`` where
+    scikit-learn's is ``1 + log(tf)`` (apart wherever a term repeats), ONNX's Tokenizer regex
+    (RE2) has ASCII-only ``\\w`` where scikit-learn's is Unicode ("café", "naïve"), and its
+    StringNormalizer needs the en_US.UTF-8 locale installed where it runs.
     """
     from bertprobe import __version__
     from bertprobe.data.files import staged_folder
@@ -116,27 +192,47 @@ def export_classifier(
     features = classifier.card.get("features", {})
     if classifier.text_model is not None:
         chosen = ",".join(str(x) for x in classifier.spec.layers)
+        # Measured with skl2onnx 1.20.0 (see the docstring): its TF-IDF graph is not sklearn's.
         raise BadInputError(
             "this model votes with a TF-IDF model over raw text (train --auto chose the vote), "
-            "which an ONNX graph of token ids cannot hold; retrain without --auto, with the "
-            f"features it chose: --pooling {classifier.spec.pooling} --layer {chosen}"
+            "which an ONNX graph of token ids cannot hold, and ONNX's string operators do not "
+            "split and weight words as scikit-learn's TfidfVectorizer does; retrain without "
+            f"--auto, with the features it chose: --pooling {classifier.spec.pooling} --layer "
+            f"{chosen}"
         )
     head = linear_head(classifier.probe)
     destination = check_export_destination(out).absolute()  # "." has no name or parent
     encoder = RunOptions().load(classifier.encoder)  # torch, on the CPU
     max_length = int(classifier.spec.max_length or features.get("max_length") or encoder.max_length)
     layers = [encoder.layer_index(layer) for layer in classifier.spec.layers]
-    graph = _probability_module(encoder.model, layers, classifier.spec.pooling, head)
+    long = {"long": "truncate", **classifier.spec.long_record(max_length)}
+    chunking = long["long"] == "chunk"
+    if chunking:
+        encoder.windows([""], max_length, int(long["stride"]))  # its one-line refusals, if any
+    graph = _probability_module(
+        encoder.model,
+        layers,
+        classifier.spec.pooling,
+        head,
+        window_pool=long["window_pool"] if chunking else None,
+    )
     if check:
         _check_head(graph, classifier.probe, encoder.hidden_size * len(layers))
-    card = {
+    card: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
         "source_model": classifier.card.get("id"),
         "classes": [python_value(c) for c in classifier.classes],
-        "inputs": list(INPUT_NAMES),
+        "multi_label": classifier.multi_label,
+        **(
+            {"thresholds": [float(t) for t in classifier.thresholds]}
+            if classifier.thresholds is not None
+            else {}
+        ),
+        "inputs": [*INPUT_NAMES, *([WINDOWS_INPUT] if chunking else [])],
         "output": OUTPUT_NAME,
         "max_length": max_length,
+        **long,
         "encoder": {"name": classifier.encoder.name, "fingerprint": classifier.encoder.fingerprint},
         "pooling": classifier.spec.pooling,
         "layers": layers,
@@ -152,11 +248,19 @@ def export_classifier(
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # shape branches the tracer notes; see _export
-            _trace_export(graph, sample, {"batch": 0, "seq": 1}, fp32, output=OUTPUT_NAME)
+            if chunking:
+                _trace_chunk_export(graph, sample, fp32)
+            else:
+                _trace_export(graph, sample, {"batch": 0, "seq": 1}, fp32, output=OUTPUT_NAME)
         if int8:
             _quantize(fp32, staging / "model.onnx", only_under="/encoder/")
             fp32.unlink()
-        _save_tokenizer(encoder.tokenizer, max_length, staging / "tokenizer.json")
+        _save_tokenizer(
+            encoder.tokenizer,
+            max_length,
+            staging / "tokenizer.json",
+            stride=int(long["stride"]) if chunking else 0,
+        )
         (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return destination
 
@@ -182,8 +286,12 @@ def _is_export(folder: Path) -> bool:
     return isinstance(card, dict) and card.get("format") == EXPORT_FORMAT
 
 
-def _probability_module(encoder_model, layers: list[int], pooling: str, head: LinearHead):
-    """A torch module: (input_ids, attention_mask) -> probabilities, as the model computes them."""
+def _probability_module(
+    encoder_model, layers: list[int], pooling: str, head: LinearHead, window_pool: str | None = None
+):
+    """A torch module: (input_ids, attention_mask[, windows]) -> probabilities, as the model
+    computes them. With ``window_pool`` (a chunk model) the rows are windows, and ``windows``
+    (``[text, window]``, 1 where the window is the text's) says which text each is of."""
     import torch
 
     from bertprobe.encoders.encode import _pool
@@ -192,18 +300,37 @@ def _probability_module(encoder_model, layers: list[int], pooling: str, head: Li
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder_model
+            self.window_pool = window_pool
             for name in ("mean", "scale", "coef", "intercept"):
                 values = torch.from_numpy(getattr(head, name).astype(np.float32))
                 self.register_buffer(name, values)
 
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids, attention_mask, windows=None):
             hidden = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
             ).hidden_states
             pooled = [_pool(hidden[layer], attention_mask, pooling) for layer in layers]
-            return self.head(torch.cat(pooled, dim=-1))
+            vectors = torch.cat(pooled, dim=-1)
+            if windows is not None:
+                vectors = self.pool_windows(vectors, windows)
+            return self.head(vectors)
+
+        def pool_windows(self, vectors, windows):
+            """Each text's window vectors as one, as encode._Windows pools them: the mean
+            (sum over the text's windows / their count) or the element-wise maximum."""
+            member = windows.to(vectors.dtype)
+            if self.window_pool == "mean":
+                return (member @ vectors) / member.sum(dim=1, keepdim=True)
+            # Every text has a window (an empty text is [CLS] [SEP]), so no row stays at min.
+            lowest = torch.finfo(vectors.dtype).min
+            spread = vectors.unsqueeze(0).masked_fill(member.unsqueeze(-1) == 0, lowest)
+            return spread.amax(dim=1)
 
         def head(self, features):
+            if head.link == "multi-label":
+                # One scaler and one coefficient row a label: [batch, label, feature].
+                standard = (features.unsqueeze(1) - self.mean) / self.scale
+                return torch.sigmoid((standard * self.coef).sum(dim=-1) + self.intercept)
             scores = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
             if head.link == "softmax":
                 return torch.softmax(scores, dim=-1)
@@ -215,13 +342,44 @@ def _probability_module(encoder_model, layers: list[int], pooling: str, head: Li
     return Probabilities().eval()
 
 
-def _check_head(graph, probe: Any, n_features: int, n_rows: int = 64) -> None:
-    """The head's arithmetic against the probe's own predict_proba, on vectors of its scale."""
+def _trace_chunk_export(graph, sample, target: Path) -> None:
+    """A chunk model's graph to ONNX: three inputs, windows and texts both dynamic."""
     import torch
+
+    ids, mask = sample["input_ids"], sample["attention_mask"]
+    # Two texts of the sample's two windows: the second text has both, so the tracer sees a
+    # text of several windows.
+    windows = torch.tensor([[1, 0], [1, 1]], dtype=torch.int64)
+    torch.onnx.export(
+        graph,
+        (ids, mask, windows),
+        str(target),
+        input_names=[*INPUT_NAMES, WINDOWS_INPUT],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={
+            "input_ids": {0: "window", 1: "seq"},
+            "attention_mask": {0: "window", 1: "seq"},
+            WINDOWS_INPUT: {0: "batch", 1: "window"},
+            OUTPUT_NAME: {0: "batch"},
+        },
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def _check_head(graph, probe: Any, n_features: int, n_rows: int = 64) -> None:
+    """The head's arithmetic against the probe's own predict_proba, on vectors of its scale;
+    for a chunk model, the window pooling against the model's own
+    (:class:`bertprobe.encoders.encode._Windows`) too."""
+    import torch
+
+    from bertprobe.encoders.encode import _Windows
 
     head = linear_head(probe)
     rng = np.random.default_rng(0)
-    X = (rng.normal(size=(n_rows, n_features)) * head.scale + head.mean).astype(np.float32)
+    # The mean and scale of a multi-label head are per label: any label's will do here.
+    mean, scale = np.atleast_2d(head.mean)[0], np.atleast_2d(head.scale)[0]
+    X = (rng.normal(size=(n_rows, n_features)) * scale + mean).astype(np.float32)
     with torch.inference_mode():
         ours = graph.head(torch.from_numpy(X)).numpy()
     theirs = probe.predict_proba(X)
@@ -230,14 +388,39 @@ def _check_head(graph, probe: Any, n_features: int, n_rows: int = 64) -> None:
             f"the exported head differs from {type(probe).__name__}.predict_proba "
             f"(largest difference {np.abs(ours - theirs).max():.2g}); a bug in bertprobe"
         )
+    window_pool = graph.window_pool
+    if window_pool is None:
+        return
+    owner = np.repeat(np.arange(8), rng.integers(1, 5, size=8)).tolist()  # 1-4 windows a text
+    windows = np.equal.outer(np.arange(8), owner).astype(np.int64)
+    with torch.inference_mode():
+        pooled = graph.pool_windows(torch.from_numpy(X[: len(owner)]), torch.from_numpy(windows))
+    _, expected = _Windows(owner, window_pool, n_features).add(range(len(owner)), X[: len(owner)])
+    if not np.allclose(pooled.numpy(), expected, atol=1e-5):
+        raise RuntimeError(
+            f"the exported window pooling ({window_pool}) differs from the model's "
+            f"(largest difference {np.abs(pooled.numpy() - expected).max():.2g}); a bug in "
+            "bertprobe"
+        )
 
 
-def _save_tokenizer(tokenizer, max_length: int, target: Path) -> None:
-    """The fast tokenizer's own file, set to truncate and pad as bertprobe's batches are."""
+def _save_tokenizer(tokenizer, max_length: int, target: Path, stride: int = 0) -> None:
+    """The fast tokenizer's own file, set to truncate and pad as bertprobe's batches are.
+
+    ``stride``: a chunk model's; the truncated remainder of a text is then its
+    ``overflowing`` encodings, each a window sharing ``stride`` tokens with the one before, as
+    the fast tokenizer with ``return_overflowing_tokens=True`` (the model's windows) cuts them.
+    """
     from tokenizers import Tokenizer
 
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.enable_truncation(max_length=max_length, direction=tokenizer.truncation_side)
+    # transformers' truncation=True is the backend's "longest_first" strategy.
+    backend.enable_truncation(
+        max_length=max_length,
+        stride=stride,
+        strategy="longest_first",
+        direction=tokenizer.truncation_side,
+    )
     backend.enable_padding(
         direction=tokenizer.padding_side,
         pad_id=tokenizer.pad_token_id,
@@ -249,6 +432,8 @@ def _save_tokenizer(tokenizer, max_length: int, target: Path) -> None:
 class ExportedClassifier:
     """An export folder of :func:`export_classifier`, run with onnxruntime and tokenizers only
     (what ``examples/predict_onnx.py`` does, with batches and a thread count).
+
+    Reads exports of format version 1 (which truncated, single-label) and 2.
 
     Example:
         >>> exported = ExportedClassifier("models/sst2-onnx")  # doctest: +SKIP
@@ -266,24 +451,63 @@ class ExportedClassifier:
                 "with 'bertprobe export --model MODEL --out FOLDER'"
             )
         self.card = json.loads((self.folder / "card.json").read_text(encoding="utf-8"))
+        version = self.card.get("format_version")
+        if type(version) is not int or version > EXPORT_FORMAT_VERSION:
+            raise BadInputError(
+                f"{self.folder} is an export of format version {version!r}; this bertprobe reads "
+                f"up to {EXPORT_FORMAT_VERSION}: upgrade bertprobe, or export the model again"
+            )
         self.classes: list = self.card["classes"]
+        # Version 1 cards have no "long" (they truncated) and no "multi_label".
+        self.chunked: bool = self.card.get("long", "truncate") == "chunk"
+        self.multi_label: bool = bool(self.card.get("multi_label", False))
+        self.thresholds: np.ndarray | None = (
+            np.asarray(self.card["thresholds"], dtype=np.float64) if self.multi_label else None
+        )
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.session = onnx_session(self.folder / "model.onnx", threads)
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Probabilities, one row per text, columns in the order of :attr:`classes`; texts
-        are run ``batch_size`` at a time, in the order given."""
+        """Probabilities, one row per text, columns in the order of :attr:`classes` (for a
+        multi-label export each label's own probability); texts are run ``batch_size`` at a
+        time, in the order given (a chunk export's texts with all their windows)."""
         rows = [np.zeros((0, len(self.classes)), dtype=np.float32)]
         for start in range(0, len(texts), batch_size):
-            encodings = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
-            inputs = {
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            }
-            rows.append(self.session.run([self.card["output"]], inputs)[0])
+            rows.append(
+                self._run(self.tokenizer.encode_batch(list(texts[start : start + batch_size])))
+            )
         return np.concatenate(rows)
 
+    def _run(self, encodings: list) -> np.ndarray:
+        """One batch of texts' encodings through the graph."""
+        n_texts = len(encodings)
+        owner = None
+        if self.chunked:
+            # A text's windows: its encoding, then what truncation cut off, window by window.
+            owner = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+            encodings = [w for e in encodings for w in (e, *e.overflowing)]
+        inputs = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        if owner is not None:
+            inputs[WINDOWS_INPUT] = np.equal.outer(np.arange(n_texts), owner).astype(np.int64)
+        return self.session.run([self.card["output"]], inputs)[0]
+
     def predict(self, texts: list[str], batch_size: int = 32) -> list:
-        """The most probable label of each text."""
+        """The most probable label of each text; for a multi-label export, each text's 0/1 row
+        over :attr:`classes` (as ``Classifier.predict``; :meth:`predict_labels` gives names)."""
         proba = self.predict_proba(texts, batch_size)
+        if self.thresholds is not None:
+            return (proba >= self.thresholds).astype(int).tolist()
         return [self.classes[i] for i in proba.argmax(axis=1)]
+
+    def predict_labels(self, texts: list[str], batch_size: int = 32) -> list[list]:
+        """The labels of each text as a list, as ``Classifier.predict_labels``: those whose
+        probability reaches their threshold for a multi-label export, the most probable one
+        otherwise."""
+        proba = self.predict_proba(texts, batch_size)
+        if self.thresholds is None:
+            return [[self.classes[i]] for i in proba.argmax(axis=1)]
+        on = proba >= self.thresholds
+        return [[str(self.classes[j]) for j in np.flatnonzero(row)] for row in on]
