@@ -1,0 +1,167 @@
+"""Every training mode with every target and text mode, and every way out of the model.
+
+One cell a combination of mode (plain, auto, out of core, fine-tuned) x target (one label,
+several labels) x text mode (truncate, chunk). Each cell trains a tiny model (the random tiny
+DistilBERT) into a folder and checks every way out against the model in memory: the folder
+loaded again, ``evaluate``, the report, the HTTP service and the ONNX export. A cell that
+cannot be made is refused in one line naming its reason; docs/architecture.md holds the table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bertprobe import EncoderOptions, FinetuneOptions, ReadOptions, TrainOptions, train
+from bertprobe.cli import app
+from bertprobe.core.errors import BadInputError
+from bertprobe.model.classifier import Classifier
+from conftest import write_tsv
+
+MODES = ("plain", "auto", "out_of_core", "auto_out_of_core", "finetune")
+TARGETS = ("single", "multi")
+TEXTS = ("truncate", "chunk")
+# (mode, target) -> the words the refusal must say. The cells not listed are trained.
+REFUSED = {
+    ("auto", "multi"): "auto=True",
+    ("out_of_core", "multi"): "out_of_core=True",
+    ("auto_out_of_core", "multi"): "auto=True",
+    ("finetune", "multi"): "finetune= and multi_label=True",
+}
+# Longer than a chunk window (max_length 8 with a stride of 2), so chunk mode takes several.
+PADDING = " , as everyone who saw it on that rainy evening agreed"
+
+
+def _texts(rows):
+    return [f"{text}{PADDING}" if i % 3 == 0 else text for i, (text, _) in enumerate(rows)]
+
+
+def _label_set(text: str, label: int) -> str:
+    early = text.startswith(("the film", "this movie", "the acting"))
+    return "|".join(name for name, on in (("early", early), ("positive", label == 1)) if on)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, sentiment_rows):
+    root = tmp_path_factory.mktemp("composition")
+    texts = _texts(sentiment_rows)
+    labels = [y for _, y in sentiment_rows]
+    single = list(zip(texts, labels, strict=True))
+    multi = [(t, _label_set(t, y)) for t, y in single]
+    return {
+        "single": (
+            write_tsv(root / "single.tsv", single),
+            write_tsv(root / "single_test.tsv", single[::2]),
+        ),
+        "multi": (
+            write_tsv(root / "multi.tsv", multi),
+            write_tsv(root / "multi_test.tsv", multi[::2]),
+        ),
+        "texts": texts[:12],
+    }
+
+
+def _options(mode: str, target: str, text: str, encoder: str):
+    encoding = EncoderOptions(
+        encoder,
+        pooling="mean",
+        max_length=8 if text == "chunk" else 32,
+        long=text,
+        **({"stride": 2} if text == "chunk" else {}),
+    )
+    options = dict(cv=3, Cs="0.1,1", multi_label=target == "multi")
+    if mode in ("auto", "auto_out_of_core"):
+        options.update(auto=True, poolings="mean,cls", finalists=1)
+    if mode in ("out_of_core", "auto_out_of_core"):
+        options.update(out_of_core=True)
+    finetune = FinetuneOptions(epochs=1, lr=5e-4) if mode == "finetune" else None
+    reading = ReadOptions(label_sep="|") if target == "multi" else ReadOptions()
+    return encoding, options, finetune, reading
+
+
+CELLS = [(m, t, x) for m in MODES for t in TARGETS for x in TEXTS]
+
+
+@pytest.mark.parametrize(("mode", "target", "text"), CELLS, ids=["-".join(c) for c in CELLS])
+def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilbert, tmp_path):
+    encoding, options, finetune, reading = _options(mode, target, text, str(tiny_distilbert))
+    train_file, test_file = files[target]
+    if (mode, target) in REFUSED:
+        with pytest.raises(BadInputError, match=REFUSED[mode, target]) as refused:
+            train(
+                train_file,
+                encoding=encoding,
+                options=TrainOptions(**options),
+                reading=reading,
+                finetune=finetune,
+            )
+        assert "\n" not in str(refused.value)
+        return
+    out = tmp_path / "model"
+    result = train(
+        train_file,
+        test=test_file,
+        encoding=encoding,
+        options=TrainOptions(**options),
+        reading=reading,
+        finetune=finetune,
+        out=out,
+    )
+    texts = files["texts"]
+    expected = result.model.predict_proba(texts)
+    assert expected.shape == (len(texts), 2)
+
+    # The folder, loaded again (the card decides the features: windows, layers, encoder).
+    loaded = Classifier.load(out)
+    assert loaded.spec == result.model.spec and loaded.spec.long == text
+    np.testing.assert_allclose(loaded.predict_proba(texts), expected, atol=1e-4)
+
+    # evaluate: the same decisions as predict.
+    if target == "single":
+        labels = loaded.predict(texts).tolist()
+        assert loaded.evaluate(texts, labels).accuracy == 1.0
+    else:
+        sets = loaded.predict_labels(texts)
+        assert loaded.evaluate(texts, ["|".join(s) for s in sets]).subset_accuracy == 1.0
+
+    _check_service(loaded, texts, expected, target)
+    _check_report(out, test_file, target, tmp_path)
+    _check_export(loaded, texts, expected, tmp_path)
+
+
+def _check_service(model, texts, expected, target):
+    from fastapi.testclient import TestClient
+
+    from bertprobe.serve import create_app
+
+    with TestClient(create_app(model)) as client:
+        response = client.post("/v1/predict", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    for answer, row in zip(response.json()["predictions"], expected, strict=True):
+        got = [answer["probabilities"][str(c)] for c in model.classes]
+        np.testing.assert_allclose(got, row, atol=1e-4)
+
+
+def _check_report(out, test_file, target, tmp_path):
+    args = ["report", str(test_file), "--model", str(out), "--out", str(tmp_path / "report")]
+    if target == "multi":
+        args += ["--label-sep", "|"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+def _check_export(model, texts, expected, tmp_path):
+    """The export gives predict's probabilities; only the TF-IDF vote is refused, in one line
+    saying why (a raw-string graph cannot reproduce scikit-learn's TF-IDF; docs)."""
+    from bertprobe.export import ExportedClassifier, export_classifier
+
+    if model.text_model is not None:
+        with pytest.raises(BadInputError, match="TF-IDF") as refused:
+            export_classifier(model, tmp_path / "export")
+        assert "\n" not in str(refused.value)
+        return
+    folder = export_classifier(model, tmp_path / "export")
+    exported = ExportedClassifier(folder)
+    np.testing.assert_allclose(exported.predict_proba(texts), expected, atol=1e-4)
