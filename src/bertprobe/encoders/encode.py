@@ -34,7 +34,7 @@ from bertprobe.core.errors import BadInputError, EncoderNotFoundError
 from bertprobe.core.extras import require_extra
 from bertprobe.encoders.cache import EmbeddingCache, open_cache
 from bertprobe.encoders.onnx import Backend, check_backend, onnx_path, onnx_session
-from bertprobe.encoders.tokens import token_windows, truncated_ids
+from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
 
 DEFAULT_ENCODER = "distilbert-base-uncased"
 Pooling = Literal["cls", "mean", "max"]
@@ -269,18 +269,7 @@ class LoadedEncoder:
         (:func:`~bertprobe.encoders.tokens.token_windows`): the same windows, without every
         token's offsets held at once.
         """
-        room = max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
-        if room < 1:
-            raise BadInputError(
-                f"max length {max_length} leaves no room for text beside {self.ref.name}'s "
-                "special tokens; use a larger max_length="
-            )
-        if not 0 <= stride < room:
-            raise BadInputError(
-                f"stride {stride} must be from 0 to {room - 1}: a window of max length "
-                f"{max_length} holds {room} text tokens; use a smaller stride= or a larger "
-                "max_length="
-            )
+        check_stride(self.tokenizer, self.ref.name, max_length, stride)
         return token_windows(self.tokenizer, texts, max_length, stride)
 
     def forward(self, ids: list[list[int]], views: Sequence[View]) -> dict[View, np.ndarray]:

@@ -33,6 +33,8 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
+from bertprobe.core.errors import BadInputError
+
 # A first guess at the characters ``max_length`` tokens take: 16 per token (English takes 4 to
 # 5 with its space), so one tokenizer call almost always suffices. Correctness does not rest on
 # it (see the module's docstring); a text this short or shorter is tokenized whole, as before.
@@ -40,6 +42,24 @@ CHARS_PER_TOKEN = 16
 # Characters tokenized at a time when a text is cut into windows: tens of thousands of tokens'
 # offsets held at once, a few MB, whatever the text's length.
 SEGMENT_CHARS = 1 << 16
+
+
+def check_stride(tokenizer: Any, name: str, max_length: int, stride: int) -> int:
+    """The text tokens a window of ``max_length`` holds, or a one-line error when it holds none
+    or ``stride`` leaves no progress (``name``: the encoder's, for the message)."""
+    room = text_room(tokenizer, max_length)
+    if room < 1:
+        raise BadInputError(
+            f"max length {max_length} leaves no room for text beside {name}'s "
+            "special tokens; use a larger max_length="
+        )
+    if not 0 <= stride < room:
+        raise BadInputError(
+            f"stride {stride} must be from 0 to {room - 1}: a window of max length "
+            f"{max_length} holds {room} text tokens; use a smaller stride= or a larger "
+            "max_length="
+        )
+    return room
 
 
 def text_room(tokenizer: Any, max_length: int) -> int:
