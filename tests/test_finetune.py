@@ -336,3 +336,125 @@ def test_between_epochs_of_equal_dev_accuracy_the_lower_loss_is_kept():
     first, later = (_dev_scores(EvalPrediction(p, labels)) for p in (sure, unsure))
     assert first["accuracy"] == later["accuracy"] == 0.5
     assert later["selection"] > first["selection"]  # sure and wrong costs more than unsure
+
+
+# --- fine-tuning on windows (long="chunk") -------------------------------------------------
+
+
+@pytest.fixture
+def long_reviews(tmp_path, sentiment_rows):
+    """Reviews of five same-label sentences each: 20-30 tokens, two to four windows of 16."""
+    by_label: dict[int, list[str]] = {0: [], 1: []}
+    for text, label in sentiment_rows:
+        by_label[label].append(text)
+    rows = [
+        (" . ".join(texts[i : i + 5]), label)
+        for label, texts in by_label.items()
+        for i in range(0, len(texts), 5)
+    ]
+    path = tmp_path / "reviews.tsv"
+    path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    return path, rows
+
+
+def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
+    tiny_distilbert, long_reviews, tmp_path, monkeypatch
+):
+    import transformers
+
+    import bertprobe.model.train
+    from bertprobe.encoders.encode import load_encoder
+
+    path, rows = long_reviews
+    seen: dict = {}
+    tune = bertprobe.model.train.run_finetune
+    init = transformers.Trainer.__init__
+
+    def tune_and_see(train_rows, dev_rows, **kwargs):
+        seen.update(train_rows=train_rows, dev_rows=dev_rows)
+        return tune(train_rows, dev_rows, **kwargs)
+
+    def see_datasets(self, *args, **kwargs):
+        seen.update(train=kwargs["train_dataset"], dev=kwargs["eval_dataset"])
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(bertprobe.model.train, "run_finetune", tune_and_see)
+    monkeypatch.setattr(transformers.Trainer, "__init__", see_datasets)
+    encoding = EncoderOptions(
+        str(tiny_distilbert),
+        pooling="mean",
+        max_length=16,
+        long="chunk",
+        stride=4,
+        run=RunOptions(batch_size=8, use_cache=False),
+    )
+    out = tmp_path / "model"
+    result = train(
+        path,
+        encoding=encoding,
+        options=TrainOptions(cv=2),
+        finetune=FinetuneOptions(epochs=2, lr=5e-4, dev_share=0.2),
+        out=out,
+    )
+    tuned = result.finetune
+    assert tuned is not None and (tuned.n_train, tuned.n_dev) == (16, 4)
+    tokenizer = load_encoder(str(tiny_distilbert)).tokenizer
+    for part, texts in (("train", seen["train_rows"]), ("dev", seen["dev_rows"])):
+        data = seen[part]
+        assert len(data) > len(texts.texts)  # windows, more than texts
+        for k, text in enumerate(texts.texts):  # each text's windows, all of them, in one part
+            own = [i for i, owner in enumerate(data.owner) if owner == k]
+            windows = tokenizer(
+                text, truncation=True, max_length=16, stride=4, return_overflowing_tokens=True
+            )["input_ids"]
+            assert [data.ids[i] for i in own] == windows
+            # its text's label (classes 0 and 1 are label indices 0 and 1)
+            assert {data.labels[i] for i in own} == {texts.labels[k]}
+    assert not set(seen["train_rows"].texts) & set(seen["dev_rows"].texts)
+    assert tuned.n_train_windows == len(seen["train"]) and tuned.n_dev_windows == len(seen["dev"])
+    # dev accuracy is per text: a share of the 4 dev texts, not of their windows
+    assert len(tuned.dev_history) == 2
+    assert all(round(4 * score) == 4 * score for score in tuned.dev_history)
+
+    model = Classifier.load(out)
+    assert (model.spec.long, model.spec.stride) == ("chunk", 4)
+    assert model.card["encoder"]["folder"] == "encoder"
+    predicted = model.predict([t for t, _ in rows[:3]] + ["the film was good"])
+    assert set(predicted.tolist()) <= {0, 1}
+
+
+def test_dev_scores_of_windows_pool_each_texts_probabilities():
+    from transformers import EvalPrediction
+
+    from bertprobe.training.finetune import _dev_scores
+
+    # text 7 (label 1): windows sure of 1, then unsure of 0 -> mean favours 1, right
+    # text 3 (label 0): one window, sure of 1 -> wrong; text 5 (label 0): sure of 0 -> right
+    logits = np.array([[0.0, 4.0], [0.2, 0.0], [0.0, 3.0], [3.0, 0.0], [0.1, 0.0]])
+    labels = np.array([1, 1, 0, 0, 1])
+    texts = np.array([7, 7, 3, 5, 7])  # the Trainer's evaluation order is its own
+    windows = _dev_scores(EvalPrediction(logits, labels))
+    per_text = _dev_scores(EvalPrediction(logits, (labels, texts)))
+    assert per_text["accuracy"] == pytest.approx(2 / 3)
+    assert windows["accuracy"] == pytest.approx(2 / 5)
+    assert 2 / 3 - 1 / 3 < per_text["selection"] <= 2 / 3
+
+
+def test_chunk_mode_tunes_in_a_job_folder_of_its_own(tiny_distilbert, sentiment_rows, tmp_path):
+    from bertprobe.data.files import LabelledTexts
+    from bertprobe.training.finetune import workdir_for
+
+    data = LabelledTexts(
+        texts=[t for t, _ in sentiment_rows],
+        labels=[y for _, y in sentiment_rows],
+        source="rows",
+        sha256="",
+        line_numbers=list(range(len(sentiment_rows))),
+    )
+    folders = {
+        workdir_for(
+            tmp_path, data, data, EncoderOptions(str(tiny_distilbert), **more), FinetuneOptions()
+        )
+        for more in ({}, {"long": "chunk"}, {"long": "chunk", "stride": 4})
+    }
+    assert len(folders) == 3

@@ -331,3 +331,114 @@ def test_embed_writes_pooled_windows_and_counts_them(
     spec = FeatureSpec("mean", max_length=16, long="chunk")
     expected, _ = embed([t for t, _ in rows], str(tiny_distilbert), spec)
     assert np.allclose(np.load(out), expected, atol=1e-5)
+
+
+# --- huge texts: only what the encoder reads is tokenized -----------------------------------
+
+_HARD_PIECES = [
+    "the", "film", "was", "good", " ", "   ", "\n\n", "\t", ",", "!!!", "unbelievable",
+    "well-made", "x" * 150, "a" * 30, "é", "e\u0301", "日本語", "🙂", "ﬁ",
+]  # fmt: skip
+
+
+def _hard_texts() -> list[str]:
+    """Long words (WordPiece reads a word of over 100 characters as one [UNK]), whitespace runs,
+    accents (composed and combining), CJK, emoji, ligatures, punctuation runs."""
+    import random
+
+    rng = random.Random(0)
+    mixed = [
+        "".join(rng.choice(_HARD_PIECES) + rng.choice(["", " "]) for _ in range(n))
+        for n in (5, 60, 400, 2500)
+    ]
+    runs = [" " * 5000 + "the film", "x" * 5000, "good " * 3000, ",,,," * 2000, "é" * 900]
+    return mixed + runs
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Prefixes and segments of a few dozen characters, so that ordinary texts take the paths
+    a multi-MB text takes."""
+    import bertprobe.encoders.tokens as tokens
+
+    monkeypatch.setattr(tokens, "CHARS_PER_TOKEN", 1)
+    monkeypatch.setattr(tokens, "SEGMENT_CHARS", 40)
+
+
+def _whole(encoder, texts, max_length, **more):
+    return encoder.tokenizer(list(texts), truncation=True, max_length=max_length, **more)
+
+
+@pytest.mark.parametrize("max_length", [2, 3, 16, 64])
+def test_a_text_read_from_a_prefix_truncates_as_the_whole_text(encoder, small_pieces, max_length):
+    texts = _hard_texts()
+    whole = _whole(encoder, texts, max_length)
+    ids, n_truncated = encoder.tokenize(texts, max_length)
+    assert ids == whole["input_ids"]
+    assert n_truncated == sum(1 for e in whole.encodings if e.overflowing) > 0
+
+
+@pytest.mark.parametrize(("max_length", "stride"), [(3, 0), (16, 0), (16, 3), (16, 13), (64, 15)])
+def test_windows_from_segments_are_the_tokenizers_own(encoder, small_pieces, max_length, stride):
+    texts = _hard_texts()
+    whole = _whole(encoder, texts, max_length, stride=stride, return_overflowing_tokens=True)
+    ids, owner = encoder.windows(texts, max_length, stride)
+    assert ids == whole["input_ids"]
+    assert owner == list(whole["overflow_to_sample_mapping"])
+
+
+@pytest.mark.parametrize("long", ["truncate", "chunk"])
+def test_vectors_and_counts_of_hard_texts_are_those_of_the_whole_texts(
+    tiny_distilbert, encoder, monkeypatch, long
+):
+    import bertprobe.encoders.tokens as tokens
+
+    texts = _hard_texts()
+    spec = FeatureSpec("mean", max_length=16, long=long)
+    before, stats_before = embed(texts, encoder, spec)
+    monkeypatch.setattr(tokens, "CHARS_PER_TOKEN", 1)
+    monkeypatch.setattr(tokens, "SEGMENT_CHARS", 40)
+    after, stats_after = embed(texts, encoder, spec)
+    assert np.array_equal(after, before)
+    assert stats_after.n_truncated == stats_before.n_truncated
+    assert stats_after.n_windows == stats_before.n_windows
+
+
+@pytest.fixture
+def widest_call(encoder, monkeypatch):
+    """Records the most characters one text handed to the tokenizer had."""
+    seen = {"chars": 0}
+    tokenizer_type = type(encoder.tokenizer)
+    call = tokenizer_type.__call__
+
+    def spy(self, text, *args, **kwargs):
+        for t in [text] if isinstance(text, str) else text:
+            seen["chars"] = max(seen["chars"], len(t))
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_type, "__call__", spy)
+    return seen
+
+
+def test_the_tokenizer_sees_a_bounded_prefix_of_a_multi_mb_text(encoder, widest_call):
+    from bertprobe.encoders.tokens import CHARS_PER_TOKEN
+
+    huge = ("the plot wanders on and on without a point . " * 70_000)[:3_000_000]
+    ids, n_truncated = encoder.tokenize([huge, "the film was good"], 64)
+    assert widest_call["chars"] <= 64 * CHARS_PER_TOKEN  # 1 KB of 3 MB, one try sufficed
+    expected = _whole(encoder, [huge[:5_000], "the film was good"], 64)["input_ids"]
+    assert ids == expected and n_truncated == 1
+
+
+def test_windows_of_a_long_text_hold_a_segment_of_offsets_at_a_time(
+    encoder, monkeypatch, widest_call
+):
+    import bertprobe.encoders.tokens as tokens
+
+    monkeypatch.setattr(tokens, "SEGMENT_CHARS", 4096)
+    long = ("the plot wanders on and on without a point . " * 7_000)[:300_000]
+    ids, owner = encoder.windows([long, "the film was good"], 16, 4)
+    assert widest_call["chars"] <= 2 * 4096  # a segment, never the text
+    monkeypatch.setattr(tokens, "SEGMENT_CHARS", 1 << 30)  # now at once, as before
+    assert (ids, owner) == encoder.windows([long, "the film was good"], 16, 4)
+    assert len(ids) > 5_000 and owner.count(1) == 1

@@ -34,6 +34,7 @@ from bertprobe.core.errors import BadInputError, EncoderNotFoundError
 from bertprobe.core.extras import require_extra
 from bertprobe.encoders.cache import EmbeddingCache, open_cache
 from bertprobe.encoders.onnx import Backend, check_backend, onnx_path, onnx_session
+from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
 
 DEFAULT_ENCODER = "distilbert-base-uncased"
 Pooling = Literal["cls", "mean", "max"]
@@ -247,17 +248,13 @@ class LoadedEncoder:
         return layer % n
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
-        """Token ids truncated at ``max_length``, and how many texts were truncated."""
-        enc = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        truncated = sum(1 for e in enc.encodings if e.overflowing)
-        return enc["input_ids"], truncated
+        """Token ids truncated at ``max_length``, and how many texts were truncated.
+
+        A long text's tokens are read from a prefix proven to hold those the encoder reads
+        (:func:`~bertprobe.encoders.tokens.truncated_ids`), so a huge text costs no more memory
+        than a text of a few thousand characters.
+        """
+        return truncated_ids(self.tokenizer, texts, max_length)
 
     def windows(
         self, texts: Sequence[str], max_length: int, stride: int
@@ -267,31 +264,13 @@ class LoadedEncoder:
         Each window holds at most ``max_length`` tokens with the tokenizer's own special tokens
         ([CLS] ... [SEP]); consecutive windows of a text share ``stride`` tokens, and a text's
         windows come one after another. A text within the limit is one window, the same ids
-        :meth:`tokenize` gives it.
+        :meth:`tokenize` gives it. A text over
+        :data:`~bertprobe.encoders.tokens.SEGMENT_CHARS` characters is tokenized in segments
+        (:func:`~bertprobe.encoders.tokens.token_windows`): the same windows, without every
+        token's offsets held at once.
         """
-        room = max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
-        if room < 1:
-            raise BadInputError(
-                f"max length {max_length} leaves no room for text beside {self.ref.name}'s "
-                "special tokens; use a larger max_length="
-            )
-        if not 0 <= stride < room:
-            raise BadInputError(
-                f"stride {stride} must be from 0 to {room - 1}: a window of max length "
-                f"{max_length} holds {room} text tokens; use a smaller stride= or a larger "
-                "max_length="
-            )
-        enc = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=max_length,
-            stride=stride,
-            return_overflowing_tokens=True,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return enc["input_ids"], list(enc["overflow_to_sample_mapping"])
+        check_stride(self.tokenizer, self.ref.name, max_length, stride)
+        return token_windows(self.tokenizer, texts, max_length, stride)
 
     def forward(self, ids: list[list[int]], views: Sequence[View]) -> dict[View, np.ndarray]:
         """Pooled vectors for one batch of token ids, one array per view."""

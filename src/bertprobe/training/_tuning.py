@@ -31,7 +31,11 @@ class PooledClassifier(torch.nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        # ``text``: which text each row (a window, when fine-tuning on windows) is of. Not read
+        # here: the Trainer passes it as a second label, so that the dev scores can pool a
+        # text's windows whatever order its length-grouped sampler evaluates them in.
         states = self.body(input_ids=input_ids, attention_mask=attention_mask)
         pooled = _pool(states.last_hidden_state, attention_mask, self.pooling)
         logits = self.head(self.dropout(pooled))

@@ -10,6 +10,14 @@ same command resumes from, and the tuned encoder written as a plain Hugging Face
 the rest of bertprobe loads like any other encoder. :func:`bertprobe.train` with
 ``finetune=FinetuneOptions(...)`` then fits the usual probe on the tuned features.
 
+With ``EncoderOptions(long="chunk")`` the encoder is tuned on what the probe will read: every
+window of a text (the same windows as embedding makes: ``max_length``, ``stride``), each with
+its text's label. The dev rows are still split off by text, so a text's windows are all on one
+side, and dev accuracy is per text: the mean of its windows' predicted probabilities (the
+probe's default ``window_pool="mean"`` pools vectors, not probabilities, but both weigh every
+window alike; the mean of probabilities, unlike the max, is a calibrated text prediction for the
+log-loss that breaks ties between epochs).
+
 Example:
     >>> from bertprobe import EncoderOptions, FinetuneOptions, train
     >>> result = train("data/sst2/train.tsv",
@@ -39,7 +47,14 @@ import numpy as np
 from bertprobe.core.errors import BadInputError, EncoderNotFoundError
 from bertprobe.core.extras import needs_extra, require_extra
 from bertprobe.data.files import LabelledTexts, align_labels
-from bertprobe.encoders.encode import EncoderOptions, check_device, resolve_encoder, token_limit
+from bertprobe.encoders.encode import (
+    EncoderOptions,
+    check_device,
+    default_stride,
+    resolve_encoder,
+    token_limit,
+)
+from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
 
 # Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); the README gives the figures.
 DEFAULT_EPOCHS = 4
@@ -53,7 +68,9 @@ class FinetuneOptions:
     """How the encoder is fine-tuned. Built once; checked when built.
 
     The batch size and the maximum length are the encoder options' (``EncoderOptions.run``
-    and ``max_length``), the pooling the head reads is ``EncoderOptions.pooling``.
+    and ``max_length``), the pooling the head reads is ``EncoderOptions.pooling``; with
+    ``EncoderOptions.long="chunk"`` the encoder is tuned on windows of ``stride`` overlap, each
+    with its text's label, and dev accuracy is per text (see :func:`finetune`).
 
     Parameters
     ----------
@@ -132,11 +149,14 @@ class FinetuneResult:
     best_epoch: int
     dev_accuracy: float
     dev_history: list[float]
-    n_train: int
-    n_dev: int
+    n_train: int  # texts
+    n_dev: int  # texts
     seconds: float
     resumed_from_step: int | None = None
     dev_epochs: list[int] = field(default_factory=list)  # the epoch of each dev score
+    # long="chunk": the windows trained on and scored (None: one truncated row per text)
+    n_train_windows: int | None = None
+    n_dev_windows: int | None = None
     workdir: Path | None = field(default=None, repr=False)
 
 
@@ -205,6 +225,12 @@ def finetune(
     with Ctrl-C) resumes from it. The tuned encoder is written to ``workdir/encoder`` with a
     record of the run beside it; a call that finds both (the probe's training was interrupted
     after fine-tuning ended) uses them instead of fine-tuning again.
+
+    ``encoding.long="chunk"``: every window of a text (``max_length``, ``stride``: the windows
+    embedding makes) is a training row with its text's label; ``dev_rows`` are split by text,
+    so a text's windows are all on one side, and the dev accuracy that picks the epoch is per
+    text, from the mean of its windows' predicted probabilities. ``n_train`` and ``n_dev``
+    count texts; ``n_train_windows`` and ``n_dev_windows`` the windows.
     """
     workdir = Path(workdir)
     done = _finished(workdir)
@@ -249,13 +275,18 @@ def finetune(
             f"max length {max_length} exceeds what {base.name} takes ({limit} tokens); "
             "use a smaller max_length="
         )
+    chunking = encoding.long == "chunk"
+    stride = default_stride(max_length) if encoding.stride is None else encoding.stride
+    if chunking:
+        check_stride(tokenizer, base.name, max_length, stride)
     model = PooledClassifier(body, encoding.pooling, len(classes))
 
     def rows(data: LabelledTexts) -> _Rows:
-        ids = tokenizer(list(data.texts), truncation=True, max_length=max_length, padding=False)[
-            "input_ids"
-        ]
-        return _Rows(ids, [index[str(y)] for y in data.labels or []])
+        labels = [index[str(y)] for y in data.labels or []]
+        if not chunking:  # the text as the encoder reads it when truncating
+            return _Rows(truncated_ids(tokenizer, data.texts, max_length)[0], labels)
+        ids, owner = token_windows(tokenizer, data.texts, max_length, stride)
+        return _Rows(ids, [labels[t] for t in owner], owner)
 
     train_data, dev_data = rows(train_rows), rows(dev_rows)
     batch_size = encoding.run.batch_size
@@ -292,6 +323,8 @@ def finetune(
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        # windows: each row's text index rides along as a second label (see _dev_scores)
+        label_names=["labels", "text"] if chunking else None,
         **_across_releases(TrainingArguments, options.warmup),
     )
     stop = StopOnInterrupt()
@@ -339,6 +372,8 @@ def finetune(
         seconds=time.perf_counter() - start,
         resumed_from_step=resumed,
         workdir=workdir,
+        n_train_windows=len(train_data) if chunking else None,
+        n_dev_windows=len(dev_data) if chunking else None,
     )
     record = {k: v for k, v in asdict(result).items() if k not in ("encoder_folder", "workdir")}
     (workdir / FINISHED).write_text(json.dumps(record), encoding="utf-8")
@@ -379,6 +414,8 @@ def workdir_for(
         "batch_size": encoding.run.batch_size,
         "options": {k: str(v) for k, v in asdict(options).items()},
     }
+    if encoding.long == "chunk":  # only then: truncating jobs keep the folders they had
+        job.update(long=encoding.long, stride=encoding.stride)
     digest.update(json.dumps(job, sort_keys=True).encode())
     return cache_dir / "finetune" / digest.hexdigest()[:24]
 
@@ -399,28 +436,50 @@ def _across_releases(arguments: type, warmup: float) -> dict[str, Any]:
 
 
 class _Rows:
-    """Token ids and label indices, as the Trainer's data loader takes them."""
+    """Token ids and label indices, as the Trainer's data loader takes them; with ``owner``
+    (windows), the index of the text each row is of, as ``text``."""
 
-    def __init__(self, ids: list[list[int]], labels: list[int]) -> None:
-        self.ids, self.labels = ids, labels
+    def __init__(
+        self, ids: list[list[int]], labels: list[int], owner: list[int] | None = None
+    ) -> None:
+        self.ids, self.labels, self.owner = ids, labels, owner
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+        row = {"input_ids": self.ids[i], "labels": self.labels[i]}
+        if self.owner is not None:
+            row["text"] = self.owner[i]
+        return row
 
 
 def _dev_scores(prediction: Any) -> dict[str, float]:
     """Dev accuracy, and the score that picks the epoch kept: the accuracy, ties broken by the
-    lower log-loss (a few dev rows tie often, and the Trainer would keep the earliest epoch)."""
+    lower log-loss (a few dev rows tie often, and the Trainer would keep the earliest epoch).
+
+    Rows that are windows come with their text's index (``label_ids`` is then ``(labels,
+    texts)``, in whatever order the Trainer evaluated them): each text is scored once, by the
+    mean of its windows' predicted probabilities.
+    """
     from scipy.special import log_softmax
 
     logits = prediction.predictions
     logits = logits[0] if isinstance(logits, tuple) else logits
-    labels = np.asarray(prediction.label_ids)
-    accuracy = float(np.mean(np.argmax(logits, axis=-1) == labels))
-    log_loss = float(-np.mean(log_softmax(logits, axis=-1)[np.arange(len(labels)), labels]))
+    if isinstance(prediction.label_ids, tuple | list):
+        window_labels, texts = (np.asarray(a) for a in prediction.label_ids)
+        _, text_of = np.unique(texts, return_inverse=True)
+        probabilities = np.zeros((int(text_of.max()) + 1, logits.shape[-1]))
+        np.add.at(probabilities, text_of, np.exp(log_softmax(logits, axis=-1)))
+        probabilities /= np.bincount(text_of)[:, None]
+        labels = np.zeros(len(probabilities), dtype=int)
+        labels[text_of] = window_labels  # a text's windows share its label
+        log_probabilities = np.log(np.clip(probabilities, 1e-12, None))
+    else:
+        labels = np.asarray(prediction.label_ids)
+        log_probabilities = log_softmax(logits, axis=-1)
+    accuracy = float(np.mean(np.argmax(log_probabilities, axis=-1) == labels))
+    log_loss = float(-np.mean(log_probabilities[np.arange(len(labels)), labels]))
     # tanh(loss) < 1, over (rows + 1): less than one row's worth of accuracy, so it only
     # orders epochs of equal accuracy
     return {"accuracy": accuracy, "selection": accuracy - np.tanh(log_loss) / (len(labels) + 1)}
