@@ -318,6 +318,12 @@ def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[st
         "dev": str(options.dev) if options.dev is not None else f"{options.dev_share} of train",
         "n_train": tuned.n_train,
         "n_dev": tuned.n_dev,
+        # Long texts in windows: each window was a training row with its text's label.
+        **(
+            {"n_train_windows": tuned.n_train_windows, "n_dev_windows": tuned.n_dev_windows}
+            if tuned.n_train_windows is not None
+            else {}
+        ),
         "epochs_run": tuned.epochs_run,
         "best_epoch": tuned.best_epoch,
         "dev_accuracy": tuned.dev_accuracy,
