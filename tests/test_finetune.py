@@ -362,12 +362,12 @@ def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
 ):
     import transformers
 
-    import bertprobe.model.train
+    import bertprobe.training.pipeline
     from bertprobe.encoders.encode import load_encoder
 
     path, rows = long_reviews
     seen: dict = {}
-    tune = bertprobe.model.train.run_finetune
+    tune = bertprobe.training.pipeline.run_finetune
     init = transformers.Trainer.__init__
 
     def tune_and_see(train_rows, dev_rows, **kwargs):
@@ -378,7 +378,7 @@ def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
         seen.update(train=kwargs["train_dataset"], dev=kwargs["eval_dataset"])
         init(self, *args, **kwargs)
 
-    monkeypatch.setattr(bertprobe.model.train, "run_finetune", tune_and_see)
+    monkeypatch.setattr(bertprobe.training.pipeline, "run_finetune", tune_and_see)
     monkeypatch.setattr(transformers.Trainer, "__init__", see_datasets)
     encoding = EncoderOptions(
         str(tiny_distilbert),
