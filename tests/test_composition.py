@@ -24,9 +24,8 @@ TARGETS = ("single", "multi")
 TEXTS = ("truncate", "chunk")
 # (mode, target) -> the words the refusal must say. The cells not listed are trained.
 REFUSED = {
-    ("auto", "multi"): "auto=True",
     ("out_of_core", "multi"): "out_of_core=True",
-    ("auto_out_of_core", "multi"): "auto=True",
+    ("auto_out_of_core", "multi"): "out_of_core=True",
     ("finetune", "multi"): "finetune= and multi_label=True",
 }
 # Longer than a chunk window (max_length 8 with a stride of 2), so chunk mode takes several.
@@ -115,6 +114,9 @@ def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilb
     # The folder, loaded again (the card decides the features: windows, layers, encoder).
     loaded = Classifier.load(out)
     assert loaded.spec == result.model.spec and loaded.spec.long == text
+    if "auto" in mode:  # the sweep chose the features, and the card and --json say which
+        assert result.sweep is not None and loaded.card["sweep"]["choice"] == result.sweep.choice
+        assert result.to_dict()["auto"] == result.sweep.choice
     np.testing.assert_allclose(loaded.predict_proba(texts), expected, atol=1e-4)
 
     # evaluate: the same decisions as predict.

@@ -238,8 +238,7 @@ def test_a_card_whose_thresholds_were_edited_is_refused(ml_model, tmp_path):
     ("options", "message"),
     [
         ({"tune_thresholds": True}, "add multi_label=True"),
-        ({"multi_label": True, "auto": True}, "leave out auto=True"),
-        ({"multi_label": True, "out_of_core": True}, "leave out out_of_core=True"),
+        ({"multi_label": True, "out_of_core": True}, "multi_label=True and out_of_core=True"),
     ],
 )
 def test_train_options_that_do_not_combine(options, message):

@@ -93,6 +93,38 @@ def test_screen_of_concatenations_equals_screening_their_features_alone():
         assert scores[cand.name] == pytest.approx(ridge_loo_accuracy(alone, y)[0])
 
 
+def test_the_screen_of_a_label_matrix_is_the_mean_of_each_labels_screen():
+    """Several labels per text: each label's ridge column scored alone, then averaged; the
+    view that carries both labels ranks first."""
+    from bertprobe.training.sweep import (
+        RIDGE_ALPHA_GRID,
+        _accuracy_of,
+        _ridge_loo_predictions,
+        _standardize,
+        screen_candidates,
+    )
+
+    rng = np.random.default_rng(1)
+    n, layers, hidden = 150, 3, 4
+    by_view = rng.normal(size=(n, layers, hidden))  # one pooling, layers 0-2
+    Y = np.column_stack(
+        [by_view[:, 2, 0] + 0.2 * rng.normal(size=n) > 0, by_view[:, 2, 1] > 0.5]
+    ).astype(int)
+    cands = candidates(layers, ("mean",))
+    scores = screen_candidates(by_view, Y, cands, layers, ("mean",))
+    for cand in cands:
+        Z = _standardize(by_view[:, list(cand.layers), :].reshape(n, -1))
+        alphas = n * np.asarray(RIDGE_ALPHA_GRID)
+        per_label = []
+        for j in range(2):  # each label alone, as a two-class problem: -1/+1 targets
+            targets = np.where(Y[:, [j]] > 0, 1.0, -1.0)
+            loo = _ridge_loo_predictions(Z, targets, Z.T @ Z, alphas)
+            per_label.append(_accuracy_of(loo, targets))
+        # One penalty for all labels: the best of the per-penalty means.
+        assert scores[cand.name] == pytest.approx(np.mean(per_label, axis=0).max())
+    assert max(scores, key=scores.get) in {c.name for c in cands if 2 in c.layers}
+
+
 def test_finalists_zero_scores_every_candidate_by_cv(tiny_distilbert, sentiment_rows):
     texts = [t for t, _ in sentiment_rows]
     labels = [y for _, y in sentiment_rows]

@@ -74,6 +74,7 @@ def training_summary(result: TrainResult) -> dict[str, Any]:
         "embed_seconds": result.embed_seconds,
         "fit_seconds": result.fit_seconds,
         "model_dir": str(result.out) if result.out is not None else None,
+        **({"auto": result.sweep.choice} if result.sweep is not None else {}),
     }
 
 

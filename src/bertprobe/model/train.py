@@ -273,6 +273,8 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
             "label_sep": reading.label_sep or (None if reading.label_cols else DEFAULT_LABEL_SEP),
             "label_cols": list(map(str, reading.label_cols)) if reading.label_cols else None,
         }
+        if run.swept is not None:
+            extra["sweep"] = run.swept.to_dict()
         return metrics, extra
     if isinstance(run.head, OutOfCoreProbe):
         metrics = {

@@ -116,10 +116,10 @@ class TrainOptions:
                 "label_issues=True and out_of_core=True do not combine (the out-of-fold pass "
                 "holds the training vectors in memory); train in memory"
             )
-        if self.multi_label and (self.auto or self.out_of_core):
+        if self.multi_label and self.out_of_core:
             raise BadInputError(
-                "multi_label=True trains in memory on the pooling and layers given; leave out "
-                + ("auto=True" if self.auto else "out_of_core=True")
+                "multi_label=True and out_of_core=True do not combine yet (each label's C is "
+                "chosen by CV over vectors held in memory); train in memory"
             )
         if self.tune_thresholds and not self.multi_label:
             raise BadInputError(

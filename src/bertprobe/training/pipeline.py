@@ -255,12 +255,17 @@ def adapt_encoder(run: TrainingRun) -> None:
 
 
 def choose_features(run: TrainingRun) -> None:
-    """With ``options.auto``: sweep layers x poolings by CV and take the best candidate's."""
+    """With ``options.auto``: sweep layers x poolings by CV and take the best candidate's
+    (for several labels per text, ranked by the mean over labels; no TF-IDF vote)."""
     if not run.options.auto or run.train_set is None:
         return
+    targets = None
+    if run.multi_label:
+        assert run.classes is not None
+        targets, _ = indicator(label_sets_of(run.train_set), run.classes, run.train_set.source)
     with run.encoding.open_cache() as cache:
         run.swept = sweep_features(
-            run.train_set, run.encoding, run.options, COARSE_C_GRID, cache=cache
+            run.train_set, run.encoding, run.options, COARSE_C_GRID, cache=cache, targets=targets
         )
     best = run.swept.best
     run.encoding = replace(
@@ -559,11 +564,13 @@ def sweep_features(
     *,
     cache: EmbeddingCache | None,
     tfidf: bool = True,
+    targets: np.ndarray | None = None,
 ) -> SweepResult:
-    """Score every layer x pooling (and concatenations) of ``encoding``'s encoder by CV."""
+    """Score every layer x pooling (and concatenations) of ``encoding``'s encoder by CV;
+    ``targets`` (a 0/1 label matrix) instead of the set's labels for several labels a text."""
     return run_sweep(
         train_set.texts,
-        train_set.labels or [],
+        train_set.labels or [] if targets is None else targets,
         encoding.load(),
         poolings=tuple(options.poolings),
         cv=options.cv,

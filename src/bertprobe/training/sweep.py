@@ -193,7 +193,7 @@ FINALIST_C_PATIENCE = 2
 
 def run_sweep(
     texts: Sequence[str],
-    labels: Sequence,
+    labels: Sequence | np.ndarray,
     model: LoadedEncoder,
     *,
     poolings: Sequence[str] = POOLINGS,
@@ -213,19 +213,27 @@ def run_sweep(
     metric: str = "accuracy",
     class_weight: str | None = None,
 ) -> SweepResult:
-    """Screen every candidate, score the best ``finalists`` by CV on (texts, labels); see the
+    r"""Screen every candidate, score the best ``finalists`` by CV on (texts, labels); see the
     module docstring. ``finalists=0`` scores every candidate by CV (the exhaustive sweep, no
     screen).
 
     ``metric`` ranks the candidates, in the screen and by CV (and picks each finalist's C);
     ``class_weight`` is the probes'. The TF-IDF vote is still decided by accuracy.
 
+    ``labels`` may be a 0/1 matrix (rows, labels) for several labels per text: the screen then
+    scores each label's ridge column and the finalists are
+    :class:`~bertprobe.heads.multilabel.MultiLabelProbe`\ s, every score the mean over labels
+    of each label's score (its C per label; the row's ``C`` is their median); no TF-IDF vote.
+
     ``long``, ``stride`` and ``window_pool`` are :func:`~bertprobe.encoders.encode.embed_views`'s:
     with
     ``long="chunk"`` every candidate is scored on pooled windows of long texts.
     """
     start = time.perf_counter()
-    check_trainable(labels, cv)
+    multi_label = np.ndim(labels) == 2
+    if not multi_label:
+        check_trainable(labels, cv)
+    tfidf = tfidf and not multi_label
     if finalists < 0:
         raise BadInputError(f"finalists={finalists}: give 0 (every candidate) or more")
     views = [
@@ -276,27 +284,20 @@ def run_sweep(
             )  # fmt: skip
         else:
             fit_start = time.perf_counter()
-            probe = LinearProbe(
-                Cs=tuple(Cs),
+            row = _finalist_row(
+                cand,
+                dim,
+                features(cand),
+                y,
+                Cs=Cs,
                 cv=cv,
                 n_jobs=n_jobs,
                 class_weight=class_weight,
-                scoring=metric,
+                metric=metric,
                 patience=FINALIST_C_PATIENCE if screened else None,
-            ).fit(features(cand), y)
-            best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
-            row = SweepRow(
-                cand.name,
-                cand.pooling,
-                list(cand.layers),
-                dim,
-                probe.cv_accuracy_,
-                float(probe.cv_scores_[:, best].std()),
-                probe.C_,
-                time.perf_counter() - fit_start,
-                screened.get(cand.name),
-                probe.cv_score_ if metric != "accuracy" else None,
+                screen_score=screened.get(cand.name),
             )
+            row.fit_seconds = time.perf_counter() - fit_start
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -327,6 +328,61 @@ def run_sweep(
         )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _finalist_row(
+    cand: Candidate,
+    dim: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    Cs: Sequence[float],
+    cv: int,
+    n_jobs: int | None,
+    class_weight: str | None,
+    metric: str,
+    patience: int | None,
+    screen_score: float | None,
+) -> SweepRow:
+    """A finalist's CV row: the probe's (one label per text), or for a 0/1 label matrix the
+    mean over labels of each label's probe (:class:`MultiLabelProbe`)."""
+    if y.ndim == 2:
+        from bertprobe.heads.multilabel import MultiLabelProbe
+
+        multi = MultiLabelProbe(
+            tuple(Cs), cv=cv, class_weight=class_weight, scoring=metric, n_jobs=n_jobs
+        ).fit(X, y)
+        label_scores = [
+            p.cv_scores_[:, int(np.argmin(np.abs(p.Cs_ - p.C_)))]
+            for p in multi.estimator_.estimators_
+        ]
+        return SweepRow(
+            cand.name, cand.pooling, list(cand.layers), dim,
+            float(np.mean(multi.cv_accuracy_)), float(np.mean([s.std() for s in label_scores])),
+            float(np.median(multi.C_)), 0.0, screen_score,
+            float(np.mean(multi.cv_score_)) if metric != "accuracy" else None,
+        )  # fmt: skip
+    probe = LinearProbe(
+        Cs=tuple(Cs),
+        cv=cv,
+        n_jobs=n_jobs,
+        class_weight=class_weight,
+        scoring=metric,
+        patience=patience,
+    ).fit(X, y)
+    best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
+    return SweepRow(
+        cand.name,
+        cand.pooling,
+        list(cand.layers),
+        dim,
+        probe.cv_accuracy_,
+        float(probe.cv_scores_[:, best].std()),
+        probe.C_,
+        0.0,
+        screen_score,
+        probe.cv_score_ if metric != "accuracy" else None,
+    )
 
 
 def screen_candidates(
@@ -399,9 +455,12 @@ def _standardize(X: np.ndarray) -> np.ndarray:
 
 
 def _signed_targets(y: np.ndarray) -> np.ndarray:
-    """-1/+1 targets: one column for two classes, one per class for more (as RidgeClassifier)."""
+    """-1/+1 targets: one column for two classes, one per class for more (as RidgeClassifier),
+    one per label for a 0/1 label matrix."""
     from sklearn.preprocessing import LabelBinarizer
 
+    if y.ndim == 2:
+        return np.where(y > 0, 1.0, -1.0)
     return LabelBinarizer(neg_label=-1, pos_label=1).fit_transform(y).astype(np.float64)
 
 
@@ -434,7 +493,16 @@ def _screen_scores(
     predictions: np.ndarray, targets: np.ndarray, y: np.ndarray, metric: str
 ) -> list[float]:
     """``metric`` per alpha of held-out ridge scores; accuracy directly, the others through
-    :func:`~bertprobe.heads.probe.metric_score` on the scores as stand-in probabilities."""
+    :func:`~bertprobe.heads.probe.metric_score` on the scores as stand-in probabilities. For
+    a 0/1 label matrix, the mean over labels of each label's score."""
+    if y.ndim == 2:
+        return [
+            float(np.mean([
+                _screen_scores(predictions[:, [j], :], targets[:, [j]], y[:, j], metric)[k]
+                for j in range(y.shape[1])
+            ]))
+            for k in range(predictions.shape[2])
+        ]  # fmt: skip
     if metric == "accuracy":
         return _accuracy_of(predictions, targets).tolist()
     from scipy.special import softmax
