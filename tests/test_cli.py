@@ -430,7 +430,9 @@ def test_library_errors_name_parameters_and_the_cli_names_its_flags(tmp_path, ca
 def test_every_flag_an_error_can_name_is_a_real_flag():
     from typer.main import get_command
 
-    from bertprobe.cli import _FLAGS, _SWITCHES, app
+    from bertprobe.cli import app
+    from bertprobe.cli.errors import FLAGS as _FLAGS
+    from bertprobe.cli.errors import SWITCHES as _SWITCHES
 
     flags = {
         opt

@@ -452,11 +452,11 @@ def test_fuzz_the_cli(command, world, sandbox):
 
 def test_the_fuzzer_sees_a_traceback(monkeypatch):
     """The property catches what it is meant to: an exception that is not ours escapes."""
-    import bertprobe.cli
+    import bertprobe.cli.predict
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(bertprobe.cli.Classifier, "load", broken)
+    monkeypatch.setattr(bertprobe.cli.predict.Classifier, "load", broken)
     code, _, err = run_in_process(["evaluate", "--model", "m", "x.tsv"])
     assert code == -1 and "Traceback" in err and "ZeroDivisionError" in err

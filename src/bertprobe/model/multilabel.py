@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertprobe.core.errors import BadInputError
@@ -17,7 +16,6 @@ from bertprobe.training.pipeline import label_sets_of
 
 if TYPE_CHECKING:
     from bertprobe.model.classifier import Classifier
-    from bertprobe.model.evaluation import MultiLabelEvaluation
     from bertprobe.model.train import TrainResult
 
 
@@ -85,55 +83,3 @@ def label_counts(data: LabelledTexts | None) -> dict[str, int]:
         for label in labels or ("",):
             counts[label] = counts.get(label, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def training_lines(result: TrainResult, data: Path, test: Path | None) -> list[str]:
-    """What ``bertprobe train`` prints for a multi-label model."""
-    summary = training_summary(result)
-    counts = summary["label_counts"]
-    none = counts.pop("", 0)
-    lines = [
-        f"train     {data}: {result.n_train:,} texts, {len(summary['labels'])} labels ("
-        + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
-        + (f"; {none:,} with none" if none else "")
-        + ")",
-        f"encoder   {result.model.encoder.name}, pooling {result.model.spec.pooling}, max "
-        f"length {summary['max_length']}",
-        f"embedded  in {result.embed_seconds:.1f} s ({summary['n_cached']:,} from cache, "
-        f"{summary['n_truncated']:,} truncated); fit {len(summary['labels'])} probes in "
-        f"{result.fit_seconds:.1f} s",
-        f"{'label':>14} {'C':>9} {'CV acc':>8} {'threshold':>10}"
-        + (f" {'test F1':>8}" if summary["test_per_label"] else ""),
-    ]
-    for name in summary["labels"]:
-        row = (
-            f"{name:>14} {summary['C'][name]:>9.3g} {100 * summary['cv_accuracy'][name]:>7.2f}% "
-            f"{summary['thresholds'][name]:>10.3f}"
-        )
-        if summary["test_per_label"]:
-            row += f" {summary['test_per_label'][name]['f1-score']:>8.3f}"
-        lines.append(row)
-    if summary["test_f1_micro"] is not None:
-        lines.append(
-            f"test      {test}: {result.n_test:,} texts, F1 micro "
-            f"{summary['test_f1_micro']:.3f}, macro {summary['test_f1_macro']:.3f}, every label "
-            f"right on {100 * summary['test_subset_accuracy']:.2f}%"
-        )
-    return lines
-
-
-def evaluation_lines(result: MultiLabelEvaluation) -> list[str]:
-    """What ``bertprobe evaluate`` prints for a multi-label model (after the model and data)."""
-    lines = [
-        f"F1        micro {result.f1_micro:.3f}, macro {result.f1_macro:.3f}; every label right "
-        f"on {100 * result.subset_accuracy:.2f}%",
-        f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8} "
-        f"{'threshold':>10}",
-    ]
-    for label, row in result.per_label.items():
-        lines.append(
-            f"{label:>12} {row['precision']:>10.3f} {row['recall']:>10.3f} "
-            f"{row['f1-score']:>10.3f} {int(row['support']):>8} "
-            f"{result.thresholds[label]:>10.3f}"
-        )
-    return lines

@@ -1,0 +1,53 @@
+"""Texts and labels as the commands take them: from files, arguments or standard input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import LabelledTexts, ReadOptions, read_texts
+from bertprobe.data.multilabel import read_multilabel
+from bertprobe.model.classifier import Classifier
+from bertprobe.model.multilabel import reading_for
+
+
+def read_labels_for(model: Classifier, data: Path, reading: ReadOptions) -> LabelledTexts:
+    """A labelled file read as the model needs it: label sets for a multi-label model."""
+    if model.multi_label:
+        return read_multilabel(data, reading_for(model, reading))
+    if reading.multi_label:
+        raise BadInputError(
+            "--label-sep and --label-cols read several labels per text; the model "
+            f"{model.id} gives one label per text, so leave them out"
+        )
+    return reading.read_labelled(data)
+
+
+def gather_texts(args: list[str], input_file: Path | None, reading: ReadOptions) -> list[str]:
+    """``predict``'s texts: its arguments, ``--input FILE``, or standard input for ``-``."""
+    if input_file is not None and args:
+        raise BadInputError("give texts as arguments or with --input, not both")
+    source = input_file if input_file is not None else ("-" if args == ["-"] else None)
+    if source is not None:
+        return read_texts(
+            source,
+            text_col=reading.text_col,
+            drop_empty=reading.drop_empty,
+            max_field_chars=reading.max_field_chars,
+        ).texts
+    if not args:
+        raise BadInputError(
+            "no texts to classify; pass them as arguments, with --input FILE, or '-' to read stdin"
+        )
+    empty = [i + 1 for i, t in enumerate(args) if not t.strip()]
+    if empty:
+        raise BadInputError(f"text argument {empty[0]} is empty; give non-empty texts")
+    for i, text in enumerate(args, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell passed that were not UTF-8
+            raise BadInputError(
+                f"text argument {i} is not valid UTF-8; pass UTF-8 text, or "
+                "put the texts in a UTF-8 file and use --input"
+            ) from None
+    return list(args)

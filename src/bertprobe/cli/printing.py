@@ -1,0 +1,296 @@
+"""What the commands print without ``--json``: results on standard output, notes on standard
+error.
+
+These only format text for the terminal; the numbers come from the library's result objects,
+whose ``to_dict`` is what ``--json`` prints.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bertprobe.data.files import LabelledTexts
+from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe
+from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
+from bertprobe.model.multilabel import training_summary
+from bertprobe.model.train import TrainResult
+from bertprobe.training.finetune import FinetuneResult
+from bertprobe.training.sweep import SweepResult
+
+
+def note(message: str) -> None:
+    """Print a note (progress, a skipped row, a warning) on standard error."""
+    typer.echo(message, err=True)
+
+
+def echo_lines(lines: list[str]) -> None:
+    """Print each of ``lines`` on standard output."""
+    for line in lines:
+        typer.echo(line)
+
+
+def percent(x: float | None) -> str:
+    """``x`` as a percentage with two decimals, or ``n/a``.
+
+    Examples
+    --------
+    >>> percent(0.91234), percent(None)
+    ('91.23%', 'n/a')
+    """
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def long_texts(long: str, n_truncated: int, n_windows: int, n_computed: int) -> str:
+    """What became of long texts: how many were truncated, or the windows per text.
+
+    Examples
+    --------
+    >>> long_texts("truncate", 1200, 0, 5000)
+    '1,200 truncated'
+    >>> long_texts("chunk", 0, 7500, 5000)
+    '7,500 windows, 1.50 per text'
+    """
+    if long == "truncate":
+        return f"{n_truncated:,} truncated"
+    if not n_computed:
+        return "no windows computed"
+    return f"{n_windows:,} windows, {n_windows / n_computed:.2f} per text"
+
+
+def report_dropped(*sets: LabelledTexts | None) -> None:
+    """Note how many rows with empty text each of ``sets`` skipped (``--drop-empty``)."""
+    for s in sets:
+        if s is not None and s.dropped_empty:
+            note(f"note: {s.source}: skipped {s.dropped_empty:,} rows with empty text")
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
+    """What ``bertprobe train`` prints, for each kind of probe."""
+    summary, probe = result.to_dict(), result.probe
+    if isinstance(probe, MultiLabelProbe):
+        report_dropped(result.train_data, result.test_data)
+        echo_lines(training_lines(result, data, test))
+    elif isinstance(probe, OutOfCoreProbe):
+        typer.echo(
+            f"train     {data}: {result.n_train:,} texts, out of core; features in "
+            f"{result.feature_dir}"
+        )
+        typer.echo(
+            f"embedded  in {result.embed_seconds:.1f} s; fit by SGD in {result.fit_seconds:.1f} "
+            f"s, alpha = {probe.alpha_:.3g} (held-out accuracy "
+            f"{percent(probe.holdout_accuracy_)})"
+        )
+    else:
+        report_dropped(result.train_data, result.test_data)
+        if result.finetune is not None:
+            _print_finetune(result.finetune)
+        if result.sweep is not None:
+            print_sweep(result.sweep)
+        _print_features(result, data, summary)
+        _print_probe(result, probe)
+    if result.test_accuracy is not None and not isinstance(probe, MultiLabelProbe):
+        typer.echo(
+            f"test      {test}: {result.n_test:,} texts, accuracy {percent(result.test_accuracy)}"
+        )
+    if result.out is not None:
+        typer.echo(f"saved     {result.out}")
+    else:
+        note("note: no --out given, so the model was not saved")
+
+
+def _print_finetune(tuned: FinetuneResult) -> None:
+    history = ", ".join(
+        f"{epoch}: {100 * x:.2f}%"
+        for epoch, x in zip(tuned.dev_epochs, tuned.dev_history, strict=True)
+    )
+    typer.echo(
+        f"finetune  {tuned.epochs_run} epochs on {tuned.n_train:,} texts in "
+        f"{tuned.seconds:.0f} s; dev accuracy by epoch ({tuned.n_dev:,} texts): "
+        f"{history}; kept epoch {tuned.best_epoch}"
+    )
+
+
+def _print_features(result: TrainResult, data: Path, summary: dict[str, Any]) -> None:
+    """The training set's classes, the encoder and what embedding it took."""
+    model = result.model
+    counts = Counter(result.train_data.labels if result.train_data else [])
+    typer.echo(
+        f"train     {data}: {result.n_train:,} texts, {len(counts)} classes ("
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str))
+        + ")"
+    )
+    layers = ",".join(str(x) for x in model.spec.layers)
+    typer.echo(
+        f"encoder   {model.encoder.name} ({model.encoder.fingerprint[:19]}), pooling "
+        f"{model.spec.pooling}, layer {layers}, max length {summary['max_length']}"
+    )
+    embedded = [s for s in (result.train_stats, result.test_stats) if s is not None]
+    total = sum(s.n_texts for s in embedded)
+    long = long_texts(
+        model.spec.long,
+        summary["n_truncated"],
+        summary["n_windows"],
+        sum(s.n_computed for s in embedded),
+    )
+    typer.echo(
+        f"embedded  {total:,} texts in {result.embed_seconds:.1f} s "
+        f"({summary['n_cached']:,} from cache, {long})"
+    )
+
+
+def _print_probe(result: TrainResult, probe: LinearProbe) -> None:
+    """The probe's C and scores, its class weights, threshold and TF-IDF vote."""
+    typer.echo(
+        f"probe     C = {probe.C_:.4g} by {probe.cv}-fold CV (CV accuracy "
+        f"{percent(probe.cv_accuracy_)}), fit in {result.fit_seconds:.1f} s"
+    )
+    if result.metric != "accuracy":
+        typer.echo(
+            f"metric    C chosen by {result.metric}: CV {probe.cv_score_:.4f}"
+            + (f", test {result.test_score:.4f}" if result.test_score is not None else "")
+        )
+    if probe.class_weight is not None:
+        typer.echo(f"weights   class_weight={probe.class_weight}")
+    if result.decision_threshold is not None:
+        found = result.decision_threshold
+        typer.echo(
+            f"threshold {found['value']:.4f} on P({found['positive_label']}) maximizes "
+            f"out-of-fold {found['metric']} ({found['oof_score']:.4f}, "
+            f"{found['oof_score_argmax']:.4f} at argmax); used with --threshold auto"
+        )
+    voter = result.model.text_model
+    if voter is not None and result.sweep is not None:
+        typer.echo(
+            f"vote      with TF-IDF + LR (C = {voter[-1].C_:.3g}): CV accuracy "
+            f"{percent(result.sweep.vote_cv_accuracy)} against "
+            f"{percent(probe.cv_accuracy_)} alone"
+        )
+
+
+def training_lines(result: TrainResult, data: Path, test: Path | None) -> list[str]:
+    """What ``bertprobe train`` prints for a multi-label model."""
+    summary = training_summary(result)
+    counts = summary["label_counts"]
+    none = counts.pop("", 0)
+    lines = [
+        f"train     {data}: {result.n_train:,} texts, {len(summary['labels'])} labels ("
+        + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
+        + (f"; {none:,} with none" if none else "")
+        + ")",
+        f"encoder   {result.model.encoder.name}, pooling {result.model.spec.pooling}, max "
+        f"length {summary['max_length']}",
+        f"embedded  in {result.embed_seconds:.1f} s ({summary['n_cached']:,} from cache, "
+        f"{summary['n_truncated']:,} truncated); fit {len(summary['labels'])} probes in "
+        f"{result.fit_seconds:.1f} s",
+        f"{'label':>14} {'C':>9} {'CV acc':>8} {'threshold':>10}"
+        + (f" {'test F1':>8}" if summary["test_per_label"] else ""),
+    ]
+    for name in summary["labels"]:
+        row = (
+            f"{name:>14} {summary['C'][name]:>9.3g} {100 * summary['cv_accuracy'][name]:>7.2f}% "
+            f"{summary['thresholds'][name]:>10.3f}"
+        )
+        if summary["test_per_label"]:
+            row += f" {summary['test_per_label'][name]['f1-score']:>8.3f}"
+        lines.append(row)
+    if summary["test_f1_micro"] is not None:
+        lines.append(
+            f"test      {test}: {result.n_test:,} texts, F1 micro "
+            f"{summary['test_f1_micro']:.3f}, macro {summary['test_f1_macro']:.3f}, every label "
+            f"right on {100 * summary['test_subset_accuracy']:.2f}%"
+        )
+    return lines
+
+
+# --- sweep -------------------------------------------------------------------------------------
+
+
+def print_sweep(result: SweepResult) -> None:
+    """The sweep's table: every candidate's screen score, and CV scores of the finalists."""
+    best = result.best
+    typer.echo(
+        f"sweep     {result.n_train:,} texts, {result.cv}-fold CV accuracy on training "
+        f"data ({result.seconds:.0f} s)"
+    )
+    screened = any(row.screen_score is not None for row in result.rows)
+    ranked = result.metric != "accuracy"  # then a column of the metric, ranked by it
+    if screened:
+        typer.echo(
+            f"          every candidate screened by ridge leave-one-out {result.metric} "
+            f"({result.screen_seconds:.0f} s), the best {len(result.finalists)} by CV"
+        )
+    metric_head = f" {result.metric[:12]:>12}" if ranked else ""
+    typer.echo(
+        f"{'features':<22} {'width':>6} {'screen':>8} {'CV acc':>8}{metric_head} {'± std':>7} "
+        f"{'C':>9}"
+    )
+    for row in result.rows:
+        mark = "  <- best" if row is best else ""
+        screen = (
+            "-" if row.screen_score is None
+            else percent(row.screen_score) if not ranked
+            else f"{row.screen_score:.4f}"
+        )  # fmt: skip
+        score = f" {row.rank_score or 0:>12.4f}" if ranked else ""
+        scored = (
+            f"{percent(row.cv_accuracy):>8}{score} {100 * (row.cv_std or 0):>6.2f} "
+            f"{row.C or 0:>9.3g}"
+            if row.finalist
+            else f"{'-':>8}{' ' * len(score)} {'':>6} {'':>9}"
+        )
+        typer.echo(f"{row.name:<22} {row.dim:>6} {screen:>8} {scored}{mark}")
+    if result.tfidf_cv_accuracy is not None:
+        typer.echo(f"{'TF-IDF + LR baseline':<22} {'':>6} {100 * result.tfidf_cv_accuracy:>7.2f}%")
+    if result.vote_cv_accuracy is not None:
+        mark = "  <- chosen" if result.vote_wins else ""
+        typer.echo(
+            f"{'best + TF-IDF vote':<22} {'':>6} {100 * result.vote_cv_accuracy:>7.2f}%{mark}"
+        )
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+def evaluation_table(result: Evaluation, classes: Sequence[Any]) -> list[str]:
+    """What ``bertprobe evaluate`` prints for a single-label model (after the model and data).
+
+    ``classes`` are the model's; a threshold is on the second one's probability.
+    """
+    lines = [f"accuracy  {percent(result.accuracy)}"]
+    if result.score is not None:
+        lines.append(f"{result.metric}  {result.score:.4f}")
+    if result.threshold is not None:
+        lines.append(f"threshold {result.threshold:.4f} on P({classes[1]})")
+    lines.append(f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}")
+    for label, row in result.per_class.items():
+        lines.append(
+            f"{label:>12} {row['precision']:>10.3f} {row['recall']:>10.3f} "
+            f"{row['f1-score']:>10.3f} {int(row['support']):>8}"
+        )
+    return lines
+
+
+def evaluation_lines(result: MultiLabelEvaluation) -> list[str]:
+    """What ``bertprobe evaluate`` prints for a multi-label model (after the model and data)."""
+    lines = [
+        f"F1        micro {result.f1_micro:.3f}, macro {result.f1_macro:.3f}; every label right "
+        f"on {100 * result.subset_accuracy:.2f}%",
+        f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8} "
+        f"{'threshold':>10}",
+    ]
+    for label, row in result.per_label.items():
+        lines.append(
+            f"{label:>12} {row['precision']:>10.3f} {row['recall']:>10.3f} "
+            f"{row['f1-score']:>10.3f} {int(row['support']):>8} "
+            f"{result.thresholds[label]:>10.3f}"
+        )
+    return lines

@@ -1,0 +1,154 @@
+"""``bertprobe serve``: the model over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bertprobe.cli.options import BackendOpt, DeviceOpt, ModelOpt, ThresholdOpt, finite
+from bertprobe.cli.printing import note
+from bertprobe.core.extras import require_extra
+from bertprobe.encoders.encode import RunOptions
+from bertprobe.encoders.onnx import check_backend
+from bertprobe.model.classifier import Classifier
+
+HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+BatchingOpt = Annotated[
+    bool, typer.Option(help="Gather concurrent requests into one encoder batch.")
+]
+MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most texts gathered from requests.")]
+MaxWaitOpt = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        max=60_000,
+        callback=finite,
+        help="Longest wait for more requests after the first, in milliseconds.",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option(min=1, help="Texts per forward pass, length-sorted, within what was gathered."),
+]
+MaxTextsOpt = Annotated[int, typer.Option(min=1, help="Most texts in one request.")]
+MaxCharsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Most characters in one text. Default: 2,000, or 100,000 for a model trained "
+        "with --long chunk.",
+    ),
+]
+MaxBodyOpt = Annotated[int, typer.Option(min=1, help="Largest request body, in bytes.")]
+MaxQueueOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Most texts waiting for the encoder; past it, 503 with Retry-After. Default: "
+        "the encoder rate measured at start-up times --latency-budget.",
+    ),
+]
+LatencyBudgetOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.001,
+        max=3600,
+        callback=finite,
+        help="Seconds a text may wait for the encoder; sizes the default --max-queue.",
+    ),
+]
+RequestTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.001,
+        max=3600,
+        callback=finite,
+        help="Seconds before an unanswered request gets 504 (its work is dropped).",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="BERTPROBE_API_KEY",
+        show_envvar=True,
+        metavar="KEY",
+        help="Require Authorization: Bearer KEY on /v1/* (admin routes need it always).",
+    ),
+]
+CorsOriginOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="ORIGIN", help="Allow browser pages from this origin (repeatable; * for any)."
+    ),
+]
+
+
+def serve(
+    model_dir: ModelOpt,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    batching: BatchingOpt = True,
+    max_batch: MaxBatchOpt = 64,
+    max_wait_ms: MaxWaitOpt = 5.0,
+    batch_size: BatchSizeOpt = 8,
+    max_texts: MaxTextsOpt = 256,
+    max_chars: MaxCharsOpt = None,
+    max_body_bytes: MaxBodyOpt = 1_000_000,
+    max_queue: MaxQueueOpt = None,
+    latency_budget: LatencyBudgetOpt = 1.0,
+    request_timeout: RequestTimeoutOpt = 30.0,
+    api_key: ApiKeyOpt = None,
+    cors_origin: CorsOriginOpt = None,
+    device: DeviceOpt = "cpu",
+    backend: BackendOpt = None,
+    threshold: ThresholdOpt = None,
+) -> None:
+    """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /.
+
+    /metrics (Prometheus) and /healthz are open; SIGHUP or POST /v1/admin/reload swaps in the
+    model folder again (or another), checked, without dropping requests."""
+    require_extra("serve")
+    from bertprobe.serve import BatchingConfig, ServeLimits, ServeSecurity, listen_socket
+    from bertprobe.serve import serve as serve_model
+
+    security = ServeSecurity(api_key=api_key, cors_origins=tuple(cors_origin or ()))
+    model = _load_checked(model_dir, threshold, device, backend)
+    sock = listen_socket(host, port)
+    note(
+        f"serving {model.id} on http://{host}:{port} (batching "
+        f"{'on' if batching else 'off'}); Ctrl-C stops after requests in flight"
+    )
+    serve_model(
+        model,
+        host=host,
+        port=port,
+        device=device,
+        sock=sock,
+        backend=model.backend if backend is not None else None,
+        limits=ServeLimits(
+            max_texts,
+            max_chars,
+            max_body_bytes,
+            max_queue=max_queue,
+            latency_budget_s=latency_budget,
+            request_timeout_s=request_timeout,
+        ),
+        batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
+        threshold=threshold,
+        security=security,
+    )
+
+
+def _load_checked(
+    model_dir: Path, threshold: str | None, device: str, backend: str | None
+) -> Classifier:
+    """The model, its threshold checked and its encoder loaded, before the server listens."""
+    model = Classifier.load(model_dir)  # a bad folder fails here, before the server starts
+    model.threshold(threshold)  # checked before the server starts (and at each reload)
+    if backend is not None:
+        model.backend = check_backend(backend)
+    RunOptions(device=device).load(model.encoder, model.backend)  # loaded before listening
+    return model

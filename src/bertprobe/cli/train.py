@@ -1,0 +1,299 @@
+"""``bertprobe train`` and ``bertprobe sweep``: fit a probe, or score every layer x pooling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bertprobe.cli.options import (
+    ENCODING,
+    FROM_FLAGS,
+    LABELS,
+    READING,
+    CvOpt,
+    FinalistsOpt,
+    JobsOpt,
+    JsonOpt,
+    positive,
+    share,
+    shared,
+)
+from bertprobe.cli.printing import print_sweep, print_training, report_dropped
+from bertprobe.core.errors import BadInputError
+from bertprobe.core.extras import require_extra
+from bertprobe.data.files import ReadOptions, check_output_path
+from bertprobe.encoders.encode import EncoderOptions
+from bertprobe.model.train import TrainOptions, TrainResult, read_training_set
+from bertprobe.model.train import sweep as sweep_layers
+from bertprobe.model.train import train as train_model
+from bertprobe.training.finetune import FinetuneOptions
+from bertprobe.training.label_issues import write_label_issues
+from bertprobe.training.sweep import FINALISTS
+
+# --- flags of train ----------------------------------------------------------------------------
+
+DataOpt = Annotated[Path, typer.Argument(help="Labelled training file (TSV, CSV or JSON Lines).")]
+TestOpt = Annotated[Path | None, typer.Option(help="Labelled test file to evaluate on.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Model folder to write.")]
+CGridOpt = Annotated[
+    str,
+    typer.Option(
+        help="C values to search: 'default' (log-spaced), 'coarse', 'seed' (the recipe's "
+        "linspace(0.0001, 100, 20)) or a comma list."
+    ),
+]
+AutoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--auto",
+        help="Choose layer(s) and pooling by a CV sweep on the training data first "
+        "(overrides --pooling and --layer).",
+    ),
+]
+PoolingsOpt = Annotated[str, typer.Option(help="Poolings the --auto sweep tries.")]
+OutOfCoreOpt = Annotated[
+    bool,
+    typer.Option(
+        "--out-of-core",
+        help="For training sets larger than memory: stream features to disk "
+        "and fit by SGD a chunk at a time (no --auto).",
+    ),
+]
+FeaturesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="--out-of-core: the training file's vectors from `embed FILE --out X.parquet` "
+        "(or --ray), used instead of embedding it again.",
+    ),
+]
+FinetuneOpt = Annotated[
+    bool,
+    typer.Option(
+        "--finetune",
+        help="Fine-tune the encoder's weights first (a head on --pooling, the epoch chosen "
+        "on dev rows); the probe is then fitted on the tuned features.",
+    ),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=50,
+        help="--finetune: most epochs (default 4, more for a small training set).",
+    ),
+]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(callback=positive, help="--finetune: peak learning rate (default 8e-05)."),
+]
+SeedOpt = Annotated[
+    int | None, typer.Option(help="--finetune: seed of the dev split and training (0).")
+]
+DevOpt = Annotated[
+    Path | None,
+    typer.Option(help="--finetune: labelled dev file (default: a share of the training rows)."),
+]
+DevShareOpt = Annotated[
+    float | None,
+    typer.Option(callback=share, help="--finetune: share of the rows held out (0.1)."),
+]
+Bf16Opt = Annotated[
+    bool | None,
+    typer.Option("--bf16/--no-bf16", help="--finetune: bfloat16 autocast (default: off)."),
+]
+ClassWeightOpt = Annotated[
+    str | None,
+    typer.Option(help="'balanced': weigh each class inversely to its frequency (skewed classes)."),
+]
+MetricOpt = Annotated[
+    str,
+    typer.Option(
+        help="What C is chosen (and --auto ranks) by: accuracy, balanced_accuracy, "
+        "f1_macro or roc_auc; reported beside accuracy."
+    ),
+]
+LabelIssuesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--label-issues",
+        metavar="OUT.csv",
+        help="Write the training rows whose label the model doubts (out-of-fold, "
+        "cleanlab when installed), most doubtful first.",
+    ),
+]
+MultiLabelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--multi-label",
+        help="Several labels per text (or none): --label-sep or --label-cols says how the "
+        "file gives them; one probe per label.",
+    ),
+]
+TuneThresholdsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tune-thresholds",
+        help="--multi-label: each label's threshold maximizes its F1 on out-of-fold "
+        "probabilities (default: 0.5).",
+    ),
+]
+
+# --- flags of sweep ----------------------------------------------------------------------------
+
+SweepDataOpt = Annotated[Path, typer.Argument(help="Labelled training file.")]
+SweepPoolingsOpt = Annotated[str, typer.Option(help="Poolings to try, comma separated.")]
+SweepOutOpt = Annotated[Path | None, typer.Option(help="Folder for sweep.json and sweep.png.")]
+SweepCGridOpt = Annotated[str, typer.Option(help="C values for each finalist.")]
+TfidfOpt = Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline.")]
+SweepMetricOpt = Annotated[
+    str,
+    typer.Option(
+        help="What the candidates are ranked (and C chosen) by: accuracy, "
+        "balanced_accuracy, f1_macro or roc_auc."
+    ),
+]
+
+
+def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions:
+    return TrainOptions(Cs=c_grid, cv=cv, n_jobs=jobs, **more)
+
+
+@shared(encoding=ENCODING, reading=LABELS)
+def train(
+    data: DataOpt,
+    test: TestOpt = None,
+    out: OutOpt = None,
+    c_grid: CGridOpt = "default",
+    cv: CvOpt = 5,
+    auto: AutoOpt = False,
+    poolings: PoolingsOpt = "cls,mean,max",
+    finalists: FinalistsOpt = FINALISTS,
+    jobs: JobsOpt = -1,
+    out_of_core: OutOfCoreOpt = False,
+    features: FeaturesOpt = None,
+    finetune: FinetuneOpt = False,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    seed: SeedOpt = None,
+    dev: DevOpt = None,
+    dev_share: DevShareOpt = None,
+    bf16: Bf16Opt = None,
+    class_weight: ClassWeightOpt = None,
+    metric: MetricOpt = "accuracy",
+    label_issues: LabelIssuesOpt = None,
+    multi_label: MultiLabelOpt = False,
+    tune_thresholds: TuneThresholdsOpt = False,
+    as_json: JsonOpt = False,
+    encoding: EncoderOptions = FROM_FLAGS,
+    reading: ReadOptions = FROM_FLAGS,
+) -> None:
+    """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
+    options = _train_options(
+        c_grid,
+        cv,
+        jobs,
+        auto=auto,
+        poolings=poolings,
+        finalists=finalists,
+        out_of_core=out_of_core,
+        features=features,
+        class_weight=class_weight,
+        metric=metric,
+        label_issues=label_issues is not None,
+        multi_label=multi_label,
+        tune_thresholds=tune_thresholds,
+    )
+    if label_issues is not None:
+        check_output_path(label_issues, what="--label-issues", folder=False)
+    tuning = _finetune_options(
+        finetune, epochs=epochs, lr=lr, seed=seed, dev=dev, dev_share=dev_share, bf16=bf16
+    )
+    result = train_model(
+        data,
+        test=test,
+        encoding=encoding,
+        options=options,
+        reading=reading,
+        finetune=tuning,
+        out=out,
+    )
+    _show_training(result, data, test, label_issues, as_json)
+
+
+def _finetune_options(finetune: bool, **tuning: Any) -> FinetuneOptions | None:
+    """The --finetune flags given (None: not given) as FinetuneOptions; None without one."""
+    given = {name: value for name, value in tuning.items() if value is not None}
+    if given and not finetune:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        raise BadInputError(f"{flags} apply to fine-tuning only; add --finetune or leave them out")
+    return FinetuneOptions(**given) if finetune else None
+
+
+def _show_training(
+    result: TrainResult, data: Path, test: Path | None, label_issues: Path | None, as_json: bool
+) -> None:
+    """Write the --label-issues file, then print what training found."""
+    if label_issues is not None and result.train_data is not None:
+        write_label_issues(
+            result.label_issues or [],
+            result.train_data.texts,
+            result.train_data.line_numbers,
+            label_issues,
+        )
+    if as_json:
+        summary = result.to_dict()
+        if label_issues is not None:
+            summary["label_issues"] = str(label_issues)
+        typer.echo(json.dumps(summary))
+        return
+    print_training(result, data, test)
+    if label_issues is not None:
+        typer.echo(
+            f"labels    {len(result.label_issues or []):,} training rows whose label the "
+            f"model doubts, most doubtful first: {label_issues}"
+        )
+
+
+@shared(encoding=ENCODING, reading=READING)
+def sweep(
+    data: SweepDataOpt,
+    poolings: SweepPoolingsOpt = "cls,mean,max",
+    out: SweepOutOpt = None,
+    cv: CvOpt = 5,
+    c_grid: SweepCGridOpt = "coarse",
+    finalists: FinalistsOpt = FINALISTS,
+    jobs: JobsOpt = -1,
+    tfidf: TfidfOpt = True,
+    metric: SweepMetricOpt = "accuracy",
+    as_json: JsonOpt = False,
+    encoding: EncoderOptions = FROM_FLAGS,
+    reading: ReadOptions = FROM_FLAGS,
+) -> None:
+    """Score every hidden layer x pooling (and concatenations) by CV on the training data.
+
+    --pooling and --layer are not used: the sweep tries them all.
+    """
+    if out is not None:
+        check_output_path(out, what="--out", folder=True)
+        require_extra("report")  # for sweep.png: fail now, not after the sweep
+    options = _train_options(
+        c_grid, cv, jobs, poolings=poolings, finalists=finalists, metric=metric
+    )
+    train_set = read_training_set(data, reading, cv)
+    report_dropped(train_set)
+    result = sweep_layers(train_set, encoding=encoding, options=options)
+    summary = result.to_dict()
+    if out is not None:
+        from bertprobe.report import write_sweep
+
+        write_sweep(result, out)
+        summary["out"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    print_sweep(result)
+    if out is not None:
+        typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
