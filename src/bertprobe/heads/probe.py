@@ -445,6 +445,29 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
         return self.pipeline_.decision_function(X)
 
+    def card_record(self) -> dict[str, Any]:
+        """What the model card says of this probe: how C was chosen, and how well."""
+        check_is_fitted(self, "pipeline_")
+        return {
+            "solver": "lbfgs-cv",
+            "C": self.C_,
+            "c_grid": self.Cs_.tolist(),
+            "cv_folds": self.cv,
+            "cv_accuracy": self.cv_accuracy_,
+            "cv_scores": self.cv_scores_.tolist(),
+            # What C was chosen by (cv_scores are of it) and the classes' weights in the loss.
+            "scoring": getattr(self, "scoring", "accuracy"),
+            "cv_score": getattr(self, "cv_score_", self.cv_accuracy_),
+            "class_weight": weights_record(self.class_weight),
+        }
+
+
+def weights_record(class_weight: Any) -> Any:
+    """A class-weight setting as JSON: None, "balanced", or label (as text) -> weight."""
+    if isinstance(class_weight, dict):
+        return {str(k): float(v) for k, v in class_weight.items()}
+    return class_weight
+
 
 def check_trainable(y, n_folds: int) -> None:
     """Refuse labels a cross-validated classifier cannot learn from, saying why."""
@@ -737,6 +760,24 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         # float64: one-vs-rest probabilities of float32 scores saturate to ties at 1.0, and
         # then the most probable class shown would disagree with the label predicted.
         return self.scaler_.transform(X.astype(np.float64, copy=False))
+
+    def card_record(self) -> dict[str, Any]:
+        """What the model card says of this probe: the alphas tried on the held-out rows."""
+        check_is_fitted(self, "classifier_")
+        return {
+            "solver": "sgd-out-of-core",
+            "alpha": self.alpha_,
+            "alphas": list(self.alphas),
+            "epochs": self.epochs,
+            "eta0": self.eta0,
+            "holdout": self.holdout,
+            "holdout_accuracy": self.holdout_accuracy_,
+            "holdout_log_loss": self.holdout_log_loss_,
+            "holdout_scores": self.holdout_scores_.tolist(),
+            "holdout_log_losses": self.holdout_log_losses_.tolist(),
+            "n_train": self.n_train_,
+            "class_weight": weights_record(getattr(self, "class_weight_", None)),
+        }
 
 
 class VotingProbe(ClassifierMixin, BaseEstimator):

@@ -418,43 +418,8 @@ def card_encoder(folder: Path, card: dict, check: bool = True) -> EncoderRef:
 
 
 def probe_record(probe: Probe) -> dict[str, Any]:
-    """What the card says of the probe: how its regularization was chosen, and how well."""
-    if isinstance(probe, MultiLabelProbe):
-        return probe.card_record()
-    if isinstance(probe, OutOfCoreProbe):
-        return {
-            "solver": "sgd-out-of-core",
-            "alpha": probe.alpha_,
-            "alphas": list(probe.alphas),
-            "epochs": probe.epochs,
-            "eta0": probe.eta0,
-            "holdout": probe.holdout,
-            "holdout_accuracy": probe.holdout_accuracy_,
-            "holdout_log_loss": probe.holdout_log_loss_,
-            "holdout_scores": probe.holdout_scores_.tolist(),
-            "holdout_log_losses": probe.holdout_log_losses_.tolist(),
-            "n_train": probe.n_train_,
-            "class_weight": _weights(getattr(probe, "class_weight_", None)),
-        }
-    return {
-        "solver": "lbfgs-cv",
-        "C": probe.C_,
-        "c_grid": probe.Cs_.tolist(),
-        "cv_folds": probe.cv,
-        "cv_accuracy": probe.cv_accuracy_,
-        "cv_scores": probe.cv_scores_.tolist(),
-        # What C was chosen by (cv_scores are of it) and the classes' weights in the loss.
-        "scoring": getattr(probe, "scoring", "accuracy"),
-        "cv_score": getattr(probe, "cv_score_", probe.cv_accuracy_),
-        "class_weight": _weights(probe.class_weight),
-    }
-
-
-def _weights(class_weight: Any) -> Any:
-    """A class-weight setting as JSON: None, "balanced", or label (as text) -> weight."""
-    if isinstance(class_weight, dict):
-        return {str(k): float(v) for k, v in class_weight.items()}
-    return class_weight
+    """What the card says of the probe: its own record (every head has ``card_record``)."""
+    return probe.card_record()
 
 
 def file_record(path: str | Path, n: int, sha256: str) -> dict[str, Any]:

@@ -87,6 +87,7 @@ from bertprobe.encoders.features import (
     vectors_job,
     write_features,
 )
+from bertprobe.heads.base import Head, StreamingHead
 from bertprobe.heads.multilabel import MultiLabelProbe, indicator, multilabel_scores
 from bertprobe.heads.probe import (
     COARSE_C_GRID,
@@ -287,11 +288,25 @@ def featurize(run: TrainingRun) -> None:
 
 
 def fit_head(run: TrainingRun) -> None:
-    """Fit the head the options ask for on the training vectors."""
+    """Fit the head the options ask for (:func:`make_head`) on the training vectors."""
     start = time.perf_counter()
-    options = run.options
+    head = make_head(run)
+    if isinstance(head, VotingProbe):
+        assert run.train_set is not None
+        head.fit(run.X_train, run.train_targets, texts=run.train_set.texts)
+        run.head, run.text_model = head.probe_, head.text_model_
+    else:
+        run.head = head.fit(run.X_train, run.train_targets)
+    run.fit_seconds += time.perf_counter() - start
+
+
+def make_head(run: TrainingRun) -> Head | VotingProbe:
+    """The unfitted head of a run: one probe per label for several labels a text; else the
+    linear probe, voting with the TF-IDF model when the sweep preferred the vote, its C grid
+    narrowed to the sweep's choice."""
+    options, swept = run.options, run.swept
     if run.multi_label:
-        run.head = MultiLabelProbe(
+        return MultiLabelProbe(
             options.Cs,
             cv=options.cv,
             classes=run.classes,
@@ -299,26 +314,20 @@ def fit_head(run: TrainingRun) -> None:
             class_weight=options.class_weight,
             scoring=options.metric,
             n_jobs=options.n_jobs,
-        ).fit(run.X_train, run.train_targets)
-    else:
-        swept, voter = run.swept, None
-        if swept is not None and swept.vote_wins:
-            # The sweep chose the voter's C by the same folds: the final fit keeps it.
-            chosen = (swept.tfidf_C,) if swept.tfidf_C is not None else TFIDF_C_GRID
-            voter = tfidf_pipeline(cv=options.cv, Cs=chosen, n_jobs=options.n_jobs)
-        Cs = options.grid if swept is None else _near(options.grid, swept.best.C)
-        probe = LinearProbe(
-            Cs=Cs,
-            cv=options.cv,
-            n_jobs=options.n_jobs,
-            class_weight=options.class_weight,
-            scoring=options.metric,
         )
-        head = VotingProbe(probe, text_model=voter)
-        assert run.train_set is not None
-        head.fit(run.X_train, run.train_targets, texts=run.train_set.texts)
-        run.head, run.text_model = head.probe_, head.text_model_
-    run.fit_seconds += time.perf_counter() - start
+    voter = None
+    if swept is not None and swept.vote_wins:
+        # The sweep chose the voter's C by the same folds: the final fit keeps it.
+        chosen = (swept.tfidf_C,) if swept.tfidf_C is not None else TFIDF_C_GRID
+        voter = tfidf_pipeline(cv=options.cv, Cs=chosen, n_jobs=options.n_jobs)
+    probe = LinearProbe(
+        Cs=options.grid if swept is None else _near(options.grid, swept.best.C),
+        cv=options.cv,
+        n_jobs=options.n_jobs,
+        class_weight=options.class_weight,
+        scoring=options.metric,
+    )
+    return VotingProbe(probe, text_model=voter) if voter is not None else probe
 
 
 def out_of_fold(run: TrainingRun) -> None:
@@ -507,11 +516,11 @@ def chunks(run: TrainingRun, split: str, rows: int = 8192) -> Iterator[tuple[np.
 
 
 def fit_head_by_chunks(run: TrainingRun) -> None:
-    """The streaming head (SGD, a chunk at a time) on the vectors on disk."""
+    """A streaming head (:class:`~bertprobe.heads.base.StreamingHead`: SGD, a chunk at a
+    time) on the vectors on disk."""
     start = time.perf_counter()
-    run.head = OutOfCoreProbe(class_weight=run.options.class_weight).fit_chunks(
-        lambda: chunks(run, "train")
-    )
+    head: StreamingHead = OutOfCoreProbe(class_weight=run.options.class_weight)
+    run.head = head.fit_chunks(lambda: chunks(run, "train"))
     run.fit_seconds += time.perf_counter() - start
 
 
