@@ -82,6 +82,21 @@ def _options(mode: str, target: str, text: str, encoder: str):
 CELLS = [(m, t, x) for m in MODES for t in TARGETS for x in TEXTS]
 
 
+def _train_cell(cell, files, tiny_distilbert, out):
+    mode, target, text = cell
+    encoding, options, finetune, reading = _options(mode, target, text, str(tiny_distilbert))
+    train_file, test_file = files[target]
+    return train(
+        train_file,
+        test=test_file,
+        encoding=encoding,
+        options=TrainOptions(**options),
+        reading=reading,
+        finetune=finetune,
+        out=out,
+    )
+
+
 @pytest.mark.parametrize(("mode", "target", "text"), CELLS, ids=["-".join(c) for c in CELLS])
 def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilbert, tmp_path):
     encoding, options, finetune, reading = _options(mode, target, text, str(tiny_distilbert))
@@ -98,15 +113,7 @@ def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilb
         assert "\n" not in str(refused.value)
         return
     out = tmp_path / "model"
-    result = train(
-        train_file,
-        test=test_file,
-        encoding=encoding,
-        options=TrainOptions(**options),
-        reading=reading,
-        finetune=finetune,
-        out=out,
-    )
+    result = _train_cell((mode, target, text), files, tiny_distilbert, out)
     texts = files["texts"]
     expected = result.model.predict_proba(texts)
     assert expected.shape == (len(texts), 2)
@@ -167,3 +174,46 @@ def _check_export(model, texts, expected, tmp_path):
     folder = export_classifier(model, tmp_path / "export")
     exported = ExportedClassifier(folder)
     np.testing.assert_allclose(exported.predict_proba(texts), expected, atol=1e-4)
+
+
+# Ray actors load the model folder and answer as one process does; a cell per mode (a local
+# Ray instance and its actors take seconds each, so not every cell).
+RAY_CELLS = [
+    ("plain", "multi", "chunk"),
+    ("auto", "single", "chunk"),
+    ("out_of_core", "single", "truncate"),
+    ("finetune", "single", "chunk"),
+]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    from bertprobe.ray_engine import local_runtime_env
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=local_runtime_env())
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", RAY_CELLS, ids=["-".join(c) for c in RAY_CELLS])
+def test_ray_actors_answer_as_one_process(cell, local_ray, files, tiny_distilbert, tmp_path):
+    import json
+
+    out = tmp_path / "model"
+    model = _train_cell(cell, files, tiny_distilbert, out).model
+    inputs = tmp_path / "texts.txt"
+    inputs.write_text("\n".join(files["texts"]) + "\n", encoding="utf-8")
+    model.predict_file(inputs, tmp_path / "one.jsonl")
+    args = ["predict", "-m", str(out), "-i", str(inputs), "-o", str(tmp_path / "ray.jsonl")]
+    args += ["--ray", "local", "--actors", "2", "--chunk-size", "4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    one = [json.loads(line) for line in (tmp_path / "one.jsonl").open()]
+    on_ray = [json.loads(line) for line in (tmp_path / "ray.jsonl").open()]
+    decided = "labels" if cell[1] == "multi" else "label"
+    assert [r[decided] for r in on_ray] == [r[decided] for r in one]
+    for got, want in zip(on_ray, one, strict=True):
+        for c, p in want["probabilities"].items():
+            assert abs(got["probabilities"][c] - p) <= 1e-4
