@@ -4,12 +4,37 @@ python predict_onnx.py EXPORT_FOLDER "a gorgeous, witty film" "a dull mess"
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
+
+
+def vote_proba(vote: dict, texts: list[str]) -> np.ndarray:
+    """The TF-IDF voter's probabilities (tfidf.json), as scikit-learn's pipeline computes them."""
+    column = {term: j for j, term in enumerate(vote["terms"])}
+    idf, coef, intercept = (np.array(vote[k]) for k in ("idf", "coef", "intercept"))
+    low, high = vote["ngram_range"]
+    scores = []
+    for text in texts:
+        words = re.findall(vote["token_pattern"], text.lower())  # Unicode \w, as sklearn's
+        spans = [(i, n) for n in range(low, high + 1) for i in range(len(words) - n + 1)]
+        grams = [" ".join(words[i : i + n]) for i, n in spans]  # word n-grams
+        known = np.array([column[g] for g in grams if g in column], dtype=np.int64)
+        cols, counts = np.unique(known, return_counts=True)  # n-gram columns, ascending
+        x = (1 + np.log(counts) if vote["sublinear_tf"] else counts) * idf[cols]
+        x = x / np.sqrt(x @ x) if len(x) else x  # unit length (l2)
+        scores.append(coef[:, cols] @ x + intercept)
+    z = np.array(scores)
+    if vote["link"] == "binary":  # one score: [1 - sigmoid, sigmoid]
+        positive = 1 / (1 + np.exp(-z))
+        return np.hstack([1 - positive, positive])
+    exp = np.exp(z - z.max(axis=1, keepdims=True))  # softmax
+    return exp / exp.sum(axis=1, keepdims=True)
+
 
 folder, texts = Path(sys.argv[1]), sys.argv[2:]
 card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
@@ -27,6 +52,9 @@ inputs = {
 if chunked:  # [text, window]: 1 where the window is the text's
     inputs["windows"] = np.equal.outer(np.arange(len(texts)), owner).astype(np.int64)
 probabilities = session.run([card["output"]], inputs)[0]
+if "vote" in card:  # a TF-IDF voter over the raw texts: the mean of both models' probabilities
+    vote = json.loads((folder / card["vote"]["file"]).read_text(encoding="utf-8"))
+    probabilities = (probabilities + vote_proba(vote, texts)) / 2
 for text, row in zip(texts, probabilities, strict=True):
     if card.get("multi_label"):  # each label's probability, against its threshold
         on = row >= np.array(card["thresholds"])

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertprobe import Classifier, LinearProbe, OutOfCoreProbe, resolve_encoder, save_model
+from bertprobe import Classifier, LinearProbe, OutOfCoreProbe, resolve_encoder
 from bertprobe.core.errors import BadInputError
 from bertprobe.encoders.encode import FeatureSpec, embed
-from bertprobe.export import EXPORT_FILES, ExportedClassifier, export_classifier
+from bertprobe.export import EXPORT_FILES, VOTE_FILE, ExportedClassifier, export_classifier
 from test_cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,25 +195,176 @@ def test_a_head_that_differs_from_the_probe_is_caught_before_writing(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture
-def voting_model_dir(tiny_distilbert, sentiment_rows, tmp_path) -> Path:
+# --- a model that votes with a TF-IDF model (train --auto) -----------------------------------
+
+# Rows beside the sentiment ones, so the voter's vocabulary holds words in other scripts, with
+# underscores and digits (scikit-learn's \w is Unicode; so is Python's re).
+UNICODE_ROWS = [
+    ("a naïve café film, très bon", 1),
+    ("été was dreadful", 0),
+    ("straße über alles was lovely", 1),
+    ("the film_noir was awful in 2024", 0),
+]
+# Texts the voter must score as scikit-learn does: unicode and case (É lowers to é, ß stays),
+# punctuation, repeated words (sublinear tf: 1 + log(tf)), only unseen words (no known term:
+# the intercept alone), no token at all (one-letter words, punctuation, empty).
+VOTE_TEXTS = [
+    "Café NAÏVE: the film was GOOD, good, good!!!",
+    "the plot was awful awful awful awful",
+    "zxqv blorptastic unseenword",
+    "",
+    "a ! ? ...",
+    "the ending — was «lovely»; the score… dreadful?",
+    "ÉTÉ été über STRASSE straße",
+    "the film_noir was good123 in 2024",
+    *TEXTS,
+]
+
+
+def _voting_model(tiny_distilbert, sentiment_rows, n_classes: int = 2) -> Classifier:
+    """A probe and a TF-IDF voter (train --auto's pipeline) fitted on the same texts."""
     from bertprobe.heads.tfidf import tfidf_pipeline
 
-    texts, labels = [t for t, _ in sentiment_rows], [y for _, y in sentiment_rows]
+    rows = sentiment_rows + UNICODE_ROWS
+    texts = [t for t, _ in rows]
+    labels = [
+        y if n_classes == 2 else ["neg", "pos", "so-so"][i % 3] for i, (_, y) in enumerate(rows)
+    ]
     ref = resolve_encoder(str(tiny_distilbert))
     spec = FeatureSpec("mean", (-1,))
-    X, stats = embed(texts, ref, spec)
+    X, _ = embed(texts, ref, spec)
     probe = LinearProbe(cv=3).fit(X, labels)
     voter = tfidf_pipeline(cv=3).fit(texts, labels)
-    return save_model(
-        tmp_path / "voting", probe, ref, spec, max_length=stats.max_length, text_model=voter
-    )
+    return Classifier(card={}, probe=probe, encoder=ref, spec=spec, text_model=voter)
 
 
-def test_a_voting_model_is_refused_in_one_line(voting_model_dir, tmp_path):
-    with pytest.raises(BadInputError, match="TF-IDF.*--pooling mean --layer -1"):
-        export_classifier(voting_model_dir, tmp_path / "out")
+@pytest.fixture(scope="module", params=[2, 3], ids=["binary", "three-classes"])
+def voting_export(request, tiny_distilbert, sentiment_rows, tmp_path_factory):
+    model = _voting_model(tiny_distilbert, sentiment_rows, request.param)
+    return model, export_classifier(model, tmp_path_factory.mktemp("vote") / "export")
+
+
+@pytest.fixture
+def voting_model_dir(tiny_distilbert, sentiment_rows, tmp_path) -> Path:
+    return _voting_model(tiny_distilbert, sentiment_rows).save(tmp_path / "voting")
+
+
+def test_a_voting_export_matches_predict_proba(voting_export):
+    """ExportedClassifier gives the vote's probabilities (the mean of the graph's and the
+    voter's), and the voter alone is scikit-learn's pipeline to float64 rounding."""
+    model, folder = voting_export
+    exported = ExportedClassifier(folder)
+    expected = model.predict_proba(VOTE_TEXTS)
+    ours = exported.predict_proba(VOTE_TEXTS, batch_size=5)
+    assert ours.shape == expected.shape
+    assert np.abs(ours - expected).max() < 1e-5
+    assert exported.predict(VOTE_TEXTS) == model.predict(VOTE_TEXTS).tolist()
+    assert exported.vote is not None
+    voter = model.text_model.predict_proba(VOTE_TEXTS)
+    assert np.abs(exported.vote.predict_proba(VOTE_TEXTS) - voter).max() < 1e-12
+    # The vote moves the probabilities: without it the export would be far off.
+    exported.vote = None
+    assert np.abs(exported.predict_proba(VOTE_TEXTS) - expected).max() > 1e-3
+
+
+def test_the_predictor_matches_a_voting_model_without_the_ml_stack(voting_export, tmp_path):
+    model, folder = voting_export
+    rows = predicted_rows(run_predictor(folder, VOTE_TEXTS, tmp_path))
+    assert [r["text"] for r in rows] == VOTE_TEXTS
+    ours = np.array([r["probabilities"] for r in rows])
+    assert np.abs(ours - model.predict_proba(VOTE_TEXTS)).max() < 1e-5
+    assert [r["label"] for r in rows] == model.predict(VOTE_TEXTS).tolist()
+
+
+def test_a_voting_export_card_and_files(voting_export):
+    model, folder = voting_export
+    card = json.loads((folder / "card.json").read_text())
+    assert card["format_version"] == 3
+    assert card["vote"] == {"file": VOTE_FILE, "combine": "mean"}
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*EXPORT_FILES, VOTE_FILE])
+    vote = json.loads((folder / VOTE_FILE).read_text(encoding="utf-8"))
+    vectorizer, linear = model.text_model[0], model.text_model[-1]
+    assert vote["classes"] == model.classes
+    assert {vote["terms"][j]: j for j in range(len(vote["terms"]))} == vectorizer.vocabulary_
+    assert "naïve café" in vote["terms"] and "straße" in vote["terms"]
+    assert vote["idf"] == vectorizer.idf_.tolist()  # exact: JSON floats read back the same
+    assert vote["coef"] == linear.coef_.tolist()
+    assert (vote["ngram_range"], vote["sublinear_tf"]) == ([1, 2], True)
+    assert vote["link"] == ("binary" if len(model.classes) == 2 else "softmax")
+
+
+@pytest.mark.parametrize(
+    ("ngram_range", "sublinear_tf", "n_classes"),
+    [((1, 2), True, 2), ((1, 2), True, 3), ((1, 1), False, 2), ((2, 3), True, 3)],
+)
+def test_the_voter_arithmetic_is_scikit_learns(
+    ngram_range, sublinear_tf, n_classes, sentiment_rows
+):
+    """TfidfVote against TfidfVectorizer + LogisticRegression for the settings it takes."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from bertprobe.export import TfidfVote, vote_record
+
+    rows = sentiment_rows + UNICODE_ROWS
+    texts = [t for t, _ in rows]
+    labels = [y if n_classes == 2 else i % 3 for i, (_, y) in enumerate(rows)]
+    voter = make_pipeline(
+        TfidfVectorizer(ngram_range=ngram_range, sublinear_tf=sublinear_tf),
+        LogisticRegression(C=10.0),
+    ).fit(texts, labels)
+    vote = TfidfVote(vote_record(voter, sorted(set(labels))))
+    assert np.abs(vote.predict_proba(VOTE_TEXTS) - voter.predict_proba(VOTE_TEXTS)).max() < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ({"strip_accents": "unicode"}, "strip_accents='unicode'"),
+        ({"lowercase": False}, "lowercase=False"),
+        ({"analyzer": "char_wb"}, "analyzer='char_wb'"),
+        ({"token_pattern": r"\S+"}, "token_pattern="),
+        ({"norm": "l1", "binary": True}, "binary=True, norm='l1'"),
+    ],
+)
+def test_a_voter_with_other_settings_is_refused_in_one_line(
+    setting, words, tiny_distilbert, sentiment_rows, tmp_path
+):
+    model = _voting_model(tiny_distilbert, sentiment_rows)
+    model.text_model[0].set_params(**setting)
+    with pytest.raises(BadInputError, match="TF-IDF voter has") as refused:
+        export_classifier(model, tmp_path / "out")
+    assert words in str(refused.value) and "\n" not in str(refused.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_voter_that_differs_from_its_predict_proba_is_caught_before_writing(
+    tiny_distilbert, sentiment_rows, monkeypatch, tmp_path
+):
+    import bertprobe.export
+
+    real = bertprobe.export.vote_record
+
+    def shifted(text_model, classes):
+        record = real(text_model, classes)
+        return {**record, "intercept": [x + 0.5 for x in record["intercept"]]}
+
+    monkeypatch.setattr(bertprobe.export, "vote_record", shifted)
+    model = _voting_model(tiny_distilbert, sentiment_rows)
+    with pytest.raises(RuntimeError, match="TF-IDF voter differs"):
+        export_classifier(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_quantizes_the_graph_and_leaves_the_voter(voting_export, tmp_path):
+    model, folder = voting_export
+    int8 = export_classifier(model, tmp_path / "int8", int8=True)
+    assert json.loads((int8 / "card.json").read_text())["int8"] is True
+    assert (int8 / VOTE_FILE).read_bytes() == (folder / VOTE_FILE).read_bytes()
+    texts = VOTE_TEXTS + [t for t, _ in UNICODE_ROWS]
+    labels = ExportedClassifier(int8).predict(texts)
+    assert np.mean(np.array(labels) == model.predict(texts)) >= 0.8
 
 
 def test_cli_export_writes_the_folder(tiny_model_dir, tmp_path, capsys):
@@ -248,9 +399,15 @@ def test_cli_export_bad_input_is_one_line(case, tiny_model_dir, tmp_path, capsys
         assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_cli_export_refuses_a_voting_model(voting_model_dir, tmp_path, capsys):
-    code, _, err = run(["export", "--model", voting_model_dir, "--out", tmp_path / "o"], capsys)
-    assert code == 2 and len(err.splitlines()) == 1 and "--auto" in err
+def test_cli_export_writes_a_voting_model(voting_model_dir, tmp_path, capsys):
+    code, out, err = run(
+        ["export", "--model", voting_model_dir, "--out", tmp_path / "o", "--json"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["vote"] == {"file": VOTE_FILE, "combine": "mean"}
+    texts = VOTE_TEXTS[:4]
+    expected = Classifier.load(voting_model_dir).predict_proba(texts)
+    assert np.abs(ExportedClassifier(tmp_path / "o").predict_proba(texts) - expected).max() < 1e-5
 
 
 def test_the_readme_shows_the_predictor_that_is_tested():

@@ -9,12 +9,16 @@ A model that chunks long texts (``long="chunk"``) is exported with its windows: 
 cuts a text into the windows :meth:`~bertprobe.encoders.encode.LoadedEncoder.windows` gives, and
 the graph pools a text's window vectors before its head (see :func:`export_classifier`). A
 multi-label model's graph gives each label's own probability, and its card holds the labels'
-thresholds.
+thresholds. A model that votes with a TF-IDF model (``train --auto``) is exported with the
+voter's vocabulary, idf and logistic regression in ``tfidf.json``, which the predictor applies to
+the raw texts in numpy as scikit-learn does (:class:`TfidfVote`), then averages with the graph's
+probabilities as :class:`~bertprobe.heads.probe.VotingProbe` does.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +38,13 @@ EXPORT_FORMAT = "bertprobe-onnx"
 # a chunk graph takes a third input ("windows"), and a multi-label graph's probabilities are per
 # label ("multi_label", "thresholds"). A version-1 card (none of these keys) truncated and was
 # single-label, which is how its keys' absence reads.
-EXPORT_FORMAT_VERSION = 2
+# 3: a model that votes with a TF-IDF model has the voter in VOTE_FILE, and its card's "vote"
+# names that file. Only such an export is written as version 3: the others are version 2
+# exports to the letter, so a bertprobe that reads up to 2 still runs them, and refuses (rather
+# than silently drops) a vote it cannot compute.
+EXPORT_FORMAT_VERSION = 3
 EXPORT_FILES = ("model.onnx", "tokenizer.json", "card.json")
+VOTE_FILE = "tfidf.json"
 INPUT_NAMES = ("input_ids", "attention_mask")
 WINDOWS_INPUT = "windows"
 OUTPUT_NAME = "probabilities"
@@ -136,6 +145,186 @@ def _multilabel_head(probe: Any) -> LinearHead:
     )
 
 
+# --- the TF-IDF voter, computed beside the graph ---------------------------------------------
+
+# The TfidfVectorizer settings TfidfVote reproduces: anything else is refused at export. Those
+# not listed (max_df, min_df, max_features, smooth_idf, vocabulary) only shape the fitted
+# vocabulary and idf, which the export carries as fitted; encoding and decode_error only apply
+# to bytes, and texts are str.
+VOTE_SETTINGS: dict[str, Any] = {
+    "input": "content",
+    "analyzer": "word",
+    "preprocessor": None,
+    "tokenizer": None,
+    "stop_words": None,
+    "strip_accents": None,
+    "lowercase": True,
+    "token_pattern": r"(?u)\b\w\w+\b",
+    "binary": False,
+    "use_idf": True,
+    "norm": "l2",
+    "dtype": np.float64,
+}
+
+
+def vote_record(text_model: Any, classes: list) -> dict[str, Any]:
+    """A fitted ``Pipeline(TfidfVectorizer, LogisticRegression[CV])`` as plain numbers and
+    strings, for :data:`VOTE_FILE` (what :class:`TfidfVote` computes from).
+
+    ``terms`` is the vocabulary in column order (``terms[j]`` is column ``j``: a list is smaller
+    than a term -> column object), ``idf`` the idf per column, ``coef``
+    (``[n_classes or 1, n_terms]``), ``intercept`` and ``link`` the logistic regression
+    (``"binary"``: one score, ``[1 - s, s]`` with ``s = sigmoid(z)``; ``"softmax"``: one score
+    a class). A voter whose vectorizer settings differ from :data:`VOTE_SETTINGS` (its
+    ``ngram_range`` and ``sublinear_tf`` may be any) is refused in one line.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    steps = [step for _, step in getattr(text_model, "steps", [])]
+    if (
+        len(steps) != 2
+        or type(steps[0]) is not TfidfVectorizer
+        or not isinstance(steps[1], LogisticRegression)
+    ):
+        raise BadInputError(
+            f"the model's voter is a {type(text_model).__name__} of "
+            f"{[type(s).__name__ for s in steps]}; the export computes a Pipeline of a "
+            "TfidfVectorizer and a LogisticRegression only"
+        )
+    vectorizer, linear = steps
+    params = vectorizer.get_params()
+    differing = {k: params[k] for k, v in VOTE_SETTINGS.items() if params[k] != v}
+    wanted = {k: repr(v) for k, v in VOTE_SETTINGS.items()}
+    min_n, max_n = params["ngram_range"]
+    if not 1 <= min_n <= max_n:
+        differing["ngram_range"] = params["ngram_range"]
+        wanted["ngram_range"] = "(n, m) with 1 <= n <= m"
+    if differing:
+        shown = ", ".join(f"{k}={v!r}" for k, v in differing.items())
+        raise BadInputError(
+            f"the model's TF-IDF voter has {shown}; the export reproduces scikit-learn's "
+            "TfidfVectorizer only with "
+            + ", ".join(f"{k}={wanted[k]}" for k in differing)
+            + " (train --auto's voter): retrain with those"
+        )
+    if getattr(linear, "multi_class", "auto") == "ovr" and len(classes) > 2:
+        # A deprecated setting of older scikit-learn: normalized sigmoids, not a softmax.
+        raise BadInputError("the TF-IDF voter is one-vs-rest (multi_class='ovr'); cannot export")
+    if [python_value(c) for c in linear.classes_] != classes:
+        raise BadInputError("the TF-IDF voter's classes differ from the probe's; cannot export")
+    terms = [""] * len(vectorizer.vocabulary_)
+    for term, column in vectorizer.vocabulary_.items():
+        terms[column] = term
+    coef = np.asarray(linear.coef_, dtype=np.float64)
+    return {
+        "lowercase": True,
+        "token_pattern": VOTE_SETTINGS["token_pattern"],
+        "ngram_range": [int(min_n), int(max_n)],
+        "sublinear_tf": bool(params["sublinear_tf"]),
+        "norm": "l2",
+        "classes": classes,
+        # LogisticRegression.predict_proba: one sigmoid for two classes, a softmax for more
+        # (multinomial; a one-vs-rest voter is refused above).
+        "link": "binary" if coef.shape[0] == 1 else "softmax",
+        "terms": terms,
+        # json writes a float as its repr, which reads back as the same float64: exact.
+        "idf": np.asarray(vectorizer.idf_, dtype=np.float64).tolist(),
+        "coef": coef.tolist(),
+        "intercept": np.asarray(linear.intercept_, dtype=np.float64).tolist(),
+    }
+
+
+class TfidfVote:
+    """The TF-IDF voter of an export (:data:`VOTE_FILE`), computed with ``re`` and numpy as
+    scikit-learn's pipeline computes it (``examples/predict_onnx.py`` does the same in a few
+    lines).
+
+    A text is lowercased (``str.lower``), split by the token pattern (Python's ``re``, whose
+    ``\\w`` is Unicode, as scikit-learn's is), and its word n-grams (``ngram_range``; an n-gram
+    is its words joined by one space) looked up in the vocabulary; unknown ones are dropped.
+    A term's count ``tf`` becomes ``1 + log(tf)`` with ``sublinear_tf``, is multiplied by its
+    idf, and the row is scaled to unit length (a text with no known term stays all zero). The
+    logistic regression's scores ``z = x @ coef.T + intercept`` become probabilities by a
+    sigmoid (``[1 - s, s]``) for two classes, a softmax for more: what
+    ``LogisticRegression.predict_proba`` does.
+
+    Parameters
+    ----------
+    record : dict
+        What :func:`vote_record` wrote.
+    """
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.classes: list = record["classes"]
+        self.column = {term: j for j, term in enumerate(record["terms"])}
+        self.pattern = re.compile(record["token_pattern"])
+        self.min_n, self.max_n = record["ngram_range"]
+        self.sublinear_tf = bool(record["sublinear_tf"])
+        self.binary = record["link"] == "binary"
+        self.idf = np.asarray(record["idf"], dtype=np.float64)
+        self.coef = np.asarray(record["coef"], dtype=np.float64)
+        self.intercept = np.asarray(record["intercept"], dtype=np.float64)
+
+    @classmethod
+    def read(cls, path: Path) -> TfidfVote:
+        return cls(json.loads(path.read_text(encoding="utf-8")))
+
+    def columns(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """A text's known n-grams: their columns, ascending, and their counts."""
+        words = self.pattern.findall(text.lower())
+        found = [
+            self.column.get(" ".join(words[i : i + n]))
+            for n in range(self.min_n, self.max_n + 1)
+            for i in range(len(words) - n + 1)
+        ]
+        known = np.array([j for j in found if j is not None], dtype=np.int64)
+        return np.unique(known, return_counts=True)
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """The logistic regression's scores, ``[text, n_classes or 1]``."""
+        rows = np.empty((len(texts), self.coef.shape[0]))
+        for i, text in enumerate(texts):
+            columns, counts = self.columns(text)
+            tf = counts.astype(np.float64)
+            if self.sublinear_tf:
+                tf = np.log(tf) + 1.0  # scikit-learn's order: log, then + 1
+            x = tf * self.idf[columns]
+            norm = np.sqrt(x @ x)
+            if norm > 0:  # scikit-learn leaves a row with no known term at zero
+                x = x / norm
+            # Summed in ascending column order, as scikit-learn's sparse row product is.
+            rows[i] = self.coef[:, columns] @ x + self.intercept
+        return rows
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Probabilities, one row a text, columns in the order of :attr:`classes` (float64)."""
+        z = self.scores(texts)
+        if self.binary:
+            positive = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1.0 - positive, positive], axis=1)
+        exp = np.exp(z - z.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _check_vote(vote: TfidfVote, text_model: Any, n_texts: int = 64) -> None:
+    """The voter's arithmetic against the pipeline's own predict_proba, on texts of its terms:
+    some repeated (sublinear tf), in other cases, with punctuation, unknown words and none."""
+    rng = np.random.default_rng(0)
+    terms = list(vote.column)
+    texts = ["", "¿Qué? ÉTÉ naïve café!!", "zzqx-unknown wordsxq", *terms[:3]]
+    for _ in range(n_texts):
+        picked = [terms[j] for j in rng.integers(0, len(terms), size=rng.integers(1, 9))]
+        picked += picked[: rng.integers(0, 3)]  # a repeat or two
+        texts.append(", ".join(w.upper() if rng.random() < 0.2 else w for w in picked) + ".")
+    ours, theirs = vote.predict_proba(texts), text_model.predict_proba(texts)
+    if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=0, atol=1e-9):
+        raise RuntimeError(
+            "the exported TF-IDF voter differs from its predict_proba (largest difference "
+            f"{np.abs(ours - theirs).max():.2g}); a bug in bertprobe"
+        )
+
+
 def export_classifier(
     model: Any, out: str | Path, int8: bool = False, *, check: bool = True
 ) -> Path:
@@ -172,15 +361,21 @@ def export_classifier(
     sum to 1), and its card holds ``"multi_label": true`` and each label's ``thresholds``, in
     the order of ``classes``: a text has the labels whose probability reaches their threshold.
 
-    A model that votes with a TF-IDF model (``train --auto``) is refused: the TF-IDF side works
-    on raw text, which the graph does not see, and a second graph over raw strings would not
-    give its probabilities. skl2onnx 1.20.0's conversion of the voter (word 1-2-grams,
-    ``sublinear_tf``; fitted on SST-2's first 2,000 training sentences) differed from
-    ``predict_proba`` by more than 1e-4 on 838 of SST-2's 1,821 test sentences (up to 0.026)
-    even with scikit-learn's token pattern: its sublinear term is ``log(1 + tf)`` where
-    scikit-learn's is ``1 + log(tf)`` (apart wherever a term repeats), ONNX's Tokenizer regex
-    (RE2) has ASCII-only ``\\w`` where scikit-learn's is Unicode ("café", "naïve"), and its
-    StringNormalizer needs the en_US.UTF-8 locale installed where it runs.
+    A model that votes with a TF-IDF model (``train --auto``) gets a fourth file,
+    :data:`VOTE_FILE` (:func:`vote_record`: the vocabulary, idf and logistic regression as
+    JSON), its card ``"vote": {"file": "tfidf.json", "combine": "mean"}`` and format version 3:
+    the predictor computes the voter's probabilities from the raw texts in numpy
+    (:class:`TfidfVote`) and averages them with the graph's, as
+    :class:`~bertprobe.heads.probe.VotingProbe` does. The voter is not in the graph because
+    ONNX's string operators do not split and weight words as scikit-learn does: skl2onnx
+    1.20.0's conversion (fitted on SST-2's first 2,000 training sentences) differed from
+    ``predict_proba`` by more than 1e-4 on 838 of the 1,821 test sentences (up to 0.026), as its
+    sublinear term is ``log(1 + tf)`` where scikit-learn's is ``1 + log(tf)``, ONNX's Tokenizer
+    regex (RE2) has ASCII-only ``\\w`` where scikit-learn's is Unicode ("café", "naïve"), and
+    its StringNormalizer needs the en_US.UTF-8 locale installed where it runs. JSON rather than
+    ``.npz``: the predictor reads the card as JSON already, a float's repr reads back as the same
+    float64, and the file stays a few MB beside a graph of tens. ``int8`` does not touch it.
+    ``check`` compares the voter's arithmetic with its ``predict_proba`` too.
     """
     from bertprobe import __version__
     from bertprobe.data.files import staged_folder
@@ -190,17 +385,14 @@ def export_classifier(
     require_extra("onnx")
     classifier = model if isinstance(model, Classifier) else Classifier.load(model)
     features = classifier.card.get("features", {})
-    if classifier.text_model is not None:
-        chosen = ",".join(str(x) for x in classifier.spec.layers)
-        # Measured with skl2onnx 1.20.0 (see the docstring): its TF-IDF graph is not sklearn's.
-        raise BadInputError(
-            "this model votes with a TF-IDF model over raw text (train --auto chose the vote), "
-            "which an ONNX graph of token ids cannot hold, and ONNX's string operators do not "
-            "split and weight words as scikit-learn's TfidfVectorizer does; retrain without "
-            f"--auto, with the features it chose: --pooling {classifier.spec.pooling} --layer "
-            f"{chosen}"
-        )
     head = linear_head(classifier.probe)
+    vote = None
+    if classifier.text_model is not None:
+        if classifier.multi_label:
+            raise BadInputError("a multi-label model with a TF-IDF voter cannot be exported")
+        vote = vote_record(classifier.text_model, [python_value(c) for c in classifier.classes])
+        if check:
+            _check_vote(TfidfVote(vote), classifier.text_model)
     destination = check_export_destination(out).absolute()  # "." has no name or parent
     encoder = RunOptions().load(classifier.encoder)  # torch, on the CPU
     max_length = int(classifier.spec.max_length or features.get("max_length") or encoder.max_length)
@@ -220,7 +412,7 @@ def export_classifier(
         _check_head(graph, classifier.probe, encoder.hidden_size * len(layers))
     card: dict[str, Any] = {
         "format": EXPORT_FORMAT,
-        "format_version": EXPORT_FORMAT_VERSION,
+        "format_version": EXPORT_FORMAT_VERSION if vote is not None else 2,
         "source_model": classifier.card.get("id"),
         "classes": [python_value(c) for c in classifier.classes],
         "multi_label": classifier.multi_label,
@@ -237,6 +429,8 @@ def export_classifier(
         "pooling": classifier.spec.pooling,
         "layers": layers,
         "head": head.link,
+        # The probabilities are the mean of the graph's and the voter's (VotingProbe's).
+        **({"vote": {"file": VOTE_FILE, "combine": "mean"}} if vote is not None else {}),
         "int8": int8,
         "bertprobe_version": __version__,
         "opset": OPSET,
@@ -261,6 +455,9 @@ def export_classifier(
             staging / "tokenizer.json",
             stride=int(long["stride"]) if chunking else 0,
         )
+        if vote is not None:
+            text = json.dumps(vote, ensure_ascii=False, separators=(",", ":"))
+            (staging / VOTE_FILE).write_text(text + "\n", encoding="utf-8")
         (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return destination
 
@@ -433,7 +630,8 @@ class ExportedClassifier:
     """An export folder of :func:`export_classifier`, run with onnxruntime and tokenizers only
     (what ``examples/predict_onnx.py`` does, with batches and a thread count).
 
-    Reads exports of format version 1 (which truncated, single-label) and 2.
+    Reads exports of format version 1 (which truncated, single-label), 2 and 3 (a TF-IDF
+    voter beside the graph, see :class:`TfidfVote`).
 
     Example:
         >>> exported = ExportedClassifier("models/sst2-onnx")  # doctest: +SKIP
@@ -466,16 +664,24 @@ class ExportedClassifier:
         )
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.session = onnx_session(self.folder / "model.onnx", threads)
+        # Versions 1 and 2 have no "vote": the graph's probabilities are the model's.
+        vote = self.card.get("vote")
+        self.vote: TfidfVote | None = (
+            TfidfVote.read(self.folder / vote["file"]) if vote is not None else None
+        )
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Probabilities, one row per text, columns in the order of :attr:`classes` (for a
         multi-label export each label's own probability); texts are run ``batch_size`` at a
-        time, in the order given (a chunk export's texts with all their windows)."""
+        time, in the order given (a chunk export's texts with all their windows). With a
+        TF-IDF voter, the mean of the graph's and the voter's probabilities."""
         rows = [np.zeros((0, len(self.classes)), dtype=np.float32)]
         for start in range(0, len(texts), batch_size):
-            rows.append(
-                self._run(self.tokenizer.encode_batch(list(texts[start : start + batch_size])))
-            )
+            batch = list(texts[start : start + batch_size])
+            proba = self._run(self.tokenizer.encode_batch(batch))
+            if self.vote is not None:  # VotingProbe's soft vote (float64, as predict_proba's)
+                proba = (proba.astype(np.float64) + self.vote.predict_proba(batch)) / 2
+            rows.append(proba)
         return np.concatenate(rows)
 
     def _run(self, encodings: list) -> np.ndarray:
