@@ -337,7 +337,7 @@ _FINETUNE_ONLY = {"--epochs", "--lr", "--seed", "--dev", "--dev-share"}
 _FINETUNE_SWITCHES = {"--bf16", "--no-bf16"}
 _MULTI_LABEL_ONLY = {"--label-sep", "--label-cols"}
 _MULTI_LABEL_SWITCHES = {"--tune-thresholds", "--multi-label"}
-_NOT_MULTI_LABEL = {"--out-of-core", "--features", "--finetune"}
+_NOT_MULTI_LABEL = {"--features", "--finetune"}
 
 
 def _without(argv: list[str], valued: set[str], switches: set[str]) -> list[str]:

@@ -24,8 +24,7 @@ TARGETS = ("single", "multi")
 TEXTS = ("truncate", "chunk")
 # (mode, target) -> the words the refusal must say. The cells not listed are trained.
 REFUSED = {
-    ("out_of_core", "multi"): "out_of_core=True",
-    ("auto_out_of_core", "multi"): "out_of_core=True",
+    ("auto_out_of_core", "multi"): "auto=True, out_of_core=True and multi_label=True",
     ("finetune", "multi"): "finetune= and multi_label=True",
 }
 # Longer than a chunk window (max_length 8 with a stride of 2), so chunk mode takes several.

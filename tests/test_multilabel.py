@@ -238,7 +238,6 @@ def test_a_card_whose_thresholds_were_edited_is_refused(ml_model, tmp_path):
     ("options", "message"),
     [
         ({"tune_thresholds": True}, "add multi_label=True"),
-        ({"multi_label": True, "out_of_core": True}, "multi_label=True and out_of_core=True"),
     ],
 )
 def test_train_options_that_do_not_combine(options, message):
@@ -309,6 +308,39 @@ def test_cli_train_evaluate_predict_report(tiny_distilbert, ml_files, ml_rows, t
     page = (report / "report.html").read_text(encoding="utf-8")
     assert "Per-label scores" in page and "data:image/png;base64," in page
     assert (report / "per_label_f1.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_trains_a_multi_label_model_out_of_core(tiny_distilbert, ml_files, tmp_path, capsys):
+    """Streamed: one SGD probe a label, each alpha chosen on its held-out rows; label sets
+    read from the 0/1 columns a chunk at a time, texts not kept."""
+    out = tmp_path / "streamed"
+    cols = ml_files["cols"]
+    args = ["train", cols, "--test", cols, "--multi-label", "--label-cols", "positive,early"]
+    args += ["--out-of-core", "--encoder", tiny_distilbert, "--pooling", "mean", "--out", out]
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    assert "alpha" in stdout and "held out" in stdout and "F1 micro" in stdout
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["probe"]["solver"] == "sgd-out-of-core one-vs-rest"
+    assert set(card["probe"]["alpha"]) == {"positive", "early"}
+    model = load_model(out)
+    assert model.multi_label and model.classes == ["positive", "early"]
+    texts = ["the film was great", "the ending was awful"]
+    sets = model.predict_labels(texts)
+    proba = model.predict_proba(texts)
+    assert sets == [
+        [c for j, c in enumerate(model.classes) if row[j] >= 0.5] for row in proba
+    ]  # fmt: skip
+
+
+def test_a_label_never_given_is_refused_out_of_core_naming_it(tiny_distilbert, tmp_path):
+    from bertprobe.heads.multilabel import StreamingMultiLabelProbe
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    Y = np.column_stack([X[:, 0] > 0, np.zeros(40)]).astype(int)
+    with pytest.raises(BadInputError, match="label 'never'") as refused:
+        StreamingMultiLabelProbe(classes=["some", "never"]).fit(X, Y)
+    assert "\n" not in str(refused.value)
 
 
 def test_cli_multi_label_with_class_weights_and_a_metric(

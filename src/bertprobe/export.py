@@ -124,7 +124,7 @@ def _multilabel_head(probe: Any) -> LinearHead:
     matrix: each label's probe's probability of 1, side by side, not normalized.
     """
     heads = []
-    for name, label_probe in zip(probe.classes_, probe.estimator_.estimators_, strict=True):
+    for name, label_probe in zip(probe.classes_, probe.label_probes(), strict=True):
         if type(label_probe).__name__ == "_ConstantPredictor":
             raise BadInputError(
                 f"label {name!r} was on (or off) for every training text, so it has no linear "

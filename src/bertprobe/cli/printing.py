@@ -179,6 +179,10 @@ def _print_probe(result: TrainResult, probe: LinearProbe) -> None:
 def training_lines(result: TrainResult, data: Path, test: Path | None) -> list[str]:
     """What ``bertprobe train`` prints for a multi-label model."""
     summary = training_summary(result)
+    # In memory each label's C is chosen by CV; out of core its alpha on held-out rows.
+    streamed = "alpha" in summary
+    strength, score = ("alpha", "holdout_accuracy") if streamed else ("C", "cv_accuracy")
+    regularization, scored = ("alpha", "held out") if streamed else ("C", "CV acc")
     counts = summary["label_counts"]
     none = counts.pop("", 0)
     lines = [
@@ -191,12 +195,12 @@ def training_lines(result: TrainResult, data: Path, test: Path | None) -> list[s
         f"embedded  in {result.embed_seconds:.1f} s ({summary['n_cached']:,} from cache, "
         f"{summary['n_truncated']:,} truncated); fit {len(summary['labels'])} probes in "
         f"{result.fit_seconds:.1f} s",
-        f"{'label':>14} {'C':>9} {'CV acc':>8} {'threshold':>10}"
+        f"{'label':>14} {regularization:>9} {scored:>8} {'threshold':>10}"
         + (f" {'test F1':>8}" if summary["test_per_label"] else ""),
     ]
     for name in summary["labels"]:
         row = (
-            f"{name:>14} {summary['C'][name]:>9.3g} {100 * summary['cv_accuracy'][name]:>7.2f}% "
+            f"{name:>14} {summary[strength][name]:>9.3g} {100 * summary[score][name]:>7.2f}% "
             f"{summary['thresholds'][name]:>10.3f}"
         )
         if summary["test_per_label"]:

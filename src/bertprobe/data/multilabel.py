@@ -13,6 +13,7 @@ from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import (
     LABEL_COLUMN_NAMES,
     TEXT_COLUMN_NAMES,
+    FileSummary,
     LabelledTexts,
     ReadOptions,
     _column_index,
@@ -47,9 +48,10 @@ def read_multilabel(path: str | Path, reading: ReadOptions = ReadOptions()) -> L
 
 
 def _read_multilabel(
-    path: str | Path, reading: ReadOptions
+    path: str | Path, reading: ReadOptions, *, keep_texts: bool = True
 ) -> tuple[LabelledTexts, list[str] | None]:
-    """The file's multi-label rows and, with ``label_cols``, the labels the columns name."""
+    """The file's multi-label rows and, with ``label_cols``, the labels the columns name;
+    with ``keep_texts=False`` every text is read and checked but kept as ``""``."""
     reader = _Reader(path, reading.max_field_chars)
     source = reader.source
     label_cols = tuple(reading.label_cols or ())
@@ -119,7 +121,7 @@ def _read_multilabel(
             label_set = tuple(sorted(set(found)))
         else:
             label_set = tuple(sorted(_cell_labels(cells[indexes[0]], sep) - {""}))
-        texts.append(cells[text_idx].strip())
+        texts.append(cells[text_idx].strip() if keep_texts else "")
         labels.append(label_set)
         line_numbers.append(line_no)
     if short:
@@ -232,3 +234,14 @@ def _multilabel_set(
         )
         return in_memory, None
     return _read_multilabel(data, reading)
+
+
+def scan_label_sets(
+    path: str | Path, reading: ReadOptions
+) -> tuple[list[LabelSet], list[str] | None, FileSummary]:
+    """Every row's label set, in row order, the label names ``label_cols`` gives, and what
+    :func:`~bertprobe.data.files.scan_file` finds; texts are read and checked, not kept, so
+    memory holds the label sets (training out of core)."""
+    read, columns = _read_multilabel(path, reading, keep_texts=False)
+    summary = FileSummary(n=len(read), dropped_empty=read.dropped_empty, sha256=read.sha256)
+    return list(read.labels or []), columns, summary  # type: ignore[arg-type]  # label sets

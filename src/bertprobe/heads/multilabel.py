@@ -34,7 +34,8 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -256,6 +257,19 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         """The labels whose probability reaches their threshold, per row of ``proba``."""
         return label_sets(proba, self.classes_.tolist(), self.thresholds_)
 
+    def label_probes(self) -> list[Any]:
+        """Each label's fitted binary probe, in the order of ``classes_``."""
+        check_is_fitted(self, "estimator_")
+        return list(self.estimator_.estimators_)
+
+    def label_scores(self) -> dict[str, dict[str, float]]:
+        """How each label's probe was chosen, by name: its C and CV accuracy."""
+        names = self.classes_.tolist()
+        return {
+            "C": dict(zip(names, self.C_.tolist(), strict=True)),
+            "cv_accuracy": dict(zip(names, self.cv_accuracy_.tolist(), strict=True)),
+        }
+
     def card_record(self) -> dict[str, Any]:
         """What the model card says of the probes: each label's C, CV accuracy, threshold."""
         names = self.classes_.tolist()
@@ -343,3 +357,149 @@ def indicator(
         )
     known = [tuple(x for x in labels if x not in unknown) for labels in sets]
     return MultiLabelBinarizer(classes=[str(c) for c in classes]).fit_transform(known), unknown
+
+
+class StreamingMultiLabelProbe(MultiLabelProbe):
+    """Several labels a text, learned a chunk at a time: one
+    :class:`~bertprobe.heads.probe.OutOfCoreProbe` per label (one-vs-rest), each label
+    predicted when its probability reaches ``threshold``.
+
+    :meth:`fit_chunks` takes chunks of ``(X, Y)`` with ``Y`` the 0/1 label matrix (columns
+    ``classes``); each label's probe streams the chunks itself (``epochs + 2`` passes a label),
+    so memory holds one chunk and the models whatever the number of rows. Each label's alpha is
+    chosen on its held-out rows (see :class:`~bertprobe.heads.probe.OutOfCoreProbe`).
+
+    Parameters
+    ----------
+    classes : sequence of str, optional
+        The label names, the columns of ``Y``; default ``"0"``, ``"1"``, ...
+    threshold : float, default=0.5
+        Every label's decision threshold.
+    class_weight : "balanced" or None, default=None
+        Each label's probe weighs its texts with and without the label alike in total.
+    alphas, epochs, holdout, random_state
+        Each label's :class:`~bertprobe.heads.probe.OutOfCoreProbe`'s.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        The label names.
+    estimators_ : list of OutOfCoreProbe
+        Each label's fitted probe.
+    thresholds_ : ndarray of shape (n_labels,)
+    alpha_, holdout_accuracy_ : ndarray of shape (n_labels,)
+        Each label's chosen alpha and its accuracy on the held-out rows.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(600, 5))
+    >>> Y = np.column_stack([X[:, 0] > 0, X[:, 1] > 0]).astype(int)
+    >>> probe = StreamingMultiLabelProbe(classes=["a", "b"]).fit_chunks(
+    ...     lambda: ((X[i : i + 200], Y[i : i + 200]) for i in range(0, 600, 200)))
+    >>> probe.predict(X[:2]).shape, bool((probe.holdout_accuracy_ > 0.8).all())
+    ((2, 2), True)
+    """
+
+    def __init__(
+        self,
+        *,
+        classes: Sequence[str] | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        class_weight: str | None = None,
+        alphas: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2),
+        epochs: int = 5,
+        holdout: float = 0.1,
+        random_state: int = 0,
+    ) -> None:
+        # Not MultiLabelProbe's parameters: no C grid or folds, alphas on held-out rows.
+        self.classes = classes
+        self.threshold = threshold
+        self.class_weight = class_weight
+        self.alphas = alphas
+        self.epochs = epochs
+        self.holdout = holdout
+        self.random_state = random_state
+
+    def fit(self, X, y) -> StreamingMultiLabelProbe:
+        """Fit on arrays (label sets or a 0/1 matrix), streamed 8,192 rows at a time."""
+        X = np.asarray(X)
+        Y, names = self._indicator(y)
+        self.classes = names
+        step = 8192
+        return self.fit_chunks(
+            lambda: ((X[i : i + step], Y[i : i + step]) for i in range(0, len(X), step))
+        )
+
+    def fit_chunks(self, chunks: Any) -> StreamingMultiLabelProbe:
+        """Fit each label's probe from ``chunks()``: a fresh iterable of ``(X, Y)`` pairs, the
+        same rows in the same chunks on every call."""
+        from bertprobe.heads.probe import OutOfCoreProbe
+
+        if not 0 < self.threshold < 1:
+            raise BadInputError(f"threshold={self.threshold}: give a probability between 0 and 1")
+        first = next(iter(chunks()), None)
+        if first is None:
+            raise BadInputError("no training rows; check the training file")
+        n_labels = np.asarray(first[1]).shape[1]
+        names = [str(c) for c in self.classes] if self.classes is not None else None
+        names = names or [str(j) for j in range(n_labels)]
+        self.estimators_ = []
+        for j, name in enumerate(names):
+            probe = OutOfCoreProbe(
+                alphas=self.alphas,
+                epochs=self.epochs,
+                holdout=self.holdout,
+                class_weight=self.class_weight,
+                random_state=int(self.random_state or 0),
+            )
+            try:
+                probe.fit_chunks(partial(_label_column, chunks, j))
+            except BadInputError as exc:
+                raise BadInputError(f"label {name!r}: {exc}") from None
+            self.estimators_.append(probe)
+        self.classes_ = np.asarray(names, dtype=str)
+        self.n_features_in_ = self.estimators_[0].n_features_in_
+        self.thresholds_ = np.full(len(names), float(self.threshold))
+        self.alpha_ = np.asarray([p.alpha_ for p in self.estimators_])
+        self.holdout_accuracy_ = np.asarray([p.holdout_accuracy_ for p in self.estimators_])
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Each label's probability, shape (n_samples, n_labels), columns ``classes_``."""
+        check_is_fitted(self, "estimators_")
+        return np.column_stack([p.predict_proba(X)[:, 1] for p in self.estimators_])
+
+    def label_probes(self) -> list[Any]:
+        check_is_fitted(self, "estimators_")
+        return list(self.estimators_)
+
+    def label_scores(self) -> dict[str, dict[str, float]]:
+        """How each label's probe was chosen, by name: its alpha and held-out accuracy."""
+        names = self.classes_.tolist()
+        return {
+            "alpha": dict(zip(names, self.alpha_.tolist(), strict=True)),
+            "holdout_accuracy": dict(zip(names, self.holdout_accuracy_.tolist(), strict=True)),
+        }
+
+    def card_record(self) -> dict[str, Any]:
+        """What the model card says of the probes: each label's alpha, held-out scores and
+        threshold."""
+        names = self.classes_.tolist()
+        return {
+            "solver": "sgd-out-of-core one-vs-rest",
+            "multi_label": True,
+            **self.label_scores(),
+            "labels": {
+                name: p.card_record() for name, p in zip(names, self.estimators_, strict=True)
+            },
+            "class_weight": self.class_weight,
+            "thresholds": dict(zip(names, self.thresholds_.tolist(), strict=True)),
+            "threshold_rule": f"{self.threshold:g} for every label",
+        }
+
+
+def _label_column(chunks: Any, j: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``chunks()``'s ``(X, Y)`` pairs as ``(X, Y[:, j])``: one label's rows, 0 or 1."""
+    for X, Y in chunks():
+        yield X, np.asarray(Y)[:, j].astype(int)

@@ -54,8 +54,7 @@ def training_summary(result: TrainResult) -> dict[str, Any]:
         "test_f1_macro": scores.get("f1_macro"),
         "test_subset_accuracy": scores.get("subset_accuracy"),
         "test_per_label": scores.get("per_label"),
-        "cv_accuracy": dict(zip(names, probe.cv_accuracy_.tolist(), strict=True)),
-        "C": dict(zip(names, probe.C_.tolist(), strict=True)),
+        **dict(reversed(probe.label_scores().items())),  # cv_accuracy, C (or held out)
         "thresholds": dict(zip(names, probe.thresholds_.tolist(), strict=True)),
         "n_train": result.n_train,
         "n_test": result.n_test,

@@ -74,6 +74,7 @@ TRUSTED_TYPES = frozenset(
         "bertprobe.heads.probe.LinearProbe",
         "bertprobe.heads.probe.OutOfCoreProbe",
         "bertprobe.heads.multilabel.MultiLabelProbe",
+        "bertprobe.heads.multilabel.StreamingMultiLabelProbe",
         "sklearn.model_selection._split.StratifiedKFold",
         *LEGACY_TYPES,
     }

@@ -116,11 +116,6 @@ class TrainOptions:
                 "label_issues=True and out_of_core=True do not combine (the out-of-fold pass "
                 "holds the training vectors in memory); train in memory"
             )
-        if self.multi_label and self.out_of_core:
-            raise BadInputError(
-                "multi_label=True and out_of_core=True do not combine yet (each label's C is "
-                "chosen by CV over vectors held in memory); train in memory"
-            )
         if self.tune_thresholds and not self.multi_label:
             raise BadInputError(
                 "tune_thresholds=True tunes the per-label thresholds of a multi-label model; "

@@ -67,6 +67,7 @@ from bertprobe.data.multilabel import (
     _multilabel_set,
     check_label_counts,
     read_multilabel_set,
+    scan_label_sets,
 )
 from bertprobe.encoders.cache import EmbeddingCache, default_cache_dir
 from bertprobe.encoders.encode import (
@@ -88,7 +89,12 @@ from bertprobe.encoders.features import (
     write_features,
 )
 from bertprobe.heads.base import Head, StreamingHead
-from bertprobe.heads.multilabel import MultiLabelProbe, indicator, multilabel_scores
+from bertprobe.heads.multilabel import (
+    MultiLabelProbe,
+    StreamingMultiLabelProbe,
+    indicator,
+    multilabel_scores,
+)
 from bertprobe.heads.probe import (
     COARSE_C_GRID,
     LinearProbe,
@@ -221,7 +227,9 @@ def start_run(
         return run
     if options.multi_label:
         run.train_set, columns = _multilabel_set(data, reading)
-        run.classes = check_label_sets(run.train_set, columns, options.cv)
+        run.classes = check_label_sets(
+            label_sets_of(run.train_set), columns, options.cv, run.train_set.source
+        )
         if test is not None:  # before any work: a test file with other labels is refused now
             run.test_set = read_multilabel_set(test, reading)
             indicator(label_sets_of(run.test_set), run.classes, run.test_set.source)
@@ -447,24 +455,10 @@ def featurize_to_disk(run: TrainingRun) -> None:
     start = time.perf_counter()
     # Labels first: this pass checks every row, so embedding starts only on sound files.
     scanned = {
-        split: scan_labels(
-            path,
-            text_col=reading.text_col,
-            label_col=reading.label_col,
-            drop_empty=reading.drop_empty,
-            max_field_chars=reading.max_field_chars,
-        )
-        for split, path in (("train", data), ("test", test))
+        split: _scan_labels(run, path) for split, path in (("train", data), ("test", test))
         if path is not None
-    }
-    labels_of = {split: np.asarray(labels) for split, (labels, _) in scanned.items()}
-    try:
-        check_trainable(labels_of["train"].tolist(), 2)
-    except BadInputError as exc:
-        raise BadInputError(f"{data}: {exc}") from None
-    if test is not None:
-        known = sorted(set(labels_of["train"].tolist()), key=str)
-        align_labels(labels_of["test"].tolist(), known, str(test))
+    }  # fmt: skip
+    labels_of = {split: labels for split, (labels, _) in scanned.items()}
     features = run.options.features
     if features is not None:
         check_features_match(Path(features), data, scanned["train"][1], encoder, spec, reading)
@@ -504,6 +498,36 @@ def featurize_to_disk(run: TrainingRun) -> None:
     run.embed_seconds = time.perf_counter() - start
 
 
+def _scan_labels(run: TrainingRun, path: Path) -> tuple[np.ndarray, FileSummary]:
+    """A file's labels (a 0/1 label matrix for several labels a text), checked, and what the
+    pass over it found; the texts are read and checked but not kept."""
+    reading = run.reading
+    is_train = path == run.train_path
+    if run.multi_label:
+        sets, columns, summary = scan_label_sets(path, reading)
+        if is_train:
+            run.classes = check_label_sets(sets, columns, 2, str(path))
+        assert run.classes is not None
+        Y, _ = indicator(sets, run.classes, str(path))
+        return Y, summary
+    labels, summary = scan_labels(
+        path,
+        text_col=reading.text_col,
+        label_col=reading.label_col,
+        drop_empty=reading.drop_empty,
+        max_field_chars=reading.max_field_chars,
+    )
+    if is_train:
+        try:
+            check_trainable(labels, 2)
+        except BadInputError as exc:
+            raise BadInputError(f"{path}: {exc}") from None
+        run.classes = sorted(set(labels), key=str)
+    else:
+        align_labels(labels, run.classes or [], str(path))
+    return np.asarray(labels), summary
+
+
 def chunks(run: TrainingRun, split: str, rows: int = 8192) -> Iterator[tuple[np.ndarray, Any]]:
     """A split's vectors and labels a chunk at a time (out of core)."""
     vectors, labels, _ = run.chunk_sources[split]
@@ -517,21 +541,31 @@ def chunks(run: TrainingRun, split: str, rows: int = 8192) -> Iterator[tuple[np.
 
 def fit_head_by_chunks(run: TrainingRun) -> None:
     """A streaming head (:class:`~bertprobe.heads.base.StreamingHead`: SGD, a chunk at a
-    time) on the vectors on disk."""
+    time) on the vectors on disk; one a label for several labels a text."""
     start = time.perf_counter()
-    head: StreamingHead = OutOfCoreProbe(class_weight=run.options.class_weight)
+    head: StreamingHead = (
+        StreamingMultiLabelProbe(classes=run.classes, class_weight=run.options.class_weight)
+        if run.multi_label
+        else OutOfCoreProbe(class_weight=run.options.class_weight)
+    )
     run.head = head.fit_chunks(lambda: chunks(run, "train"))
     run.fit_seconds += time.perf_counter() - start
 
 
 def score_test_by_chunks(run: TrainingRun) -> None:
-    """The test file's accuracy and metric, its vectors read a chunk at a time."""
+    """The test file's scores (as :func:`score_test`'s), its vectors read a chunk at a time."""
     if "test" not in run.chunk_sources:
         return
     probe = run.head
+    truth = run.chunk_sources["test"][1]
+    if run.multi_label:
+        assert run.classes is not None
+        predicted = np.concatenate([probe.predict(X) for X, _ in chunks(run, "test")])
+        run.test_scores = multilabel_scores(truth, predicted, run.classes)
+        run.test_accuracy = run.test_scores["subset_accuracy"]
+        return
     # One row of probabilities a test row: small beside the vectors (classes, not dims).
     proba = np.concatenate([probe.predict_proba(X) for X, _ in chunks(run, "test")])
-    truth = run.chunk_sources["test"][1]
     run.test_accuracy = accuracy(truth, probe.classes_[proba.argmax(axis=1)])
     run.test_score = metric_score(run.options.metric, truth, proba, probe.classes_.tolist())
 
@@ -553,6 +587,11 @@ def stages_for(options: TrainOptions, finetune: FinetuneOptions | None = None) -
             "per text); train the multi-label probe on the frozen encoder"
         )
     if options.out_of_core:
+        if options.multi_label and options.auto:
+            raise BadInputError(
+                "auto=True, out_of_core=True and multi_label=True do not combine yet (the "
+                "sweep's sample of the file reads one label a row); give the pooling and layers"
+            )
         if finetune is not None:
             raise BadInputError(
                 "finetune= and out_of_core=True do not combine (fine-tuning holds the training "
@@ -708,19 +747,20 @@ def label_sets_of(data: LabelledTexts | None) -> list[LabelSet]:
     return [tuple(labels) for labels in (data.labels or [])] if data is not None else []  # type: ignore[arg-type]
 
 
-def check_label_sets(train_set: LabelledTexts, columns: list[str] | None, cv: int) -> list[str]:
+def check_label_sets(
+    sets: Sequence[LabelSet], columns: list[str] | None, cv: int, source: str
+) -> list[str]:
     """The label names of a multi-label training set (``columns`` when the file gave them as
     0/1 columns), checked: every label needs enough texts with and without it for ``cv``."""
     from sklearn.preprocessing import MultiLabelBinarizer
 
-    sets = label_sets_of(train_set)
     # With label_cols every column is a label, even one never 1 (refused just below).
     classes = columns or sorted({label for labels in sets for label in labels})
     try:
         Y = MultiLabelBinarizer(classes=classes).fit_transform(sets)
         check_label_counts(Y, classes, cv)
     except BadInputError as exc:
-        raise BadInputError(f"{train_set.source}: {exc}") from None
+        raise BadInputError(f"{source}: {exc}") from None
     return classes
 
 
