@@ -19,8 +19,9 @@ score_test         the test set's scores
 
 Training out of core is the same idea over files: :data:`OUT_OF_CORE` chooses the features on
 a sample of the file (``auto``), and replaces featurize, fit_head and score_test with stages
-that stream vectors from disk a chunk at a time
-(:class:`~bertprobe.heads.probe.OutOfCoreProbe` is the head that learns that way).
+that stream vectors from disk a chunk at a time, into a head that learns that way
+(:class:`~bertprobe.heads.base.StreamingHead`: :class:`~bertprobe.heads.probe.OutOfCoreProbe`,
+or one a label in :class:`~bertprobe.heads.multilabel.StreamingMultiLabelProbe`).
 
 :func:`run_stages` runs a preset (:func:`stages_for` picks it from the options) and calls the
 hooks around each stage; progress and timings are hooks, not branches. The model layer wraps
