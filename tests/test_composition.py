@@ -27,7 +27,6 @@ REFUSED = {
     ("auto", "multi"): "auto=True",
     ("out_of_core", "multi"): "out_of_core=True",
     ("auto_out_of_core", "multi"): "auto=True",
-    ("finetune", "multi"): "finetune= and multi_label=True",
 }
 # Longer than a chunk window (max_length 8 with a stride of 2), so chunk mode takes several.
 PADDING = " , as everyone who saw it on that rainy evening agreed"
