@@ -337,6 +337,8 @@ _FINETUNE_ONLY = {"--epochs", "--lr", "--seed", "--dev", "--dev-share"}
 _FINETUNE_SWITCHES = {"--bf16", "--no-bf16"}
 _MULTI_LABEL_ONLY = {"--label-sep", "--label-cols"}
 _MULTI_LABEL_SWITCHES = {"--tune-thresholds", "--multi-label"}
+# Kept apart from multi-label draws: --features needs a matching vectors file (a careful draw
+# has none), and fine-tuning each draw would make the fuzz slow.
 _NOT_MULTI_LABEL = {"--features", "--finetune"}
 
 

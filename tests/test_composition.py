@@ -25,7 +25,6 @@ TEXTS = ("truncate", "chunk")
 # (mode, target) -> the words the refusal must say. The cells not listed are trained.
 REFUSED = {
     ("auto_out_of_core", "multi"): "auto=True, out_of_core=True and multi_label=True",
-    ("finetune", "multi"): "finetune= and multi_label=True",
 }
 # Longer than a chunk window (max_length 8 with a stride of 2), so chunk mode takes several.
 PADDING = " , as everyone who saw it on that rainy evening agreed"

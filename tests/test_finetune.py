@@ -18,6 +18,7 @@ from bertprobe import (
     EncoderOptions,
     FinetuneOptions,
     ModelFolderError,
+    ReadOptions,
     RunOptions,
     TrainOptions,
     resolve_encoder,
@@ -458,3 +459,310 @@ def test_chunk_mode_tunes_in_a_job_folder_of_its_own(tiny_distilbert, sentiment_
         for more in ({}, {"long": "chunk"}, {"long": "chunk", "stride": 4})
     }
     assert len(folders) == 3
+
+
+# --- label sets (several labels per text) ----------------------------------------------------
+
+EARLY = ("the film", "this movie", "the acting", "the plot", "the ending")
+CLASSES = ["positive", "early"]  # not sorted: the head's outputs follow the order given
+
+
+def _label_set(text: str, sentiment: int) -> tuple[str, ...]:
+    """``positive`` (the sentiment word) and ``early`` (one of the first five subjects)."""
+    early = text.rsplit(" was ", 1)[0] in EARLY
+    return tuple(name for name, on in (("early", early), ("positive", sentiment == 1)) if on)
+
+
+def _label_sets(rows, source="label sets"):
+    from bertprobe.data.files import LabelledTexts
+
+    return LabelledTexts(
+        texts=[t for t, _ in rows],
+        labels=[_label_set(t, y) for t, y in rows],
+        source=source,
+        sha256="",
+        line_numbers=list(range(len(rows))),
+    )
+
+
+def _watch_the_trainer(monkeypatch) -> dict:
+    """The Trainer each call builds, and the datasets it was given."""
+    import transformers
+
+    seen: dict = {}
+    init = transformers.Trainer.__init__
+
+    def see(self, *args, **kwargs):
+        seen.update(trainer=self, train=kwargs["train_dataset"], dev=kwargs["eval_dataset"])
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "__init__", see)
+    return seen
+
+
+def test_label_sets_split_into_dev_by_text_with_a_seeded_shuffle(sentiment_rows):
+    from bertprobe.core.errors import BadInputError
+    from bertprobe.training.finetune import split_dev
+
+    data = _label_sets(sentiment_rows)
+    options = FinetuneOptions(dev_share=0.2, seed=3)
+    train_rows, dev_rows = split_dev(data, options, classes=CLASSES)
+    assert (len(train_rows), len(dev_rows)) == (80, 20)
+    assert sorted(train_rows.texts + dev_rows.texts) == sorted(data.texts)  # each text whole
+    assert not set(train_rows.texts) & set(dev_rows.texts)
+    for part in (train_rows, dev_rows):  # every text keeps its own label set
+        assert all(
+            y == _label_set(t, 1 if "positive" in y else 0)
+            for t, y in zip(part.texts, part.labels, strict=True)
+        )
+    assert split_dev(data, options, classes=CLASSES)[1].texts == dev_rows.texts  # seeded
+    other = split_dev(data, FinetuneOptions(dev_share=0.2, seed=4), classes=CLASSES)[1]
+    assert other.texts != dev_rows.texts
+    # a dev file is checked against the classes; one-label rows are not label sets
+    dev = _label_sets(sentiment_rows[:4], "dev.tsv")
+    dev.labels[0] = ("positive", "late")
+    with pytest.raises(BadInputError, match=r"dev.tsv: dev labels the training data lacks: late"):
+        split_dev(data, options, dev, classes=CLASSES)
+    plain = _label_sets(sentiment_rows)
+    plain.labels[:] = [y for _, y in sentiment_rows]
+    with pytest.raises(BadInputError, match="is not a label set"):
+        split_dev(plain, options, classes=CLASSES)
+    with pytest.raises(BadInputError, match="too few for a dev share"):
+        split_dev(_label_sets(sentiment_rows[:1]), options, classes=CLASSES)
+
+
+def test_multi_label_fine_tuning_learns_with_sigmoid_outputs_and_keeps_the_best_dev_f1(
+    tiny_distilbert, sentiment_rows, tmp_path, monkeypatch
+):
+    from bertprobe.training.finetune import finetune, split_dev
+
+    seen = _watch_the_trainer(monkeypatch)
+    data = _label_sets(sentiment_rows)
+    options = FinetuneOptions(epochs=3, lr=5e-4)
+    train_rows, dev_rows = split_dev(data, options, classes=CLASSES)
+    encoding = EncoderOptions(str(tiny_distilbert), pooling="mean", run=RunOptions(batch_size=8))
+    tuned = finetune(
+        train_rows,
+        dev_rows,
+        encoding=encoding,
+        options=options,
+        workdir=tmp_path / "job",
+        classes=CLASSES,
+    )
+    assert tuned.multi_label and (tuned.n_train, tuned.n_dev) == (90, 10)
+    # one sigmoid output per label, in the order given, trained on 0/1 rows
+    model = seen["trainer"].model
+    assert model.multi_label and model.head.out_features == 2
+    k = train_rows.texts.index("the film was good")
+    assert seen["train"].labels[k] == [1.0, 1.0]
+    k = train_rows.texts.index("the score was awful")
+    assert seen["train"].labels[k] == [0.0, 0.0]
+    # the loss falls; a dev F1 and an exact-match accuracy per epoch; the best F1 is kept
+    losses = [e["loss"] for e in seen["trainer"].state.log_history if "loss" in e]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    assert tuned.dev_epochs == [1, 2, 3] and len(tuned.dev_history) == 3
+    assert tuned.dev_f1_history is not None and len(tuned.dev_f1_history) == 3
+    assert tuned.dev_f1_micro == max(tuned.dev_f1_history) > 0
+    assert tuned.dev_f1_history[tuned.best_epoch - 1] == tuned.dev_f1_micro
+    assert tuned.dev_accuracy == tuned.dev_history[tuned.best_epoch - 1]
+    assert all(round(10 * a) == pytest.approx(10 * a) for a in tuned.dev_history)  # per text
+    # the record beside the tuned encoder says so, and a second call reads it
+    record = json.loads((tmp_path / "job" / "finetuned.json").read_text())
+    assert record["multi_label"] is True and record["dev_f1_history"] == tuned.dev_f1_history
+    again = finetune(
+        train_rows,
+        dev_rows,
+        encoding=encoding,
+        options=options,
+        workdir=tmp_path / "job",
+        classes=CLASSES,
+    )
+    assert again.multi_label and again.dev_f1_history == tuned.dev_f1_history
+
+
+def test_label_sets_without_classes_are_refused(tiny_distilbert, sentiment_rows, tmp_path):
+    from bertprobe.core.errors import BadInputError
+    from bertprobe.training.finetune import finetune
+
+    data = _label_sets(sentiment_rows)
+    with pytest.raises(BadInputError, match="the labels are label sets; pass classes="):
+        finetune(
+            data, data, encoding=EncoderOptions(str(tiny_distilbert)), workdir=tmp_path / "job"
+        )
+    assert not (tmp_path / "job").exists()
+
+
+def test_multi_label_fine_tuning_on_windows_gives_each_window_its_texts_label_set(
+    tiny_distilbert, long_reviews, tmp_path, monkeypatch
+):
+    from bertprobe.data.files import LabelledTexts
+    from bertprobe.encoders.encode import load_encoder
+    from bertprobe.training.finetune import finetune, split_dev
+
+    _, rows = long_reviews
+    # label sets by the first sentence's subject and the review's sentiment
+    data = LabelledTexts(
+        texts=[t for t, _ in rows],
+        labels=[_label_set(t.split(" . ")[0], y) for t, y in rows],
+        source="reviews",
+        sha256="",
+        line_numbers=list(range(len(rows))),
+    )
+    assert {len(y) for y in data.labels or []} == {0, 1, 2}
+    seen = _watch_the_trainer(monkeypatch)
+    options = FinetuneOptions(epochs=2, lr=5e-4, dev_share=0.2)
+    train_rows, dev_rows = split_dev(data, options, classes=CLASSES)
+    encoding = EncoderOptions(
+        str(tiny_distilbert),
+        pooling="mean",
+        max_length=16,
+        long="chunk",
+        stride=4,
+        run=RunOptions(batch_size=8),
+    )
+    tuned = finetune(
+        train_rows,
+        dev_rows,
+        encoding=encoding,
+        options=options,
+        workdir=tmp_path / "job",
+        classes=CLASSES,
+    )
+    assert (tuned.n_train, tuned.n_dev) == (16, 4) and tuned.multi_label
+    tokenizer = load_encoder(str(tiny_distilbert)).tokenizer
+    for part, texts in (("train", train_rows), ("dev", dev_rows)):
+        windows = seen[part]
+        assert len(windows) > len(texts.texts)
+        for k, text in enumerate(texts.texts):
+            own = [i for i, owner in enumerate(windows.owner) if owner == k]
+            assert [windows.ids[i] for i in own] == tokenizer(
+                text, truncation=True, max_length=16, stride=4, return_overflowing_tokens=True
+            )["input_ids"]
+            expected = [float(name in (texts.labels or [])[k]) for name in CLASSES]
+            assert all(windows.labels[i] == expected for i in own)
+    assert tuned.n_dev_windows == len(seen["dev"]) > tuned.n_dev
+    # exact match per text: a share of the 4 dev texts, not of their windows
+    assert all(round(4 * a) == pytest.approx(4 * a) for a in tuned.dev_history)
+
+
+def test_dev_scores_of_label_sets_pool_each_texts_window_probabilities():
+    from transformers import EvalPrediction
+
+    from bertprobe.training.finetune import _dev_set_scores
+
+    # text 7 truly (1, 0): windows (sure 1, sure 0) and (unsure 0, unsure 1): mean -> (1, 0)
+    # text 3 truly (0, 1): one window, (1, 1) -> one false positive
+    logits = np.array([[4.0, -4.0], [-0.2, 0.2], [3.0, 3.0]])
+    labels = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    texts = np.array([7, 7, 3])
+    per_text = _dev_set_scores(EvalPrediction(logits, (labels, texts)))
+    windows = _dev_set_scores(EvalPrediction(logits, labels))
+    # texts: tp 2, fp 1, fn 0 -> F1 4/5; windows: tp 2, fp 2, fn 1 -> 4/7
+    assert per_text["f1_micro"] == pytest.approx(4 / 5) and per_text["accuracy"] == 0.5
+    assert windows["f1_micro"] == pytest.approx(4 / 7) and windows["accuracy"] == pytest.approx(
+        1 / 3
+    )
+    assert 4 / 5 - 1 / (4 + 2) ** 2 < per_text["selection"] < 4 / 5  # 4 cells, 2 positives
+    sure = _dev_set_scores(EvalPrediction(10 * logits[[0, 2]], labels[[0, 2]]))
+    unsure = _dev_set_scores(EvalPrediction(logits[[0, 2]] / 10, labels[[0, 2]]))
+    assert sure["f1_micro"] == unsure["f1_micro"]  # the same decisions, at 0.5
+    assert sure["bce"] > unsure["bce"] and unsure["selection"] > sure["selection"]
+
+
+@given(
+    shape=st.tuples(st.integers(1, 12), st.integers(1, 4)),
+    data=st.data(),
+)
+def test_the_epoch_kept_has_the_best_dev_micro_f1_and_bce_only_breaks_ties(shape, data):
+    from transformers import EvalPrediction
+
+    from bertprobe.training.finetune import _dev_set_scores
+
+    cells = st.lists(st.floats(-20, 20), min_size=shape[1], max_size=shape[1])
+    flags = st.lists(st.integers(0, 1), min_size=shape[1], max_size=shape[1])
+    rows = st.lists(cells, min_size=shape[0], max_size=shape[0])
+    truth = st.lists(flags, min_size=shape[0], max_size=shape[0])
+    Y = np.array(data.draw(truth), dtype=float)
+    a, b = (_dev_set_scores(EvalPrediction(np.array(data.draw(rows)), Y)) for _ in range(2))
+    assert a["f1_micro"] - 1 / (Y.size + Y.sum()) ** 2 < a["selection"] <= a["f1_micro"]
+    if a["f1_micro"] != b["f1_micro"]:
+        assert (a["selection"] > b["selection"]) == (a["f1_micro"] > b["f1_micro"])
+
+
+def test_multi_label_jobs_tune_in_folders_of_their_own(tiny_distilbert, sentiment_rows, tmp_path):
+    from bertprobe.training.finetune import workdir_for
+
+    data = _label_sets(sentiment_rows)
+    encoding, options = EncoderOptions(str(tiny_distilbert)), FinetuneOptions()
+    folders = {
+        workdir_for(tmp_path, data, data, encoding, options, classes)
+        for classes in (None, CLASSES, CLASSES[::-1])
+    }
+    assert len(folders) == 3  # single-label, and each order of the head's outputs
+    assert workdir_for(tmp_path, data, data, encoding, options, CLASSES) in folders  # stable
+
+
+@pytest.fixture
+def ml_tsv(tmp_path, sentiment_rows):
+    path = tmp_path / "genres.tsv"
+    path.write_text(
+        "".join(f"{t}\t{'|'.join(_label_set(t, y))}\n" for t, y in sentiment_rows),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_train_fine_tunes_for_label_sets_and_the_model_predicts_them(
+    tiny_distilbert, ml_tsv, sentiment_rows, tmp_path
+):
+    out = tmp_path / "genres"
+    result = train(
+        ml_tsv,
+        encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+        options=TrainOptions(multi_label=True, cv=3),
+        reading=ReadOptions(label_sep="|"),
+        finetune=FinetuneOptions(epochs=1, lr=5e-4),
+        out=out,
+    )
+    tuned = result.finetune
+    assert tuned is not None and tuned.multi_label and tuned.dev_f1_history is not None
+    assert (tuned.n_train, tuned.n_dev, tuned.epochs_run) == (90, 10, 1)
+    model = Classifier.load(out)
+    assert model.card["encoder"]["folder"] == "encoder"
+    assert model.card["encoder"]["fingerprint"] != resolve_encoder(str(tiny_distilbert)).fingerprint
+    texts = [t for t, _ in sentiment_rows[:6]]
+    predicted = model.predict_labels(texts)
+    assert len(predicted) == 6 and all(set(labels) <= set(CLASSES) for labels in predicted)
+    np.testing.assert_allclose(
+        model.predict_proba(texts), result.model.predict_proba(texts), atol=1e-5
+    )
+
+
+def test_the_card_of_a_multi_label_fine_tuning_says_so(tiny_distilbert, ml_tsv, tmp_path):
+    out = tmp_path / "genres"
+    train(
+        ml_tsv,
+        encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+        options=TrainOptions(multi_label=True, cv=3),
+        reading=ReadOptions(label_sep="|"),
+        finetune=FinetuneOptions(epochs=1, lr=5e-4),
+        out=out,
+    )
+    record = json.loads((out / "card.json").read_text())["finetune"]
+    assert record["multi_label"] is True and len(record["dev_f1_history"]) == 1
+
+
+def test_a_multi_label_dev_file_is_read_as_label_sets(tiny_distilbert, ml_tsv, tmp_path, capsys):
+    from bertprobe.core.errors import BadInputError
+
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("the film was good\tpositive|late\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="dev labels the training data lacks: late"):
+        train(
+            ml_tsv,
+            encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+            options=TrainOptions(multi_label=True, cv=3),
+            reading=ReadOptions(label_sep="|"),
+            finetune=FinetuneOptions(epochs=1, dev=dev),
+        )
+    assert not (tmp_path / "cache" / "finetune").exists()

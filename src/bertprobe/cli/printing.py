@@ -78,6 +78,8 @@ def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
     summary, probe = result.to_dict(), result.probe
     if isinstance(probe, MultiLabelProbe):
         report_dropped(result.train_data, result.test_data)
+        if result.finetune is not None:
+            _print_finetune(result.finetune)
         echo_lines(training_lines(result, data, test))
     elif isinstance(probe, OutOfCoreProbe):
         typer.echo(
@@ -108,13 +110,18 @@ def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
 
 
 def _print_finetune(tuned: FinetuneResult) -> None:
+    # Several labels a text: the epoch was kept by dev micro F1, so that is what is shown.
+    scores, what = (
+        (tuned.dev_f1_history, "dev micro F1")
+        if tuned.multi_label and tuned.dev_f1_history
+        else (tuned.dev_history, "dev accuracy")
+    )
     history = ", ".join(
-        f"{epoch}: {100 * x:.2f}%"
-        for epoch, x in zip(tuned.dev_epochs, tuned.dev_history, strict=True)
+        f"{epoch}: {100 * x:.2f}%" for epoch, x in zip(tuned.dev_epochs, scores, strict=True)
     )
     typer.echo(
         f"finetune  {tuned.epochs_run} epochs on {tuned.n_train:,} texts in "
-        f"{tuned.seconds:.0f} s; dev accuracy by epoch ({tuned.n_dev:,} texts): "
+        f"{tuned.seconds:.0f} s; {what} by epoch ({tuned.n_dev:,} texts): "
         f"{history}; kept epoch {tuned.best_epoch}"
     )
 

@@ -72,6 +72,15 @@ def training_summary(result: TrainResult) -> dict[str, Any]:
         "fit_seconds": result.fit_seconds,
         "model_dir": str(result.out) if result.out is not None else None,
         **({"auto": result.sweep.choice} if result.sweep is not None else {}),
+        **(
+            {
+                "epochs_run": result.finetune.epochs_run,
+                "finetune_seconds": result.finetune.seconds,
+                "dev_f1_micro": result.finetune.dev_f1_micro,
+            }
+            if result.finetune is not None
+            else {}
+        ),
     }
 
 

@@ -275,6 +275,8 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
         }
         if run.swept is not None:
             extra["sweep"] = run.swept.to_dict()
+        if run.tuned is not None and run.finetune is not None:
+            extra["finetune"] = _finetune_record(run.tuned, run.finetune)
         return metrics, extra
     if isinstance(run.head, OutOfCoreProbe):
         metrics = {
@@ -331,6 +333,15 @@ def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[st
         "dev_accuracy": tuned.dev_accuracy,
         "dev_history": tuned.dev_history,
         "dev_epochs": tuned.dev_epochs,
+        **(
+            {
+                "multi_label": True,
+                "dev_f1_micro": tuned.dev_f1_micro,
+                "dev_f1_history": tuned.dev_f1_history,
+            }
+            if tuned.multi_label
+            else {}
+        ),
         "seconds": tuned.seconds,
     }
 

@@ -16,12 +16,15 @@ from bertprobe.encoders.encode import _pool
 
 
 class PooledClassifier(torch.nn.Module):
-    """An encoder body, a pooling of its last hidden state, dropout and a linear head."""
+    """An encoder body, a pooling of its last hidden state, dropout and a linear head: softmax
+    and cross-entropy over ``n_classes``, or with ``multi_label`` one sigmoid output per label
+    and binary cross-entropy (the labels are then 0/1 rows, one column per label)."""
 
-    def __init__(self, body: Any, pooling: str, n_classes: int) -> None:
+    def __init__(self, body: Any, pooling: str, n_classes: int, multi_label: bool = False) -> None:
         super().__init__()
         self.body = body
         self.pooling = pooling
+        self.multi_label = multi_label
         hidden = int(getattr(body.config, "hidden_size", 0) or body.config.dim)
         self.dropout = torch.nn.Dropout(0.1)
         self.head = torch.nn.Linear(hidden, n_classes)
@@ -41,7 +44,13 @@ class PooledClassifier(torch.nn.Module):
         logits = self.head(self.dropout(pooled))
         if labels is None:
             return {"logits": logits}
-        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+        if self.multi_label:  # in float32 whatever the autocast: the targets are 0/1 floats
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.float(), labels.float()
+            )
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+        return {"loss": loss, "logits": logits}
 
 
 class StopOnInterrupt(TrainerCallback):
@@ -119,4 +128,9 @@ class EpochBars(TrainerCallback):
     ) -> None:
         if self.enabled and metrics and "eval_accuracy" in metrics:
             accuracy = 100 * metrics["eval_accuracy"]
-            print(f"epoch {round(state.epoch or 0)}: dev accuracy {accuracy:.2f}%", file=sys.stderr)
+            if "eval_f1_micro" in metrics:  # label sets: the F1 picks the epoch
+                f1 = 100 * metrics["eval_f1_micro"]
+                score = f"dev micro F1 {f1:.2f}%, exact match {accuracy:.2f}%"
+            else:
+                score = f"dev accuracy {accuracy:.2f}%"
+            print(f"epoch {round(state.epoch or 0)}: {score}", file=sys.stderr)

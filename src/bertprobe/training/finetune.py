@@ -18,6 +18,13 @@ probe's default ``window_pool="mean"`` pools vectors, not probabilities, but bot
 window alike; the mean of probabilities, unlike the max, is a calibrated text prediction for the
 log-loss that breaks ties between epochs).
 
+With ``classes`` (label sets, several labels per text: see :func:`finetune`), the head has one
+sigmoid output per label, trained with binary cross-entropy, and the epoch is chosen by the
+dev micro F1 at threshold 0.5, ties broken by the lower mean binary cross-entropy. The dev
+rows are a seeded shuffle of the texts (label sets cannot be stratified in general), and with
+``long="chunk"`` every window carries its text's label set and dev texts are scored by the mean
+of their windows' probabilities, label by label.
+
 Example:
     >>> from bertprobe import EncoderOptions, FinetuneOptions, train
     >>> result = train("data/sst2/train.tsv",
@@ -88,7 +95,8 @@ class FinetuneOptions:
     dev : str or Path, optional
         A labelled file of dev rows; default: ``dev_share`` of the training rows.
     dev_share : float
-        Share of the training rows held out (stratified by label) when no ``dev`` is given.
+        Share of the training rows held out when no ``dev`` is given: stratified by label, or
+        for label sets (several labels per text) a seeded shuffle of the texts.
     warmup : float
         Share of the training steps over which the learning rate rises from 0.
     weight_decay : float
@@ -142,7 +150,12 @@ class FinetuneOptions:
 
 @dataclass
 class FinetuneResult:
-    """What :func:`finetune` did."""
+    """What :func:`finetune` did.
+
+    ``dev_accuracy`` and ``dev_history`` (one score per ``dev_epochs``) are the share of dev
+    texts predicted right; for label sets (``multi_label``) that is the exact-match (subset)
+    accuracy, and the epoch kept is the one of the best ``dev_f1_history`` (micro F1 at 0.5).
+    """
 
     encoder_folder: Path
     epochs_run: int
@@ -157,6 +170,10 @@ class FinetuneResult:
     # long="chunk": the windows trained on and scored (None: one truncated row per text)
     n_train_windows: int | None = None
     n_dev_windows: int | None = None
+    # label sets: one sigmoid output per label; the dev micro F1 at 0.5 chose the epoch
+    multi_label: bool = False
+    dev_f1_micro: float | None = None
+    dev_f1_history: list[float] | None = None
     workdir: Path | None = field(default=None, repr=False)
 
 
@@ -165,10 +182,20 @@ class FinetuneInterrupted(KeyboardInterrupt):
 
 
 def split_dev(
-    train_set: LabelledTexts, options: FinetuneOptions, dev: LabelledTexts | None = None
+    train_set: LabelledTexts,
+    options: FinetuneOptions,
+    dev: LabelledTexts | None = None,
+    *,
+    classes: Sequence[str] | None = None,
 ) -> tuple[LabelledTexts, LabelledTexts]:
     """The rows to train on and the dev rows that choose the epoch (never the test rows):
-    ``dev`` checked against the training labels, or a share of ``train_set``."""
+    ``dev`` checked against the training labels, or a share of ``train_set``.
+
+    With ``classes`` the labels are label sets (tuples of the names in ``classes``) and the
+    share is a seeded shuffle of the texts; see :func:`_split_label_sets`.
+    """
+    if classes is not None:
+        return _split_label_sets(train_set, options, dev, classes)
     labels = list(train_set.labels or [])
     if dev is not None:
         align_labels(
@@ -200,6 +227,67 @@ def split_dev(
     )
 
 
+def _split_label_sets(
+    train_set: LabelledTexts,
+    options: FinetuneOptions,
+    dev: LabelledTexts | None,
+    classes: Sequence[str],
+) -> tuple[LabelledTexts, LabelledTexts]:
+    """:func:`split_dev` for label sets. A text's label set is one row, so a text is whole on
+    one side. Stratifying by label set is not possible in general (most sets are rare or
+    unique), so the share is a plain seeded shuffle of the texts: a rare label can then land
+    on one side only, which costs the dev score that label's share of the decisions (micro F1
+    pools them) and leaves the head's bias for it to learn "no" (the probe fitted afterwards
+    sees every training text). Iterative stratification (Sechidis et al., 2011) would even the
+    labels out but is left out: the dev rows only pick an epoch."""
+    _label_set_matrix(train_set, classes)  # label sets of known labels, or refused
+    if dev is not None:
+        _label_set_matrix(dev, classes, "dev labels the training data lacks", "dev rows of")
+        return train_set, dev
+    n = len(train_set.texts)
+    n_dev = math.ceil(options.dev_share * n)
+    if n - n_dev < 1:
+        raise BadInputError(
+            f"{train_set.source}: {n} rows are too few for a dev share of {options.dev_share} "
+            "(both sides need rows); add rows, lower dev_share=, or pass dev= a labelled file"
+        )
+    order = np.random.default_rng(options.seed).permutation(n)
+    dev_rows = sorted(order[:n_dev].tolist())
+    train_rows = sorted(order[n_dev:].tolist())
+    return _subset(train_set, train_rows, "train"), _subset(train_set, dev_rows, "dev")
+
+
+def _label_set_matrix(
+    data: LabelledTexts,
+    classes: Sequence[str],
+    problem: str = "labels not among the classes given",
+    advice: str = "label sets of",
+) -> np.ndarray:
+    """The 0/1 matrix (texts x ``classes``, float32: the binary cross-entropy's targets) of
+    ``data``'s label sets; a label that is not a set of names, or names a label outside
+    ``classes``, is refused in one line."""
+    index = {str(c): j for j, c in enumerate(classes)}
+    Y = np.zeros((len(data.texts), len(index)), dtype=np.float32)
+    unknown: set[str] = set()
+    for i, labels in enumerate(data.labels or []):
+        if isinstance(labels, str) or not isinstance(labels, Sequence | set | frozenset):
+            raise BadInputError(
+                f"{data.source}: label {labels!r} is not a label set; read the file with "
+                "label_sep= or label_cols= (multi-label), or fine-tune without classes="
+            )
+        for label in labels:
+            if str(label) in index:
+                Y[i, index[str(label)]] = 1
+            else:
+                unknown.add(str(label))
+    if unknown:
+        raise BadInputError(
+            f"{data.source}: {problem}: {', '.join(sorted(unknown))}; use {advice} the "
+            "training labels only"
+        )
+    return Y
+
+
 def _subset(data: LabelledTexts, rows: Sequence[int], part: str) -> LabelledTexts:
     labels = data.labels or []
     return LabelledTexts(
@@ -218,6 +306,7 @@ def finetune(
     encoding: EncoderOptions,
     options: FinetuneOptions = FinetuneOptions(),
     workdir: str | Path,
+    classes: Sequence[str] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``encoding.encoder`` on ``train_rows``, choosing the epoch on ``dev_rows``.
 
@@ -231,6 +320,13 @@ def finetune(
     so a text's windows are all on one side, and the dev accuracy that picks the epoch is per
     text, from the mean of its windows' predicted probabilities. ``n_train`` and ``n_dev``
     count texts; ``n_train_windows`` and ``n_dev_windows`` the windows.
+
+    ``classes``: the rows' labels are label sets (tuples of names, several labels per text),
+    and ``classes`` their names in the order of the head's outputs (the multi-label probe's
+    columns). The head then has one sigmoid output per label, trained with binary
+    cross-entropy, and the epoch kept has the best dev micro F1 at threshold 0.5, ties broken
+    by the lower mean binary cross-entropy (see :func:`_dev_set_scores`); windows carry their
+    text's label set. ``None`` (the default): one label per text, a softmax head.
     """
     workdir = Path(workdir)
     done = _finished(workdir)
@@ -257,8 +353,20 @@ def finetune(
     start = time.perf_counter()
     device = check_device(encoding.run.device)
     checkpoints = workdir / "checkpoints"
-    classes = sorted(set(train_rows.labels or []), key=str)
-    index = {str(c): i for i, c in enumerate(classes)}
+    multi_label = classes is not None
+    if classes is None:
+        if any(isinstance(y, tuple | list) for y in train_rows.labels or []):
+            raise BadInputError(
+                f"{train_rows.source}: the labels are label sets; pass classes= (the label "
+                "names, in the order of the head's outputs) to fine-tune on several labels"
+            )
+    elif not classes:
+        raise BadInputError("classes=[]: give the label names to fine-tune on")
+    # the head's outputs, in order: the given label names, or the labels the rows hold
+    outputs: Sequence[Any] = (
+        classes if classes is not None else sorted(set(train_rows.labels or []), key=str)
+    )
+    index = {str(c): i for i, c in enumerate(outputs)}
     base = resolve_encoder(encoding.encoder)
     torch.manual_seed(options.seed)  # the head's initialization
     try:
@@ -279,10 +387,14 @@ def finetune(
     stride = default_stride(max_length) if encoding.stride is None else encoding.stride
     if chunking:
         check_stride(tokenizer, base.name, max_length, stride)
-    model = PooledClassifier(body, encoding.pooling, len(classes))
+    model = PooledClassifier(body, encoding.pooling, len(outputs), multi_label=multi_label)
 
     def rows(data: LabelledTexts) -> _Rows:
-        labels = [index[str(y)] for y in data.labels or []]
+        labels: list[Any]
+        if multi_label:  # each text's 0/1 row over ``classes``: the sigmoid outputs' targets
+            labels = _label_set_matrix(data, outputs).tolist()
+        else:
+            labels = [index[str(y)] for y in data.labels or []]
         if not chunking:  # the text as the encoder reads it when truncating
             return _Rows(truncated_ids(tokenizer, data.texts, max_length)[0], labels)
         ids, owner = token_windows(tokenizer, data.texts, max_length, stride)
@@ -335,7 +447,7 @@ def finetune(
         train_dataset=train_data,
         eval_dataset=dev_data,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=_dev_scores,
+        compute_metrics=_dev_set_scores if multi_label else _dev_scores,
         callbacks=[stop, bars],
     )
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
@@ -353,6 +465,7 @@ def finetune(
         )
     evaluations = [entry for entry in trainer.state.log_history if "eval_accuracy" in entry]
     history = [float(entry["eval_accuracy"]) for entry in evaluations]
+    f1_history = [float(entry["eval_f1_micro"]) for entry in evaluations] if multi_label else None
     best = int(np.argmax([entry["eval_selection"] for entry in evaluations]))
     folder = workdir / "encoder"
     if folder.exists():
@@ -374,6 +487,9 @@ def finetune(
         workdir=workdir,
         n_train_windows=len(train_data) if chunking else None,
         n_dev_windows=len(dev_data) if chunking else None,
+        multi_label=multi_label,
+        dev_f1_micro=f1_history[best] if f1_history is not None else None,
+        dev_f1_history=f1_history,
     )
     record = {k: v for k, v in asdict(result).items() if k not in ("encoder_folder", "workdir")}
     (workdir / FINISHED).write_text(json.dumps(record), encoding="utf-8")
@@ -401,13 +517,15 @@ def workdir_for(
     dev_rows: LabelledTexts,
     encoding: EncoderOptions,
     options: FinetuneOptions,
+    classes: Sequence[str] | None = None,
 ) -> Path:
     """Where a fine-tuning job keeps its checkpoints: one folder per job, so the same command
-    finds (and resumes) its own and never another's."""
+    finds (and resumes) its own and never another's. ``classes``: a multi-label job (see
+    :func:`finetune`), whose head and targets differ from a single-label one's."""
     digest = hashlib.sha256()
     for data in (train_rows, dev_rows):
         digest.update(json.dumps([data.texts, data.labels], default=str).encode())
-    job = {
+    job: dict[str, Any] = {
         "encoder": resolve_encoder(encoding.encoder).fingerprint,
         "pooling": encoding.pooling,
         "max_length": encoding.max_length,
@@ -416,6 +534,8 @@ def workdir_for(
     }
     if encoding.long == "chunk":  # only then: truncating jobs keep the folders they had
         job.update(long=encoding.long, stride=encoding.stride)
+    if classes is not None:  # only then, likewise: the outputs and their order make the job
+        job.update(multi_label=True, classes=[str(c) for c in classes])
     digest.update(json.dumps(job, sort_keys=True).encode())
     return cache_dir / "finetune" / digest.hexdigest()[:24]
 
@@ -436,11 +556,12 @@ def _across_releases(arguments: type, warmup: float) -> dict[str, Any]:
 
 
 class _Rows:
-    """Token ids and label indices, as the Trainer's data loader takes them; with ``owner``
-    (windows), the index of the text each row is of, as ``text``."""
+    """Token ids and label indices (or, for label sets, 0/1 rows over the classes), as the
+    Trainer's data loader takes them; with ``owner`` (windows), the index of the text each row
+    is of, as ``text``."""
 
     def __init__(
-        self, ids: list[list[int]], labels: list[int], owner: list[int] | None = None
+        self, ids: list[list[int]], labels: list[Any], owner: list[int] | None = None
     ) -> None:
         self.ids, self.labels, self.owner = ids, labels, owner
 
@@ -483,3 +604,50 @@ def _dev_scores(prediction: Any) -> dict[str, float]:
     # tanh(loss) < 1, over (rows + 1): less than one row's worth of accuracy, so it only
     # orders epochs of equal accuracy
     return {"accuracy": accuracy, "selection": accuracy - np.tanh(log_loss) / (len(labels) + 1)}
+
+
+def _dev_set_scores(prediction: Any) -> dict[str, float]:
+    """:func:`_dev_scores` for label sets: the dev micro F1 at threshold 0.5, the exact-match
+    accuracy, the mean binary cross-entropy, and the score that picks the epoch kept.
+
+    Micro F1 picks the epoch: it pools every (text, label) decision, so it stays steady with
+    few dev texts and rare labels (a macro F1 swings on a label with one dev positive), and,
+    unlike the exact-match accuracy, credits a text mostly right. Threshold 0.5: the decision
+    the head's binary cross-entropy is trained for, and the multi-label probe's default.
+    Ties (frequent with few dev texts) go to the lower mean binary cross-entropy, the
+    analogue of the log-loss that breaks single-label ties.
+
+    Windows (``label_ids`` is then ``(labels, texts)``): each text is scored once, by the
+    mean of its windows' probabilities, label by label.
+    """
+    from scipy.special import expit
+
+    logits = prediction.predictions
+    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
+    probabilities = expit(logits)
+    if isinstance(prediction.label_ids, tuple | list):
+        window_labels, texts = (np.asarray(a) for a in prediction.label_ids)
+        _, text_of = np.unique(texts, return_inverse=True)
+        pooled = np.zeros((int(text_of.max()) + 1, logits.shape[-1]))
+        np.add.at(pooled, text_of, probabilities)
+        probabilities = pooled / np.bincount(text_of)[:, None]
+        Y = np.zeros_like(probabilities)
+        Y[text_of] = window_labels  # a text's windows share its label set
+    else:
+        Y = np.asarray(prediction.label_ids, dtype=np.float64)
+    truth, predicted = Y > 0.5, probabilities >= 0.5
+    tp = int(np.sum(truth & predicted))
+    fp, fn = int(np.sum(~truth & predicted)), int(np.sum(truth & ~predicted))
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    p = np.clip(probabilities, 1e-12, 1 - 1e-12)
+    bce = float(-np.mean(Y * np.log(p) + (1 - Y) * np.log(1 - p)))
+    # Micro F1 is 2tp / (tp + fp + positives): a fraction whose denominator is at most
+    # cells + positives = D, so two different F1s differ by at least 1 / D^2; tanh(bce) < 1
+    # over (D^2 + 1) therefore only orders epochs of equal F1.
+    most = Y.size + int(truth.sum())
+    return {
+        "accuracy": float(np.mean(np.all(truth == predicted, axis=1))),
+        "f1_micro": f1,
+        "bce": bce,
+        "selection": f1 - float(np.tanh(bce)) / (most**2 + 1),
+    }

@@ -253,13 +253,19 @@ def adapt_encoder(run: TrainingRun) -> None:
         return
     options = run.finetune
     # The dev rows are checked (read, labels, enough rows) before the encoder loads.
-    dev = _labelled(options.dev, run.reading) if options.dev is not None else None
-    train_rows, dev_rows = split_dev(run.train_set, options, dev)
+    read = read_multilabel_set if run.multi_label else _labelled
+    dev = read(options.dev, run.reading) if options.dev is not None else None
+    train_rows, dev_rows = split_dev(run.train_set, options, dev, classes=run.classes)
     run.base = resolve_encoder(run.encoding.encoder)  # the tuned folder is named after it
     cache_dir = Path(run.encoding.run.cache_dir or default_cache_dir())
-    workdir = workdir_for(cache_dir, train_rows, dev_rows, run.encoding, options)
+    workdir = workdir_for(cache_dir, train_rows, dev_rows, run.encoding, options, run.classes)
     run.tuned = run_finetune(
-        train_rows, dev_rows, encoding=run.encoding, options=options, workdir=workdir
+        train_rows,
+        dev_rows,
+        encoding=run.encoding,
+        options=options,
+        workdir=workdir,
+        classes=run.classes,
     )
     run.encoding = replace(run.encoding, encoder=str(run.tuned.encoder_folder))
 
@@ -582,11 +588,6 @@ OUT_OF_CORE: tuple[Stage, ...] = (
 def stages_for(options: TrainOptions, finetune: FinetuneOptions | None = None) -> tuple[Stage, ...]:
     """The preset the options ask for: :data:`IN_MEMORY` or :data:`OUT_OF_CORE`; a
     combination no preset makes yet is refused here, before anything is read."""
-    if options.multi_label and finetune is not None:
-        raise BadInputError(
-            "finetune= and multi_label=True do not combine yet (fine-tuning learns one label "
-            "per text); train the multi-label probe on the frozen encoder"
-        )
     if options.out_of_core:
         if options.multi_label and options.auto:
             raise BadInputError(
