@@ -21,7 +21,7 @@ LOCK_UPGRADE ?= --upgrade
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
-	bench-finetune bench-scale bench-export bench-int8 clean
+	bench-finetune bench-scale bench-export bench-int8 bench-long-line clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -136,6 +136,10 @@ bench-int8: $(BIN)/.installed
 
 bench-export: $(BIN)/.installed
 	$(BIN)/python bench/export_bench.py
+
+# Peak memory of `train` on a file with one 6 MB line, truncating and in windows (minutes).
+bench-long-line: $(BIN)/.installed
+	$(BIN)/python bench/long_line_memory.py
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache

@@ -42,9 +42,8 @@ from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.evaluation import MultiLabelEvaluation
 from bertprobe.model.multilabel import reading_for
-from bertprobe.model.train import read_training_set
+from bertprobe.training.inputs import label_sets_of, read_training_set
 from bertprobe.training.label_issues import N_SHOWN, find_label_issues
-from bertprobe.training.pipeline import label_sets_of
 from bertprobe.training.sweep import SweepResult
 
 N_CONFIDENT_ERRORS = 12

@@ -26,10 +26,11 @@ from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
 from bertprobe.encoders.encode import EncoderOptions
-from bertprobe.model.train import TrainOptions, TrainResult, read_training_set
+from bertprobe.model.train import TrainOptions, TrainResult
 from bertprobe.model.train import sweep as sweep_layers
 from bertprobe.model.train import train as train_model
 from bertprobe.training.finetune import FinetuneOptions
+from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import write_label_issues
 from bertprobe.training.sweep import FINALISTS
 

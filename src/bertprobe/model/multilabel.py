@@ -12,7 +12,7 @@ from bertprobe.data.files import (
 )
 from bertprobe.data.multilabel import DEFAULT_LABEL_SEP
 from bertprobe.heads.multilabel import MultiLabelProbe
-from bertprobe.training.pipeline import label_sets_of
+from bertprobe.training.inputs import label_sets_of
 
 if TYPE_CHECKING:
     from bertprobe.model.classifier import Classifier

@@ -37,12 +37,12 @@ from bertprobe.model.persist import (
     save_model,
 )
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
+from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import LabelIssue
 from bertprobe.training.options import TrainOptions
 from bertprobe.training.pipeline import (
     StageHooks,
     TrainingRun,
-    read_training_set,
     run_stages,
     stages_for,
     start_run,

@@ -59,14 +59,10 @@ from bertprobe.data.files import (
     LabelledTexts,
     ReadOptions,
     align_labels,
-    is_parquet,
-    iter_chunks,
     scan_labels,
 )
 from bertprobe.data.multilabel import (
-    LabelSet,
     _multilabel_set,
-    check_label_counts,
     read_multilabel_set,
     scan_label_sets,
 )
@@ -84,9 +80,6 @@ from bertprobe.encoders.encode import (
 from bertprobe.encoders.features import (
     iter_feature_rows,
     iter_parquet_vectors,
-    parquet_job,
-    parquet_rows,
-    vectors_job,
     write_features,
 )
 from bertprobe.heads.base import Head, StreamingHead
@@ -108,6 +101,14 @@ from bertprobe.heads.probe import (
 from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
 from bertprobe.training.finetune import finetune as run_finetune
+from bertprobe.training.inputs import (
+    _labelled,
+    check_features_match,
+    check_label_sets,
+    label_sets_of,
+    read_training_set,
+    reservoir_sample,
+)
 from bertprobe.training.label_issues import LabelIssue, find_label_issues
 from bertprobe.training.options import TrainOptions
 from bertprobe.training.sweep import SweepResult, run_sweep
@@ -423,34 +424,6 @@ def choose_features_on_sample(run: TrainingRun) -> None:
     )
 
 
-def reservoir_sample(path: Path, reading: ReadOptions, n: int, seed: int = 0) -> LabelledTexts:
-    """Up to ``n`` labelled rows of a file drawn uniformly in one pass (reservoir sampling),
-    holding no more than ``n`` rows and one chunk; rows keep their order in the file."""
-    rng = np.random.default_rng(seed)
-    kept: list[tuple[int, str, Any]] = []
-    seen = 0
-    for chunk in iter_chunks(
-        path,
-        text_col=reading.text_col,
-        label_col=reading.label_col,
-        drop_empty=reading.drop_empty,
-        max_field_chars=reading.max_field_chars,
-        want_labels=True,
-    ):
-        for text, label in zip(chunk.texts, chunk.labels or [], strict=True):
-            if seen < n:
-                kept.append((seen, text, label))
-            else:
-                slot = int(rng.integers(0, seen + 1))
-                if slot < n:
-                    kept[slot] = (seen, text, label)
-            seen += 1
-    kept.sort(key=lambda row: row[0])
-    return LabelledTexts.from_lists(
-        [text for _, text, _ in kept], [label for _, _, label in kept], source=str(path)
-    )
-
-
 def featurize_to_disk(run: TrainingRun) -> None:
     """File -> labels (checked first) -> vectors on disk (resumable), or the training file's
     precomputed vectors (``options.features``), checked against the file and the options."""
@@ -700,92 +673,10 @@ def _label_set_issues(run: TrainingRun) -> list[LabelIssue]:
     return sorted(issues, key=lambda issue: issue.label_probability)
 
 
-def check_features_match(
-    features: Path,
-    data: Path,
-    scanned: FileSummary,
-    encoder: LoadedEncoder,
-    spec: FeatureSpec,
-    reading: ReadOptions,
-) -> None:
-    """Refuse precomputed vectors that are not those of ``data`` under these options: paired
-    with the wrong labels they would train a model that looks fine and is not."""
-    if not is_parquet(features):
-        raise BadInputError(
-            f"--features {features}: give the Parquet file `bertprobe embed {data} --out "
-            "X.parquet` wrote"
-        )
-    job = parquet_job(features)
-    if job is None:
-        raise BadInputError(
-            f"--features {features}: the file does not say how its vectors were made; write it "
-            f"with `bertprobe embed {data} --out X.parquet`"
-        )
-    sources = job.get("sources") or []
-    if [s.get("sha256") for s in sources] != [scanned.sha256]:
-        made_from = ", ".join(str(s.get("path")) for s in sources) or "no file"
-        raise BadInputError(
-            f"--features {features}: holds the vectors of {made_from}, not of {data} as it "
-            f"is now; embed {data} again"
-        )
-    rows = parquet_rows(features)
-    if rows != scanned.n:
-        raise BadInputError(
-            f"--features {features}: {rows:,} vectors for the {scanned.n:,} rows of {data}; "
-            "the file was cut short or changed, embed again"
-        )
-    expected = vectors_job(encoder, spec, reading.text_col, reading.drop_empty)
-    differ = [key for key, value in expected.items() if job.get(key) != value]
-    if differ:
-        found = ", ".join(f"{key} {job.get(key)!r} (here {expected[key]!r})" for key in differ)
-        raise BadInputError(
-            f"--features {features}: made with other options: {found}; embed again with the "
-            "options given here, or give those options"
-        )
-
-
-def label_sets_of(data: LabelledTexts | None) -> list[LabelSet]:
-    """The label sets of a multi-label set (its ``labels``, typed)."""
-    return [tuple(labels) for labels in (data.labels or [])] if data is not None else []  # type: ignore[arg-type]
-
-
-def check_label_sets(
-    sets: Sequence[LabelSet], columns: list[str] | None, cv: int, source: str
-) -> list[str]:
-    """The label names of a multi-label training set (``columns`` when the file gave them as
-    0/1 columns), checked: every label needs enough texts with and without it for ``cv``."""
-    from sklearn.preprocessing import MultiLabelBinarizer
-
-    # With label_cols every column is a label, even one never 1 (refused just below).
-    classes = columns or sorted({label for labels in sets for label in labels})
-    try:
-        Y = MultiLabelBinarizer(classes=classes).fit_transform(sets)
-        check_label_counts(Y, classes, cv)
-    except BadInputError as exc:
-        raise BadInputError(f"{source}: {exc}") from None
-    return classes
-
-
 def accuracy(y_true: Any, predicted: Any) -> float:
     """Share of equal labels, compared by text (see :func:`~bertprobe.data.files.align_labels`:
     a file's ``"1"`` and a model's ``1`` are one label)."""
     return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))
-
-
-def read_training_set(
-    data: str | Path | LabelledTexts, reading: ReadOptions, cv: int
-) -> LabelledTexts:
-    """A labelled set checked for cross-validated training before anything is embedded."""
-    train_set = _labelled(data, reading)
-    try:
-        check_trainable(train_set.labels or [], cv)
-    except BadInputError as exc:
-        raise BadInputError(f"{train_set.source}: {exc}") from None
-    return train_set
-
-
-def _labelled(data: str | Path | LabelledTexts, reading: ReadOptions) -> LabelledTexts:
-    return data if isinstance(data, LabelledTexts) else reading.read_labelled(data)
 
 
 def _near(grid: Sequence[float], chosen: float | None) -> tuple[float, ...]:
