@@ -70,10 +70,7 @@ def test_train_from_python_saves_a_model_that_predicts_like_the_cli(
         (lambda: TrainOptions(cv=1), "cv=1"),
         (lambda: TrainOptions(n_jobs=0), "n_jobs=0"),
         (lambda: TrainOptions(Cs=(0.1, -1.0)), "Cs="),
-        (
-            lambda: TrainOptions(label_issues=True, out_of_core=True),
-            "label_issues=True and out_of_core=True",
-        ),
+        (lambda: TrainOptions(finalists=-1), "finalists=-1"),
         (lambda: EncoderOptions(pooling="sum"), "unknown pooling 'sum'"),
         (lambda: RunOptions(batch_size=0), "batch_size=0"),
         (lambda: RunOptions(backend="tensorflow"), "unknown backend"),

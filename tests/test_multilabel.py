@@ -484,6 +484,40 @@ def test_label_issues_of_a_multi_label_run_find_the_flipped_labels():
         assert by_row[i].label == given and by_row[i].suggested == {"+a": "-a", "-a": "+a"}[given]
 
 
+@pytest.mark.parametrize("target", ["single", "multi"])
+def test_label_issues_out_of_core_find_the_flipped_labels(target):
+    """Out of core: each fold's probabilities from a streaming head trained on the other folds
+    a chunk at a time; the flipped rows lead the ranking (one label, and label by label)."""
+    from bertprobe.encoders.encode import EncoderOptions
+    from bertprobe.heads.multilabel import StreamingMultiLabelProbe
+    from bertprobe.heads.probe import OutOfCoreProbe
+    from bertprobe.training.options import TrainOptions
+    from bertprobe.training.pipeline import TrainingRun, out_of_fold_by_chunks
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1200, 6))
+    Y = np.column_stack([X[:, 0] > 0, X[:, 1] > 0]).astype(int)
+    flipped = [int(i) for i in np.flatnonzero(np.abs(X[:, 0]) > 1.2)[::40][:6]]
+    Y[flipped, 0] = 1 - Y[flipped, 0]
+    labels = Y if target == "multi" else Y[:, 0]
+    options = TrainOptions(out_of_core=True, label_issues=True, multi_label=target == "multi")
+    run = TrainingRun(None, None, EncoderOptions(), options)
+    run.classes = ["a", "b"] if target == "multi" else None
+
+    def vectors(rows):
+        return (X[i : i + rows] for i in range(0, len(X), rows))
+
+    run.chunk_sources["train"] = (lambda rows: vectors(300), labels, "")
+    head = StreamingMultiLabelProbe(classes=["a", "b"]) if target == "multi" else OutOfCoreProbe()
+    run.head = head.fit(X, labels)
+    out_of_fold_by_chunks(run)
+    assert run.label_issues is not None
+    top = {issue.index for issue in run.label_issues[: 2 * len(flipped)]}
+    assert set(flipped) <= top
+    if target == "multi":
+        assert {issue.label[1:] for issue in run.label_issues[: len(flipped)]} == {"a"}
+
+
 def rare_label_data(seed: int = 0, n: int = 400):
     """Label "rare" on about 8% of rows, weakly signalled by one noisy feature; "common" on
     about half, clearly signalled."""

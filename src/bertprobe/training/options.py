@@ -63,7 +63,9 @@ class TrainOptions:
         Also find the training rows whose label the model doubts (from the out-of-fold
         probabilities; see :mod:`bertprobe.training.label_issues`), in
         :attr:`TrainResult.label_issues`.
-        Not with ``out_of_core``. With ``finetune`` the encoder has seen every training label,
+        Out of core, each fold's probabilities come from a copy of the streaming head trained
+        on the other folds (``cv`` times its passes over the vectors). With ``finetune`` the
+        encoder has seen every training label,
         so the probabilities are out of fold for the probe only, and flips it learned are missed.
 
     Examples
@@ -111,11 +113,6 @@ class TrainOptions:
         if isinstance(self.class_weight, dict):
             raise BadInputError("class_weight: give 'balanced' or None (LinearProbe takes a dict)")
         check_class_weight(self.class_weight)
-        if self.label_issues and self.out_of_core:
-            raise BadInputError(
-                "label_issues=True and out_of_core=True do not combine (the out-of-fold pass "
-                "holds the training vectors in memory); train in memory"
-            )
         if self.tune_thresholds and not self.multi_label:
             raise BadInputError(
                 "tune_thresholds=True tunes the per-label thresholds of a multi-label model; "

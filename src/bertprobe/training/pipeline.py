@@ -532,6 +532,49 @@ def fit_head_by_chunks(run: TrainingRun) -> None:
     run.fit_seconds += time.perf_counter() - start
 
 
+def out_of_fold_by_chunks(run: TrainingRun) -> None:
+    """Out of core with ``label_issues``: out-of-fold probabilities a fold at a time. Each row
+    gets a fold (a seeded draw, ``cv`` folds); for each fold a fresh copy of the streaming head
+    learns the other folds' rows from disk and predicts its own. ``cv`` times the head's passes
+    over the vectors; memory holds one chunk and the probabilities (rows x classes)."""
+    if not run.options.label_issues:
+        return
+    from sklearn.base import clone
+
+    start = time.perf_counter()
+    labels = run.chunk_sources["train"][1]
+    folds = np.random.default_rng(0).integers(0, run.options.cv, size=len(labels))
+    oof: np.ndarray | None = None
+    for k in range(run.options.cv):
+        head = clone(run.head).fit_chunks(partial(_fold_chunks, run, folds, k, False))
+        for rows, X in _fold_chunks(run, folds, k, True, with_rows=True):
+            proba = head.predict_proba(X)
+            if oof is None:
+                oof = np.zeros((len(labels), proba.shape[1]))
+            oof[rows] = proba
+    assert oof is not None
+    if run.multi_label:
+        assert run.classes is not None
+        run.label_issues = _issues_label_by_label(labels, oof, run.classes)
+    else:
+        run.label_issues = find_label_issues(labels, oof, run.head.classes_.tolist())
+    run.fit_seconds += time.perf_counter() - start
+
+
+def _fold_chunks(
+    run: TrainingRun, folds: np.ndarray, k: int, inside: bool, with_rows: bool = False
+) -> Iterator[Any]:
+    """The training chunks' rows in fold ``k`` (``inside``) or out of it: ``(X, y)``, or with
+    ``with_rows`` ``(row numbers, X)``; chunks left empty are skipped."""
+    done = 0
+    for X, y in chunks(run, "train"):
+        rows = np.arange(done, done + len(X))
+        done += len(X)
+        keep = (folds[rows] == k) == inside
+        if keep.any():
+            yield (rows[keep], X[keep]) if with_rows else (X[keep], y[keep])
+
+
 def score_test_by_chunks(run: TrainingRun) -> None:
     """The test file's scores (as :func:`score_test`'s), its vectors read a chunk at a time."""
     if "test" not in run.chunk_sources:
@@ -554,6 +597,7 @@ OUT_OF_CORE: tuple[Stage, ...] = (
     choose_features_on_sample,
     featurize_to_disk,
     fit_head_by_chunks,
+    out_of_fold_by_chunks,
     score_test_by_chunks,
 )
 
@@ -651,17 +695,29 @@ def threshold_record(
 
 def _label_set_issues(run: TrainingRun) -> list[LabelIssue]:
     """Label issues of a multi-label run, label by label: each label's probe (at its chosen
-    C) gives out-of-fold probabilities of "has it" against "has it not", and a row is doubted
-    for that label as a single-label row would be. ``label`` and ``suggested`` read
-    ``"+name"`` (the label is there) or ``"-name"`` (it is not)."""
+    C, folds and weights) gives out-of-fold probabilities of "has it" against "has it not"."""
     head = run.head
     assert isinstance(head, MultiLabelProbe) and run.classes is not None
     Y, _ = indicator(label_sets_of(run.train_set), run.classes, "the training labels")
+    oof = np.column_stack(
+        [
+            probe.out_of_fold_proba(run.X_train, Y[:, j])[:, 1]
+            for j, probe in enumerate(head.label_probes())
+        ]
+    )
+    return _issues_label_by_label(Y, oof, run.classes)
+
+
+def _issues_label_by_label(
+    Y: np.ndarray, oof: np.ndarray, names: Sequence[str]
+) -> list[LabelIssue]:
+    """Rows doubted for a label as a single-label row would be, from each label's out-of-fold
+    probability (``oof[:, j]``); ``label`` and ``suggested`` read ``"+name"`` (the label is
+    there) or ``"-name"`` (it is not). Most doubted first, whatever the label."""
     issues: list[LabelIssue] = []
-    for j, name in enumerate(run.classes):
-        # Each label's fitted probe (one-vs-rest), at its own C, folds and weights.
-        oof = head.estimator_.estimators_[j].out_of_fold_proba(run.X_train, Y[:, j])
-        for issue in find_label_issues(Y[:, j], oof, [0, 1]):
+    for j, name in enumerate(names):
+        both = np.column_stack([1 - oof[:, j], oof[:, j]])
+        for issue in find_label_issues(Y[:, j], both, [0, 1]):
             issues.append(
                 replace(
                     issue,
@@ -669,7 +725,6 @@ def _label_set_issues(run: TrainingRun) -> list[LabelIssue]:
                     suggested=("+" if issue.suggested else "-") + name,
                 )
             )
-    # Most doubted first, whatever the label: the given label's out-of-fold probability.
     return sorted(issues, key=lambda issue: issue.label_probability)
 
 
