@@ -180,9 +180,9 @@ BAD_INPUTS = {
     "bad pooling": (["train", "{good}", "--pooling", "sum"], "unknown pooling 'sum'"),
     "bad c grid": (["train", "{good}", "--c-grid", "a,b"], "--c-grid"),
     "no texts to predict": (["predict", "--model", "{tmp}"], "not a bertprobe model folder"),
-    "auto out of core with label sets": (
-        ["train", "{good}", "--out-of-core", "--auto", "--multi-label", "--label-sep", "|"],
-        "--auto, --out-of-core and --multi-label do not combine yet",
+    "fine-tuning out of core": (
+        ["train", "{good}", "--out-of-core", "--finetune"],
+        "--finetune and --out-of-core do not combine",
     ),
     "embed to wrong suffix": (["embed", "{good}", "--out", "{tmp}/x.csv"], "name the file"),
     "serve a folder that is not a model": (

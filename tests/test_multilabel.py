@@ -518,6 +518,26 @@ def test_label_issues_out_of_core_find_the_flipped_labels(target):
         assert {issue.label[1:] for issue in run.label_issues[: len(flipped)]} == {"a"}
 
 
+def test_a_label_set_sample_keeps_each_drawn_text_with_its_own_labels(tmp_path):
+    """Out of core with --auto: the sample's texts come from a second pass; each must still
+    sit beside its own row's label set, drawn from the whole file, not its head."""
+    from bertprobe.training.inputs import label_set_sample
+
+    rows = [
+        (f"row {i}", "|".join(n for n, on in (("a", i % 2), ("b", i % 3 == 0)) if on))
+        for i in range(500)
+    ]
+    path = tmp_path / "sets.tsv"
+    path.write_text("".join(f"{t}\t{s}\n" for t, s in rows), encoding="utf-8")
+    sample, classes = label_set_sample(path, ReadOptions(label_sep="|"), 60)
+    assert classes == ["a", "b"] and len(sample) == 60
+    by_text = dict(rows)
+    for text, labels in zip(sample.texts, sample.labels or [], strict=True):
+        assert "|".join(labels) == by_text[text]
+    drawn = [int(text.split()[1]) for text in sample.texts]
+    assert drawn == sorted(drawn) and max(drawn) > 250  # in file order, from all of it
+
+
 def rare_label_data(seed: int = 0, n: int = 400):
     """Label "rare" on about 8% of rows, weakly signalled by one noisy feature; "common" on
     about half, clearly signalled."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +48,11 @@ def read_multilabel(path: str | Path, reading: ReadOptions = ReadOptions()) -> L
 
 
 def _read_multilabel(
-    path: str | Path, reading: ReadOptions, *, keep_texts: bool = True
+    path: str | Path, reading: ReadOptions, *, keep_texts: bool | Container[int] = True
 ) -> tuple[LabelledTexts, list[str] | None]:
-    """The file's multi-label rows and, with ``label_cols``, the labels the columns name;
-    with ``keep_texts=False`` every text is read and checked but kept as ``""``."""
+    """The file's multi-label rows and, with ``label_cols``, the labels the columns name.
+    Every text is read and checked; ``keep_texts=False`` keeps each as ``""``, and a set of
+    row numbers (0-based, among the rows read) keeps those rows' texts only."""
     reader = _Reader(path, reading.max_field_chars)
     source = reader.source
     label_cols = tuple(reading.label_cols or ())
@@ -121,7 +122,8 @@ def _read_multilabel(
             label_set = tuple(sorted(set(found)))
         else:
             label_set = tuple(sorted(_cell_labels(cells[indexes[0]], sep) - {""}))
-        texts.append(cells[text_idx].strip() if keep_texts else "")
+        keep = keep_texts if isinstance(keep_texts, bool) else len(texts) in keep_texts
+        texts.append(cells[text_idx].strip() if keep else "")
         labels.append(label_set)
         line_numbers.append(line_no)
     if short:

@@ -13,7 +13,12 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import FileSummary, LabelledTexts, ReadOptions, is_parquet, iter_chunks
-from bertprobe.data.multilabel import LabelSet, check_label_counts
+from bertprobe.data.multilabel import (
+    LabelSet,
+    _read_multilabel,
+    check_label_counts,
+    scan_label_sets,
+)
 from bertprobe.encoders.encode import FeatureSpec, LoadedEncoder
 from bertprobe.encoders.features import parquet_job, parquet_rows, vectors_job
 from bertprobe.heads.probe import check_trainable
@@ -127,3 +132,23 @@ def read_training_set(
 
 def _labelled(data: str | Path | LabelledTexts, reading: ReadOptions) -> LabelledTexts:
     return data if isinstance(data, LabelledTexts) else reading.read_labelled(data)
+
+
+def label_set_sample(
+    path: Path, reading: ReadOptions, n: int, seed: int = 0
+) -> tuple[LabelledTexts, list[str]]:
+    """Up to ``n`` rows of a multi-label file drawn uniformly, and the file's label names
+    (checked as a training set's). Two passes: the label sets of every row (texts read, not
+    kept), then the drawn rows' texts; memory holds the label sets and ``n`` texts."""
+    sets, columns, _ = scan_label_sets(path, reading)
+    classes = check_label_sets(sets, columns, 2, str(path))
+    drawn = np.random.default_rng(seed).permutation(len(sets))[:n]
+    keep = set(drawn.tolist())
+    read, _ = _read_multilabel(path, reading, keep_texts=keep)
+    rows = sorted(keep)
+    sample = LabelledTexts.from_lists(
+        [read.texts[i] for i in rows],
+        [sets[i] for i in rows],
+        source=str(path),
+    )
+    return sample, classes

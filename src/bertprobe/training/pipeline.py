@@ -105,6 +105,7 @@ from bertprobe.training.inputs import (
     _labelled,
     check_features_match,
     check_label_sets,
+    label_set_sample,
     label_sets_of,
     read_training_set,
     reservoir_sample,
@@ -404,20 +405,27 @@ SWEEP_SAMPLE_ROWS = 20_000
 
 def choose_features_on_sample(run: TrainingRun) -> None:
     """Out of core with ``auto``: the sweep reads a uniform sample of the training file
-    (:data:`SWEEP_SAMPLE_ROWS` rows, reservoir-sampled in one pass, so a file sorted by label
-    is sampled fairly), then the chosen layer(s) and pooling are streamed for the whole file.
-    No TF-IDF vote: the streaming head cannot hold the texts it would need."""
+    (:data:`SWEEP_SAMPLE_ROWS` rows: reservoir-sampled in one pass, so a file sorted by label
+    is sampled fairly; label sets in two passes), then the chosen layer(s) and pooling are
+    streamed for the whole file. No TF-IDF vote: the streaming head cannot hold the texts it
+    would need."""
     if not run.options.auto or run.train_path is None:
         return
-    sample = reservoir_sample(run.train_path, run.reading, SWEEP_SAMPLE_ROWS)
-    try:
-        check_trainable(sample.labels or [], run.options.cv)
-    except BadInputError as exc:
-        raise BadInputError(f"{run.train_path} (a sample for auto=True): {exc}") from None
+    targets = None
+    if run.multi_label:
+        sample, run.classes = label_set_sample(run.train_path, run.reading, SWEEP_SAMPLE_ROWS)
+        targets, _ = indicator(label_sets_of(sample), run.classes, sample.source)
+    else:
+        sample = reservoir_sample(run.train_path, run.reading, SWEEP_SAMPLE_ROWS)
+        try:
+            check_trainable(sample.labels or [], run.options.cv)
+        except BadInputError as exc:
+            raise BadInputError(f"{run.train_path} (a sample for auto=True): {exc}") from None
     with run.encoding.open_cache() as cache:
         run.swept = sweep_features(
-            sample, run.encoding, run.options, COARSE_C_GRID, cache=cache, tfidf=False
-        )
+            sample, run.encoding, run.options, COARSE_C_GRID, cache=cache, tfidf=False,
+            targets=targets,
+        )  # fmt: skip
     best = run.swept.best
     run.encoding = replace(
         run.encoding, pooling=check_pooling(best.pooling), layers=tuple(best.layers)
@@ -606,11 +614,6 @@ def stages_for(options: TrainOptions, finetune: FinetuneOptions | None = None) -
     """The preset the options ask for: :data:`IN_MEMORY` or :data:`OUT_OF_CORE`; a
     combination no preset makes yet is refused here, before anything is read."""
     if options.out_of_core:
-        if options.multi_label and options.auto:
-            raise BadInputError(
-                "auto=True, out_of_core=True and multi_label=True do not combine yet (the "
-                "sweep's sample of the file reads one label a row); give the pooling and layers"
-            )
         if finetune is not None:
             raise BadInputError(
                 "finetune= and out_of_core=True do not combine (fine-tuning holds the training "
