@@ -180,9 +180,9 @@ BAD_INPUTS = {
     "bad pooling": (["train", "{good}", "--pooling", "sum"], "unknown pooling 'sum'"),
     "bad c grid": (["train", "{good}", "--c-grid", "a,b"], "--c-grid"),
     "no texts to predict": (["predict", "--model", "{tmp}"], "not a bertprobe model folder"),
-    "fine-tuning out of core": (
-        ["train", "{good}", "--out-of-core", "--finetune"],
-        "--finetune and --out-of-core do not combine",
+    "precomputed vectors in memory": (
+        ["train", "{good}", "--features", "{tmp}/x.parquet"],
+        "--features (precomputed training vectors) is for --out-of-core training",
     ),
     "embed to wrong suffix": (["embed", "{good}", "--out", "{tmp}/x.csv"], "name the file"),
     "serve a folder that is not a model": (

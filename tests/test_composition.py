@@ -1,6 +1,7 @@
 """Every training mode with every target and text mode, and every way out of the model.
 
-One cell a combination of mode (plain, auto, out of core, fine-tuned) x target (one label,
+One cell a combination of mode (plain, auto, out of core, auto out of core, fine-tuned,
+fine-tuned out of core) x target (one label,
 several labels) x text mode (truncate, chunk). Each cell trains a tiny model (the random tiny
 DistilBERT) into a folder and checks every way out against the model in memory: the folder
 loaded again, ``evaluate``, the report, the HTTP service and the ONNX export (and Ray actors
@@ -18,7 +19,7 @@ from bertprobe.cli import app
 from bertprobe.model.classifier import Classifier
 from conftest import write_tsv
 
-MODES = ("plain", "auto", "out_of_core", "auto_out_of_core", "finetune")
+MODES = ("plain", "auto", "out_of_core", "auto_out_of_core", "finetune", "finetune_out_of_core")
 TARGETS = ("single", "multi")
 TEXTS = ("truncate", "chunk")
 # Longer than a chunk window (max_length 8 with a stride of 2), so chunk mode takes several.
@@ -65,9 +66,9 @@ def _options(mode: str, target: str, text: str, encoder: str):
     options = dict(cv=3, Cs="0.1,1", multi_label=target == "multi")
     if mode in ("auto", "auto_out_of_core"):
         options.update(auto=True, poolings="mean,cls", finalists=1)
-    if mode in ("out_of_core", "auto_out_of_core"):
+    if "out_of_core" in mode:
         options.update(out_of_core=True, label_issues=True)
-    finetune = FinetuneOptions(epochs=1, lr=5e-4) if mode == "finetune" else None
+    finetune = FinetuneOptions(epochs=1, lr=5e-4) if "finetune" in mode else None
     reading = ReadOptions(label_sep="|") if target == "multi" else ReadOptions()
     return encoding, options, finetune, reading
 
@@ -104,6 +105,8 @@ def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilb
     # The folder, loaded again (the card decides the features: windows, layers, encoder).
     loaded = Classifier.load(out)
     assert loaded.spec == result.model.spec and loaded.spec.long == text
+    if "finetune" in mode:  # the folder holds the tuned encoder, the card says how it was tuned
+        assert "(fine-tuned)" in loaded.encoder.name and "finetune" in loaded.card
     if "auto" in mode:  # the sweep chose the features, and the card and --json say which
         assert result.sweep is not None and loaded.card["sweep"]["choice"] == result.sweep.choice
         assert result.to_dict()["auto"] == result.sweep.choice

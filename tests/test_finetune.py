@@ -185,7 +185,7 @@ def test_ctrl_c_in_the_cli_exits_130_saying_how_to_resume(
         (["--finetune", "--lr", "-1"], "is not a positive number"),
         (["--finetune", "--lr", "fast"], "Invalid value for '--lr'"),
         (["--finetune", "--dev-share", "1.5"], "is not a share between 0 and 1"),
-        (["--finetune", "--out-of-core"], "--finetune and --out-of-core do not combine"),
+        (["--finetune", "--epochs", "0"], "Invalid value for '--epochs'"),
     ],
 )
 def test_finetune_options_are_checked_in_one_line(

@@ -286,6 +286,9 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
         metrics.update(_metric_record(summary, cv=False))
         if run.swept is not None:
             extra["sweep"] = run.swept.to_dict()
+        if run.tuned is not None and run.finetune is not None:
+            metrics["dev_accuracy"] = run.tuned.dev_accuracy
+            extra["finetune"] = _finetune_record(run.tuned, run.finetune)
         return metrics, extra
     metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
     metrics.update(_metric_record(summary))

@@ -17,9 +17,10 @@ out_of_fold        one out-of-fold pass: the decision threshold (two classes) an
 score_test         the test set's scores
 =================  ==========================================================================
 
-Training out of core is the same idea over files: :data:`OUT_OF_CORE` chooses the features on
-a sample of the file (``auto``), and replaces featurize, fit_head and score_test with stages
-that stream vectors from disk a chunk at a time, into a head that learns that way
+Training out of core is the same idea over files: :data:`OUT_OF_CORE` tunes the encoder
+(``finetune``) and chooses the features (``auto``) on a uniform sample of the file, and
+replaces featurize, fit_head, out_of_fold and score_test with stages that stream vectors from
+disk a chunk at a time, into a head that learns that way
 (:class:`~bertprobe.heads.base.StreamingHead`: :class:`~bertprobe.heads.probe.OutOfCoreProbe`,
 or one a label in :class:`~bertprobe.heads.multilabel.StreamingMultiLabelProbe`).
 
@@ -216,7 +217,6 @@ def start_run(
     """Read and check the data a run needs before the encoder runs: the training set, the
     test labels against the training labels (single labels or label sets); out of core, only
     the paths (the files are read a chunk at a time by the stages)."""
-    stages_for(options, finetune)  # a preset the options cannot make is refused before reading
     if reading.multi_label and not options.multi_label:
         raise BadInputError(
             "label_sep= and label_cols= read several labels per text; add multi_label=True, "
@@ -398,29 +398,52 @@ IN_MEMORY: tuple[Stage, ...] = (
 # --- out of core -----------------------------------------------------------------------------
 
 
-# Rows of a training file the out-of-core sweep holds: every hidden state of each row is in
-# memory during the sweep (13 layers x 384 floats for MiniLM: ~20 KB a row, ~400 MB here).
-SWEEP_SAMPLE_ROWS = 20_000
+# Rows of a training file held in memory out of core, as a uniform sample: by the sweep (every
+# hidden state of each row: 13 layers x 384 floats for MiniLM, ~20 KB a row, ~400 MB here) and
+# by fine-tuning (which revisits its rows every epoch).
+SAMPLE_ROWS = 20_000
+
+
+def _sample(run: TrainingRun, why: str) -> LabelledTexts:
+    """A uniform sample of the training file (:data:`SAMPLE_ROWS` rows: reservoir-sampled in
+    one pass, so a file sorted by label is sampled fairly; label sets in two passes), checked
+    for ``cv`` folds; ``run.classes`` is set for label sets."""
+    assert run.train_path is not None
+    if run.multi_label:
+        sample, run.classes = label_set_sample(run.train_path, run.reading, SAMPLE_ROWS)
+        return sample
+    sample = reservoir_sample(run.train_path, run.reading, SAMPLE_ROWS)
+    try:
+        check_trainable(sample.labels or [], run.options.cv)
+    except BadInputError as exc:
+        raise BadInputError(f"{run.train_path} (a sample for {why}): {exc}") from None
+    return sample
+
+
+def adapt_encoder_on_sample(run: TrainingRun) -> None:
+    """Out of core with ``finetune``: the encoder is tuned on a uniform sample of the file (see
+    :func:`_sample`), as :func:`adapt_encoder` tunes it on a training set in memory; then the
+    tuned encoder's features are streamed for the whole file."""
+    if run.finetune is None or run.train_path is None:
+        return
+    run.train_set = _sample(run, "finetune=")
+    try:
+        adapt_encoder(run)
+    finally:
+        run.train_set = None  # the rest of the run reads the whole file a chunk at a time
 
 
 def choose_features_on_sample(run: TrainingRun) -> None:
-    """Out of core with ``auto``: the sweep reads a uniform sample of the training file
-    (:data:`SWEEP_SAMPLE_ROWS` rows: reservoir-sampled in one pass, so a file sorted by label
-    is sampled fairly; label sets in two passes), then the chosen layer(s) and pooling are
-    streamed for the whole file. No TF-IDF vote: the streaming head cannot hold the texts it
-    would need."""
+    """Out of core with ``auto``: the sweep reads a uniform sample of the training file (see
+    :func:`_sample`), then the chosen layer(s) and pooling are streamed for the whole file. No
+    TF-IDF vote: the streaming head cannot hold the texts it would need."""
     if not run.options.auto or run.train_path is None:
         return
+    sample = _sample(run, "auto=True")
     targets = None
     if run.multi_label:
-        sample, run.classes = label_set_sample(run.train_path, run.reading, SWEEP_SAMPLE_ROWS)
+        assert run.classes is not None
         targets, _ = indicator(label_sets_of(sample), run.classes, sample.source)
-    else:
-        sample = reservoir_sample(run.train_path, run.reading, SWEEP_SAMPLE_ROWS)
-        try:
-            check_trainable(sample.labels or [], run.options.cv)
-        except BadInputError as exc:
-            raise BadInputError(f"{run.train_path} (a sample for auto=True): {exc}") from None
     with run.encoding.open_cache() as cache:
         run.swept = sweep_features(
             sample, run.encoding, run.options, COARSE_C_GRID, cache=cache, tfidf=False,
@@ -602,6 +625,7 @@ def score_test_by_chunks(run: TrainingRun) -> None:
 
 
 OUT_OF_CORE: tuple[Stage, ...] = (
+    adapt_encoder_on_sample,
     choose_features_on_sample,
     featurize_to_disk,
     fit_head_by_chunks,
@@ -611,14 +635,9 @@ OUT_OF_CORE: tuple[Stage, ...] = (
 
 
 def stages_for(options: TrainOptions, finetune: FinetuneOptions | None = None) -> tuple[Stage, ...]:
-    """The preset the options ask for: :data:`IN_MEMORY` or :data:`OUT_OF_CORE`; a
-    combination no preset makes yet is refused here, before anything is read."""
+    """The preset the options ask for: :data:`IN_MEMORY` or :data:`OUT_OF_CORE` (each stage
+    does nothing when its option is off, so every combination of options has its preset)."""
     if options.out_of_core:
-        if finetune is not None:
-            raise BadInputError(
-                "finetune= and out_of_core=True do not combine (fine-tuning holds the training "
-                "set in memory); train in memory"
-            )
         return OUT_OF_CORE
     return IN_MEMORY
 
