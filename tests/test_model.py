@@ -133,3 +133,24 @@ def test_from_pipeline_refuses_other_pipelines():
 
     with pytest.raises(BertprobeError, match="a TextEmbedder, then a LinearProbe"):
         Classifier.from_pipeline(make_pipeline(StandardScaler(), LogisticRegression()))
+
+
+@pytest.mark.parametrize("out_of_core", [False, True], ids=["in-memory", "out-of-core"])
+def test_train_calls_the_hooks_around_each_stage_of_its_preset(
+    out_of_core, tiny_distilbert, sentiment_tsv
+):
+    from bertprobe.training.pipeline import IN_MEMORY, OUT_OF_CORE, StageHooks
+
+    seen: list[tuple[str, str]] = []
+    hooks = StageHooks(
+        on_start=lambda name, run: seen.append(("start", name)),
+        on_end=lambda name, run, seconds: seen.append(("end", name)) if seconds >= 0 else None,
+    )
+    train(
+        sentiment_tsv,
+        encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+        options=TrainOptions(cv=3, out_of_core=out_of_core),
+        hooks=hooks,
+    )
+    preset = OUT_OF_CORE if out_of_core else IN_MEMORY
+    assert seen == [(when, s.__name__) for s in preset for when in ("start", "end")]

@@ -163,7 +163,7 @@ class TrainingRun:
         default_factory=dict
     )
     # fit_head
-    head: Any = None  # LinearProbe, OutOfCoreProbe or MultiLabelProbe
+    head: Any = None  # a Head (heads.base): the probe, its streaming or multi-label kind
     text_model: Any = None  # the TF-IDF voter, when the sweep prefers the vote
     fit_seconds: float = 0.0
     # out_of_fold
