@@ -251,8 +251,6 @@ def test_train_library_returns_label_issues(tiny_distilbert, sentiment_rows):
     np.testing.assert_array_equal(
         result.model.predict(texts, threshold="auto"), np.where(proba[:, 1] >= cut, 1, 0)
     )
-    with pytest.raises(BadInputError, match="out_of_core"):
-        TrainOptions(label_issues=True, out_of_core=True)
     with pytest.raises(BadInputError, match="metric"):
         TrainOptions(metric="auc")
 
