@@ -67,8 +67,9 @@ fuzz: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench examples
 
-# Lint, formatting, types and the package's layers (import-linter: the contracts in
-# pyproject.toml); CI runs this before the tests.
+# Lint (with the static security scan: ruff's S rules, see pyproject.toml), formatting, types
+# and the package's layers (import-linter: the contracts in pyproject.toml); CI runs this
+# before the tests.
 check: lint
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
