@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,9 @@ class TrainResult:
             "n_test": self.n_test,
             "labels": [python_value(c) for c in probe.classes_],
             "encoder": self.model.encoder.name,
+            # A hub encoder's commit; null for a local or fine-tuned one (the card keeps the
+            # base's commit under encoder.base).
+            "encoder_revision": self.model.encoder.revision,
             "pooling": spec.pooling,
             "backend": self.model.backend,
             "embed_seconds": self.embed_seconds,
@@ -182,10 +185,19 @@ def train(
     array([1])
     """
     out = check_model_destination(out) if out is not None else None
+    pinned_base = None
+    if finetune is not None and encoding.revision is not None:
+        # The fine-tuning stage resolves its base by name alone and then points the run's
+        # options at the tuned folder, revision and all: the pinned snapshot's folder stands in
+        # for the hub name, and the model and its card get the name and commit back below.
+        pinned_base = encoding.resolve()
+        encoding = replace(encoding, encoder=str(pinned_base.path), revision=None)
     run = start_run(
         data, test=test, encoding=encoding, options=options, reading=reading, finetune=finetune
     )
     run_stages(run, stages_for(options, finetune), hooks)
+    if pinned_base is not None:
+        run.base = pinned_base
     model = Classifier.from_run(run)
     result = TrainResult(
         model=model,
