@@ -68,8 +68,8 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench examples
 
 # Lint (with the static security scan: ruff's S rules, see pyproject.toml), formatting, types
-# and the package's layers (import-linter: the contracts in
-# pyproject.toml); CI runs this before the tests.
+# and the package's layers (import-linter: the contracts in pyproject.toml); CI runs this
+# before the tests.
 check: lint
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy

@@ -15,6 +15,7 @@ FLAGS = {
     "n_jobs": "--jobs",
     "poolings": "--poolings",
     "encoder": "--encoder",
+    "revision": "--revision",
     "layers": "--layer",
     "max_length": "--max-length",
     "long": "--long",

@@ -211,6 +211,17 @@ _FEATURES = (
         DEFAULT_ENCODER,
     ),
     _option(
+        "revision",
+        Annotated[
+            str | None,
+            typer.Option(
+                help="A hub encoder's branch, tag or commit hash (default: main); the commit "
+                "it resolves to is recorded in the model card.",
+            ),
+        ],
+        None,
+    ),
+    _option(
         "pooling",
         Annotated[str, typer.Option(help=f"How token vectors become one: {', '.join(POOLINGS)}.")],
         "cls",
@@ -336,6 +347,7 @@ def _encoder_options(values: dict[str, Any], progress: bool) -> EncoderOptions:
         stride=values["stride"],
         window_pool=check_window_pool(values["window_pool"]),
         run=_run_options(values, progress),
+        revision=values["revision"],
     )
 
 

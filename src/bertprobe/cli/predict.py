@@ -28,6 +28,7 @@ from bertprobe.cli.options import (
 )
 from bertprobe.cli.printing import (
     echo_lines,
+    encoder_line,
     evaluation_lines,
     evaluation_table,
     long_texts,
@@ -115,6 +116,9 @@ def evaluate(
         typer.echo(json.dumps(result.to_dict()))
         return
     typer.echo(f"model     {model_dir} ({model.id})")
+    encoder = encoder_line(model)
+    if encoder is not None:  # a hub encoder: the commit it was trained on
+        typer.echo(encoder)
     typer.echo(f"data      {data}: {len(test_set):,} texts")
     if isinstance(result, MultiLabelEvaluation):
         echo_lines(evaluation_lines(result))

@@ -17,6 +17,7 @@ import typer
 from bertprobe.data.files import LabelledTexts
 from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe
+from bertprobe.model.classifier import Classifier
 from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.model.multilabel import training_summary
 from bertprobe.model.train import TrainResult
@@ -126,6 +127,23 @@ def _print_finetune(tuned: FinetuneResult) -> None:
     )
 
 
+def commit_words(model: Classifier) -> str:
+    """Which hub commit ``model``'s encoder came from, as words to append to its name:
+    ``", commit HASH"`` (the full hash, to paste into ``--revision``), ``", tuned from commit
+    HASH"`` for one fine-tuned from a hub encoder, or nothing for a local encoder."""
+    if model.encoder.revision:
+        return f", commit {model.encoder.revision}"
+    base = model.card.get("encoder", {}).get("base", {}).get("revision")
+    return f", tuned from commit {base}" if base else ""
+
+
+def encoder_line(model: Classifier) -> str | None:
+    """``evaluate``'s header line naming the hub commit the model's encoder came from; ``None``
+    for a local encoder (the header is then as it always was)."""
+    words = commit_words(model)
+    return f"encoder   {model.encoder.name}{words}" if words else None
+
+
 def _print_features(result: TrainResult, data: Path, summary: dict[str, Any]) -> None:
     """The training set's classes, the encoder and what embedding it took."""
     model = result.model
@@ -137,7 +155,8 @@ def _print_features(result: TrainResult, data: Path, summary: dict[str, Any]) ->
     )
     layers = ",".join(str(x) for x in model.spec.layers)
     typer.echo(
-        f"encoder   {model.encoder.name} ({model.encoder.fingerprint[:19]}), pooling "
+        f"encoder   {model.encoder.name} ({model.encoder.fingerprint[:19]}"
+        f"{commit_words(model)}), pooling "
         f"{model.spec.pooling}, layer {layers}, max length {summary['max_length']}"
     )
     embedded = [s for s in (result.train_stats, result.test_stats) if s is not None]
@@ -197,8 +216,8 @@ def training_lines(result: TrainResult, data: Path, test: Path | None) -> list[s
         + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
         + (f"; {none:,} with none" if none else "")
         + ")",
-        f"encoder   {result.model.encoder.name}, pooling {result.model.spec.pooling}, max "
-        f"length {summary['max_length']}",
+        f"encoder   {result.model.encoder.name}{commit_words(result.model)}, "
+        f"pooling {result.model.spec.pooling}, max length {summary['max_length']}",
         f"embedded  in {result.embed_seconds:.1f} s ({summary['n_cached']:,} from cache, "
         f"{summary['n_truncated']:,} truncated); fit {len(summary['labels'])} probes in "
         f"{result.fit_seconds:.1f} s",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +47,8 @@ WINDOW_POOLS: tuple[WindowPool, ...] = ("mean", "max")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Files a frozen encoder needs from the hub: configs, vocabularies and safetensors weights.
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+# A hub snapshot folder is named by the full commit hash it holds (huggingface_hub's cache).
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def _bundled_minilm() -> Path:
@@ -63,30 +66,44 @@ ALIASES: dict[str, Callable[[], Path]] = {"minilm": _bundled_minilm}
 
 @dataclass(frozen=True)
 class EncoderRef:
-    """A resolved encoder: the name the user gave, the local folder, and its fingerprint.
+    """A resolved encoder: the name the user gave, the local folder, its fingerprint, and for
+    a hub encoder the commit it was resolved to.
 
     The fingerprint (``sha256:`` of the config and weight files) keys the embedding cache and is
-    recorded in saved models, so vectors from different weights are never mixed.
+    recorded in saved models, so vectors from different weights are never mixed. ``revision``
+    (the full commit hash of the hub snapshot; ``None`` for a local folder or a bundled alias)
+    is recorded beside it, so the same weights can be fetched again by name.
     """
 
     name: str
     path: Path
     fingerprint: str
+    revision: str | None = None
 
 
-def resolve_encoder(name: str) -> EncoderRef:
+def resolve_encoder(name: str, revision: str | None = None) -> EncoderRef:
     """Find an encoder by alias (``minilm``), local folder, or Hugging Face hub name.
 
     Hub names come from the local Hugging Face cache first; the hub is asked only when it can be
     reached, so an offline machine gets a one-line error at once instead of minutes of retries.
+    ``revision`` (a branch, tag or commit hash) pins a hub encoder; without it the hub's
+    ``main`` is taken. Either way the commit found is the returned ref's ``revision``. A local
+    folder or an alias has no revisions: giving one is an error, not silently ignored.
     """
     if not name or not name.strip():
         raise EncoderNotFoundError(
             "empty encoder name; give encoder= a hub name, a local folder, or minilm (bundled)"
         )
+    if revision is not None and not revision.strip():
+        raise EncoderNotFoundError(
+            "empty revision; give revision= a branch, tag or commit hash, or leave it out"
+        )
+    commit = None
     if name in ALIASES:
+        _no_revision(name, revision, "is bundled with bertprobe")
         path = ALIASES[name]()
     elif Path(name).expanduser().is_dir():
+        _no_revision(name, revision, "is a local folder")
         path = Path(name).expanduser().resolve()
     elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
         raise EncoderNotFoundError(
@@ -94,13 +111,29 @@ def resolve_encoder(name: str) -> EncoderRef:
             "config.json and weights, a hub name, or 'minilm'"
         )
     else:
-        path = _from_hub(name)
+        path = _from_hub(name, revision)
+        # huggingface_hub names a snapshot folder by its full commit hash.
+        commit = path.name if _COMMIT.fullmatch(path.name) else None
     if not (path / "config.json").is_file():
         raise EncoderNotFoundError(
             f"encoder folder {path} has no config.json; give a Hugging "
             "Face model folder (config.json, tokenizer files, weights)"
         )
-    return EncoderRef(name=name, path=path, fingerprint=folder_fingerprint(path))
+    return EncoderRef(
+        name=name,
+        path=path,
+        fingerprint=folder_fingerprint(path),
+        revision=commit,
+    )
+
+
+def _no_revision(name: str, revision: str | None, what: str) -> None:
+    # A revision cannot apply here; dropping it silently would claim a pin that is not there.
+    if revision is not None:
+        raise EncoderNotFoundError(
+            f"encoder {name!r} {what}, not a hub name: it has no revision {revision!r}; "
+            "drop revision= or give a hub name"
+        )
 
 
 def token_limit(config: Any, tokenizer: Any) -> int:
@@ -132,32 +165,50 @@ def _hash_files(path: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _from_hub(name: str) -> Path:
+def _from_hub(name: str, revision: str | None = None) -> Path:
+    """The snapshot folder of hub encoder ``name`` at ``revision`` (``None``: ``main``), from
+    the local Hugging Face cache, else downloaded when the hub can be reached."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RevisionNotFoundError,
+    )
 
+    at = f" at revision {revision!r}" if revision is not None else ""
+    download = f"huggingface-cli download NAME{' --revision REV' if revision else ''}"
     offline_help = (
         "use encoder=minilm (bundled, offline), a local model folder, or fetch it where the "
-        "hub is reachable (huggingface-cli download NAME) and copy the cache here"
+        f"hub is reachable ({download}) and copy the cache here"
     )
     try:
-        return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS, local_files_only=True))
+        return Path(
+            snapshot_download(
+                name, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True
+            )
+        )
     except HFValidationError:
         raise EncoderNotFoundError(
-            f"encoder {name!r} is neither a local folder nor a valid hub name; {offline_help}"
+            f"encoder {name!r}{at} is neither a local folder nor a valid hub name and revision; "
+            f"{offline_help}"
         ) from None
     except LocalEntryNotFoundError:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not _hub_reachable():
         raise EncoderNotFoundError(
-            f"encoder {name!r} is not a local folder, not in the Hugging Face cache, and the hub "
-            f"cannot be reached; {offline_help}"
+            f"encoder {name!r}{at} is not a local folder, not in the Hugging Face cache, and the "
+            f"hub cannot be reached; {offline_help}"
         )
     try:
-        return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
+        return Path(snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS))
+    except RevisionNotFoundError:
+        raise EncoderNotFoundError(
+            f"encoder {name!r} has no revision {revision!r} on the hub; give a branch, tag or "
+            "commit hash it has"
+        ) from None
     except Exception as exc:  # the hub's own errors: missing repo, gated model, network drop
         raise EncoderNotFoundError(
-            f"encoder {name!r} could not be fetched from the hub "
+            f"encoder {name!r}{at} could not be fetched from the hub "
             f"({type(exc).__name__}); check the name"
         ) from None
 
@@ -211,9 +262,12 @@ class LoadedEncoder:
         self.device = check_device(device)
         if self.backend != "torch":
             require_extra("onnx")  # before the weights load, not after
+        # ref.path is a local folder, already resolved (a hub encoder at its pinned commit, by
+        # resolve_encoder): these read files and download nothing, so revision= has no place.
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)
-            self.model = AutoModel.from_pretrained(ref.path).to(self.device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)  # nosec B615
+            self.model = AutoModel.from_pretrained(ref.path)  # nosec B615
+            self.model = self.model.to(self.device).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise EncoderNotFoundError(
                 f"encoder folder {ref.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
@@ -363,12 +417,17 @@ def load_encoder(
     device: str = "cpu",
     backend: str = "torch",
     cache_dir: str | Path | None = None,
+    revision: str | None = None,
 ) -> LoadedEncoder:
     """Resolve (if needed) and load an encoder; loaded encoders are reused within a process.
 
     The onnx backends keep their exports under ``cache_dir`` (default: the user cache folder).
+    ``revision`` pins a hub name (see :func:`resolve_encoder`); a resolved ref carries its own.
     """
-    ref = name_or_ref if isinstance(name_or_ref, EncoderRef) else resolve_encoder(name_or_ref)
+    if isinstance(name_or_ref, EncoderRef):
+        ref = name_or_ref
+    else:
+        ref = resolve_encoder(name_or_ref, revision)
     backend = check_backend(backend)
     # torch keeps nothing on disk: one shared model whatever the folder.
     folder = str(Path(cache_dir)) if cache_dir and backend != "torch" else None
@@ -532,9 +591,16 @@ class RunOptions:
         """The embedding cache to use in a ``with`` block, or ``None`` when it is off."""
         return open_cache(self.cache_dir) if self.use_cache else nullcontext(None)
 
-    def load(self, encoder: str | EncoderRef, default_backend: str = "torch") -> LoadedEncoder:
+    def load(
+        self,
+        encoder: str | EncoderRef,
+        default_backend: str = "torch",
+        revision: str | None = None,
+    ) -> LoadedEncoder:
         """``encoder`` loaded as these options say (see :func:`load_encoder`)."""
-        return load_encoder(encoder, self.device, self.backend or default_backend, self.cache_dir)
+        return load_encoder(
+            encoder, self.device, self.backend or default_backend, self.cache_dir, revision
+        )
 
 
 @dataclass(frozen=True)
@@ -564,6 +630,9 @@ class EncoderOptions:
         vector per window).
     run : RunOptions
         Batches, device, backend, cache, progress.
+    revision : str, optional
+        A hub encoder's branch, tag or commit hash (default: ``main``); the commit it resolves
+        to is recorded in a saved model's card. An error with a local folder or ``"minilm"``.
 
     Examples
     --------
@@ -580,6 +649,8 @@ class EncoderOptions:
     stride: int | None = None
     window_pool: WindowPool = "mean"
     run: RunOptions = RunOptions()
+    # Last, so the fields before it keep their positions for positional callers.
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", parse_layers(self.layers))
@@ -595,9 +666,13 @@ class EncoderOptions:
     def backend(self) -> Backend:
         return self.run.backend or "torch"
 
+    def resolve(self) -> EncoderRef:
+        """The encoder found, at ``revision`` for a hub name (see :func:`resolve_encoder`)."""
+        return resolve_encoder(self.encoder, self.revision)
+
     def load(self) -> LoadedEncoder:
         """The encoder, loaded once per process (see :func:`load_encoder`)."""
-        return self.run.load(self.encoder)
+        return self.run.load(self.encoder, revision=self.revision)
 
     def open_cache(self) -> AbstractContextManager[EmbeddingCache | None]:
         """The embedding cache to use in a ``with`` block, or ``None`` when it is off."""
@@ -863,6 +938,9 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         asked only when it can be reached), a local model folder (``config.json``, a fast
         tokenizer, weights), or ``"minilm"``: the bundled all-MiniLM-L6-v2 (384 dimensions),
         which works offline.
+    revision : str or None, default=None
+        A hub encoder's branch, tag or commit hash; ``None``: ``main``. ``encoder_ref_`` holds
+        the commit it resolved to. An error with a local folder or ``"minilm"``.
     pooling : {"cls", "mean", "max"}, default="cls"
         How a text's token vectors become one: the first token's vector, or the mean or the
         element-wise maximum over the text's tokens (padding excluded).
@@ -907,8 +985,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     encoder_ref_ : EncoderRef
-        The resolved encoder: the name given, its local folder, and the fingerprint of its
-        config and weight files (which keys the cache).
+        The resolved encoder: the name given, its local folder, the fingerprint of its
+        config and weight files (which keys the cache), and a hub encoder's commit.
     layers_ : tuple of int
         The absolute hidden-state indices of ``layers`` (0 = embeddings), in order.
     spec_ : FeatureSpec
@@ -964,6 +1042,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         self,
         encoder: str = DEFAULT_ENCODER,
         *,
+        revision: str | None = None,
         pooling: str = "cls",
         layers: int | str | tuple[int, ...] = -1,
         max_length: int | None = None,
@@ -979,6 +1058,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         progress: bool = False,
     ) -> None:
         self.encoder = encoder
+        self.revision = revision
         self.pooling = pooling
         self.layers = layers
         self.max_length = max_length
@@ -1017,7 +1097,9 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
             self.stride,
             self.window_pool,
         )
-        model = load_encoder(self.encoder, self.device, self.backend, self.cache_dir)
+        model = load_encoder(
+            self.encoder, self.device, self.backend, self.cache_dir, revision=self.revision
+        )
         self.encoder_ref_ = model.ref
         self.layers_ = tuple(model.layer_index(layer) for layer in spec.layers)
         self.spec_ = spec

@@ -182,7 +182,11 @@ class Classifier:
             or None,
             text_model=self.text_model,
             encoder_folder=self.encoder.path if tuned else None,
-            base_encoder=EncoderRef(base["name"], Path(), base["fingerprint"]) if base else None,
+            base_encoder=(
+                EncoderRef(base["name"], Path(), base["fingerprint"], base.get("revision"))
+                if base
+                else None
+            ),
         )
         self.card, self.folder = read_card(folder), folder
         return folder

@@ -62,6 +62,7 @@ def training_summary(result: TrainResult) -> dict[str, Any]:
         "label_counts": label_counts(result.train_data),
         "encoder": result.model.encoder.name,
         "encoder_fingerprint": result.model.encoder.fingerprint,
+        "encoder_revision": result.model.encoder.revision,
         "pooling": spec.pooling,
         "layer": list(spec.layers) if len(spec.layers) > 1 else spec.layers[0],
         "backend": result.model.backend,

@@ -3,14 +3,16 @@
 ::
 
     models/sst2/
-      card.json     encoder name + fingerprint, features, labels, C, metrics, data hashes,
-                    library versions, date, the SHA-256 of every other file, and a seal
-                    (SHA-256s of the fields that decide predictions)
+      card.json     encoder name + fingerprint (+ a hub encoder's commit), features, labels,
+                    C, metrics, data hashes, library versions, date, the SHA-256 of every
+                    other file, and a seal (SHA-256s of the fields that decide predictions)
       probe.skops   the fitted LinearProbe
 
 Loading checks the card's format, its seal (a card edited in a field that decides predictions is
 refused), the files' hashes (an altered file is refused), the probe's types against an explicit
 trusted list, and the encoder's fingerprint (a model trained on other weights is refused). A
+hub encoder's commit (``encoder.revision``) is recorded beside its fingerprint, and loading
+fetches that commit, not whatever the hub's ``main`` holds by then. A
 fine-tuned encoder will ship inside the folder (``encoder/``), named in the card's
 ``encoder.folder``; the rest of the format stays as it is.
 
@@ -144,6 +146,7 @@ def save_model(
         encoder_record: dict[str, Any] = {
             "name": encoder.name,
             "fingerprint": encoder.fingerprint,
+            **_revision_record(encoder),
             "resolved_path": str(encoder.path),
         }
         if encoder_folder is not None:
@@ -156,7 +159,13 @@ def save_model(
                 "fingerprint": folder_fingerprint(staging / ENCODER_FOLDER),
                 "folder": ENCODER_FOLDER,
                 **(
-                    {"base": {"name": base_encoder.name, "fingerprint": base_encoder.fingerprint}}
+                    {
+                        "base": {
+                            "name": base_encoder.name,
+                            "fingerprint": base_encoder.fingerprint,
+                            **_revision_record(base_encoder),
+                        }
+                    }
                     if base_encoder is not None
                     else {}
                 ),
@@ -200,6 +209,13 @@ def save_model(
         card["seal"] = _seal(card)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def _revision_record(encoder: EncoderRef) -> dict[str, Any]:
+    # Only hub encoders have one. The key is absent otherwise, not null, so a card is the same
+    # as before for a local folder or minilm; older bertprobe versions ignore the key (and the
+    # seal covers it like every field of the encoder section).
+    return {"revision": encoder.revision} if encoder.revision else {}
 
 
 def read_card(folder: str | Path) -> dict[str, Any]:
@@ -396,17 +412,24 @@ def _legacy_module_names() -> None:
 
 def card_encoder(folder: Path, card: dict, check: bool = True) -> EncoderRef:
     """The encoder a card names, resolved and checked against its fingerprint (a fine-tuned
-    one from inside the folder), or taken on trust with ``check=False``."""
+    one from inside the folder), or taken on trust with ``check=False``. A hub encoder is
+    resolved at the commit the card records (``encoder.revision``); cards without one (older,
+    or a local encoder) resolve the name as before."""
     info = card["encoder"]
     saved = info["fingerprint"]
     # A fine-tuned model carries its encoder inside the folder; a probe names a shared one.
-    name = str(folder / info["folder"]) if info.get("folder") else info["name"]
+    inside = bool(info.get("folder"))
+    name = str(folder / info["folder"]) if inside else info["name"]
+    revision = None if inside else info.get("revision")
     if not check:
         return EncoderRef(
-            name=info["name"], path=Path(info.get("resolved_path", "")), fingerprint=saved
+            name=info["name"],
+            path=Path(info.get("resolved_path", "")),
+            fingerprint=saved,
+            revision=revision,
         )
     try:
-        ref = replace(resolve_encoder(name), name=info["name"])
+        ref = replace(resolve_encoder(name, revision), name=info["name"])
     except BertprobeError as exc:
         raise ModelFolderError(f"{folder}: its encoder cannot be loaded: {exc}") from None
     if ref.fingerprint != saved:

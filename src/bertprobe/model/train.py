@@ -105,6 +105,9 @@ class TrainResult:
             "n_test": self.n_test,
             "labels": [python_value(c) for c in probe.classes_],
             "encoder": self.model.encoder.name,
+            # A hub encoder's commit; null for a local or fine-tuned one (the card keeps the
+            # base's commit under encoder.base).
+            "encoder_revision": self.model.encoder.revision,
             "pooling": spec.pooling,
             "backend": self.model.backend,
             "embed_seconds": self.embed_seconds,

@@ -58,7 +58,6 @@ from bertprobe.encoders.encode import (
     EncoderOptions,
     check_device,
     default_stride,
-    resolve_encoder,
     token_limit,
 )
 from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
@@ -367,11 +366,13 @@ def finetune(
         classes if classes is not None else sorted(set(train_rows.labels or []), key=str)
     )
     index = {str(c): i for i, c in enumerate(outputs)}
-    base = resolve_encoder(encoding.encoder)
+    base = encoding.resolve()  # a hub encoder at encoding.revision
     torch.manual_seed(options.seed)  # the head's initialization
+    # base.path is a local folder, already resolved at the pinned revision: these read files
+    # and download nothing, so revision= has no place here.
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base.path, use_fast=True)
-        body = AutoModel.from_pretrained(base.path)
+        tokenizer = AutoTokenizer.from_pretrained(base.path, use_fast=True)  # nosec B615
+        body = AutoModel.from_pretrained(base.path)  # nosec B615
     except (OSError, ValueError, KeyError) as exc:
         raise EncoderNotFoundError(
             f"encoder folder {base.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
@@ -526,7 +527,7 @@ def workdir_for(
     for data in (train_rows, dev_rows):
         digest.update(json.dumps([data.texts, data.labels], default=str).encode())
     job: dict[str, Any] = {
-        "encoder": resolve_encoder(encoding.encoder).fingerprint,
+        "encoder": encoding.resolve().fingerprint,
         "pooling": encoding.pooling,
         "max_length": encoding.max_length,
         "batch_size": encoding.run.batch_size,

@@ -76,7 +76,6 @@ from bertprobe.encoders.encode import (
     LoadedEncoder,
     check_pooling,
     embed,
-    resolve_encoder,
 )
 from bertprobe.encoders.features import (
     iter_feature_rows,
@@ -258,7 +257,7 @@ def adapt_encoder(run: TrainingRun) -> None:
     read = read_multilabel_set if run.multi_label else _labelled
     dev = read(options.dev, run.reading) if options.dev is not None else None
     train_rows, dev_rows = split_dev(run.train_set, options, dev, classes=run.classes)
-    run.base = resolve_encoder(run.encoding.encoder)  # the tuned folder is named after it
+    run.base = run.encoding.resolve()  # at its revision; the tuned folder is named after it
     cache_dir = Path(run.encoding.run.cache_dir or default_cache_dir())
     workdir = workdir_for(cache_dir, train_rows, dev_rows, run.encoding, options, run.classes)
     run.tuned = run_finetune(
@@ -269,7 +268,8 @@ def adapt_encoder(run: TrainingRun) -> None:
         workdir=workdir,
         classes=run.classes,
     )
-    run.encoding = replace(run.encoding, encoder=str(run.tuned.encoder_folder))
+    # The tuned folder is local: no hub revision applies to it (the base keeps its commit).
+    run.encoding = replace(run.encoding, encoder=str(run.tuned.encoder_folder), revision=None)
 
 
 def choose_features(run: TrainingRun) -> None:
