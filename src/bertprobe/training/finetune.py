@@ -340,7 +340,6 @@ def finetune(
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainingArguments,
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
@@ -353,18 +352,7 @@ def finetune(
     device = check_device(encoding.run.device)
     checkpoints = workdir / "checkpoints"
     multi_label = classes is not None
-    if classes is None:
-        if any(isinstance(y, tuple | list) for y in train_rows.labels or []):
-            raise BadInputError(
-                f"{train_rows.source}: the labels are label sets; pass classes= (the label "
-                "names, in the order of the head's outputs) to fine-tune on several labels"
-            )
-    elif not classes:
-        raise BadInputError("classes=[]: give the label names to fine-tune on")
-    # the head's outputs, in order: the given label names, or the labels the rows hold
-    outputs: Sequence[Any] = (
-        classes if classes is not None else sorted(set(train_rows.labels or []), key=str)
-    )
+    outputs = _head_outputs(train_rows, classes)
     index = {str(c): i for i, c in enumerate(outputs)}
     base = encoding.resolve()  # a hub encoder at encoding.revision
     torch.manual_seed(options.seed)  # the head's initialization
@@ -407,38 +395,8 @@ def finetune(
     epochs = options.epochs_for(len(train_data), batch_size)
     every = math.ceil(epochs / MOST_EVALUATIONS)
     epochs = every * math.ceil(epochs / every)  # the last epoch is evaluated too
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=epochs,
-        learning_rate=options.lr,
-        weight_decay=options.weight_decay,
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=2 * batch_size,
-        # every epoch, or every few when they are many, since each evaluation saves a checkpoint
-        eval_strategy="steps",
-        eval_steps=every * steps_per_epoch,
-        save_strategy="steps",
-        save_steps=every * steps_per_epoch,
-        save_total_limit=1,
-        save_only_model=False,
-        load_best_model_at_end=True,
-        metric_for_best_model="selection",
-        greater_is_better=True,
-        logging_strategy="steps",
-        logging_steps=10,
-        report_to="none",
-        seed=options.seed,
-        data_seed=options.seed,
-        bf16=options.bf16,
-        use_cpu=device.type == "cpu",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        # windows: each row's text index rides along as a second label (see _dev_scores)
-        label_names=["labels", "text"] if chunking else None,
-        **_across_releases(TrainingArguments, options.warmup),
+    args = _training_arguments(
+        checkpoints, options, batch_size, epochs, every * steps_per_epoch, chunking, device
     )
     stop = StopOnInterrupt()
     bars = EpochBars(batch_size, enabled=encoding.run.progress)
@@ -464,10 +422,6 @@ def finetune(
             f"fine-tuning interrupted; a checkpoint is in {checkpoints}, and the same command "
             "resumes from it"
         )
-    evaluations = [entry for entry in trainer.state.log_history if "eval_accuracy" in entry]
-    history = [float(entry["eval_accuracy"]) for entry in evaluations]
-    f1_history = [float(entry["eval_f1_micro"]) for entry in evaluations] if multi_label else None
-    best = int(np.argmax([entry["eval_selection"] for entry in evaluations]))
     folder = workdir / "encoder"
     if folder.exists():
         shutil.rmtree(folder)
@@ -477,10 +431,6 @@ def finetune(
     result = FinetuneResult(
         encoder_folder=folder,
         epochs_run=round(trainer.state.epoch or 0),
-        best_epoch=round(evaluations[best]["epoch"]),
-        dev_accuracy=history[best],
-        dev_history=history,
-        dev_epochs=[round(entry["epoch"]) for entry in evaluations],
         n_train=len(train_rows),
         n_dev=len(dev_rows),
         seconds=time.perf_counter() - start,
@@ -489,12 +439,91 @@ def finetune(
         n_train_windows=len(train_data) if chunking else None,
         n_dev_windows=len(dev_data) if chunking else None,
         multi_label=multi_label,
-        dev_f1_micro=f1_history[best] if f1_history is not None else None,
-        dev_f1_history=f1_history,
+        **_dev_record(trainer.state.log_history, multi_label),
     )
     record = {k: v for k, v in asdict(result).items() if k not in ("encoder_folder", "workdir")}
     (workdir / FINISHED).write_text(json.dumps(record), encoding="utf-8")
     return result
+
+
+def _dev_record(log_history: list[dict[str, Any]], multi_label: bool) -> dict[str, Any]:
+    """What the Trainer's evaluations say, as :class:`FinetuneResult` fields: each evaluated
+    epoch's dev scores and the kept one (the best ``selection``)."""
+    evaluations = [entry for entry in log_history if "eval_accuracy" in entry]
+    history = [float(entry["eval_accuracy"]) for entry in evaluations]
+    f1_history = [float(entry["eval_f1_micro"]) for entry in evaluations] if multi_label else None
+    best = int(np.argmax([entry["eval_selection"] for entry in evaluations]))
+    return {
+        "best_epoch": round(evaluations[best]["epoch"]),
+        "dev_accuracy": history[best],
+        "dev_history": history,
+        "dev_epochs": [round(entry["epoch"]) for entry in evaluations],
+        "dev_f1_micro": f1_history[best] if f1_history is not None else None,
+        "dev_f1_history": f1_history,
+    }
+
+
+def _head_outputs(train_rows: LabelledTexts, classes: Sequence[str] | None) -> Sequence[Any]:
+    """The head's outputs, in order: the given label names (label sets), or the labels the
+    rows hold (one a text), checked."""
+    if classes is None:
+        if any(isinstance(y, tuple | list) for y in train_rows.labels or []):
+            raise BadInputError(
+                f"{train_rows.source}: the labels are label sets; pass classes= (the label "
+                "names, in the order of the head's outputs) to fine-tune on several labels"
+            )
+        return sorted(set(train_rows.labels or []), key=str)
+    if not classes:
+        raise BadInputError("classes=[]: give the label names to fine-tune on")
+    return classes
+
+
+def _training_arguments(
+    checkpoints: Path,
+    options: FinetuneOptions,
+    batch_size: int,
+    epochs: int,
+    evaluate_every: int,
+    chunking: bool,
+    device: Any,
+) -> Any:
+    """The Trainer's arguments: evaluated and saved every ``evaluate_every`` steps, the best
+    dev score kept (``selection``, see :func:`_dev_scores`)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=epochs,
+        learning_rate=options.lr,
+        weight_decay=options.weight_decay,
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=2 * batch_size,
+        # every epoch, or every few when they are many, since each evaluation saves a checkpoint
+        eval_strategy="steps",
+        eval_steps=evaluate_every,
+        save_strategy="steps",
+        save_steps=evaluate_every,
+        save_total_limit=1,
+        save_only_model=False,
+        load_best_model_at_end=True,
+        metric_for_best_model="selection",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=10,
+        report_to="none",
+        seed=options.seed,
+        data_seed=options.seed,
+        bf16=options.bf16,
+        use_cpu=device.type == "cpu",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        # windows: each row's text index rides along as a second label (see _dev_scores)
+        label_names=["labels", "text"] if chunking else None,
+        **_across_releases(TrainingArguments, options.warmup),
+    )
 
 
 # Written beside the tuned encoder once fine-tuning has finished: the run's record.
