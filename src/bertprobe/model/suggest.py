@@ -1,0 +1,318 @@
+"""What to label next: the pool texts a model is least sure of, spread over the pool
+(:func:`suggest`).
+
+With a model, the texts are chosen by *uncertainty, then diversity*, the pattern small-text and
+the active-learning literature use for batches: the ``10 * n`` most uncertain texts are
+clustered into ``n`` groups and the most uncertain text of each group is taken, so a batch is
+not ``n`` rewordings of the same hard case. With no model yet (a cold start), the pool's vectors
+are clustered into ``n`` groups and the text nearest each centre is taken: ``n`` texts that
+stand for the pool.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import ReadOptions, read_labelled, read_texts
+from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
+from bertprobe.model.classifier import Classifier
+
+__all__ = ["CANDIDATES_PER_PICK", "Suggestion", "suggest", "uncertainty"]
+
+# How many of the most uncertain texts the clustering sees per text asked for: enough for the
+# clusters to find different kinds of hard case, few enough that they all are hard.
+CANDIDATES_PER_PICK = 10
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One text to label next.
+
+    Attributes
+    ----------
+    text : str
+        The text, as read (stripped).
+    row : int
+        Its 0-based position among the pool's texts (a file's texts as read, header and
+        skipped empty rows not counted).
+    score : float or None
+        How unsure the model is, from 0 (sure) to 1 (a coin toss); None at a cold start.
+    reason : {"uncertain", "representative"}
+        Why it was chosen: the model is unsure of it, or (no model) it stands for a cluster of
+        the pool.
+    """
+
+    text: str
+    row: int
+    score: float | None
+    reason: Literal["uncertain", "representative"]
+
+
+def uncertainty(
+    proba: np.ndarray, *, multi_label: bool = False, thresholds: np.ndarray | None = None
+) -> np.ndarray:
+    """How unsure each row of probabilities is, from 0 (sure) to 1 (undecided).
+
+    One class against another: one minus the margin between the two most probable classes
+    (for two classes, ``1 - |2p - 1|``: 1 at 0.5). Several labels per text: the label whose
+    probability is nearest its threshold decides, its distance scaled by the room on that side
+    of the threshold, so a threshold of 0.2 is not judged as if it were 0.5.
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n_texts, n_classes)
+        Probabilities, as :meth:`Classifier.predict_proba` gives them.
+    multi_label : bool
+        Whether the columns are independent labels (each with a threshold).
+    thresholds : ndarray of shape (n_classes,), optional
+        Multi-label: each label's threshold (default 0.5).
+
+    Returns
+    -------
+    ndarray of shape (n_texts,)
+
+    Examples
+    --------
+    >>> uncertainty(np.array([[0.5, 0.5], [0.9, 0.1]])).round(2).tolist()
+    [1.0, 0.2]
+    """
+    proba = np.asarray(proba, dtype=float)
+    if multi_label:
+        cut = np.full(proba.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
+        room = np.where(proba >= cut, 1 - cut, cut)
+        distance = np.abs(proba - cut) / np.maximum(room, 1e-12)
+        return np.clip(1 - distance.min(axis=1), 0.0, 1.0)
+    if proba.shape[1] < 2:
+        return np.zeros(len(proba))
+    top_two = np.sort(proba, axis=1)[:, -2:]
+    return np.clip(1 - (top_two[:, 1] - top_two[:, 0]), 0.0, 1.0)
+
+
+def suggest(
+    pool: Sequence[str] | str | Path,
+    *,
+    n: int,
+    model: Classifier | None = None,
+    encoding: EncoderOptions | None = None,
+    labelled: Sequence[str] | str | Path | None = None,
+    run: RunOptions = RunOptions(),
+    seed: int = 0,
+    reading: ReadOptions = ReadOptions(),
+) -> list[Suggestion]:
+    """The ``n`` pool texts to label next, most useful first.
+
+    Parameters
+    ----------
+    pool : list of str, or str or Path
+        Unlabelled texts, or a file of them read with ``reading`` (one text a line, or a table
+        with a text column). A file whose every row has a label is refused: its texts are
+        labelled already. Duplicate texts count once (the first row).
+    n : int
+        How many texts to suggest (at least 1, at most the pool's unlabelled texts).
+    model : Classifier, optional
+        Suggest the texts it is least sure of, one per cluster of the ``10 * n`` least sure
+        (``reason="uncertain"``), most uncertain first.
+    encoding : EncoderOptions, optional
+        No model yet (a cold start): cluster the pool's vectors from this encoder into ``n``
+        groups and suggest the text nearest each centre (``reason="representative"``), the
+        largest group's first. Give ``model`` or ``encoding``, not both.
+    labelled : list of str, or str or Path, optional
+        Texts labelled already, or a file of them (its text column is read): skipped, matched
+        on the text after stripping spaces.
+    run : RunOptions
+        How the encoder runs, for the model's encoder or ``encoding``'s.
+    seed : int
+        Seeds the clustering: the same inputs and seed give the same suggestions.
+    reading : ReadOptions
+        How ``pool`` and ``labelled`` files are read (``text_col``, ``label_col``,
+        ``drop_empty``, ``max_field_chars``).
+
+    Returns
+    -------
+    list of Suggestion
+
+    Raises
+    ------
+    BadInputError
+        ``n`` below 1, ``seed`` out of range; neither or both of ``model`` and
+        ``encoding``; an empty pool, a pool of labelled rows, or fewer unlabelled texts
+        than ``n``.
+
+    Examples
+    --------
+    >>> model = Classifier.load("models/sst2")  # doctest: +SKIP
+    >>> [s.text for s in suggest("unlabelled.txt", n=20, model=model)]  # doctest: +SKIP
+    """
+    if n < 1:
+        raise BadInputError(f"n={n}: ask for at least 1 text to label")
+    if not 0 <= seed < 2**32:  # what k-means takes as a seed
+        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
+    if (model is None) == (encoding is None):
+        raise BadInputError(
+            "give a model (suggest what it is least sure of) or an encoding (no model yet: "
+            "suggest texts that stand for the pool), not "
+            + ("both" if model is not None else "neither")
+        )
+    texts, source = _pool_texts(pool, reading)
+    skip = {t.strip() for t in _labelled_texts(labelled, reading)}
+    rows: list[int] = []
+    seen: set[str] = set()
+    for row, text in enumerate(texts):
+        key = text.strip()
+        if key not in seen and key not in skip:
+            rows.append(row)
+        seen.add(key)
+    if len(rows) < n:
+        raise BadInputError(
+            f"{source}: {len(rows)} text{'s' if len(rows) != 1 else ''} not yet labelled "
+            f"(of {len(texts)}, duplicates counted once); ask for at most {len(rows)}, or "
+            "add texts to the pool"
+        )
+    candidates = [texts[row].strip() for row in rows]
+    if model is not None:
+        X, _ = model.embed(candidates, run)
+        scores = uncertainty(
+            model.head.predict_proba(X, texts=candidates),
+            multi_label=model.multi_label,
+            thresholds=model.thresholds,
+        )
+        picks = _uncertain_then_diverse(X, scores, n, seed)
+        return [Suggestion(candidates[i], rows[i], float(scores[i]), "uncertain") for i in picks]
+    assert encoding is not None
+    with run.open_cache() as cache:
+        X, _ = embed(
+            candidates,
+            run.load(encoding.encoder, revision=encoding.revision),
+            encoding.spec,
+            batch_size=run.batch_size,
+            max_tokens=run.max_tokens,
+            cache=cache,
+            progress=run.progress,
+        )
+    return [
+        Suggestion(candidates[i], rows[i], None, "representative")
+        for i in _representatives(X, n, seed)
+    ]
+
+
+def _pool_texts(pool: Sequence[str] | str | Path, reading: ReadOptions) -> tuple[list[str], str]:
+    """The pool's texts and what to call it in errors; a file of labelled rows is refused."""
+    if not isinstance(pool, str | Path):
+        texts = list(pool)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise BadInputError(f"pool: text {bad[0]} is empty or not a string")
+        if not texts:
+            raise BadInputError("pool: no texts; give the unlabelled texts to choose from")
+        return texts, "pool"
+    read = read_texts(
+        pool,
+        text_col=reading.text_col,
+        header=reading.header,
+        drop_empty=reading.drop_empty,
+        max_field_chars=reading.max_field_chars,
+    )
+    try:
+        as_labelled = read_labelled(
+            pool,
+            text_col=reading.text_col,
+            label_col=reading.label_col,
+            header=reading.header,
+            drop_empty=reading.drop_empty,
+            max_field_chars=reading.max_field_chars,
+        )
+    except BadInputError:
+        # One column, or rows without a label (a file written by `suggest --out` and not yet
+        # filled in): texts to choose from.
+        return read.texts, read.source
+    labels = as_labelled.labels or []
+    # A column with a different value on every row is an id, not a label: without a header
+    # the reader cannot tell them apart, and an id column must not make the pool unusable.
+    if reading.label_col is None and len(labels) > 1 and len(set(map(str, labels))) == len(labels):
+        return read.texts, read.source
+    column = repr(reading.label_col) if reading.label_col is not None else "its label column"
+    raise BadInputError(
+        f"{read.source} holds labels in {column} (e.g. {labels[0]!r} on line "
+        f"{as_labelled.line_numbers[0]}); give unlabelled texts, or pass them as labelled= "
+        "to skip them"
+    )
+
+
+def _labelled_texts(labelled: Sequence[str] | str | Path | None, reading: ReadOptions) -> list[str]:
+    if labelled is None:
+        return []
+    if not isinstance(labelled, str | Path):
+        return [t for t in labelled if isinstance(t, str)]
+    # Only the text column matters; the labels may be of any kind (or not yet filled in).
+    return read_texts(
+        labelled,
+        text_col=reading.text_col,
+        header=reading.header,
+        drop_empty=True,
+        max_field_chars=reading.max_field_chars,
+    ).texts
+
+
+def _kmeans(X: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster labels and centres of ``X`` in ``n`` groups (seeded, so repeatable)."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # Identical vectors (texts the encoder reads alike) leave fewer distinct points than
+        # clusters; the callers fill the empty clusters' places, so the warning says nothing.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=n, random_state=seed, n_init=3).fit(X)
+    return km.labels_, km.cluster_centers_
+
+
+def _uncertain_then_diverse(X: np.ndarray, scores: np.ndarray, n: int, seed: int) -> list[int]:
+    """Indexes of ``n`` texts: the most uncertain of each of ``n`` clusters of the
+    ``10 * n`` most uncertain, most uncertain first."""
+    # Stable sort, so equal scores keep pool order and the result does not depend on chance.
+    order = np.argsort(-scores, kind="stable")
+    top = order[: min(len(order), CANDIDATES_PER_PICK * n)]
+    if len(top) <= n:
+        picks = list(top)
+    else:
+        clusters, _ = _kmeans(X[top], n, seed)
+        picks = []
+        for cluster in range(n):
+            members = top[clusters == cluster]
+            if len(members):
+                picks.append(members[0])  # `top` is most uncertain first
+        # An empty cluster (identical vectors): its place goes to the next most uncertain.
+        chosen = set(picks)
+        picks += [i for i in top if i not in chosen][: n - len(picks)]
+    return [int(i) for i in sorted(picks, key=lambda i: (-scores[i], i))]
+
+
+def _representatives(X: np.ndarray, n: int, seed: int) -> list[int]:
+    """Indexes of ``n`` texts: the one nearest each of ``n`` cluster centres, the largest
+    cluster's first."""
+    if len(X) == n:
+        return list(range(n))
+    clusters, centres = _kmeans(X, n, seed)
+    distance = np.linalg.norm(X - centres[clusters], axis=1)
+    picks: list[tuple[int, int]] = []  # (cluster size, index)
+    for cluster in range(n):
+        members = np.flatnonzero(clusters == cluster)
+        if len(members):
+            nearest = members[np.argmin(distance[members])]
+            picks.append((len(members), int(nearest)))
+    chosen = {i for _, i in picks}
+    # An empty cluster (identical vectors): its place goes to the text nearest its own centre.
+    for i in np.argsort(distance, kind="stable"):
+        if len(picks) == n:
+            break
+        if int(i) not in chosen:
+            picks.append((0, int(i)))
+            chosen.add(int(i))
+    return [i for _, i in sorted(picks, key=lambda p: (-p[0], p[1]))]

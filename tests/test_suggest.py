@@ -1,0 +1,169 @@
+"""suggest(): what to label next, with a model (uncertain, varied) or without (representative)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bertprobe.core.errors import BadInputError
+from bertprobe.encoders.encode import EncoderOptions, RunOptions
+from bertprobe.model.classifier import Classifier
+from bertprobe.model.suggest import Suggestion, suggest, uncertainty
+from bertprobe.training.options import TrainOptions
+from conftest import write_tsv
+
+SUBJECTS = ["the film", "this movie", "the plot", "the cast", "the music", "the story"]
+WORDS = ["good", "bad", "great", "awful", "fine", "dull", "long", "odd", "lovely", "boring"]
+# Texts the model has not seen: subjects and words mixed, some carrying no sentiment word.
+POOL = [f"{s} was {w}" for s in SUBJECTS for w in WORDS] + [
+    f"{s} was {a} and {b}" for s in SUBJECTS for a, b in [("good", "bad"), ("great", "dull")]
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_distilbert, sentiment_rows) -> Classifier:
+    texts, labels = zip(*sentiment_rows, strict=True)
+    return Classifier.fit(
+        list(texts),
+        list(labels),
+        encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+        options=TrainOptions(cv=3),
+    )
+
+
+@pytest.fixture(scope="module")
+def encoding(tiny_distilbert) -> EncoderOptions:
+    return EncoderOptions(str(tiny_distilbert), pooling="mean")
+
+
+def test_uncertainty_scores_margins():
+    two = uncertainty(np.array([[0.5, 0.5], [0.2, 0.8], [1.0, 0.0]]))
+    assert two.tolist() == pytest.approx([1.0, 0.4, 0.0])
+    several = uncertainty(np.array([[0.4, 0.4, 0.2], [0.7, 0.2, 0.1]]))
+    assert several.tolist() == pytest.approx([1.0, 0.5])
+    # Multi-label: the label nearest its threshold decides, scaled by the room on its side.
+    multi = uncertainty(
+        np.array([[0.2, 0.9], [0.6, 0.99]]), multi_label=True, thresholds=np.array([0.2, 0.5])
+    )
+    assert multi.tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_suggestions_are_among_the_most_uncertain(model):
+    picks = suggest(POOL, n=4, model=model)
+    assert all(isinstance(p, Suggestion) and p.reason == "uncertain" for p in picks)
+    assert len({p.row for p in picks}) == 4
+    assert all(POOL[p.row] == p.text for p in picks)
+    # The same scores from predict_proba: closeness to 0.5 of the second class.
+    p1 = model.predict_proba(POOL)[:, 1]
+    closeness = 1 - np.abs(2 * p1 - 1)
+    for pick in picks:
+        assert pick.score == pytest.approx(closeness[pick.row], abs=1e-6)
+    k = min(len(POOL), 10 * 4)
+    kth = np.sort(closeness)[::-1][k - 1]
+    assert all(p.score is not None and p.score >= kth - 1e-9 for p in picks)
+    scores = [p.score for p in picks]
+    assert scores == sorted(scores, reverse=True)  # most uncertain first
+
+
+def test_near_duplicates_do_not_fill_the_batch(model):
+    # The text the model is least sure of, in 16 spellings the (lower-casing) encoder reads
+    # alike: by uncertainty alone they would fill the batch; the clustering puts them in one
+    # group, so one of them is picked and the rest of the batch is other texts.
+    scores = uncertainty(model.predict_proba(POOL))
+    hardest = POOL[int(np.argmax(scores))]
+    words = hardest.split()
+    copies = [
+        " ".join(w.upper() if mask >> i & 1 else w for i, w in enumerate(words))
+        for mask in range(2 ** len(words))
+    ]
+    pool = [*copies, *POOL]
+    family = set(copies)
+    by_score = np.argsort(-uncertainty(model.predict_proba(pool)), kind="stable")
+    assert all(pool[i] in family for i in by_score[:4])  # uncertainty alone: all copies
+    picks = suggest(pool, n=4, model=model)
+    assert sum(p.text in family for p in picks) == 1
+    assert picks[0].text in family  # still the most uncertain first
+
+
+def test_cold_start_is_representative_and_repeatable(encoding):
+    picks = suggest(POOL, n=5, encoding=encoding, seed=3)
+    assert len({p.text for p in picks}) == 5
+    assert all(p.score is None and p.reason == "representative" for p in picks)
+    assert picks == suggest(POOL, n=5, encoding=encoding, seed=3)
+    # One text per cluster: with as many clusters as texts, each text is its own.
+    few = POOL[:3]
+    assert sorted(p.row for p in suggest(few, n=3, encoding=encoding)) == [0, 1, 2]
+
+
+def test_labelled_and_duplicate_texts_are_skipped(model, tmp_path):
+    labelled = write_tsv(tmp_path / "done.tsv", [(t, 1) for t in POOL[:30]])
+    pool = POOL + [f"  {POOL[40]} "]  # a duplicate after stripping: counts once
+    picks = suggest(pool, n=len(POOL) - 30, model=model, labelled=labelled)
+    assert {p.text for p in picks} == set(POOL[30:])
+    rest = suggest(pool, n=2, model=model, labelled=POOL[:-2])
+    assert {p.row for p in rest} == {len(POOL) - 2, len(POOL) - 1}
+    with pytest.raises(BadInputError, match=r"^pool: 2 texts not yet labelled .*at most 2"):
+        suggest(pool, n=3, model=model, labelled=POOL[:-2])
+
+
+@pytest.mark.parametrize(
+    ("pool", "kwargs", "words"),
+    [
+        (POOL, {"n": 0}, "n=0"),
+        (POOL, {"n": 1, "seed": -1}, "seed=-1"),
+        ([], {"n": 1}, "no texts"),
+        (["one text"], {"n": 2}, "1 text not yet labelled"),
+        (["one", " "], {"n": 1}, "text 1 is empty"),
+    ],
+)
+def test_bad_input_is_one_line(encoding, pool, kwargs, words):
+    with pytest.raises(BadInputError) as info:
+        suggest(pool, encoding=encoding, **kwargs)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_model_or_encoding(model, encoding):
+    for kwargs in ({}, {"model": model, "encoding": encoding}):
+        with pytest.raises(BadInputError, match="give a model"):
+            suggest(POOL, n=1, **kwargs)
+
+
+def test_a_labelled_pool_file_is_refused(encoding, tmp_path, sentiment_rows):
+    path = write_tsv(tmp_path / "pool.tsv", sentiment_rows)
+    with pytest.raises(BadInputError, match=r"pool.tsv holds labels in its label column"):
+        suggest(path, n=2, encoding=encoding)
+    # A file of texts with an empty label column (as --out writes) is a pool.
+    path.write_text("".join(f"{t}\t\n" for t in POOL), encoding="utf-8")
+    assert len(suggest(path, n=2, encoding=encoding)) == 2
+    # A second column with a different value on every row is an id, not a label.
+    path.write_text("".join(f"{t}\t{i}\n" for i, t in enumerate(POOL)), encoding="utf-8")
+    assert len(suggest(path, n=2, encoding=encoding)) == 2
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    size=st.integers(min_value=1, max_value=len(POOL)),
+    n=st.integers(min_value=1, max_value=12),
+    done=st.integers(min_value=0, max_value=10),
+    cold=st.booleans(),
+)
+def test_any_pool_gives_n_distinct_unlabelled_rows(model, encoding, size, n, done, cold):
+    pool = POOL[:size]
+    labelled = pool[:done]
+    left = len(pool) - min(done, size)
+    options = {"encoding": encoding} if cold else {"model": model}
+    if n > left:
+        with pytest.raises(BadInputError, match=f"at most {left}"):
+            suggest(pool, n=n, labelled=labelled, run=RunOptions(), **options)
+        return
+    picks = suggest(pool, n=n, labelled=labelled, **options)
+    rows = [p.row for p in picks]
+    assert len(rows) == n == len(set(rows))
+    assert all(0 <= r < size and pool[r] == p.text for r, p in zip(rows, picks, strict=True))
+    assert not {p.text for p in picks} & set(labelled)
