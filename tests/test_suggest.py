@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bertprobe.cli import main
 from bertprobe.core.errors import BadInputError
+from bertprobe.data.files import read_labelled
 from bertprobe.encoders.encode import EncoderOptions, RunOptions
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.suggest import Suggestion, suggest, uncertainty
@@ -36,6 +40,13 @@ def model(tiny_distilbert, sentiment_rows) -> Classifier:
 @pytest.fixture(scope="module")
 def encoding(tiny_distilbert) -> EncoderOptions:
     return EncoderOptions(str(tiny_distilbert), pooling="mean")
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
 
 
 def test_uncertainty_scores_margins():
@@ -140,6 +151,66 @@ def test_a_labelled_pool_file_is_refused(encoding, tmp_path, sentiment_rows):
     # A second column with a different value on every row is an id, not a label.
     path.write_text("".join(f"{t}\t{i}\n" for i, t in enumerate(POOL)), encoding="utf-8")
     assert len(suggest(path, n=2, encoding=encoding)) == 2
+
+
+def test_cli_prints_and_writes_a_tsv_to_label(tiny_model_dir, tmp_path, capsys):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(POOL) + "\n", encoding="utf-8")
+    out = tmp_path / "next" / "to_label.tsv"
+    argv = ["suggest", "--pool", pool, "--n", 3, "--model", tiny_model_dir, "--out", out]
+    code, stdout, err = run(argv, capsys)
+    assert code in (0, None), err
+    lines = stdout.splitlines()
+    assert len(lines) == 3
+    row, score, text = lines[0].split("\t")
+    assert POOL[int(row)] == text and 0 <= float(score) <= 1
+    assert "wrote 3 texts" in err
+    # Filled in, the file is a training file.
+    filled = out.read_text(encoding="utf-8").replace("\t\n", "\t1\n")
+    out.write_text(filled, encoding="utf-8")
+    read = read_labelled(out)
+    assert read.texts == [line.split("\t")[2] for line in lines] and read.labels == [1, 1, 1]
+
+    code, stdout, err = run([*argv[:7], "--json"], capsys)
+    assert code in (0, None), err
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["text"] for r in records] == [line.split("\t")[2] for line in lines]
+    assert {r["reason"] for r in records} == {"uncertain"}
+
+
+def test_cli_cold_start(tiny_distilbert, tmp_path, capsys):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(POOL) + "\n", encoding="utf-8")
+    code, stdout, err = run(
+        ["suggest", "--pool", pool, "--n", 2, "--encoder", tiny_distilbert, "--json"], capsys
+    )
+    assert code in (0, None), err
+    assert [json.loads(line)["score"] for line in stdout.splitlines()] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--n", "0", "--encoder", "minilm"], "--n 0"),
+        ([], "--model DIR"),
+        (["--model", "m", "--encoder", "minilm"], "not both"),
+        (["--n", "99", "--encoder", "TINY"], "at most 72"),
+    ],
+)
+def test_cli_bad_input_exits_2(tiny_distilbert, tmp_path, capsys, extra, words):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(POOL) + "\n", encoding="utf-8")
+    extra = [str(tiny_distilbert) if a == "TINY" else a for a in extra]
+    code, _, err = run(["suggest", "--pool", pool, *extra], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and words in err
+
+
+def test_cli_labelled_pool_names_the_flag(tiny_distilbert, sentiment_tsv, capsys):
+    code, _, err = run(
+        ["suggest", "--pool", sentiment_tsv, "--n", 2, "--encoder", tiny_distilbert], capsys
+    )
+    assert code == 2 and "pass them as --labelled" in err
 
 
 @settings(
