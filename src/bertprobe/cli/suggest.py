@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bertprobe.cli.options import FROM_FLAGS, RUN, TEXTS, JsonOpt, shared
+from bertprobe.cli.options import FROM_FLAGS, RUN, TEXTS, shared
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import ReadOptions, check_output_path
@@ -55,6 +55,10 @@ OutOpt = Annotated[
         "a training file.",
     ),
 ]
+# Not the shared --json: this command prints one JSON object a suggestion, not one in all.
+JsonLinesOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON Lines: row, score, reason, text.")
+]
 SeedOpt = Annotated[int, typer.Option(min=0, help="Seeds the clustering.")]
 
 
@@ -68,7 +72,7 @@ def suggest(
     labelled: LabelledOpt = None,
     out: OutOpt = None,
     seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
+    as_json: JsonLinesOpt = False,
     run: RunOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
 ) -> None:
