@@ -80,6 +80,8 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
         "header.csv": "text,label\n" + "".join(f"{t},{y}\n" for t, y in rows[:30]),
         "rows.jsonl": "".join(f'{{"text": "{t}", "label": {y}}}\n' for t, y in rows[:30]),
         "texts.txt": "the film was great\nthe plot was awful\n",
+        # Unlabelled texts to choose from (suggest --pool).
+        "pool.txt": "".join(f"{t}\n" for t, _ in rows[40:56]),
         "empty.tsv": "",
         "mixed.tsv": "".join(f"{t}\t{y}\n" for t, y in rows[:20]) + "so-so\t2\nmeh\tmaybe\n",
         "one_class.tsv": "good\t1\nfine\t1\n",
@@ -115,6 +117,7 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
         "new-export",
         "new.npy",
         "new.csv",
+        "new.tsv",
         "new.jsonl",
         "cache",
     ):
@@ -167,6 +170,10 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "test": labelled,
         "train_file": labelled,
         "input_file": [files["texts.txt"], files["good.tsv"]],
+        "pool": [files["pool.txt"], files["texts.txt"]],
+        "suggest.n": ["1", "2", "3"],
+        "labelled": [files["good.tsv"]],
+        "suggest.out": [files["new.tsv"]],
         "model_dir": [world["model"]],
         "out": [files["new"]],
         "embed.out": [files["new.npy"]],
@@ -321,6 +328,11 @@ def invocations(draw, world: dict, name: str) -> list[str]:
             argv += ["--long", "chunk"]
     if careful and "--ray" not in argv:  # Ray's own options only with --ray
         argv = _without(argv, {"--actors", "--actor-cpus"}, set())
+    if careful and name == "suggest":  # with a model, or (no model yet) an encoder: one
+        if {"-m", "--model"} & set(argv):
+            argv = _without(argv, {"-e", "--encoder", "--pooling"}, set())
+        elif not {"-e", "--encoder"} & set(argv):
+            argv += ["--model", world["model"]]
     if careful and name == "predict" and not {"-i", "--input"} & set(argv):
         argv.insert(1, "the film was great")  # something to classify
     if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
