@@ -101,3 +101,19 @@ def tiny_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
     return save_model(
         tmp_path_factory.mktemp("models") / "tiny", probe, ref, spec, max_length=stats.max_length
     )
+
+
+@pytest.fixture
+def long_rows_tsv(tmp_path, sentiment_rows):
+    """Reviews of five same-label sentences each: 20-30 tokens, two to four windows of 16."""
+    by_label: dict[int, list[str]] = {0: [], 1: []}
+    for text, label in sentiment_rows:
+        by_label[label].append(text)
+    rows = [
+        (" . ".join(texts[i : i + 5]), label)
+        for label, texts in by_label.items()
+        for i in range(0, len(texts), 5)
+    ]
+    path = tmp_path / "long.tsv"
+    path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    return path, rows

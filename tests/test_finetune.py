@@ -342,31 +342,15 @@ def test_between_epochs_of_equal_dev_accuracy_the_lower_loss_is_kept():
 # --- fine-tuning on windows (long="chunk") -------------------------------------------------
 
 
-@pytest.fixture
-def long_reviews(tmp_path, sentiment_rows):
-    """Reviews of five same-label sentences each: 20-30 tokens, two to four windows of 16."""
-    by_label: dict[int, list[str]] = {0: [], 1: []}
-    for text, label in sentiment_rows:
-        by_label[label].append(text)
-    rows = [
-        (" . ".join(texts[i : i + 5]), label)
-        for label, texts in by_label.items()
-        for i in range(0, len(texts), 5)
-    ]
-    path = tmp_path / "reviews.tsv"
-    path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
-    return path, rows
-
-
 def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
-    tiny_distilbert, long_reviews, tmp_path, monkeypatch
+    tiny_distilbert, long_rows_tsv, tmp_path, monkeypatch
 ):
     import transformers
 
     import bertprobe.training.pipeline
     from bertprobe.encoders.encode import load_encoder
 
-    path, rows = long_reviews
+    path, rows = long_rows_tsv
     seen: dict = {}
     tune = bertprobe.training.pipeline.run_finetune
     init = transformers.Trainer.__init__
@@ -593,13 +577,13 @@ def test_label_sets_without_classes_are_refused(tiny_distilbert, sentiment_rows,
 
 
 def test_multi_label_fine_tuning_on_windows_gives_each_window_its_texts_label_set(
-    tiny_distilbert, long_reviews, tmp_path, monkeypatch
+    tiny_distilbert, long_rows_tsv, tmp_path, monkeypatch
 ):
     from bertprobe.data.files import LabelledTexts
     from bertprobe.encoders.encode import load_encoder
     from bertprobe.training.finetune import finetune, split_dev
 
-    _, rows = long_reviews
+    _, rows = long_rows_tsv
     # label sets by the first sentence's subject and the review's sentiment
     data = LabelledTexts(
         texts=[t for t, _ in rows],

@@ -202,22 +202,6 @@ def test_the_cli_names_the_flag_that_raises_the_bound(tiny_model_dir, tmp_path, 
 # --- training, the card, prediction ---------------------------------------------------------
 
 
-@pytest.fixture
-def long_rows_tsv(tmp_path, sentiment_rows):
-    """Reviews of five same-label sentences each: 20-30 tokens, two to four windows of 16."""
-    by_label: dict[int, list[str]] = {0: [], 1: []}
-    for text, label in sentiment_rows:
-        by_label[label].append(text)
-    rows = [
-        (" . ".join(texts[i : i + 5]), label)
-        for label, texts in by_label.items()
-        for i in range(0, len(texts), 5)
-    ]
-    path = tmp_path / "long.tsv"
-    path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
-    return path, rows
-
-
 def test_train_and_predict_with_chunk_read_the_mode_back_from_the_card(
     tiny_distilbert, long_rows_tsv, tmp_path, capsys
 ):
