@@ -40,8 +40,7 @@ ENCODING = EncoderOptions("minilm", pooling="mean")
 OPTIONS = TrainOptions(cv=3, n_jobs=1)
 
 
-def fit_and_score(texts, labels, test) -> float:
-    model = Classifier.fit(texts, labels, encoding=ENCODING, options=OPTIONS)
+def accuracy_on(model: Classifier, test) -> float:
     predicted = model.predict(test.texts)
     return float(np.mean([str(p) == str(y) for p, y in zip(predicted, test.labels, strict=True)]))
 
@@ -63,9 +62,7 @@ def curve(strategy: str, seed: int, pool, test, start: int, batch: int, budgets:
             model = Classifier.fit(texts, labels, encoding=ENCODING, options=OPTIONS)
         if len(picked) in budgets:
             assert model is not None
-            predicted = model.predict(test.texts)
-            truth = zip(predicted, test.labels, strict=True)
-            scores[len(picked)] = float(np.mean([str(p) == str(y) for p, y in truth]))
+            scores[len(picked)] = accuracy_on(model, test)
         if len(picked) >= max(budgets):
             return scores
         if strategy == "random":
@@ -93,7 +90,9 @@ def main() -> None:
     budgets = sorted(int(b) for b in args.budgets.split(","))
     pool, test = load_sst2("train"), load_sst2("test")
     start_time = time.perf_counter()
-    ceiling = fit_and_score(pool.texts, pool.labels, test)
+    ceiling = accuracy_on(
+        Classifier.fit(pool.texts, pool.labels, encoding=ENCODING, options=OPTIONS), test
+    )
     rows: dict[str, dict[int, list[float]]] = {}
     for strategy in ("random", "uncertain", "suggest"):
         rows[strategy] = {b: [] for b in budgets}
