@@ -1,7 +1,8 @@
 """Every training mode with every target and text mode, and every way out of the model.
 
 One cell a combination of mode (plain, auto, out of core, auto out of core, fine-tuned,
-fine-tuned out of core) x target (one label,
+fine-tuned out of core, contrastive, contrastive out of core, self-trained on unlabelled texts)
+x target (one label,
 several labels) x text mode (truncate, chunk). Each cell trains a tiny model (the random tiny
 DistilBERT) into a folder and checks every way out against the model in memory: the folder
 loaded again, ``evaluate``, the report, the HTTP service and the ONNX export (and Ray actors
@@ -14,12 +15,29 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bertprobe import EncoderOptions, FinetuneOptions, ReadOptions, TrainOptions, train
+from bertprobe import (
+    ContrastiveOptions,
+    EncoderOptions,
+    FinetuneOptions,
+    ReadOptions,
+    TrainOptions,
+    train,
+)
 from bertprobe.cli import app
 from bertprobe.model.classifier import Classifier
 from conftest import write_tsv
 
-MODES = ("plain", "auto", "out_of_core", "auto_out_of_core", "finetune", "finetune_out_of_core")
+MODES = (
+    "plain",
+    "auto",
+    "out_of_core",
+    "auto_out_of_core",
+    "finetune",
+    "finetune_out_of_core",
+    "contrastive",
+    "contrastive_out_of_core",
+    "unlabelled",
+)
 TARGETS = ("single", "multi")
 TEXTS = ("truncate", "chunk")
 # Longer than a chunk window (max_length 8 with a stride of 2), so chunk mode takes several.
@@ -52,6 +70,8 @@ def files(tmp_path_factory, sentiment_rows):
             write_tsv(root / "multi_test.tsv", multi[::2]),
         ),
         "texts": texts[:12],
+        # texts without labels, none of the training or test ones, for self-training
+        "pool": [f"{text} , or so it seemed" for text in texts],
     }
 
 
@@ -68,9 +88,14 @@ def _options(mode: str, target: str, text: str, encoder: str):
         options.update(auto=True, poolings="mean,cls", finalists=1)
     if "out_of_core" in mode:
         options.update(out_of_core=True, label_issues=True)
-    finetune = FinetuneOptions(epochs=1, lr=5e-4) if "finetune" in mode else None
+    tunings = {
+        "finetune": FinetuneOptions(epochs=1, lr=5e-4) if "finetune" in mode else None,
+        "contrastive": ContrastiveOptions(pairs_per_text=2, min_pairs=0, lr=5e-4)
+        if "contrastive" in mode
+        else None,
+    }
     reading = ReadOptions(label_sep="|") if target == "multi" else ReadOptions()
-    return encoding, options, finetune, reading
+    return encoding, options, tunings, reading
 
 
 CELLS = [(m, t, x) for m in MODES for t in TARGETS for x in TEXTS]
@@ -78,7 +103,7 @@ CELLS = [(m, t, x) for m in MODES for t in TARGETS for x in TEXTS]
 
 def _train_cell(cell, files, tiny_distilbert, out):
     mode, target, text = cell
-    encoding, options, finetune, reading = _options(mode, target, text, str(tiny_distilbert))
+    encoding, options, tunings, reading = _options(mode, target, text, str(tiny_distilbert))
     train_file, test_file = files[target]
     return train(
         train_file,
@@ -86,7 +111,8 @@ def _train_cell(cell, files, tiny_distilbert, out):
         encoding=encoding,
         options=TrainOptions(**options),
         reading=reading,
-        finetune=finetune,
+        **tunings,
+        unlabelled=files["pool"] if mode == "unlabelled" else None,
         out=out,
     )
 
@@ -107,6 +133,9 @@ def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilb
     assert loaded.spec == result.model.spec and loaded.spec.long == text
     if "finetune" in mode:  # the folder holds the tuned encoder, the card says how it was tuned
         assert "(fine-tuned)" in loaded.encoder.name and "finetune" in loaded.card
+    if "contrastive" in mode:
+        assert "(contrastive-tuned)" in loaded.encoder.name
+        assert loaded.card["contrastive"]["n_pairs"] > 0
     if "auto" in mode:  # the sweep chose the features, and the card and --json say which
         assert result.sweep is not None and loaded.card["sweep"]["choice"] == result.sweep.choice
         assert result.to_dict()["auto"] == result.sweep.choice

@@ -181,7 +181,7 @@ def test_ctrl_c_in_the_cli_exits_130_saying_how_to_resume(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--epochs", "3"], "--epochs apply to fine-tuning only; add --finetune"),
+        (["--epochs", "3"], "--epochs apply to tuning the encoder only; add --finetune"),
         (["--finetune", "--lr", "-1"], "is not a positive number"),
         (["--finetune", "--lr", "fast"], "Invalid value for '--lr'"),
         (["--finetune", "--dev-share", "1.5"], "is not a share between 0 and 1"),
@@ -347,12 +347,12 @@ def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
 ):
     import transformers
 
-    import bertprobe.training.pipeline
+    import bertprobe.training.finetune
     from bertprobe.encoders.encode import load_encoder
 
     path, rows = long_rows_tsv
     seen: dict = {}
-    tune = bertprobe.training.pipeline.run_finetune
+    tune = bertprobe.training.finetune.finetune
     init = transformers.Trainer.__init__
 
     def tune_and_see(train_rows, dev_rows, **kwargs):
@@ -363,7 +363,7 @@ def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
         seen.update(train=kwargs["train_dataset"], dev=kwargs["eval_dataset"])
         init(self, *args, **kwargs)
 
-    monkeypatch.setattr(bertprobe.training.pipeline, "run_finetune", tune_and_see)
+    monkeypatch.setattr(bertprobe.training.finetune, "finetune", tune_and_see)
     monkeypatch.setattr(transformers.Trainer, "__init__", see_datasets)
     encoding = EncoderOptions(
         str(tiny_distilbert),

@@ -42,6 +42,7 @@ from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.model.persist import save_model
 from bertprobe.model.stream import PredictFileStats, predict_file
 from bertprobe.model.train import TrainOptions, TrainResult, sweep, train
+from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 
 # The name before 0.2; kept so existing code goes on working.
@@ -61,6 +62,7 @@ __all__ = [
     "Evaluation",
     "ExportedClassifier",
     "FeatureSpec",
+    "ContrastiveOptions",
     "FinetuneOptions",
     "FinetuneResult",
     "LinearProbe",

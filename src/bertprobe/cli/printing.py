@@ -79,8 +79,8 @@ def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
     summary, probe = result.to_dict(), result.probe
     if isinstance(probe, MultiLabelProbe):
         report_dropped(result.train_data, result.test_data)
-        if result.finetune is not None:
-            _print_finetune(result.finetune)
+        for tuned in result.tunings:
+            _print_finetune(tuned)
         echo_lines(training_lines(result, data, test))
     elif isinstance(probe, OutOfCoreProbe):
         typer.echo(
@@ -94,8 +94,8 @@ def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
         )
     else:
         report_dropped(result.train_data, result.test_data)
-        if result.finetune is not None:
-            _print_finetune(result.finetune)
+        for tuned in result.tunings:
+            _print_finetune(tuned)
         if result.sweep is not None:
             print_sweep(result.sweep)
         _print_features(result, data, summary)
@@ -111,6 +111,17 @@ def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
 
 
 def _print_finetune(tuned: FinetuneResult) -> None:
+    if tuned.objective == "contrastive":
+        dev = (
+            f"; dev pair accuracy {100 * tuned.dev_accuracy:.2f}% ({tuned.n_dev:,} texts)"
+            if tuned.dev_accuracy is not None
+            else ""
+        )
+        typer.echo(
+            f"contrast  {tuned.n_pairs:,} pairs of {tuned.n_train:,} texts, "
+            f"{tuned.epochs_run} epoch(s) in {tuned.seconds:.0f} s{dev}"
+        )
+        return
     # Several labels a text: the epoch was kept by dev micro F1, so that is what is shown.
     scores, what = (
         (tuned.dev_f1_history, "dev micro F1")
@@ -179,6 +190,20 @@ def _print_probe(result: TrainResult, probe: LinearProbe) -> None:
         f"probe     C = {probe.C_:.4g} by {probe.cv}-fold CV (CV accuracy "
         f"{percent(probe.cv_accuracy_)}), fit in {result.fit_seconds:.1f} s"
     )
+    trained = getattr(probe, "self_training_", None)
+    if trained:
+        verdict = "kept" if trained["kept"] else "not kept (CV prefers the labelled rows alone)"
+        typer.echo(
+            f"unlabelled {trained['n_pseudo_labelled']:,} of {trained['n_unlabelled']:,} texts "
+            f"pseudo-labelled at p >= {trained['pseudo_threshold']}: CV "
+            f"{100 * trained['cv_score_self_trained']:.2f}% against "
+            f"{100 * trained['cv_score_labelled_only']:.2f}% without; {verdict}"
+        )
+    if result.tunings:  # the folds' held-out rows taught the encoder: only test is unbiased
+        note(
+            "note: the encoder was tuned on every training label, so the CV accuracy is "
+            "optimistic; judge the model by --test or --dev"
+        )
     if result.metric != "accuracy":
         typer.echo(
             f"metric    C chosen by {result.metric}: CV {probe.cv_score_:.4f}"

@@ -29,6 +29,7 @@ from bertprobe.encoders.encode import EncoderOptions
 from bertprobe.model.train import TrainOptions, TrainResult
 from bertprobe.model.train import sweep as sweep_layers
 from bertprobe.model.train import train as train_model
+from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import write_label_issues
@@ -78,24 +79,55 @@ FinetuneOpt = Annotated[
         "on dev rows); the probe is then fitted on the tuned features.",
     ),
 ]
+ContrastiveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--contrastive",
+        help="Tune the encoder on pairs of training texts first, same label or not (SetFit's "
+        "recipe: for a few dozen labels); the probe is then fitted on the tuned features.",
+    ),
+]
+UnlabelledOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Texts without labels (a file read as the training file is; labels in it are "
+        "ignored): the probe self-trains on those it is surest of, if CV says that helps.",
+    ),
+]
+PairsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=1000,
+        help="--contrastive: same-label and other-label pairs a text (default 20).",
+    ),
+]
 EpochsOpt = Annotated[
     int | None,
     typer.Option(
         min=1,
         max=50,
-        help="--finetune: most epochs (default 4, more for a small training set).",
+        help="--finetune / --contrastive: most epochs (default 4, more for a small training "
+        "set / 1).",
     ),
 ]
 LrOpt = Annotated[
     float | None,
-    typer.Option(callback=positive, help="--finetune: peak learning rate (default 8e-05)."),
+    typer.Option(
+        callback=positive,
+        help="--finetune / --contrastive: peak learning rate (default 8e-05 / 5e-05).",
+    ),
 ]
 SeedOpt = Annotated[
-    int | None, typer.Option(help="--finetune: seed of the dev split and training (0).")
+    int | None,
+    typer.Option(help="--finetune / --contrastive: seed of the dev split, pairs, training (0)."),
 ]
 DevOpt = Annotated[
     Path | None,
-    typer.Option(help="--finetune: labelled dev file (default: a share of the training rows)."),
+    typer.Option(
+        help="--finetune / --contrastive: labelled dev file (default: a share of the training "
+        "rows / none)."
+    ),
 ]
 DevShareOpt = Annotated[
     float | None,
@@ -103,7 +135,9 @@ DevShareOpt = Annotated[
 ]
 Bf16Opt = Annotated[
     bool | None,
-    typer.Option("--bf16/--no-bf16", help="--finetune: bfloat16 autocast (default: off)."),
+    typer.Option(
+        "--bf16/--no-bf16", help="--finetune / --contrastive: bfloat16 autocast (default: off)."
+    ),
 ]
 ClassWeightOpt = Annotated[
     str | None,
@@ -176,6 +210,9 @@ def train(
     out_of_core: OutOfCoreOpt = False,
     features: FeaturesOpt = None,
     finetune: FinetuneOpt = False,
+    contrastive: ContrastiveOpt = False,
+    pairs_per_text: PairsOpt = None,
+    unlabelled: UnlabelledOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     seed: SeedOpt = None,
@@ -209,8 +246,12 @@ def train(
     )
     if label_issues is not None:
         check_output_path(label_issues, what="--label-issues", folder=False)
-    tuning = _finetune_options(
-        finetune, epochs=epochs, lr=lr, seed=seed, dev=dev, dev_share=dev_share, bf16=bf16
+    fine, pairs = _tuning_options(
+        finetune,
+        contrastive,
+        shared={"epochs": epochs, "lr": lr, "seed": seed, "dev": dev, "bf16": bf16},
+        dev_share=dev_share,
+        pairs_per_text=pairs_per_text,
     )
     result = train_model(
         data,
@@ -218,19 +259,47 @@ def train(
         encoding=encoding,
         options=options,
         reading=reading,
-        finetune=tuning,
+        finetune=fine,
+        contrastive=pairs,
+        unlabelled=unlabelled,
         out=out,
     )
     _show_training(result, data, test, label_issues, as_json)
 
 
-def _finetune_options(finetune: bool, **tuning: Any) -> FinetuneOptions | None:
-    """The --finetune flags given (None: not given) as FinetuneOptions; None without one."""
-    given = {name: value for name, value in tuning.items() if value is not None}
-    if given and not finetune:
+def _tuning_options(
+    finetune: bool,
+    contrastive: bool,
+    *,
+    shared: dict[str, Any],
+    dev_share: float | None,
+    pairs_per_text: int | None,
+) -> tuple[FinetuneOptions | None, ContrastiveOptions | None]:
+    """The tuning flags given (None: not given) as the options of each tuning asked for: the
+    ``shared`` ones apply to each, --dev-share to fine-tuning, --pairs-per-text to
+    contrastive tuning; a flag of a tuning not asked for is refused."""
+    given: dict[str, Any] = {name: value for name, value in shared.items() if value is not None}
+    orphans = {
+        "dev_share": (dev_share, finetune, "--finetune"),
+        "pairs_per_text": (pairs_per_text, contrastive, "--contrastive"),
+    }
+    for name, (value, wanted, flag) in orphans.items():
+        if value is not None and not wanted:
+            raise BadInputError(f"--{name.replace('_', '-')} applies to {flag} only; add it")
+    if given and not (finetune or contrastive):
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
-        raise BadInputError(f"{flags} apply to fine-tuning only; add --finetune or leave them out")
-    return FinetuneOptions(**given) if finetune else None
+        raise BadInputError(
+            f"{flags} apply to tuning the encoder only; add --finetune or --contrastive, or "
+            "leave them out"
+        )
+    fine = more = None
+    if finetune:
+        share: dict[str, Any] = {"dev_share": dev_share} if dev_share else {}
+        fine = FinetuneOptions(**given, **share)
+    if contrastive:
+        pairs: dict[str, Any] = {"pairs_per_text": pairs_per_text} if pairs_per_text else {}
+        more = ContrastiveOptions(**given, **pairs)
+    return fine, more
 
 
 def _show_training(

@@ -142,7 +142,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def fit(self, X, y) -> MultiLabelProbe:
+    def fit(self, X, y, unlabelled=None) -> MultiLabelProbe:
         """Fit one probe per label.
 
         Parameters
@@ -152,6 +152,10 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         y : sequence of label sets, or 0/1 array of shape (n_samples, n_labels)
             Each text's labels (a list or tuple of names, possibly empty), or the indicator
             matrix whose columns are ``classes`` (default names: ``"0"``, ``"1"``, ...).
+        unlabelled : array-like of shape (n_unlabelled, n_features), optional
+            Vectors of texts without labels: each label's probe self-trains on them (see
+            :meth:`LinearProbe.fit <bertprobe.heads.probe.LinearProbe.fit>`), kept for the
+            labels whose cross-validation says it helps.
 
         Returns
         -------
@@ -181,7 +185,16 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             n_jobs=self.n_jobs,
             random_state=self.random_state,
         )
-        self.estimator_ = OneVsRestClassifier(probe).fit(X, Y)
+        if unlabelled is None:
+            self.estimator_ = OneVsRestClassifier(probe).fit(X, Y)
+        else:  # routed to each label's probe (scikit-learn's metadata routing)
+            import sklearn
+
+            with sklearn.config_context(enable_metadata_routing=True):
+                requested = probe.set_fit_request(unlabelled=True)
+                self.estimator_ = OneVsRestClassifier(requested).fit(X, Y, unlabelled=unlabelled)
+            for fitted in [probe, *self.estimator_.estimators_]:  # not saved with the model
+                fitted.__dict__.pop("_metadata_request", None)
         self.classes_ = np.asarray(classes, dtype=str)
         fitted = self.estimator_.estimators_
         self.C_ = np.asarray([p.C_ for p in fitted])
@@ -421,8 +434,13 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         self.holdout = holdout
         self.random_state = random_state
 
-    def fit(self, X, y) -> StreamingMultiLabelProbe:
-        """Fit on arrays (label sets or a 0/1 matrix), streamed 8,192 rows at a time."""
+    def fit(self, X, y, unlabelled=None) -> StreamingMultiLabelProbe:
+        """Fit on arrays (label sets or a 0/1 matrix), streamed 8,192 rows at a time.
+        ``unlabelled`` is refused: see :meth:`OutOfCoreProbe.fit
+        <bertprobe.heads.probe.OutOfCoreProbe.fit>`."""
+        from bertprobe.heads.probe import refuse_unlabelled
+
+        refuse_unlabelled(unlabelled)
         X = np.asarray(X)
         Y, names = self._indicator(y)
         self.classes = names

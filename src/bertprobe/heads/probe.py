@@ -300,9 +300,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         patience: int | None = None,
         n_jobs: int | None = None,
         random_state: int | None = 0,
+        pseudo_threshold: float = 0.9,
     ) -> None:
         self.Cs = Cs
         self.cv = cv
+        self.pseudo_threshold = pseudo_threshold
         self.scale = scale
         self.max_iter = max_iter
         self.tol = tol
@@ -312,7 +314,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def fit(self, X, y) -> LinearProbe:
+    def fit(self, X, y, unlabelled=None) -> LinearProbe:
         """Search C by cross-validation, then refit on all of ``X`` at the best C.
 
         Parameters
@@ -321,6 +323,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             Features, e.g. the vectors of :class:`~bertprobe.encoders.encode.TextEmbedder`.
         y : array-like of shape (n_samples,)
             Labels, ints or strings; at least two classes, each with ``cv`` examples or more.
+        unlabelled : array-like of shape (n_unlabelled, n_features), optional
+            Vectors of texts without labels, for self-training (see :meth:`_self_train`): C is
+            still chosen on the labelled rows alone, then the probe at that C labels the
+            texts it is surest of (``pseudo_threshold``) and learns from them too, if the
+            cross-validation of the whole procedure says that helps.
 
         Returns
         -------
@@ -364,7 +371,84 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if self.scoring != "accuracy":
             oof = self.out_of_fold_proba(X, y)
             self.cv_accuracy_ = float(np.mean(self.classes_[oof.argmax(axis=1)] == y))
+        self.self_training_: dict[str, Any] | None = None
+        if unlabelled is not None:
+            self._self_train(X, y, validate_data(self, unlabelled, reset=False))
         return self
+
+    def _self_train(self, X, y, unlabelled) -> None:
+        """Self-training with scikit-learn's :class:`~sklearn.semi_supervised.
+        SelfTrainingClassifier` at the chosen ``C_``: the probe labels the unlabelled rows it
+        gives ``pseudo_threshold`` or more, learns from them, and repeats (at most 10 rounds).
+
+        Kept only if it helps, and judged honestly: the same folds are scored again, each
+        fold's probe self-trained from its own training rows and the unlabelled ones (so no
+        pseudo-label was made by a model that saw the held-out rows). ``cv_accuracy_`` and
+        ``cv_score_`` are then those of the procedure kept; ``self_training_`` records both.
+        """
+        from sklearn.semi_supervised import SelfTrainingClassifier
+
+        if not 0.5 <= self.pseudo_threshold < 1:
+            raise BadInputError(
+                f"pseudo_threshold={self.pseudo_threshold}: give a probability from 0.5 to 1"
+            )
+        codes = np.searchsorted(self.classes_, y)  # -1 marks a row without a label
+
+        def self_trained(rows: np.ndarray) -> Any:
+            X_all = np.vstack([X[rows], unlabelled])
+            y_all = np.concatenate([codes[rows], np.full(len(unlabelled), -1)])
+            model = SelfTrainingClassifier(
+                self._plain(), threshold=self.pseudo_threshold, max_iter=10
+            )
+            with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return model.fit(X_all, y_all)
+
+        oof = np.zeros((len(y), len(self.classes_)))
+        for train_rows, test_rows in self._folds().split(X, y):
+            oof[test_rows] = self_trained(train_rows).predict_proba(X[test_rows])
+        accuracy = float(np.mean(self.classes_[oof.argmax(axis=1)] == y))
+        score = (
+            accuracy
+            if self.scoring == "accuracy"
+            else metric_score(self.scoring, y, oof, self.classes_.tolist())
+        )
+        final = self_trained(np.arange(len(y)))
+        n_pseudo = int(np.sum(final.labeled_iter_[len(y) :] > 0))
+        kept = score >= self.cv_score_ and n_pseudo > 0
+        self.self_training_ = {
+            "n_unlabelled": len(unlabelled),
+            "n_pseudo_labelled": n_pseudo,
+            "pseudo_threshold": self.pseudo_threshold,
+            "cv_score_labelled_only": self.cv_score_,
+            "cv_score_self_trained": score,
+            "kept": bool(kept),
+        }
+        if kept:
+            # Refitted on the labelled and pseudo-labelled rows with the labels as given, as
+            # the probe's own pipeline: the export and every other reader find the same
+            # "scale" and "logreg" steps, and predict answers in the training labels.
+            learned = final.labeled_iter_ >= 0
+            X_all = np.vstack([X, unlabelled])[learned]
+            y_all = self.classes_[final.transduction_[learned]]
+            with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                self.pipeline_ = self._plain().fit(X_all, y_all)
+            self.cv_score_, self.cv_accuracy_ = score, accuracy
+
+    def _plain(self) -> Pipeline:
+        """The scaler and the regression at ``C_``, unfitted: one fold's model."""
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(
+            C=self.C_,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            class_weight=self.class_weight,
+            random_state=self.random_state,
+        )
+        steps = [("scale", StandardScaler())] if self.scale else []
+        return Pipeline([*steps, ("logreg", model)])
 
     def _search(self, X, y, grid: tuple[float, ...], scoring) -> LogisticRegressionCV:
         """Fit ``pipeline_`` with a search over ``grid``; returns the fitted search."""
@@ -402,23 +486,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         What the decision threshold and the label-issue search read; ``X`` and ``y`` must be
         the rows the probe was fitted on. Columns in the order of ``classes_``.
         """
-        from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import cross_val_predict
 
         check_is_fitted(self, "pipeline_")
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
-        model = LogisticRegression(
-            C=self.C_,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            class_weight=self.class_weight,
-            random_state=self.random_state,
-        )
-        steps = [("scale", StandardScaler())] if self.scale else []
         with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
             warnings.simplefilter("ignore", ConvergenceWarning)  # as in fit
             return cross_val_predict(
-                Pipeline([*steps, ("logreg", model)]),
+                self._plain(),
                 X,
                 np.asarray(y),
                 cv=self._folds(),
@@ -459,7 +534,23 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             "scoring": getattr(self, "scoring", "accuracy"),
             "cv_score": getattr(self, "cv_score_", self.cv_accuracy_),
             "class_weight": weights_record(self.class_weight),
+            **(
+                {"self_training": self.self_training_}
+                if getattr(self, "self_training_", None)
+                else {}
+            ),
         }
+
+
+def refuse_unlabelled(unlabelled: Any) -> None:
+    """Streaming heads learn from labelled chunks only: self-training holds every unlabelled
+    vector in memory, which a streaming head exists to avoid (and with data that large the
+    labels are many already)."""
+    if unlabelled is not None:
+        raise BadInputError(
+            "unlabelled= self-trains a probe that holds the vectors in memory; a streaming "
+            "(out-of-core) head learns from labelled chunks only: use LinearProbe"
+        )
 
 
 def weights_record(class_weight: Any) -> Any:
@@ -622,7 +713,7 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.random_state = random_state
 
-    def fit(self, X, y) -> OutOfCoreProbe:
+    def fit(self, X, y, unlabelled=None) -> OutOfCoreProbe:
         """Train on arrays, passed to :meth:`fit_chunks` ``chunk_rows`` rows at a time.
 
         Parameters
@@ -637,6 +728,7 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         self : OutOfCoreProbe
             The fitted probe.
         """
+        refuse_unlabelled(unlabelled)
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         step = self.chunk_rows
@@ -831,9 +923,10 @@ class VotingProbe(ClassifierMixin, BaseEstimator):
         vote.probe_, vote.text_model_, vote.classes_ = probe, text_model, probe.classes_
         return vote
 
-    def fit(self, X, y, *, texts: Sequence[str] | None = None) -> VotingProbe:
-        """Fit the probe on ``X`` and the text model on ``texts`` (the same rows)."""
-        self.probe_ = clone(self.probe).fit(X, y)
+    def fit(self, X, y, *, texts: Sequence[str] | None = None, unlabelled=None) -> VotingProbe:
+        """Fit the probe on ``X`` (self-trained with ``unlabelled`` vectors when given) and the
+        text model on ``texts`` (the same rows)."""
+        self.probe_ = clone(self.probe).fit(X, y, unlabelled=unlabelled)
         self.text_model_ = None
         if self.text_model is not None:
             if texts is None:

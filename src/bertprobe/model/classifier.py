@@ -42,6 +42,8 @@ from bertprobe.model.persist import (
     save_model,
 )
 from bertprobe.model.stream import PredictFileStats
+from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.options import TrainOptions
 from bertprobe.training.pipeline import TrainingRun, accuracy, run_stages, stages_for, start_run
 
@@ -100,14 +102,24 @@ class Classifier:
         *,
         encoding: EncoderOptions = EncoderOptions(),
         options: TrainOptions | None = None,
+        finetune: FinetuneOptions | None = None,
+        contrastive: ContrastiveOptions | None = None,
+        unlabelled: Sequence[str] | None = None,
     ) -> Classifier:
         """A model trained on ``texts`` and ``labels`` (see :func:`train` for files, a test
-        set, saving and the full record of what training did)."""
+        set, saving and the full record of what training did).
+
+        ``contrastive`` and ``finetune`` tune the encoder first (on pairs of the texts, then on
+        their labels), as :func:`train` does; the tuned encoder stays in the cache folder.
+        ``unlabelled``: texts without labels the probe may self-train on (see :func:`train`)."""
         run = start_run(
             LabelledTexts.from_lists(texts, labels),
             encoding=encoding,
             options=options or TrainOptions(),
             reading=ReadOptions(),
+            finetune=finetune,
+            contrastive=contrastive,
+            unlabelled=unlabelled,
         )
         return cls.from_run(run_stages(run, stages_for(run.options)))
 
@@ -117,8 +129,9 @@ class Classifier:
         yet saved: its card holds only the decision threshold, for ``threshold="auto"``)."""
         assert run.encoder is not None and run.head is not None
         encoder = run.encoder.ref
-        if run.base is not None:  # fine-tuned: named after the encoder it was tuned from
-            encoder = replace(encoder, name=f"{run.base.name} (fine-tuned)")
+        if run.base is not None and run.tuned is not None:  # named after its base encoder
+            how = "contrastive-tuned" if run.tuned.objective == "contrastive" else "fine-tuned"
+            encoder = replace(encoder, name=f"{run.base.name} ({how})")
         return cls(
             card={"decision_threshold": run.threshold} if run.threshold is not None else {},
             probe=run.head,

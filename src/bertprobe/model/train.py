@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from bertprobe.model.persist import (
     read_card,
     save_model,
 )
+from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import LabelIssue
@@ -68,7 +70,8 @@ class TrainResult:
     test_stats: EmbedStats | None = None
     sweep: SweepResult | None = None
     feature_dir: Path | None = None
-    finetune: FinetuneResult | None = None
+    finetune: FinetuneResult | None = None  # the last tuning's record (see ``tunings``)
+    tunings: list[FinetuneResult] = field(default_factory=list)  # contrastive, fine-tuning
     metric: str = "accuracy"
     test_score: float | None = None  # test_<metric>
     decision_threshold: dict[str, Any] | None = None
@@ -113,6 +116,8 @@ class TrainResult:
             "embed_seconds": self.embed_seconds,
             "fit_seconds": self.fit_seconds,
             "model_dir": str(self.out) if self.out is not None else None,
+            # --unlabelled: what self-training did and whether CV kept it
+            "self_training": getattr(probe, "self_training_", None),
         }
         if isinstance(probe, OutOfCoreProbe):
             return {
@@ -159,6 +164,8 @@ def train(
     options: TrainOptions = TrainOptions(),
     reading: ReadOptions = ReadOptions(),
     finetune: FinetuneOptions | None = None,
+    contrastive: ContrastiveOptions | None = None,
+    unlabelled: str | Path | Sequence[str] | None = None,
     out: str | Path | None = None,
     hooks: StageHooks | None = None,
 ) -> TrainResult:
@@ -170,7 +177,14 @@ def train(
     With ``finetune``, the encoder's weights are first fine-tuned on the training data (see
     :mod:`bertprobe.training.finetune`); the probe is then fitted on the tuned encoder's features,
     and
-    the model folder holds the tuned encoder.
+    the model folder holds the tuned encoder. With ``contrastive``, the encoder is first tuned on
+    pairs of training texts (see :mod:`bertprobe.training.contrastive`: the tool for a few
+    labelled texts); with both, contrastive tuning runs first and fine-tuning starts from it.
+
+    ``unlabelled`` (a file, read as the training file is, or a list of texts): texts without
+    labels the probe self-trains on (:meth:`~bertprobe.heads.probe.LinearProbe.fit`), kept only
+    when cross-validation on the labelled rows says it helps; texts of the training or test
+    set are set aside, and no reported score is computed on an unlabelled text.
 
     ``data`` and ``test`` are files (read with ``reading``) or :class:`LabelledTexts`. Every
     check that can be made before the encoder runs is made first: the data, the test labels
@@ -186,7 +200,14 @@ def train(
     """
     out = check_model_destination(out) if out is not None else None
     run = start_run(
-        data, test=test, encoding=encoding, options=options, reading=reading, finetune=finetune
+        data,
+        test=test,
+        encoding=encoding,
+        options=options,
+        reading=reading,
+        finetune=finetune,
+        contrastive=contrastive,
+        unlabelled=unlabelled,
     )
     run_stages(run, stages_for(options, finetune), hooks)
     model = Classifier.from_run(run)
@@ -205,6 +226,7 @@ def train(
         sweep=run.swept,
         feature_dir=run.feature_dir,
         finetune=run.tuned,
+        tunings=[record for _, record in run.adapted],
         metric=options.metric,
         test_score=run.test_score,
         decision_threshold=run.threshold,
@@ -249,7 +271,11 @@ def _rows(run: TrainingRun, split: str) -> int:
 def _data_record(run: TrainingRun) -> dict[str, Any]:
     """The card's ``data``: each file's path, rows and SHA-256."""
     if run.train_set is not None:
-        return data_records(run.train_set, run.test_set)
+        records = data_records(run.train_set, run.test_set)
+        if run.unlabelled is not None:
+            pool = run.unlabelled
+            records["unlabelled"] = file_record(pool.source, len(pool), pool.sha256)
+        return records
     assert run.train_path is not None
     records = {
         "train": file_record(run.train_path, _rows(run, "train"), run.chunk_sources["train"][2])
@@ -278,8 +304,7 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
         }
         if run.swept is not None:
             extra["sweep"] = run.swept.to_dict()
-        if run.tuned is not None and run.finetune is not None:
-            extra["finetune"] = _finetune_record(run.tuned, run.finetune)
+        extra.update(_tuning_records(run))
         return metrics, extra
     if isinstance(run.head, OutOfCoreProbe):
         metrics = {
@@ -289,9 +314,9 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
         metrics.update(_metric_record(summary, cv=False))
         if run.swept is not None:
             extra["sweep"] = run.swept.to_dict()
-        if run.tuned is not None and run.finetune is not None:
+        if run.tuned is not None:
             metrics["dev_accuracy"] = run.tuned.dev_accuracy
-            extra["finetune"] = _finetune_record(run.tuned, run.finetune)
+        extra.update(_tuning_records(run))
         return metrics, extra
     metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
     metrics.update(_metric_record(summary))
@@ -303,8 +328,7 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
         extra["sweep"] = run.swept.to_dict()
     if run.threshold is not None:
         extra["decision_threshold"] = run.threshold
-    if run.tuned is not None and run.finetune is not None:
-        extra["finetune"] = _finetune_record(run.tuned, run.finetune)
+    extra.update(_tuning_records(run))
     return metrics, extra
 
 
@@ -315,40 +339,14 @@ def _metric_record(summary: dict[str, Any], cv: bool = True) -> dict[str, Any]:
     return {"metric": metric, **{k: summary[k] for k in keys if k in summary}}
 
 
-def _finetune_record(tuned: FinetuneResult, options: FinetuneOptions) -> dict[str, Any]:
-    """What the card says of the fine-tuning: the options, the dev scores, the time."""
+def _tuning_records(run: TrainingRun) -> dict[str, Any]:
+    """What the card says of each tuning of the encoder, under ``contrastive`` and
+    ``finetune``."""
     return {
-        "epochs": options.epochs,
-        "min_steps": options.min_steps,
-        "lr": options.lr,
-        "seed": options.seed,
-        "warmup": options.warmup,
-        "weight_decay": options.weight_decay,
-        "bf16": options.bf16,
-        "dev": str(options.dev) if options.dev is not None else f"{options.dev_share} of train",
-        "n_train": tuned.n_train,
-        "n_dev": tuned.n_dev,
-        # Long texts in windows: each window was a training row with its text's label.
-        **(
-            {"n_train_windows": tuned.n_train_windows, "n_dev_windows": tuned.n_dev_windows}
-            if tuned.n_train_windows is not None
-            else {}
-        ),
-        "epochs_run": tuned.epochs_run,
-        "best_epoch": tuned.best_epoch,
-        "dev_accuracy": tuned.dev_accuracy,
-        "dev_history": tuned.dev_history,
-        "dev_epochs": tuned.dev_epochs,
-        **(
-            {
-                "multi_label": True,
-                "dev_f1_micro": tuned.dev_f1_micro,
-                "dev_f1_history": tuned.dev_f1_history,
-            }
-            if tuned.multi_label
-            else {}
-        ),
-        "seconds": tuned.seconds,
+        "contrastive" if record.objective == "contrastive" else "finetune": tuning.card_record(
+            record
+        )
+        for tuning, record in run.adapted
     }
 
 

@@ -134,3 +134,48 @@ class EpochBars(TrainerCallback):
             else:
                 score = f"dev accuracy {accuracy:.2f}%"
             print(f"epoch {round(state.epoch or 0)}: {score}", file=sys.stderr)
+
+
+class PairedEncoder(torch.nn.Module):
+    """An encoder body tuned on pairs of texts: each side pooled as embedding pools it, the
+    pair's loss sentence-transformers' (``"cosent"``: CoSENTLoss, ``"cosine"``:
+    CosineSimilarityLoss) on the two sides' vectors and the pair's target similarity.
+    Returns the loss and, as ``logits``, each pair's cosine similarity (the dev scores')."""
+
+    pair_loss: Any
+
+    def __init__(self, body: Any, pooling: str, loss: str) -> None:
+        super().__init__()
+        from sentence_transformers.sentence_transformer.losses import (
+            CoSENTLoss,
+            CosineSimilarityLoss,
+        )
+
+        self.body = body
+        self.pooling = pooling
+        # The losses only keep their model to embed texts, which this module does itself
+        # (compute_loss_from_embeddings); kept out of the module tree so that the body is not
+        # registered twice.
+        self.__dict__["pair_loss"] = (CoSENTLoss if loss == "cosent" else CosineSimilarityLoss)(
+            body
+        )
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.body(input_ids=input_ids, attention_mask=attention_mask)
+        return _pool(states.last_hidden_state, attention_mask, self.pooling)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        input_ids_b: torch.Tensor,
+        attention_mask_b: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        a = self.embed(input_ids, attention_mask)
+        b = self.embed(input_ids_b, attention_mask_b)
+        cosine = torch.cosine_similarity(a.float(), b.float())
+        if labels is None:
+            return {"logits": cosine}
+        loss = self.pair_loss.compute_loss_from_embeddings([a.float(), b.float()], labels.float())
+        return {"loss": loss, "logits": cosine}

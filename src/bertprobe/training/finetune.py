@@ -146,6 +146,69 @@ class FinetuneOptions:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise BadInputError(f"weight_decay={self.weight_decay}: give 0 or more")
 
+    # --- the encoder-tuning protocol the pipeline's adapt stage calls -------------------------
+    # (:class:`~bertprobe.training.contrastive.ContrastiveOptions` answers the same three)
+
+    def split(
+        self,
+        train_set: LabelledTexts,
+        dev: LabelledTexts | None,
+        classes: Sequence[str] | None = None,
+    ) -> tuple[LabelledTexts, LabelledTexts | None]:
+        """The rows to tune on and the dev rows that choose the epoch: :func:`split_dev`."""
+        return split_dev(train_set, self, dev, classes=classes)
+
+    def tune(
+        self,
+        train_rows: LabelledTexts,
+        dev_rows: LabelledTexts | None,
+        *,
+        encoding: EncoderOptions,
+        workdir: Path,
+        classes: Sequence[str] | None = None,
+    ) -> FinetuneResult:
+        """:func:`finetune` with these options."""
+        assert dev_rows is not None  # split() always makes dev rows
+        return finetune(
+            train_rows, dev_rows, encoding=encoding, options=self, workdir=workdir, classes=classes
+        )
+
+    def card_record(self, tuned: FinetuneResult) -> dict[str, Any]:
+        """What the card says of the fine-tuning: the options, the dev scores, the time."""
+        return {
+            "epochs": self.epochs,
+            "min_steps": self.min_steps,
+            "lr": self.lr,
+            "seed": self.seed,
+            "warmup": self.warmup,
+            "weight_decay": self.weight_decay,
+            "bf16": self.bf16,
+            "dev": str(self.dev) if self.dev is not None else f"{self.dev_share} of train",
+            "n_train": tuned.n_train,
+            "n_dev": tuned.n_dev,
+            # Long texts in windows: each window was a training row with its text's label.
+            **(
+                {"n_train_windows": tuned.n_train_windows, "n_dev_windows": tuned.n_dev_windows}
+                if tuned.n_train_windows is not None
+                else {}
+            ),
+            "epochs_run": tuned.epochs_run,
+            "best_epoch": tuned.best_epoch,
+            "dev_accuracy": tuned.dev_accuracy,
+            "dev_history": tuned.dev_history,
+            "dev_epochs": tuned.dev_epochs,
+            **(
+                {
+                    "multi_label": True,
+                    "dev_f1_micro": tuned.dev_f1_micro,
+                    "dev_f1_history": tuned.dev_f1_history,
+                }
+                if tuned.multi_label
+                else {}
+            ),
+            "seconds": tuned.seconds,
+        }
+
 
 @dataclass
 class FinetuneResult:
@@ -159,7 +222,7 @@ class FinetuneResult:
     encoder_folder: Path
     epochs_run: int
     best_epoch: int
-    dev_accuracy: float
+    dev_accuracy: float | None  # None: no dev rows (contrastive tuning without a dev file)
     dev_history: list[float]
     n_train: int  # texts
     n_dev: int  # texts
@@ -173,6 +236,11 @@ class FinetuneResult:
     multi_label: bool = False
     dev_f1_micro: float | None = None
     dev_f1_history: list[float] | None = None
+    # what the encoder was tuned for: "classification" (a head on the labels, this module) or
+    # "contrastive" (pairs of texts, :mod:`bertprobe.training.contrastive`: no head, and dev
+    # scores only with a dev file)
+    objective: str = "classification"
+    n_pairs: int | None = None  # contrastive: the pairs trained on
     workdir: Path | None = field(default=None, repr=False)
 
 
@@ -335,14 +403,8 @@ def finetune(
     with needs_extra("finetune"):
         import accelerate  # noqa: F401  (the Trainer needs it; fail now with the extra's name)
     import torch
-    from transformers import (
-        AutoModel,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-    )
+    from transformers import DataCollatorWithPadding, Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     from bertprobe.training._tuning import EpochBars, PooledClassifier, StopOnInterrupt
@@ -354,29 +416,10 @@ def finetune(
     multi_label = classes is not None
     outputs = _head_outputs(train_rows, classes)
     index = {str(c): i for i, c in enumerate(outputs)}
-    base = encoding.resolve()  # a hub encoder at encoding.revision
     torch.manual_seed(options.seed)  # the head's initialization
-    # base.path is a local folder, already resolved at the pinned revision: these read files
-    # and download nothing, so revision= has no place here.
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base.path, use_fast=True)  # nosec B615
-        body = AutoModel.from_pretrained(base.path)  # nosec B615
-    except (OSError, ValueError, KeyError) as exc:
-        raise EncoderNotFoundError(
-            f"encoder folder {base.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
-        ) from None
-    limit = token_limit(body.config, tokenizer)
-    max_length = encoding.max_length or limit
-    if max_length > limit:
-        raise BadInputError(
-            f"max length {max_length} exceeds what {base.name} takes ({limit} tokens); "
-            "use a smaller max_length="
-        )
-    chunking = encoding.long == "chunk"
-    stride = default_stride(max_length) if encoding.stride is None else encoding.stride
-    if chunking:
-        check_stride(tokenizer, base.name, max_length, stride)
-    model = PooledClassifier(body, encoding.pooling, len(outputs), multi_label=multi_label)
+    base = load_base(encoding)
+    tokenizer, chunking = base.tokenizer, base.stride is not None
+    model = PooledClassifier(base.body, encoding.pooling, len(outputs), multi_label=multi_label)
 
     def rows(data: LabelledTexts) -> _Rows:
         labels: list[Any]
@@ -384,9 +427,9 @@ def finetune(
             labels = _label_set_matrix(data, outputs).tolist()
         else:
             labels = [index[str(y)] for y in data.labels or []]
-        if not chunking:  # the text as the encoder reads it when truncating
-            return _Rows(truncated_ids(tokenizer, data.texts, max_length)[0], labels)
-        ids, owner = token_windows(tokenizer, data.texts, max_length, stride)
+        ids, owner = base.units(data.texts)
+        if owner is None:  # one truncated row per text
+            return _Rows(ids, labels)
         return _Rows(ids, [labels[t] for t in owner], owner)
 
     train_data, dev_data = rows(train_rows), rows(dev_rows)
@@ -411,23 +454,8 @@ def finetune(
     )
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
     trainer.remove_callback(ProgressCallback)  # EpochBars shows one bar per epoch instead
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    resumed = int(Path(last).name.split("-")[-1]) if last else None
-    if last and encoding.run.progress:
-        print(f"resuming fine-tuning from {last}", file=sys.stderr)
-    with stop.catching_ctrl_c():
-        trainer.train(resume_from_checkpoint=last)
-    if stop.requested:
-        raise FinetuneInterrupted(
-            f"fine-tuning interrupted; a checkpoint is in {checkpoints}, and the same command "
-            "resumes from it"
-        )
-    folder = workdir / "encoder"
-    if folder.exists():
-        shutil.rmtree(folder)
-    model.body.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the tuned weights are in encoder/ now
+    resumed = train_resumably(trainer, checkpoints, stop, encoding.run.progress, "fine-tuning")
+    folder = save_tuned(model.body, tokenizer, workdir)
     result = FinetuneResult(
         encoder_folder=folder,
         epochs_run=round(trainer.state.epoch or 0),
@@ -441,8 +469,97 @@ def finetune(
         multi_label=multi_label,
         **_dev_record(trainer.state.log_history, multi_label),
     )
+    return record_finished(result)
+
+
+@dataclass
+class TuningBase:
+    """The encoder a tuning run starts from, loaded for training: its tokenizer and torch body,
+    the token limit it is read at, and ``stride`` when long texts are read in windows
+    (``long="chunk"``; None: truncated)."""
+
+    ref: Any  # EncoderRef: the encoder as resolved (a hub one at its revision)
+    tokenizer: Any
+    body: Any
+    max_length: int
+    stride: int | None
+
+    def units(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int] | None]:
+        """The rows the encoder is tuned on: each text's token ids as the encoder reads it when
+        truncating (owner None), or every window of every text and the text each is of."""
+        if self.stride is None:
+            return truncated_ids(self.tokenizer, texts, self.max_length)[0], None
+        return token_windows(self.tokenizer, texts, self.max_length, self.stride)
+
+
+def load_base(encoding: EncoderOptions) -> TuningBase:
+    """``encoding``'s encoder as a torch body to tune, with its tokenizer, its maximum length
+    checked against what the model takes and, for ``long="chunk"``, the windows' stride."""
+    from transformers import AutoModel, AutoTokenizer
+
+    ref = encoding.resolve()  # a hub encoder at encoding.revision
+    # ref.path is a local folder, already resolved at the pinned revision: these read files
+    # and download nothing, so revision= has no place here.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)  # nosec B615
+        body = AutoModel.from_pretrained(ref.path)  # nosec B615
+    except (OSError, ValueError, KeyError) as exc:
+        raise EncoderNotFoundError(
+            f"encoder folder {ref.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    limit = token_limit(body.config, tokenizer)
+    max_length = encoding.max_length or limit
+    if max_length > limit:
+        raise BadInputError(
+            f"max length {max_length} exceeds what {ref.name} takes ({limit} tokens); "
+            "use a smaller max_length="
+        )
+    stride = None
+    if encoding.long == "chunk":
+        stride = default_stride(max_length) if encoding.stride is None else encoding.stride
+        check_stride(tokenizer, ref.name, max_length, stride)
+    return TuningBase(ref, tokenizer, body, max_length, stride)
+
+
+def train_resumably(
+    trainer: Any, checkpoints: Path, stop: Any, progress: bool, what: str
+) -> int | None:
+    """Run ``trainer``, resuming from the last checkpoint under ``checkpoints`` if an earlier
+    run left one; Ctrl-C (``stop``, a StopOnInterrupt callback of the trainer) saves a
+    checkpoint and raises :class:`FinetuneInterrupted`. Returns the step resumed from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resumed = int(Path(last).name.split("-")[-1]) if last else None
+    if last and progress:
+        print(f"resuming {what} from {last}", file=sys.stderr)
+    with stop.catching_ctrl_c():
+        trainer.train(resume_from_checkpoint=last)
+    if stop.requested:
+        raise FinetuneInterrupted(
+            f"{what} interrupted; a checkpoint is in {checkpoints}, and the same command "
+            "resumes from it"
+        )
+    return resumed
+
+
+def save_tuned(body: Any, tokenizer: Any, workdir: Path) -> Path:
+    """Write the tuned body and its tokenizer to ``workdir/encoder`` (a plain Hugging Face
+    folder) and drop the checkpoints, whose weights it now holds."""
+    folder = workdir / "encoder"
+    if folder.exists():
+        shutil.rmtree(folder)
+    body.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    return folder
+
+
+def record_finished(result: FinetuneResult) -> FinetuneResult:
+    """Write the record of a finished tuning run beside its encoder (see :func:`_finished`)."""
+    assert result.workdir is not None
     record = {k: v for k, v in asdict(result).items() if k not in ("encoder_folder", "workdir")}
-    (workdir / FINISHED).write_text(json.dumps(record), encoding="utf-8")
+    (result.workdir / FINISHED).write_text(json.dumps(record), encoding="utf-8")
     return result
 
 
@@ -544,9 +661,9 @@ def _finished(workdir: Path) -> FinetuneResult | None:
 def workdir_for(
     cache_dir: Path,
     train_rows: LabelledTexts,
-    dev_rows: LabelledTexts,
+    dev_rows: LabelledTexts | None,
     encoding: EncoderOptions,
-    options: FinetuneOptions,
+    options: Any,
     classes: Sequence[str] | None = None,
 ) -> Path:
     """Where a fine-tuning job keeps its checkpoints: one folder per job, so the same command
@@ -554,6 +671,8 @@ def workdir_for(
     :func:`finetune`), whose head and targets differ from a single-label one's."""
     digest = hashlib.sha256()
     for data in (train_rows, dev_rows):
+        if data is None:  # contrastive tuning without dev rows
+            continue
         digest.update(json.dumps([data.texts, data.labels], default=str).encode())
     job: dict[str, Any] = {
         "encoder": encoding.resolve().fingerprint,
@@ -566,6 +685,8 @@ def workdir_for(
         job.update(long=encoding.long, stride=encoding.stride)
     if classes is not None:  # only then, likewise: the outputs and their order make the job
         job.update(multi_label=True, classes=[str(c) for c in classes])
+    if not isinstance(options, FinetuneOptions):  # another objective (contrastive tuning)
+        job.update(objective=type(options).__name__)
     digest.update(json.dumps(job, sort_keys=True).encode())
     return cache_dir / "finetune" / digest.hexdigest()[:24]
 

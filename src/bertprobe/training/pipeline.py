@@ -6,12 +6,14 @@ through stages, each a function ``stage(run) -> None`` that does nothing when it
 =================  ==========================================================================
 stage              what it adds
 =================  ==========================================================================
-adapt_encoder      ``finetune``: the encoder tuned on the training labels (``run.encoding``
-                   then names the tuned folder)
+adapt_encoder      ``contrastive``, then ``finetune``: the encoder tuned on pairs of training
+                   texts, then on the labels (``run.encoding`` then names the tuned folder)
 choose_features    ``auto``: the layer(s) and pooling chosen by the sweep
-featurize          the training and test vectors (through the cache)
+featurize          the training and test vectors (and the unlabelled texts', if any), through
+                   the cache
 fit_head           the head: a :class:`~bertprobe.heads.probe.LinearProbe` (with the TF-IDF
-                   voter when the sweep prefers it), or its multi-label wrapper
+                   voter when the sweep prefers it), or its multi-label wrapper; with
+                   unlabelled texts, self-trained on them when its CV says that helps
 out_of_fold        one out-of-fold pass: the decision threshold (two classes) and the rows
                    whose label the model doubts (``label_issues``)
 score_test         the test set's scores
@@ -49,7 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,6 +62,7 @@ from bertprobe.data.files import (
     LabelledTexts,
     ReadOptions,
     align_labels,
+    read_texts,
     scan_labels,
 )
 from bertprobe.data.multilabel import (
@@ -99,8 +102,8 @@ from bertprobe.heads.probe import (
     metric_score,
 )
 from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
-from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, split_dev, workdir_for
-from bertprobe.training.finetune import finetune as run_finetune
+from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, workdir_for
 from bertprobe.training.inputs import (
     _labelled,
     check_features_match,
@@ -115,6 +118,35 @@ from bertprobe.training.options import TrainOptions
 from bertprobe.training.sweep import SweepResult, run_sweep
 
 Stage = Callable[["TrainingRun"], None]
+
+
+class EncoderTuning(Protocol):
+    """What the adapt stage asks of a way to tune the encoder
+    (:class:`~bertprobe.training.finetune.FinetuneOptions`,
+    :class:`~bertprobe.training.contrastive.ContrastiveOptions`): its dev file, how it splits the
+    rows, the tuning itself, and what the card says of it."""
+
+    @property
+    def dev(self) -> str | Path | None: ...
+
+    def split(
+        self,
+        train_set: LabelledTexts,
+        dev: LabelledTexts | None,
+        classes: Sequence[str] | None = None,
+    ) -> tuple[LabelledTexts, LabelledTexts | None]: ...
+
+    def tune(
+        self,
+        train_rows: LabelledTexts,
+        dev_rows: LabelledTexts | None,
+        *,
+        encoding: EncoderOptions,
+        workdir: Path,
+        classes: Sequence[str] | None = None,
+    ) -> FinetuneResult: ...
+
+    def card_record(self, tuned: FinetuneResult) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -141,11 +173,14 @@ class TrainingRun:
     options: TrainOptions
     finetune: FinetuneOptions | None = None
     reading: ReadOptions = field(default_factory=ReadOptions)
+    contrastive: ContrastiveOptions | None = None
+    # texts without labels the head may self-train on (never scored: CV and test are labelled)
+    unlabelled: LabelledTexts | None = None
     train_path: Path | None = None
     test_path: Path | None = None
     classes: list | None = None  # multi-label: the label names, in column order
-    # adapt_encoder
-    tuned: FinetuneResult | None = None
+    # adapt_encoder: each tuning's options and record, in order; the last made the encoder
+    adapted: list[tuple[EncoderTuning, FinetuneResult]] = field(default_factory=list)
     base: EncoderRef | None = None  # the encoder the tuned one was made from
     # choose_features
     swept: SweepResult | None = None
@@ -155,6 +190,7 @@ class TrainingRun:
     X_test: np.ndarray | None = None
     train_stats: EmbedStats | None = None
     test_stats: EmbedStats | None = None
+    X_unlabelled: np.ndarray | None = None
     embed_seconds: float = 0.0
     feature_dir: Path | None = None
     # out of core: split -> (vectors a chunk at a time, labels, the source file's SHA-256)
@@ -176,6 +212,16 @@ class TrainingRun:
     @property
     def multi_label(self) -> bool:
         return self.options.multi_label
+
+    @property
+    def tunings(self) -> tuple[EncoderTuning, ...]:
+        """The encoder's tunings, in the order they run: on pairs, then on the labels."""
+        return tuple(t for t in (self.contrastive, self.finetune) if t is not None)
+
+    @property
+    def tuned(self) -> FinetuneResult | None:
+        """The record of the last tuning (whose encoder the model reads), if any."""
+        return self.adapted[-1][1] if self.adapted else None
 
     @property
     def train_targets(self) -> list:
@@ -212,19 +258,30 @@ def start_run(
     options: TrainOptions,
     reading: ReadOptions,
     finetune: FinetuneOptions | None = None,
+    contrastive: ContrastiveOptions | None = None,
+    unlabelled: str | Path | Sequence[str] | None = None,
 ) -> TrainingRun:
     """Read and check the data a run needs before the encoder runs: the training set, the
-    test labels against the training labels (single labels or label sets); out of core, only
-    the paths (the files are read a chunk at a time by the stages)."""
+    test labels against the training labels (single labels or label sets), the unlabelled
+    texts (see :func:`unlabelled_pool`); out of core, only the paths (the files are read a
+    chunk at a time by the stages)."""
     if reading.multi_label and not options.multi_label:
         raise BadInputError(
             "label_sep= and label_cols= read several labels per text; add multi_label=True, "
             "or leave them out for one label per text"
         )
-    run = TrainingRun(None, None, encoding, options, finetune=finetune, reading=reading)
+    run = TrainingRun(
+        None, None, encoding, options, finetune=finetune, reading=reading, contrastive=contrastive
+    )
     if options.out_of_core:
         if isinstance(data, LabelledTexts) or isinstance(test, LabelledTexts):
             raise BadInputError("out_of_core trains from files, a chunk at a time; pass paths")
+        if unlabelled is not None:
+            raise BadInputError(
+                "unlabelled= self-trains a probe whose vectors are held in memory, and out of "
+                "core the head streams its rows from disk; with a training file that large the "
+                "labels are many already: train without unlabelled=, or without out_of_core"
+            )
         run.train_path, run.test_path = Path(data), Path(test) if test is not None else None
         return run
     if options.multi_label:
@@ -235,41 +292,69 @@ def start_run(
         if test is not None:  # before any work: a test file with other labels is refused now
             run.test_set = read_multilabel_set(test, reading)
             indicator(label_sets_of(run.test_set), run.classes, run.test_set.source)
+        run.unlabelled = unlabelled_pool(unlabelled, run, reading)
         return run
     run.train_set = read_training_set(data, reading, options.cv)
     run.test_set = _labelled(test, reading) if test is not None else None
     if run.test_set is not None:  # before any work: a test file with other labels is refused
         known = sorted(set(run.train_set.labels or []), key=str)
         align_labels(run.test_set.labels or [], known, run.test_set.source)
+    run.unlabelled = unlabelled_pool(unlabelled, run, reading)
     return run
+
+
+def unlabelled_pool(
+    unlabelled: str | Path | Sequence[str] | None, run: TrainingRun, reading: ReadOptions
+) -> LabelledTexts | None:
+    """The unlabelled texts a run may learn from: a file's texts (read as ``reading`` reads
+    the training file's; labels in it are ignored) or a list, without the texts of the
+    training and test sets (a test text must never shape the model it scores)."""
+    if unlabelled is None:
+        return None
+    if isinstance(unlabelled, str | Path):
+        pool = read_texts(unlabelled, text_col=reading.text_col, header=reading.header)
+    else:
+        pool = LabelledTexts.from_lists(list(unlabelled), None, source="unlabelled=")
+    seen = set(run.train_set.texts if run.train_set is not None else [])
+    seen |= set(run.test_set.texts if run.test_set is not None else [])
+    keep = [i for i, text in enumerate(pool.texts) if text not in seen]
+    if not keep:
+        raise BadInputError(
+            f"{pool.source}: no unlabelled text is left once the training and test texts are "
+            "set aside; give texts the training does not have labels for"
+        )
+    return LabelledTexts(
+        texts=[pool.texts[i] for i in keep],
+        labels=None,
+        source=pool.source,
+        sha256=pool.sha256,
+        line_numbers=[pool.line_numbers[i] for i in keep],
+    )
 
 
 # --- in memory -------------------------------------------------------------------------------
 
 
 def adapt_encoder(run: TrainingRun) -> None:
-    """With ``run.finetune``: tune the encoder's weights on the training labels first; the
-    run's encoding then names the tuned folder (the base is kept for the card)."""
-    if run.finetune is None or run.train_set is None:
+    """Tune the encoder's weights with each of the run's tunings in turn (``contrastive``, then
+    ``finetune``), each starting from the encoder the one before made; the run's encoding then
+    names the last tuned folder (the base is kept for the card)."""
+    if not run.tunings or run.train_set is None:
         return
-    options = run.finetune
-    # The dev rows are checked (read, labels, enough rows) before the encoder loads.
-    read = read_multilabel_set if run.multi_label else _labelled
-    dev = read(options.dev, run.reading) if options.dev is not None else None
-    train_rows, dev_rows = split_dev(run.train_set, options, dev, classes=run.classes)
     run.base = run.encoding.resolve()  # at its revision; the tuned folder is named after it
     cache_dir = Path(run.encoding.run.cache_dir or default_cache_dir())
-    workdir = workdir_for(cache_dir, train_rows, dev_rows, run.encoding, options, run.classes)
-    run.tuned = run_finetune(
-        train_rows,
-        dev_rows,
-        encoding=run.encoding,
-        options=options,
-        workdir=workdir,
-        classes=run.classes,
-    )
-    # The tuned folder is local: no hub revision applies to it (the base keeps its commit).
-    run.encoding = replace(run.encoding, encoder=str(run.tuned.encoder_folder), revision=None)
+    for tuning in run.tunings:
+        # The dev rows are checked (read, labels, enough rows) before the encoder loads.
+        read = read_multilabel_set if run.multi_label else _labelled
+        dev = read(tuning.dev, run.reading) if tuning.dev is not None else None
+        train_rows, dev_rows = tuning.split(run.train_set, dev, run.classes)
+        workdir = workdir_for(cache_dir, train_rows, dev_rows, run.encoding, tuning, run.classes)
+        tuned = tuning.tune(
+            train_rows, dev_rows, encoding=run.encoding, workdir=workdir, classes=run.classes
+        )
+        run.adapted.append((tuning, tuned))
+        # The tuned folder is local: no hub revision applies to it (the base keeps its commit).
+        run.encoding = replace(run.encoding, encoder=str(tuned.encoder_folder), revision=None)
 
 
 def choose_features(run: TrainingRun) -> None:
@@ -302,6 +387,18 @@ def featurize(run: TrainingRun) -> None:
     run.embed_seconds = run.train_stats.seconds + (
         run.test_stats.seconds if run.test_stats else 0.0
     )
+    if run.unlabelled is not None:
+        with run.encoding.open_cache() as cache:
+            run.X_unlabelled, stats = embed(
+                run.unlabelled.texts,
+                run.encoder,
+                run.encoding.spec,
+                batch_size=run.encoding.run.batch_size,
+                max_tokens=run.encoding.run.max_tokens,
+                cache=cache,
+                progress=run.encoding.run.progress,
+            )
+        run.embed_seconds += stats.seconds
 
 
 def fit_head(run: TrainingRun) -> None:
@@ -310,10 +407,12 @@ def fit_head(run: TrainingRun) -> None:
     head = make_head(run)
     if isinstance(head, VotingProbe):
         assert run.train_set is not None
-        head.fit(run.X_train, run.train_targets, texts=run.train_set.texts)
+        head.fit(
+            run.X_train, run.train_targets, texts=run.train_set.texts, unlabelled=run.X_unlabelled
+        )
         run.head, run.text_model = head.probe_, head.text_model_
     else:
-        run.head = head.fit(run.X_train, run.train_targets)
+        run.head = head.fit(run.X_train, run.train_targets, unlabelled=run.X_unlabelled)
     run.fit_seconds += time.perf_counter() - start
 
 
@@ -424,9 +523,9 @@ def adapt_encoder_on_sample(run: TrainingRun) -> None:
     """Out of core with ``finetune``: the encoder is tuned on a uniform sample of the file (see
     :func:`_sample`), as :func:`adapt_encoder` tunes it on a training set in memory; then the
     tuned encoder's features are streamed for the whole file."""
-    if run.finetune is None or run.train_path is None:
+    if not run.tunings or run.train_path is None:
         return
-    run.train_set = _sample(run, "finetune=")
+    run.train_set = _sample(run, "finetune=" if run.finetune is not None else "contrastive=")
     try:
         adapt_encoder(run)
     finally:
