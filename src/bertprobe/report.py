@@ -25,6 +25,7 @@ import base64
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
+from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
 from bertprobe.data.multilabel import read_multilabel_set
 from bertprobe.encoders.encode import RunOptions
@@ -41,6 +43,7 @@ from bertprobe.heads.probe import LinearProbe, metric_score
 from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.evaluation import MultiLabelEvaluation
+from bertprobe.model.explain import Explanation
 from bertprobe.model.multilabel import reading_for
 from bertprobe.training.inputs import label_sets_of, read_training_set
 from bertprobe.training.label_issues import N_SHOWN, find_label_issues
@@ -770,3 +773,60 @@ def write_multilabel_report(
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path, {"test": test_set.source, **result.to_dict()}
+
+
+# --- explanations ----------------------------------------------------------------------------
+
+
+def explanation_segments(explanation: Explanation) -> list[dict[str, Any]]:
+    """``explanation``'s text as pieces in order: words (with their score per class) and the
+    text between them (``scores`` None), so the page shows the text as written."""
+    pieces: list[dict[str, Any]] = []
+    at = 0
+    text = explanation.text
+    for word, row in zip(explanation.words, explanation.scores, strict=True):
+        if word.start > at:
+            pieces.append({"text": text[at : word.start], "scores": None})
+        pieces.append({"text": word.text, "scores": [round(float(s), 6) for s in row]})
+        at = word.end
+    if at < len(text):
+        pieces.append({"text": text[at:], "scores": None})
+    return pieces
+
+
+def write_explanation_page(
+    model: Classifier, explanations: Sequence[Explanation], out: str | Path
+) -> Path:
+    """One HTML page for many texts (``explain --html OUT``): a table of the texts with their
+    words shaded by score (green: evidence for the class shown, red: against; each text scaled
+    to its largest score), the label and its probability, and with more than two classes a
+    selector of the class whose scores are shown (default: each text's predicted class)."""
+    templates = page_templates()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    classes = [str(python_value(c)) for c in model.classes]
+    rows = [
+        {
+            "n": i + 1,
+            "labels": ", ".join(str(python_value(y)) for y in e.labels) or "(none)",
+            "column": e.column,
+            "proba": float(e.proba[e.column]),
+            "pieces": explanation_segments(e),
+            "method": e.method,
+            "scale": float(np.abs(e.scores).max()) if e.scores.size else 0.0,
+        }
+        for i, e in enumerate(explanations)
+    ]
+    notes = sorted({e.note for e in explanations})
+    page = templates.get_template("explain.html").render(
+        model_id=model.card.get("id", "(not saved)"),
+        encoder=model.encoder.name,
+        pooling=model.spec.pooling,
+        classes=classes,
+        selector=len(classes) > 2,
+        score=explanations[0].score if explanations else "log-odds",
+        rows=rows,
+        notes=notes,
+    )
+    out.write_text(page, encoding="utf-8")
+    return out
