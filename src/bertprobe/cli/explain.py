@@ -100,7 +100,8 @@ def _print(e: Explanation, top: int) -> None:
     c = e.column
     head = f"{label}  p={e.proba[c]:.3f}  {e.score} {e.logits[c]:+.3f}  [{e.method}]"
     scale = float(abs(e.scores[:, c]).max()) if len(e.words) else 0.0
-    pieces, at = [], 0
+    pieces: list[tuple[str, float | None]] = []
+    at = 0
     for word, s in zip(e.words, e.scores[:, c], strict=True):
         pieces.append((e.text[at : word.start], None))
         pieces.append((word.text, float(s) / scale if scale else 0.0))
