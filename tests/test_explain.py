@@ -92,6 +92,9 @@ def test_exact_scores_add_up_to_each_labels_log_odds(tiny_distilbert, sentiment_
     _assert_adds_up(found, model, texts)
     assert found[0].classes == ("film", "pos")
     assert [list(e.labels) for e in found] == model.predict_labels(texts)
+    for e in found:  # a label is given where its log-odds reach its threshold's
+        given = [c for c, z, d in zip(e.classes, e.logits, e.decision, strict=True) if z >= d]
+        assert given == list(e.labels)
 
 
 def test_exact_scores_of_long_texts_in_windows_add_up(tiny_distilbert, sentiment_rows):
@@ -183,6 +186,16 @@ def test_explanation_as_json(tiny_model_dir):
     total = record["constant"]["1"] + sum(w["scores"]["1"] for w in record["words"])
     assert total == pytest.approx(record["logits"]["1"], abs=1e-9)
     assert "not the effect of deleting the word" in record["note"]
+    assert record["decision"] == {"0": 0.0, "1": 0.0}
+
+
+def test_the_decision_threshold_in_score_units(tiny_model_dir):
+    model = Classifier.load(tiny_model_dir)
+    texts = ["the film was good", "the plot was awful", "the cast"]
+    for t in (0.2, 0.5, 0.8):
+        for e in model.explain(texts, threshold=t):
+            assert e.decision[1] == pytest.approx(np.log(t / (1 - t)))
+            assert e.labels[0] == (1 if e.logits[1] >= e.decision[1] else 0)
 
 
 # --- the command -----------------------------------------------------------------------------

@@ -98,7 +98,8 @@ def _print(e: Explanation, top: int) -> None:
     """One text: its label and probability, the text coloured, its strongest words."""
     label = ", ".join(str(y) for y in e.labels) or "(no label)"
     c = e.column
-    head = f"{label}  p={e.proba[c]:.3f}  {e.score} {e.logits[c]:+.3f}  [{e.method}]"
+    given = f" (given at {e.decision[c]:+.3f})" if e.decision is not None and e.decision[c] else ""
+    head = f"{label}  p={e.proba[c]:.3f}  {e.score} {e.logits[c]:+.3f}{given}  [{e.method}]"
     scale = float(abs(e.scores[:, c]).max()) if len(e.words) else 0.0
     pieces: list[tuple[str, float | None]] = []
     at = 0

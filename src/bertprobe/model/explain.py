@@ -124,6 +124,11 @@ class Explanation:
         What ``logits`` are: ``"log-odds"`` or ``"logit"``.
     note : str
         How to read the scores (the method's caveat), and whether the text was truncated.
+    decision : ndarray of shape (n_classes,) or None
+        Where a class is given, in score units: two classes, the log-odds of the decision
+        threshold (``0`` for the most probable class; with ``threshold=t`` the second class is
+        given where ``logits[1] >= log(t / (1 - t))``); a multi-label model, each label's
+        threshold as log-odds; None for more classes (the largest logit wins).
     """
 
     text: str
@@ -137,6 +142,7 @@ class Explanation:
     method: str
     score: str
     note: str
+    decision: np.ndarray | None = None
 
     @property
     def column(self) -> int:
@@ -174,6 +180,11 @@ class Explanation:
                 }
                 for w, row in zip(self.words, self.scores, strict=True)
             ],
+            "decision": (
+                None
+                if self.decision is None
+                else dict(zip(map(str, classes), self.decision.tolist(), strict=True))
+            ),
             "method": self.method,
             "note": self.note,
         }
@@ -264,6 +275,7 @@ def explain(
             "the constant is what the words' scores leave of the score"
         ]
     labels = _labels(model, proba, cut)
+    decision = _decision(model, readout, cut)
     out = []
     for i, r in enumerate(read):
         note = list(notes)
@@ -283,6 +295,7 @@ def explain(
                 method=method_name,
                 score=readout.kind,
                 note="; ".join(note),
+                decision=decision,
             )
         )
     return out
@@ -302,6 +315,17 @@ def _labels(model: Classifier, proba: np.ndarray, cut: float | None) -> list[lis
     if isinstance(model.probe, MultiLabelProbe):
         return model.probe.label_sets(proba)
     return [[y] for y in model.decide(proba, cut).tolist()]
+
+
+def _decision(model: Classifier, readout: Readout, cut: float | None) -> np.ndarray | None:
+    """Where each class is given, in score units (see :attr:`Explanation.decision`)."""
+    if readout.binary:
+        at = 0.0 if cut is None else math.log(cut / (1 - cut))
+        return np.array([-at, at])
+    if readout.multi_label:
+        t = np.asarray(model.thresholds, dtype=np.float64)
+        return np.log(t / (1 - t))
+    return None
 
 
 class Readout:
