@@ -496,8 +496,9 @@ def build_report(
     ``train`` (default: the training file recorded in the model card, if it is unchanged)
     adds the learning curve and the TF-IDF baseline. ``explain`` adds "Why these labels": the
     most confident errors and a sample of correct answers with their words shaded
-    (:meth:`~bertprobe.model.classifier.Classifier.explain`, for those texts only). Rows whose labels the model never saw are
-    left out of the plots, and ``notes`` says so, as it says what else was left out and why.
+    (:meth:`~bertprobe.model.classifier.Classifier.explain`, for those texts only). Rows whose
+    labels the model never saw are left out of the plots, and ``notes`` says so, as it says
+    what else was left out and why.
 
     Example:
         >>> data = build_report(Classifier.load("models/sst2"), "test.tsv")  # doctest: +SKIP
