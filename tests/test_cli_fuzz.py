@@ -119,6 +119,7 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
         "new.csv",
         "new.tsv",
         "new.jsonl",
+        "new.html",
         "cache",
     ):
         paths[name] = root / name
@@ -215,6 +216,9 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "stride": ["0", "4"],
         "window_pool": ["mean", "max"],
         "max_text_chars": ["10000000", "100000"],
+        "method": ["auto", "exact", "occlusion"],
+        "occlude": ["delete", "mask"],
+        "html": [files["new.html"]],
     }
 
 
@@ -240,6 +244,8 @@ def _odd_values(world: dict) -> dict[str, list[str]]:
         "class_weight": ["Balanced", "auto"],
         "metric": ["auc", "f1"],
         "threshold": ["auto", "0", "1", "nan", "-0.1"],
+        "method": ["best", "EXACT"],
+        "occlude": ["blank"],
     }
 
 
@@ -333,9 +339,9 @@ def invocations(draw, world: dict, name: str) -> list[str]:
             argv = _without(argv, {"-e", "--encoder", "--pooling"}, set())
         elif not {"-e", "--encoder"} & set(argv):
             argv += ["--model", world["model"]]
-    if careful and name == "predict" and not {"-i", "--input"} & set(argv):
+    if careful and name in {"predict", "explain"} and not {"-i", "--input"} & set(argv):
         argv.insert(1, "the film was great")  # something to classify
-    if name in {"evaluate", "report", "serve", "predict"} and "--model" not in argv:
+    if name in {"evaluate", "report", "serve", "predict", "explain"} and "--model" not in argv:
         argv += ["--model", world["model"]]  # predict's default, ".", is rarely a model
     if not careful and draw(st.integers(0, 4)) == 0:  # something the command does not know
         argv.insert(

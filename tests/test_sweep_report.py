@@ -435,3 +435,79 @@ def test_a_report_on_one_test_text_leaves_out_the_projection(tiny_model_dir, tmp
     assert "projection of the test vectors is left out" in (
         tmp_path / "r" / "report.html"
     ).read_text(encoding="utf-8")
+
+
+# --- "Why these labels" ------------------------------------------------------------------------
+
+
+def test_explained_rows_are_the_surest_errors_then_a_seeded_sample_of_right_answers():
+    from bertprobe.report import ReportData
+
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.95, 0.05], [0.5, 0.5]])
+    data = ReportData(
+        model_id="m",
+        card={},
+        texts=[f"t{i}" for i in range(6)],
+        y_true=np.array([1, 1, 1, 0, 0, 0]),
+        y_pred=proba.argmax(axis=1),
+        proba=proba,
+        classes=[0, 1],
+        features=np.zeros((6, 2)),
+        test_source="t.tsv",
+    )
+    rows = data.explained_rows(n=2)
+    assert rows[:2] == [("error", 0), ("error", 3)]  # wrong, most confident first
+    assert [k for k, _ in rows[2:]] == ["correct", "correct"]
+    assert {i for _, i in rows[2:]} <= {1, 4, 5} and rows == data.explained_rows(n=2)
+
+
+@pytest.fixture
+def report_with_errors(tiny_model_dir, sentiment_rows, tmp_path, capsys):
+    """A report on the training rows with a few labels flipped: errors to explain."""
+    rows = [(t, 1 - y if i % 7 == 0 else y) for i, (t, y) in enumerate(sentiment_rows)]
+    test = tmp_path / "flipped.tsv"
+    test.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    out = tmp_path / "report"
+    run(["report", "--model", tiny_model_dir, test, "--out", out], capsys)
+    return out / "report.html", rows
+
+
+def test_report_explains_errors_and_right_answers_with_shaded_words(report_with_errors):
+    from playwright.sync_api import sync_playwright
+
+    from browser import open_browser
+
+    path, rows = report_with_errors
+    html = path.read_text(encoding="utf-8")
+    assert "Why these labels" in html and "The most confident errors" in html
+    assert "A sample of correct answers" in html
+    assert html.count("a word&#39;s score is the evidence") == 1  # the caveat, once
+    with sync_playwright() as p:
+        browser = open_browser(p)
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(path.as_uri())
+        tables = page.eval_on_selector_all(
+            "table.why",
+            """ts => ts.map(t => [...t.querySelectorAll("tr[data-scale]")].map(r => [
+                r.cells[0].innerText,
+                [...r.querySelectorAll(".w")].map(w => [w.textContent,
+                    getComputedStyle(w).backgroundColor, w.title])]))""",
+        )
+        browser.close()
+    assert problems == []
+    errors, correct = tables
+    assert 1 <= len(errors) <= 10 and len(correct) == 10
+    texts = {t for t, _ in rows}
+    assert all(text in texts for text, _ in errors + correct)
+    for text, words in errors + correct:
+        assert "".join(w for w, _, _ in words).replace(" ", "") == text.replace(" ", "")
+        assert all(bg.startswith("rgba(") and title.count(":") == 2 for _, bg, title in words)
+
+
+def test_report_no_explain_leaves_the_section_out(tiny_model_dir, sentiment_tsv, tmp_path, capsys):
+    out = tmp_path / "r"
+    run(["report", "--model", tiny_model_dir, sentiment_tsv, "--out", out, "--no-explain"], capsys)
+    assert "Why these labels" not in (out / "report.html").read_text(encoding="utf-8")

@@ -39,6 +39,7 @@ from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe, VotingProbe
 from bertprobe.model.classifier import Classifier, load_model
 from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
+from bertprobe.model.explain import Explanation, erasure_scores
 from bertprobe.model.persist import save_model
 from bertprobe.model.stream import PredictFileStats, predict_file
 from bertprobe.model.train import TrainOptions, TrainResult, sweep, train
@@ -60,6 +61,7 @@ __all__ = [
     "EncoderOptions",
     "EncoderRef",
     "Evaluation",
+    "Explanation",
     "ExportedClassifier",
     "FeatureSpec",
     "ContrastiveOptions",
@@ -78,6 +80,7 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "embed",
+    "erasure_scores",
     "export_classifier",
     "load_encoder",
     "load_model",

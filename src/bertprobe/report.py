@@ -13,10 +13,12 @@ so the one file can be mailed or attached) and each plot as a PNG:
 - ``projection.png``: the test vectors in 2-D (PCA), coloured by true label, errors marked.
 
 The page adds precision, recall and F1 per class, the metric the model was trained for, the
-most confident errors, a TF-IDF + logistic regression baseline trained and tested on the same
-split, and the training rows whose label the model doubts (:mod:`bertprobe.training.label_issues`,
-from
-out-of-fold probabilities; needs the training file).
+most confident errors, "Why these labels" (the most confident errors and a seeded sample of
+correct answers, their words shaded by :meth:`~bertprobe.model.classifier.Classifier.explain`;
+``build_report(explain=False)`` leaves it out), a TF-IDF + logistic regression baseline
+trained and tested on the same split, and the training rows whose label the model doubts
+(:mod:`bertprobe.training.label_issues`, from out-of-fold probabilities; needs the training
+file).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import base64
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +37,7 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
+from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
 from bertprobe.data.multilabel import read_multilabel_set
 from bertprobe.encoders.encode import RunOptions
@@ -41,12 +45,16 @@ from bertprobe.heads.probe import LinearProbe, metric_score
 from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.evaluation import MultiLabelEvaluation
+from bertprobe.model.explain import Explanation
 from bertprobe.model.multilabel import reading_for
 from bertprobe.training.inputs import label_sets_of, read_training_set
 from bertprobe.training.label_issues import N_SHOWN, find_label_issues
 from bertprobe.training.sweep import SweepResult
 
 N_CONFIDENT_ERRORS = 12
+# "Why these labels": the most confident errors and a seeded sample of correct answers, each
+# explained (the report's one cost that grows per text shown, so a bounded few).
+N_EXPLAINED = 10
 CALIBRATION_BINS = 10
 
 
@@ -113,6 +121,9 @@ class ReportData:
     # of them, with text and line), and how many were found; None without the training file.
     label_issues: list[dict[str, Any]] | None = None
     n_label_issues: int | None = None
+    # "Why these labels": the texts explained, each {"kind": "error" or "correct", "true":
+    # its label, "explanation": Explanation}; None when left out (build_report(explain=False)).
+    explained: list[dict[str, Any]] | None = None
 
     @property
     def metric(self) -> str:
@@ -162,6 +173,17 @@ class ReportData:
             }
             for i in order
         ]
+
+    def explained_rows(self, n: int = N_EXPLAINED, seed: int = 0) -> list[tuple[str, int]]:
+        """The texts "Why these labels" explains, as ``(kind, row)``: the ``n`` most confident
+        errors (``"error"``), then ``n`` correct answers drawn at random (``"correct"``,
+        seeded, in the test file's order)."""
+        wrong = np.flatnonzero(self.y_true != self.y_pred)
+        errors = wrong[np.argsort(-self.confidence[wrong], kind="stable")][:n]
+        right = np.flatnonzero(self.y_true == self.y_pred)
+        rng = np.random.default_rng(seed)
+        correct = np.sort(rng.choice(right, size=min(n, len(right)), replace=False))
+        return [("error", int(i)) for i in errors] + [("correct", int(i)) for i in correct]
 
     def summary(self) -> dict[str, Any]:
         """The report's numbers as plain JSON-ready values."""
@@ -467,12 +489,16 @@ def build_report(
     run: RunOptions = RunOptions(),
     reading: ReadOptions = ReadOptions(),
     n_jobs: int | None = -1,
+    explain: bool = True,
 ) -> ReportData:
     """Everything a report on ``model`` over the labelled ``test`` data shows.
 
     ``train`` (default: the training file recorded in the model card, if it is unchanged)
-    adds the learning curve and the TF-IDF baseline. Rows whose labels the model never saw are
-    left out of the plots, and ``notes`` says so, as it says what else was left out and why.
+    adds the learning curve and the TF-IDF baseline. ``explain`` adds "Why these labels": the
+    most confident errors and a sample of correct answers with their words shaded
+    (:meth:`~bertprobe.model.classifier.Classifier.explain`, for those texts only). Rows whose
+    labels the model never saw are left out of the plots, and ``notes`` says so, as it says
+    what else was left out and why.
 
     Example:
         >>> data = build_report(Classifier.load("models/sst2"), "test.tsv")  # doctest: +SKIP
@@ -513,6 +539,13 @@ def build_report(
         test_source=test_set.source,
         notes=notes,
     )
+    if explain and len(test_texts):
+        chosen = data.explained_rows()
+        found = model.explain([test_texts[i] for _, i in chosen], run)
+        data.explained = [
+            {"kind": kind, "true": y_true[i], "explanation": e}
+            for (kind, i), e in zip(chosen, found, strict=True)
+        ]
     if train_set is not None:
         train_texts, y_train, train_left_out, kept = _rows_with_model_labels(model, train_set)
         if train_left_out:
@@ -694,6 +727,7 @@ def write_report(data: ReportData, out: str | Path) -> Path:
         ece=summary["expected_calibration_error"],
         per_class=summary["per_class"],
         errors=data.confident_errors(),
+        why=_why_these_labels(data),
         figures=[
             {
                 "name": n,
@@ -770,3 +804,84 @@ def write_multilabel_report(
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path, {"test": test_set.source, **result.to_dict()}
+
+
+# --- explanations ----------------------------------------------------------------------------
+
+
+def explanation_segments(explanation: Explanation) -> list[dict[str, Any]]:
+    """``explanation``'s text as pieces in order: words (with their score per class) and the
+    text between them (``scores`` None), so the page shows the text as written."""
+    pieces: list[dict[str, Any]] = []
+    at = 0
+    text = explanation.text
+    for word, row in zip(explanation.words, explanation.scores, strict=True):
+        if word.start > at:
+            pieces.append({"text": text[at : word.start], "scores": None})
+        pieces.append({"text": word.text, "scores": [round(float(s), 6) for s in row]})
+        at = word.end
+    if at < len(text):
+        pieces.append({"text": text[at:], "scores": None})
+    return pieces
+
+
+def shaded_row(explanation: Explanation) -> dict[str, Any]:
+    """What a page shows of an explanation (templates/_shading.html): its pieces, the class
+    whose scores shade them (the predicted one), the scale (largest absolute score), the
+    labels given and the probability of the class shown, the method."""
+    e = explanation
+    return {
+        "labels": ", ".join(str(python_value(y)) for y in e.labels) or "(none)",
+        "column": e.column,
+        "proba": float(e.proba[e.column]),
+        "pieces": explanation_segments(e),
+        "method": e.method,
+        "scale": float(np.abs(e.scores).max()) if e.scores.size else 0.0,
+    }
+
+
+def _why_these_labels(data: ReportData) -> dict[str, Any] | None:
+    """The report's "Why these labels" section: the rows of errors and of correct answers,
+    the methods and notes (each once), the classes; None when the report has none."""
+    if not data.explained:
+        return None
+    found = [row["explanation"] for row in data.explained]
+    rows = [
+        {**shaded_row(row["explanation"]), "kind": row["kind"], "true": python_value(row["true"])}
+        for row in data.explained
+    ]
+    return {
+        "errors": [r for r in rows if r["kind"] == "error"],
+        "correct": [r for r in rows if r["kind"] == "correct"],
+        "methods": sorted({e.method for e in found}),
+        "notes": sorted({e.note for e in found}),
+        "score": found[0].score,
+        "classes": [str(python_value(c)) for c in data.classes],
+    }
+
+
+def write_explanation_page(
+    model: Classifier, explanations: Sequence[Explanation], out: str | Path
+) -> Path:
+    """One HTML page for many texts (``explain --html OUT``): a table of the texts with their
+    words shaded by score (green: evidence for the class shown, red: against; each text scaled
+    to its largest score), the label and its probability, and with more than two classes a
+    selector of the class whose scores are shown (default: each text's predicted class)."""
+    templates = page_templates()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    classes = [str(python_value(c)) for c in model.classes]
+    rows = [{"n": i + 1, **shaded_row(e)} for i, e in enumerate(explanations)]
+    notes = sorted({e.note for e in explanations})
+    page = templates.get_template("explain.html").render(
+        model_id=model.card.get("id", "(not saved)"),
+        encoder=model.encoder.name,
+        pooling=model.spec.pooling,
+        classes=classes,
+        selector=len(classes) > 2,
+        score=explanations[0].score if explanations else "log-odds",
+        rows=rows,
+        notes=notes,
+    )
+    out.write_text(page, encoding="utf-8")
+    return out

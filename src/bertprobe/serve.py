@@ -5,7 +5,10 @@ Concurrent requests are gathered into one encoder batch by a single worker that 
 (a forward pass over 32 sentences costs far less than 32 passes over one); each request gets
 back exactly its own rows. ``bertprobe serve --model DIR`` runs it on uvicorn.
 
-Endpoints: ``POST /v1/predict`` {"texts": [...]}, ``GET /v1/model`` (the model card),
+Endpoints: ``POST /v1/predict`` {"texts": [...]}, ``POST /v1/explain`` (the same body and
+an optional ``method``: each text's words with their offsets and scores per class, as
+:meth:`~bertprobe.model.classifier.Classifier.explain` gives them), ``GET /v1/model`` (the
+model card),
 ``POST /v1/admin/reload`` (load the model folder again, or another, and swap), ``GET /healthz``,
 ``GET /metrics`` (Prometheus), ``GET /`` (a try-it page), ``GET /openapi.json``.
 
@@ -41,12 +44,12 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 
@@ -55,6 +58,7 @@ from bertprobe.core.extras import needs_extra
 from bertprobe.core.tables import python_value
 from bertprobe.encoders.encode import RunOptions
 from bertprobe.model.classifier import Classifier
+from bertprobe.model.explain import METHODS, why_not_exact
 
 with needs_extra("serve"):
     from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
@@ -165,8 +169,11 @@ class ServeSecurity:
 NON_BLANK_PATTERN = r"[^\s\u0085\u001c-\u001f\ufeff]"
 
 
-def request_model(limits: ServeLimits) -> type[BaseModel]:
-    """The request body, with the limits written into the OpenAPI schema clients see."""
+def request_model(
+    limits: ServeLimits, name: str = "PredictRequest", **fields: Any
+) -> type[BaseModel]:
+    """The request body, with the limits written into the OpenAPI schema clients see;
+    ``fields`` (pydantic's ``(type, default)``) are asked for besides ``texts``."""
     text = Annotated[
         str,
         StringConstraints(
@@ -174,7 +181,7 @@ def request_model(limits: ServeLimits) -> type[BaseModel]:
         ),
     ]
     return create_model(
-        "PredictRequest",
+        name,
         __config__=ConfigDict(extra="forbid"),
         texts=(
             list[text],
@@ -185,7 +192,20 @@ def request_model(limits: ServeLimits) -> type[BaseModel]:
                 examples=[["a gorgeous, witty film", "a mess"]],
             ),
         ),
+        **fields,
     )
+
+
+ExplainMethod = Literal["auto", "exact", "occlusion"]
+assert set(get_args(ExplainMethod)) == set(METHODS)
+
+
+class Answered(BaseModel):
+    """What every answer of the API says of the model that gave it."""
+
+    model: str = Field(description="The id of the model that answered (folder name and hash).")
+    model_id: str = Field(description="SHA-256 prefix of that model's card.")
+    model_path: str | None = Field(description="The folder that model was loaded from.")
 
 
 class Prediction(BaseModel):
@@ -193,11 +213,8 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
 
 
-class PredictResponse(BaseModel):
+class PredictResponse(Answered):
     predictions: list[Prediction]
-    model: str = Field(description="The id of the model that answered (folder name and hash).")
-    model_id: str = Field(description="SHA-256 prefix of that model's card.")
-    model_path: str | None = Field(description="The folder that model was loaded from.")
 
 
 class MultiLabelPrediction(BaseModel):
@@ -205,11 +222,35 @@ class MultiLabelPrediction(BaseModel):
     probabilities: dict[str, float] = Field(description="Each label's own probability.")
 
 
-class MultiLabelPredictResponse(BaseModel):
+class MultiLabelPredictResponse(Answered):
     predictions: list[MultiLabelPrediction]
-    model: str = Field(description="The id of the model that answered (folder name and hash).")
-    model_id: str = Field(description="SHA-256 prefix of that model's card.")
-    model_path: str | None = Field(description="The folder that model was loaded from.")
+
+
+class ExplainedWord(BaseModel):
+    text: str = Field(description="The word: the text's characters start to end.")
+    start: int = Field(description="Its first character's offset in the text (code points).")
+    end: int = Field(description="The offset just past its last character.")
+    scores: dict[str, float] = Field(description="Its share of each class's score.")
+
+
+class ExplainedText(BaseModel):
+    text: str
+    classes: list[int | str]
+    labels: list[int | str] = Field(description="The label given (multi-label: every one).")
+    probabilities: dict[str, float]
+    score: str = Field(description="What is split: each class's log-odds, or its logit.")
+    logits: dict[str, float] = Field(description="Each class's score: constant + word scores.")
+    constant: dict[str, float] = Field(description="The part of each score no word carries.")
+    words: list[ExplainedWord] = Field(description="The words the encoder read, in order.")
+    decision: dict[str, float] | None = Field(
+        description="Where each class is given, in score units (None: the largest logit wins)."
+    )
+    method: str = Field(description="exact, occlusion-delete or occlusion-mask.")
+    note: str = Field(description="How to read the scores (the method's caveat).")
+
+
+class ExplainResponse(Answered):
+    explanations: list[ExplainedText]
 
 
 class Health(BaseModel):
@@ -255,6 +296,7 @@ class QueueFullError(Exception):
 class _Job:
     texts: list[str]
     future: asyncio.Future
+    work: Callable[[list[str]], Any] | None = None  # None: the batcher's predict
     queued: bool = True  # counted in Batcher.pending_texts
 
 
@@ -266,6 +308,10 @@ class Batcher:
     requests changes no answer. At most ``max_queue`` texts wait (``None``: no bound); a job
     whose caller stopped waiting (cancelled: timeout, client gone) is dropped unrun.
     ``on_batch(n_texts)`` is called after each encoder batch.
+
+    A job may name other ``work`` (``submit(texts, work)``: one item per text, e.g. an
+    explanation): it waits in the same queue, under the same bound, and is gathered with the
+    jobs naming the same ``work`` (the same object) into one call.
     """
 
     def __init__(
@@ -321,8 +367,9 @@ class Batcher:
         rate = self.rate or 1.0
         return max(1, math.ceil(self.pending_texts / rate))
 
-    async def submit(self, texts: list[str]) -> np.ndarray:
-        """The rows for ``texts``; raises :class:`QueueFullError` when they do not fit."""
+    async def submit(self, texts: list[str], work: Callable[[list[str]], Any] | None = None) -> Any:
+        """The rows for ``texts`` (of ``work``, if given: its items); raises
+        :class:`QueueFullError` when they do not fit."""
         n = len(texts)
         if (
             self.max_queue is not None
@@ -330,7 +377,7 @@ class Batcher:
             and self.pending_texts + n > self.max_queue
         ):
             raise QueueFullError(self.pending_texts, self.max_queue, self.retry_after_s())
-        job = _Job(texts, asyncio.get_running_loop().create_future())
+        job = _Job(texts, asyncio.get_running_loop().create_future(), work)
         self.pending_texts += n
         self._queue.put_nowait(job)
         try:
@@ -383,13 +430,20 @@ class Batcher:
             if jobs:
                 await self._answer(jobs)
 
-    async def _answer(self, jobs: list[_Job]) -> None:
+    async def _answer(self, gathered: list[_Job]) -> None:
+        by_work: dict[Callable[[list[str]], Any] | None, list[_Job]] = {}
+        for job in gathered:
+            by_work.setdefault(job.work, []).append(job)
+        for work, jobs in by_work.items():
+            await self._answer_with(work or self._predict, jobs)
+
+    async def _answer_with(self, work: Callable[[list[str]], Any], jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
         texts = [t for job in jobs for t in job.texts]
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(texts))
         try:
-            rows = await loop.run_in_executor(self._executor, self._predict, texts)
+            rows = await loop.run_in_executor(self._executor, work, texts)
         except Exception as exc:  # one bad batch must not stop the worker
             for job in jobs:
                 if not job.future.done():
@@ -530,16 +584,17 @@ class RequestObserver:
 
 
 class ShedWhenFull:
-    """ASGI middleware: while the encoder's queue is full, answer ``POST path`` with 503 before
+    """ASGI middleware: while the encoder's queue is full, answer ``POST`` to any of ``paths``
+    with 503 before
     parsing its body. Refusing must cost less than serving: parsing and validating the JSON of
     requests that cannot be let in took the CPU the encoder needed, and stretched the waits of
     those let in. The body is read and thrown away first (within :class:`BodySizeLimit`, so a
     bounded one), so that the connection stays usable; the endpoint refuses exactly too (a
     request that would overflow a queue not yet full)."""
 
-    def __init__(self, app, path: str, batcher: Callable[[], Batcher]) -> None:
+    def __init__(self, app, paths: Collection[str], batcher: Callable[[], Batcher]) -> None:
         self.app = app
-        self.path = path
+        self.paths = frozenset(paths)
         self.batcher = batcher
 
     def _refusal(self, scope) -> QueueFullError | None:
@@ -549,7 +604,7 @@ class ShedWhenFull:
         if (
             scope["type"] != "http"
             or scope.get("method") != "POST"
-            or scope.get("path") != self.path
+            or scope.get("path") not in self.paths
             or batcher.max_queue is None
             or batcher.pending_texts < batcher.max_queue
         ):
@@ -662,6 +717,10 @@ class LoadedModel:
     path: str | None
     cut: float | None = None  # the decision threshold on the second class, when asked for
     thresholds: np.ndarray | None = None  # a multi-label model's, one a label
+    # The batcher's work for /v1/explain, one per method (the same object each time, so that
+    # requests asking for one method are gathered), and why "exact" cannot be had (or None).
+    explainers: dict[str, Callable[[list[str]], Any]] = field(default_factory=dict)
+    not_exact: str | None = None
 
     @property
     def name(self) -> str:
@@ -725,6 +784,14 @@ def create_app(
         def predict_rows(texts: list[str]) -> np.ndarray:
             return candidate.predict_proba(texts, run)
 
+        cut = candidate.threshold(threshold)  # checked now: a bad one never serves
+
+        def explainer(method: str) -> Callable[[list[str]], Any]:
+            def explain_rows(texts: list[str]) -> list:
+                return candidate.explain(texts, run, method=method, threshold=cut)
+
+            return explain_rows
+
         classes = [python_value(c) for c in candidate.probe.classes_]
         return LoadedModel(
             model=candidate,
@@ -732,8 +799,10 @@ def create_app(
             classes=classes,
             model_id=card_digest(candidate.card),
             path=str(candidate.folder) if candidate.folder is not None else None,
-            cut=candidate.threshold(threshold),  # checked now: a bad one never serves
+            cut=cut,
             thresholds=candidate.thresholds,
+            explainers={method: explainer(method) for method in METHODS},
+            not_exact=why_not_exact(candidate),
         )
 
     async def start(loaded: LoadedModel) -> None:
@@ -883,36 +952,44 @@ def create_app(
     keyed = [Depends(require_key)] if expected_key is not None else []
     limits = limits.for_model(model)  # the request schema is fixed for the app's life
     PredictRequest = request_model(limits)
-    multi_label = first.thresholds is not None
-
-    @app.post(
-        "/v1/predict",
-        response_model=PredictResponse if not multi_label else MultiLabelPredictResponse,
-        dependencies=keyed,
-        responses={
-            401: unauthorized,
-            413: too_large,
-            422: {"model": ErrorBody, "description": "The body breaks a limit."},
-            503: {"model": ErrorBody, "description": "At capacity; see Retry-After."},
-            504: {"model": ErrorBody, "description": "No answer within the request timeout."},
-        },
+    ExplainRequest = request_model(
+        limits,
+        "ExplainRequest",
+        method=(
+            ExplainMethod,
+            Field(
+                default="auto",
+                description="exact: the score split over the tokens' states (mean pooling and "
+                "a linear head only, else 422); occlusion: leave one word out; auto: exact "
+                "where the model allows it.",
+            ),
+        ),
     )
-    # The request model is built at run time from the limits (so the OpenAPI schema states
-    # them); a static checker cannot see its fields.
-    async def predict(
-        body: PredictRequest,  # type: ignore[valid-type]
+    multi_label = first.thresholds is not None
+    # What the routes that run texts through the model answer besides 200: the same limits,
+    # key and queue for each.
+    text_route_errors: dict[int | str, dict[str, Any]] = {
+        401: unauthorized,
+        413: too_large,
+        422: {"model": ErrorBody, "description": "The body breaks a limit."},
+        503: {"model": ErrorBody, "description": "At capacity; see Retry-After."},
+        504: {"model": ErrorBody, "description": "No answer within the request timeout."},
+    }
+
+    async def run_texts(
+        loaded: LoadedModel,
+        texts: list[str],
         request: Request,
         response: Response,
-    ) -> PredictResponse | MultiLabelPredictResponse | JSONResponse:
-        """Labels and class probabilities, one prediction per text, in order (a multi-label
-        model: the labels at or over their thresholds, and each label's probability)."""
-        loaded: LoadedModel = app.state.served  # taken once: one model answers all of it
-        texts = list(body.texts)  # type: ignore[attr-defined]
+        work: Callable[[list[str]], Any] | None = None,
+    ) -> Any:
+        """``loaded``'s rows for ``texts`` (``work``'s items, if given) through its batcher,
+        or the error answer (a :class:`JSONResponse`): queue full, timeout, client gone."""
         request.state.texts = len(texts)
         name_model(request, response, loaded)
         try:
-            rows = await _until_answered(
-                loaded.batcher.submit(texts), request, limits.request_timeout_s
+            return await _until_answered(
+                loaded.batcher.submit(texts, work), request, limits.request_timeout_s
             )
         except QueueFullError as exc:
             return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
@@ -924,11 +1001,32 @@ def create_app(
             )
         except _ClientGone:
             return _error(499, "the client closed the connection")
+
+    def answered(loaded: LoadedModel) -> dict[str, Any]:
+        return {"model": loaded.name, "model_id": loaded.model_id, "model_path": loaded.path}
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse if not multi_label else MultiLabelPredictResponse,
+        dependencies=keyed,
+        responses=text_route_errors,
+    )
+    # The request model is built at run time from the limits (so the OpenAPI schema states
+    # them); a static checker cannot see its fields.
+    async def predict(
+        body: PredictRequest,  # type: ignore[valid-type]
+        request: Request,
+        response: Response,
+    ) -> PredictResponse | MultiLabelPredictResponse | JSONResponse:
+        """Labels and class probabilities, one prediction per text, in order (a multi-label
+        model: the labels at or over their thresholds, and each label's probability)."""
+        loaded: LoadedModel = app.state.served  # taken once: one model answers all of it
+        rows = await run_texts(loaded, list(body.texts), request, response)  # type: ignore[attr-defined]
+        if isinstance(rows, JSONResponse):
+            return rows
         if loaded.thresholds is not None:
             return MultiLabelPredictResponse(
-                model=loaded.name,
-                model_id=loaded.model_id,
-                model_path=loaded.path,
+                **answered(loaded),
                 predictions=[
                     MultiLabelPrediction(
                         labels=[
@@ -944,9 +1042,7 @@ def create_app(
                 ],
             )
         return PredictResponse(
-            model=loaded.name,
-            model_id=loaded.model_id,
-            model_path=loaded.path,
+            **answered(loaded),
             predictions=[
                 Prediction(
                     label=loaded.classes[_decided(row, loaded.cut)],
@@ -956,6 +1052,41 @@ def create_app(
                 )
                 for row in rows
             ],
+        )
+
+    @app.post(
+        "/v1/explain",
+        response_model=ExplainResponse,
+        dependencies=keyed,
+        responses=text_route_errors,
+    )
+    async def explain(
+        body: ExplainRequest,  # type: ignore[valid-type]
+        request: Request,
+        response: Response,
+    ) -> ExplainResponse | JSONResponse:
+        """Why each text gets its label: the words the encoder read, with their character
+        offsets and their share of each class's score, which with ``constant`` adds up to
+        ``logits`` (see ``note`` for how to read them), one explanation per text, in order."""
+        loaded: LoadedModel = app.state.served
+        method = body.method  # type: ignore[attr-defined]
+        if method == "exact" and loaded.not_exact is not None:
+            name_model(request, response, loaded)
+            return _error(
+                422, f"method: exact cannot explain this model: {loaded.not_exact}; use occlusion"
+            )
+        found = await run_texts(
+            loaded,
+            list(body.texts),  # type: ignore[attr-defined]
+            request,
+            response,
+            loaded.explainers[method],
+        )
+        if isinstance(found, JSONResponse):
+            return found
+        return ExplainResponse(
+            **answered(loaded),
+            explanations=[ExplainedText(**e.to_dict()) for e in found],
         )
 
     @app.get("/v1/model", dependencies=keyed, responses={401: unauthorized})
@@ -1028,7 +1159,11 @@ def create_app(
 
     # The last added is the outermost: every answer, a 413 or a CORS preflight too, is counted,
     # logged and carries its request id.
-    app.add_middleware(ShedWhenFull, path="/v1/predict", batcher=lambda: app.state.served.batcher)
+    app.add_middleware(
+        ShedWhenFull,
+        paths=("/v1/predict", "/v1/explain"),
+        batcher=lambda: app.state.served.batcher,
+    )
     app.add_middleware(
         BodySizeLimit, max_bytes=limits.max_body_bytes, max_drain_bytes=limits.max_drain_bytes
     )

@@ -45,6 +45,8 @@ FLAGS = {
     "class_weight": "--class-weight",
     "metric": "--metric",
     "threshold": "--threshold",
+    "method": "--method",
+    "occlude": "--occlude",
     "label_sep": "--label-sep",
     "label_cols": "--label-cols",
 }

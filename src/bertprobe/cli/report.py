@@ -30,6 +30,15 @@ TrainFileOpt = Annotated[
     ),
 ]
 
+ExplainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--explain/--no-explain",
+        help='"Why these labels": the most confident errors and a sample of correct answers '
+        "with their words shaded (10 + 10 texts explained); --no-explain leaves it out.",
+    ),
+]
+
 
 @shared(run=RUN, reading=LABELS)
 def report(
@@ -38,6 +47,7 @@ def report(
     out: OutOpt = Path("report"),
     train_file: TrainFileOpt = None,
     jobs: JobsOpt = -1,
+    explain: ExplainOpt = True,
     as_json: JsonOpt = False,
     run: RunOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
@@ -51,7 +61,9 @@ def report(
     if model.multi_label or reading.multi_label:
         _multilabel_report(model, data, out, run, reading, as_json)
         return
-    found = build_report(model, data, train=train_file, run=run, reading=reading, n_jobs=jobs)
+    found = build_report(
+        model, data, train=train_file, run=run, reading=reading, n_jobs=jobs, explain=explain
+    )
     page = write_report(found, out)
     if as_json:
         typer.echo(json.dumps({"report": str(page), **found.summary()}, default=python_value))

@@ -351,6 +351,43 @@ class LoadedEncoder:
             hidden = out.hidden_states if need_all else {last: out.last_hidden_state}
             return {v: _pool(hidden[v.layer], mask, v.pooling).float().cpu().numpy() for v in views}
 
+    def token_states(self, ids: list[list[int]], layers: Sequence[int]) -> list[np.ndarray]:
+        """Every token's hidden states for one batch of token ids, before any pooling.
+
+        Item ``i`` is ``(len(ids[i]), len(layers) * hidden_size)`` float32: the hidden states
+        at ``layers`` (absolute indices, 0 = embeddings) side by side, padding dropped. Their
+        mean over a sequence's tokens is :meth:`forward`'s mean pooling of the same views.
+        """
+        import torch
+
+        lengths = [len(x) for x in ids]
+        if self._session is not None:
+            padded = self.tokenizer.pad({"input_ids": ids}, return_tensors="np")
+            feed = {k: padded[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+            stacked = self._session.run(None, feed)[0]
+            states = np.concatenate([stacked[layer] for layer in layers], axis=-1)
+        else:
+            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+            with torch.inference_mode():
+                out = self.model(
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
+                    output_hidden_states=True,
+                )
+                states = (
+                    torch.cat([out.hidden_states[layer] for layer in layers], dim=-1)
+                    .float()
+                    .cpu()
+                    .numpy()
+                )
+        # The tokenizer pads on its own side (right for most encoders, left for some).
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        width = states.shape[1]
+        return [
+            np.ascontiguousarray(states[i, width - n :] if left else states[i, :n])
+            for i, n in enumerate(lengths)
+        ]
+
 
 def _pool(hidden, mask, pooling: str):
     import torch

@@ -36,6 +36,7 @@ from bertprobe.heads.probe import (
 )
 from bertprobe.model import stream
 from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
+from bertprobe.model.explain import Explanation, explain
 from bertprobe.model.persist import (
     read_card,
     read_model,
@@ -261,6 +262,28 @@ class Classifier:
         if isinstance(self.probe, MultiLabelProbe):
             return self.probe.predict(self.embed(texts, run)[0])
         return self.decide(self.predict_proba(texts, run), cut)
+
+    def explain(
+        self,
+        texts: Sequence[str],
+        run: RunOptions = RunOptions(),
+        *,
+        method: str = "auto",
+        occlude: str = "delete",
+        threshold: float | str | None = None,
+    ) -> list[Explanation]:
+        """Why each text gets its label: a score per word and per class that, with a constant,
+        adds up to the class's score (log-odds or logit), one
+        :class:`~bertprobe.model.explain.Explanation` per text.
+
+        ``method="auto"`` splits the score exactly where the model is linear in its tokens'
+        hidden states (mean pooling, a linear head, no TF-IDF vote), and leaves one word out at
+        a time elsewhere (``"occlusion"``, by deleting the word or, ``occlude="mask"``,
+        masking it). The special tokens' terms are in the constant. See
+        :mod:`bertprobe.model.explain` for the methods and their caveats; ``threshold`` as in
+        :meth:`predict`.
+        """
+        return explain(self, texts, method=method, occlude=occlude, run=run, threshold=threshold)
 
     def threshold(self, threshold: float | str | None) -> float | None:
         """``threshold`` as a number (``"auto"``: the card's), checked; None for argmax."""
