@@ -1,5 +1,5 @@
-"""The ``bertprobe`` command line: train, evaluate, predict, embed, sweep, suggest, report,
-serve, export.
+"""The ``bertprobe`` command line: train, evaluate, predict, embed, sweep, suggest, label,
+report, serve, export.
 
 Each command parses its flags into the library's option objects, makes one library call
 (:func:`bertprobe.train`, :class:`bertprobe.Classifier`, :func:`bertprobe.sweep`,
@@ -9,8 +9,9 @@ the input is one line on standard error and exit status 2.
 
 The modules: :mod:`~bertprobe.cli.options` declares the flags that several commands share,
 once; :mod:`~bertprobe.cli.train` (train, sweep), :mod:`~bertprobe.cli.predict` (evaluate,
-predict, embed), :mod:`~bertprobe.cli.suggest`, :mod:`~bertprobe.cli.report`,
-:mod:`~bertprobe.cli.serve` and :mod:`~bertprobe.cli.export` hold the commands;
+predict, embed), :mod:`~bertprobe.cli.suggest`, :mod:`~bertprobe.cli.label`,
+:mod:`~bertprobe.cli.report`, :mod:`~bertprobe.cli.serve` and :mod:`~bertprobe.cli.export` hold
+the commands;
 :mod:`~bertprobe.cli.printing` what they print without ``--json``; :mod:`~bertprobe.cli.errors`
 the library's words as flags. This module makes the app and keeps the error contract
 (:func:`main`).
@@ -24,7 +25,7 @@ from typing import Annotated
 import typer
 
 from bertprobe import __version__
-from bertprobe.cli import export, predict, report, serve, suggest, train
+from bertprobe.cli import export, label, predict, report, serve, suggest, train
 from bertprobe.cli.errors import in_cli_words, one_line
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BertprobeError
@@ -69,6 +70,7 @@ app.command("predict")(predict.predict)
 app.command("embed")(predict.embed)
 app.command("sweep")(train.sweep)
 app.command("suggest")(suggest.suggest)
+app.command("label")(label.label)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)
 app.command("export")(export.export)
