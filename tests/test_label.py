@@ -190,7 +190,9 @@ def test_pool_labels_are_refused_unless_asked_for(tmp_path, encoding):
         (["pos", "neg"], 5, 40, "text\tlabel\nfine\tpos\nmeh\tso-so\n", "line 3 .*'so-so'"),
     ],
 )
-def test_bad_input_is_one_line(pool_txt, tmp_path, encoding, labels, n, pool_size, out_text, message):
+def test_bad_input_is_one_line(
+    pool_txt, tmp_path, encoding, labels, n, pool_size, out_text, message
+):
     out = tmp_path / "labelled.tsv"
     if out_text is not None:
         out.write_text(out_text, encoding="utf-8")
@@ -281,9 +283,7 @@ def page_url(pool_txt, tmp_path, encoding):
     session = open_session(pool_txt, out, encoding, n=10)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_label_app(session), host="127.0.0.1", port=port, log_level="warning"
-        )
+        uvicorn.Config(create_label_app(session), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -215,11 +215,15 @@ class LabellingSession:
         self.out = Path(out)
         self.n = n
         self.seed = seed
-        if isinstance(pool, str | Path) and self.out.exists() and Path(pool).exists():
-            if self.out.resolve() == Path(pool).resolve():
-                raise BadInputError(
-                    f"out={self.out} is the pool file; write the answers to a file of their own"
-                )
+        if (
+            isinstance(pool, str | Path)
+            and self.out.exists()
+            and Path(pool).exists()
+            and self.out.resolve() == Path(pool).resolve()
+        ):
+            raise BadInputError(
+                f"out={self.out} is the pool file; write the answers to a file of their own"
+            )
         read = read_pool(pool, reading)
         listed = ",".join(self.labels)
         if read.labels is not None:
@@ -368,9 +372,7 @@ class LabellingSession:
         returns. Ends a batch: the probe is refitted in the background."""
         with self._lock:
             if label not in self.labels:
-                raise BadInputError(
-                    f"label {label!r} is not one of labels={','.join(self.labels)}"
-                )
+                raise BadInputError(f"label {label!r} is not one of labels={','.join(self.labels)}")
             self._check_open_row(row)
             offset, data = self._append(f"{_clean(self.texts[row])}\t{label}\n")
             self._answers[row] = _Answer(row, label, offset, data)
