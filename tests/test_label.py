@@ -188,13 +188,14 @@ def test_pool_labels_are_refused_unless_asked_for(tmp_path, encoding):
         (["pos", ""], 5, 40, None, "a label is empty"),
         (["01", "1"], 5, 40, None, "'01' reads back from a file as 1"),
         (["pos", "neg"], 5, 40, "text\tlabel\nfine\tpos\nmeh\tso-so\n", "line 3 .*'so-so'"),
+        (["pos", "neg"], 5, 40, "", "give a .tsv file"),
     ],
 )
 def test_bad_input_is_one_line(
     pool_txt, tmp_path, encoding, labels, n, pool_size, out_text, message
 ):
-    out = tmp_path / "labelled.tsv"
-    if out_text is not None:
+    out = tmp_path / ("labelled.csv" if out_text == "" else "labelled.tsv")
+    if out_text:
         out.write_text(out_text, encoding="utf-8")
     with pytest.raises(BadInputError, match=message) as info:
         LabellingSession(POOL[:pool_size], labels, out, encoding=encoding, n=n)

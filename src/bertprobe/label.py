@@ -213,6 +213,11 @@ class LabellingSession:
             raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
         self.labels = check_labels(labels)
         self.out = Path(out)
+        if self.out.suffix.lower() in (".csv", ".json", ".jsonl", ".ndjson", ".parquet"):
+            raise BadInputError(
+                f"out={self.out}: the answers are written as text<TAB>label lines; give a "
+                ".tsv file"
+            )
         self.n = n
         self.seed = seed
         if (
@@ -293,6 +298,7 @@ class LabellingSession:
                 cache=cache,
                 progress=encoding.run.progress,
             )
+        self._kicked_at = len(self._answers)
         if self.waiting_for() is None:
             self.retrain()  # a resumed session starts with its probe and estimate
 
