@@ -215,8 +215,7 @@ class LabellingSession:
         self.out = Path(out)
         if self.out.suffix.lower() in (".csv", ".json", ".jsonl", ".ndjson", ".parquet"):
             raise BadInputError(
-                f"out={self.out}: the answers are written as text<TAB>label lines; give a "
-                ".tsv file"
+                f"out={self.out}: the answers are written as text<TAB>label lines; give a .tsv file"
             )
         self.n = n
         self.seed = seed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +27,8 @@ LabelsOpt = Annotated[
     str,
     typer.Option(
         "--labels",
-        help="The label names, a comma list of two or more (pos,neg); the keys 1-9, then 0, on the page.",
+        help="The label names, a comma list of two or more (pos,neg); the keys 1-9, then 0, "
+        "on the page.",
     ),
 ]
 LabelOutOpt = Annotated[
@@ -134,10 +136,8 @@ def label(
         f"label {session.pool_size} texts at http://{shown}:{port}/ ; answers go to {out}; "
         "Ctrl-C stops (nothing is lost)"
     )
-    try:
+    with suppress(KeyboardInterrupt):  # Ctrl-C is how the page stops; the answers are saved
         run_label_page(session, sock, host=host, port=port)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how the page stops; every answer is in --out already
     note(
         f"{session.labelled} of {session.pool_size} pool texts labelled in {out}; run the "
         "same command to go on"
