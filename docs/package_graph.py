@@ -19,7 +19,7 @@ BEGIN, END = "<!-- package-graph:begin -->", "<!-- package-graph:end -->"
 # The layers, top first, as pyproject.toml's contract names them.
 LAYERS = [
     ["cli"],
-    ["serve", "report", "ray_engine", "export"],
+    ["serve", "label", "report", "ray_engine", "export"],
     ["model"],
     ["training"],
     ["heads", "encoders"],

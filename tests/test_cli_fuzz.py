@@ -120,6 +120,7 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
         "new.tsv",
         "new.jsonl",
         "new.html",
+        "labelled.tsv",
         "cache",
     ):
         paths[name] = root / name
@@ -175,6 +176,9 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "suggest.n": ["1", "2", "3"],
         "labelled": [files["good.tsv"]],
         "suggest.out": [files["new.tsv"]],
+        "labels": ["pos,neg", "0,1,2"],
+        "label.n": ["1", "2", "3"],
+        "label.out": [files["labelled.tsv"]],
         "model_dir": [world["model"]],
         "out": [files["new"]],
         "embed.out": [files["new.npy"]],

@@ -1,5 +1,5 @@
 """The ``bertprobe`` command line: train, evaluate, predict, embed, explain, sweep, suggest,
-report, serve, export.
+label, report, serve, export.
 
 Each command parses its flags into the library's option objects, makes one library call
 (:func:`bertprobe.train`, :class:`bertprobe.Classifier`, :func:`bertprobe.sweep`,
@@ -10,6 +10,7 @@ the input is one line on standard error and exit status 2.
 The modules: :mod:`~bertprobe.cli.options` declares the flags that several commands share,
 once; :mod:`~bertprobe.cli.train` (train, sweep), :mod:`~bertprobe.cli.predict` (evaluate,
 predict, embed), :mod:`~bertprobe.cli.explain`, :mod:`~bertprobe.cli.suggest`,
+:mod:`~bertprobe.cli.label`,
 :mod:`~bertprobe.cli.report`, :mod:`~bertprobe.cli.serve` and :mod:`~bertprobe.cli.export` hold
 the commands;
 :mod:`~bertprobe.cli.printing` what they print without ``--json``; :mod:`~bertprobe.cli.errors`
@@ -25,7 +26,7 @@ from typing import Annotated
 import typer
 
 from bertprobe import __version__
-from bertprobe.cli import explain, export, predict, report, serve, suggest, train
+from bertprobe.cli import explain, export, label, predict, report, serve, suggest, train
 from bertprobe.cli.errors import in_cli_words, one_line
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BertprobeError
@@ -71,6 +72,7 @@ app.command("embed")(predict.embed)
 app.command("explain")(explain.explain)
 app.command("sweep")(train.sweep)
 app.command("suggest")(suggest.suggest)
+app.command("label")(label.label)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)
 app.command("export")(export.export)

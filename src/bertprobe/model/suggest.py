@@ -20,11 +20,19 @@ from typing import Literal
 import numpy as np
 
 from bertprobe.core.errors import BadInputError
-from bertprobe.data.files import ReadOptions, read_labelled, read_texts
+from bertprobe.data.files import Label, ReadOptions, read_labelled, read_texts
 from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
 from bertprobe.model.classifier import Classifier
 
-__all__ = ["CANDIDATES_PER_PICK", "Suggestion", "suggest", "uncertainty"]
+__all__ = [
+    "CANDIDATES_PER_PICK",
+    "Pool",
+    "Suggestion",
+    "choose",
+    "read_pool",
+    "suggest",
+    "uncertainty",
+]
 
 # How many of the most uncertain texts the clustering sees per text asked for: enough for the
 # clusters to find different kinds of hard case, few enough that they all are hard.
@@ -183,8 +191,10 @@ def suggest(
             multi_label=model.multi_label,
             thresholds=model.thresholds,
         )
-        picks = _uncertain_then_diverse(X, scores, n, seed)
-        return [Suggestion(candidates[i], rows[i], float(scores[i]), "uncertain") for i in picks]
+        return [
+            Suggestion(candidates[i], rows[i], score, "uncertain")
+            for i, score in choose(X, n, scores=scores, seed=seed)
+        ]
     assert encoding is not None
     with run.open_cache() as cache:
         X, _ = embed(
@@ -198,12 +208,70 @@ def suggest(
         )
     return [
         Suggestion(candidates[i], rows[i], None, "representative")
-        for i in _representatives(X, n, seed)
+        for i, _ in choose(X, n, seed=seed)
     ]
 
 
-def _pool_texts(pool: Sequence[str] | str | Path, reading: ReadOptions) -> tuple[list[str], str]:
-    """The pool's texts and what to call it in errors; a file of labelled rows is refused."""
+def choose(
+    X: np.ndarray, n: int, *, scores: np.ndarray | None = None, seed: int = 0
+) -> list[tuple[int, float | None]]:
+    """The ``n`` rows of ``X`` to label next, as (index, uncertainty or None), first first.
+
+    What :func:`suggest` does once the candidates are vectors, for callers that hold the
+    vectors already (``bertprobe label``). With ``scores`` (each row's :func:`uncertainty`
+    under the current model): the most uncertain row of each of ``n`` clusters of the
+    ``10 * n`` most uncertain, most uncertain first. Without (a cold start): the row nearest
+    each of ``n`` cluster centres of all of ``X``, the largest cluster's first.
+
+    Examples
+    --------
+    >>> X = np.array([[0.0], [0.1], [0.3], [5.0], [5.1], [5.3]])
+    >>> sorted(i for i, _ in choose(X, 2))
+    [1, 4]
+    >>> choose(X, 1, scores=np.array([0.1, 0.9, 0.2, 0.3, 0.0, 0.0]))
+    [(1, 0.9)]
+    """
+    if not 1 <= n <= len(X):
+        raise BadInputError(f"n={n}: choose from 1 to {len(X)} of the {len(X)} candidates")
+    if scores is None:
+        return [(i, None) for i in _representatives(X, n, seed)]
+    scores = np.asarray(scores, dtype=float)
+    return [(i, float(scores[i])) for i in _uncertain_then_diverse(X, scores, n, seed)]
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A pool's texts as read, with their labels when its rows carry them.
+
+    Attributes
+    ----------
+    texts : list of str
+        The texts, in file order (header and skipped empty rows not counted).
+    labels : list or None
+        Each text's label, or None when the pool is unlabelled.
+    source : str
+        What to call the pool in messages (its path, or ``"pool"``).
+    line_numbers : list of int
+        Each text's 1-based line (or row) in the file, for messages.
+    label_column : str
+        How the label column was found, for messages (``"its label column"`` or the name).
+    """
+
+    texts: list[str]
+    labels: list[Label] | None
+    source: str
+    line_numbers: list[int]
+    label_column: str = "its label column"
+
+
+def read_pool(pool: Sequence[str] | str | Path, reading: ReadOptions = ReadOptions()) -> Pool:
+    """The pool's texts, and its labels if its rows carry them (see :class:`Pool`).
+
+    A file whose rows all have a second column is read as labelled, unless that column holds
+    a different value on every row (an id, not a label: without a header the reader cannot
+    tell them apart). A file written by ``suggest --out`` and not yet filled in (empty label
+    cells) is unlabelled.
+    """
     if not isinstance(pool, str | Path):
         texts = list(pool)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
@@ -211,7 +279,7 @@ def _pool_texts(pool: Sequence[str] | str | Path, reading: ReadOptions) -> tuple
             raise BadInputError(f"pool: text {bad[0]} is empty or not a string")
         if not texts:
             raise BadInputError("pool: no texts; give the unlabelled texts to choose from")
-        return texts, "pool"
+        return Pool(texts, None, "pool", list(range(1, len(texts) + 1)))
     read = read_texts(
         pool,
         text_col=reading.text_col,
@@ -219,6 +287,7 @@ def _pool_texts(pool: Sequence[str] | str | Path, reading: ReadOptions) -> tuple
         drop_empty=reading.drop_empty,
         max_field_chars=reading.max_field_chars,
     )
+    unlabelled = Pool(read.texts, None, read.source, read.line_numbers)
     try:
         as_labelled = read_labelled(
             pool,
@@ -231,16 +300,24 @@ def _pool_texts(pool: Sequence[str] | str | Path, reading: ReadOptions) -> tuple
     except BadInputError:
         # One column, or rows without a label (a file written by `suggest --out` and not yet
         # filled in): texts to choose from.
-        return read.texts, read.source
+        return unlabelled
     labels = as_labelled.labels or []
     # A column with a different value on every row is an id, not a label: without a header
     # the reader cannot tell them apart, and an id column must not make the pool unusable.
     if reading.label_col is None and len(labels) > 1 and len(set(map(str, labels))) == len(labels):
-        return read.texts, read.source
+        return unlabelled
     column = repr(reading.label_col) if reading.label_col is not None else "its label column"
+    return Pool(as_labelled.texts, labels, read.source, as_labelled.line_numbers, column)
+
+
+def _pool_texts(pool: Sequence[str] | str | Path, reading: ReadOptions) -> tuple[list[str], str]:
+    """The pool's texts and what to call it in errors; a file of labelled rows is refused."""
+    read = read_pool(pool, reading)
+    if read.labels is None:
+        return read.texts, read.source
     raise BadInputError(
-        f"{read.source} holds labels in {column} (e.g. {labels[0]!r} on line "
-        f"{as_labelled.line_numbers[0]}); give unlabelled texts, or pass them as labelled= "
+        f"{read.source} holds labels in {read.label_column} (e.g. {read.labels[0]!r} on line "
+        f"{read.line_numbers[0]}); give unlabelled texts, or pass them as labelled= "
         "to skip them"
     )
 

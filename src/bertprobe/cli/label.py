@@ -1,0 +1,165 @@
+"""``bertprobe label``: label a pool of texts on a local page, the probe retrained as you go."""
+
+from __future__ import annotations
+
+import re
+from contextlib import suppress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bertprobe.cli.options import FROM_FLAGS, READING, RUN, shared
+from bertprobe.cli.printing import note
+from bertprobe.core.errors import BadInputError
+from bertprobe.core.extras import require_extra
+from bertprobe.data.files import ReadOptions, check_output_path
+from bertprobe.encoders.encode import POOLINGS, EncoderOptions, RunOptions, check_pooling
+
+PoolArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Texts to label: one a line, or a table with a text column. A pool whose rows "
+        "carry labels is refused unless --use-pool-labels."
+    ),
+]
+LabelsOpt = Annotated[
+    str,
+    typer.Option(
+        "--labels",
+        help="The label names, a comma list of two or more (pos,neg); the keys 1-9, then 0, "
+        "on the page.",
+    ),
+]
+LabelOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Training file the answers go to (text<TAB>label, a header), each appended and "
+        "synced at once; run the same command again to resume where it stopped.",
+    ),
+]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--n", help="Texts a batch: the probe is refitted after each and chooses the next."
+    ),
+]
+UsePoolLabelsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--use-pool-labels",
+        help="Count the labels pool rows carry as answers: copied into --out once, not asked.",
+    ),
+]
+LabelEncoderOpt = Annotated[
+    str,
+    typer.Option(
+        "--encoder",
+        "-e",
+        help="The encoder whose vectors choose the texts and train the probe (hub name, local "
+        "folder, or 'minilm': bundled, offline).",
+    ),
+]
+PoolingOpt = Annotated[
+    str, typer.Option(help=f"How token vectors become one: {', '.join(POOLINGS)}.")
+]
+HostOpt = Annotated[str, typer.Option(help="Address to listen on (only this machine by default).")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seeds the clustering.")]
+
+
+@shared(run=RUN, reading=READING)
+def label(
+    pool: PoolArg,
+    labels: LabelsOpt,
+    out: LabelOutOpt,
+    n: BatchOpt = 10,
+    use_pool_labels: UsePoolLabelsOpt = False,
+    encoder: LabelEncoderOpt = "minilm",
+    pooling: PoolingOpt = "mean",
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    seed: SeedOpt = 0,
+    run: RunOptions = FROM_FLAGS,
+    reading: ReadOptions = FROM_FLAGS,
+) -> None:
+    """Label POOL on a local page: one text at a time, a key per label, s to skip, u to undo.
+
+    Texts come a batch at a time, chosen as suggest chooses them: texts that stand for the
+    pool at first, then those the probe is least sure of. After each batch the probe is
+    refitted on the cached vectors in the background and its cross-validated accuracy shown.
+    Prints the page's address; Ctrl-C stops (every answer is in --out already)."""
+    # The cheap checks first, so a bad flag fails before the encoder loads.
+    from bertprobe.label import check_labels
+
+    try:
+        if n < 1:
+            raise BadInputError(f"n={n}: ask for at least 1 text a batch")
+        check_labels(labels)
+    except BadInputError as exc:
+        raise BadInputError(_cli_words(str(exc))) from None
+    check_output_path(out, what="--out", folder=False)
+    require_extra("serve")
+    from bertprobe.label import LabellingSession, run_label_page
+    from bertprobe.serve import listen_socket
+
+    sock = listen_socket(host, port)  # a taken port fails now, not after the embedding
+    try:
+        session = LabellingSession(
+            pool,
+            labels,
+            out,
+            encoding=EncoderOptions(encoder, pooling=check_pooling(pooling), run=run),
+            n=n,
+            seed=seed,
+            reading=reading,
+            use_pool_labels=use_pool_labels,
+        )
+    except BadInputError as exc:
+        sock.close()
+        raise BadInputError(_cli_words(str(exc))) from None
+    except BaseException:
+        sock.close()
+        raise
+    if session.resumed or session.from_pool:
+        note(
+            f"{out}: {session.labelled} of {session.pool_size} pool texts labelled already "
+            f"({session.resumed} from --out, {session.from_pool} from the pool); asking the rest"
+        )
+    if session.labelled == session.pool_size:
+        sock.close()
+        note(f"every text of {pool} is labelled in {out}; nothing to ask")
+        return
+    shown = f"[{host}]" if ":" in host else host
+    note(
+        f"label {session.pool_size} texts at http://{shown}:{port}/ ; answers go to {out}; "
+        "Ctrl-C stops (nothing is lost)"
+    )
+    with suppress(KeyboardInterrupt):  # Ctrl-C is how the page stops; the answers are saved
+        run_label_page(session, sock, host=host, port=port)
+    note(
+        f"{session.labelled} of {session.pool_size} pool texts labelled in {out}; run the "
+        "same command to go on"
+    )
+
+
+_WORDS = [
+    (re.compile(r"use_pool_labels=True"), "--use-pool-labels"),
+    (re.compile(r"(?<![\w-])labels=(?=\S)"), "--labels "),
+    (re.compile(r"(?<![\w-])labels="), "--labels"),
+    (re.compile(r"(?<![\w-])n=(?=\S)"), "--n "),
+    (re.compile(r"(?<![\w-])out=(?=\S)"), "--out "),
+    (re.compile(r"(?<![\w-])out="), "--out"),
+]
+
+
+def _cli_words(message: str) -> str:
+    """The library's parameter words as this command's flags (``n=10`` -> ``--n 10``).
+
+    >>> _cli_words("fewer than a batch of n=10; lower n= or use_pool_labels=True")
+    'fewer than a batch of --n 10; lower --n or --use-pool-labels'
+    """
+    for pattern, flag in _WORDS:
+        message = pattern.sub(flag, message)
+    return re.sub(r"(?<![\w-])n=", "--n", message)
