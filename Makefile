@@ -21,7 +21,8 @@ LOCK_UPGRADE ?= --upgrade
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
-	bench-finetune bench-scale bench-export bench-int8 bench-long-line clean
+	bench-finetune bench-scale bench-export bench-int8 bench-long-line bench-fewshot \
+	bench-explain clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -141,6 +142,15 @@ bench-export: $(BIN)/.installed
 # Peak memory of `train` on a file with one 6 MB line, truncating and in windows (minutes).
 bench-long-line: $(BIN)/.installed
 	$(BIN)/python bench/long_line_memory.py
+
+# Few labels (docs/guides/few-labels.md): the probe, --contrastive, --contrastive --unlabelled at
+# 8-64 labels a class x 5 draws, and 200 labels chosen by suggest or at random (about 2 hours).
+bench-fewshot: $(BIN)/.installed
+	$(BIN)/python bench/fewshot_bench.py --active
+	$(BIN)/python bench/tables.py README.md docs/guides/*.md
+
+bench-explain: $(BIN)/.installed
+	$(BIN)/python bench/explain_bench.py
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache
