@@ -50,13 +50,12 @@ from typing import Any, Literal
 import numpy as np
 
 from bertprobe.core.errors import BadInputError
-from bertprobe.core.extras import needs_extra, require_extra
 from bertprobe.data.files import LabelledTexts
 from bertprobe.encoders.encode import EncoderOptions, check_device
 from bertprobe.training.finetune import (
     FinetuneResult,
-    _across_releases,
-    _finished,
+    common_arguments,
+    finished_or_ready,
     load_base,
     record_finished,
     save_tuned,
@@ -295,20 +294,13 @@ def contrastive_tune(
     ``"contrastive"``, ``n_pairs`` the pairs trained on; with no ``dev_rows``, no dev scores).
     """
     workdir = Path(workdir)
-    done = _finished(workdir)
+    done = finished_or_ready(workdir)
     if done is not None:
         return done
-    require_extra("finetune")
-    with needs_extra("finetune"):
-        import accelerate  # noqa: F401  (the Trainer needs it; fail now with the extra's name)
     import torch
-    from transformers import Trainer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.utils import logging as hf_logging
 
-    from bertprobe.training._tuning import EpochBars, PairedEncoder, StopOnInterrupt
+    from bertprobe.training._tuning import PairedEncoder
 
-    hf_logging.set_verbosity_error()
     start = time.perf_counter()
     device = check_device(encoding.run.device)
     torch.manual_seed(options.seed)
@@ -330,20 +322,15 @@ def contrastive_tune(
         )
     model = PairedEncoder(base.body, encoding.pooling, options.loss)
     args = _arguments(workdir / "checkpoints", options, encoding, device, dev_pairs is not None)
-    stop = StopOnInterrupt()
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_pairs,
-        eval_dataset=dev_pairs,
-        data_collator=_PairCollator(base.tokenizer),
-        compute_metrics=_pair_scores if dev_pairs is not None else None,
-        callbacks=[stop, EpochBars(encoding.run.batch_size, enabled=encoding.run.progress)],
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    resumed = train_resumably(
-        trainer, workdir / "checkpoints", stop, encoding.run.progress, "contrastive tuning"
+    trainer, resumed = train_resumably(
+        model,
+        args,
+        train_pairs,
+        dev_pairs,
+        collator=_PairCollator(base.tokenizer),
+        scores=_pair_scores if dev_pairs is not None else None,
+        encoding=encoding,
+        what="contrastive tuning",
     )
     folder = save_tuned(model.body, base.tokenizer, workdir)
     history = [e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e]
@@ -380,33 +367,15 @@ def _arguments(
     best epoch's weights kept."""
     from transformers import TrainingArguments
 
-    batch_size = encoding.run.batch_size
-    per_epoch: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    per_epoch: dict[str, Any] = {
+        "eval_strategy": "epoch" if scored else "no",
+        "save_strategy": "epoch",
+    }
     return TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=options.epochs,
-        learning_rate=options.lr,
-        weight_decay=options.weight_decay,
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=2 * batch_size,
-        **(per_epoch if scored else {**per_epoch, "eval_strategy": "no"}),
-        save_total_limit=1,
+        **common_arguments(checkpoints, options, encoding.run.batch_size, options.epochs, device),
+        **per_epoch,
         load_best_model_at_end=scored,
         metric_for_best_model="selection" if scored else None,
-        greater_is_better=True,
-        logging_strategy="steps",
-        logging_steps=10,
-        report_to="none",
-        seed=options.seed,
-        data_seed=options.seed,
-        bf16=options.bf16,
-        use_cpu=device.type == "cpu",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        **_across_releases(TrainingArguments, options.warmup),
     )
 
 

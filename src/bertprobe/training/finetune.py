@@ -396,20 +396,14 @@ def finetune(
     text's label set. ``None`` (the default): one label per text, a softmax head.
     """
     workdir = Path(workdir)
-    done = _finished(workdir)
+    done = finished_or_ready(workdir)
     if done is not None:
         return done
-    require_extra("finetune")
-    with needs_extra("finetune"):
-        import accelerate  # noqa: F401  (the Trainer needs it; fail now with the extra's name)
     import torch
-    from transformers import DataCollatorWithPadding, Trainer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.utils import logging as hf_logging
+    from transformers import DataCollatorWithPadding
 
-    from bertprobe.training._tuning import EpochBars, PooledClassifier, StopOnInterrupt
+    from bertprobe.training._tuning import PooledClassifier
 
-    hf_logging.set_verbosity_error()
     start = time.perf_counter()
     device = check_device(encoding.run.device)
     checkpoints = workdir / "checkpoints"
@@ -441,20 +435,16 @@ def finetune(
     args = _training_arguments(
         checkpoints, options, batch_size, epochs, every * steps_per_epoch, chunking, device
     )
-    stop = StopOnInterrupt()
-    bars = EpochBars(batch_size, enabled=encoding.run.progress)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_data,
-        eval_dataset=dev_data,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=_dev_set_scores if multi_label else _dev_scores,
-        callbacks=[stop, bars],
+    trainer, resumed = train_resumably(
+        model,
+        args,
+        train_data,
+        dev_data,
+        collator=DataCollatorWithPadding(tokenizer),
+        scores=_dev_set_scores if multi_label else _dev_scores,
+        encoding=encoding,
+        what="fine-tuning",
     )
-    trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
-    trainer.remove_callback(ProgressCallback)  # EpochBars shows one bar per epoch instead
-    resumed = train_resumably(trainer, checkpoints, stop, encoding.run.progress, "fine-tuning")
     folder = save_tuned(model.body, tokenizer, workdir)
     result = FinetuneResult(
         encoder_folder=folder,
@@ -521,17 +511,59 @@ def load_base(encoding: EncoderOptions) -> TuningBase:
     return TuningBase(ref, tokenizer, body, max_length, stride)
 
 
+def finished_or_ready(workdir: Path) -> FinetuneResult | None:
+    """The record of a tuning run that finished in ``workdir``; else None, once the tools a run
+    needs are checked (the finetune extra: the Trainer needs accelerate) and transformers'
+    logging is quieted."""
+    done = _finished(workdir)
+    if done is not None:
+        return done
+    require_extra("finetune")
+    with needs_extra("finetune"):
+        import accelerate  # noqa: F401  (the Trainer needs it; fail now with the extra's name)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    return None
+
+
 def train_resumably(
-    trainer: Any, checkpoints: Path, stop: Any, progress: bool, what: str
-) -> int | None:
-    """Run ``trainer``, resuming from the last checkpoint under ``checkpoints`` if an earlier
-    run left one; Ctrl-C (``stop``, a StopOnInterrupt callback of the trainer) saves a
-    checkpoint and raises :class:`FinetuneInterrupted`. Returns the step resumed from."""
+    model: Any,
+    args: Any,
+    train_data: Any,
+    dev_data: Any,
+    *,
+    collator: Any,
+    scores: Any,
+    encoding: EncoderOptions,
+    what: str,
+) -> tuple[Any, int | None]:
+    """Train ``model`` with the transformers Trainer (a progress bar an epoch, no log dicts on
+    stdout), resuming from the last checkpoint under ``args.output_dir`` if an earlier run left
+    one; Ctrl-C saves a checkpoint and raises :class:`FinetuneInterrupted`. Returns the trainer
+    and the step resumed from."""
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
 
+    from bertprobe.training._tuning import EpochBars, StopOnInterrupt
+
+    stop = StopOnInterrupt()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=dev_data,
+        data_collator=collator,
+        compute_metrics=scores,
+        callbacks=[stop, EpochBars(encoding.run.batch_size, enabled=encoding.run.progress)],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
+    trainer.remove_callback(ProgressCallback)  # EpochBars shows one bar per epoch instead
+    checkpoints = Path(args.output_dir)
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     resumed = int(Path(last).name.split("-")[-1]) if last else None
-    if last and progress:
+    if last and encoding.run.progress:
         print(f"resuming {what} from {last}", file=sys.stderr)
     with stop.catching_ctrl_c():
         trainer.train(resume_from_checkpoint=last)
@@ -540,7 +572,44 @@ def train_resumably(
             f"{what} interrupted; a checkpoint is in {checkpoints}, and the same command "
             "resumes from it"
         )
-    return resumed
+    return trainer, resumed
+
+
+def common_arguments(
+    checkpoints: Path,
+    options: Any,
+    batch_size: int,
+    epochs: int,
+    device: Any,
+) -> dict[str, Any]:
+    """The Trainer arguments every tuning shares: AdamW at ``options.lr`` with a linear
+    schedule and ``options.warmup``, clipped gradients, one checkpoint kept, quiet logs,
+    seeded; ``options`` is a FinetuneOptions or a ContrastiveOptions."""
+    from transformers import TrainingArguments
+
+    return dict(
+        output_dir=str(checkpoints),
+        num_train_epochs=epochs,
+        learning_rate=options.lr,
+        weight_decay=options.weight_decay,
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=2 * batch_size,
+        save_total_limit=1,
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=10,
+        report_to="none",
+        seed=options.seed,
+        data_seed=options.seed,
+        bf16=options.bf16,
+        use_cpu=device.type == "cpu",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        **_across_releases(TrainingArguments, options.warmup),
+    )
 
 
 def save_tuned(body: Any, tokenizer: Any, workdir: Path) -> Path:
@@ -609,37 +678,17 @@ def _training_arguments(
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=epochs,
-        learning_rate=options.lr,
-        weight_decay=options.weight_decay,
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=2 * batch_size,
+        **common_arguments(checkpoints, options, batch_size, epochs, device),
         # every epoch, or every few when they are many, since each evaluation saves a checkpoint
         eval_strategy="steps",
         eval_steps=evaluate_every,
         save_strategy="steps",
         save_steps=evaluate_every,
-        save_total_limit=1,
         save_only_model=False,
         load_best_model_at_end=True,
         metric_for_best_model="selection",
-        greater_is_better=True,
-        logging_strategy="steps",
-        logging_steps=10,
-        report_to="none",
-        seed=options.seed,
-        data_seed=options.seed,
-        bf16=options.bf16,
-        use_cpu=device.type == "cpu",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
         # windows: each row's text index rides along as a second label (see _dev_scores)
         label_names=["labels", "text"] if chunking else None,
-        **_across_releases(TrainingArguments, options.warmup),
     )
 
 
