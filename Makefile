@@ -151,6 +151,7 @@ bench-fewshot: $(BIN)/.installed
 
 bench-explain: $(BIN)/.installed
 	$(BIN)/python bench/explain_bench.py
+	$(BIN)/python bench/tables.py docs/guides/explanations.md
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache

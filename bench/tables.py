@@ -117,7 +117,51 @@ def active_learning() -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[], str]] = {"fewshot": fewshot, "active-learning": active_learning}
+def explain() -> str:
+    """Explanations: faithfulness (ERASER AOPC against random words) and speed, per method."""
+    data = _load("explain.json")
+    lines = [
+        "| model | method | texts | comprehensiveness AOPC ↑ (random) "
+        "| sufficiency AOPC ↓ (random) | texts/s | time against `predict` |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in data["results"]:
+        delta = f"; mean abs delta {r['mean_abs_delta']:.3f}" if "mean_abs_delta" in r else ""
+        model = r.get("model", r["pooling"])
+        if model == "auto":
+            vote = ", TF-IDF vote" if r.get("vote") else ""
+            model = f"`--auto` ({r['pooling']} pooling{vote})"
+        else:
+            model = f"probe on {'[CLS]' if r['pooling'] == 'cls' else r['pooling'] + ' pooling'}"
+        lines.append(
+            f"| {model} | {r['method']}{delta} | {r['n']} "
+            f"| {r['aopc_comprehensiveness']:.3f} ({r['random_aopc_comprehensiveness']:.3f}) "
+            f"| {r['aopc_sufficiency']:.3f} ({r['random_aopc_sufficiency']:.3f}) "
+            f"| {r['texts_per_second']:.1f} "
+            f"| {r['predict_texts_per_second'] / r['texts_per_second']:.1f}x |"
+        )
+    occlusion = [r for r in data["results"] if r["method"].startswith("occlusion")]
+    if occlusion and "passes_per_second" in occlusion[0]:
+        passes = np.mean([r["passes_per_text"] for r in occlusion])
+        rate = np.mean([r["passes_per_second"] / r["predict_texts_per_second"] for r in occlusion])
+        lines.append("")
+        lines.append(
+            f"Occlusion runs each text {passes:.1f} times on average (once whole, once without "
+            f"each word); those shorter passes run at {rate:.1f}x `predict`'s texts per second, "
+            "so its cost against `predict` is about the count of words."
+        )
+    lines.append("")
+    lines.append(f"{data['encoder']}; trained on {data['train']}; explained: {data['test']}.")
+    lines.append("")
+    lines.append(_source("explain.json", data))
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "fewshot": fewshot,
+    "active-learning": active_learning,
+    "explain": explain,
+}
 
 
 def render(text: str) -> str:

@@ -1,7 +1,10 @@
-"""Regenerate the README's screenshots with headless Chromium (Debian's chromium + Playwright).
+"""Regenerate the docs' screenshots with headless Chromium (Debian's chromium + Playwright).
+
+The report page, the service's page, and (``--explain-model``, a model on mean-pooled vectors)
+the page ``bertprobe explain --html`` writes for a few SST-2 test sentences.
 
     .venv/bin/python docs/screenshots.py --report report/sst2-minilm-auto/report.html \
-        --model models/sst2-minilm-auto
+        --model models/sst2-minilm-auto --explain-model models/sst2-minilm-mean
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 
+from bertprobe import Classifier
+from bertprobe.datasets import load_sst2
+from bertprobe.report import write_explanation_page
+
 DOCS = Path(__file__).resolve().parent
 FLAGS = [
     "--no-sandbox",
@@ -29,28 +36,49 @@ FLAGS = [
 ]
 
 
+# Short SST-2 test sentences of both labels, one with a "but" that turns it (10).
+EXPLAINED = (0, 4, 7, 10, 11, 23)
+
+
+def explanation_page(model_dir: Path) -> Path:
+    """The ``explain --html`` page of a few SST-2 test sentences, in a scratch folder."""
+    import tempfile
+
+    model = Classifier.load(model_dir)
+    texts = [load_sst2("test").texts[i] for i in EXPLAINED]
+    out = Path(tempfile.mkdtemp()) / "explain.html"
+    return write_explanation_page(model, model.explain(texts), out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--report", type=Path, help="a report.html: docs/report.png")
+    parser.add_argument("--model", type=Path, help="a model to serve: docs/serve-page.png")
+    parser.add_argument("--explain-model", type=Path, help="a model: docs/explain.png")
     args = parser.parse_args()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)
+        if args.report is not None:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(args.report.resolve().as_uri())
+            page.screenshot(path=DOCS / "report.png", full_page=True)
+        if args.model is not None:
+            service_page(browser, args.model)
+        if args.explain_model is not None:
+            page = browser.new_page(viewport={"width": 1000, "height": 300})
+            page.goto(explanation_page(args.explain_model).as_uri())
+            page.screenshot(path=DOCS / "explain.png", full_page=True)
+        browser.close()
+    print(f"wrote the screenshots in {DOCS}")
 
+
+def service_page(browser, model: Path) -> None:
+    """docs/serve-page.png: the service's page answering a text."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bertprobe",
-            "serve",
-            "--model",
-            str(args.model),
-            "--port",
-            str(port),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "bertprobe", "serve", "--model", str(model)]
+    server = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
             try:
@@ -58,22 +86,15 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(args.report.resolve().as_uri())
-            page.screenshot(path=DOCS / "report.png", full_page=True)
-            page = browser.new_page(viewport={"width": 760, "height": 560})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.fill("#text", "a gorgeous, witty, seductive movie")
-            page.click("#classify")
-            page.wait_for_selector("#result", state="visible")
-            page.screenshot(path=DOCS / "serve-page.png")
-            browser.close()
+        page = browser.new_page(viewport={"width": 760, "height": 560})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#text", "a gorgeous, witty, seductive movie")
+        page.click("#classify")
+        page.wait_for_selector("#result", state="visible")
+        page.screenshot(path=DOCS / "serve-page.png")
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"wrote {DOCS / 'report.png'} and {DOCS / 'serve-page.png'}")
 
 
 if __name__ == "__main__":

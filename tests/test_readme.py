@@ -11,10 +11,12 @@ from bertprobe.data.files import LabelledTexts
 from bertprobe.datasets import load_sst2
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+# Guides whose blocks run after the README's, in the same folder (they use its models).
+GUIDES = [README.parent / "docs" / "guides" / "explanations.md"]
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def python_blocks(page: Path = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
 
 
 def _subset(split: str, n: int) -> LabelledTexts:
@@ -26,6 +28,7 @@ def _subset(split: str, n: int) -> LabelledTexts:
 
 def test_the_readme_has_python_blocks():
     assert len(python_blocks()) >= 2
+    assert all(python_blocks(guide) for guide in GUIDES)
 
 
 def test_readme_python_blocks_run(tiny_distilbert, tmp_path, monkeypatch, capsys):
@@ -42,12 +45,14 @@ def test_readme_python_blocks_run(tiny_distilbert, tmp_path, monkeypatch, capsys
         )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(bertprobe.datasets, "load_sst2", lambda split: _subset(split, 120))
-    for block in python_blocks():
+    blocks = [(README, b) for b in python_blocks()]
+    blocks += [(guide, b) for guide in GUIDES for b in python_blocks(guide)]
+    for page, block in blocks:
         code = block.replace('"minilm"', repr(str(tiny_distilbert)))
         try:
-            exec(compile(code, str(README), "exec"), {"__name__": "readme"})  # noqa: S102
+            exec(compile(code, str(page), "exec"), {"__name__": "readme"})  # noqa: S102
         except Exception as exc:  # pragma: no cover - the failure message is the point
-            pytest.fail(f"a README block failed ({type(exc).__name__}: {exc}):\n{block}")
+            pytest.fail(f"a block of {page.name} failed ({type(exc).__name__}: {exc}):\n{block}")
     printed = capsys.readouterr().out
     assert "a gorgeous" not in printed  # predictions print labels, not texts
     assert (tmp_path / "models" / "sst2" / "card.json").is_file()
