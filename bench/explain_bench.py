@@ -37,6 +37,7 @@ from pathlib import Path
 from bertprobe import Classifier, EncoderOptions, RunOptions, TrainOptions
 from bertprobe.datasets import load_sst2
 from bertprobe.model.explain import METHODS, erasure_scores, why_not_exact
+from bertprobe.model.gradients import DEFAULT_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = RunOptions(use_cache=False)
@@ -61,8 +62,8 @@ def methods_for(model: Classifier) -> list[tuple[str, str]]:
     """(method, occlusion) pairs the model allows."""
     found = [("exact", "delete")] if why_not_exact(model) is None else []
     found += [("occlusion", "delete"), ("occlusion", "mask")]
-    if "ig" in METHODS and model.text_model is None:
-        found.append(("ig", "delete"))
+    if "integrated-gradients" in METHODS and model.text_model is None:
+        found.append(("integrated-gradients", "delete"))
     return found
 
 
@@ -73,6 +74,12 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=None, help="default: all")
     parser.add_argument("--models", default="mean,cls,auto", help=f"of {', '.join(MODELS)}")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/explain.json")
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="only these (comma list of exact, occlusion, integrated-gradients): their rows "
+        "replace the same rows of --out, the others are kept with their own date",
+    )
     args = parser.parse_args()
     train, test = load_sst2("train"), load_sst2("test")
     rows = args.train_rows or len(train)
@@ -86,7 +93,9 @@ def main() -> None:
         )
         model.predict_proba(texts[:2], RUN)  # the encoder loaded before anything is timed
         for method, occlude in methods_for(model):
-            subset = texts[: args.ig_n] if method == "ig" else texts
+            if args.methods and method not in args.methods.split(","):
+                continue
+            subset = texts[: args.ig_n] if method == "integrated-gradients" else texts
             _, predict_seconds = timed(lambda m=model, s=subset: m.predict_proba(s, RUN), 2)
             found, seconds = timed(
                 lambda m=model, a=method, o=occlude, s=subset: m.explain(
@@ -117,10 +126,15 @@ def main() -> None:
                 "mean_words": words,
                 "passes_per_text": passes,
                 "passes_per_second": passes * len(subset) / seconds,
+                "date": datetime.now(UTC).date().isoformat(),
             }
-            deltas = [getattr(e, "delta", None) for e in found]  # IG's convergence deltas
+            deltas = [e.delta for e in found]  # integrated gradients' convergence deltas
             if all(d is not None for d in deltas):
-                row["mean_abs_delta"] = float(sum(abs(d).mean() for d in deltas) / len(deltas))
+                row["mean_abs_delta"] = float(sum(deltas) / len(deltas))
+                # A forward and a backward pass per step, for each score explained.
+                scores = 1 if found[0].score == "log-odds" and not model.multi_label else None
+                row["passes_per_text"] = DEFAULT_STEPS * (scores or len(model.classes))
+                row["passes_per_second"] = row["passes_per_text"] * len(subset) / seconds
             results.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start_time
@@ -136,13 +150,21 @@ def main() -> None:
             f"({r['random_aopc_sufficiency']:.3f}) | {r['texts_per_second']:.1f} "
             f"({r['predict_texts_per_second']:.1f}) | {r['time_vs_predict']:.1f}x |"
         )
+    command = "python bench/explain_bench.py " + " ".join(sys.argv[1:])
+    if args.methods and args.out.is_file():  # the other methods' rows stay, with their dates
+        earlier = json.loads(args.out.read_text(encoding="utf-8"))
+        fresh = {(r["model"], r["method"]) for r in results}
+        kept = [r for r in earlier["results"] if (r["model"], r["method"]) not in fresh]
+        order = {name: k for k, name in enumerate(MODELS)}
+        results = sorted(kept + results, key=lambda r: order.get(r["model"], len(order)))
+        command = f"{earlier['command'].strip()}; then {command}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
             {
                 "date": datetime.now(UTC).date().isoformat(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "command": "python bench/explain_bench.py " + " ".join(sys.argv[1:]),
+                "command": command,
                 "encoder": "minilm; probes with C by 3-fold CV; auto: train --auto",
                 "train": f"SST-2 train, first {rows:,} rows",
                 "test": f"SST-2 test, first {len(texts):,} sentences",

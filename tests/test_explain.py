@@ -166,6 +166,108 @@ def test_occlusion_of_a_model_with_a_tfidf_vote(tiny_distilbert, sentiment_rows)
         model.explain(["the film"], method="exact")
 
 
+def _baseline_scores(model: Classifier, texts: list[str]) -> np.ndarray:
+    """The model's scores on the integrated gradients' baseline: each text with its words'
+    tokens replaced by the pad token (special tokens and length kept), computed on the
+    encoder's own forward pass."""
+    from bertprobe.encoders.encode import RunOptions, View
+    from bertprobe.model.explain import read_texts
+
+    encoder = RunOptions().load(model.encoder)
+    pad = encoder.tokenizer.pad_token_id
+    views = [View(encoder.layer_index(layer), model.spec.pooling) for layer in model.spec.layers]
+    rows = []
+    for r in read_texts(model, encoder, texts):
+        [window] = r.windows
+        base = [t if w is None else pad for t, w in zip(window, r.words[0], strict=True)]
+        pooled = encoder.forward([base], views)
+        rows.append(np.concatenate([pooled[v][0] for v in views]))
+    z = linear_head(model.probe).scores(np.array(rows))
+    return np.concatenate([-z, z], axis=1) if z.shape[1] == 1 else z
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [FeatureSpec("mean"), FeatureSpec("cls", (0, -2, -1)), FeatureSpec("max")],
+    ids=["mean", "cls-3-layers", "max"],
+)
+def test_integrated_gradients_add_up_to_the_change_from_the_baseline(
+    tiny_distilbert, sentiment_rows, spec
+):
+    model = _model(tiny_distilbert, sentiment_rows, spec)
+    texts = ["the film was wonderful", "the plot was dreadful", "x"]
+    found = model.explain(texts, method="integrated-gradients", steps=64)
+    np.testing.assert_allclose([e.logits for e in found], _model_logits(model, texts), atol=1e-4)
+    for e, base in zip(found, _baseline_scores(model, texts), strict=True):
+        assert e.method == "integrated-gradients" and "baseline of pad tokens" in e.note
+        assert e.scores.shape == (len(e.words), 2) and e.delta is not None
+        np.testing.assert_allclose(e.constant + e.scores.sum(axis=0), e.logits, atol=1e-9)
+        # Completeness: the words' scores are the change from the baseline, up to Captum's
+        # convergence delta; the constant is therefore the baseline's score.
+        assert abs(e.constant[1] - base[1]) <= e.delta + 1e-3, (e.constant, base, e.delta)
+        assert e.labels[0] == model.predict([e.text])[0]
+    if spec.pooling == "mean":  # a smooth path: the 64-point integral is tight
+        assert max(e.delta for e in found) < 1e-3
+
+
+def test_integrated_gradients_for_several_classes_labels_and_windows(
+    tiny_distilbert, sentiment_rows
+):
+    texts = [t for t, _ in sentiment_rows[:3]]
+    three = _model(
+        tiny_distilbert, sentiment_rows, FeatureSpec("mean", (-2, -1)), None,
+        [i % 3 for i in range(len(sentiment_rows))],
+    )  # fmt: skip
+    sets = [["pos"] if y else ["neg", "film"] if "film" in t else [] for t, y in sentiment_rows]
+    labelled = _model(
+        tiny_distilbert, sentiment_rows, FeatureSpec("max"), MultiLabelProbe(cv=3), sets
+    )
+    for model in (three, labelled):
+        found = model.explain(texts, method="integrated-gradients", steps=16)
+        np.testing.assert_allclose(
+            [e.logits for e in found], _model_logits(model, texts), atol=1e-4
+        )
+        assert found[0].scores.shape == (len(found[0].words), len(model.classes))
+    long_rows = [
+        (" . ".join(t for t, _ in sentiment_rows[i : i + 5]), y)
+        for i, (_, y) in enumerate(sentiment_rows[:-5])
+    ]
+    windows = _model(
+        tiny_distilbert,
+        long_rows,
+        FeatureSpec("cls", max_length=16, long="chunk", window_pool="max"),
+    )
+    long_texts = [t for t, _ in long_rows[:2]]
+    found = windows.explain(long_texts, method="integrated-gradients", steps=16)
+    np.testing.assert_allclose(
+        [e.logits for e in found], _model_logits(windows, long_texts), atol=1e-4
+    )
+    for e in found:  # every word of the text is read and scored, in one window or two
+        assert [w.text for w in e.words] == e.text.replace(".", " . ").split()
+        assert np.count_nonzero(e.scores[:, 1]) > len(e.words) // 2
+
+
+def test_integrated_gradients_refuse_the_tfidf_vote_and_run_torch_for_onnx(
+    tiny_distilbert, sentiment_rows
+):
+    from bertprobe.encoders.encode import RunOptions
+    from bertprobe.heads.tfidf import tfidf_pipeline
+
+    voting = _model(
+        tiny_distilbert, sentiment_rows, FeatureSpec("mean"), text_model=tfidf_pipeline(cv=3)
+    )
+    with pytest.raises(BadInputError, match="integrated-gradients' cannot explain .*TF-IDF"):
+        voting.explain(["the film"], method="integrated-gradients")
+    model = _model(tiny_distilbert, sentiment_rows, FeatureSpec("mean"))
+    model.backend = "onnx-int8"  # a model trained on int8: its gradients come from torch
+    [e] = model.explain(["the film was good"], method="integrated-gradients", steps=8)
+    assert e.method == "integrated-gradients" and len(e.words) == 4
+    with pytest.raises(BadInputError, match="need the torch backend, not 'onnx'"):
+        model.explain(["the film"], RunOptions(backend="onnx"), method="integrated-gradients")
+    with pytest.raises(BadInputError, match="steps=0"):
+        model.explain(["the film"], method="integrated-gradients", steps=0)
+
+
 def test_exact_and_occlusion_are_asked_for_by_name(tiny_model_dir):
     model = Classifier.load(tiny_model_dir)
     [e] = model.explain(["the film was good"], method="occlusion")
@@ -214,6 +316,18 @@ def test_explain_command_prints_words_and_json(tiny_model_dir, tmp_path, capsys)
         ["explain", "-m", tiny_model_dir, "--method", "occlusion", "--json", "the film"], capsys
     )
     assert code == 0 and json.loads(out)["method"] == "occlusion-delete"
+    code, out, err = run(
+        ["explain", "-m", tiny_model_dir, "--method", "integrated-gradients", "--steps", "8",
+         "--json", "the film"],
+        capsys,
+    )  # fmt: skip
+    record = json.loads(out)
+    assert code == 0 and record["method"] == "integrated-gradients", err
+    assert 0 <= record["convergence_delta"] < 0.1
+    code, out, _ = run(
+        ["explain", "-m", tiny_model_dir, "--method", "integrated-gradients", "the film"], capsys
+    )
+    assert code == 0 and "[integrated-gradients, delta " in out
 
 
 @pytest.mark.parametrize(
@@ -223,6 +337,7 @@ def test_explain_command_prints_words_and_json(tiny_model_dir, tmp_path, capsys)
         (["--method", "exact", "--occlude", "blank", "x"], "--occlude 'blank': choose from"),
         ([], "no texts to classify"),
         (["--html", "{tmp}", "the film"], "is a folder"),
+        (["--method", "integrated-gradients", "--backend", "onnx", "x"], "need the torch backend"),
     ],
 )
 def test_explain_bad_input_is_one_line_and_exit_2(tiny_model_dir, tmp_path, capsys, argv, words):
@@ -322,3 +437,19 @@ def test_exact_rankings_are_more_comprehensive_than_random(sst2_models):
         chance,
     )
     assert ranked["aopc_sufficiency"] < chance["aopc_sufficiency"], (ranked, chance)
+
+
+@pytest.mark.slow
+def test_integrated_gradients_rank_words_better_than_random(sst2_models):
+    from bertprobe.datasets import load_sst2
+
+    model = sst2_models["cls"]
+    texts = load_sst2("test").texts[:30]
+    found = model.explain(texts, method="integrated-gradients", steps=20)
+    np.testing.assert_allclose([e.logits for e in found], _model_logits(model, texts), atol=1e-3)
+    ranked = erasure_scores(model, found)
+    chance = erasure_scores(model, found, ranking="random")
+    assert ranked["aopc_comprehensiveness"] > chance["aopc_comprehensiveness"] + 0.02, (
+        ranked,
+        chance,
+    )

@@ -58,7 +58,7 @@ from bertprobe.core.extras import needs_extra
 from bertprobe.core.tables import python_value
 from bertprobe.encoders.encode import RunOptions
 from bertprobe.model.classifier import Classifier
-from bertprobe.model.explain import METHODS, why_not_exact
+from bertprobe.model.explain import SERVED_METHODS, why_not_exact
 
 with needs_extra("serve"):
     from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
@@ -197,7 +197,7 @@ def request_model(
 
 
 ExplainMethod = Literal["auto", "exact", "occlusion"]
-assert set(get_args(ExplainMethod)) == set(METHODS)
+assert set(get_args(ExplainMethod)) == set(SERVED_METHODS)
 
 
 class Answered(BaseModel):
@@ -801,7 +801,7 @@ def create_app(
             path=str(candidate.folder) if candidate.folder is not None else None,
             cut=cut,
             thresholds=candidate.thresholds,
-            explainers={method: explainer(method) for method in METHODS},
+            explainers={method: explainer(method) for method in SERVED_METHODS},
             not_exact=why_not_exact(candidate),
         )
 

@@ -23,6 +23,7 @@ from bertprobe.data.files import ReadOptions, check_output_path
 from bertprobe.encoders.encode import RunOptions
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.explain import Explanation, Word
+from bertprobe.model.gradients import DEFAULT_STEPS
 
 TextsOpt = Annotated[
     list[str] | None,
@@ -37,7 +38,14 @@ MethodOpt = Annotated[
     typer.Option(
         "--method",
         help="auto: the exact split of the score where the model allows it (mean pooling, "
-        "a linear head, no TF-IDF vote), else occlusion; exact; occlusion (leave one word out).",
+        "a linear head, no TF-IDF vote), else occlusion; exact; occlusion (leave one word out); "
+        "integrated-gradients (Captum, any torch encoder with a linear head; --steps passes).",
+    ),
+]
+StepsOpt = Annotated[
+    int,
+    typer.Option(
+        "--steps", min=1, max=1000, help="integrated-gradients: points of the path integral."
     ),
 ]
 OccludeOpt = Annotated[
@@ -61,6 +69,7 @@ def explain(
     input_file: InputOpt = None,
     method: MethodOpt = "auto",
     occlude: OccludeOpt = "delete",
+    steps: StepsOpt = DEFAULT_STEPS,
     top: TopOpt = 5,
     html: HtmlOpt = None,
     threshold: ThresholdOpt = None,
@@ -72,14 +81,17 @@ def explain(
 
     For mean pooling the shares add up exactly to the score (each word's hidden state read
     out by the probe: evidence at that position, not the effect of deleting the word); other
-    models leave one word out at a time.
+    models leave one word out at a time; --method integrated-gradients follows the gradient
+    from a text of pad tokens to the text.
     """
     if html is not None:
         require_extra("report")
         check_output_path(html, what="--html", folder=False)
     model = Classifier.load(model_dir)
     items = gather_texts(texts or [], input_file, reading)
-    found = model.explain(items, run, method=method, occlude=occlude, threshold=threshold)
+    found = model.explain(
+        items, run, method=method, occlude=occlude, threshold=threshold, steps=steps
+    )
     if html is not None:
         from bertprobe.report import write_explanation_page
 
@@ -99,7 +111,8 @@ def _print(e: Explanation, top: int) -> None:
     label = ", ".join(str(y) for y in e.labels) or "(no label)"
     c = e.column
     given = f" (given at {e.decision[c]:+.3f})" if e.decision is not None and e.decision[c] else ""
-    head = f"{label}  p={e.proba[c]:.3f}  {e.score} {e.logits[c]:+.3f}{given}  [{e.method}]"
+    delta = f", delta {e.delta:.2g}" if e.delta is not None else ""
+    head = f"{label}  p={e.proba[c]:.3f}  {e.score} {e.logits[c]:+.3f}{given}  [{e.method}{delta}]"
     scale = float(abs(e.scores[:, c]).max()) if len(e.words) else 0.0
     pieces: list[tuple[str, float | None]] = []
     at = 0

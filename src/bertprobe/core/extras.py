@@ -27,6 +27,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "finetune": ("accelerate",),
     "ray": ("ray",),
     "cleanlab": ("cleanlab",),
+    "explain": ("captum",),
 }
 
 

@@ -37,6 +37,7 @@ from bertprobe.heads.probe import (
 from bertprobe.model import stream
 from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.model.explain import Explanation, explain
+from bertprobe.model.gradients import DEFAULT_STEPS
 from bertprobe.model.persist import (
     read_card,
     read_model,
@@ -271,6 +272,7 @@ class Classifier:
         method: str = "auto",
         occlude: str = "delete",
         threshold: float | str | None = None,
+        steps: int = DEFAULT_STEPS,
     ) -> list[Explanation]:
         """Why each text gets its label: a score per word and per class that, with a constant,
         adds up to the class's score (log-odds or logit), one
@@ -279,11 +281,15 @@ class Classifier:
         ``method="auto"`` splits the score exactly where the model is linear in its tokens'
         hidden states (mean pooling, a linear head, no TF-IDF vote), and leaves one word out at
         a time elsewhere (``"occlusion"``, by deleting the word or, ``occlude="mask"``,
-        masking it). The special tokens' terms are in the constant. See
+        masking it). The special tokens' terms are in the constant.
+        ``method="integrated-gradients"`` runs Captum's layer integrated gradients
+        (``steps`` points) on any torch encoder with a linear head. See
         :mod:`bertprobe.model.explain` for the methods and their caveats; ``threshold`` as in
         :meth:`predict`.
         """
-        return explain(self, texts, method=method, occlude=occlude, run=run, threshold=threshold)
+        return explain(
+            self, texts, method=method, occlude=occlude, run=run, threshold=threshold, steps=steps
+        )
 
     def threshold(self, threshold: float | str | None) -> float | None:
         """``threshold`` as a number (``"auto"``: the card's), checked; None for argmax."""

@@ -33,7 +33,12 @@ probe, its one-vs-rest score); a multi-label model: each label's log-odds. For a
 votes with a TF-IDF model, the same quantities of the voted probabilities (``log p`` per class
 for more than two).
 
-Integrated gradients are not offered: Captum is not among the package's dependencies.
+``integrated-gradients``
+    Captum's layer integrated gradients on the word embeddings, from a baseline of pad tokens
+    (:mod:`bertprobe.model.gradients`): for any model whose encoder runs in torch and whose head
+    is linear, never chosen by ``auto`` (``steps`` forward and backward passes per text and per
+    score). The convergence delta (the integral's error) is reported. Not for a model that votes
+    with a TF-IDF model: that half of the score has no gradient in the tokens.
 
 Faithfulness is measured as in ERASER (DeYoung et al., 2020): :func:`erasure_scores` removes
 the top k% of words by an explanation's ranking (comprehensiveness: how much the predicted
@@ -69,11 +74,15 @@ from bertprobe.encoders.encode import (
 from bertprobe.encoders.words import ReadText, tokenize_words
 from bertprobe.heads.linear import LinearHead, linear_head
 from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.model.gradients import DEFAULT_STEPS, integrated_gradients
 
 if TYPE_CHECKING:
     from bertprobe.model.classifier import Classifier
 
-METHODS = ("auto", "exact", "occlusion")
+METHODS = ("auto", "exact", "occlusion", "integrated-gradients")
+# What the service offers: integrated gradients cost ``steps`` passes per text and score, more
+# than its queue, which admits requests by their texts, can bound.
+SERVED_METHODS = METHODS[:3]
 OCCLUSIONS = ("delete", "mask")
 # ERASER's bins: the share of a text's words (in %) removed or kept.
 ERASER_KS = (1, 5, 10, 20, 50)
@@ -119,7 +128,8 @@ class Explanation:
     labels : tuple
         The label predicted (one; a multi-label model: those at or over their thresholds).
     method : str
-        ``"exact"``, ``"occlusion-delete"`` or ``"occlusion-mask"``.
+        ``"exact"``, ``"occlusion-delete"``, ``"occlusion-mask"`` or
+        ``"integrated-gradients"``.
     score : str
         What ``logits`` are: ``"log-odds"`` or ``"logit"``.
     note : str
@@ -129,6 +139,9 @@ class Explanation:
         threshold (``0`` for the most probable class; with ``threshold=t`` the second class is
         given where ``logits[1] >= log(t / (1 - t))``); a multi-label model, each label's
         threshold as log-odds; None for more classes (the largest logit wins).
+    delta : float or None
+        Integrated gradients: the largest absolute convergence delta over the scores (how far
+        the path integral is from ``score(text) - score(baseline)``); None for other methods.
     """
 
     text: str
@@ -143,6 +156,7 @@ class Explanation:
     score: str
     note: str
     decision: np.ndarray | None = None
+    delta: float | None = None
 
     @property
     def column(self) -> int:
@@ -187,6 +201,7 @@ class Explanation:
             ),
             "method": self.method,
             "note": self.note,
+            "convergence_delta": self.delta,
         }
 
 
@@ -228,6 +243,7 @@ def explain(
     occlude: str = "delete",
     run: RunOptions = RunOptions(),
     threshold: float | str | None = None,
+    steps: int = DEFAULT_STEPS,
 ) -> list[Explanation]:
     """One :class:`Explanation` per text (see the module's docstring for the methods).
 
@@ -237,9 +253,10 @@ def explain(
         The model whose labels are explained.
     texts : sequence of str
         The texts.
-    method : {"auto", "exact", "occlusion"}
+    method : {"auto", "exact", "occlusion", "integrated-gradients"}
         ``"auto"``: exact where the model allows it (mean pooling, a linear head, no TF-IDF
-        vote), else occlusion. ``"exact"`` where it cannot be is an error saying why.
+        vote), else occlusion. ``"exact"`` where it cannot be is an error saying why, and so
+        is ``"integrated-gradients"`` for a model that votes with TF-IDF.
     occlude : {"delete", "mask"}
         Occlusion: delete a word's tokens, or replace each with the mask token.
     run : RunOptions
@@ -247,6 +264,8 @@ def explain(
     threshold : float, "auto" or None
         The decision threshold of a two-class model, as in
         :meth:`~bertprobe.model.classifier.Classifier.predict`: it decides ``labels``.
+    steps : int
+        Integrated gradients: points of the path integral.
     """
     from bertprobe.encoders.encode import _as_texts
 
@@ -254,6 +273,8 @@ def explain(
     check_method(method)
     check_occlusion(occlude)
     cut = model.threshold(threshold)
+    if method == "integrated-gradients":
+        return _explain_by_gradients(model, texts, run, cut, steps)
     reason = why_not_exact(model) if method != "occlusion" else "occlusion was asked for"
     if method == "exact" and reason is not None:
         raise BadInputError(f"method='exact' cannot explain this model: {reason}; use occlusion")
@@ -274,6 +295,24 @@ def explain(
             f"leave-one-out ({'deleted' if occlude == 'delete' else 'masked'}) because {reason}; "
             "the constant is what the words' scores leave of the score"
         ]
+    return _explanations(
+        model, read, readout, cut, (logits, proba, scores, constants), method_name, notes
+    )
+
+
+def _explanations(
+    model: Classifier,
+    read: list[ReadText],
+    readout: Readout,
+    cut: float | None,
+    found: tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]],
+    method: str,
+    notes: list[str],
+    deltas: Sequence[float | None] | None = None,
+) -> list[Explanation]:
+    """A method's scores (per text: logits, probabilities, word scores, constant) as
+    :class:`Explanation` objects, each with its notes."""
+    logits, proba, scores, constants = found
     labels = _labels(model, proba, cut)
     decision = _decision(model, readout, cut)
     out = []
@@ -292,13 +331,64 @@ def explain(
                 logits=logits[i],
                 proba=proba[i],
                 labels=tuple(labels[i]),
-                method=method_name,
+                method=method,
                 score=readout.kind,
                 note="; ".join(note),
                 decision=decision,
+                delta=None if deltas is None else deltas[i],
             )
         )
     return out
+
+
+def _explain_by_gradients(
+    model: Classifier, texts: list[str], run: RunOptions, cut: float | None, steps: int
+) -> list[Explanation]:
+    """Integrated gradients (:mod:`bertprobe.model.gradients`) as explanations: the encoder
+    runs in torch whatever the model's backend (gradients need it)."""
+    readout = Readout(model)
+    if readout.linear is None:
+        raise BadInputError(
+            "method='integrated-gradients' cannot explain this model: "
+            + (why_not_exact(model) or "its head is not linear")
+            + "; use occlusion"
+        )
+    if run.backend not in (None, "torch"):  # before an export is built for nothing
+        raise BadInputError(
+            f"integrated gradients need the torch backend, not {run.backend!r}; use backend=torch"
+        )
+    encoder = run.load(model.encoder, default_backend="torch")
+    read = read_texts(model, encoder, texts)
+    weights, constant = readout.linear.readout()
+    spec = model.spec
+    found = integrated_gradients(
+        encoder,
+        read,
+        pooling=spec.pooling,
+        layers=[encoder.layer_index(layer) for layer in spec.layers],
+        window_pool=spec.window_pool,
+        weights=weights,
+        constant=constant,
+        steps=steps,
+    )
+    logits, proba = readout(found.features, texts)
+    words = [readout.columns(w) for w in found.words]
+    constants = [z - w.sum(axis=0) for z, w in zip(logits, words, strict=True)]
+    note = (
+        f"integrated gradients ({steps} steps from a baseline of pad tokens): a word's score is "
+        "its share of the score's change from the baseline, not the effect of deleting it; "
+        "the constant is the baseline's score and the integral's error (convergence delta)"
+    )
+    return _explanations(
+        model,
+        read,
+        readout,
+        cut,
+        (logits, proba, words, constants),
+        "integrated-gradients",
+        [note],
+        found.delta.tolist(),
+    )
 
 
 def read_texts(model: Classifier, encoder: LoadedEncoder, texts: Sequence[str]) -> list[ReadText]:
