@@ -24,13 +24,12 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTPROBE_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="session")
-def tiny_distilbert(tmp_path_factory) -> Path:
-    """A small random DistilBERT (2 layers, 64 dims) with a WordPiece vocab from SST-2 words."""
+def build_tiny_distilbert(folder: Path, dim: int = 64, n_layers: int = 2) -> Path:
+    """A small random DistilBERT (``n_layers`` layers, ``dim`` wide) with a WordPiece vocab
+    from SST-2 words, saved in ``folder``."""
     import torch
     from transformers import DistilBertConfig, DistilBertModel, DistilBertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-distilbert")
     words = Counter(w for t in load_sst2("train").texts for w in re.findall(r"\w+|[^\w\s]", t))
     vocab = SPECIALS + [w for w, _ in words.most_common(3000)]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -42,15 +41,28 @@ def tiny_distilbert(tmp_path_factory) -> Path:
     tokenizer.save_pretrained(folder)
     config = DistilBertConfig(
         vocab_size=len(vocab),
-        dim=64,
-        n_layers=2,
+        dim=dim,
+        n_layers=n_layers,
         n_heads=2,
-        hidden_dim=128,
+        hidden_dim=2 * dim,
         max_position_embeddings=64,
     )
     torch.manual_seed(0)
     DistilBertModel(config).eval().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory) -> Path:
+    """A small random DistilBERT (2 layers, 64 dims) with a WordPiece vocab from SST-2 words."""
+    return build_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"))
+
+
+@pytest.fixture(scope="session")
+def narrow_distilbert(tmp_path_factory) -> Path:
+    """Another tiny random DistilBERT, narrower and deeper (3 layers, 32 dims): a second
+    encoder of another width, for comparing encoders."""
+    return build_tiny_distilbert(tmp_path_factory.mktemp("narrow-distilbert"), 32, 3)
 
 
 @pytest.fixture(scope="session")

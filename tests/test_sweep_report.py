@@ -511,3 +511,43 @@ def test_report_no_explain_leaves_the_section_out(tiny_model_dir, sentiment_tsv,
     out = tmp_path / "r"
     run(["report", "--model", tiny_model_dir, sentiment_tsv, "--out", out, "--no-explain"], capsys)
     assert "Why these labels" not in (out / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("width", [12, 400])
+def test_the_screen_decomposes_rows_or_features_to_the_same_predictions(width):
+    """Features wider than the rows are screened through the rows' kernel: the same held-out
+    predictions as through the features' Gram matrix."""
+    from bertprobe.training.sweep import (
+        _ridge_loo_predictions,
+        _ridge_loo_predictions_dual,
+        _signed_targets,
+        _standardize,
+    )
+
+    rng = np.random.default_rng(width)
+    X = rng.normal(size=(150, width)) * rng.uniform(0.1, 10, size=width)
+    y = (X[:, 0] + rng.normal(size=150) > 0).astype(int)
+    Z, targets, alphas = _standardize(X), _signed_targets(y), np.array([0.3, 3.0, 30.0, 300.0])
+    primal = _ridge_loo_predictions(Z, targets, Z.T @ Z, alphas)
+    dual = _ridge_loo_predictions_dual(Z, targets, Z @ Z.T, alphas)
+    np.testing.assert_allclose(dual, primal, atol=1e-8)
+
+
+def test_a_screen_past_its_budget_reads_a_stratified_sample_of_rows():
+    from bertprobe.training.sweep import screen_candidates, screen_cost, screen_rows
+
+    rng = np.random.default_rng(2)
+    n, layers, hidden = 1500, 3, 40
+    by_view = rng.normal(size=(n, layers, hidden))
+    y = (by_view[:, 2, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
+    cands = candidates(layers, ("mean",))
+    widths = [len(c.layers) * hidden for c in cands]
+    full = screen_candidates(by_view, y, cands, layers, ("mean",))
+    assert screen_rows(n, widths) == n
+    budget = screen_cost(1200, widths)
+    assert screen_rows(n, widths, budget) == 1200
+    sampled = screen_candidates(by_view, y, cands, layers, ("mean",), budget=budget)
+    # The sample keeps the classes' shares, and the ranking: the layer with the signal first.
+    best = max(full, key=full.get)
+    assert max(sampled, key=sampled.get) == best and "2" in best
+    assert all(abs(sampled[c] - full[c]) < 0.05 for c in full)

@@ -43,6 +43,7 @@ from bertprobe.model.explain import Explanation, erasure_scores
 from bertprobe.model.persist import save_model
 from bertprobe.model.stream import PredictFileStats, predict_file
 from bertprobe.model.train import TrainOptions, TrainResult, sweep, train
+from bertprobe.training.compare import Comparison, compare
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 
@@ -57,6 +58,7 @@ __all__ = [
     "BadInputError",
     "BertprobeError",
     "Classifier",
+    "Comparison",
     "EncoderNotFoundError",
     "EncoderOptions",
     "EncoderRef",
@@ -79,6 +81,7 @@ __all__ = [
     "TextEmbedder",
     "TrainOptions",
     "TrainResult",
+    "compare",
     "embed",
     "erasure_scores",
     "export_classifier",

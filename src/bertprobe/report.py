@@ -47,6 +47,7 @@ from bertprobe.model.classifier import Classifier
 from bertprobe.model.evaluation import MultiLabelEvaluation
 from bertprobe.model.explain import Explanation
 from bertprobe.model.multilabel import reading_for
+from bertprobe.training.compare import Comparison
 from bertprobe.training.inputs import label_sets_of, read_training_set
 from bertprobe.training.label_issues import N_SHOWN, find_label_issues
 from bertprobe.training.sweep import SweepResult
@@ -328,6 +329,42 @@ def plot_sweep(sweep: dict[str, Any]):
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(alpha=0.3)
     return fig
+
+
+def plot_comparison(found: Comparison, out: str | Path) -> Path:
+    """``bertprobe compare``'s picture, written as a PNG to ``out``: each encoder's CV score
+    (with two standard errors) against its seconds per 1,000 texts (log scale), the
+    recommendation starred, the TF-IDF floor as a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.4, 4.2), layout="constrained")
+    for k, row in enumerate(found.rows):
+        chosen = row.encoder == found.recommended
+        ax.errorbar(
+            row.seconds_per_1000,
+            100 * row.score,
+            yerr=200 * row.spread,
+            marker="*" if chosen else "o",
+            markersize=14 if chosen else 8,
+            color=f"C{k}",
+            capsize=3,
+            label=f"{Path(row.encoder).name}: {row.best.name}"
+            + (" (recommended)" if chosen else ""),
+        )
+    if found.tfidf_cv_accuracy is not None and found.metric == "accuracy":
+        ax.axhline(100 * found.tfidf_cv_accuracy, color="grey", linestyle="--", label="TF-IDF + LR")
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="seconds to embed 1,000 of these texts (log scale)",
+        ylabel=f"CV {found.metric} on training data (%)",
+        title=f"Which encoder: {found.n_train:,} texts, {found.cv}-fold CV of each one's best "
+        "features",
+    )
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(figure_png(fig))
+    return out
 
 
 def plot_learning_curve(curve: dict[str, Any]):

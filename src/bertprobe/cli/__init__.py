@@ -26,7 +26,7 @@ from typing import Annotated
 import typer
 
 from bertprobe import __version__
-from bertprobe.cli import explain, export, label, predict, report, serve, suggest, train
+from bertprobe.cli import compare, explain, export, label, predict, report, serve, suggest, train
 from bertprobe.cli.errors import in_cli_words, one_line
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BertprobeError
@@ -71,6 +71,7 @@ app.command("predict")(predict.predict)
 app.command("embed")(predict.embed)
 app.command("explain")(explain.explain)
 app.command("sweep")(train.sweep)
+app.command("compare")(compare.compare)
 app.command("suggest")(suggest.suggest)
 app.command("label")(label.label)
 app.command("report")(report.report)

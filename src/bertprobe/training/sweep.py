@@ -109,6 +109,8 @@ class SweepResult:
 
     screen_seconds: float = 0.0
     tfidf_C: float | None = None  # the TF-IDF baseline's C, chosen by its CV
+    # The rows the screen read (all of them, or a stratified sample: see screen_rows).
+    screen_rows: int | None = None
 
     @property
     def finalists(self) -> list[SweepRow]:
@@ -145,6 +147,7 @@ class SweepResult:
             "choice": self.choice,
             "embed_seconds": self.embed.seconds,
             "screen_seconds": self.screen_seconds,
+            "screen_rows": self.screen_rows,
             "seconds": self.seconds,
             "rows": [asdict(r) for r in self.rows],
         }
@@ -182,6 +185,13 @@ def parse_poolings(value: str) -> tuple[Pooling, ...]:
 # Ridge penalties to screen with, as multiples of the number of training rows (the squared
 # loss grows with it): 1e-5 n .. 10 n, half a decade apart.
 RIDGE_ALPHA_GRID = tuple(np.logspace(-5, 1, 13).tolist())
+# The screen's arithmetic budget in floating-point operations (:func:`screen_rows`): about
+# what screening MiniLM's 7 layers x 3 poolings on every SST-2 training row costs (about 15 s
+# on 2 cores). Wider encoders are screened on a stratified sample of rows instead, so that the
+# screen of a 768-wide, 13-layer encoder costs about as much and not ten times more.
+SCREEN_FLOPS = 1.2e12
+# Fewer rows than this make the screen's ranking too noisy to be worth its cost.
+MIN_SCREEN_ROWS = 1000
 # Finalists scored by the logistic regression's k-fold CV after the screen. Three keep the
 # exhaustive sweep's choice on SST-2 and on its 2,000-sentence subset (bench/auto_bench.py).
 FINALISTS = 3
@@ -261,9 +271,10 @@ def run_sweep(
 
     everyone = candidates(model.num_hidden_states, poolings)
     screen_start = time.perf_counter()
+    screening = bool(finalists) and finalists < len(everyone)
     screened = (
         screen_candidates(by_view, y, everyone, model.num_hidden_states, poolings, metric=metric)
-        if finalists and finalists < len(everyone)
+        if screening
         else {}
     )
     screen_seconds = time.perf_counter() - screen_start
@@ -312,6 +323,11 @@ def run_sweep(
         seconds=0.0,
         screen_seconds=screen_seconds,
         metric=metric,
+        screen_rows=(
+            screen_rows(len(texts), [len(c.layers) * model.hidden_size for c in everyone])
+            if screening
+            else None
+        ),
     )
     if tfidf:
         result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
@@ -393,30 +409,80 @@ def screen_candidates(
     poolings: Sequence[str],
     alphas: Sequence[float] = RIDGE_ALPHA_GRID,
     metric: str = "accuracy",
+    budget: float = SCREEN_FLOPS,
 ) -> dict[str, float]:
     """Each candidate's ridge leave-one-out ``metric`` (at its best penalty), by name.
 
     ``by_view`` is (texts, views, hidden) with the views ordered pooling by pooling, layer by
-    layer, as :func:`run_sweep` embeds them. Standardization is per column, so each pooling's
-    layers are standardized once and each candidate's Gram matrix is a block of its pooling's.
+    layer, as :func:`run_sweep` embeds them. Each candidate's standardized features are
+    decomposed the cheaper way: their Gram matrix (features x features) when they are narrower
+    than the rows, the rows' kernel matrix (rows x rows) when wider, so the cost grows with the
+    number of candidates, not with the cube of the widest one.
+
+    ``budget`` bounds the screen's arithmetic (floating-point operations, see
+    :func:`screen_rows`): past it every candidate is screened on the same stratified sample of
+    rows, the most the budget allows; the finalists are still scored on every row by CV.
     """
     n, _, hidden = by_view.shape
+    widths = [len(c.layers) * hidden for c in cands]
+    rows = _screen_sample(y, screen_rows(n, widths, budget))
+    y = y[rows]
     targets = _signed_targets(y)
+    m = len(y)
+    penalties = m * np.asarray(alphas)
     scores: dict[str, float] = {}
     for p, pooling in enumerate(poolings):
-        block = by_view[:, p * num_hidden_states : (p + 1) * num_hidden_states, :]
-        Z = _standardize(block.reshape(n, -1))
-        gram = (Z.T @ Z).astype(np.float64)
+        block = by_view[rows, p * num_hidden_states : (p + 1) * num_hidden_states, :]
+        Z = _standardize(block.reshape(m, -1))
         for cand in cands:
             if cand.pooling != pooling:
                 continue
             cols = np.concatenate([np.arange(hidden) + layer * hidden for layer in cand.layers])
-            Zc = Z[:, cols]
-            loo = _ridge_loo_predictions(
-                Zc, targets, gram[np.ix_(cols, cols)], n * np.asarray(alphas)
-            )
+            Zc = np.ascontiguousarray(Z[:, cols])
+            if len(cols) <= m:
+                loo = _ridge_loo_predictions(Zc, targets, Zc.T @ Zc, penalties)
+            else:
+                loo = _ridge_loo_predictions_dual(Zc, targets, Zc @ Zc.T, penalties)
             scores[cand.name] = max(_screen_scores(loo, targets, y, metric))
     return scores
+
+
+def screen_rows(n: int, widths: Sequence[int], budget: float = SCREEN_FLOPS) -> int:
+    """The most rows (up to ``n``) whose screen of candidates ``widths`` wide costs at most
+    ``budget`` floating-point operations, by :func:`screen_cost`; at least ``MIN_SCREEN_ROWS``.
+
+    >>> screen_rows(6920, [384] * 7 + [1536, 2688])  # MiniLM's candidates: every row
+    6920
+    >>> screen_rows(6920, [768] * 13 + [3072, 9984]) < 6920  # mpnet's: a sample
+    True
+    """
+    if screen_cost(n, widths) <= budget:
+        return n
+    low, high = min(n, MIN_SCREEN_ROWS), n
+    while high - low > 1:  # the cost grows with the rows
+        mid = (low + high) // 2
+        low, high = (mid, high) if screen_cost(mid, widths) <= budget else (low, mid)
+    return low
+
+
+def screen_cost(rows: int, widths: Sequence[int]) -> float:
+    """Floating-point operations of screening candidates ``widths`` wide on ``rows`` rows:
+    per candidate the cheaper of its Gram matrix and eigendecomposition (``2 r d^2 + 9 d^3``)
+    and its rows' kernel and eigendecomposition (``2 r^2 d + 9 r^3``)."""
+    r = float(rows)
+    return sum(min(2 * r * d * d + 9.0 * d**3, 2 * r * r * d + 9.0 * r**3) for d in widths)
+
+
+def _screen_sample(y: np.ndarray, size: int) -> np.ndarray:
+    """Row indices: all of them, or a seeded sample of ``size`` stratified by class."""
+    n = len(y)
+    if size >= n:
+        return np.arange(n)
+    from sklearn.model_selection import train_test_split
+
+    strata = y if y.ndim == 1 and np.unique(y, return_counts=True)[1].min() >= 2 else None
+    picked, _ = train_test_split(np.arange(n), train_size=size, stratify=strata, random_state=0)
+    return np.sort(picked)
 
 
 def ridge_loo_accuracy(
@@ -467,16 +533,36 @@ def _signed_targets(y: np.ndarray) -> np.ndarray:
 def _ridge_loo_predictions(
     Z: np.ndarray, targets: np.ndarray, gram: np.ndarray, alphas: np.ndarray
 ) -> np.ndarray:
-    """Held-out ridge predictions (rows, targets, alphas) for centered ``Z`` and an intercept.
-
-    With ``gram = Z.T @ Z = V diag(s) V.T``, the fit at penalty a is ``mean + Z V (s + a)^-1
-    V.T Z.T (targets - mean)``, the hat matrix's diagonal ``1/n + sum_j (Z V)_ij^2 / (s_j + a)``,
-    and a row's held-out residual its residual over ``1 - h_i``.
-    """
-    n = len(Z)
+    """Held-out ridge predictions (rows, targets, alphas) for centered ``Z`` and an intercept,
+    from the features' Gram matrix ``gram = Z.T @ Z = V diag(s) V.T``: see
+    :func:`_ridge_loo_from_spectrum`, with ``Z V`` as the rows' coordinates."""
     s, V = np.linalg.eigh(gram)
+    return _ridge_loo_from_spectrum((Z @ V.astype(Z.dtype)).astype(np.float64), s, targets, alphas)
+
+
+def _ridge_loo_predictions_dual(
+    Z: np.ndarray, targets: np.ndarray, kernel: np.ndarray, alphas: np.ndarray
+) -> np.ndarray:
+    """:func:`_ridge_loo_predictions` from the rows' kernel ``kernel = Z @ Z.T = U diag(s)
+    U.T`` instead, for features wider than the rows: ``Z V = U diag(sqrt(s))`` (the thin SVD),
+    so the same held-out predictions come from a rows x rows decomposition."""
+    s, U = np.linalg.eigh(kernel.astype(np.float64))
     s = np.clip(s, 0.0, None)
-    ZV = (Z @ V.astype(Z.dtype)).astype(np.float64)
+    return _ridge_loo_from_spectrum(U * np.sqrt(s), s, targets, alphas)
+
+
+def _ridge_loo_from_spectrum(
+    ZV: np.ndarray, s: np.ndarray, targets: np.ndarray, alphas: np.ndarray
+) -> np.ndarray:
+    """Held-out ridge predictions (rows, targets, alphas) from the rows' coordinates ``ZV`` on
+    the features' principal axes and the squared singular values ``s``.
+
+    The fit at penalty a is ``mean + ZV (s + a)^-1 ZV.T (targets - mean)``, the hat matrix's
+    diagonal ``1/n + sum_j ZV_ij^2 / (s_j + a)``, and a row's held-out residual its residual
+    over ``1 - h_i``.
+    """
+    n = len(ZV)
+    s = np.clip(s, 0.0, None)
     mean = targets.mean(axis=0)
     projected = ZV.T @ (targets - mean)
     squared = ZV**2
