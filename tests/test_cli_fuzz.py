@@ -120,6 +120,7 @@ def world(tmp_path_factory, tiny_distilbert, tiny_model_dir, sentiment_rows):
         "new.tsv",
         "new.jsonl",
         "new.html",
+        "new.png",
         "labelled.tsv",
         "cache",
     ):
@@ -188,6 +189,8 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "output": [files["new.csv"], files["new.jsonl"]],
         "cache_dir": [files["cache"]],
         "encoder": [world["tiny"]],
+        "encoders": [world["tiny"]],
+        "compare.plot": [files["new.png"]],
         "pooling": ["cls", "mean", "max"],
         "poolings": ["cls,mean,max", "mean"],
         "layer": ["-1", "0", "-2,-1"],
