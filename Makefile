@@ -153,11 +153,11 @@ bench-long-line: $(BIN)/.installed
 # 8-64 labels a class x 5 draws, and 200 labels chosen by suggest or at random (about 2 hours).
 bench-fewshot: $(BIN)/.installed
 	$(BIN)/python bench/fewshot_bench.py --active
-	$(BIN)/python bench/tables.py README.md docs/guides/*.md
+	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
 
 bench-explain: $(BIN)/.installed
 	$(BIN)/python bench/explain_bench.py
-	$(BIN)/python bench/tables.py docs/guides/explanations.md
+	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache

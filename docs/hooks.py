@@ -9,6 +9,10 @@
   :func:`bertprobe.serve.create_app` around a model trained on 40 SST-2 sentences with the
   bundled encoder, written to ``build/docs/openapi.json`` for reference/http-api.md (rendered
   by neoteroi-mkdocs) and into the site as ``openapi.json``.
+- The model card: reference/model-folder.md's ``<!-- card-example -->`` becomes the card of
+  that model, as saved.
+- Error messages: reference/errors.md's ``<!-- error-examples -->`` becomes what the CLI prints
+  for a few bad command lines, run in-process when the site is built, with their exit status.
 - The benchmark tables: a page whose ``<!-- table: NAME -->`` regions differ from what
   ``bench/tables.py`` makes of ``bench/results/*.json`` fails the build (run
   ``python bench/tables.py FILE`` to refresh it).
@@ -17,16 +21,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
 import re
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "build" / "docs" / "openapi.json"
+EXAMPLE_MODEL = ROOT / "build" / "docs" / "sst2-40"
+CARD_MARKER = "<!-- card-example -->"
+ERRORS_MARKER = "<!-- error-examples -->"
 # A role as markdown renders it (":func:<code>~x.y</code>", ":meth:<code>y &lt;x.y&gt;</code>"),
 # or left whole inside a code span (a type in a parameters table).
 ROLE = re.compile(
@@ -79,6 +88,54 @@ def _tables() -> Any:
     return tables
 
 
+def error_examples() -> str:
+    """Bad command lines run through the CLI's entry point: what it prints, its exit status."""
+    from bertprobe.cli import main
+
+    edited = EXAMPLE_MODEL.parent / "sst2-40-edited"
+    if edited.exists():
+        shutil.rmtree(edited)
+    shutil.copytree(EXAMPLE_MODEL, edited)
+    card = json.loads((edited / "card.json").read_text(encoding="utf-8"))
+    card["features"]["pooling"] = "cls"
+    (edited / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    cases = [
+        ("a missing file", ["train", "reviews.csv", "--encoder", "minilm"]),
+        (
+            "an unknown column",
+            ["train", "data/sst2/train.tsv", "--text-col", "review", "--encoder", "minilm"],
+        ),
+        ("a folder that is not a model", ["predict", "--model", "data/sst2", "a fine film"]),
+        (
+            "a model folder whose card was edited",
+            ["predict", "--model", "build/docs/sst2-40-edited", "a fine film"],
+        ),
+        ("a value outside an option's range", ["train", "data/sst2/train.tsv", "--cv", "1"]),
+        ("an unknown command", ["fit", "data/sst2/train.tsv"]),
+    ]
+    parts = []
+    for what, argv in cases:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                main(argv)
+                status: Any = 0
+            except SystemExit as exc:
+                status = exc.code
+        shown = " ".join(a if " " not in a else f'"{a}"' for a in argv)
+        parts += [
+            f"{what.capitalize()}:",
+            "",
+            "```console",
+            f"$ bertprobe {shown}",
+            err.getvalue().replace(str(ROOT) + "/", "").rstrip(),
+            f"$ echo $?\n{status}",
+            "```",
+            "",
+        ]
+    return "\n".join(parts)
+
+
 def openapi_schema() -> dict:
     """The service's OpenAPI schema, for a small single-label model behind an API key."""
     from bertprobe import Classifier, EncoderOptions, RunOptions, TrainOptions
@@ -92,9 +149,10 @@ def openapi_schema() -> dict:
         encoding=EncoderOptions("minilm", pooling="mean", run=RunOptions(use_cache=False)),
         options=TrainOptions(cv=2),
     )
-    with tempfile.TemporaryDirectory() as folder:  # a saved model has its card's id
-        model.save(Path(folder) / "model")
-        model = Classifier.load(Path(folder) / "model")
+    if EXAMPLE_MODEL.exists():
+        shutil.rmtree(EXAMPLE_MODEL)
+    model.save(EXAMPLE_MODEL)  # a saved model has its card's id; its card is shown too
+    model = Classifier.load(EXAMPLE_MODEL)
     app = create_app(model, security=ServeSecurity(api_key="key-for-the-schema"))
     schema = app.openapi()
     # The description names the throwaway model; the reference describes any model.
@@ -115,6 +173,11 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, cli_reference())
+    if ERRORS_MARKER in markdown:
+        markdown = markdown.replace(ERRORS_MARKER, error_examples())
+    if CARD_MARKER in markdown:
+        card = (EXAMPLE_MODEL / "card.json").read_text(encoding="utf-8")
+        markdown = markdown.replace(CARD_MARKER, f"```json\n{card.strip()}\n```")
     if "<!-- table: " in markdown and _tables().render(markdown) != markdown:
         raise PluginError(
             f"stale benchmark tables in docs/{page.file.src_path}; run: "
