@@ -7,6 +7,8 @@
   use what an earlier block of its page made.
 - ```bash blocks: every ``bertprobe`` command line is parsed by the CLI itself (command,
   options, values, ranges; nothing runs); every ``make`` target exists in the Makefile.
+- The shell blocks of the front door (the README, the first-classifier page) also run, command
+  by command, in the scratch folder (``serve`` is only parsed: it listens until stopped).
 - A block that cannot run says so on the line before it: ``<!-- docs: no-run (why) -->``.
 """
 
@@ -150,6 +152,12 @@ def scratch(tiny_distilbert, tmp_path_factory) -> Path:
             "".join(f"{t}\t{y}\n" for t, y in zip(subset.texts, subset.labels, strict=True)),
             encoding="utf-8",
         )
+    subset = _subset("train", 120)  # a CSV with a header, as the first-classifier page has
+    (folder / "reviews.csv").write_text(
+        "review,stars\n"
+        + "".join(f'"{t}",{y}\n' for t, y in zip(subset.texts, subset.labels, strict=True)),
+        encoding="utf-8",
+    )
     train(
         str(folder / "data" / "sst2" / "train.tsv"),
         encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
@@ -176,6 +184,35 @@ def test_python_blocks_run(page, scratch, tiny_distilbert, monkeypatch, capsys):
             pytest.fail(f"a block of {page.name} failed ({type(exc).__name__}: {exc}):\n{block}")
     printed = capsys.readouterr().out
     assert printed.strip(), f"{page.name}: its blocks print nothing to check"
+
+
+FRONT_DOOR = [README, ROOT / "docs" / "getting-started" / "first-classifier.md"]
+
+
+@pytest.mark.parametrize("page", FRONT_DOOR, ids=lambda p: str(p.relative_to(ROOT)))
+def test_front_door_commands_run(page, scratch, tiny_distilbert, monkeypatch, capsys):
+    """Each command of the page's shell blocks runs and exits 0, in order."""
+    from bertprobe.cli import main
+
+    monkeypatch.chdir(scratch)
+    ran = 0
+    for lang, code, why in code_blocks(page):
+        if lang != "bash" or why is not None:
+            continue
+        for argv in command_lines(code):
+            if argv[0] == "serve":
+                continue
+            argv = [str(tiny_distilbert) if a == "minilm" else a for a in argv]
+            argv = [a for a in argv if a != "<redirected>"]
+            try:
+                main(argv)
+            except SystemExit as exc:
+                assert exc.code in (0, None), (
+                    f"{page.name}: bertprobe {' '.join(argv)} exited {exc.code}:\n"
+                    f"{capsys.readouterr().err[-2000:]}"
+                )
+            ran += 1
+    assert ran >= 4
 
 
 def test_the_readme_is_the_front_door():
