@@ -579,6 +579,12 @@ def finetune() -> str:
         f"| {setfit['rss_mb'] / 1000:.1f} GB |"
     )
     b = data["bf16"]
+    choice = data["min_steps_choice"]
+    scores = "; ".join(
+        f"{r['run']}: {_pct(r['mean'])} ± {100 * r['std']:.2f}" for r in choice["rows"]
+    )
+    lines.append("")
+    lines.append(f"Small training sets, {choice['note']}: {scores} (`{choice['command']}`).")
     lines.append("")
     lines.append(
         f"`--bf16` on this CPU: {b['seconds_bf16']} s against {b['seconds_fp32']} s ({b['note']})."
