@@ -11,8 +11,11 @@ changes nothing and fails (exit 1) when a region differs from what the results g
 catches a table copied by hand or left behind by a new run. A table says where its figures come
 from (file, date, machine, command).
 
-    .venv/bin/python bench/tables.py README.md docs/guides/few-labels.md
-    .venv/bin/python bench/tables.py --check README.md docs/guides/*.md
+    .venv/bin/python bench/tables.py README.md docs/*.md docs/*/*.md
+    .venv/bin/python bench/tables.py --check README.md docs/*.md docs/*/*.md
+
+``make docs`` fails on a page whose tables are stale, and ``python bench/tables.py --list``
+prints every table's name.
 """
 
 from __future__ import annotations
@@ -157,10 +160,591 @@ def explain() -> str:
     return "\n".join(lines)
 
 
+def _pct(x: float, digits: int = 2) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 60 else f"{int(s // 60)} min {round(s % 60):02d} s"
+
+
+def demo() -> str:
+    """`make demo`: the recipe's [CLS], masked mean and --auto on SST-2 (the headline)."""
+    data = _load("demo.json")
+    n = data["n_test"]
+    lines = [
+        "| pooling | C (by CV) | CV accuracy (train) | test accuracy | embed, cold cache "
+        "(train + test) | fit (C search) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in data["runs"]:
+        cv = _pct(r["cv_accuracy"]) + (f" ({r['cv_note']})" if "cv_note" in r else "")
+        if "seconds" in r:
+            embed, fit = "one pass, all layers", f"{_seconds(r['seconds'])} with the sweep"
+        else:
+            embed, fit = _seconds(r["embed_seconds"]), _seconds(r["fit_seconds"])
+        lines.append(
+            f"| {r['label']} | {r['C']:.3g} | {cv} | **{_pct(r['test_correct'] / n)}** "
+            f"| {embed} | {fit} |"
+        )
+    lines.append("")
+    demo_s = " and ".join(_seconds(s) for s in data["demo_seconds_after_install"])
+    warm = " to ".join(f"{s:g}" for s in data["warm_rerun_seconds"])
+    lines.append(
+        f"{data['data']}; {data['encoder']}. A warm re-run reads every vector from the cache "
+        f"({warm} s of embedding); the whole `make demo` after the install took {demo_s} in "
+        "two fresh clones."
+    )
+    lines.append("")
+    lines.append(_source("demo.json", data))
+    return "\n".join(lines)
+
+
+def sweep() -> str:
+    """The --auto sweep of `make demo`: ridge screen and CV per candidate, then test scores."""
+    data = _load("demo.json")
+    sweep = data["sweep"]
+    lines = [
+        "| features (MiniLM, 6 layers + embeddings) | ridge screen (leave-one-out) | CV accuracy |",
+        "| --- | --- | --- |",
+    ]
+    for c in sweep["candidates"]:
+        screen = _pct(c["screen"]) if "screen" in c else ""
+        cv = f"({_pct(c['cv'])} exhaustive)" if c.get("exhaustive") else _pct(c["cv"])
+        name = c["features"]
+        if c.get("chosen"):
+            name, screen = f"**{name} (chosen by `--auto`)**", screen and f"**{screen}**"
+            cv = f"**{cv}**"
+        lines.append(f"| {name} | {screen} | {cv} |")
+    lines.append("")
+    scores = "; ".join(f"{k}: {_pct(v / data['n_test'])}" for k, v in sweep["test_correct"].items())
+    lines.append(f"SST-2 test accuracy: {scores}. {sweep['note']}.")
+    lines.append("")
+    lines.append(_source("demo.json", data))
+    return "\n".join(lines)
+
+
+def auto_bench() -> str:
+    """`train --auto` timed whole, and its screened choice against the exhaustive sweep."""
+    data = _load("auto_bench.json")
+    lines = [
+        "| training set | cold (embedding included) | embeddings cached | exhaustive, cached "
+        "| chosen (exhaustive CV) | exhaustive best | gap |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['set']}, {r['n_train']:,} | {r['cold_seconds']:.0f} s "
+            f"| {r['cached_seconds']:.0f} s | {r['exhaustive_cached_seconds']:.0f} s "
+            f"| {r['chosen']} ({_pct(r['chosen_exhaustive_cv'])}) "
+            f"| {r['exhaustive_best']} ({_pct(r['exhaustive_best_cv'])}) "
+            f"| {r['gap_points']:.2f} points |"
+        )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/auto_bench.json` ({data['date']}, {data['machine']}): "
+        "`python bench/auto_bench.py` (in `make bench`)._"
+    )
+    return "\n".join(lines)
+
+
+EMBED_ROWS = {
+    "recipe": "the recipe: one padded batch, no attention mask, [CLS]",
+    "pipeline": 'Hugging Face `pipeline("feature-extraction")`, batch 64',
+    "sentence-transformers": "sentence-transformers `encode`, batch 64",
+    "bertprobe": "bertprobe, torch fp32",
+    "bertprobe-onnx": "bertprobe, `--backend onnx`",
+    "bertprobe-onnx-int8": "bertprobe, `--backend onnx-int8`",
+    "bertprobe-warm": "bertprobe, warm re-run from the cache",
+}
+
+
+def embed() -> str:
+    """`make bench`: embedding rate, memory and probe accuracy against the recipe and peers."""
+    data = _load("embed_bench.json")
+    rows = {r["row"]: r for r in data["rows"]}
+    lines = [
+        "| row | sentences/s | peak RSS | SST-2 test accuracy | measured |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, name in EMBED_ROWS.items():
+        r = rows[key]
+        lines.append(
+            f"| {name} | {r['sentences_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} MB "
+            f"| {_pct(r['test_accuracy'])} | {r['date'][:10]} |"
+        )
+    c = rows["classifier"]
+    lines.append("")
+    lines.append(
+        f"The classifier stage on the same 2,000 x 384 features: the "
+        f"recipe's `GridSearchCV` takes {c['recipe_seconds']:.1f} s for "
+        f"{_pct(c['recipe_test_accuracy'])}; bertprobe's C search "
+        f"{c['bertprobe_sequential_seconds']:.2f} s in one process "
+        f"({c['sequential_speedup']:.0f}x faster) for {_pct(c['bertprobe_test_accuracy'])}, "
+        f"{c['bertprobe_seconds']:.2f} s once its worker processes run ({c['speedup']:.0f}x), "
+        f"{c['bertprobe_cold_seconds']:.2f} s when the first parallel fit also starts them "
+        f"({c['cold_speedup']:.0f}x)."
+    )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/embed_bench.json` (rows dated as shown; {data['machine']}, "
+        f"{data['cpu_count']} cores): `make bench` (`python bench/embed_bench.py`)._"
+    )
+    return "\n".join(lines)
+
+
+def memory() -> str:
+    """`make bench`'s streaming rows: embed a file to disk, then the out-of-core probe."""
+    data = _load("embed_bench.json")
+    lines = [
+        "| sentences | sentences/s | features on disk | peak RSS, embedding "
+        "| peak RSS, with the probe | probe fit | held-out accuracy |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in data["rows"]:
+        if not r["row"].startswith("stream-"):
+            continue
+        lines.append(
+            f"| {r['sentences']:,} | {r['sentences_per_second']:,.0f} "
+            f"| {r['features_mb']:,.0f} MB | {r['peak_rss_mb_embed']:,.0f} MB "
+            f"| {r['peak_rss_mb']:,.0f} MB | {r['fit_seconds']:.1f} s "
+            f"| {_pct(r['holdout_accuracy'])} |"
+        )
+    dates = sorted({r["date"][:10] for r in data["rows"] if r["row"].startswith("stream-")})
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/embed_bench.json` ({', '.join(dates)}, {data['machine']}, "
+        f"{data['cpu_count']} cores): `make bench`'s last three rows._"
+    )
+    return "\n".join(lines)
+
+
+def int8_profile() -> str:
+    """Where the onnx-int8 encoder's time goes: stages outside the graph, operators inside."""
+    data = _load("int8_profile.json")
+    stages = data["stages_s"]
+    total = sum(stages.values())
+    ops = data["ops_s"]
+    op_total = sum(ops.values())
+    lines = [
+        "| | int8 | fp32 |",
+        "| --- | --- | --- |",
+        f"| GEMM ceiling (GOP/s) | {data['gemm_gops']['int8']:,.0f} "
+        f"| {data['gemm_gops']['fp32']:,.0f} |",
+        f"| sentences/s the products alone would allow "
+        f"| {data['ceiling_sentences_per_s']['int8']:,.0f} "
+        f"| {data['ceiling_sentences_per_s']['fp32']:,.0f} |",
+        "",
+        "| stage (outside the graph) | share of the time |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {k} | {_pct(v / total, 1)} |" for k, v in stages.items()]
+    lines += ["", "| operator (inside the graph) | share of `session.run` |", "| --- | --- |"]
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:9]
+    lines += [f"| `{k}` | {_pct(v / op_total, 1)} |" for k, v in top]
+    lines.append("")
+    lines.append(
+        f"{data['sentences']:,} SST-2 test sentences ({data['mean_tokens']:.1f} tokens on "
+        f"average), batches of {data['batch_size']}, {data['threads']} threads: "
+        f"{data['sentences_per_s']:,.0f} sentences/s in this run."
+    )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/int8_profile.json` ({data['date'][:10]}, {data['machine']}): "
+        "`python bench/int8_profile.py` (in `make bench-int8`)._"
+    )
+    return "\n".join(lines)
+
+
+INT8_VARIANTS = {
+    "fp32": "fp32 (`onnx`)",
+    "shipped": "**shipped: dynamic, int8 weights per channel**",
+    "per-tensor": "per tensor",
+    "reduce-range": "reduce range (7-bit weights)",
+    "fused + shipped": "transformer optimizer's fusions (attention, bias GELU), then shipped",
+    "static QDQ": "static QDQ (activations calibrated on 512 training sentences)",
+    "static QOperator": "static QOperator",
+}
+
+
+def int8_variants() -> str:
+    """Each quantization choice against the shipped one: speed and cosine to fp32."""
+    data = _load("int8_variants.json")
+    lines = [
+        "| variant | sentences/s (`session.run` only) | cosine to fp32, min | mean |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {INT8_VARIANTS.get(r['variant'], r['variant'])} "
+            f"| {r['sentences_per_s']:,.0f} | {r['cosine_min']:.4f} | {r['cosine_mean']:.5f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/int8_variants.json` ({data['date']}, {data['machine']}): "
+        "`python bench/int8_variants.py` (in `make bench-int8`)._"
+    )
+    return "\n".join(lines)
+
+
+def long_text() -> str:
+    """Long reviews: truncating at 256 tokens against reading every token in windows."""
+    data = _load("long_text.json")
+    s, tok = data["settings"], data["tokens"]
+    lines = [
+        "| mode | test accuracy | CV accuracy | embedding | windows |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in data["rows"]:
+        if r["mode"] == "truncate":
+            mode = f"`--long truncate` ({r['n_truncated']} texts cut at {s['max_length']} tokens)"
+            windows = "-"
+        else:
+            mode = f"`--long chunk` (`--window-pool {r['window_pool']}`)"
+            per = r["n_windows"] / (s["train_docs"] + s["test_docs"])
+            windows = f"{r['n_windows']:,} ({per:.1f} a text)"
+        lines.append(
+            f"| {mode} | {_pct(r['test_accuracy'])} | {_pct(r['cv_accuracy'])} "
+            f"| {r['embed_seconds']:.1f} s | {windows} |"
+        )
+    lines.append("")
+    lines.append(
+        f"{s['train_docs']} training and {s['test_docs']} test reviews, each "
+        f"{s['sentences_per_review'][0]} to {s['sentences_per_review'][1]} SST-2 sentences of "
+        f"one label joined ({tok['min']} to {tok['max']} tokens, {tok['mean']:.0f} on average); "
+        f"{s['encoder']}, {s['pooling']} pooling, `--max-length {s['max_length']}`."
+    )
+    lines.append("")
+    m = data["machine"]
+    lines.append(
+        f"_From `bench/results/long_text.json` ({data['created'][:10]}, {m['cpus']} cores, "
+        f"Python {m['python']}): `python bench/long_text_bench.py`._"
+    )
+    return "\n".join(lines)
+
+
+SKEW_ROWS = {
+    "plain": ("plain (C by accuracy, no weights)", "argmax"),
+    "balanced": ("`--class-weight balanced`", "argmax"),
+    "metric": ("`--metric balanced_accuracy`", "argmax"),
+    "metric --threshold auto": ("`--metric balanced_accuracy`", "`--threshold auto` ({t})"),
+    "balanced+metric": ("both", "argmax"),
+    "balanced+metric --threshold auto": ("both", "`--threshold auto` ({t})"),
+}
+
+
+def real_data() -> str:
+    """Skewed classes (1:9) with and without the options; label issues with 5% flipped."""
+    data = _load("real_data.json")
+    lines = [
+        "| training | decision | SST-2 test | 1:9 test subset |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in data["skew"]:
+        training, decision = SKEW_ROWS[r["row"]]
+        if r["threshold"] is not None:
+            decision = decision.format(t=f"{r['threshold']:.3f}")
+        lines.append(
+            f"| {training} | {decision} | {r['test balanced accuracy']:.3f} "
+            f"| {r['test 1:9 balanced accuracy']:.3f} |"
+        )
+    first = data["skew"][0]
+    lines.append("")
+    lines.append(
+        f"Balanced accuracy; trained on {first['n_train']:,} sentences of SST-2's training "
+        f"split ({first['n_positive']} positive: every negative, a ninth as many positives), "
+        f"scored on the test split ({first['test n']:,}) and on a 1:9 subset of it "
+        f"({first['test 1:9 n']:,}); {data['encoder']}."
+    )
+    lines += [
+        "",
+        "| label issues, 5% of the labels flipped | precision at k | flips in the top 2k "
+        "| rows flagged | flips among them |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in data["label_issues"]:
+        lines.append(
+            f"| {r['row']} | {r['precision_at_k']:.2f} (chance {r['chance']:.2f}) "
+            f"| {_pct(r['recall_at_2k'], 0)} | {r['n_flagged']:,} "
+            f"| {_pct(r['recall_of_flagged'], 0)} |"
+        )
+    r = data["label_issues"][0]
+    lines.append("")
+    lines.append(
+        f"The whole training split ({r['n']:,} sentences) with {r['n_flipped']} labels flipped; "
+        f"k = {r['n_flipped']}."
+    )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/real_data.json` ({data['date']}, {data['machine']}): "
+        "`python bench/real_data_bench.py`._"
+    )
+    return "\n".join(lines)
+
+
+def multilabel() -> str:
+    """A two-label SST-2 (positive, people): thresholds 0.5, tuned, and balanced weights."""
+    data = _load("multilabel_bench.json")
+    lines = [
+        "| thresholds | F1 micro | F1 macro | every label right | F1 `positive` "
+        "| F1 `people` (precision / recall) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"tuned (max out-of-fold F1)": "tuned (`--tune-thresholds`)"}
+    for r in data["results"]:
+        pos, ppl = r["test_per_label"]["positive"], r["test_per_label"]["people"]
+        rule = names.get(r["rule"], r["rule"]).replace(
+            "--class-weight balanced", "`--class-weight balanced`"
+        )
+        lines.append(
+            f"| {rule} | {r['test_f1_micro']:.3f} | {r['test_f1_macro']:.3f} "
+            f"| {_pct(r['test_subset_accuracy'], 1)} | {pos['f1-score']:.3f} "
+            f"| {ppl['f1-score']:.3f} ({ppl['precision']:.3f} / {ppl['recall']:.3f}) |"
+        )
+    lines.append("")
+    lines.append(
+        f"{data['data']}; {data['n_train']:,} training and {data['n_test']:,} test sentences; "
+        f"`--encoder {data['encoder']} --pooling {data['pooling']}`, {data['cv']}-fold CV."
+    )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/multilabel_bench.json` ({data['date'][:10]}, "
+        f"{data['machine']}): `python bench/multilabel_bench.py`._"
+    )
+    return "\n".join(lines)
+
+
+SCALE_ROWS = {
+    "single": "one process, 2 threads",
+    "ray": "`--ray local`, 2 actors x 1 thread, one `.npy`",
+    "ray-shards": "the same, Parquet shards in a folder",
+}
+
+
+def scale() -> str:
+    """100k sentences with onnx-int8: one process against --ray local; a projection."""
+    data = _load("scale_bench.json")
+    lines = [
+        "| row | wall | s in bertprobe | s starting Ray | sentences/s | after Ray's start |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data["rows"]:
+        start = f"{r['connect_seconds']:.1f}" if "connect_seconds" in r else ""
+        lines.append(
+            f"| {SCALE_ROWS.get(r['row'], r['row'])} | {r['wall']:.1f} s | {r['seconds']:.1f} "
+            f"| {start} | {r['rate']:,.0f} | {r['rate_after_start']:,.0f} |"
+        )
+    p = data["projection"]
+    c = p["cpu_cluster"]
+    lines.append("")
+    lines.append(
+        f"{data['n']:,} short sentences. Parquet writes: {data['parquet_write_rate']:,.0f} "
+        f"vectors/s. Projected from these rates ({p['per_actor_rate']:,.0f} sentences/s an "
+        f"actor; {c['actors']} actors on {c['nodes']} nodes, assuming linear scaling and cores "
+        f"as fast as these): 100M sentences in {c['hours_100m']:.1f} h."
+    )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/scale_bench.json` ({data['date']}, {data['machine']}): "
+        "`make bench-scale` (`python bench/scale_bench.py`)._"
+    )
+    return "\n".join(lines)
+
+
+def finetune() -> str:
+    """Fine-tuning on all of SST-2's training split: dev, test, time, memory; SetFit beside."""
+    data = _load("finetune_full.json")
+    setfit = _load("finetune_bench.json")["results"]["setfit"]["full"][0]
+    n = data["n_test"]
+    lines = [
+        "| run | dev accuracy (best epoch) | test accuracy | time | peak RSS |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in data["rows"]:
+        dev = f"{_pct(r['dev_accuracy'])} (epoch {r['epoch']})" if "dev_accuracy" in r else ""
+        if "seconds" in r:
+            time = f"{_seconds(r['seconds'])} (fine-tuning {_seconds(r['finetune_seconds'])})"
+        elif "evaluate_seconds" in r:
+            time = f"{r['evaluate_seconds']} s to evaluate"
+        else:
+            time = f"{r['cpu_seconds']:,} CPU seconds (a shared machine)"
+        lines.append(
+            f"| {r['run']} | {dev} | {_pct(r['test_correct'] / n)} | {time} "
+            f"| {r['peak_rss_gb']:.1f} GB |"
+        )
+    lines.append(
+        f"| SetFit, same body, its logistic-regression head, {setfit['budget_cpu_s']:,.0f} CPU "
+        f"seconds of contrastive training ({setfit['steps']} steps) | "
+        f"| {_pct(setfit['accuracy'])} | {setfit['cpu_seconds']:,.0f} CPU seconds "
+        f"| {setfit['rss_mb'] / 1000:.1f} GB |"
+    )
+    b = data["bf16"]
+    choice = data["min_steps_choice"]
+    scores = "; ".join(
+        f"{r['run']}: {_pct(r['mean'])} ± {100 * r['std']:.2f}" for r in choice["rows"]
+    )
+    lines.append("")
+    lines.append(f"Small training sets, {choice['note']}: {scores} (`{choice['command']}`).")
+    lines.append("")
+    lines.append(
+        f"`--bf16` on this CPU: {b['seconds_bf16']} s against {b['seconds_fp32']} s ({b['note']})."
+    )
+    lines.append("")
+    lines.append(_source("finetune_full.json", data))
+    return "\n".join(lines)
+
+
+def serve() -> str:
+    """The service under wrk: requests/s and latency by backend, batching and connections."""
+    data = _load("serve_bench.json")
+    lines = [
+        "| backend | batching | connections | requests/s | p50 | p99 | errors, non-2xx |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    plain = [r for r in data["results"] if not r.get("overload")]
+    groups: dict[tuple, list[dict]] = {}
+    for r in plain:
+        groups.setdefault((r["backend"], r["batching"]), []).append(r)
+    for (backend, batching), rows in groups.items():
+
+        def joined(key: str, fmt: str, rows: list[dict] = rows) -> str:
+            return " / ".join(format(r[key], fmt) for r in rows)
+
+        lines.append(
+            f"| {backend} | {'on' if batching else 'off'} | {joined('connections', 'd')} "
+            f"| {joined('requests_per_second', ',.0f')} | {joined('p50_ms', '.0f')} ms "
+            f"| {joined('p99_ms', '.0f')} ms "
+            f"| {sum(r['socket_errors'] + r['non_2xx'] for r in rows)} |"
+        )
+    for r in data["results"]:
+        if not r.get("overload"):
+            continue
+        queue = f", `--max-queue {r['max_queue']}`" if r.get("max_queue") else ""
+        kind = "shedding" if r.get("max_queue") else "overload"
+        rate = f"{r['requests_per_second']:,.0f}"
+        if r.get("max_queue"):
+            rate += f" ({r['accepted'] / data['seconds']:,.0f} accepted)"
+        refused = f"{_pct(r.get('share_503', 0), 0)} 503" if r.get("share_503") else "no 503"
+        accepted = ""
+        if "accepted_p99_ms" in r:
+            accepted = f" (accepted p99 {r['accepted_p99_ms']:.0f} ms)"
+        lines.append(
+            f"| {r['backend']}, on{queue} | {kind} | {r['connections']} | {rate} "
+            f"| {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms "
+            f"| {r['socket_errors']}; {refused}{accepted} |"
+        )
+    lines.append("")
+    lines.append(
+        f"wrk {data['seconds']:.0f} s a row over loopback, the same one-sentence request "
+        f"({data['sentence']!r}); `make demo`'s mean-pooling model; wrk shares the "
+        f"{data['cpu_count']} cores with the service."
+    )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/serve_bench.json` ({data['date'][:10]}, {data['machine']}, "
+        f"{data['cpu_count']} cores): `make bench-serve` (`python bench/serve_bench.py`)._"
+    )
+    return "\n".join(lines)
+
+
+def serve_load() -> str:
+    """Dynamic batching on against off, from a Python client."""
+    data = _load("serve_load.json")
+    lines = ["| batching | requests/s | p50 | p99 | errors |", "| --- | --- | --- | --- | --- |"]
+    for name, r in data["results"].items():
+        lines.append(
+            f"| {name} | {r['requests_per_second']:,.0f} | {r['p50_ms']:.0f} ms "
+            f"| {r['p99_ms']:.0f} ms | {r['errors']} |"
+        )
+    lines.append("")
+    lines.append(
+        f"{data['requests']:,} requests from {data['concurrency']} concurrent Python clients "
+        f"(batching: {data['speedup']:.2f}x the requests/s)."
+    )
+    lines.append("")
+    lines.append(
+        f"_From `bench/results/serve_load.json` ({data['date'][:10]}, {data['machine']}, "
+        f"{data['cpu_count']} cores): `python bench/serve_load.py` (in `make bench-serve`)._"
+    )
+    return "\n".join(lines)
+
+
+def export() -> str:
+    """The exported ONNX classifier (fp32, int8) against `predict` on SST-2's test split."""
+    data = _load("export_bench.json")
+    lines = [
+        "| | accuracy | labels as `predict` | largest probability difference | sentences/s "
+        "| `model.onnx` |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in data["rows"].items():
+        agree = _pct(r["agreement_with_predict"]) if "agreement_with_predict" in r else ""
+        diff = f"{r['max_probability_difference']:.2g}" if "model_onnx_mb" in r else ""
+        size = f"{r['model_onnx_mb']:.1f} MB" if "model_onnx_mb" in r else ""
+        rate = f"{r['sentences_per_s']:,.0f}" if "model_onnx_mb" in r else ""
+        label = {
+            "export int8": "export, `--int8`",
+            "export fp32": "export, fp32",
+            "predict (torch)": "`predict` (torch)",
+        }.get(name, name)
+        lines.append(f"| {label} | {_pct(r['accuracy'])} | {agree} | {diff} | {rate} | {size} |")
+    lines.append("")
+    lines.append(
+        f"`make demo`'s mean-pooling model; the SST-2 test split ({data['n_test']:,} "
+        f"sentences), batches of {data['batch_size']} in file order through "
+        "`ExportedClassifier`, tokenizing included."
+    )
+    lines.append("")
+    m = data["machine"]
+    lines.append(
+        f"_From `bench/results/export_bench.json` ({data['date'][:10]}, {m['cpus']} cores): "
+        "`make bench-export` (`python bench/export_bench.py`)._"
+    )
+    return "\n".join(lines)
+
+
+def long_line() -> str:
+    """Peak memory of `train` on a file with one 6 MB line, before and after bounded tokenizing."""
+    data = _load("long_line_memory.json")
+    lines = [
+        "| code | `--long` | peak RSS | time | windows |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in data["results"]:
+        lines.append(
+            f"| {r['src']} | {r['long']} | {r['peak_rss_mb']:,} MB | {r['seconds']:.0f} s "
+            f"| {r['n_windows']:,} |"
+        )
+    lines.append("")
+    lines.append(
+        f"{data['rows']} rows, one of them {data['chars']:,} characters; "
+        f"`--max-length {data['max_length']}`."
+    )
+    lines.append("")
+    lines.append(_source("long_line_memory.json", data))
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "fewshot": fewshot,
     "active-learning": active_learning,
     "explain": explain,
+    "demo": demo,
+    "sweep": sweep,
+    "auto-bench": auto_bench,
+    "embed": embed,
+    "memory": memory,
+    "int8-profile": int8_profile,
+    "int8-variants": int8_variants,
+    "long-text": long_text,
+    "real-data": real_data,
+    "multilabel": multilabel,
+    "scale": scale,
+    "finetune": finetune,
+    "serve": serve,
+    "serve-load": serve_load,
+    "export": export,
+    "long-line": long_line,
 }
 
 
@@ -178,9 +762,13 @@ def render(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--check", action="store_true", help="fail if a table is stale")
+    parser.add_argument("--list", action="store_true", help="print the tables' names")
     args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(TABLES))
+        return 0
     stale = []
     for path in args.files:
         text = path.read_text(encoding="utf-8")

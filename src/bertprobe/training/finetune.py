@@ -62,7 +62,7 @@ from bertprobe.encoders.encode import (
 )
 from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
 
-# Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); the README gives the figures.
+# Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); docs/benchmarks.md gives the figures.
 DEFAULT_EPOCHS = 4
 MIN_STEPS = 250
 # Past this many epochs, the dev rows are scored every few epochs (each score saves a checkpoint).
