@@ -146,3 +146,20 @@ def test_compare_bad_input_is_one_line_and_exit_2(
     code, out, err = run(["compare", sentiment_tsv, "--encoders", encoders, "--cv", "3"], capsys)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_compare_reads_long_texts_in_windows(tiny_distilbert, narrow_distilbert, long_rows_tsv):
+    """The encoding options apply to every encoder: long texts read in windows of 16 tokens."""
+    from bertprobe import EncoderOptions
+
+    path, _ = long_rows_tsv
+    found = compare(
+        path,
+        [str(tiny_distilbert), str(narrow_distilbert)],
+        encoding=EncoderOptions(max_length=16, long="chunk"),
+        options=TrainOptions(Cs="coarse", cv=3, poolings=("mean",), n_jobs=1),
+        tfidf=False,
+    )
+    for row in found.rows:
+        assert row.sweep.embed.n_windows > row.sweep.embed.n_computed  # several per text
+        assert row.score > 0.5
