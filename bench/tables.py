@@ -129,7 +129,7 @@ def explain() -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in data["results"]:
-        delta = f"; mean abs delta {r['mean_abs_delta']:.3f}" if "mean_abs_delta" in r else ""
+        delta = f" (mean abs delta {r['mean_abs_delta']:.1e})" if "mean_abs_delta" in r else ""
         model = r.get("model", r["pooling"])
         if model == "auto":
             vote = ", TF-IDF vote" if r.get("vote") else ""
@@ -152,6 +152,14 @@ def explain() -> str:
             f"Occlusion runs each text {passes:.1f} times on average (once whole, once without "
             f"each word); those shorter passes run at {rate:.1f}x `predict`'s texts per second, "
             "so its cost against `predict` is about the count of words."
+        )
+    dated = sorted({r["date"] for r in data["results"] if "date" in r})
+    for date in dated:
+        methods = sorted({r["method"] for r in data["results"] if r.get("date") == date})
+        lines.append("")
+        lines.append(
+            f"Rows of {', '.join(methods)}: measured {date}, the other rows before; times from "
+            "different runs compare only through their `time against predict`."
         )
     lines.append("")
     lines.append(f"{data['encoder']}; trained on {data['train']}; explained: {data['test']}.")
