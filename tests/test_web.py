@@ -67,14 +67,23 @@ class _Files(http.server.SimpleHTTPRequestHandler):
         ".json": "application/json",
     }
 
+    isolate = False
+
+    def end_headers(self) -> None:
+        if self.isolate:  # cross-origin isolation: SharedArrayBuffer, so WASM threads
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
 
 
 @contextmanager
-def static_server(folder: Path) -> Iterator[str]:
+def static_server(folder: Path, isolate: bool = False) -> Iterator[str]:
+    handler = type("Handler", (_Files,), {"isolate": isolate})
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_Files, directory=str(folder))
+        ("127.0.0.1", 0), partial(handler, directory=str(folder))
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -98,11 +107,12 @@ def browser():
 
 
 @contextmanager
-def web_page(browser, folder: Path) -> Iterator:
-    """The folder's page, loaded from a loopback server, its model ready. Every request the
-    page (or a worker of it) makes is recorded in ``page.requests``; one to another origin is
-    aborted, and the test fails on it when the block ends."""
-    with static_server(folder) as url:
+def web_page(browser, folder: Path, isolate: bool = False) -> Iterator:
+    """The folder's page, loaded from a loopback server (``isolate``: with the headers that
+    allow WASM threads), its model ready. Every request the page (or a worker of it) makes is
+    recorded in ``page.requests``; one to another origin is aborted, and the test fails on it
+    when the block ends."""
+    with static_server(folder, isolate) as url:
         context = browser.new_context(accept_downloads=True)
         requests: list[str] = []
         context.on("request", lambda r: requests.append(r.url))
@@ -223,6 +233,21 @@ def test_the_page_answers_the_examples_as_predict_does(browser, fp32_page, tiny_
     assert any(r.endswith("/vendor/ort-wasm-simd-threaded.wasm") for r in requests)
 
 
+def test_the_page_runs_on_wasm_threads_where_the_host_allows(browser, fp32_page, tiny_model_dir):
+    """Served with COOP/COEP headers the page is cross-origin isolated and runs onnxruntime on
+    several threads (workers of its own files; up to 4), with the same numbers."""
+    model = Classifier.load(tiny_model_dir)
+    with web_page(browser, fp32_page, isolate=True) as page:
+        isolated, threads, cores = page.evaluate(
+            "async () => [self.crossOriginIsolated,"
+            " (await window.bertprobe.loaded).ort.env.wasm.numThreads,"
+            " navigator.hardwareConcurrency]"
+        )
+        proba = page_proba(page, TEXTS)
+    assert isolated and threads == min(4, cores) and (threads > 1 or cores == 1)
+    assert np.abs(proba - model.predict_proba(TEXTS)).max() < 1e-3
+
+
 def test_a_request_to_another_host_is_blocked_and_would_be_caught(browser, fp32_page, tmp_path):
     """Two nets: the page's Content-Security-Policy lets it connect to its own origin only, and
     the test's interception (above) records and fails on any request elsewhere; each is shown
@@ -311,10 +336,14 @@ def test_lines_typed_in_the_box_are_labelled(browser, fp32_page, tiny_model_dir)
 # --- every kind of model export takes -----------------------------------------------------------
 
 
-def test_a_voting_model_in_the_page(browser, web_assets, tiny_distilbert, sentiment_rows, tmp_path):
+@pytest.mark.parametrize("n_classes", [2, 3], ids=["binary", "three-classes"])
+def test_a_voting_model_in_the_page(
+    n_classes, browser, web_assets, tiny_distilbert, sentiment_rows, tmp_path
+):
     """The TF-IDF vote computed in JavaScript: scikit-learn's numbers on Unicode, case,
-    punctuation, repeats and unknown words, and the page's vote is predict_proba's."""
-    model = _voting_model(tiny_distilbert, sentiment_rows, 3)
+    punctuation, repeats and unknown words (one sigmoid, or a softmax), and the page's vote is
+    predict_proba's."""
+    model = _voting_model(tiny_distilbert, sentiment_rows, n_classes)
     folder = export_web(model, tmp_path / "vote", WebOptions(fp32=True))
     texts = [*VOTE_TEXTS, "ΣΟΦΟΣ σοφος İstanbul ǅemal", "naïve café 2024 film_noir"]
     with web_page(browser, folder) as page:
