@@ -270,6 +270,46 @@ def test_a_request_to_another_host_is_blocked_and_would_be_caught(browser, fp32_
         page.evaluate("() => fetch('http://example.org/x').catch(() => null)")
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vendor/ort.wasm.min.mjs",
+        "vendor/ort-wasm-simd-threaded.mjs",
+        "vendor/ort-wasm-simd-threaded.wasm",
+        "vendor/tokenizers.min.mjs",
+        "vendor/papaparse.min.js",
+        "classifier.js",
+    ],
+)
+def test_a_library_changed_after_the_export_is_refused_by_the_browser(
+    name, browser, fp32_page, tmp_path
+):
+    """Each script and the WASM carry their integrity: a file changed on the host (one byte
+    added) is not run, and the page says it could not load."""
+    import shutil
+
+    folder = shutil.copytree(fp32_page, tmp_path / "changed")
+    with (folder / name).open("ab") as f:
+        f.write(b"\n")
+    with static_server(folder) as url:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        if name.endswith("papaparse.min.js"):  # a classic script: the page runs without it
+            page.wait_for_function("() => typeof Papa === 'undefined'")
+        else:
+            page.wait_for_function(
+                "() => !window.bertprobe ||"
+                " document.getElementById('model').textContent.includes('could not')",
+                timeout=60_000,
+            )
+        page.close()
+    digest = "Failed to find a valid digest in the 'integrity' attribute for resource"
+    assert any(digest in e and e.split("'")[3].endswith("/" + name) for e in errors), errors
+
+
 def _drop(page, name: str, content: str) -> None:
     """Drop a file on the page's drop zone, as a user's drag and drop does."""
     page.evaluate(
