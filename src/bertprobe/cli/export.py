@@ -41,8 +41,8 @@ WebAssetsOpt = Annotated[
     typer.Option(
         "--web-assets",
         help="With --web: an npm install holding the page's libraries (onnxruntime-web, "
-        "@huggingface/tokenizers, papaparse at bertprobe's pinned versions). [default: the "
-        "one make installs, or the user cache]",
+        "@huggingface/tokenizers, papaparse at bertprobe's pinned versions); by default "
+        "$BERTPROBE_WEB_ASSETS, the one make installs, or the user cache.",
     ),
 ]
 
