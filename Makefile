@@ -19,10 +19,14 @@ FUZZ_EXAMPLES ?= 5000
 # `make lock LOCK_UPGRADE=` adds what pyproject.toml newly asks for and moves nothing else.
 LOCK_UPGRADE ?= --upgrade
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# The browser libraries `export --web` copies into a page (web/package-lock.json, from the npm
+# registry), installed beside the venv where bertprobe looks for them first.
+WEB_ASSETS := $(VENV)/share/bertprobe/web
+NPM ?= npm
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
 	bench-finetune bench-scale bench-export bench-int8 bench-long-line bench-fewshot \
-	bench-explain bench-encoders docs clean
+	bench-explain bench-encoders bench-web docs clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -34,10 +38,18 @@ $(BIN)/.installed: $(LOCK) pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
+# npm ci: exactly the lock's versions, their tarballs checked against its sha512; no install
+# scripts run (the page only copies files; bertprobe checks each one's SHA-256 too).
+$(WEB_ASSETS)/.installed: web/package.json web/package-lock.json
+	mkdir -p $(WEB_ASSETS)
+	cp web/package.json web/package-lock.json $(WEB_ASSETS)/
+	$(NPM) ci --prefix $(WEB_ASSETS) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 # --auto goes first: its one forward pass caches every layer and pooling of the training set
 # (and the chosen layers of the test set), so the recipe's run and the mean run after it read
 # their vectors from the cache instead of running the encoder again.
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed $(WEB_ASSETS)/.installed
 	$(BIN)/bertprobe train data/sst2/train.tsv --test data/sst2/test.tsv --encoder minilm \
 		--auto --out $(DEMO_OUT)/sst2-minilm-auto
 	$(BIN)/bertprobe train data/sst2/train.tsv --test data/sst2/test.tsv --encoder minilm \
@@ -48,16 +60,17 @@ demo: $(BIN)/.installed
 		"a gorgeous, witty, seductive movie" "the plot is a mess and the jokes fall flat"
 	$(BIN)/bertprobe report --model $(DEMO_OUT)/sst2-minilm-auto data/sst2/test.tsv \
 		--out report/sst2-minilm-auto
+	$(BIN)/bertprobe export --model $(DEMO_OUT)/sst2-minilm-auto --out site/sst2-minilm-auto --web
 
 # Opt-in: fine-tunes the bundled encoder on SST-2 (about a quarter of an hour on 2 cores).
 demo-finetune: $(BIN)/.installed
 	$(BIN)/bertprobe train data/sst2/train.tsv --test data/sst2/test.tsv --encoder minilm \
 		--pooling mean --finetune --out $(DEMO_OUT)/sst2-minilm-finetuned
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(WEB_ASSETS)/.installed
 	$(BIN)/python -m pytest
 
-test-fast: $(BIN)/.installed
+test-fast: $(BIN)/.installed $(WEB_ASSETS)/.installed
 	$(BIN)/python -m pytest -m "not slow"
 
 # Thousands of drawn command lines, fresh ones each run; prints how many it tried.
@@ -98,7 +111,7 @@ lock: $(BIN)/.installed
 
 # The newest versions pyproject.toml allows, in a scratch environment, against the fast tests:
 # a release that breaks us shows up here before users meet it. Reports; never fails the caller.
-check-latest:
+check-latest: $(WEB_ASSETS)/.installed
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip --disable-pip-version-check -q install "$(TORCH_SPEC)"
@@ -107,7 +120,8 @@ check-latest:
 	@echo "newest allowed versions that differ from $(LOCK):"
 	@diff <(grep -v '^ *#' $(LOCK) | tr 'A-Z_' 'a-z-' | sort) \
 		<(tr 'A-Z_' 'a-z-' < .venv-latest/versions.txt | sort) | grep '^>' || echo "  none"
-	@if .venv-latest/bin/python -m pytest -m "not slow" -q -x -p no:cacheprovider; then \
+	@if BERTPROBE_WEB_ASSETS=$(WEB_ASSETS) .venv-latest/bin/python -m pytest -m "not slow" -q -x \
+		-p no:cacheprovider; then \
 		echo "check-latest: the fast tests pass on the newest allowed versions"; \
 	else \
 		echo "check-latest: WARNING: the fast tests FAIL on the newest allowed versions above;"; \
@@ -164,6 +178,11 @@ bench-explain: $(BIN)/.installed
 bench-encoders: $(BIN)/.installed
 	$(BIN)/python bench/encoders_bench.py
 	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
+
+# The page of export --web in Chromium: folder size, time to the first answer, sentences a second
+# with and without WASM threads, beside the Python export's rate (bench/results/web.json).
+bench-web: $(BIN)/.installed $(WEB_ASSETS)/.installed
+	$(BIN)/python bench/web_bench.py --model $(DEMO_OUT)/sst2-minilm-mean
 
 clean:
 	rm -rf $(VENV) .venv-latest build dist src/*.egg-info .pytest_cache

@@ -19,6 +19,7 @@ BEGIN, END = "<!-- package-graph:begin -->", "<!-- package-graph:end -->"
 # The layers, top first, as pyproject.toml's contract names them.
 LAYERS = [
     ["cli"],
+    ["web"],
     ["serve", "label", "report", "ray_engine", "export"],
     ["model"],
     ["training"],

@@ -1,10 +1,12 @@
 """Regenerate the docs' screenshots with headless Chromium (Debian's chromium + Playwright).
 
-The report page, the service's page, and (``--explain-model``, a model on mean-pooled vectors)
-the page ``bertprobe explain --html`` writes for a few SST-2 test sentences.
+The report page, the service's page, (``--explain-model``, a model on mean-pooled vectors)
+the page ``bertprobe explain --html`` writes for a few SST-2 test sentences, and (``--web-model``)
+the page ``bertprobe export --web`` writes, served by a static server on the loopback.
 
     .venv/bin/python docs/screenshots.py --report report/sst2-minilm-auto/report.html \
-        --model models/sst2-minilm-auto --explain-model models/sst2-minilm-mean
+        --model models/sst2-minilm-auto --explain-model models/sst2-minilm-mean \
+        --web-model models/sst2-minilm-auto
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="a report.html: docs/report.png")
     parser.add_argument("--model", type=Path, help="a model to serve: docs/serve-page.png")
     parser.add_argument("--explain-model", type=Path, help="a model: docs/explain.png")
+    parser.add_argument("--web-model", type=Path, help="a model: docs/web-page.png")
     args = parser.parse_args()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)
@@ -68,6 +71,8 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1000, "height": 300})
             page.goto(explanation_page(args.explain_model).as_uri())
             page.screenshot(path=DOCS / "explain.png", full_page=True)
+        if args.web_model is not None:
+            web_page(browser, args.web_model)
         browser.close()
     print(f"wrote the screenshots in {DOCS}")
 
@@ -95,6 +100,45 @@ def service_page(browser, model: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def web_page(browser, model: Path) -> None:
+    """docs/web-page.png: the page of ``export --web`` answering an example and three lines."""
+    import http.server
+    import tempfile
+    import threading
+    from functools import partial
+
+    from bertprobe.web import export_web
+
+    folder = export_web(model, Path(tempfile.mkdtemp()) / "page")
+    handler = type(
+        "Files",
+        (http.server.SimpleHTTPRequestHandler,),
+        {
+            "extensions_map": {
+                **http.server.SimpleHTTPRequestHandler.extensions_map,
+                ".mjs": "text/javascript",
+                ".wasm": "application/wasm",
+            },
+            "log_message": lambda *args: None,
+        },
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=folder))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page(viewport={"width": 760, "height": 900})
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        page.evaluate("() => window.bertprobe.loaded.then(() => true)")
+        page.locator("button.example").first.click()
+        page.wait_for_selector("#result", state="visible")
+        lines = [load_sst2("test").texts[i] for i in EXPLAINED[:3]]
+        page.fill("#lines", "\n".join(lines))
+        page.click("#label-all")
+        page.wait_for_selector("#download", state="visible")
+        page.screenshot(path=DOCS / "web-page.png", full_page=True)
+    finally:
+        server.shutdown()
 
 
 if __name__ == "__main__":
