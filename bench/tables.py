@@ -750,8 +750,8 @@ def encoders() -> str:
         over = f" ({r['auto_over_embed']:.1f}x it)" if "auto_over_embed" in r else ""
         mode = "`--auto`" if "auto" in name else "`--pooling mean`"
         lines.append(
-            f"| {r['encoder']} | {mode} | **{_pct(r['test_accuracy'])}** | {_pct(r['cv_accuracy'])} "
-            f"| {r['choice']} | {_seconds(r['seconds'])}{over} | {_seconds(embed)} |"
+            f"| {r['encoder']} | {mode} | **{_pct(r['test_accuracy'])}** "
+            f"| {_pct(r['cv_accuracy'])} | {r['choice']} | {_seconds(r['seconds'])}{over} | {_seconds(embed)} |"
         )
     tuned = _load("finetune_full.json")
     first = tuned["rows"][0]
@@ -782,9 +782,7 @@ def encoders() -> str:
             f"{_seconds(found['seconds'])}, of which the two forward passes "
             f"{_seconds(found['forward_pass_seconds'])} and the rest "
             f"{_seconds(found['beyond_forward_passes'])}; it recommends "
-            f"{Path(found['recommended']).name}: "
-            + "; ".join(found.get("reasons") or [])
-            + "."
+            f"{Path(found['recommended']).name}: " + "; ".join(found.get("reasons") or []) + "."
         )
     lines.append("")
     lines.append(_source("encoders.json", data))
