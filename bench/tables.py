@@ -751,7 +751,8 @@ def encoders() -> str:
         mode = "`--auto`" if "auto" in name else "`--pooling mean`"
         lines.append(
             f"| {r['encoder']} | {mode} | **{_pct(r['test_accuracy'])}** "
-            f"| {_pct(r['cv_accuracy'])} | {r['choice']} | {_seconds(r['seconds'])}{over} | {_seconds(embed)} |"
+            f"| {_pct(r['cv_accuracy'])} | {r['choice']} | {_seconds(r['seconds'])}{over} "
+            f"| {_seconds(embed)} |"
         )
     tuned = _load("finetune_full.json")
     first = tuned["rows"][0]
