@@ -415,3 +415,21 @@ def test_explain_waits_in_the_queue_of_predict_and_is_shed_when_it_is_full(tiny_
         assert running.result().status_code == 200 and waiting.result().status_code == 200
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
     assert "the encoder's queue is full: 1 of 1" in refused.json()["detail"]
+
+
+def test_every_status_for_a_body_that_is_not_utf8_json_is_in_the_schema(model):
+    """A body of bytes that are not UTF-8 (or not JSON) gets an answer the schema lists, with
+    the error body it documents, on every route that reads a body."""
+    from bertprobe.serve import ServeSecurity
+
+    key = "s3cret-key"
+    app = create_app(model, security=ServeSecurity(api_key=key))
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with TestClient(app) as c:
+        paths = c.get("/openapi.json").json()["paths"]
+        for path in ("/v1/predict", "/v1/explain", "/v1/admin/reload"):
+            for body in (b'{"texts": ["\xff\xfe"]}', b"\xff\xfe not json", b'{"texts": ['):
+                response = c.post(path, content=body, headers=headers)
+                documented = paths[path]["post"]["responses"]
+                assert str(response.status_code) in documented, (path, body, response.text)
+                assert isinstance(response.json()["detail"], (str, list))

@@ -907,6 +907,8 @@ def create_app(
     app.state.reload_in_background = reload_in_background
     too_large = {"model": ErrorBody, "description": "Too many texts, or the body is too large."}
     unauthorized = {"model": ErrorBody, "description": "No API key, or the wrong one."}
+    # FastAPI answers a body that is not UTF-8 JSON with 400 before any route runs.
+    not_json = {"model": ErrorBody, "description": "The body is not UTF-8 JSON."}
     page = (files("bertprobe") / "templates" / "index.html").read_text(encoding="utf-8")
 
     bearer = HTTPBearer(auto_error=False, description="The key the service was started with.")
@@ -969,6 +971,7 @@ def create_app(
     # What the routes that run texts through the model answer besides 200: the same limits,
     # key and queue for each.
     text_route_errors: dict[int | str, dict[str, Any]] = {
+        400: not_json,
         401: unauthorized,
         413: too_large,
         422: {"model": ErrorBody, "description": "The body breaks a limit."},
@@ -1101,6 +1104,7 @@ def create_app(
         response_model=ReloadResponse,
         dependencies=[Depends(require_admin)],
         responses={
+            400: not_json,
             401: unauthorized,
             403: {"model": ErrorBody, "description": "The service was started without a key."},
             409: {"model": ErrorBody, "description": "A reload is already under way."},
