@@ -97,7 +97,7 @@ def train_row(name: str, encoder: str, work: Path, *flags: str) -> dict:
         "encoder": encoder if encoder == "minilm" else Path(encoder).name,
         "mode": " ".join(flags),
         "test_accuracy": found["test_accuracy"],
-        "cv_accuracy": found.get("vote_cv_accuracy") or found["cv_accuracy"],
+        "cv_accuracy": found["cv_accuracy"],
         "choice": found.get("auto") or f"layer {found['layer']} {found['pooling']}",
         "seconds": seconds,
         "embed_seconds": found["embed_seconds"],
@@ -107,6 +107,10 @@ def train_row(name: str, encoder: str, work: Path, *flags: str) -> dict:
         row["sweep_embed_seconds"] = sweep["embed_seconds"]
         row["screen_seconds"] = sweep["screen_seconds"]
         row["sweep_seconds"] = sweep["seconds"]
+        # The CV of what --auto chose: the vote's when it votes, else the best candidate's.
+        best = next(r for r in sweep["rows"] if r["name"] == sweep["best"])
+        voting = "vote" in sweep["choice"]
+        row["cv_accuracy"] = sweep["vote_cv_accuracy"] if voting else best["cv_accuracy"]
         # What --auto costs beyond the forward pass over the training texts, against it.
         row["auto_over_embed"] = seconds / sweep["embed_seconds"]
     print(json.dumps(row), file=sys.stderr, flush=True)

@@ -783,10 +783,60 @@ def encoders() -> str:
             f"{_seconds(found['seconds'])}, of which the two forward passes "
             f"{_seconds(found['forward_pass_seconds'])} and the rest "
             f"{_seconds(found['beyond_forward_passes'])}; it recommends "
-            f"{Path(found['recommended']).name}: " + "; ".join(found.get("reasons") or []) + "."
+            f"{Path(found['recommended']).name}: "
+            + "; ".join(
+                r.replace(found["recommended"], Path(found["recommended"]).name)
+                for r in found.get("reasons") or []
+            )
+            + "."
         )
+    if "note" in data:
+        lines.append("")
+        lines.append(f"Note: {data['note']}.")
     lines.append("")
     lines.append(_source("encoders.json", data))
+    return "\n".join(lines)
+
+
+def web() -> str:
+    """export --web's page in Chromium beside the Python export: readiness, rate, agreement."""
+    data = _load("web.json")
+    lines = [
+        "| | threads | ready | first answer | sentences/s | labels as `predict` (max prob. diff.) "
+        "| as the Python export of the same graph |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in data["page"].items():
+        label = name.replace(", wasm", "").replace(", 1 thread", "").replace(", threads", "")
+        label += ", cross-origin isolated" if r["cross_origin_isolated"] else ""
+        lines.append(
+            f"| {label} | {r['threads']} | {r['ready_s']:.1f} s | {r['first_answer_s']:.1f} s "
+            f"| {r['sentences_per_s']:.1f} | {100 * r['agreement_with_predict']:.1f}% "
+            f"({r['max_difference_from_predict_proba']:.1g}) "
+            f"| {100 * r['agreement_with_python_export']:.1f}% "
+            f"({r['max_difference_from_python_export']:.1g}) |"
+        )
+    for name, r in data["python_export"].items():
+        kind, threads = name.removeprefix("Python export ").split(", ")
+        lines.append(
+            f"| Python export, {kind} | {threads.split()[0]} | | | {r['sentences_per_s']:.1f} | | |"
+        )
+    size = data["folder_mb"]
+    files = data["files_mb"]
+    lines.append("")
+    lines.append(
+        f"The folder: {size['int8']:.1f} MB with the int8 graph (`model.onnx` "
+        f"{files['int8']['model.onnx']:.1f} MB, onnxruntime's WASM "
+        f"{files['int8']['vendor/ort-wasm-simd-threaded.wasm']:.1f} MB), {size['fp32']:.1f} MB "
+        f"with fp32 (`model.onnx` {files['fp32']['model.onnx']:.1f} MB). {data['n_test']} SST-2 "
+        f"test sentences, Chromium {data['chromium'].split('.')[0]}, `{data['model']}`; "
+        f"{data['machine']['note']}."
+    )
+    lines.append("")
+    machine = f"{data['machine']['cpus']} cores"
+    lines.append(
+        f"_From `bench/results/web.json` ({data['date'][:10]}, {machine}): `make bench-web`._"
+    )
     return "\n".join(lines)
 
 
@@ -811,6 +861,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "export": export,
     "long-line": long_line,
     "encoders": encoders,
+    "web": web,
 }
 
 

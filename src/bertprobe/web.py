@@ -166,14 +166,14 @@ class WebOptions:
 
 
 def asset_places(web_assets: str | Path | None = None) -> list[Path]:
-    """Where the browser libraries are looked for, in order."""
-    if web_assets is not None:
-        return [Path(web_assets)]
+    """Where the browser libraries are looked for, in order: the folder named (``web_assets``,
+    else ``$BERTPROBE_WEB_ASSETS``) alone, or else the environment's and the user's."""
+    named = web_assets if web_assets is not None else os.environ.get(ENV_ASSETS) or None
+    if named is not None:
+        return [Path(named)]
     from platformdirs import user_cache_dir
 
-    places = [Path(os.environ[ENV_ASSETS])] if os.environ.get(ENV_ASSETS) else []
     return [
-        *places,
         Path(sys.prefix) / "share" / "bertprobe" / "web",
         Path(user_cache_dir("bertprobe")) / "web",
     ]
@@ -190,8 +190,8 @@ def find_web_assets(web_assets: str | Path | None = None) -> Path:
     install = " ".join(f"{name}@{version}" for name, version in PACKAGES.items())
     for place in places:
         modules = _node_modules(place)
-        if not (modules / ORT).is_dir() and web_assets is None:
-            continue
+        if not (modules / ORT).is_dir() and len(places) > 1:
+            continue  # not installed here: the next place
         for asset in ASSETS:
             path = modules / asset.package / asset.path
             if not path.is_file():
