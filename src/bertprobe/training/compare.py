@@ -35,7 +35,8 @@ from bertprobe.encoders.cache import EmbeddingCache
 from bertprobe.encoders.encode import EncoderOptions, FeatureSpec, LoadedEncoder, embed
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.options import TrainOptions
-from bertprobe.training.sweep import SweepResult, SweepRow, run_sweep, tfidf_cv_accuracy
+from bertprobe.training.pipeline import sweep_texts
+from bertprobe.training.sweep import SweepResult, SweepRow, tfidf_cv_accuracy
 
 # Texts whose forward pass is timed when the sweep's own pass read them from the cache.
 RATE_SAMPLE = 256
@@ -241,26 +242,7 @@ def _encoder_row(
     cache: EmbeddingCache | None,
 ) -> EncoderRow:
     encoder = encoding.load()
-    swept = run_sweep(
-        texts,
-        labels,
-        encoder,
-        poolings=tuple(options.poolings),
-        cv=options.cv,
-        Cs=options.grid,
-        finalists=options.finalists,
-        max_length=encoding.max_length,
-        long=encoding.long,
-        stride=encoding.stride,
-        window_pool=encoding.window_pool,
-        cache=cache,
-        batch_size=encoding.run.batch_size,
-        n_jobs=options.n_jobs,
-        tfidf=False,
-        progress=encoding.run.progress,
-        metric=options.metric,
-        class_weight=options.class_weight,
-    )
+    swept = sweep_texts(texts, labels, encoding, options, options.grid, cache=cache, tfidf=False)
     return EncoderRow(
         encoder=encoding.encoder,
         fingerprint=encoder.ref.fingerprint,

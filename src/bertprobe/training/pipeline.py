@@ -756,9 +756,25 @@ def sweep_features(
 ) -> SweepResult:
     """Score every layer x pooling (and concatenations) of ``encoding``'s encoder by CV;
     ``targets`` (a 0/1 label matrix) instead of the set's labels for several labels a text."""
+    labels = train_set.labels or [] if targets is None else targets
+    return sweep_texts(train_set.texts, labels, encoding, options, Cs, cache=cache, tfidf=tfidf)
+
+
+def sweep_texts(
+    texts: Sequence[str],
+    labels: Sequence | np.ndarray,
+    encoding: EncoderOptions,
+    options: TrainOptions,
+    Cs: Sequence[float],
+    *,
+    cache: EmbeddingCache | None,
+    tfidf: bool = True,
+) -> SweepResult:
+    """:func:`~bertprobe.training.sweep.run_sweep` as ``encoding`` and ``options`` say: the one
+    place their fields become the sweep's arguments."""
     return run_sweep(
-        train_set.texts,
-        train_set.labels or [] if targets is None else targets,
+        texts,
+        labels,
         encoding.load(),
         poolings=tuple(options.poolings),
         cv=options.cv,
