@@ -16,6 +16,9 @@ from bertprobe.cli.options import (
     FinalistsOpt,
     JobsOpt,
     JsonOpt,
+    SweepMetricOpt,
+    SweepPoolingsOpt,
+    TfidfOpt,
     shared,
 )
 from bertprobe.cli.printing import note, report_dropped
@@ -36,30 +39,22 @@ EncodersOpt = Annotated[
         "(--encoder is not used).",
     ),
 ]
-PoolingsOpt = Annotated[str, typer.Option(help="Poolings each sweep tries, comma separated.")]
-MetricOpt = Annotated[
-    str,
-    typer.Option(
-        help="What the encoders are ranked by: accuracy, balanced_accuracy, f1_macro or roc_auc."
-    ),
-]
 PlotOpt = Annotated[
     Path | None,
     typer.Option(
         "--plot", metavar="PNG", help="Also plot CV score against seconds per 1,000 texts."
     ),
 ]
-TfidfOpt = Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline, the floor.")]
 
 
 @shared(encoding=ENCODING, reading=READING)
 def compare(
     data: DataOpt,
     encoders: EncodersOpt,
-    poolings: PoolingsOpt = "cls,mean,max",
+    poolings: SweepPoolingsOpt = "cls,mean,max",
     cv: CvOpt = 5,
     finalists: FinalistsOpt = FINALISTS,
-    metric: MetricOpt = "accuracy",
+    metric: SweepMetricOpt = "accuracy",
     jobs: JobsOpt = -1,
     tfidf: TfidfOpt = True,
     plot: PlotOpt = None,

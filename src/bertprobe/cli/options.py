@@ -106,6 +106,16 @@ FinalistsOpt = Annotated[
         help="Candidates, ranked by a cheap ridge screen, that get the full CV; 0: all of them.",
     ),
 ]
+# The sweep's flags, for `sweep` and `compare` (each encoder's sweep).
+SweepPoolingsOpt = Annotated[str, typer.Option(help="Poolings to try, comma separated.")]
+TfidfOpt = Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline.")]
+SweepMetricOpt = Annotated[
+    str,
+    typer.Option(
+        help="What the candidates are ranked (and C chosen) by: accuracy, "
+        "balanced_accuracy, f1_macro or roc_auc."
+    ),
+]
 ThresholdOpt = Annotated[
     str | None,
     typer.Option(

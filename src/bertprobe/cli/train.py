@@ -17,6 +17,9 @@ from bertprobe.cli.options import (
     FinalistsOpt,
     JobsOpt,
     JsonOpt,
+    SweepMetricOpt,
+    SweepPoolingsOpt,
+    TfidfOpt,
     positive,
     share,
     shared,
@@ -179,17 +182,8 @@ TuneThresholdsOpt = Annotated[
 # --- flags of sweep ----------------------------------------------------------------------------
 
 SweepDataOpt = Annotated[Path, typer.Argument(help="Labelled training file.")]
-SweepPoolingsOpt = Annotated[str, typer.Option(help="Poolings to try, comma separated.")]
 SweepOutOpt = Annotated[Path | None, typer.Option(help="Folder for sweep.json and sweep.png.")]
 SweepCGridOpt = Annotated[str, typer.Option(help="C values for each finalist.")]
-TfidfOpt = Annotated[bool, typer.Option(help="Also score the TF-IDF + LR baseline.")]
-SweepMetricOpt = Annotated[
-    str,
-    typer.Option(
-        help="What the candidates are ranked (and C chosen) by: accuracy, "
-        "balanced_accuracy, f1_macro or roc_auc."
-    ),
-]
 
 
 def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions:
