@@ -163,3 +163,48 @@ def test_compare_reads_long_texts_in_windows(tiny_distilbert, narrow_distilbert,
     for row in found.rows:
         assert row.sweep.embed.n_windows > row.sweep.embed.n_computed  # several per text
         assert row.score > 0.5
+
+
+# --- train --auto --encoders: the encoder chosen first, then everything else on it -------------
+
+
+@pytest.mark.parametrize("out_of_core", [False, True], ids=["in-memory", "out-of-core"])
+def test_auto_chooses_among_encoders_then_trains_on_the_one_recommended(
+    out_of_core, tiny_distilbert, narrow_distilbert, sentiment_tsv, tmp_path
+):
+    from bertprobe import EncoderOptions, load_model, train
+
+    names = (str(tiny_distilbert), str(narrow_distilbert))
+    options = TrainOptions(
+        Cs="coarse", cv=3, poolings=("mean",), n_jobs=1, auto=True, encoders=",".join(names),
+        out_of_core=out_of_core,
+    )  # fmt: skip
+    assert options.encoders == names
+    result = train(
+        sentiment_tsv, encoding=EncoderOptions("minilm"), options=options, out=tmp_path / "m"
+    )
+    chosen = result.comparison.recommended
+    assert chosen in names and result.model.encoder.name == chosen
+    assert result.sweep.encoder == chosen  # the features' sweep ran on the chosen encoder
+    record = result.to_dict()["compare"]
+    assert record["recommended"] == chosen and len(record["rows"]) == 2
+    assert "sweep" not in record["rows"][0]  # the card keeps the summary, not every sweep
+    card = load_model(tmp_path / "m").card
+    assert card["compare"]["recommended"] == chosen
+    assert load_model(tmp_path / "m").predict(["the film was wonderful"])[0] == 1
+
+
+def test_encoders_need_auto_and_say_so(tiny_distilbert, narrow_distilbert, sentiment_tsv, capsys):
+    with pytest.raises(BadInputError, match="is part of auto=True's choice"):
+        TrainOptions(encoders="minilm,other")
+    encoders = f"{tiny_distilbert},{narrow_distilbert}"
+    code, out, err = run(["train", sentiment_tsv, "--encoders", encoders, "--cv", "3"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--encoders" in err and "--auto" in err, err
+    code, out, err = run(
+        ["train", sentiment_tsv, "--auto", "--encoders", encoders, "--cv", "3",
+         "--poolings", "mean", "--jobs", "1"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "encoders  2 compared on" in out and "chose " in out

@@ -42,6 +42,7 @@ FLAGS = {
     "dev_share": "--dev-share",
     "features": "--features",
     "finalists": "--finalists",
+    "encoders": "--encoders",
     "class_weight": "--class-weight",
     "metric": "--metric",
     "threshold": "--threshold",

@@ -77,6 +77,14 @@ def report_dropped(*sets: LabelledTexts | None) -> None:
 def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
     """What ``bertprobe train`` prints, for each kind of probe."""
     summary, probe = result.to_dict(), result.probe
+    if result.comparison is not None:
+        found = result.comparison
+        typer.echo(
+            f"encoders  {len(found.rows)} compared on {found.n_train:,} training texts; chose "
+            f"{found.recommended}"
+        )
+        for reason in found.reasons:
+            typer.echo(f"          - {reason}")
     if isinstance(probe, MultiLabelProbe):
         report_dropped(result.train_data, result.test_data)
         for tuned in result.tunings:

@@ -59,6 +59,14 @@ AutoOpt = Annotated[
     ),
 ]
 PoolingsOpt = Annotated[str, typer.Option(help="Poolings the --auto sweep tries.")]
+EncodersOpt = Annotated[
+    str,
+    typer.Option(
+        "--encoders",
+        help="With --auto: candidate encoders, comma separated; each is swept on the training "
+        "data and the one `bertprobe compare` would recommend is used (not --encoder).",
+    ),
+]
 OutOfCoreOpt = Annotated[
     bool,
     typer.Option(
@@ -199,6 +207,7 @@ def train(
     cv: CvOpt = 5,
     auto: AutoOpt = False,
     poolings: PoolingsOpt = "cls,mean,max",
+    encoders: EncodersOpt = "",
     finalists: FinalistsOpt = FINALISTS,
     jobs: JobsOpt = -1,
     out_of_core: OutOfCoreOpt = False,
@@ -229,6 +238,7 @@ def train(
         jobs,
         auto=auto,
         poolings=poolings,
+        encoders=encoders,
         finalists=finalists,
         out_of_core=out_of_core,
         features=features,

@@ -37,6 +37,7 @@ from bertprobe.model.persist import (
     read_card,
     save_model,
 )
+from bertprobe.training.compare import Comparison
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 from bertprobe.training.inputs import read_training_set
@@ -77,6 +78,7 @@ class TrainResult:
     decision_threshold: dict[str, Any] | None = None
     label_issues: list[LabelIssue] | None = None
     test_scores: dict[str, Any] | None = None  # multi-label: F1 micro / macro, per label
+    comparison: Comparison | None = None  # --encoders: how the encoder was chosen
 
     @property
     def probe(self) -> Probe:
@@ -88,6 +90,12 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready summary ``bertprobe train --json`` prints."""
+        summary = self._summary()
+        if self.comparison is not None:
+            summary["compare"] = self.comparison.summary()
+        return summary
+
+    def _summary(self) -> dict[str, Any]:
         probe, spec = self.probe, self.model.spec
         if isinstance(probe, MultiLabelProbe):
             from bertprobe.model.multilabel import training_summary
@@ -232,6 +240,7 @@ def train(
         decision_threshold=run.threshold,
         label_issues=run.label_issues,
         test_scores=run.test_scores,
+        comparison=run.compared,
     )
     if out is not None:
         metrics, extra = _card_record(run, result)
@@ -288,8 +297,17 @@ def _data_record(run: TrainingRun) -> dict[str, Any]:
 
 
 def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The card's ``metrics`` and the records beside them (sweep, threshold, fine-tuning,
-    multi-label), from what the run's stages did."""
+    """The card's ``metrics`` and the records beside them (the encoders compared, sweep,
+    threshold, fine-tuning, multi-label), from what the run's stages did."""
+    metrics, extra = _records_by_kind(run, result)
+    if run.compared is not None:
+        extra["compare"] = run.compared.summary()
+    return metrics, extra
+
+
+def _records_by_kind(
+    run: TrainingRun, result: TrainResult
+) -> tuple[dict[str, Any], dict[str, Any]]:
     summary = result.to_dict()
     extra: dict[str, Any] = {}
     if run.multi_label:

@@ -35,8 +35,7 @@ from bertprobe.encoders.cache import EmbeddingCache
 from bertprobe.encoders.encode import EncoderOptions, FeatureSpec, LoadedEncoder, embed
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.options import TrainOptions
-from bertprobe.training.pipeline import sweep_texts
-from bertprobe.training.sweep import SweepResult, SweepRow, tfidf_cv_accuracy
+from bertprobe.training.sweep import SweepResult, SweepRow, run_sweep, tfidf_cv_accuracy
 
 # Texts whose forward pass is timed when the sweep's own pass read them from the cache.
 RATE_SAMPLE = 256
@@ -130,6 +129,13 @@ class Comparison:
     def chosen(self) -> EncoderRow:
         """The recommended encoder's row."""
         return next(r for r in self.rows if r.encoder == self.recommended)
+
+    def summary(self) -> dict:
+        """:meth:`to_dict` without each encoder's whole sweep: what a model card keeps."""
+        found = self.to_dict()
+        for row in found["rows"]:
+            del row["sweep"]
+        return found
 
     def to_dict(self) -> dict:
         return {
@@ -231,6 +237,40 @@ def compare_encoders(
         recommended=recommended,
         reasons=reasons,
         seconds=time.perf_counter() - start,
+    )
+
+
+def sweep_texts(
+    texts: Sequence[str],
+    labels: Sequence | np.ndarray,
+    encoding: EncoderOptions,
+    options: TrainOptions,
+    Cs: Sequence[float],
+    *,
+    cache: EmbeddingCache | None,
+    tfidf: bool = True,
+) -> SweepResult:
+    """:func:`~bertprobe.training.sweep.run_sweep` as ``encoding`` and ``options`` say: the one
+    place their fields become the sweep's arguments (``--auto``'s stages call it too)."""
+    return run_sweep(
+        texts,
+        labels,
+        encoding.load(),
+        poolings=tuple(options.poolings),
+        cv=options.cv,
+        Cs=Cs,
+        finalists=options.finalists,
+        max_length=encoding.max_length,
+        long=encoding.long,
+        stride=encoding.stride,
+        window_pool=encoding.window_pool,
+        cache=cache,
+        batch_size=encoding.run.batch_size,
+        n_jobs=options.n_jobs,
+        tfidf=tfidf,
+        progress=encoding.run.progress,
+        metric=options.metric,
+        class_weight=options.class_weight,
     )
 
 

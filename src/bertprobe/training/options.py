@@ -68,6 +68,12 @@ class TrainOptions:
         encoder has seen every training label,
         so the probabilities are out of fold for the probe only, and flips it learned are missed.
 
+    encoders : tuple of str or str
+        With ``auto``: candidate encoders (``"minilm,DIR"`` is read as a tuple). Before
+        anything else, :func:`~bertprobe.training.compare.compare_encoders` sweeps each on the
+        training data (a sample of the file out of core) and the one it recommends replaces the
+        encoder options' encoder; the sweep of layers and poolings then runs on it as usual.
+
     Examples
     --------
     >>> TrainOptions(Cs="0.1,1", cv=3).Cs
@@ -87,6 +93,7 @@ class TrainOptions:
     label_issues: bool = False
     multi_label: bool = False
     tune_thresholds: bool = False
+    encoders: tuple[str, ...] | str = ()
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -117,6 +124,14 @@ class TrainOptions:
             raise BadInputError(
                 "tune_thresholds=True tunes the per-label thresholds of a multi-label model; "
                 "add multi_label=True or leave it out"
+            )
+        if isinstance(self.encoders, str):
+            names = tuple(e.strip() for e in self.encoders.split(",") if e.strip())
+            object.__setattr__(self, "encoders", names)
+        if self.encoders and not self.auto:
+            raise BadInputError(
+                "encoders= (the encoder chosen among several) is part of auto=True's choice; "
+                "add it, or give one encoder= alone"
             )
         if self.features is not None and not self.out_of_core:
             raise BadInputError(

@@ -102,6 +102,7 @@ from bertprobe.heads.probe import (
     metric_score,
 )
 from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
+from bertprobe.training.compare import Comparison, compare_encoders, sweep_texts
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, workdir_for
 from bertprobe.training.inputs import (
@@ -115,7 +116,7 @@ from bertprobe.training.inputs import (
 )
 from bertprobe.training.label_issues import LabelIssue, find_label_issues
 from bertprobe.training.options import TrainOptions
-from bertprobe.training.sweep import SweepResult, run_sweep
+from bertprobe.training.sweep import SweepResult
 
 Stage = Callable[["TrainingRun"], None]
 
@@ -182,6 +183,8 @@ class TrainingRun:
     # adapt_encoder: each tuning's options and record, in order; the last made the encoder
     adapted: list[tuple[EncoderTuning, FinetuneResult]] = field(default_factory=list)
     base: EncoderRef | None = None  # the encoder the tuned one was made from
+    # choose_encoder: the comparison of options.encoders the encoder was chosen by
+    compared: Comparison | None = None
     # choose_features
     swept: SweepResult | None = None
     # featurize
@@ -357,6 +360,25 @@ def adapt_encoder(run: TrainingRun) -> None:
         run.encoding = replace(run.encoding, encoder=str(tuned.encoder_folder), revision=None)
 
 
+def choose_encoder(run: TrainingRun) -> None:
+    """With ``options.encoders``: sweep each on the training data (out of core, a uniform
+    sample of the file) and read with the one :func:`~bertprobe.training.compare.recommend`
+    picks. First of the stages, so that tuning and the features' sweep work on the chosen
+    encoder; the features' sweep runs again on it, reading its vectors from the cache."""
+    if not run.options.encoders:
+        return
+    data = run.train_set if run.train_set is not None else _sample(run, "encoders=")
+    labels: Any = data.labels or []
+    if run.multi_label:
+        assert run.classes is not None
+        labels, _ = indicator(label_sets_of(data), run.classes, data.source)
+    run.compared = compare_encoders(
+        data.texts, labels, run.options.encoders, encoding=run.encoding, options=run.options,
+        tfidf=False,
+    )  # fmt: skip
+    run.encoding = replace(run.encoding, encoder=run.compared.recommended)
+
+
 def choose_features(run: TrainingRun) -> None:
     """With ``options.auto``: sweep layers x poolings by CV and take the best candidate's
     (for several labels per text, ranked by the mean over labels; no TF-IDF vote)."""
@@ -485,6 +507,7 @@ def score_test(run: TrainingRun) -> None:
 
 
 IN_MEMORY: tuple[Stage, ...] = (
+    choose_encoder,
     adapt_encoder,
     choose_features,
     featurize,
@@ -724,6 +747,7 @@ def score_test_by_chunks(run: TrainingRun) -> None:
 
 
 OUT_OF_CORE: tuple[Stage, ...] = (
+    choose_encoder,
     adapt_encoder_on_sample,
     choose_features_on_sample,
     featurize_to_disk,
@@ -758,40 +782,6 @@ def sweep_features(
     ``targets`` (a 0/1 label matrix) instead of the set's labels for several labels a text."""
     labels = train_set.labels or [] if targets is None else targets
     return sweep_texts(train_set.texts, labels, encoding, options, Cs, cache=cache, tfidf=tfidf)
-
-
-def sweep_texts(
-    texts: Sequence[str],
-    labels: Sequence | np.ndarray,
-    encoding: EncoderOptions,
-    options: TrainOptions,
-    Cs: Sequence[float],
-    *,
-    cache: EmbeddingCache | None,
-    tfidf: bool = True,
-) -> SweepResult:
-    """:func:`~bertprobe.training.sweep.run_sweep` as ``encoding`` and ``options`` say: the one
-    place their fields become the sweep's arguments."""
-    return run_sweep(
-        texts,
-        labels,
-        encoding.load(),
-        poolings=tuple(options.poolings),
-        cv=options.cv,
-        Cs=Cs,
-        finalists=options.finalists,
-        max_length=encoding.max_length,
-        long=encoding.long,
-        stride=encoding.stride,
-        window_pool=encoding.window_pool,
-        cache=cache,
-        batch_size=encoding.run.batch_size,
-        n_jobs=options.n_jobs,
-        tfidf=tfidf,
-        progress=encoding.run.progress,
-        metric=options.metric,
-        class_weight=options.class_weight,
-    )
 
 
 def embed_sets(
