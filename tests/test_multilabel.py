@@ -572,3 +572,24 @@ def test_balanced_weights_and_a_metric_reach_each_labels_probe():
     assert "cv_score" not in plain.card_record()
     with pytest.raises(BadInputError, match="class_weight="):
         MultiLabelProbe(cv=3, class_weight={"rare": 2.0}).fit(X, sets)
+
+
+def test_auto_chooses_among_encoders_by_the_mean_over_labels(
+    tiny_distilbert, narrow_distilbert, ml_files
+):
+    """Several labels a text: each encoder's sweep ranks by the mean over labels, and the
+    model trains on the one recommended."""
+    names = (str(tiny_distilbert), str(narrow_distilbert))
+    result = train(
+        ml_files["sep"],
+        encoding=EncoderOptions("minilm", pooling="mean"),
+        options=TrainOptions(
+            multi_label=True, auto=True, encoders=names, poolings="mean", cv=3, n_jobs=1
+        ),
+        reading=ReadOptions(label_sep="|"),
+    )
+    found = result.comparison
+    assert found is not None and result.model.encoder.name == found.recommended
+    assert {r.encoder for r in found.rows} == set(names)
+    assert all(r.sweep.best.cv_accuracy is not None for r in found.rows)
+    assert isinstance(result.model.probe, MultiLabelProbe)
