@@ -383,10 +383,12 @@ def _without(argv: list[str], valued: set[str], switches: set[str]) -> list[str]
 
 def _careful_train(argv: list[str]) -> list[str]:
     """A careful train draw made to reach real work: fine-tuning options only with
-    --finetune; --label-issues only in memory; multi-label options with --multi-label, and
-    only away from the options it does not combine with."""
+    --finetune; --encoders only with --auto; --label-issues only in memory; multi-label
+    options with --multi-label, and only away from the options it does not combine with."""
     if "--finetune" not in argv:
         argv = _without(argv, _FINETUNE_ONLY, _FINETUNE_SWITCHES)
+    if "--auto" not in argv:
+        argv = _without(argv, {"--encoders"}, set())
     if "--out-of-core" in argv:
         argv = _without(argv, {"--label-issues"}, set())
     multi = (_MULTI_LABEL_ONLY | _MULTI_LABEL_SWITCHES) & set(argv)
