@@ -22,18 +22,14 @@ Not a timed test: the figures depend on the machine, and on what else runs on it
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,44 +37,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "web.json"
 sys.path.insert(0, str(ROOT / "tests"))
-
-
-class Files(http.server.SimpleHTTPRequestHandler):
-    """A plain static server; ``isolate`` adds the headers that make a page cross-origin
-    isolated (SharedArrayBuffer, so WASM threads)."""
-
-    isolate = False
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".js": "text/javascript",
-        ".wasm": "application/wasm",
-        ".json": "application/json",
-    }
-
-    def end_headers(self) -> None:
-        if self.isolate:
-            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        pass
-
-
-@contextmanager
-def serve(folder: Path, isolate: bool):
-    handler = type("Handler", (Files,), {"isolate": isolate})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(handler, directory=str(folder))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def measure_page(browser, url: str, texts: list[str]) -> dict:
@@ -133,7 +91,7 @@ def main() -> None:
     from bertprobe.datasets import load_sst2
     from bertprobe.export import ExportedClassifier
     from bertprobe.web import PACKAGES, WebOptions, export_web
-    from browser import open_browser
+    from browser import open_browser, static_server
 
     texts = load_sst2("test").texts[: args.n]
     if args.model is not None:
@@ -172,7 +130,7 @@ def main() -> None:
                     "sentences_per_s": len(texts) / (time.perf_counter() - start)
                 }
             for isolate in modes:
-                with serve(folder, isolate) as url:
+                with static_server(folder, isolate) as url:
                     row = measure_page(browser, url, texts)
                 proba = np.array(row.pop("rows"))
                 row["agreement_with_predict"] = float(np.mean(proba.argmax(1) == expected))

@@ -5,14 +5,11 @@ file, and asks no other host for anything."""
 from __future__ import annotations
 
 import csv
-import http.server
 import io
 import json
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,6 +28,7 @@ from bertprobe.web import (
     export_web,
     find_web_assets,
 )
+from browser import static_server
 from test_cli import run
 from test_export import TEXTS, VOTE_TEXTS, _chunk_model, _long_texts, _voting_model
 
@@ -54,44 +52,6 @@ def web_assets() -> Path:
 
 
 # --- a static server on the loopback, and the page in Chromium --------------------------------
-
-
-class _Files(http.server.SimpleHTTPRequestHandler):
-    """Any static file server: files as they are, with JavaScript and WASM types."""
-
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".js": "text/javascript",
-        ".wasm": "application/wasm",
-        ".json": "application/json",
-    }
-
-    isolate = False
-
-    def end_headers(self) -> None:
-        if self.isolate:  # cross-origin isolation: SharedArrayBuffer, so WASM threads
-            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        pass
-
-
-@contextmanager
-def static_server(folder: Path, isolate: bool = False) -> Iterator[str]:
-    handler = type("Handler", (_Files,), {"isolate": isolate})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(handler, directory=str(folder))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
