@@ -585,8 +585,7 @@ def test_an_export_from_a_newer_bertprobe_is_refused(exported, tmp_path):
 # --- multi-label ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def multilabel_export(tiny_distilbert, sentiment_rows, tmp_path_factory):
+def _multilabel_model(tiny_distilbert, sentiment_rows) -> Classifier:
     from bertprobe.heads.multilabel import MultiLabelProbe
 
     texts = [t for t, _ in sentiment_rows]
@@ -596,7 +595,7 @@ def multilabel_export(tiny_distilbert, sentiment_rows, tmp_path_factory):
             name
             for name, on in (
                 ("positive", y == 1),
-                ("negative", y == 0 and i % 3 != 0),  # some negative texts have no label
+                ("negative", y == 0 and i % 3 != 0),  # some texts have no label
                 ("film", "film" in t or "movie" in t),
             )
             if on
@@ -607,7 +606,12 @@ def multilabel_export(tiny_distilbert, sentiment_rows, tmp_path_factory):
     spec = FeatureSpec("mean", (-1,))
     X, _ = embed(texts, ref, spec)
     probe = MultiLabelProbe(cv=3, tune_thresholds=True).fit(X, sets)
-    model = Classifier(card={}, probe=probe, encoder=ref, spec=spec)
+    return Classifier(card={}, probe=probe, encoder=ref, spec=spec)
+
+
+@pytest.fixture(scope="module")
+def multilabel_export(tiny_distilbert, sentiment_rows, tmp_path_factory):
+    model = _multilabel_model(tiny_distilbert, sentiment_rows)
     return model, export_classifier(model, tmp_path_factory.mktemp("multilabel") / "export")
 
 

@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from bertprobe import Classifier, resolve_encoder
+from bertprobe import Classifier
 from bertprobe.core.errors import BadInputError
-from bertprobe.encoders.encode import FeatureSpec, embed
 from bertprobe.web import (
     ASSETS,
     ENV_ASSETS,
@@ -30,7 +29,14 @@ from bertprobe.web import (
 )
 from browser import static_server
 from test_cli import run
-from test_export import TEXTS, VOTE_TEXTS, _chunk_model, _long_texts, _voting_model
+from test_export import (
+    TEXTS,
+    VOTE_TEXTS,
+    _chunk_model,
+    _long_texts,
+    _multilabel_model,
+    _voting_model,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = (
@@ -374,29 +380,6 @@ def test_a_chunk_model_in_the_page(
     assert np.abs(proba - model.predict_proba(texts)).max() < 1e-3
     assert label == str(model.predict(texts[2:3])[0])
     assert "windows of up to 16 tokens overlapping by 4" in note and window_pool in note
-
-
-def _multilabel_model(tiny_distilbert, sentiment_rows) -> Classifier:
-    from bertprobe.heads.multilabel import MultiLabelProbe
-
-    texts = [t for t, _ in sentiment_rows]
-    sets = [
-        tuple(
-            name
-            for name, on in (
-                ("positive", y == 1),
-                ("negative", y == 0 and i % 3 != 0),  # some texts have no label
-                ("film", "film" in t or "movie" in t),
-            )
-            if on
-        )
-        for i, (t, y) in enumerate(sentiment_rows)
-    ]
-    ref = resolve_encoder(str(tiny_distilbert))
-    spec = FeatureSpec("mean", (-1,))
-    X, _ = embed(texts, ref, spec)
-    probe = MultiLabelProbe(cv=3, tune_thresholds=True).fit(X, sets)
-    return Classifier(card={}, probe=probe, encoder=ref, spec=spec)
 
 
 def test_a_multi_label_model_in_the_page(
