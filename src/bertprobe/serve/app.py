@@ -39,15 +39,16 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib.resources import files
 from typing import Annotated, Any, Literal, get_args
 
@@ -59,6 +60,15 @@ from bertprobe.core.tables import python_value
 from bertprobe.encoders.encode import RunOptions
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.explain import SERVED_METHODS, why_not_exact
+from bertprobe.serve.batching import Batcher, BatchingConfig, EncoderCost, QueueFullError
+from bertprobe.serve.hosts import (
+    ModelHost,
+    ModelHostDown,
+    ModelProcess,
+    ModelThread,
+    explain_rows,
+    predict_rows,
+)
 
 with needs_extra("serve"):
     from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
@@ -72,6 +82,7 @@ with needs_extra("serve"):
         Gauge,
         Histogram,
         generate_latest,
+        multiprocess,
     )
     from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
     from starlette.middleware.cors import CORSMiddleware
@@ -85,10 +96,15 @@ class ServeLimits:
     """What one request may ask for, and how much work may wait: past these the answer is a
     4xx or a 503, not a slow server.
 
-    ``max_queue`` counts texts waiting for the encoder; ``None`` sizes it at start-up from the
-    measured encoder rate: ``rate * latency_budget_s`` texts, so a text let in waits about
-    ``latency_budget_s`` at most. A request bigger than the whole queue is let in when the
-    queue is empty. ``max_drain_bytes``: an oversized body is read and thrown away up to this
+    The queue is bounded twice. ``max_queue_tokens`` counts the encoder's work not yet done
+    (waiting or running) in tokens, each text's fixed cost included (see
+    :class:`~bertprobe.serve.batching.EncoderCost`); ``None`` sizes it at start-up from the
+    encoder's measured rate: ``tokens/s * latency_budget_s``, so that work let in is done
+    within about ``latency_budget_s``, whatever the texts' lengths. ``max_queue`` counts texts
+    waiting; ``None``: the short texts the encoder runs in ``latency_budget_s``. A request
+    bigger than the whole queue is let in when the encoder is idle, unless its own work would
+    outlast ``request_timeout_s``: that is refused at once (413), not run and thrown away
+    (504). ``max_drain_bytes``: an oversized body is read and thrown away up to this
     many bytes before the 413 is sent, so that a client that sends its whole body before
     reading (urllib, requests) gets to read the answer instead of a reset connection.
     ``max_chars`` ``None``: 2,000 characters a text, or 100,000 when the model served at
@@ -102,6 +118,7 @@ class ServeLimits:
     latency_budget_s: float = 1.0
     request_timeout_s: float = 30.0
     max_drain_bytes: int = 16_000_000
+    max_queue_tokens: int | None = None
 
     def for_model(self, model: Classifier) -> "ServeLimits":
         """These limits with ``max_chars`` decided for ``model`` when it is ``None``."""
@@ -114,21 +131,6 @@ class ServeLimits:
 SHORT_TEXT_MAX_CHARS = 2000
 # A model that chunks long texts is for documents: about 20,000 words, a long report.
 LONG_TEXT_MAX_CHARS = 100_000
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """Gather up to ``max_batch`` texts, waiting at most ``max_wait_ms`` after the first, then
-    run them through the encoder in length-sorted forward batches of ``batch_size``.
-
-    Small forward batches of similar lengths waste little on padding: on a 2-core CPU, 16
-    gathered sentences run fastest in forward batches of 8 (measured, bench/serve_load.py).
-    """
-
-    enabled: bool = True
-    max_batch: int = 64
-    max_wait_ms: float = 5.0
-    batch_size: int = 8
 
 
 # A key is sent in a header: printable ASCII without spaces, so every client can send it.
@@ -278,186 +280,6 @@ class ReloadResponse(BaseModel):
     previous: str
 
 
-# --- dynamic batching ------------------------------------------------------------------------
-
-
-class QueueFullError(Exception):
-    """The encoder's queue holds as many texts as it may; try again after ``retry_after_s``."""
-
-    def __init__(self, waiting: int, limit: int, retry_after_s: int) -> None:
-        super().__init__(
-            f"the service is at capacity (the encoder's queue is full: {waiting:,} of "
-            f"{limit:,} texts); retry after {retry_after_s} s"
-        )
-        self.retry_after_s = retry_after_s
-
-
-@dataclass(eq=False)
-class _Job:
-    texts: list[str]
-    future: asyncio.Future
-    work: Callable[[list[str]], Any] | None = None  # None: the batcher's predict
-    queued: bool = True  # counted in Batcher.pending_texts
-
-
-class Batcher:
-    """One worker, one model: requests queue up and are answered from shared forward passes.
-
-    ``predict(texts)`` must return one row of class probabilities per text. Rows are computed
-    independently (attention masks make a text's vector independent of its batch), so merging
-    requests changes no answer. At most ``max_queue`` texts wait (``None``: no bound); a job
-    whose caller stopped waiting (cancelled: timeout, client gone) is dropped unrun.
-    ``on_batch(n_texts)`` is called after each encoder batch.
-
-    A job may name other ``work`` (``submit(texts, work)``: one item per text, e.g. an
-    explanation): it waits in the same queue, under the same bound, and is gathered with the
-    jobs naming the same ``work`` (the same object) into one call.
-    """
-
-    def __init__(
-        self,
-        predict: Callable[[list[str]], np.ndarray],
-        config: BatchingConfig,
-        *,
-        max_queue: int | None = None,
-        on_batch: Callable[[int], None] | None = None,
-    ):
-        self._predict = predict
-        self.config = config
-        self.max_queue = max_queue
-        self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
-        # torch runs in one dedicated thread, so the event loop stays free to accept requests.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertprobe-model")
-        self._worker: asyncio.Task | None = None
-        self.pending_texts = 0
-        self.rate: float | None = None  # texts per second, measured by warm_up()
-        self.batches = 0
-        self.largest_batch = 0
-        self.dropped = 0
-
-    async def warm_up(self) -> float:
-        """Run the encoder (loading what it loads lazily), then time a gathered batch: the
-        encoder's rate in texts per second, also kept in :attr:`rate`."""
-        loop = asyncio.get_running_loop()
-        n = self.config.max_batch if self.config.enabled else 1
-        texts = [f"a warm-up sentence, number {i}, that times the encoder" for i in range(n)]
-        await loop.run_in_executor(self._executor, self._predict, texts)
-        best = math.inf
-        for _ in range(2):
-            start = time.perf_counter()
-            await loop.run_in_executor(self._executor, self._predict, texts)
-            best = min(best, time.perf_counter() - start)
-        self.rate = n / max(best, 1e-6)
-        return self.rate
-
-    async def start(self) -> None:
-        self._worker = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Answer every job already queued, then stop the worker."""
-        if self._worker is not None and not self._worker.done():
-            self._queue.put_nowait(None)  # after every job queued so far
-            with suppress(asyncio.CancelledError):
-                await self._worker
-        self._executor.shutdown(wait=True)
-
-    def retry_after_s(self) -> int:
-        """Seconds until the texts waiting now should have been run."""
-        rate = self.rate or 1.0
-        return max(1, math.ceil(self.pending_texts / rate))
-
-    async def submit(self, texts: list[str], work: Callable[[list[str]], Any] | None = None) -> Any:
-        """The rows for ``texts`` (of ``work``, if given: its items); raises
-        :class:`QueueFullError` when they do not fit."""
-        n = len(texts)
-        if (
-            self.max_queue is not None
-            and self.pending_texts > 0  # an empty queue takes any request
-            and self.pending_texts + n > self.max_queue
-        ):
-            raise QueueFullError(self.pending_texts, self.max_queue, self.retry_after_s())
-        job = _Job(texts, asyncio.get_running_loop().create_future(), work)
-        self.pending_texts += n
-        self._queue.put_nowait(job)
-        try:
-            return await job.future  # cancelling the caller cancels the future: job dropped
-        finally:
-            self._unqueue(job)
-
-    def _unqueue(self, job: _Job) -> None:
-        if job.queued:
-            job.queued = False
-            self.pending_texts -= len(job.texts)
-
-    def _take(self, job: _Job, jobs: list[_Job]) -> int:
-        self._unqueue(job)
-        if job.future.done():  # cancelled: its client has gone or stopped waiting
-            self.dropped += 1
-            return 0
-        jobs.append(job)
-        return len(job.texts)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        closing = False
-        while not closing:
-            first = await self._queue.get()
-            if first is None:
-                return
-            jobs: list[_Job] = []
-            size = self._take(first, jobs)
-            if self.config.enabled:
-                deadline = loop.time() + self.config.max_wait_ms / 1000
-                while size < self.config.max_batch:
-                    # Jobs already waiting join at once: on a busy event loop the wait below
-                    # can time out before a queued job is handed over, leaving batches of one
-                    # while the queue is full (measured: 2 s waits under overload).
-                    try:
-                        job = self._queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        timeout = deadline - loop.time()
-                        if timeout <= 0:
-                            break
-                        try:
-                            job = await asyncio.wait_for(self._queue.get(), timeout)
-                        except TimeoutError:
-                            break
-                    if job is None:
-                        closing = True
-                        break
-                    size += self._take(job, jobs)
-            if jobs:
-                await self._answer(jobs)
-
-    async def _answer(self, gathered: list[_Job]) -> None:
-        by_work: dict[Callable[[list[str]], Any] | None, list[_Job]] = {}
-        for job in gathered:
-            by_work.setdefault(job.work, []).append(job)
-        for work, jobs in by_work.items():
-            await self._answer_with(work or self._predict, jobs)
-
-    async def _answer_with(self, work: Callable[[list[str]], Any], jobs: list[_Job]) -> None:
-        loop = asyncio.get_running_loop()
-        texts = [t for job in jobs for t in job.texts]
-        self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(texts))
-        try:
-            rows = await loop.run_in_executor(self._executor, work, texts)
-        except Exception as exc:  # one bad batch must not stop the worker
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
-        if self._on_batch is not None:
-            self._on_batch(len(texts))
-        start = 0
-        for job in jobs:
-            if not job.future.done():  # the client may have gone away meanwhile
-                job.future.set_result(rows[start : start + len(job.texts)])
-            start += len(job.texts)
-
-
 # --- metrics and the access log ---------------------------------------------------------------
 
 
@@ -490,16 +312,43 @@ class ServeMetrics:
         self.texts = Counter(
             "bertprobe_texts", "Texts run through the encoder (its rate is texts/s).", registry=r
         )
+        # With several workers (prometheus multiprocess mode) each worker's gauge is a file;
+        # "livesum": the service's figure is the sum over the workers alive.
         self.queue_texts = Gauge(
-            "bertprobe_queue_texts", "Texts waiting for the encoder now.", registry=r
+            "bertprobe_queue_texts",
+            "Texts waiting for the encoder now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_tokens = Gauge(
+            "bertprobe_queue_tokens",
+            "The encoder's work not yet done (waiting or running), in tokens.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.queue_limit = Gauge(
-            "bertprobe_queue_limit_texts", "Most texts that may wait (max_queue).", registry=r
+            "bertprobe_queue_limit_texts",
+            "Most texts that may wait (max_queue).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_limit_tokens = Gauge(
+            "bertprobe_queue_limit_tokens",
+            "Most tokens of work that may be pending (max_queue_tokens).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.encoder_rate = Gauge(
             "bertprobe_encoder_rate_texts_per_second",
-            "The encoder's rate measured at the last warm-up (sizes the queue by default).",
+            "The encoder's rate on short texts measured at the last warm-up.",
             registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.token_rate = Gauge(
+            "bertprobe_encoder_rate_tokens_per_second",
+            "The encoder's rate in tokens measured at the last warm-up (sizes the queue).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter(
             "bertprobe_rejected_requests",
@@ -515,6 +364,15 @@ class ServeMetrics:
     def batch(self, n_texts: int) -> None:
         self.batch_texts.observe(n_texts)
         self.texts.inc(n_texts)
+
+    def exposition(self) -> bytes:
+        """The /metrics page: this app's registry or, when the service runs in several worker
+        processes (``PROMETHEUS_MULTIPROC_DIR`` set), every worker's metrics merged."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
 
 
 _REJECTED = {
@@ -600,16 +458,13 @@ class ShedWhenFull:
     def _refusal(self, scope) -> QueueFullError | None:
         # Kept apart from __call__, whose frame lives as long as the request: holding the
         # batcher there would keep a model that a reload replaced alive until the request ends.
-        batcher = self.batcher()
         if (
             scope["type"] != "http"
             or scope.get("method") != "POST"
             or scope.get("path") not in self.paths
-            or batcher.max_queue is None
-            or batcher.pending_texts < batcher.max_queue
         ):
             return None
-        return QueueFullError(batcher.pending_texts, batcher.max_queue, batcher.retry_after_s())
+        return self.batcher().refusal()
 
     async def __call__(self, scope, receive, send) -> None:
         full = self._refusal(scope)
@@ -721,6 +576,18 @@ class LoadedModel:
     # requests asking for one method are gathered), and why "exact" cannot be had (or None).
     explainers: dict[str, Callable[[list[str]], Any]] = field(default_factory=dict)
     not_exact: str | None = None
+    # Each text's tokens as the encoder reads them: what admission counts.
+    tokens_of: Callable[[Sequence[str]], list[int]] = lambda texts: [1] * len(texts)
+
+    def cost(self, texts: list[str], method: str | None = None) -> int:
+        """What running ``texts`` costs, in tokens: a prediction reads each once; occlusion
+        reads each again without each of its words."""
+        counts = self.tokens_of(texts)
+        assert self.batcher.cost is not None, "the model is not warmed up"
+        if method == "occlusion" or (method == "auto" and self.not_exact is not None):
+            passes = [1 + len(text.split()) for text in texts]
+            counts = [c * p for c, p in zip(counts, passes, strict=True)]
+        return self.batcher.cost.tokens(counts)
 
     @property
     def name(self) -> str:
@@ -733,12 +600,49 @@ def card_digest(card: dict[str, Any]) -> str:
 
 
 def queue_size(rate: float, limits: ServeLimits, batching: BatchingConfig) -> int:
-    """The queue bound: ``limits.max_queue`` if set, else what the encoder runs in the latency
-    budget at ``rate`` texts/s (and at least one gathered batch)."""
+    """The bound in texts: ``limits.max_queue`` if set, else what the encoder runs in the
+    latency budget at ``rate`` texts/s (and at least one gathered batch)."""
     if limits.max_queue is not None:
         return limits.max_queue
     floor = batching.max_batch if batching.enabled else 1
     return max(floor, math.floor(rate * limits.latency_budget_s))
+
+
+def queue_tokens(cost: EncoderCost, limits: ServeLimits, floor: int) -> int:
+    """The bound in tokens: ``limits.max_queue_tokens`` if set, else the work the encoder does
+    in the latency budget at its measured rate (and at least ``floor``, one gathered batch)."""
+    if limits.max_queue_tokens is not None:
+        return limits.max_queue_tokens
+    return max(floor, math.floor(cost.tokens_per_second * limits.latency_budget_s))
+
+
+# The warm-up's long text: past the length limit of every encoder served so far (512 tokens).
+_LONG_WARM_UP = " ".join(["the long middle of the film drags, then the ending lifts it"] * 50)
+
+
+def token_counter(model: Classifier) -> Callable[[Sequence[str]], list[int]]:
+    """Each text's tokens as ``model``'s encoder reads them: cut at its length limit or, for a
+    model that reads long texts in windows, every window's (only its tokenizer is loaded)."""
+    from transformers import AutoTokenizer
+
+    from bertprobe.encoders.encode import default_stride
+    from bertprobe.encoders.tokens import truncated_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model.encoder.path, use_fast=True)  # nosec B615
+    limit = model.spec.max_length or min(int(tokenizer.model_max_length), 512)
+    if model.spec.long != "chunk":
+        return lambda texts: [len(ids) for ids in truncated_ids(tokenizer, texts, limit)[0]]
+    room = limit - tokenizer.num_special_tokens_to_add()
+    step = max(1, room - (model.spec.stride or default_stride(limit)))
+
+    def windows_tokens(texts: Sequence[str]) -> list[int]:
+        counts = []
+        for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+            windows = 1 + math.ceil(max(0, len(ids) - room) / step)
+            counts.append(len(ids) + windows * (limit - room) if windows == 1 else windows * limit)
+        return counts
+
+    return windows_tokens
 
 
 def _error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -755,6 +659,9 @@ def create_app(
     backend: str | None = None,
     threshold: float | str | None = None,
     freeze_heap: bool = False,
+    model_process: bool = False,
+    model_threads: int | None = None,
+    announce_reload: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``model``; the batching worker starts (after a warm-up that
     sizes the queue) and stops with the app. ``backend`` overrides the model's own, for this
@@ -770,53 +677,80 @@ def create_app(
     this service alone, as :func:`serve` does: Python's full collections walked the millions
     of objects torch, transformers and FastAPI make at start-up, stalls of about 200 ms that
     were the service's p99 (wrk at 16 connections, torch: 237 ms, 34 ms frozen).
+
+    ``model_process``: run the model in a process of its own
+    (:class:`~bertprobe.serve.hosts.ModelProcess`, with ``model_threads`` torch threads)
+    instead of a thread of this one, so that parsing, refusing and answering requests never
+    wait on the forward pass for the GIL. Each served model gets its own; a reload starts the
+    new one before the old one stops.
+
+    ``announce_reload(folder)``: for a service in several processes (:func:`serve`'s
+    ``workers``), what a reload does once ``folder`` has passed its checks here: tell every
+    worker to load it (this one included), instead of swapping in this process alone.
     """
     # No embedding cache: requests' texts are rarely seen twice, and serving writes nothing.
     run = RunOptions(batch_size=batching.batch_size, device=device, use_cache=False)
     metrics = ServeMetrics()
     live: set[Batcher] = set()  # the current model's batcher, and old ones still draining
-    metrics.queue_texts.set_function(lambda: sum(b.pending_texts for b in live))
+
+    def queue_changed() -> None:
+        # Set, not read at scrape time (set_function): in several workers each gauge is a file.
+        metrics.queue_texts.set(sum(b.pending_texts for b in live))
+        metrics.queue_tokens.set(sum(b.pending_tokens for b in live))
 
     def prepare(candidate: Classifier) -> LoadedModel:
         if backend is not None:
             candidate.backend = backend
-
-        def predict_rows(texts: list[str]) -> np.ndarray:
-            return candidate.predict_proba(texts, run)
-
         cut = candidate.threshold(threshold)  # checked now: a bad one never serves
-
-        def explainer(method: str) -> Callable[[list[str]], Any]:
-            def explain_rows(texts: list[str]) -> list:
-                return candidate.explain(texts, run, method=method, threshold=cut)
-
-            return explain_rows
-
+        host: ModelHost = (
+            ModelProcess(candidate, run, model_threads) if model_process else ModelThread(candidate)
+        )
         classes = [python_value(c) for c in candidate.probe.classes_]
         return LoadedModel(
             model=candidate,
-            batcher=Batcher(predict_rows, batching, on_batch=metrics.batch),
+            batcher=Batcher(
+                host.work(partial(predict_rows, run=run)),
+                batching,
+                host=host,
+                timeout_s=limits.request_timeout_s,
+                on_batch=metrics.batch,
+                on_queue=queue_changed,
+            ),
             classes=classes,
             model_id=card_digest(candidate.card),
             path=str(candidate.folder) if candidate.folder is not None else None,
             cut=cut,
             thresholds=candidate.thresholds,
-            explainers={method: explainer(method) for method in SERVED_METHODS},
+            explainers={
+                method: host.work(partial(explain_rows, run=run, method=method, threshold=cut))
+                for method in SERVED_METHODS
+            },
             not_exact=why_not_exact(candidate),
+            tokens_of=token_counter(candidate),
         )
 
     async def start(loaded: LoadedModel) -> None:
-        rate = await loaded.batcher.warm_up()
-        loaded.batcher.max_queue = queue_size(rate, limits, batching)
-        await loaded.batcher.start()
-        live.add(loaded.batcher)
+        batcher = loaded.batcher
+        rate = await batcher.warm_up(loaded.tokens_of, _LONG_WARM_UP)
+        assert batcher.cost is not None
+        batcher.max_queue = queue_size(rate, limits, batching)
+        one_batch = batcher.cost.tokens(loaded.tokens_of(["a warm-up sentence"]))
+        floor = one_batch * (batching.max_batch if batching.enabled else 1)
+        batcher.max_queue_tokens = queue_tokens(batcher.cost, limits, floor)
+        await batcher.start()
+        live.add(batcher)
         metrics.encoder_rate.set(rate)
-        metrics.queue_limit.set(loaded.batcher.max_queue)
+        metrics.token_rate.set(batcher.cost.tokens_per_second)
+        metrics.queue_limit.set(batcher.max_queue)
+        metrics.queue_limit_tokens.set(batcher.max_queue_tokens)
         log.info(
-            "model %s ready: encoder %.0f texts/s at warm-up, queue of %d texts",
+            "model %s ready: encoder %.0f texts/s (%.0f tokens/s) at warm-up, queue of %d "
+            "texts and %d tokens",
             loaded.name,
             rate,
-            loaded.batcher.max_queue,
+            batcher.cost.tokens_per_second,
+            batcher.max_queue,
+            batcher.max_queue_tokens,
         )
 
     async def retire(loaded: LoadedModel) -> None:
@@ -984,17 +918,39 @@ def create_app(
         texts: list[str],
         request: Request,
         response: Response,
-        work: Callable[[list[str]], Any] | None = None,
+        method: str | None = None,
     ) -> Any:
-        """``loaded``'s rows for ``texts`` (``work``'s items, if given) through its batcher,
-        or the error answer (a :class:`JSONResponse`): queue full, timeout, client gone."""
+        """``loaded``'s rows for ``texts`` (with ``method``: its explanations) through its
+        batcher, or the error answer (a :class:`JSONResponse`): too much work for the request
+        timeout, queue full, timeout, client gone."""
         request.state.texts = len(texts)
         name_model(request, response, loaded)
+        # Tokenizing a large body takes milliseconds: off the event loop (the Rust tokenizer
+        # lets the loop run meanwhile).
+        large = sum(map(len, texts)) > 20_000
+        tokens = (
+            await asyncio.to_thread(loaded.cost, texts, method)
+            if large
+            else loaded.cost(texts, method)
+        )
+        assert loaded.batcher.cost is not None
+        seconds = loaded.batcher.cost.seconds(tokens)
+        if seconds > limits.request_timeout_s:
+            return _error(
+                413,
+                f"these {len(texts)} texts need about {seconds:.0f} s of the encoder ({tokens:,} "
+                f"tokens at {loaded.batcher.cost.tokens_per_second:,.0f} tokens/s), more than "
+                f"the request timeout of {limits.request_timeout_s:g} s; send fewer or shorter "
+                "texts in each request",
+            )
+        work = loaded.explainers[method] if method is not None else None
         try:
             return await _until_answered(
-                loaded.batcher.submit(texts, work), request, limits.request_timeout_s
+                loaded.batcher.submit(texts, work, tokens=tokens),
+                request,
+                limits.request_timeout_s,
             )
-        except QueueFullError as exc:
+        except (QueueFullError, ModelHostDown) as exc:
             return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
         except TimeoutError:
             return _error(
@@ -1083,7 +1039,7 @@ def create_app(
             list(body.texts),  # type: ignore[attr-defined]
             request,
             response,
-            loaded.explainers[method],
+            method,
         )
         if isinstance(found, JSONResponse):
             return found
@@ -1142,7 +1098,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
