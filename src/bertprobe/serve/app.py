@@ -761,10 +761,11 @@ def create_app(
 
     reload_lock = asyncio.Lock()
 
-    async def reload(folder: str | None) -> tuple[LoadedModel, str]:
+    async def reload(folder: str | None) -> ReloadResponse:
         """Load ``folder`` (default: the one served) beside the current model, check and warm
-        it, swap, drain the old one; returns the new one and the old one's name. Raises (the
-        old model serving on) if the folder fails."""
+        it, swap, drain the old one (or, with ``announce_reload``, hand the checked folder to
+        every worker); says what serves now and what did before. Raises (the old model
+        serving on) if the folder fails."""
         async with reload_lock:
             current: LoadedModel = app.state.served
             folder = folder or current.path
@@ -773,14 +774,25 @@ def create_app(
                     "the model served was not loaded from a folder; name one: "
                     '{"model": "/path/to/folder"}'
                 )
-            loaded = prepare(await asyncio.to_thread(Classifier.load, folder))
-            if (loaded.thresholds is None) != (current.thresholds is None):
+            candidate = await asyncio.to_thread(Classifier.load, folder)
+            candidate.threshold(threshold)  # a threshold it does not suit is refused now
+            if (candidate.thresholds is None) != (current.thresholds is None):
                 kinds = ("single-label", "multi-label")
                 raise BadInputError(
-                    f"{folder} is a {kinds[loaded.thresholds is not None]} model and this "
+                    f"{folder} is a {kinds[candidate.thresholds is not None]} model and this "
                     f"service answers {kinds[current.thresholds is not None]}: its answers "
                     "would change shape; start another service for it"
                 )
+            if announce_reload is not None:
+                path = str(candidate.folder or folder)
+                await asyncio.to_thread(announce_reload, path)
+                return ReloadResponse(
+                    model=str(candidate.card.get("id", candidate.id)),
+                    model_id=card_digest(candidate.card),
+                    model_path=path,
+                    previous=current.name,
+                )
+            loaded = prepare(candidate)
             try:
                 await start(loaded)
             except BaseException:
@@ -792,20 +804,25 @@ def create_app(
             del current  # the last reference: its objects, cycles included, can go now
             if freeze_heap:
                 _freeze_heap()
-            return loaded, previous
+            return ReloadResponse(
+                model=loaded.name,
+                model_id=loaded.model_id,
+                model_path=loaded.path,
+                previous=previous,
+            )
 
     def reload_in_background() -> None:
         """Reload the folder served (SIGHUP): the outcome goes to the log."""
 
         async def run_it() -> None:
             try:
-                loaded, previous = await reload(None)
+                swapped = await reload(None)
             except Exception as exc:  # noqa: BLE001 - refused: the old model serves on
                 metrics.reloads.labels("refused").inc()
                 log.error("reload refused, %s serves on: %s", app.state.served.name, exc)
             else:
                 metrics.reloads.labels("ok").inc()
-                log.info("reloaded: %s replaces %s", loaded.name, previous)
+                log.info("reloaded: %s replaces %s", swapped.model, swapped.previous)
 
         loop = getattr(app.state, "loop", None)
         if loop is None or loop.is_closed():
@@ -1076,21 +1093,16 @@ def create_app(
         if reload_lock.locked():
             return _error(409, "a reload is already under way; try again when it has finished")
         try:
-            loaded, previous = await reload(body.model if body else None)
+            swapped = await reload(body.model if body else None)
         except Exception as exc:  # noqa: BLE001 - any failure: refused, the old model serves on
             metrics.reloads.labels("refused").inc()
             reason = " ".join(str(exc).split()) or type(exc).__name__
             log.error("reload refused, %s serves on: %s", app.state.served.name, reason)
             return _error(422, f"reload refused, the old model serves on: {reason}")
         metrics.reloads.labels("ok").inc()
-        request.state.model_id = loaded.model_id
-        log.info("reloaded: %s replaces %s", loaded.name, previous)
-        return ReloadResponse(
-            model=loaded.name,
-            model_id=loaded.model_id,
-            model_path=loaded.path,
-            previous=previous,
-        )
+        request.state.model_id = swapped.model_id
+        log.info("reloaded: %s replaces %s", swapped.model, swapped.previous)
+        return swapped
 
     @app.get("/healthz", response_model=Health)
     async def health() -> Health:
