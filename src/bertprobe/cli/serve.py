@@ -51,6 +51,15 @@ MaxQueueOpt = Annotated[
         "the encoder rate measured at start-up times --latency-budget.",
     ),
 ]
+MaxQueueTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Most tokens of encoder work pending (waiting or running); past it, 503 with "
+        "Retry-After. Default: the encoder's token rate measured at start-up times "
+        "--latency-budget.",
+    ),
+]
 LatencyBudgetOpt = Annotated[
     float,
     typer.Option(
@@ -67,6 +76,22 @@ RequestTimeoutOpt = Annotated[
         max=3600,
         callback=finite,
         help="Seconds before an unanswered request gets 504 (its work is dropped).",
+    ),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=256,
+        help="HTTP worker processes sharing the port, each with its own queue and model; one "
+        "/metrics for all; SIGHUP or a reload reaches every one.",
+    ),
+]
+ModelProcessOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Run the model in a process of its own (refusing and answering requests never "
+        "wait for it), or in a thread of the server's (less memory, a faster start).",
     ),
 ]
 ApiKeyOpt = Annotated[
@@ -98,6 +123,7 @@ def serve(
     max_chars: MaxCharsOpt = None,
     max_body_bytes: MaxBodyOpt = 1_000_000,
     max_queue: MaxQueueOpt = None,
+    max_queue_tokens: MaxQueueTokensOpt = None,
     latency_budget: LatencyBudgetOpt = 1.0,
     request_timeout: RequestTimeoutOpt = 30.0,
     api_key: ApiKeyOpt = None,
@@ -105,6 +131,8 @@ def serve(
     device: DeviceOpt = "cpu",
     backend: BackendOpt = None,
     threshold: ThresholdOpt = None,
+    workers: WorkersOpt = 1,
+    model_process: ModelProcessOpt = True,
 ) -> None:
     """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /.
 
@@ -119,7 +147,9 @@ def serve(
     sock = listen_socket(host, port)
     note(
         f"serving {model.id} on http://{host}:{port} (batching "
-        f"{'on' if batching else 'off'}); Ctrl-C stops after requests in flight"
+        f"{'on' if batching else 'off'}, {workers} worker{'s' if workers > 1 else ''}, the "
+        f"model in {'its own process' if model_process else 'a thread'}); Ctrl-C stops after "
+        "requests in flight"
     )
     serve_model(
         model,
@@ -135,10 +165,13 @@ def serve(
             max_queue=max_queue,
             latency_budget_s=latency_budget,
             request_timeout_s=request_timeout,
+            max_queue_tokens=max_queue_tokens,
         ),
         batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
         threshold=threshold,
         security=security,
+        workers=workers,
+        model_process=model_process,
     )
 
 

@@ -3,7 +3,9 @@ safe model swaps; in one process, in several worker processes, or as Ray Serve r
 
 - :mod:`bertprobe.serve.app`: the app (:func:`create_app`) and one process (:func:`serve`);
 - :mod:`bertprobe.serve.batching`: requests gathered into forward passes, bounded in tokens;
-- :mod:`bertprobe.serve.hosts`: where the model runs (a thread, or a process of its own).
+- :mod:`bertprobe.serve.hosts`: where the model runs (a thread, or a process of its own);
+- :mod:`bertprobe.serve.running`: :func:`serve`, in one process or several workers
+  (:mod:`bertprobe.serve.workers`).
 """
 
 from bertprobe.serve.app import (
@@ -14,11 +16,11 @@ from bertprobe.serve.app import (
     listen_socket,
     queue_size,
     queue_tokens,
-    serve,
     token_counter,
 )
 from bertprobe.serve.batching import Batcher, BatchingConfig, EncoderCost, QueueFullError
 from bertprobe.serve.hosts import ModelHostDown, ModelProcess, ModelThread
+from bertprobe.serve.running import serve
 
 __all__ = [
     "Batcher",

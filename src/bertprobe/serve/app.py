@@ -41,7 +41,6 @@ import logging
 import math
 import os
 import re
-import signal
 import socket
 import time
 import uuid
@@ -436,6 +435,7 @@ class RequestObserver:
                         "request_id": request_id,
                         "texts": state.get("texts"),
                         "model_id": state.get("model_id"),
+                        "worker": os.getpid(),  # which process answered, with --workers
                     }
                 )
             )
@@ -1221,61 +1221,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=server.detach())
 
 
-def serve(
-    model: Classifier,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    limits: ServeLimits = ServeLimits(),
-    batching: BatchingConfig = BatchingConfig(),
-    security: ServeSecurity = ServeSecurity(),
-    device: str = "cpu",
-    backend: str | None = None,
-    graceful_seconds: int = 30,
-    sock: socket.socket | None = None,
-    threshold: float | str | None = None,
-) -> None:
-    """Run the app on uvicorn until SIGINT/SIGTERM; requests in flight are finished first.
-    SIGHUP reloads the model folder (see :func:`create_app`'s ``/v1/admin/reload``).
-
-    ``sock``, from :func:`listen_socket`, is used instead of binding ``host:port`` here.
-    Access log lines (JSON) go to standard error unless the ``bertprobe.access`` logger
-    already has a handler.
-    """
-    with needs_extra("serve"):
-        import uvicorn
-
-    sock = sock or listen_socket(host, port)
-    app = create_app(
-        model,
-        limits=limits,
-        batching=batching,
-        security=security,
-        device=device,
-        backend=backend,
-        threshold=threshold,
-        freeze_heap=True,  # this process serves and nothing else
-    )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=graceful_seconds,
-        log_level="info",
-        access_log=False,  # bertprobe.access writes one JSON line per request instead
-    )
-    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
-    previous = (
-        signal.signal(hangup, lambda *_: app.state.reload_in_background()) if hangup else None
-    )
-    try:
-        with sock, _log_to_stderr(access_log, log):
-            uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        if hangup is not None:
-            signal.signal(hangup, previous if previous is not None else signal.SIG_DFL)
-
-
 def _freeze_heap() -> None:
     """Collect what is garbage now, then freeze the rest (see ``create_app``'s
     ``freeze_heap``); what was frozen before is unfrozen first, so a replaced model's cycles
@@ -1286,7 +1231,7 @@ def _freeze_heap() -> None:
 
 
 @contextmanager
-def _log_to_stderr(*loggers: logging.Logger):
+def log_to_stderr(*loggers: logging.Logger):
     """INFO records of ``loggers`` as bare lines on standard error while the server runs,
     unless the application configured them (a handler of its own); put back afterwards."""
     added = []
