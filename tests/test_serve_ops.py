@@ -544,10 +544,10 @@ def test_overload_gets_503s_not_crashes_and_keeps_latency(tiny_model_dir):
         )
         # The queue bounds the wait: a text let in waits for the batch running and its own
         # (2 batches), as at the most load never refused; with no bound, 48 clients would
-        # queue 6 batches deep. Measured on a loaded 2-core box (load 7-9): 0.75 s against
-        # 0.94-1.02 s. Those cores also run the 48 client threads and the 503s, and one slow
-        # batch is the p99 of ~100 requests: hence 2x plus 0.25 s.
-        assert storm_p99 <= 2 * calm_p99 + 0.25, (calm_p99, storm_p99)
+        # queue 6 batches deep. The model runs in its own process, so the 503s answered
+        # meanwhile do not slow the batches down (in a thread of the server they did: this
+        # bound needed 0.25 s more).
+        assert storm_p99 <= 2 * calm_p99, (calm_p99, storm_p99)
     finally:
         server.terminate()
         server.wait(timeout=30)
