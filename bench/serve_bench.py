@@ -149,6 +149,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of each wrk run.")
     parser.add_argument("--overload-connections", type=int, default=256)
     parser.add_argument(
+        "--sections",
+        default="main,shed,workers",
+        help="main: backends x batching x connections (the model in its own process); shed: "
+        "the overload row with the model in a thread and in its own process; workers: "
+        "--workers 1 and 2 at 1/16/64/256 connections. Rows of sections not run are kept "
+        "from the results file, each with its date.",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="Prove it works: the first backend, batching on, 1 and 4 connections, 3 s each, "
@@ -166,13 +174,15 @@ def main() -> None:
     if args.quick:
         backends, connections, modes, seconds, overload = backends[:1], [1, 4], [True], 3.0, 32
     model = ensure_model(args.model)
+    sections = set(args.sections.split(","))
+    today = datetime.now(UTC).isoformat(timespec="seconds")
 
-    rows = []
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         script = Path(scratch) / "post.lua"
         body = json.dumps({"texts": [SENTENCE]})
         script.write_text(LUA % {"body": body})
-        for backend in backends:
+        for backend in backends if "main" in sections else []:
             for batching in modes:
                 port = free_port()
                 log = Path(scratch) / f"{backend}-{batching}.log"
@@ -189,21 +199,58 @@ def main() -> None:
                 finally:
                     server.send_signal(signal.SIGTERM)
                     server.wait(timeout=60)
-            if True in modes:
-                # The default queue (about a second of the encoder's work) is larger than the
-                # overload connections, each with one request in flight: a closed-loop load
-                # generator never fills it. A queue a quarter of the connections does.
-                queue = max(1, overload // 4)
+        for backend in backends if "shed" in sections else []:
+            # The default queue (about a second of the encoder's work) is larger than the
+            # overload connections, each with one request in flight: a closed-loop load
+            # generator never fills it. A queue a quarter of the connections does.
+            queue = max(1, overload // 4)
+            for host in ("thread", "process"):
                 port = free_port()
-                log = Path(scratch) / f"{backend}-shed.log"
-                server = start_server(model, port, True, backend, log, ("--max-queue", str(queue)))
+                log = Path(scratch) / f"{backend}-{host}-shed.log"
+                extra = ("--max-queue", str(queue), f"--{'no-' * (host == 'thread')}model-process")
+                server = start_server(model, port, True, backend, log, extra)
                 url = f"http://127.0.0.1:{port}/v1/predict"
                 try:
                     run_wrk(url, script, 1, 1)
-                    rows.append(overload_row(url, script, overload, seconds, log, backend, queue))
+                    calm = run_wrk(url, script, queue, seconds)  # as many as the queue holds
+                    row = overload_row(url, script, overload, seconds, log, backend, queue)
+                    rows.append({**row, "host": host, "calm_p99_ms": calm["p99_ms"]})
                 finally:
                     server.send_signal(signal.SIGTERM)
                     server.wait(timeout=60)
+        for workers in (1, 2) if "workers" in sections else ():
+            port = free_port()
+            log = Path(scratch) / f"workers-{workers}.log"
+            server = start_server(model, port, True, backends[0], log, ("--workers", str(workers)))
+            url = f"http://127.0.0.1:{port}/v1/predict"
+            try:
+                run_wrk(url, script, 1, 1)
+                for count in [1, 16, 64, overload]:
+                    row = run_wrk(url, script, count, seconds)
+                    rows.append(
+                        {"backend": backends[0], "batching": True, "workers": workers, **row}
+                    )
+                    print(f"done: {rows[-1]}", file=sys.stderr)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
+    for row in rows:
+        row.setdefault(
+            "section", "workers" if "workers" in row else "shed" if "host" in row else "main"
+        )
+        row.setdefault("host", "process")
+        row["date"] = today
+    kept = []
+    if (RESULTS / "serve_bench.json").is_file() and not args.quick:
+        earlier = json.loads((RESULTS / "serve_bench.json").read_text())
+        for row in earlier["results"]:
+            row.setdefault("date", earlier["date"])
+            # Before the model process existed every row ran the model in a thread.
+            row.setdefault("host", "thread")
+            row.setdefault("section", "main" if not row.get("max_queue") else "shed")
+            if row["section"] not in sections:
+                kept.append(row)
+    rows = kept + rows
 
     print(
         f"\nsingle-sentence requests, wrk {seconds:g} s a row, model {model.name}, "
@@ -212,14 +259,15 @@ def main() -> None:
         + "\n"
     )
     print(
-        "| backend | batching | connections | requests/s | p50 | p99 | socket errors | non-2xx "
-        "| 503 share | accepted p99 |"
+        "| backend | model in | workers | batching | connections | requests/s | p50 | p99 "
+        "| socket errors | non-2xx | 503 share | accepted p99 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         over = r.get("overload", False)
         print(
-            f"| {r['backend']} | {'on' if r['batching'] else 'off'} | "
+            f"| {r['backend']} | {r['host']} | {r.get('workers', 1)} | "
+            f"{'on' if r['batching'] else 'off'} | "
             f"{r['connections']}{' (overload)' if over else ''}"
             f"{', queue ' + str(r['max_queue']) if r.get('max_queue') else ''} | "
             f"{r['requests_per_second']:.1f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
@@ -235,7 +283,7 @@ def main() -> None:
     (RESULTS / "serve_bench.json").write_text(
         json.dumps(
             {
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "date": today,
                 "machine": platform.machine(),
                 "cpu_count": os.cpu_count(),
                 "model": str(model),
