@@ -556,20 +556,6 @@ def test_overload_gets_503s_not_crashes_and_keeps_latency(tiny_model_dir):
 # --- model swaps ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def flipped_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
-    """A second model on the same encoder whose labels are swapped: every answer differs."""
-    from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encoders.encode import FeatureSpec, embed
-
-    ref = resolve_encoder(str(tiny_distilbert))
-    spec = FeatureSpec("mean", (-1,))
-    X, stats = embed([t for t, _ in sentiment_rows], ref, spec)
-    probe = LinearProbe(cv=3).fit(X, [1 - y for _, y in sentiment_rows])
-    folder = tmp_path_factory.mktemp("models") / "flipped"
-    return save_model(folder, probe, ref, spec, max_length=stats.max_length)
-
-
 def broken_copies(source: Path, where: Path) -> tuple[Path, Path]:
     """Two copies of a model folder that must be refused: an altered probe file, and a card
     whose pooling was edited."""
