@@ -73,6 +73,10 @@ def service(cluster, tiny_model_dir):
     undeploy(info.name)
 
 
+def port_of(deployment) -> int:
+    return int(deployment.url.rsplit(":", 1)[1].strip("/"))
+
+
 def expected_rows(model_dir: Path) -> tuple[str, dict[str, list[float]]]:
     model = load_model(model_dir)
     rows = model.predict_proba(TEXTS)
@@ -118,11 +122,13 @@ class Call:
 
 
 class Stream:
-    """Clients posting /v1/predict in a loop, as fast as they are answered; each failed call
-    is recorded, then retried once (what a client of a service on Ray Serve should do)."""
+    """Clients posting /v1/predict in a loop, each failed call recorded, then retried once
+    (what a client of a service on Ray Serve should do). Each client pauses ``pause_s``
+    between calls: on 2 cores a stream as fast as it is answered starves the new replicas a
+    swap starts (a swap took 90 s instead of about 30)."""
 
-    def __init__(self, url: str, clients: int = 4) -> None:
-        self.url, self.clients = url, clients
+    def __init__(self, url: str, clients: int = 4, pause_s: float = 0.02) -> None:
+        self.url, self.clients, self.pause_s = url, clients, pause_s
         self.calls: list[Call] = []
         self.answers: list[tuple[float, dict]] = []  # (time answered, body) of every 200
         self.stop = threading.Event()
@@ -156,6 +162,7 @@ class Stream:
                 if status != 200:
                     call.retry_status, _ = self._post(client)
                 self.calls.append(call)
+                self.stop.wait(self.pause_s)
 
     def failures(self) -> list[Call]:
         return [call for call in self.calls if call.status != 200]
@@ -222,7 +229,10 @@ def test_a_killed_replica_fails_only_its_requests_in_flight(service):
     other replica; the controller starts a replacement. So every failure started before the
     kill, there are at most as many as requests could be in flight, and one retry answers."""
     [victim, survivor] = wait_for_replicas(service.name, 2)
-    pid = ray.get(ray.get_actor(victim, namespace="serve").__ray_call__.remote(_pid))
+    # A lambda travels by value: the replica cannot import this test module.
+    pid = ray.get(
+        ray.get_actor(victim, namespace="serve").__ray_call__.remote(lambda _: os.getpid())
+    )
     with Stream(service.url) as stream:
         time.sleep(1.5)  # the stream runs on both replicas
         killed_at = time.monotonic()
@@ -232,7 +242,7 @@ def test_a_killed_replica_fails_only_its_requests_in_flight(service):
     failures = stream.failures()
     print(
         f"{len(stream.calls)} requests, {len(after)} after the kill, {len(failures)} failed: "
-        f"{Counter(call.status for call in failures)}"
+        f"{Counter(call.status for call in failures)} {[c.body[:160] for c in failures]}"
     )
     assert len(after) > 20, "the stream stalled after the kill"
     for call in failures:
@@ -244,10 +254,6 @@ def test_a_killed_replica_fails_only_its_requests_in_flight(service):
     assert survivor in names and victim not in names  # replaced, the survivor kept
 
 
-def _pid(_actor) -> int:
-    return os.getpid()
-
-
 # --- (c) a rolling swap under a request stream ----------------------------------------------
 
 
@@ -255,7 +261,7 @@ def test_a_rolling_swap_fails_no_request(service, tiny_model_dir, flipped_model_
     expected = dict([expected_rows(tiny_model_dir), expected_rows(flipped_model_dir)])
     old_id, new_id = (load_model(d).id for d in (tiny_model_dir, flipped_model_dir))
     before = wait_for_replicas(service.name, 2)
-    port = int(service.url.rsplit(":", 1)[1].strip("/"))
+    port = port_of(service)
     with Stream(service.url) as stream:
         time.sleep(1)
         started = time.monotonic()
@@ -275,19 +281,21 @@ def test_a_rolling_swap_fails_no_request(service, tiny_model_dir, flipped_model_
     late = [body["model"] for at, body in stream.answers if at > done_at + 0.5]
     assert late and set(late) == {new_id}, Counter(late)
     assert not set(before) & set(wait_for_replicas(service.name, 2))  # all replaced
-    deploy(tiny_model_dir, port=port, **SHAPE)  # the next test's model
 
 
 # --- a reload through the HTTP API reaches every replica -------------------------------------
 
 
 def test_admin_reload_swaps_every_replica(service, tiny_model_dir, flipped_model_dir):
-    new_id = load_model(flipped_model_dir).id
+    # To the model not served now (the tests before may have swapped it): no swap back after.
+    served = served_folder(service.name)
+    other = tiny_model_dir if served != str(tiny_model_dir.resolve()) else flipped_model_dir
+    new_id = load_model(other).id
     before = wait_for_replicas(service.name, 2)
     with httpx.Client(base_url=service.url, timeout=60, headers=AUTH) as client:
-        refused = client.post("v1/admin/reload", json={"model": str(flipped_model_dir / "x")})
+        refused = client.post("v1/admin/reload", json={"model": str(other / "missing")})
         assert refused.status_code == 422 and "serves on" in refused.json()["detail"]
-        answer = client.post("v1/admin/reload", json={"model": str(flipped_model_dir)})
+        answer = client.post("v1/admin/reload", json={"model": str(other)})
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"] == new_id
         # The answer comes once the rolling update has started; it ends when every replica
@@ -300,8 +308,7 @@ def test_admin_reload_swaps_every_replica(service, tiny_model_dir, flipped_model
             client.post("v1/predict", json={"texts": TEXTS}).json()["model"] for _ in range(10)
         }
     assert models == {new_id}
-    assert served_folder(service.name) == str(flipped_model_dir.resolve())
-    deploy(tiny_model_dir, port=int(service.url.rsplit(":", 1)[1].strip("/")), **SHAPE)
+    assert served_folder(service.name) == str(other.resolve())
 
 
 # --- the CLI's runner: SIGHUP swaps, SIGTERM removes the deployment ----------------------------
@@ -329,6 +336,7 @@ def test_run_on_ray_swaps_on_hangup_and_removes_itself_on_term(service, tiny_mod
     driver.start()
     run_on_ray(  # joins the module's Ray, so it must leave Ray and Serve running
         tiny_model_dir,
+        port=port_of(service),
         replicas=1,
         num_cpus=0.25,
         security=ServeSecurity(api_key=KEY),

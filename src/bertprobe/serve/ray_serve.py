@@ -264,7 +264,7 @@ def _application(plan: _Plan) -> Any:
     else:
         options["num_replicas"] = plan.replicas
     ingress = serve.ingress()(_Replica)
-    return serve.deployment(ingress, **options).bind(plan)
+    return serve.deployment(**options)(ingress).bind(plan)
 
 
 def _run(plan: _Plan, *, wait: bool) -> None:
@@ -393,7 +393,9 @@ def deploy(
     serve.start(http_options={"host": host, "port": port})
     _run(plan, wait=True)
     proxy_host, proxy_port = _proxy_address(host, port)
-    shown = "127.0.0.1" if proxy_host in ("0.0.0.0", "::", "") else proxy_host  # nosec B104
+    # A proxy listening on every interface is reached, from here, on loopback.
+    everywhere = ("0.0.0.0", "::", "")  # noqa: S104 - compared with, not bound
+    shown = "127.0.0.1" if proxy_host in everywhere else proxy_host
     prefix = plan.route_prefix if plan.route_prefix.endswith("/") else plan.route_prefix + "/"
     return RayDeployment(
         name=plan.name,
@@ -412,8 +414,10 @@ def _proxy_address(host: str, port: int) -> tuple[str, int]:
         from ray.serve.context import _get_global_client
 
         # No public API says it (serve.status() does not): the client Serve connected.
-        config = _get_global_client().http_config
-        return str(config.host), int(config.port)
+        client = _get_global_client()
+        if client is None:
+            return host, port
+        return str(client.http_config.host), int(client.http_config.port)
     except Exception:  # noqa: BLE001 - a Ray without it: what was asked for
         return host, port
 
