@@ -40,7 +40,13 @@ from bertprobe.serve.ray_serve import (  # noqa: E402 - after the skip: it needs
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXTS = ["the film was great", "the plot was awful", "the cast was lovely"]
-SHAPE = {"replicas": 2, "num_cpus": 0.5, "security": ServeSecurity(api_key=KEY)}
+# Half a CPU a replica: two, and the two more a swap starts at once (surge 100%), fit in 2.
+SHAPE = {
+    "replicas": 2,
+    "num_cpus": 0.5,
+    "surge_percent": 100,
+    "security": ServeSecurity(api_key=KEY),
+}
 
 
 def free_port() -> int:
@@ -125,7 +131,7 @@ class Stream:
     """Clients posting /v1/predict in a loop, each failed call recorded, then retried once
     (what a client of a service on Ray Serve should do). Each client pauses ``pause_s``
     between calls: on 2 cores a stream as fast as it is answered starves the new replicas a
-    swap starts (a swap took 90 s instead of about 30)."""
+    swap starts."""
 
     def __init__(self, url: str, clients: int = 4, pause_s: float = 0.02) -> None:
         self.url, self.clients, self.pause_s = url, clients, pause_s
@@ -262,7 +268,8 @@ def test_a_rolling_swap_fails_no_request(service, tiny_model_dir, flipped_model_
     old_id, new_id = (load_model(d).id for d in (tiny_model_dir, flipped_model_dir))
     before = wait_for_replicas(service.name, 2)
     port = port_of(service)
-    with Stream(service.url) as stream:
+    # A lighter stream than the kill's: the new replicas start on the 2 cores it shares.
+    with Stream(service.url, clients=2, pause_s=0.05) as stream:
         time.sleep(1)
         started = time.monotonic()
         swapped = deploy(flipped_model_dir, port=port, **SHAPE)

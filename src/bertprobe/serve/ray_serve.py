@@ -59,7 +59,8 @@ Autoscaling = tuple[int, int] | Mapping[str, Any]
 # Extra replicas a rolling swap may start before stopping old ones, as a percentage of the
 # replicas (Ray rounds up: at least one). Positive: old replicas serve until new ones are
 # ready, so a swap never leaves the service with fewer replicas than it had; 25: a swap
-# needs room for a quarter more replicas, not a second copy of the deployment.
+# needs room for a quarter more replicas, not a second copy of the deployment (100: the
+# fastest swap, every new replica starting at once, for twice the resources meanwhile).
 SURGE_PERCENT = 25
 # Tries of a replica's constructor before the deployment is declared failed. The folder is
 # checked on the driver first, so what fails there is the replica's machine (the folder not
@@ -80,6 +81,7 @@ class _Plan:
     num_cpus: float
     num_gpus: float
     max_ongoing_requests: int
+    surge_percent: int
     limits: ServeLimits
     batching: BatchingConfig
     security: ServeSecurity
@@ -194,6 +196,7 @@ def _plan(
     num_gpus: float,
     autoscaling: Autoscaling | None,
     max_ongoing_requests: int | None,
+    surge_percent: int,
     limits: ServeLimits,
     batching: BatchingConfig,
     security: ServeSecurity,
@@ -227,6 +230,10 @@ def _plan(
         max_ongoing_requests = max(batching.max_batch, 8) if batching.enabled else 8
     if max_ongoing_requests < 1:
         raise BadInputError(f"max_ongoing_requests={max_ongoing_requests}: use at least 1")
+    if not 1 <= surge_percent <= 100:
+        # 0 would stop old replicas before their successors are ready: a swap with fewer
+        # replicas, or none, meanwhile.
+        raise BadInputError(f"surge_percent={surge_percent}: use 1 to 100")
     start, config = _autoscaling_config(autoscaling, replicas, max_ongoing_requests)
     where = model.folder if model.folder is not None else Path(folder)
     return _Plan(
@@ -238,6 +245,7 @@ def _plan(
         num_cpus=float(num_cpus),
         num_gpus=float(num_gpus),
         max_ongoing_requests=max_ongoing_requests,
+        surge_percent=surge_percent,
         limits=limits,
         batching=batching,
         security=security,
@@ -256,7 +264,7 @@ def _application(plan: _Plan) -> Any:
         "name": "BertprobeService",
         "ray_actor_options": {"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus},
         "max_ongoing_requests": plan.max_ongoing_requests,
-        "max_surge_percent": SURGE_PERCENT,
+        "max_surge_percent": plan.surge_percent,
         "max_constructor_retry_count": CONSTRUCTOR_TRIES,
     }
     if plan.autoscaling is not None:
@@ -310,6 +318,7 @@ def deploy(
     num_gpus: float = 0.0,
     autoscaling: Autoscaling | None = None,
     max_ongoing_requests: int | None = None,
+    surge_percent: int = SURGE_PERCENT,
     limits: ServeLimits = ServeLimits(),
     batching: BatchingConfig = BatchingConfig(),
     security: ServeSecurity = ServeSecurity(),
@@ -346,6 +355,9 @@ def deploy(
     max_ongoing_requests : int, optional
         Requests in flight on one replica (default: ``batching.max_batch``, what its worker
         gathers into one batch); more wait in Ray's router.
+    surge_percent : int
+        A rolling swap's extra replicas, as a percentage of ``replicas`` (at least one):
+        started before old ones stop, so they need room on the cluster; 100 swaps fastest.
     limits, batching, security, threshold, backend, device
         As :func:`~bertprobe.serve.app.create_app`'s, for every replica.
     host, port : str, int
@@ -376,6 +388,7 @@ def deploy(
         num_gpus=num_gpus,
         autoscaling=autoscaling,
         max_ongoing_requests=max_ongoing_requests,
+        surge_percent=surge_percent,
         limits=limits,
         batching=batching,
         security=security,
@@ -456,6 +469,7 @@ def run_on_ray(
     num_gpus: float = 0.0,
     autoscaling: Autoscaling | None = None,
     max_ongoing_requests: int | None = None,
+    surge_percent: int = SURGE_PERCENT,
     limits: ServeLimits = ServeLimits(),
     batching: BatchingConfig = BatchingConfig(),
     security: ServeSecurity = ServeSecurity(),
@@ -485,6 +499,7 @@ def run_on_ray(
         num_gpus=num_gpus,
         autoscaling=autoscaling,
         max_ongoing_requests=max_ongoing_requests,
+        surge_percent=surge_percent,
         limits=limits,
         batching=batching,
         security=security,
@@ -504,6 +519,7 @@ def run_on_ray(
         num_gpus=num_gpus,
         autoscaling=autoscaling,
         max_ongoing_requests=max_ongoing_requests,
+        surge_percent=surge_percent,
         limits=limits,
         batching=batching,
         security=security,
