@@ -218,6 +218,11 @@ def test_two_replicas_answer_as_the_model_does(service, tiny_model_dir):
             body = answer.json()
             assert body["model"] == model_id and answer.headers["X-Model-ID"] == body["model_id"]
             assert np.allclose(rows_of(body), [want[t] for t in TEXTS], atol=1e-6)
+        # The client's request id comes back, once (Ray's proxy keeps the one it was sent).
+        traced = client.post(
+            "v1/predict", json={"texts": TEXTS}, headers={**AUTH, "X-Request-ID": "trace-1"}
+        )
+        assert traced.headers.get_list("x-request-id") == ["trace-1"]
         # The service's own limits and errors, unchanged behind Ray's proxy.
         empty = client.post("v1/predict", json={"texts": []}, headers=AUTH)
         assert empty.status_code == 422 and "texts" in empty.json()["detail"]

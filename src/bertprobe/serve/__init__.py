@@ -3,7 +3,9 @@ safe model swaps; in one process, in several worker processes, or as Ray Serve r
 
 - :mod:`bertprobe.serve.app`: the app (:func:`create_app`) and one process (:func:`serve`);
 - :mod:`bertprobe.serve.batching`: requests gathered into forward passes, bounded in tokens;
-- :mod:`bertprobe.serve.hosts`: where the model runs (a thread, or a process of its own).
+- :mod:`bertprobe.serve.hosts`: where the model runs (a thread, or a process of its own);
+- :mod:`bertprobe.serve.ray_serve`: the app on Ray Serve replicas (``bertprobe[ray]``; imported
+  on its own, not from here).
 """
 
 from bertprobe.serve.app import (

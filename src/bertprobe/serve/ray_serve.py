@@ -130,7 +130,7 @@ class _Replica:
     def __serve_build_asgi_app__(self) -> Any:
         plan = self.plan
         model = Classifier.load(plan.folder)  # the folder's checks, on this replica's machine
-        return create_app(
+        app = create_app(
             model,
             limits=plan.limits,
             batching=plan.batching,
@@ -142,10 +142,31 @@ class _Replica:
             # from here once this replica has checked the folder.
             announce_reload=partial(_redeploy_from_replica, plan),
         )
+        # Added last, so outermost: it sees the answer after the app has set its id.
+        app.add_middleware(_OneRequestId)
+        return app
 
     def folder(self) -> str:
         """The folder this replica serves (a reload's successor deployment names another)."""
         return self.plan.folder
+
+
+class _OneRequestId:
+    """ASGI middleware: the answer without the app's ``X-Request-ID``, which Ray Serve's proxy
+    adds itself. The proxy hands the app the client's id (or one it made) in the request, so
+    the app logged the same id; without this, every answer carried the header twice."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_without_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_without_id)
 
 
 def _autoscaling_config(
