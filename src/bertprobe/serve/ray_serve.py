@@ -425,6 +425,7 @@ def deploy(
     for logger in ("ray.serve", "ray"):
         logging.getLogger(logger).setLevel(logging.WARNING)
     serve.start(http_options={"host": host, "port": port})
+    _warn_if_no_room(plan)
     _run(plan, wait=True)
     proxy_host, proxy_port = _proxy_address(host, port)
     # A proxy listening on every interface is reached, from here, on loopback.
@@ -439,6 +440,23 @@ def deploy(
         autoscaling=plan.autoscaling,
         started_ray=started,
     )
+
+
+def _warn_if_no_room(plan: _Plan) -> None:
+    """Say so when the cluster, as it is now, has no room for one replica: Ray Serve then
+    waits for resources (an autoscaling cluster may add a node), and so does :func:`deploy`."""
+    import ray
+
+    total = ray.cluster_resources()
+    for resource, asked in (("CPU", plan.num_cpus), ("GPU", plan.num_gpus)):
+        if asked > total.get(resource, 0):
+            log.warning(
+                "each replica asks for %g %s and the cluster has %g: the deploy waits until a "
+                "node with room joins (Ctrl-C to give up)",
+                asked,
+                resource,
+                total.get(resource, 0),
+            )
 
 
 def _proxy_address(host: str, port: int) -> tuple[str, int]:
@@ -593,10 +611,10 @@ def _swap_on_hangup(redeploy: Callable[..., RayDeployment], deployment: RayDeplo
 
 
 def _print_ready(deployment: RayDeployment) -> None:
+    scaling = deployment.autoscaling
     scale = (
-        f"{deployment.autoscaling['min_replicas']}-{deployment.autoscaling['max_replicas']} "
-        "replicas (autoscaled)"
-        if deployment.autoscaling is not None
+        f"{scaling.get('min_replicas', 1)}-{scaling.get('max_replicas', '?')} replicas (autoscaled)"
+        if scaling is not None
         else f"{deployment.replicas} replica{'s' * (deployment.replicas != 1)}"
     )
     print(
