@@ -129,6 +129,7 @@ class _Replica:
 
     def __serve_build_asgi_app__(self) -> Any:
         plan = self.plan
+        _log_lines_to_stderr()
         model = Classifier.load(plan.folder)  # the folder's checks, on this replica's machine
         app = create_app(
             model,
@@ -149,6 +150,20 @@ class _Replica:
     def folder(self) -> str:
         """The folder this replica serves (a reload's successor deployment names another)."""
         return self.plan.folder
+
+
+def _log_lines_to_stderr() -> None:
+    """The access log's JSON lines and the service's own lines on the replica's standard
+    error, which Ray keeps in the replica's log file (``ray logs``): Ray Serve gives the root
+    logger no handler, so they were dropped. A handler the application set up stays."""
+    for name in ("bertprobe.access", "bertprobe.serve"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
 
 class _OneRequestId:
