@@ -115,6 +115,20 @@ def tiny_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def flipped_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
+    """A second model on the same encoder whose labels are swapped: every answer differs."""
+    from bertprobe import LinearProbe, resolve_encoder, save_model
+    from bertprobe.encoders.encode import FeatureSpec, embed
+
+    ref = resolve_encoder(str(tiny_distilbert))
+    spec = FeatureSpec("mean", (-1,))
+    X, stats = embed([t for t, _ in sentiment_rows], ref, spec)
+    probe = LinearProbe(cv=3).fit(X, [1 - y for _, y in sentiment_rows])
+    folder = tmp_path_factory.mktemp("models") / "flipped"
+    return save_model(folder, probe, ref, spec, max_length=stats.max_length)
+
+
 @pytest.fixture
 def long_rows_tsv(tmp_path, sentiment_rows):
     """Reviews of five same-label sentences each: 20-30 tokens, two to four windows of 16."""
@@ -130,16 +144,3 @@ def long_rows_tsv(tmp_path, sentiment_rows):
     path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
     return path, rows
 
-
-@pytest.fixture(scope="session")
-def flipped_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
-    """A second model on the same encoder whose labels are swapped: every answer differs."""
-    from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encoders.encode import FeatureSpec, embed
-
-    ref = resolve_encoder(str(tiny_distilbert))
-    spec = FeatureSpec("mean", (-1,))
-    X, stats = embed([t for t, _ in sentiment_rows], ref, spec)
-    probe = LinearProbe(cv=3).fit(X, [1 - y for _, y in sentiment_rows])
-    folder = tmp_path_factory.mktemp("models") / "flipped"
-    return save_model(folder, probe, ref, spec, max_length=stats.max_length)

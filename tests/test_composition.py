@@ -199,7 +199,7 @@ RAY_CELLS = [
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    from bertprobe.ray_engine import local_runtime_env
+    from bertprobe.core.ray_cluster import local_runtime_env
 
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=local_runtime_env())
     yield

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from bertprobe.core.errors import BadInputError
-from bertprobe.core.extras import needs_extra, require_extra
+from bertprobe.core.extras import needs_extra
+from bertprobe.core.ray_cluster import join_ray
 from bertprobe.core.tables import prediction_table, probability_column, python_value, write_tables
 from bertprobe.data.files import ReadOptions, is_parquet, iter_chunks, scan_file
 from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
@@ -136,28 +135,10 @@ def input_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
 
 def connect(options: RayOptions, *, needs_gpu: bool = False) -> int:
     """Start or join Ray as ``options.address`` says; returns the number of actors to run."""
-    require_extra("ray")
+    join_ray(options.address)
     with needs_extra("ray"):
         import ray
-
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"log_to_driver": False}
-        if options.address is None:  # a new instance; a running cluster keeps its settings
-            kwargs.update(include_dashboard=False, runtime_env=local_runtime_env())
-        for name in ("ray", "ray.client_builder"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        try:
-            # A failed connection is one line of ours; Ray's own warnings about it are not.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ray.init(address=options.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise BadInputError(
-                f"--ray {options.address}: cannot connect to a Ray cluster there "
-                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no answer'}); "
-                "start one with `ray start --head`, or use --ray local for a new local one"
-            ) from None
-    import ray.data
+        import ray.data
 
     # Results and one-line errors are bertprobe's to print; Ray Data's progress log lines (on
     # a terminal it draws progress bars instead) stay quiet.
@@ -169,14 +150,6 @@ def connect(options: RayOptions, *, needs_gpu: bool = False) -> int:
     if needs_gpu:
         return max(1, int(resources.get("GPU", 0)))
     return max(1, int(resources.get("CPU", 1) // options.cpus_per_actor))
-
-
-def local_runtime_env() -> dict[str, Any]:
-    """What a local Ray instance's workers need: to import this very bertprobe (a checkout as
-    well as an install), ahead of any other on the path."""
-    package_root = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return {"env_vars": {"PYTHONPATH": path}}
 
 
 @dataclass(frozen=True)

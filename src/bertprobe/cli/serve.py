@@ -9,6 +9,7 @@ import typer
 
 from bertprobe.cli.options import BackendOpt, DeviceOpt, ModelOpt, ThresholdOpt, finite
 from bertprobe.cli.printing import note
+from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.encoders.encode import RunOptions
 from bertprobe.encoders.onnx import check_backend
@@ -94,6 +95,36 @@ ModelProcessOpt = Annotated[
         "wait for it), or in a thread of the server's (less memory, a faster start).",
     ),
 ]
+ServeRayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Serve as Ray Serve replicas (bertprobe[ray]): 'local' starts a local Ray, "
+        "'auto' joins this machine's cluster, 'ray://host:10001' a remote one. Every node "
+        "must read the model folder at the same path.",
+    ),
+]
+ReplicasOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="--ray: replicas, each loading the model once (default 1)."),
+]
+ReplicaCpusOpt = Annotated[
+    float,
+    typer.Option(callback=finite, min=0, help="--ray: CPUs each replica reserves."),
+]
+ReplicaGpusOpt = Annotated[
+    float,
+    typer.Option(callback=finite, min=0, help="--ray: GPUs each replica reserves."),
+]
+AutoscaleOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="MIN:MAX",
+        help="--ray: let Ray Serve add and remove replicas between MIN and MAX on the "
+        "requests in flight (--replicas: how many at start).",
+    ),
+]
 ApiKeyOpt = Annotated[
     str | None,
     typer.Option(
@@ -133,6 +164,11 @@ def serve(
     threshold: ThresholdOpt = None,
     workers: WorkersOpt = 1,
     model_process: ModelProcessOpt = True,
+    ray: ServeRayOpt = None,
+    replicas: ReplicasOpt = None,
+    replica_cpus: ReplicaCpusOpt = 1.0,
+    replica_gpus: ReplicaGpusOpt = 0.0,
+    autoscale: AutoscaleOpt = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI on uvicorn), with a try-it page at /.
 
@@ -143,6 +179,44 @@ def serve(
     from bertprobe.serve import serve as serve_model
 
     security = ServeSecurity(api_key=api_key, cors_origins=tuple(cors_origin or ()))
+    limits = ServeLimits(
+        max_texts,
+        max_chars,
+        max_body_bytes,
+        max_queue=max_queue,
+        latency_budget_s=latency_budget,
+        request_timeout_s=request_timeout,
+        max_queue_tokens=max_queue_tokens,
+    )
+    batching_config = BatchingConfig(batching, max_batch, max_wait_ms, batch_size)
+    if ray is not None:
+        if workers > 1:
+            raise BadInputError(
+                "--workers is for one machine; under --ray the replicas are the workers: "
+                "use --replicas"
+            )
+        _serve_on_ray(
+            model_dir,
+            ray,
+            replicas=replicas,
+            replica_cpus=replica_cpus,
+            replica_gpus=replica_gpus,
+            autoscale=autoscale,
+            limits=limits,
+            batching=batching_config,
+            security=security,
+            threshold=threshold,
+            backend=backend,
+            device=device,
+            host=host,
+            port=port,
+        )
+        return
+    if replicas is not None or autoscale is not None or (replica_cpus, replica_gpus) != (1, 0):
+        raise BadInputError(
+            "--replicas, --replica-cpus, --replica-gpus and --autoscale are for Ray Serve; "
+            "add --ray local (or auto, or ray://host:10001)"
+        )
     model = _load_checked(model_dir, threshold, device, backend)
     sock = listen_socket(host, port)
     note(
@@ -158,20 +232,42 @@ def serve(
         device=device,
         sock=sock,
         backend=model.backend if backend is not None else None,
-        limits=ServeLimits(
-            max_texts,
-            max_chars,
-            max_body_bytes,
-            max_queue=max_queue,
-            latency_budget_s=latency_budget,
-            request_timeout_s=request_timeout,
-            max_queue_tokens=max_queue_tokens,
-        ),
-        batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
+        limits=limits,
+        batching=batching_config,
         threshold=threshold,
         security=security,
         workers=workers,
         model_process=model_process,
+    )
+
+
+def _serve_on_ray(model_dir: Path, address: str, *, autoscale: str | None, **options) -> None:
+    """``serve --ray``: the replicas deployed, held until Ctrl-C (see
+    :func:`bertprobe.serve.ray_serve.run_on_ray`)."""
+    if not address.strip():
+        raise BadInputError("--ray needs an address: local, auto or ray://host:10001")
+    require_extra("ray")
+    from bertprobe.serve.ray_serve import run_on_ray
+
+    scaling = None
+    if autoscale is not None:
+        low, sep, high = autoscale.partition(":")
+        if not (sep and low.strip().isdigit() and high.strip().isdigit()):
+            raise BadInputError(f"--autoscale {autoscale!r}: give MIN:MAX replicas, e.g. 1:4")
+        scaling = (int(low), int(high))
+    run_on_ray(
+        model_dir,
+        address=None if address == "local" else address,
+        replicas=options.pop("replicas"),
+        num_cpus=options.pop("replica_cpus"),
+        num_gpus=options.pop("replica_gpus"),
+        autoscaling=scaling,
+        on_ready=lambda deployed: note(
+            f"serving {Path(deployed.folder).name} on {deployed.url} as Ray Serve "
+            f"application {deployed.name!r}; Ctrl-C removes it, SIGHUP swaps the folder in "
+            "again"
+        ),
+        **options,
     )
 
 
