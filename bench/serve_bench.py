@@ -150,10 +150,11 @@ def main() -> None:
     parser.add_argument("--overload-connections", type=int, default=256)
     parser.add_argument(
         "--sections",
-        default="main,shed,workers",
+        default="main,shed,workers,ray",
         help="main: backends x batching x connections (the model in its own process); shed: "
         "the overload row with the model in a thread and in its own process; workers: "
-        "--workers 1 and 2 at 1/16/64/256 connections. Rows of sections not run are kept "
+        "--workers 1 and 2 at 1/16/64/256 connections; ray: Ray Serve (a local Ray) with 1 and 2 "
+        "replicas of one CPU each, the same connections. Rows of sections not run are kept "
         "from the results file, each with its date.",
     )
     parser.add_argument(
@@ -234,10 +235,34 @@ def main() -> None:
             finally:
                 server.send_signal(signal.SIGTERM)
                 server.wait(timeout=60)
+        for replicas in (1, 2) if "ray" in sections else ():
+            port = free_port()
+            log = Path(scratch) / f"ray-{replicas}.log"
+            extra = ("--ray", "local", "--replicas", str(replicas), "--replica-cpus", "1")
+            server = start_server(model, port, True, backends[0], log, extra)
+            url = f"http://127.0.0.1:{port}/v1/predict"
+            try:
+                run_wrk(url, script, 1, 1)
+                for count in [1, 16, 64, overload]:
+                    row = run_wrk(url, script, count, seconds)
+                    rows.append(
+                        {"backend": backends[0], "batching": True, "replicas": replicas, **row}
+                    )
+                    print(f"done: {rows[-1]}", file=sys.stderr)
+            finally:
+                server.send_signal(signal.SIGINT)  # removes the deployment, stops its Ray
+                server.wait(timeout=120)
     for row in rows:
-        row.setdefault(
-            "section", "workers" if "workers" in row else "shed" if "host" in row else "main"
+        section = (
+            "ray"
+            if "replicas" in row
+            else "workers"
+            if "workers" in row
+            else "shed"
+            if "host" in row
+            else "main"
         )
+        row.setdefault("section", section)
         row.setdefault("host", "process")
         row["date"] = today
     kept = []
@@ -266,7 +291,8 @@ def main() -> None:
     for r in rows:
         over = r.get("overload", False)
         print(
-            f"| {r['backend']} | {r['host']} | {r.get('workers', 1)} | "
+            f"| {r['backend']} | {r['host'] if 'replicas' not in r else 'ray'} | "
+            f"{r.get('workers', r.get('replicas', 1))} | "
             f"{'on' if r['batching'] else 'off'} | "
             f"{r['connections']}{' (overload)' if over else ''}"
             f"{', queue ' + str(r['max_queue']) if r.get('max_queue') else ''} | "
