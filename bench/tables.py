@@ -609,10 +609,11 @@ def serve() -> str:
         "| backend | batching | connections | requests/s | p50 | p99 | errors, non-2xx |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    plain = [r for r in data["results"] if not r.get("overload")]
+    main = [r for r in data["results"] if r.get("section", "main") == "main"]
     groups: dict[tuple, list[dict]] = {}
-    for r in plain:
-        groups.setdefault((r["backend"], r["batching"]), []).append(r)
+    for r in main:
+        if not r.get("overload"):
+            groups.setdefault((r["backend"], r["batching"]), []).append(r)
     for (backend, batching), rows in groups.items():
 
         def joined(key: str, fmt: str, rows: list[dict] = rows) -> str:
@@ -624,34 +625,109 @@ def serve() -> str:
             f"| {joined('p99_ms', '.0f')} ms "
             f"| {sum(r['socket_errors'] + r['non_2xx'] for r in rows)} |"
         )
-    for r in data["results"]:
+    for r in main:
         if not r.get("overload"):
             continue
-        queue = f", `--max-queue {r['max_queue']}`" if r.get("max_queue") else ""
-        kind = "shedding" if r.get("max_queue") else "overload"
-        rate = f"{r['requests_per_second']:,.0f}"
-        if r.get("max_queue"):
-            rate += f" ({r['accepted'] / data['seconds']:,.0f} accepted)"
         refused = f"{_pct(r.get('share_503', 0), 0)} 503" if r.get("share_503") else "no 503"
         accepted = ""
-        if "accepted_p99_ms" in r:
+        if r.get("accepted_p99_ms"):
             accepted = f" (accepted p99 {r['accepted_p99_ms']:.0f} ms)"
         lines.append(
-            f"| {r['backend']}, on{queue} | {kind} | {r['connections']} | {rate} "
-            f"| {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms "
+            f"| {r['backend']}, on | overload | {r['connections']} "
+            f"| {r['requests_per_second']:,.0f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms "
             f"| {r['socket_errors']}; {refused}{accepted} |"
         )
+    hosts = {r.get("host", "thread") for r in main}
     lines.append("")
     lines.append(
         f"wrk {data['seconds']:.0f} s a row over loopback, the same one-sentence request "
-        f"({data['sentence']!r}); `make demo`'s mean-pooling model; wrk shares the "
-        f"{data['cpu_count']} cores with the service."
+        f"({data['sentence']!r}); `make demo`'s mean-pooling model, "
+        + (
+            "in its own process (`serve`'s default); "
+            if hosts == {"process"}
+            else "in a thread of the server; "
+        )
+        + f"wrk shares the {data['cpu_count']} cores with the service."
+    )
+    lines.append("")
+    lines.append(_serve_source(data, main))
+    return "\n".join(lines)
+
+
+def _serve_source(data: dict, rows: list[dict]) -> str:
+    dates = sorted({str(r.get("date", data["date"]))[:10] for r in rows}) or [data["date"][:10]]
+    return (
+        f"_From `bench/results/serve_bench.json` ({', '.join(dates)}, {data['machine']}, "
+        f"{data['cpu_count']} cores): `make bench-serve` (`python bench/serve_bench.py`)._"
+    )
+
+
+def serve_scale() -> str:
+    """Past one process: the overload row with the model in a thread and in its own process,
+    --workers 1 and 2, Ray Serve with 1 and 2 replicas, and the projection for a cluster."""
+    data = _load("serve_bench.json")
+    results = data["results"]
+    lines = [
+        "| the model in | connections: calm / overload | accepted p99: calm / overload "
+        "| ratio | 503 share | accepted/s | other errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    shed = [r for r in results if r.get("section") == "shed" and r.get("calm_p99_ms")]
+    for r in shed:
+        accepted_p99 = r.get("accepted_p99_ms") or float("nan")
+        others = r["socket_errors"] + sum(
+            n for status, n in r["statuses"].items() if status not in ("200", "503")
+        )
+        lines.append(
+            f"| {r['backend']}: {'its own process' if r['host'] == 'process' else 'a thread'} "
+            f"| {r['max_queue']} / {r['connections']} "
+            f"| {r['calm_p99_ms']:.0f} / {accepted_p99:.0f} ms "
+            f"| {accepted_p99 / r['calm_p99_ms']:.1f}x | {_pct(r['share_503'], 0)} "
+            f"| {r['accepted'] / data['seconds']:,.0f} | {others} |"
+        )
+    lines.append("")
+    lines.append(
+        "Shedding: a queue of a quarter of the overload connections; calm is as many "
+        "connections as the queue holds; accepted p99 from the server's access log (the "
+        "time a request let in took in the server). The goal: overload within 2x calm."
     )
     lines.append("")
     lines.append(
-        f"_From `bench/results/serve_bench.json` ({data['date'][:10]}, {data['machine']}, "
-        f"{data['cpu_count']} cores): `make bench-serve` (`python bench/serve_bench.py`)._"
+        "| layout | connections | requests/s | p50 | p99 | errors, non-2xx |",
     )
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    layouts: dict[str, list[dict]] = {}
+    for r in results:
+        if r.get("section") == "workers":
+            layouts.setdefault(f"`--workers {r['workers']}`", []).append(r)
+        elif r.get("section") == "ray":
+            n = r["replicas"]
+            layouts.setdefault(f"Ray Serve, {n} replica{'s' * (n > 1)}", []).append(r)
+    for name, rows in layouts.items():
+
+        def joined(key: str, fmt: str, rows: list[dict] = rows) -> str:
+            return " / ".join(format(r[key], fmt) for r in rows)
+
+        lines.append(
+            f"| {name} | {joined('connections', 'd')} "
+            f"| {joined('requests_per_second', ',.0f')} | {joined('p50_ms', '.0f')} ms "
+            f"| {joined('p99_ms', '.0f')} ms "
+            f"| {sum(r['socket_errors'] + r['non_2xx'] for r in rows)} |"
+        )
+    one = [r for r in results if r.get("section") == "ray" and r["replicas"] == 1]
+    if one:
+        best = max(r["requests_per_second"] for r in one)
+        projected = ", ".join(f"{n} replicas ~{n * best:,.0f}" for n in (4, 16, 64))
+        lines.append("")
+        lines.append(
+            f"Projection for a cluster, one replica a node of this machine's size: a replica "
+            f"answers at most {best:,.0f} requests/s here, so {projected} requests/s, if the "
+            "proxies keep up (Ray Serve runs one on every node) and the replicas' requests are "
+            "spread evenly; measured on one machine, not on a cluster."
+        )
+    lines.append("")
+    scaled = [r for r in results if r.get("section") in ("shed", "workers", "ray")]
+    lines.append(_serve_source(data, scaled))
     return "\n".join(lines)
 
 
@@ -857,6 +933,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "scale": scale,
     "finetune": finetune,
     "serve": serve,
+    "serve-scale": serve_scale,
     "serve-load": serve_load,
     "export": export,
     "long-line": long_line,

@@ -705,3 +705,30 @@ def test_cli_service_reloads_on_sighup_and_logs_json(tiny_model_dir, tmp_path):
     assert [(line["status"], line["texts"]) for line in mine] == [(200, 1), (200, 1)]
     assert mine[0]["model_id"] == mine[1]["model_id"]  # the same folder, reloaded
     assert "reloaded: " in errors.read_text()
+
+
+@pytest.mark.slow
+def test_a_model_process_that_dies_fails_only_the_batch_it_held(tiny_model_dir):
+    """Its batch gets 503 with Retry-After; a new process loads the model and the next
+    requests are answered; the service never stops."""
+    from slow_server import SlowClassifier
+
+    model = SlowClassifier.load(tiny_model_dir)
+    model.batch_seconds = 0.5  # long enough to be killed in the middle of a batch
+    app = create_app(model, model_process=True, model_threads=1)
+    with TestClient(app) as client, ThreadPoolExecutor(1) as pool:
+        host = app.state.served.batcher.host
+        first_pid = host.pid
+        held = pool.submit(client.post, "/v1/predict", json={"texts": ["good"]})
+        time.sleep(0.2)
+        os.kill(first_pid, signal.SIGKILL)
+        lost = held.result()
+        after = client.post("/v1/predict", json={"texts": ["good", "awful"]})
+        samples = metric_samples(client.get("/metrics").text)
+        second_pid = host.pid
+    assert lost.status_code == 503 and int(lost.headers["retry-after"]) >= 1
+    assert "the model process stopped" in lost.json()["detail"]
+    assert after.status_code == 200  # waited for the new process, which loaded the model
+    assert [p["label"] for p in after.json()["predictions"]] == [1, 0]
+    assert host.restarts == 1 and second_pid not in (None, first_pid)
+    assert samples["bertprobe_rejected_requests_total", (("reason", "model_down"),)] == 1

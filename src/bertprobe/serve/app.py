@@ -351,8 +351,8 @@ class ServeMetrics:
         )
         self.rejected = Counter(
             "bertprobe_rejected_requests",
-            "Requests refused, by reason: queue_full, timeout, client_gone, too_large, "
-            "invalid, unauthorized, forbidden.",
+            "Requests refused, by reason: queue_full, model_down, timeout, client_gone, "
+            "too_large, invalid, unauthorized, forbidden.",
             ["reason"],
             registry=r,
         )
@@ -424,7 +424,7 @@ class RequestObserver:
             self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
             self.metrics.latency.labels(route).observe(seconds)
             if status in _REJECTED:
-                self.metrics.rejected.labels(_REJECTED[status]).inc()
+                self.metrics.rejected.labels(state.get("rejected", _REJECTED[status])).inc()
             access_log.info(
                 json.dumps(
                     {
@@ -968,6 +968,8 @@ def create_app(
                 limits.request_timeout_s,
             )
         except (QueueFullError, ModelHostDown) as exc:
+            if isinstance(exc, ModelHostDown):
+                request.state.rejected = "model_down"
             return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
         except TimeoutError:
             return _error(
