@@ -153,7 +153,8 @@ def main() -> None:
         default="main,shed,workers,ray",
         help="main: backends x batching x connections (the model in its own process); shed: "
         "the overload row with the model in a thread and in its own process; workers: "
-        "--workers 1 and 2 at 1/16/64/256 connections; ray: Ray Serve (a local Ray) with 1 and 2 "
+        "--workers 1 with the model in a thread, 1 and 2 with it in its own process, at "
+        "1/16/64/256 connections; ray: Ray Serve (a local Ray) with 1 and 2 "
         "replicas of one CPU each, the same connections. Rows of sections not run are kept "
         "from the results file, each with its date.",
     )
@@ -219,17 +220,25 @@ def main() -> None:
                 finally:
                     server.send_signal(signal.SIGTERM)
                     server.wait(timeout=60)
-        for workers in (1, 2) if "workers" in sections else ():
+        layouts = [(1, "thread"), (1, "process"), (2, "process")]
+        for workers, host in layouts if "workers" in sections else ():
             port = free_port()
-            log = Path(scratch) / f"workers-{workers}.log"
-            server = start_server(model, port, True, backends[0], log, ("--workers", str(workers)))
+            log = Path(scratch) / f"workers-{workers}-{host}.log"
+            extra = ("--workers", str(workers), f"--{'no-' * (host == 'thread')}model-process")
+            server = start_server(model, port, True, backends[0], log, extra)
             url = f"http://127.0.0.1:{port}/v1/predict"
             try:
                 run_wrk(url, script, 1, 1)
                 for count in [1, 16, 64, overload]:
                     row = run_wrk(url, script, count, seconds)
                     rows.append(
-                        {"backend": backends[0], "batching": True, "workers": workers, **row}
+                        {
+                            "backend": backends[0],
+                            "batching": True,
+                            "workers": workers,
+                            "host": host,
+                            **row,
+                        }
                     )
                     print(f"done: {rows[-1]}", file=sys.stderr)
             finally:

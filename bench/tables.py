@@ -699,7 +699,8 @@ def serve_scale() -> str:
     layouts: dict[str, list[dict]] = {}
     for r in results:
         if r.get("section") == "workers":
-            layouts.setdefault(f"`--workers {r['workers']}`", []).append(r)
+            thread = " --no-model-process" if r.get("host") == "thread" else ""
+            layouts.setdefault(f"`--workers {r['workers']}{thread}`", []).append(r)
         elif r.get("section") == "ray":
             n = r["replicas"]
             layouts.setdefault(f"Ray Serve, {n} replica{'s' * (n > 1)}", []).append(r)
