@@ -143,4 +143,3 @@ def long_rows_tsv(tmp_path, sentiment_rows):
     path = tmp_path / "long.tsv"
     path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
     return path, rows
-
