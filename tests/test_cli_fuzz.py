@@ -431,12 +431,29 @@ def run_in_process(argv: list[str], stdin: str = "a text from stdin\n") -> tuple
 
 @pytest.fixture(scope="module")
 def sandbox(world):
-    """serve binds its socket (a taken port must fail), then returns instead of serving; and
+    """serve binds its socket (a taken port must fail), then returns instead of serving (with
+    --workers, instead of starting them; with --ray, once its options are checked); and
     relative paths drawn (".", "-", odd names) land in a scratch folder, not the checkout."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from bertprobe.serve import ray_serve
+
+    def checked_not_deployed(folder, *, address, host, port, on_ready, **options):
+        """serve --ray: every check deploy makes before it contacts Ray, and no more."""
+        ray_serve._plan(
+            folder,
+            max_ongoing_requests=None,
+            surge_percent=ray_serve.SURGE_PERCENT,
+            name="bertprobe",
+            route_prefix="/",
+            **options,
+        )
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+        patch.setattr(Multiprocess, "run", lambda self: None)  # --workers: no processes
+        patch.setattr(ray_serve, "run_on_ray", checked_not_deployed)
         cwd = Path(world["files"]["folder"]).parent / "cwd"
         cwd.mkdir(exist_ok=True)
         patch.chdir(cwd)

@@ -253,7 +253,7 @@ def _plan(
     if device.startswith("cuda") and not num_gpus > 0:
         raise BadInputError(
             f"device {device} on Ray needs a GPU reserved for each replica (num_gpus, "
-            "--ray-num-gpus 1): Ray hides the GPUs a replica did not reserve"
+            "--replica-gpus 1): Ray hides the GPUs a replica did not reserve"
         )
     model = Classifier.load(folder)  # an altered or edited folder is refused here
     model.threshold(threshold)  # a threshold the model does not suit, too
