@@ -3,7 +3,6 @@ probe), the command's bad input, and the page driven in Chromium."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ from bertprobe.data.files import read_labelled
 from bertprobe.datasets import load_sst2
 from bertprobe.encoders.encode import EncoderOptions
 from bertprobe.label import HEADER, LabellingSession, check_labels, create_label_app
+from services import free_port
 
 POOL = load_sst2("dev").texts[:40]
 
@@ -268,12 +268,6 @@ def test_command_prints_the_address_and_serves(tmp_path, capsys, tiny_distilbert
 
 
 # --- the page in a browser ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 from bertprobe.model.classifier import load_model
 from bertprobe.serve import BatchingConfig, ServeLimits, create_app
+from services import free_port
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +103,6 @@ def test_concurrent_requests_are_batched_and_never_mixed(client, model):
 
 
 # --- against a real server on loopback ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

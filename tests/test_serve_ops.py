@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,6 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from bertprobe.model.classifier import load_model
 from bertprobe.serve import (
@@ -38,6 +36,7 @@ from bertprobe.serve import (
     ServeSecurity,
     create_app,
 )
+from services import cli_service, free_port, metric_samples, wait_healthy
 
 KEY = "test-key-0123456789"
 
@@ -45,12 +44,6 @@ KEY = "test-key-0123456789"
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     return load_model(tiny_model_dir)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -71,15 +64,6 @@ def running(app):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-
-
-def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of a /metrics page, by name and sorted labels."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def slowed(model_dir: Path, seconds: float):
@@ -487,7 +471,7 @@ def rss_bytes(pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_overload_gets_503s_not_crashes_and_keeps_latency(tiny_model_dir):
+def test_overload_gets_503s_not_crashes_and_keeps_latency(tiny_model_dir, tmp_path):
     """A real server process, its encoder slowed to 300 ms a batch + 5 ms a text (the
     encoder, not HTTP or this busy machine's CPU, is what runs out); a queue of 8 texts,
     batches of 8. At the most load that is never refused (8 clients) every request is
@@ -495,28 +479,22 @@ def test_overload_gets_503s_not_crashes_and_keeps_latency(tiny_model_dir):
     none another 5xx, and those let in are answered about as fast."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("slow_server.py")),
-            str(tiny_model_dir),
-            str(port),
-            *("8", "8"),  # queue, batch: in texts
-            *("0.3", "0.005"),  # seconds a batch, a text
-        ],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        stderr=subprocess.PIPE,
-    )
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "wb") as stderr:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("slow_server.py")),
+                str(tiny_model_dir),
+                str(port),
+                *("8", "8"),  # queue, batch: in texts
+                *("0.3", "0.005"),  # seconds a batch, a text
+            ],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            stderr=stderr,
+        )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(url, server, errors)
         rss_before = rss_bytes(server.pid)
 
         # As many clients as the queue holds texts: the most that are never refused, at batches
@@ -652,38 +630,10 @@ def test_reload_of_a_broken_folder_is_refused_with_its_reason(model, tiny_model_
 def test_cli_service_reloads_on_sighup_and_logs_json(tiny_model_dir, tmp_path):
     """`bertprobe serve` end to end: the key from the environment, SIGHUP reloads the folder,
     access log lines are JSON on standard error."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     errors = tmp_path / "stderr.txt"
-    with open(errors, "wb") as stderr:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bertprobe",
-                "serve",
-                "--model",
-                str(tiny_model_dir),
-                "--port",
-                str(port),
-                "--max-queue",
-                "32",
-                "--cors-origin",
-                "http://example.com",
-            ],
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "BERTPROBE_API_KEY": KEY},
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, errors.read_text()[-2000:]
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    args = ["--model", str(tiny_model_dir), "--max-queue", "32"]
+    args += ["--cors-origin", "http://example.com"]
+    with cli_service(args, errors, env={"BERTPROBE_API_KEY": KEY}) as (url, server):
         key = {"Authorization": f"Bearer {KEY}", "X-Request-ID": "cli-test-1"}
         assert httpx.post(url + "/v1/predict", json={"texts": ["fine"]}).status_code == 401
         assert httpx.post(url + "/v1/predict", json={"texts": ["fine"]}, headers=key).is_success
@@ -697,9 +647,6 @@ def test_cli_service_reloads_on_sighup_and_logs_json(tiny_model_dir, tmp_path):
             time.sleep(0.2)
         assert samples["bertprobe_queue_limit_texts", ()] == 32
         assert httpx.post(url + "/v1/predict", json={"texts": ["fine"]}, headers=key).is_success
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     lines = [json.loads(line) for line in errors.read_text().splitlines() if line.startswith("{")]
     mine = [line for line in lines if line["request_id"] == "cli-test-1"]
     assert [(line["status"], line["texts"]) for line in mine] == [(200, 1), (200, 1)]

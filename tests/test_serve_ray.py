@@ -25,6 +25,7 @@ from bertprobe.core.errors import BadInputError, BertprobeError
 from bertprobe.core.ray_cluster import local_runtime_env
 from bertprobe.model.classifier import load_model
 from bertprobe.serve import BatchingConfig, ServeSecurity
+from services import free_port
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
@@ -47,14 +48,6 @@ SHAPE = {
     "surge_percent": 100,
     "security": ServeSecurity(api_key=KEY),
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

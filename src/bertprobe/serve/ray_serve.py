@@ -545,26 +545,6 @@ def run_on_ray(
     standard error). The other parameters are :func:`deploy`'s. Call from the main thread
     (signal handlers are installed there).
     """
-    deployment = deploy(
-        folder,
-        address=address,
-        replicas=replicas,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        autoscaling=autoscaling,
-        max_ongoing_requests=max_ongoing_requests,
-        surge_percent=surge_percent,
-        limits=limits,
-        batching=batching,
-        security=security,
-        threshold=threshold,
-        backend=backend,
-        device=device,
-        host=host,
-        port=port,
-        name=name,
-        route_prefix=route_prefix,
-    )
     redeploy = partial(
         deploy,
         address=address,
@@ -585,6 +565,7 @@ def run_on_ray(
         name=name,
         route_prefix=route_prefix,
     )
+    deployment = redeploy(folder)
     stop, hangup = threading.Event(), threading.Event()
     wanted = [signal.SIGINT, signal.SIGTERM]
     hup = getattr(signal, "SIGHUP", None)  # not on Windows
