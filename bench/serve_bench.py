@@ -150,13 +150,14 @@ def main() -> None:
     parser.add_argument("--overload-connections", type=int, default=256)
     parser.add_argument(
         "--sections",
-        default="main,shed,workers,ray",
+        default="main,shed,workers,ray,long",
         help="main: backends x batching x connections (the model in its own process); shed: "
         "the overload row with the model in a thread and in its own process; workers: "
         "--workers 1 with the model in a thread, 1 and 2 with it in its own process, at "
         "1/16/64/256 connections; ray: Ray Serve (a local Ray) with 1 and 2 "
-        "replicas of one CPU each, the same connections. Rows of sections not run are kept "
-        "from the results file, each with its date.",
+        "replicas of one CPU each, the same connections; long: 48 connections each posting "
+        "256 texts of about 2,000 characters (admission by cost: 200 and 503, no 504). Rows of "
+        "sections not run are kept from the results file, each with its date.",
     )
     parser.add_argument(
         "--quick",
@@ -261,9 +262,42 @@ def main() -> None:
             finally:
                 server.send_signal(signal.SIGINT)  # removes the deployment, stops its Ray
                 server.wait(timeout=120)
+        if "long" in sections:
+            # The case: long texts at a service with the default queue (which once
+            # let them in by count, ran them, and answered 504).
+            long_text = " ".join([SENTENCE.rstrip(" .")] * 60)[:2000]
+            long_script = Path(scratch) / "long.lua"
+            long_script.write_text(LUA % {"body": json.dumps({"texts": [long_text] * 256})})
+            port = free_port()
+            log = Path(scratch) / "long.log"
+            server = start_server(model, port, True, backends[0], log)
+            url = f"http://127.0.0.1:{port}/v1/predict"
+            try:
+                start_line = len(log.read_text().splitlines())
+                row = run_wrk(url, long_script, 48, 3 * seconds)
+                p99, accepted = accepted_p99_ms(log, start_line)
+                rows.append(
+                    {
+                        "backend": backends[0],
+                        "batching": True,
+                        "long": True,
+                        "texts_per_request": 256,
+                        "chars_per_text": len(long_text),
+                        "seconds": 3 * seconds,
+                        **row,
+                        "accepted": accepted,
+                        "accepted_p99_ms": p99,
+                    }
+                )
+                print(f"done: {rows[-1]}", file=sys.stderr)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=120)
     for row in rows:
         section = (
-            "ray"
+            "long"
+            if row.get("long")
+            else "ray"
             if "replicas" in row
             else "workers"
             if "workers" in row

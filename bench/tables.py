@@ -691,6 +691,16 @@ def serve_scale() -> str:
         "connections as the queue holds; accepted p99 from the server's access log (the "
         "time a request let in took in the server). The goal: overload within 2x calm."
     )
+    for r in (r for r in results if r.get("section") == "long"):
+        statuses = sorted(r["statuses"].items())
+        counts = ", ".join(f"{n:,} answered {status}" for status, n in statuses)
+        p99 = f"; accepted p99 {r['accepted_p99_ms']:,.0f} ms" if r.get("accepted_p99_ms") else ""
+        lines.append("")
+        lines.append(
+            f"Long texts: {r['connections']} connections each posting {r['texts_per_request']} "
+            f"texts of {r['chars_per_text']:,} characters for {r['seconds']:.0f} s at the "
+            f"default queue: {counts}{p99}; {r['socket_errors']} socket errors."
+        )
     lines.append("")
     lines.append(
         "| layout | connections | requests/s | p50 | p99 | errors, non-2xx |",

@@ -856,7 +856,11 @@ def create_app(
     app.state.metrics = metrics
     app.state.reload = reload
     app.state.reload_in_background = reload_in_background
-    too_large = {"model": ErrorBody, "description": "Too many texts, or the body is too large."}
+    too_large = {
+        "model": ErrorBody,
+        "description": "The body is too large, or its texts need more of the encoder than the "
+        "request timeout allows (send fewer or shorter texts).",
+    }
     unauthorized = {"model": ErrorBody, "description": "No API key, or the wrong one."}
     # FastAPI answers a body that is not UTF-8 JSON with 400 before any route runs.
     not_json = {"model": ErrorBody, "description": "The body is not UTF-8 JSON."}
