@@ -679,3 +679,19 @@ def test_a_model_process_that_dies_fails_only_the_batch_it_held(tiny_model_dir):
     assert [p["label"] for p in after.json()["predictions"]] == [1, 0]
     assert host.restarts == 1 and second_pid not in (None, first_pid)
     assert samples["bertprobe_rejected_requests_total", (("reason", "model_down"),)] == 1
+
+
+@pytest.mark.slow
+def test_a_large_request_reaches_the_model_process_whole(model):
+    """256 texts of 1,800 characters (460 KB) through the pipe to the model process, under
+    uvicorn's own loop (uvloop where installed, which once made the pipe non-blocking: the
+    message failed half-sent and the model process was taken for dead)."""
+    app = create_app(model, model_process=True, model_threads=1)
+    texts = [f"{i} " + "a good film " * 150 for i in range(256)]
+    with running(app) as url:
+        answer = httpx.post(url + "/v1/predict", json={"texts": texts}, timeout=120)
+        explained = httpx.post(url + "/v1/explain", json={"texts": texts[:64]}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 256
+    assert explained.status_code == 200 and len(explained.json()["explanations"]) == 64
+    assert app.state.served.batcher.host.restarts == 0

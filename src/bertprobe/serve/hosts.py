@@ -194,6 +194,11 @@ class ModelProcess:
         theirs.close()  # the child's end: closed here, so its death reads as end of file
         self._conn = ours
         loop.add_reader(ours.fileno(), self._answered)
+        # uvloop (uvicorn's loop when installed) makes a watched descriptor non-blocking: a
+        # message over the pipe's buffer (256 long texts, 500 KB) then failed half-sent, and
+        # the model process was taken for dead. Readiness is all the loop needs from it; a
+        # send or a receive is whole.
+        os.set_blocking(ours.fileno(), True)
         try:
             self.pid = await self._call(None)
         except BaseException:
