@@ -662,6 +662,13 @@ def _serve_source(data: dict, rows: list[dict]) -> str:
     )
 
 
+def _cores(row: dict) -> str:
+    if "cores_server" not in row:
+        return "-"
+    model = f"{row['cores_model']:.2f}" if row["host"] == "process" else "(in the server)"
+    return f"{row['cores_server']:.2f} / {model}"
+
+
 def serve_scale() -> str:
     """Past one process: the overload row with the model in a thread and in its own process,
     --workers 1 and 2, Ray Serve with 1 and 2 replicas, and the projection for a cluster."""
@@ -669,8 +676,8 @@ def serve_scale() -> str:
     results = data["results"]
     lines = [
         "| the model in | connections: calm / overload | accepted p99: calm / overload "
-        "| ratio | 503 share | accepted/s | other errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| ratio | 503 share | accepted/s | cores: server / model | other errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     shed = [r for r in results if r.get("section") == "shed" and r.get("calm_p99_ms")]
     for r in shed:
@@ -683,13 +690,15 @@ def serve_scale() -> str:
             f"| {r['max_queue']} / {r['connections']} "
             f"| {r['calm_p99_ms']:.0f} / {accepted_p99:.0f} ms "
             f"| {accepted_p99 / r['calm_p99_ms']:.1f}x | {_pct(r['share_503'], 0)} "
-            f"| {r['accepted'] / data['seconds']:,.0f} | {others} |"
+            f"| {r['accepted'] / data['seconds']:,.0f} "
+            f"| {_cores(r)} | {others} |"
         )
     lines.append("")
     lines.append(
         "Shedding: a queue of a quarter of the overload connections; calm is as many "
         "connections as the queue holds; accepted p99 from the server's access log (the "
-        "time a request let in took in the server). The goal: overload within 2x calm."
+        "time a request let in took in the server); cores: the CPU each process used under "
+        "the storm (/proc). The goal: overload within 2x calm."
     )
     for r in (r for r in results if r.get("section") == "long"):
         statuses = sorted(r["statuses"].items())
@@ -697,9 +706,10 @@ def serve_scale() -> str:
         p99 = f"; accepted p99 {r['accepted_p99_ms']:,.0f} ms" if r.get("accepted_p99_ms") else ""
         lines.append("")
         lines.append(
-            f"Long texts: {r['connections']} connections each posting {r['texts_per_request']} "
-            f"texts of {r['chars_per_text']:,} characters for {r['seconds']:.0f} s at the "
-            f"default queue: {counts}{p99}; {r['socket_errors']} socket errors."
+            f"Long texts: {r['connections']} clients each posting {r['texts_per_request']} "
+            f"texts of {r['chars_per_text']:,} characters for {r['seconds']:.0f} s, waiting as "
+            f"`Retry-After` says, at the default queue: {counts}{p99}; "
+            f"{r['socket_errors']} connection errors."
         )
     lines.append("")
     lines.append(
