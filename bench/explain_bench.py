@@ -132,7 +132,8 @@ def main() -> None:
             if all(d is not None for d in deltas):
                 row["mean_abs_delta"] = float(sum(deltas) / len(deltas))
                 # A forward and a backward pass per step, for each score explained.
-                scores = 1 if found[0].score == "log-odds" and not model.multi_label else None
+                one = found[0].score == "log-odds" and not model.decision.label_sets
+                scores = 1 if one else None
                 row["passes_per_text"] = DEFAULT_STEPS * (scores or len(model.classes))
                 row["passes_per_second"] = row["passes_per_text"] * len(subset) / seconds
             results.append(row)

@@ -90,7 +90,7 @@ def skew_rows(n_train: int | None, n_test: int | None, encoding) -> list[dict]:
                     "n_train": len(train_set),
                     "n_positive": sum(1 for y in train_set.labels or [] if y == 1),
                     "C": result.probe.C_,
-                    "threshold": model.threshold(threshold),
+                    "threshold": (model.decision_for(threshold).thresholds or (None,))[0],
                 }
                 for split, data in tests.items():
                     found = model.evaluate(

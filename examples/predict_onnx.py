@@ -55,11 +55,21 @@ probabilities = session.run([card["output"]], inputs)[0]
 if "vote" in card:  # a TF-IDF voter over the raw texts: the mean of both models' probabilities
     vote = json.loads((folder / card["vote"]["file"]).read_text(encoding="utf-8"))
     probabilities = (probabilities + vote_proba(vote, texts)) / 2
+# How probabilities become labels: the card's decision (exports before it: a label-set flag).
+names = [str(c) for c in card["classes"]]
+decision = card.get("decision") or (
+    {"rule": "per-label", "thresholds": dict(zip(names, card["thresholds"], strict=True))}
+    if card.get("multi_label")
+    else {"rule": "argmax"}
+)
 for text, row in zip(texts, probabilities, strict=True):
-    if card.get("multi_label"):  # each label's probability, against its threshold
-        on = row >= np.array(card["thresholds"])
-        labels = [c for c, yes in zip(card["classes"], on, strict=True) if yes]
+    if decision["rule"] == "per-label":  # each label's probability, against its threshold
+        cuts = [decision["thresholds"][str(c)] for c in card["classes"]]
+        labels = [c for c, p, cut in zip(card["classes"], row, cuts, strict=True) if p >= cut]
         print(json.dumps({"text": text, "labels": labels, "probabilities": row.tolist()}))
+        continue
+    if decision["rule"] == "threshold":  # two classes: the second where it reaches the threshold
+        label = card["classes"][int(row[1] >= decision["threshold"])]
     else:
         label = card["classes"][int(row.argmax())]
-        print(json.dumps({"text": text, "label": label, "probabilities": row.tolist()}))
+    print(json.dumps({"text": text, "label": label, "probabilities": row.tolist()}))

@@ -26,6 +26,7 @@ from bertprobe import (
 from bertprobe.cli import app
 from bertprobe.model.classifier import Classifier
 from conftest import write_tsv
+from ways_out import check_evaluate, check_export, check_report, check_service
 
 MODES = (
     "plain",
@@ -141,49 +142,10 @@ def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilb
         assert result.to_dict()["auto"] == result.sweep.choice
     np.testing.assert_allclose(loaded.predict_proba(texts), expected, atol=1e-4)
 
-    # evaluate: the same decisions as predict.
-    if target == "single":
-        labels = loaded.predict(texts).tolist()
-        assert loaded.evaluate(texts, labels).accuracy == 1.0
-    else:
-        sets = loaded.predict_labels(texts)
-        assert loaded.evaluate(texts, ["|".join(s) for s in sets]).subset_accuracy == 1.0
-
-    _check_service(loaded, texts, expected, target)
-    _check_report(out, test_file, target, tmp_path)
-    _check_export(loaded, texts, expected, tmp_path)
-
-
-def _check_service(model, texts, expected, target):
-    from fastapi.testclient import TestClient
-
-    from bertprobe.serve import create_app
-
-    with TestClient(create_app(model)) as client:
-        response = client.post("/v1/predict", json={"texts": texts})
-    assert response.status_code == 200, response.text
-    for answer, row in zip(response.json()["predictions"], expected, strict=True):
-        got = [answer["probabilities"][str(c)] for c in model.classes]
-        np.testing.assert_allclose(got, row, atol=1e-4)
-
-
-def _check_report(out, test_file, target, tmp_path):
-    args = ["report", str(test_file), "--model", str(out), "--out", str(tmp_path / "report")]
-    if target == "multi":
-        args += ["--label-sep", "|"]
-    result = CliRunner().invoke(app, [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "report" / "report.html").is_file()
-
-
-def _check_export(model, texts, expected, tmp_path):
-    """The export gives predict's probabilities, a TF-IDF vote's included (the voter beside the
-    graph, computed in numpy)."""
-    from bertprobe.export import ExportedClassifier, export_classifier
-
-    folder = export_classifier(model, tmp_path / "export")
-    exported = ExportedClassifier(folder)
-    np.testing.assert_allclose(exported.predict_proba(texts), expected, atol=1e-4)
+    check_evaluate(loaded, texts)  # the same decisions as predict
+    check_service(loaded, texts, expected)
+    check_report(out, test_file, tmp_path)
+    check_export(loaded, texts, expected, tmp_path)
 
 
 # Ray actors load the model folder and answer as one process does; a cell per mode (a local

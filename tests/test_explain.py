@@ -12,7 +12,7 @@ import pytest
 from bertprobe import Classifier, LinearProbe, resolve_encoder
 from bertprobe.core.errors import BadInputError
 from bertprobe.encoders.encode import EncoderOptions, FeatureSpec, embed
-from bertprobe.heads.linear import linear_head
+from bertprobe.heads.linear import linear_readout
 from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import OutOfCoreProbe
 from bertprobe.model.explain import erasure_scores
@@ -39,8 +39,8 @@ def _model(folder, rows, spec, probe=None, labels=None, text_model=None) -> Clas
 def _model_logits(model: Classifier, texts: list[str]) -> np.ndarray:
     """The scores the model computes on its own path (embed, then the probe's weights)."""
     X, _ = model.embed(texts)
-    z = linear_head(model.probe).scores(X) if not model.multi_label else None
-    if model.multi_label:
+    z = linear_readout(model.probe).scores(X) if not model.decision.label_sets else None
+    if model.decision.label_sets:
         p = np.clip(model.predict_proba(texts), 1e-15, 1 - 1e-15)
         return np.log(p / (1 - p))
     return np.concatenate([-z, z], axis=1) if z.shape[1] == 1 else z
@@ -91,7 +91,7 @@ def test_exact_scores_add_up_to_each_labels_log_odds(tiny_distilbert, sentiment_
     found = model.explain(texts)
     _assert_adds_up(found, model, texts)
     assert found[0].classes == ("film", "pos")
-    assert [list(e.labels) for e in found] == model.predict_labels(texts)
+    assert [e.labels for e in found] == list(model.predict(texts))
     for e in found:  # a label is given where its log-odds reach its threshold's
         given = [c for c, z, d in zip(e.classes, e.logits, e.decision, strict=True) if z >= d]
         assert given == list(e.labels)
@@ -182,7 +182,7 @@ def _baseline_scores(model: Classifier, texts: list[str]) -> np.ndarray:
         base = [t if w is None else pad for t, w in zip(window, r.words[0], strict=True)]
         pooled = encoder.forward([base], views)
         rows.append(np.concatenate([pooled[v][0] for v in views]))
-    z = linear_head(model.probe).scores(np.array(rows))
+    z = linear_readout(model.probe).scores(np.array(rows))
     return np.concatenate([-z, z], axis=1) if z.shape[1] == 1 else z
 
 

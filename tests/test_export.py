@@ -183,13 +183,13 @@ def test_a_head_that_differs_from_the_probe_is_caught_before_writing(
 
     import bertprobe.export
 
-    real = bertprobe.export.linear_head
+    real = bertprobe.export.linear_readout
 
     def shifted(probe):
         head = real(probe)
         return dataclasses.replace(head, intercept=head.intercept + 0.5)
 
-    monkeypatch.setattr(bertprobe.export, "linear_head", shifted)
+    monkeypatch.setattr(bertprobe.export, "linear_readout", shifted)
     with pytest.raises(RuntimeError, match="differs from LinearProbe.predict_proba"):
         export_classifier(tiny_model_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -561,7 +561,7 @@ def test_a_version_1_export_is_still_read(exported, tiny_model_dir, tmp_path):
     old = tmp_path / "v1"
     shutil.copytree(exported, old)
     card = json.loads((old / "card.json").read_text())
-    for key in ("long", "multi_label"):
+    for key in ("long", "multi_label", "decision"):
         card.pop(key)
     card["format_version"] = 1
     (old / "card.json").write_text(json.dumps(card))
@@ -626,9 +626,8 @@ def test_a_multilabel_export_matches_predict_proba_and_label_sets(
     assert proba.shape == expected.shape == (len(texts), 3)
     assert np.abs(proba - expected).max() < 1e-4
     assert not np.allclose(proba.sum(axis=1), 1)  # per-label probabilities, not normalized
-    assert exported.predict_labels(texts) == model.predict_labels(texts)
     assert exported.predict(texts) == model.predict(texts).tolist()
-    assert len({tuple(s) for s in model.predict_labels(texts)}) > 1  # not one set for all
+    assert len(set(model.predict(texts))) > 1  # not one set for all
 
 
 def test_a_multilabel_export_card_holds_labels_and_thresholds(multilabel_export):
@@ -636,7 +635,10 @@ def test_a_multilabel_export_card_holds_labels_and_thresholds(multilabel_export)
     card = json.loads((folder / "card.json").read_text())
     assert card["multi_label"] is True and card["head"] == "multi-label"
     assert card["classes"] == model.classes == ["film", "negative", "positive"]
-    assert card["thresholds"] == model.thresholds.tolist()
+    thresholds = list(model.decision.thresholds)
+    assert card["thresholds"] == thresholds  # for readers from before the decision
+    by_label = dict(zip(card["classes"], thresholds, strict=True))
+    assert card["decision"] == {"rule": "per-label", "thresholds": by_label}
     assert len(set(card["thresholds"])) > 1  # tuned: a wrong pairing of label and threshold shows
 
 
@@ -646,7 +648,7 @@ def test_the_predictor_prints_label_sets_for_a_multilabel_export(
     model, folder = multilabel_export
     texts = [t for t, _ in sentiment_rows][:8] + TEXTS[:2]
     rows = predicted_rows(run_predictor(folder, texts, tmp_path))
-    assert [r["labels"] for r in rows] == model.predict_labels(texts)
+    assert [tuple(r["labels"]) for r in rows] == list(model.predict(texts))
     ours = np.array([r["probabilities"] for r in rows])
     assert np.abs(ours - model.predict_proba(texts)).max() < 1e-4
 

@@ -316,7 +316,7 @@ def test_a_small_training_set_gets_enough_steps_unless_epochs_are_given(
 def test_the_epoch_kept_has_the_best_dev_accuracy_and_loss_only_breaks_ties(logits):
     from transformers import EvalPrediction
 
-    from bertprobe.training.finetune import _dev_scores
+    from bertprobe.training.target import dev_scores as _dev_scores
 
     scores, labels, other_labels = logits
     a = _dev_scores(EvalPrediction(predictions=scores, label_ids=np.array(labels)))
@@ -329,7 +329,7 @@ def test_the_epoch_kept_has_the_best_dev_accuracy_and_loss_only_breaks_ties(logi
 def test_between_epochs_of_equal_dev_accuracy_the_lower_loss_is_kept():
     from transformers import EvalPrediction
 
-    from bertprobe.training.finetune import _dev_scores
+    from bertprobe.training.target import dev_scores as _dev_scores
 
     labels = np.array([0, 1, 1, 0])
     unsure = np.array([[0.1, 0.0], [0.0, 0.1], [0.1, 0.0], [0.0, 0.1]])  # 2 of 4 right
@@ -411,7 +411,7 @@ def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
 def test_dev_scores_of_windows_pool_each_texts_probabilities():
     from transformers import EvalPrediction
 
-    from bertprobe.training.finetune import _dev_scores
+    from bertprobe.training.target import dev_scores as _dev_scores
 
     # text 7 (label 1): windows sure of 1, then unsure of 0 -> mean favours 1, right
     # text 3 (label 0): one window, sure of 1 -> wrong; text 5 (label 0): sure of 0 -> right
@@ -486,11 +486,14 @@ def _watch_the_trainer(monkeypatch) -> dict:
 
 def test_label_sets_split_into_dev_by_text_with_a_seeded_shuffle(sentiment_rows):
     from bertprobe.core.errors import BadInputError
-    from bertprobe.training.finetune import split_dev
+    from bertprobe.training.target import LABEL_SETS
+
+    def split_dev(data, options, dev=None):
+        return LABEL_SETS.split_dev(data, options, dev, CLASSES)
 
     data = _label_sets(sentiment_rows)
     options = FinetuneOptions(dev_share=0.2, seed=3)
-    train_rows, dev_rows = split_dev(data, options, classes=CLASSES)
+    train_rows, dev_rows = split_dev(data, options)
     assert (len(train_rows), len(dev_rows)) == (80, 20)
     assert sorted(train_rows.texts + dev_rows.texts) == sorted(data.texts)  # each text whole
     assert not set(train_rows.texts) & set(dev_rows.texts)
@@ -499,31 +502,32 @@ def test_label_sets_split_into_dev_by_text_with_a_seeded_shuffle(sentiment_rows)
             y == _label_set(t, 1 if "positive" in y else 0)
             for t, y in zip(part.texts, part.labels, strict=True)
         )
-    assert split_dev(data, options, classes=CLASSES)[1].texts == dev_rows.texts  # seeded
-    other = split_dev(data, FinetuneOptions(dev_share=0.2, seed=4), classes=CLASSES)[1]
+    assert split_dev(data, options)[1].texts == dev_rows.texts  # seeded
+    other = split_dev(data, FinetuneOptions(dev_share=0.2, seed=4))[1]
     assert other.texts != dev_rows.texts
     # a dev file is checked against the classes; one-label rows are not label sets
     dev = _label_sets(sentiment_rows[:4], "dev.tsv")
     dev.labels[0] = ("positive", "late")
     with pytest.raises(BadInputError, match=r"dev.tsv: dev labels the training data lacks: late"):
-        split_dev(data, options, dev, classes=CLASSES)
+        split_dev(data, options, dev)
     plain = _label_sets(sentiment_rows)
     plain.labels[:] = [y for _, y in sentiment_rows]
     with pytest.raises(BadInputError, match="is not a label set"):
-        split_dev(plain, options, classes=CLASSES)
+        split_dev(plain, options)
     with pytest.raises(BadInputError, match="too few for a dev share"):
-        split_dev(_label_sets(sentiment_rows[:1]), options, classes=CLASSES)
+        split_dev(_label_sets(sentiment_rows[:1]), options)
 
 
 def test_multi_label_fine_tuning_learns_with_sigmoid_outputs_and_keeps_the_best_dev_f1(
     tiny_distilbert, sentiment_rows, tmp_path, monkeypatch
 ):
-    from bertprobe.training.finetune import finetune, split_dev
+    from bertprobe.training.finetune import finetune
+    from bertprobe.training.target import LABEL_SETS
 
     seen = _watch_the_trainer(monkeypatch)
     data = _label_sets(sentiment_rows)
     options = FinetuneOptions(epochs=3, lr=5e-4)
-    train_rows, dev_rows = split_dev(data, options, classes=CLASSES)
+    train_rows, dev_rows = LABEL_SETS.split_dev(data, options, None, CLASSES)
     encoding = EncoderOptions(str(tiny_distilbert), pooling="mean", run=RunOptions(batch_size=8))
     tuned = finetune(
         train_rows,
@@ -531,12 +535,13 @@ def test_multi_label_fine_tuning_learns_with_sigmoid_outputs_and_keeps_the_best_
         encoding=encoding,
         options=options,
         workdir=tmp_path / "job",
+        target=LABEL_SETS,
         classes=CLASSES,
     )
-    assert tuned.multi_label and (tuned.n_train, tuned.n_dev) == (90, 10)
+    assert tuned.label_sets and (tuned.n_train, tuned.n_dev) == (90, 10)
     # one sigmoid output per label, in the order given, trained on 0/1 rows
     model = seen["trainer"].model
-    assert model.multi_label and model.head.out_features == 2
+    assert model.loss == "binary-cross-entropy" and model.head.out_features == 2
     k = train_rows.texts.index("the film was good")
     assert seen["train"].labels[k] == [1.0, 1.0]
     k = train_rows.texts.index("the score was awful")
@@ -552,16 +557,17 @@ def test_multi_label_fine_tuning_learns_with_sigmoid_outputs_and_keeps_the_best_
     assert all(round(10 * a) == pytest.approx(10 * a) for a in tuned.dev_history)  # per text
     # the record beside the tuned encoder says so, and a second call reads it
     record = json.loads((tmp_path / "job" / "finetuned.json").read_text())
-    assert record["multi_label"] is True and record["dev_f1_history"] == tuned.dev_f1_history
+    assert record["dev_f1_history"] == tuned.dev_f1_history
     again = finetune(
         train_rows,
         dev_rows,
         encoding=encoding,
         options=options,
         workdir=tmp_path / "job",
+        target=LABEL_SETS,
         classes=CLASSES,
     )
-    assert again.multi_label and again.dev_f1_history == tuned.dev_f1_history
+    assert again.label_sets and again.dev_f1_history == tuned.dev_f1_history
 
 
 def test_label_sets_without_classes_are_refused(tiny_distilbert, sentiment_rows, tmp_path):
@@ -569,7 +575,7 @@ def test_label_sets_without_classes_are_refused(tiny_distilbert, sentiment_rows,
     from bertprobe.training.finetune import finetune
 
     data = _label_sets(sentiment_rows)
-    with pytest.raises(BadInputError, match="the labels are label sets; pass classes="):
+    with pytest.raises(BadInputError, match="the labels are label sets; tune with the label-set"):
         finetune(
             data, data, encoding=EncoderOptions(str(tiny_distilbert)), workdir=tmp_path / "job"
         )
@@ -581,7 +587,8 @@ def test_multi_label_fine_tuning_on_windows_gives_each_window_its_texts_label_se
 ):
     from bertprobe.data.files import LabelledTexts
     from bertprobe.encoders.encode import load_encoder
-    from bertprobe.training.finetune import finetune, split_dev
+    from bertprobe.training.finetune import finetune
+    from bertprobe.training.target import LABEL_SETS
 
     _, rows = long_rows_tsv
     # label sets by the first sentence's subject and the review's sentiment
@@ -595,7 +602,7 @@ def test_multi_label_fine_tuning_on_windows_gives_each_window_its_texts_label_se
     assert {len(y) for y in data.labels or []} == {0, 1, 2}
     seen = _watch_the_trainer(monkeypatch)
     options = FinetuneOptions(epochs=2, lr=5e-4, dev_share=0.2)
-    train_rows, dev_rows = split_dev(data, options, classes=CLASSES)
+    train_rows, dev_rows = LABEL_SETS.split_dev(data, options, None, CLASSES)
     encoding = EncoderOptions(
         str(tiny_distilbert),
         pooling="mean",
@@ -610,9 +617,10 @@ def test_multi_label_fine_tuning_on_windows_gives_each_window_its_texts_label_se
         encoding=encoding,
         options=options,
         workdir=tmp_path / "job",
+        target=LABEL_SETS,
         classes=CLASSES,
     )
-    assert (tuned.n_train, tuned.n_dev) == (16, 4) and tuned.multi_label
+    assert (tuned.n_train, tuned.n_dev) == (16, 4) and tuned.label_sets
     tokenizer = load_encoder(str(tiny_distilbert)).tokenizer
     for part, texts in (("train", train_rows), ("dev", dev_rows)):
         windows = seen[part]
@@ -632,7 +640,7 @@ def test_multi_label_fine_tuning_on_windows_gives_each_window_its_texts_label_se
 def test_dev_scores_of_label_sets_pool_each_texts_window_probabilities():
     from transformers import EvalPrediction
 
-    from bertprobe.training.finetune import _dev_set_scores
+    from bertprobe.training.target import dev_set_scores as _dev_set_scores
 
     # text 7 truly (1, 0): windows (sure 1, sure 0) and (unsure 0, unsure 1): mean -> (1, 0)
     # text 3 truly (0, 1): one window, (1, 1) -> one false positive
@@ -660,7 +668,7 @@ def test_dev_scores_of_label_sets_pool_each_texts_window_probabilities():
 def test_the_epoch_kept_has_the_best_dev_micro_f1_and_bce_only_breaks_ties(shape, data):
     from transformers import EvalPrediction
 
-    from bertprobe.training.finetune import _dev_set_scores
+    from bertprobe.training.target import dev_set_scores as _dev_set_scores
 
     cells = st.lists(st.floats(-20, 20), min_size=shape[1], max_size=shape[1])
     flags = st.lists(st.integers(0, 1), min_size=shape[1], max_size=shape[1])
@@ -675,15 +683,18 @@ def test_the_epoch_kept_has_the_best_dev_micro_f1_and_bce_only_breaks_ties(shape
 
 def test_multi_label_jobs_tune_in_folders_of_their_own(tiny_distilbert, sentiment_rows, tmp_path):
     from bertprobe.training.finetune import workdir_for
+    from bertprobe.training.target import LABEL_SETS, ONE_LABEL
 
     data = _label_sets(sentiment_rows)
     encoding, options = EncoderOptions(str(tiny_distilbert)), FinetuneOptions()
     folders = {
-        workdir_for(tmp_path, data, data, encoding, options, classes)
-        for classes in (None, CLASSES, CLASSES[::-1])
+        workdir_for(tmp_path, data, data, encoding, options, target, classes)
+        for target, classes in ((ONE_LABEL, ()), (LABEL_SETS, CLASSES), (LABEL_SETS, CLASSES[::-1]))
     }
     assert len(folders) == 3  # single-label, and each order of the head's outputs
-    assert workdir_for(tmp_path, data, data, encoding, options, CLASSES) in folders  # stable
+    assert (
+        workdir_for(tmp_path, data, data, encoding, options, LABEL_SETS, CLASSES) in folders
+    )  # stable
 
 
 @pytest.fixture
@@ -709,13 +720,13 @@ def test_train_fine_tunes_for_label_sets_and_the_model_predicts_them(
         out=out,
     )
     tuned = result.finetune
-    assert tuned is not None and tuned.multi_label and tuned.dev_f1_history is not None
+    assert tuned is not None and tuned.label_sets and tuned.dev_f1_history is not None
     assert (tuned.n_train, tuned.n_dev, tuned.epochs_run) == (90, 10, 1)
     model = Classifier.load(out)
     assert model.card["encoder"]["folder"] == "encoder"
     assert model.card["encoder"]["fingerprint"] != resolve_encoder(str(tiny_distilbert)).fingerprint
     texts = [t for t, _ in sentiment_rows[:6]]
-    predicted = model.predict_labels(texts)
+    predicted = model.predict(texts)
     assert len(predicted) == 6 and all(set(labels) <= set(CLASSES) for labels in predicted)
     np.testing.assert_allclose(
         model.predict_proba(texts), result.model.predict_proba(texts), atol=1e-5

@@ -131,7 +131,7 @@ def test_from_pipeline_refuses_other_pipelines():
 
     from bertprobe import BertprobeError, Classifier
 
-    with pytest.raises(BertprobeError, match="a TextEmbedder, then a LinearProbe"):
+    with pytest.raises(BertprobeError, match="a TextEmbedder, then a head"):
         Classifier.from_pipeline(make_pipeline(StandardScaler(), LogisticRegression()))
 
 

@@ -159,7 +159,7 @@ def test_probe_learns_each_label_and_tunes_thresholds():
     assert np.all((tuned.thresholds_ > 0) & (tuned.thresholds_ < 1))
     assert not np.allclose(tuned.thresholds_, 0.5)
     assert np.all(tuned.cv_f1_ > 0.8)
-    assert tuned.label_sets(np.array([[0.99, 0.01]])) == [["a"]]
+    assert tuned.decision().labels(np.array([[0.99, 0.01]])) == [("a",)]
 
 
 @pytest.mark.parametrize(
@@ -190,12 +190,17 @@ def test_library_train_scores_and_saves(ml_model, ml_rows):
     assert card["probe"]["thresholds"] == {"early": 0.5, "positive": 0.5}
     assert card["multi_label"]["label_sep"] == "|"
     model = result.model
-    assert model.multi_label
+    assert model.decision.label_sets
     texts = [t for t, _ in ml_rows]
-    predicted = model.predict_labels(texts)
-    right = np.mean([tuple(p) == s for p, (_, s) in zip(predicted, ml_rows, strict=True)])
+    predicted = model.predict(texts)  # a label set a text, as fit takes them
+    right = np.mean([p == s for p, (_, s) in zip(predicted, ml_rows, strict=True)])
     assert right > 0.9
-    assert model.predict(texts[:3]).shape == (3, 2)
+    assert model.decision.indicator(model.predict_proba(texts[:3])).shape == (3, 2)
+    with pytest.warns(FutureWarning, match=r"indicator=True\) is deprecated"):
+        old = model.predict(texts[:3], indicator=True)  # the 0/1 matrix, one release more
+    assert old.tolist() == [[int(c in p) for c in model.classes] for p in predicted[:3]]
+    with pytest.warns(FutureWarning, match="predict_labels"):
+        assert model.predict_labels(texts[:3]) == [list(p) for p in predicted[:3]]
 
 
 def test_save_load_round_trip_predicts_the_same(ml_model, ml_rows, tmp_path):
@@ -231,6 +236,25 @@ def test_a_card_whose_thresholds_were_edited_is_refused(ml_model, tmp_path):
     card["probe"]["thresholds"]["early"] = 0.1
     (folder / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(ModelFolderError, match="thresholds differ"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["thresholds"].update(early=0.1),  # another threshold
+        lambda d: d.update(rule="argmax"),  # another rule
+        lambda d: d.pop("thresholds"),  # no longer a decision
+    ],
+)
+def test_a_card_whose_decision_was_edited_is_refused(ml_model, tmp_path, edit):
+    _, out = ml_model
+    folder = tmp_path / "edited"
+    shutil.copytree(out, folder)
+    card = json.loads((folder / CARD_FILE).read_text())
+    edit(card["decision"])
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelFolderError, match="does not describe the head"):
         load_model(folder)
 
 
@@ -324,12 +348,12 @@ def test_cli_trains_a_multi_label_model_out_of_core(tiny_distilbert, ml_files, t
     assert card["probe"]["solver"] == "sgd-out-of-core one-vs-rest"
     assert set(card["probe"]["alpha"]) == {"positive", "early"}
     model = load_model(out)
-    assert model.multi_label and model.classes == ["positive", "early"]
+    assert model.decision.label_sets and model.classes == ["positive", "early"]
     texts = ["the film was great", "the ending was awful"]
-    sets = model.predict_labels(texts)
+    sets = list(model.predict(texts))
     proba = model.predict_proba(texts)
     assert sets == [
-        [c for j, c in enumerate(model.classes) if row[j] >= 0.5] for row in proba
+        tuple(c for j, c in enumerate(model.classes) if row[j] >= 0.5) for row in proba
     ]  # fmt: skip
 
 
@@ -407,9 +431,9 @@ def test_service_answers_label_sets_with_probabilities(ml_model):
         schema = client.get("/openapi.json").json()["components"]["schemas"]
     expected = model.predict_proba(texts)
     for prediction, row, labels in zip(
-        body["predictions"], expected, model.predict_labels(texts), strict=True
+        body["predictions"], expected, model.predict(texts), strict=True
     ):
-        assert prediction["labels"] == labels
+        assert prediction["labels"] == list(labels)
         assert [prediction["probabilities"][c] for c in model.classes] == pytest.approx(
             row.tolist(), abs=1e-6
         )

@@ -13,6 +13,7 @@ from bertprobe.cli import main
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import read_labelled
 from bertprobe.encoders.encode import EncoderOptions, RunOptions
+from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.suggest import Suggestion, suggest, uncertainty
 from bertprobe.training.options import TrainOptions
@@ -56,7 +57,7 @@ def test_uncertainty_scores_margins():
     assert several.tolist() == pytest.approx([1.0, 0.5])
     # Multi-label: the label nearest its threshold decides, scaled by the room on its side.
     multi = uncertainty(
-        np.array([[0.2, 0.9], [0.6, 0.99]]), multi_label=True, thresholds=np.array([0.2, 0.5])
+        np.array([[0.2, 0.9], [0.6, 0.99]]), Decision.per_label(["a", "b"], [0.2, 0.5])
     )
     assert multi.tolist() == pytest.approx([1.0, 0.5])
 

@@ -138,7 +138,7 @@ def test_finalists_zero_scores_every_candidate_by_cv(tiny_distilbert, sentiment_
 
 def test_final_search_refines_the_sweeps_c():
     from bertprobe.heads.probe import DEFAULT_C_GRID
-    from bertprobe.training.pipeline import _near
+    from bertprobe.training.target import near_grid as _near
 
     assert _near(DEFAULT_C_GRID, 1.0) == pytest.approx((10**-0.5, 1.0, 10**0.5))
     assert _near(DEFAULT_C_GRID, 100.0) == pytest.approx((10**1.5, 100.0))

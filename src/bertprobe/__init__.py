@@ -38,13 +38,13 @@ from bertprobe.export import ExportedClassifier, export_classifier
 from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe, VotingProbe
 from bertprobe.model.classifier import Classifier, load_model
-from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.model.explain import Explanation, erasure_scores
 from bertprobe.model.persist import save_model
 from bertprobe.model.stream import PredictFileStats, predict_file
 from bertprobe.model.train import TrainOptions, TrainResult, sweep, train
 from bertprobe.training.compare import Comparison, compare
 from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 
 # The name before 0.2; kept so existing code goes on working.

@@ -5,14 +5,15 @@ layer(s), the pooling, the scaler and the logistic regression inside, beside its
 ``tokenizer.json`` and a card, to run where only onnxruntime, tokenizers and numpy are installed
 (:class:`ExportedClassifier`, ``examples/predict_onnx.py``).
 
-A model that chunks long texts (``long="chunk"``) is exported with its windows: the tokenizer
-cuts a text into the windows :meth:`~bertprobe.encoders.encode.LoadedEncoder.windows` gives, and
-the graph pools a text's window vectors before its head (see :func:`export_classifier`). A
-multi-label model's graph gives each label's own probability, and its card holds the labels'
-thresholds. A model that votes with a TF-IDF model (``train --auto``) is exported with the
-voter's vocabulary, idf and logistic regression in ``tfidf.json``, which the predictor applies to
-the raw texts in numpy as scikit-learn does (:class:`TfidfVote`), then averages with the graph's
-probabilities as :class:`~bertprobe.heads.probe.VotingProbe` does.
+A model that chunks long texts (``long="chunk"``) is exported with its windows: the tokenizer cuts
+a text into the windows :meth:`~bertprobe.encoders.encode.LoadedEncoder.windows` gives, and the
+graph pools a text's window vectors before its head (see :func:`export_classifier`). A label-set
+model's graph gives each label's own probability; the card holds the model's
+:class:`~bertprobe.heads.decision.Decision` (each label's threshold, say). A model that votes with
+a TF-IDF model (``train --auto``) is exported with the voter's vocabulary, idf and logistic
+regression in ``tfidf.json``, which the predictor applies to the raw texts in numpy as scikit-learn
+does (:class:`TfidfVote`), then averages with the graph's probabilities as
+:class:`~bertprobe.heads.probe.VotingProbe` does.
 """
 
 from __future__ import annotations
@@ -29,20 +30,23 @@ from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.core.tables import python_value
 from bertprobe.encoders.onnx import OPSET, _quantize, _trace_export, onnx_session
-from bertprobe.heads.linear import LinearHead, linear_head
+from bertprobe.heads.decision import SETS_KEY, Decision
+from bertprobe.heads.linear import LinearHead, linear_readout
 
 # --- the whole classifier as one graph -----------------------------------------------------
 
 EXPORT_FORMAT = "bertprobe-onnx"
 # 2: the card says how long texts are cut ("long", and for "chunk" "stride" and "window_pool"),
-# a chunk graph takes a third input ("windows"), and a multi-label graph's probabilities are per
-# label ("multi_label", "thresholds"). A version-1 card (none of these keys) truncated and was
-# single-label, which is how its keys' absence reads.
+# a chunk graph takes a third input ("windows"), and a label-set graph's probabilities are per
+# label (the card's label-set flag, "thresholds"). A version-1 card (none of these keys)
+# truncated and was single-label, which is how its keys' absence reads.
 # 3: a model that votes with a TF-IDF model has the voter in VOTE_FILE, and its card's "vote"
 # names that file. Only such an export is written as version 3: the others are version 2
 # exports to the letter, so a bertprobe that reads up to 2 still runs them, and refuses (rather
 # than silently drops) a vote it cannot compute.
-EXPORT_FORMAT_VERSION = 3
+# 4: the card's "decision" holds a decision threshold (older readers would take the argmax); a
+# version-2 or -3 export holds a "decision" too, which older readers ignore, deciding alike.
+EXPORT_FORMAT_VERSION = 4
 EXPORT_FILES = ("model.onnx", "tokenizer.json", "card.json")
 VOTE_FILE = "tfidf.json"
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -230,7 +234,12 @@ def _check_vote(vote: TfidfVote, text_model: Any, n_texts: int = 64) -> None:
 
 
 def export_classifier(
-    model: Any, out: str | Path, int8: bool = False, *, check: bool = True
+    model: Any,
+    out: str | Path,
+    int8: bool = False,
+    *,
+    check: bool = True,
+    threshold: float | str | None = None,
 ) -> Path:
     """Write a model as one ONNX graph from token ids to class probabilities; returns ``out``.
 
@@ -261,9 +270,15 @@ def export_classifier(
     give ``Classifier.predict_proba``'s numbers, while pooling vectors in the graph gives them
     to float32 rounding, and keeps the head in one place, the graph, for the predictor too.
 
-    A multi-label model's output is each label's own probability (a sigmoid each; a row need not
-    sum to 1), and its card holds ``"multi_label": true`` and each label's ``thresholds``, in
-    the order of ``classes``: a text has the labels whose probability reaches their threshold.
+    The card's ``decision`` is how the probabilities become labels
+    (:class:`~bertprobe.heads.decision.Decision`'s record: the argmax, a ``threshold`` on the
+    second class, given here as to :meth:`~bertprobe.model.classifier.Classifier.predict`, or
+    each label at its threshold), and what :class:`ExportedClassifier` and the browser page
+    decide by. A label-set model's output is each label's own probability (a sigmoid each; a
+    row need not sum to 1); its card also says so as exports before the decision did (the
+    label-set flag and the ``thresholds`` in the order of ``classes``), so that an older
+    bertprobe reads it right. A decision threshold is a rule older readers do not know: such
+    an export is format version 4, which they refuse rather than decide otherwise.
 
     A model that votes with a TF-IDF model (``train --auto``) gets a fourth file,
     :data:`VOTE_FILE` (:func:`vote_record`: the vocabulary, idf and logistic regression as
@@ -288,12 +303,11 @@ def export_classifier(
 
     require_extra("onnx")
     classifier = model if isinstance(model, Classifier) else Classifier.load(model)
+    decision = classifier.decision_for(threshold)
     features = classifier.card.get("features", {})
-    head = linear_head(classifier.probe)
+    head = linear_readout(classifier.probe)
     vote = None
     if classifier.text_model is not None:
-        if classifier.multi_label:
-            raise BadInputError("a multi-label model with a TF-IDF voter cannot be exported")
         vote = vote_record(classifier.text_model, [python_value(c) for c in classifier.classes])
         if check:
             _check_vote(TfidfVote(vote), classifier.text_model)
@@ -316,15 +330,11 @@ def export_classifier(
         _check_head(graph, classifier.probe, encoder.hidden_size * len(layers))
     card: dict[str, Any] = {
         "format": EXPORT_FORMAT,
-        "format_version": EXPORT_FORMAT_VERSION if vote is not None else 2,
+        "format_version": _format_version(decision, vote is not None),
         "source_model": classifier.card.get("id"),
         "classes": [python_value(c) for c in classifier.classes],
-        "multi_label": classifier.multi_label,
-        **(
-            {"thresholds": [float(t) for t in classifier.thresholds]}
-            if classifier.thresholds is not None
-            else {}
-        ),
+        "decision": decision.record(),
+        **decision.legacy_record(),
         "inputs": [*INPUT_NAMES, *([WINDOWS_INPUT] if chunking else [])],
         "output": OUTPUT_NAME,
         "max_length": max_length,
@@ -364,6 +374,14 @@ def export_classifier(
             (staging / VOTE_FILE).write_text(text + "\n", encoding="utf-8")
         (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return destination
+
+
+def _format_version(decision: Decision, voted: bool) -> int:
+    """The oldest format that holds this export, so that older readers run what they can:
+    2 (a graph), 3 (a TF-IDF voter beside it), 4 (a decision threshold)."""
+    if decision.rule == "threshold":
+        return 4
+    return 3 if voted else 2
 
 
 def check_export_destination(out: str | Path) -> Path:
@@ -476,7 +494,7 @@ def _check_head(graph, probe: Any, n_features: int, n_rows: int = 64) -> None:
 
     from bertprobe.encoders.encode import _Windows
 
-    head = linear_head(probe)
+    head = linear_readout(probe)
     rng = np.random.default_rng(0)
     # The mean and scale of a multi-label head are per label: any label's will do here.
     mean, scale = np.atleast_2d(head.mean)[0], np.atleast_2d(head.scale)[0]
@@ -534,8 +552,9 @@ class ExportedClassifier:
     """An export folder of :func:`export_classifier`, run with onnxruntime and tokenizers only
     (what ``examples/predict_onnx.py`` does, with batches and a thread count).
 
-    Reads exports of format version 1 (which truncated, single-label), 2 and 3 (a TF-IDF
-    voter beside the graph, see :class:`TfidfVote`).
+    Reads exports of format version 1 (which truncated, single-label), 2, 3 (a TF-IDF voter
+    beside the graph, see :class:`TfidfVote`) and 4 (a decision threshold). Labels are decided
+    by the card's :class:`~bertprobe.heads.decision.Decision`, as the model decides them.
 
     Example:
         >>> exported = ExportedClassifier("models/sst2-onnx")  # doctest: +SKIP
@@ -560,11 +579,15 @@ class ExportedClassifier:
                 f"up to {EXPORT_FORMAT_VERSION}: upgrade bertprobe, or export the model again"
             )
         self.classes: list = self.card["classes"]
-        # Version 1 cards have no "long" (they truncated) and no "multi_label".
+        # Version 1 cards have no "long" (they truncated); before the decision, a card said
+        # label sets with a flag and the thresholds (version 1: neither, one label a text).
         self.chunked: bool = self.card.get("long", "truncate") == "chunk"
-        self.multi_label: bool = bool(self.card.get("multi_label", False))
-        self.thresholds: np.ndarray | None = (
-            np.asarray(self.card["thresholds"], dtype=np.float64) if self.multi_label else None
+        self.decision = (
+            Decision.from_record(self.card["decision"], self.classes)
+            if "decision" in self.card
+            else Decision.from_legacy(
+                self.classes, bool(self.card.get(SETS_KEY)), self.card.get("thresholds")
+            )
         )
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.session = onnx_session(self.folder / "model.onnx", threads)
@@ -605,19 +628,18 @@ class ExportedClassifier:
         return self.session.run([self.card["output"]], inputs)[0]
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list:
-        """The most probable label of each text; for a multi-label export, each text's 0/1 row
-        over :attr:`classes` (as ``Classifier.predict``; :meth:`predict_labels` gives names)."""
-        proba = self.predict_proba(texts, batch_size)
-        if self.thresholds is not None:
-            return (proba >= self.thresholds).astype(int).tolist()
-        return [self.classes[i] for i in proba.argmax(axis=1)]
+        """What the export says of each text, as ``Classifier.predict``: its label, or for a
+        label-set export its label set (a tuple of names), by the card's decision."""
+        return self.decision.labels(self.predict_proba(texts, batch_size))
 
     def predict_labels(self, texts: list[str], batch_size: int = 32) -> list[list]:
-        """The labels of each text as a list, as ``Classifier.predict_labels``: those whose
-        probability reaches their threshold for a multi-label export, the most probable one
-        otherwise."""
+        """Deprecated: each text's labels as a list (:meth:`predict` gives every export's
+        answer in one form)."""
+        warnings.warn(
+            "ExportedClassifier.predict_labels() is deprecated and goes in the next release: "
+            "predict() gives each text's label, or a label-set export's label set",
+            FutureWarning,
+            stacklevel=2,
+        )
         proba = self.predict_proba(texts, batch_size)
-        if self.thresholds is None:
-            return [[self.classes[i]] for i in proba.argmax(axis=1)]
-        on = proba >= self.thresholds
-        return [[str(self.classes[j]) for j in np.flatnonzero(row)] for row in on]
+        return [list(y) for y in self.decision.label_tuples(proba)]

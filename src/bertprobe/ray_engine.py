@@ -52,6 +52,7 @@ from bertprobe.core.tables import prediction_table, probability_column, python_v
 from bertprobe.data.files import ReadOptions, is_parquet, iter_chunks, scan_file
 from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
 from bertprobe.encoders.features import DTYPE, FeatureWriter, vectors_job, write_vectors_parquet
+from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
 
 
@@ -231,12 +232,12 @@ class _Worker:
         reading: ReadOptions,
         batch_rows: int,
         threads: int,
-        threshold: float | None = None,
+        decision: Decision | None = None,
     ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.model, self.run, self.threshold = model, run, threshold
+        self.model, self.run, self.decision = model, run, decision
         self.reading, self.batch_rows = reading, batch_rows
         if model is not None:
             self.encoder = run.load(model.encoder, default_backend=model.backend)
@@ -276,11 +277,13 @@ class _Worker:
         if self.model is None:
             return {"vector": np.asarray(X, dtype=DTYPE)}
         probabilities = self.model.head.predict_proba(X, texts=texts)
-        labels = (
-            self.model.decide(probabilities, self.threshold) if self.threshold is not None else None
-        )
+        decision = self.decision or self.model.decision
         table = prediction_table(
-            texts, probabilities, self.classes, labels, thresholds=self.model.thresholds
+            texts,
+            probabilities,
+            self.classes,
+            decision.labels(probabilities),
+            label_sets=decision.label_sets,
         )
         # A multi-label model's "labels" is a list a row: an object array of lists for Ray.
         return {
@@ -391,19 +394,20 @@ def ray_predict(
     reading: ReadOptions = ReadOptions(),
     ray: RayOptions = RayOptions(),
     on_batch: Callable[[int], None] | None = None,
-    threshold: float | None = None,
+    threshold: float | str | None = None,
 ) -> RayStats:
     """Label every text of ``inputs`` on Ray: into ``out`` (a file: JSON Lines, CSV or Parquet,
     in input order, as ``predict --output`` writes it) or into the folder ``out`` (Parquet
     shards with ``source``, ``row`` and ``line``). ``threshold``: as
-    :meth:`~bertprobe.model.classifier.Classifier.decide`'s, checked by
-    :meth:`~bertprobe.model.classifier.Classifier.threshold` (``"auto"`` resolved) beforehand."""
+    :meth:`~bertprobe.model.classifier.Classifier.predict`'s (the decision is made here, once,
+    and every actor decides by it)."""
     classes = [python_value(c) for c in model.classes]
+    decision = model.decision_for(threshold)
 
     def write(batches: Iterator[dict[str, np.ndarray]], checked: _Checked) -> None:
         import pyarrow as pa
 
-        decided = ("labels", pa.list_(pa.string())) if model.multi_label else ("label", None)
+        decided = ("labels", pa.list_(pa.string())) if decision.label_sets else ("label", None)
         names = [(probability_column(c), pa.float64()) for c in classes]
         tables = (
             pa.table(
@@ -419,7 +423,7 @@ def ray_predict(
         )
         write_tables(tables, out, classes)
 
-    args = {"model": model, "encoding": None, "run": run, "threshold": threshold}
+    args = {"model": model, "encoding": None, "run": run, "decision": decision}
     return _run(inputs, out, args, ray, run.device, reading, write, on_batch)
 
 

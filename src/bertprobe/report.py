@@ -29,9 +29,9 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, singledispatch
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,18 +39,17 @@ from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
-from bertprobe.data.multilabel import read_multilabel_set
 from bertprobe.encoders.encode import RunOptions
-from bertprobe.heads.probe import LinearProbe, metric_score
+from bertprobe.heads.probe import metric_score
 from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.classifier import Classifier
-from bertprobe.model.evaluation import MultiLabelEvaluation
 from bertprobe.model.explain import Explanation
-from bertprobe.model.multilabel import reading_for
 from bertprobe.training.compare import Comparison
-from bertprobe.training.inputs import label_sets_of, read_training_set
+from bertprobe.training.evaluation import MultiLabelEvaluation
+from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import N_SHOWN, find_label_issues
 from bertprobe.training.sweep import SweepResult
+from bertprobe.training.target import LabelSets, Target
 
 N_CONFIDENT_ERRORS = 12
 # "Why these labels": the most confident errors and a seeded sample of correct answers, each
@@ -125,6 +124,9 @@ class ReportData:
     # "Why these labels": the texts explained, each {"kind": "error" or "correct", "true":
     # its label, "explanation": Explanation}; None when left out (build_report(explain=False)).
     explained: list[dict[str, Any]] | None = None
+    # How the head was chosen, in its own words, and its training-data score (name, value).
+    head_words: str = ""
+    head_score: tuple[str, float] | None = None
 
     @property
     def metric(self) -> str:
@@ -387,7 +389,11 @@ def plot_learning_curve(curve: dict[str, Any]):
     ax.set(
         xlabel="training sentences",
         ylabel="accuracy (%)",
-        title=f"Learning curve at C = {curve['C']:.3g}",
+        title=(
+            f"Learning curve at C = {curve['C']:.3g}"
+            if curve.get("C") is not None
+            else "Learning curve"
+        ),
     )
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
@@ -541,21 +547,24 @@ def build_report(
         >>> data = build_report(Classifier.load("models/sst2"), "test.tsv")  # doctest: +SKIP
         >>> write_report(data, "report/")  # doctest: +SKIP
     """
-    if model.multi_label:
+    decision = model.decision
+    if decision.label_sets:
         raise BadInputError(
-            f"model {model.id} is multi-label: its report is "
-            "bertprobe.report.write_multilabel_report (per-label scores and F1 chart)"
+            f"model {model.id} gives label sets: its report is "
+            "bertprobe.report.write_model_report (per-label scores and F1 chart)"
         )
     test_set = test if isinstance(test, LabelledTexts) else reading.read_labelled(test)
     notes: list[str] = []
     train_set = None
-    if isinstance(model.probe, LinearProbe):
+    head = model.probe
+    if hasattr(head, "fixed_estimator") or hasattr(head, "out_of_fold_proba"):
         train_set, note = _training_data_of(model, train, reading)
         notes += [note] if note else []
-    else:  # an out-of-core training set is too large to hold for the learning curve
+    else:  # a head that cannot refit on the training rows (one trained out of core, say)
         notes.append(
-            "trained out of core: the learning curve and TF-IDF baseline, which hold the "
-            "training data in memory, are left out"
+            f"the head ({type(head).__name__}) cannot be refitted on the training data (no "
+            "fixed_estimator or out_of_fold_proba; a head trained out of core, say): the "
+            "learning curve, TF-IDF baseline and label issues are left out"
         )
     test_texts, y_true, left_out, _ = _rows_with_model_labels(model, test_set)
     if left_out:
@@ -569,12 +578,14 @@ def build_report(
         card=model.card,
         texts=test_texts,
         y_true=y_true,
-        y_pred=model.probe.classes_[proba.argmax(axis=1)],
+        y_pred=np.asarray(decision.labels(proba)) if len(proba) else np.asarray([]),
         proba=proba,
         classes=model.classes,
         features=X_test,
         test_source=test_set.source,
         notes=notes,
+        head_words=head.describe() if hasattr(head, "describe") else f"a {type(head).__name__}",
+        head_score=_training_score(head),
     )
     if explain and len(test_texts):
         chosen = data.explained_rows()
@@ -591,34 +602,51 @@ def build_report(
                 "the model never saw"
             )
         X_train, _ = model.embed(train_texts, run)
-        cv = model.probe.cv
-        data.learning_curve = learning_curve_scores(
-            X_train, y_train, C=float(model.probe.C_), cv=cv, n_jobs=n_jobs
-        )
+        cv = _folds_of(model)
+        if hasattr(head, "fixed_estimator"):
+            data.learning_curve = learning_curve_scores(
+                head.fixed_estimator(), X_train, y_train, cv=cv, n_jobs=n_jobs
+            )
+            data.learning_curve["C"] = getattr(head, "C_", None)
         baseline = tfidf_pipeline(cv=cv, n_jobs=n_jobs).fit(train_texts, y_train)
         data.tfidf_accuracy = float(baseline.score(test_texts, y_true))
-        probe = model.probe
-        assert isinstance(probe, LinearProbe)  # the training set is read for these only
-        issues = find_label_issues(
-            y_train, probe.out_of_fold_proba(X_train, y_train), model.classes
-        )
-        data.n_label_issues = len(issues)
-        data.label_issues = [
-            {
-                **issue.to_dict(),
-                "line": train_set.line_numbers[kept[issue.index]],
-                "text": train_texts[issue.index],
-            }
-            for issue in issues[:N_SHOWN]
-        ]
+        if hasattr(head, "out_of_fold_proba"):
+            issues = find_label_issues(
+                y_train, head.out_of_fold_proba(X_train, y_train), model.classes
+            )
+            data.n_label_issues = len(issues)
+            data.label_issues = [
+                {
+                    **issue.to_dict(),
+                    "line": train_set.line_numbers[kept[issue.index]],
+                    "text": train_texts[issue.index],
+                }
+                for issue in issues[:N_SHOWN]
+            ]
     return data
+
+
+# A head's summary figures the report's first cards show, by name (the first found).
+SCORE_NAMES = {"cv_accuracy": "CV accuracy", "holdout_accuracy": "Held-out accuracy"}
+
+
+def _training_score(head: Any) -> tuple[str, float] | None:
+    """The head's score on its training data as it reports it (its ``summary_record``)."""
+    figures = head.summary_record() if hasattr(head, "summary_record") else {}
+    found = [(SCORE_NAMES[k], float(v)) for k, v in figures.items() if k in SCORE_NAMES]
+    return found[0] if found else None
+
+
+def _folds_of(model: Classifier) -> int:
+    """The folds the model's head was chosen with (5 when it says none)."""
+    return int(getattr(model.probe, "cv", 5) or 5)
 
 
 def _training_data_of(
     model: Classifier, train: str | Path | LabelledTexts | None, reading: ReadOptions
 ) -> tuple[LabelledTexts | None, str | None]:
     """The model's training data, if it can be had unchanged; else None and why not."""
-    cv = model.probe.cv
+    cv = _folds_of(model)
     if train is not None:
         return read_training_set(train, reading, cv), None
     record = model.card.get("data", {}).get("train")
@@ -670,21 +698,19 @@ def write_sweep(result: SweepResult, out: str | Path) -> dict[str, Any]:
 
 
 def learning_curve_scores(
-    X_train: np.ndarray, y_train, C: float, cv: int = 5, n_jobs: int | None = None
+    estimator: Any, X_train: np.ndarray, y_train, cv: int = 5, n_jobs: int | None = None
 ) -> dict[str, Any]:
-    """Train and CV accuracy at growing training sizes, the probe's C held fixed."""
+    """Train and CV accuracy at growing training sizes of ``estimator`` (a head's
+    ``fixed_estimator()``: what fitting chose, its C say, held fixed)."""
     from sklearn.exceptions import FitFailedWarning
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, learning_curve
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     with warnings.catch_warnings():
         # A small share of a tiny training set can hold one class: that point is left out
         # (NaN, not plotted) instead of printing the failed fits' tracebacks.
         warnings.simplefilter("ignore", FitFailedWarning)
         sizes, train, test = learning_curve(
-            make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)),
+            estimator,
             X_train,
             y_train,
             train_sizes=np.linspace(0.1, 1.0, 6),
@@ -695,7 +721,7 @@ def learning_curve_scores(
             random_state=0,
             error_score=np.nan,
         )
-    return {"sizes": sizes.tolist(), "train": train.tolist(), "cv": test.tolist(), "C": C}
+    return {"sizes": sizes.tolist(), "train": train.tolist(), "cv": test.tolist()}
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -824,9 +850,11 @@ def write_multilabel_report(
     from bertprobe.report import figure_png, page_templates, report_folder
 
     templates = page_templates()
-    test_set = read_multilabel_set(test, reading_for(model, reading))
-    result = model.evaluate(test_set.texts, label_sets_of(test_set), run, source=test_set.source)
-    assert isinstance(result, MultiLabelEvaluation)
+    test_set = model.read_labelled(test, reading)
+    result = cast(
+        MultiLabelEvaluation,
+        model.evaluate(test_set.texts, test_set.labels or [], run, source=test_set.source),
+    )
     out = report_folder(out)
     png = figure_png(plot_per_label_f1(result.per_label))
     (out / "per_label_f1.png").write_bytes(png)
@@ -841,6 +869,64 @@ def write_multilabel_report(
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path, {"test": test_set.source, **result.to_dict()}
+
+
+@dataclass
+class WrittenReport:
+    """What :func:`write_model_report` wrote: the page, its figures (``report --json``), the
+    notes on what was left out and why, and one line that sums it up."""
+
+    page: Path
+    summary: dict[str, Any]
+    notes: list[str]
+    headline: str
+
+
+def write_model_report(
+    model: Classifier,
+    test: str | Path | LabelledTexts,
+    out: str | Path,
+    *,
+    train: str | Path | LabelledTexts | None = None,
+    run: RunOptions = RunOptions(),
+    reading: ReadOptions = ReadOptions(),
+    n_jobs: int | None = -1,
+    explain: bool = True,
+) -> WrittenReport:
+    """The report that suits the model (what ``bertprobe report`` writes): for one label a
+    text, :func:`build_report` and :func:`write_report` (``train``, ``n_jobs`` and ``explain``
+    are theirs); for label sets, :func:`write_multilabel_report`. ``test`` is read as the
+    model's labels are (:meth:`~bertprobe.model.classifier.Classifier.read_labelled`)."""
+    test_set = model.read_labelled(test, reading)
+    options = {"train": train, "run": run, "reading": reading, "n_jobs": n_jobs, "explain": explain}
+    return _report_for(model.target, model, test_set, Path(out), options)
+
+
+@singledispatch
+def _report_for(
+    target: Target, model: Classifier, test: LabelledTexts, out: Path, options: dict[str, Any]
+) -> WrittenReport:
+    found = build_report(model, test, **options)
+    page = write_report(found, out)
+    baseline = found.tfidf_accuracy
+    headline = f"accuracy  {100 * found.accuracy:.2f}% on {test.source}" + (
+        f" (TF-IDF + LR baseline {100 * baseline:.2f}%)" if baseline is not None else ""
+    )
+    return WrittenReport(page, found.summary(), found.notes, headline)
+
+
+@_report_for.register
+def _(
+    target: LabelSets, model: Classifier, test: LabelledTexts, out: Path, options: dict[str, Any]
+) -> WrittenReport:
+    page, found = write_multilabel_report(
+        model, test, out, run=options["run"], reading=options["reading"]
+    )
+    headline = (
+        f"F1        micro {found['test_f1_micro']:.3f}, macro {found['test_f1_macro']:.3f} "
+        f"on {test.source}"
+    )
+    return WrittenReport(page, found, [], headline)
 
 
 # --- explanations ----------------------------------------------------------------------------

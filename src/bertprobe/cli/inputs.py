@@ -6,21 +6,12 @@ from pathlib import Path
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import LabelledTexts, ReadOptions, read_texts
-from bertprobe.data.multilabel import read_multilabel
 from bertprobe.model.classifier import Classifier
-from bertprobe.model.multilabel import reading_for
 
 
 def read_labels_for(model: Classifier, data: Path, reading: ReadOptions) -> LabelledTexts:
-    """A labelled file read as the model needs it: label sets for a multi-label model."""
-    if model.multi_label:
-        return read_multilabel(data, reading_for(model, reading))
-    if reading.multi_label:
-        raise BadInputError(
-            "--label-sep and --label-cols read several labels per text; the model "
-            f"{model.id} gives one label per text, so leave them out"
-        )
-    return reading.read_labelled(data)
+    """A labelled file read as the model needs it (see :meth:`Classifier.read_labelled`)."""
+    return model.read_labelled(data, reading)
 
 
 def gather_texts(args: list[str], input_file: Path | None, reading: ReadOptions) -> list[str]:

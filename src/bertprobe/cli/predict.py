@@ -30,7 +30,6 @@ from bertprobe.cli.printing import (
     echo_lines,
     encoder_line,
     evaluation_lines,
-    evaluation_table,
     long_texts,
     note,
     report_dropped,
@@ -40,8 +39,8 @@ from bertprobe.core.tables import jsonl_lines, prediction_table, python_value, w
 from bertprobe.data.files import ReadOptions, check_output_path
 from bertprobe.encoders.encode import EncoderOptions, RunOptions
 from bertprobe.encoders.features import write_features
+from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
-from bertprobe.model.evaluation import MultiLabelEvaluation
 from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict
 
 EvaluateDataOpt = Annotated[Path, typer.Argument(help="Labelled file to evaluate on.")]
@@ -101,17 +100,14 @@ def evaluate(
     A multi-label model: micro and macro F1 and per-label precision/recall/F1.
     """
     model = Classifier.load(model_dir)
-    cut = model.threshold(threshold)  # checked before the file is read
+    model.decision_for(threshold)  # checked before the file is read
     test_set = read_labels_for(model, data, reading)
     report_dropped(test_set)
     result = model.evaluate(
-        test_set.texts, test_set.labels or [], run, source=str(data), threshold=cut
+        test_set.texts, test_set.labels or [], run, source=str(data), threshold=threshold
     )
-    unknown = ", ".join(result.unknown_labels)
-    if result.unknown_labels and isinstance(result, MultiLabelEvaluation):
-        note(f"note: {data} has labels the model never saw, left out of the scores: {unknown}")
-    elif result.unknown_labels:
-        note(f"note: {data} has labels the model never saw: {unknown}")
+    if result.unknown_labels:
+        note(f"note: {data} {result.unknown_note()}")
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return
@@ -120,10 +116,7 @@ def evaluate(
     if encoder is not None:  # a hub encoder: the commit it was trained on
         typer.echo(encoder)
     typer.echo(f"data      {data}: {len(test_set):,} texts")
-    if isinstance(result, MultiLabelEvaluation):
-        echo_lines(evaluation_lines(result))
-    else:
-        echo_lines(evaluation_table(result, model.classes))
+    echo_lines(evaluation_lines(result))
 
 
 @shared(run=RUN, reading=TEXTS)
@@ -156,10 +149,16 @@ def predict(
     elif output is not None:
         check_output_path(output, what="--output", folder=False)
     model = Classifier.load(model_dir)  # a bad folder fails here, before Ray starts a task
-    cut = model.threshold(threshold)
+    decision = model.decision_for(threshold)
     if on_ray is not None and input_file is not None and output is not None:
         found = ray_predict(
-            model, str(input_file), output, run=run, reading=reading, ray=on_ray, threshold=cut
+            model,
+            str(input_file),
+            output,
+            run=run,
+            reading=reading,
+            ray=on_ray,
+            threshold=threshold,
         )
         note(
             f"wrote {found.n_texts:,} predictions from {found.n_files} files to {output} with "
@@ -168,9 +167,9 @@ def predict(
     elif input_file is not None and output is not None and str(input_file) != "-":
         if texts:
             raise BadInputError("give texts as arguments or with --input, not both")
-        _predict_file(model, input_file, output, run, reading, chunk_size, cut)
+        _predict_file(model, input_file, output, run, reading, chunk_size, threshold)
     else:
-        _predict_texts(model, texts or [], input_file, output, run, reading, cut)
+        _predict_texts(model, texts or [], input_file, output, run, reading, decision)
 
 
 def _predict_file(
@@ -180,7 +179,7 @@ def _predict_file(
     run: RunOptions,
     reading: ReadOptions,
     chunk_size: int,
-    cut: float | None,
+    threshold: float | str | None,
 ) -> None:
     """Label a file into a file, a chunk at a time (resumable)."""
     stats = model.predict_file(
@@ -189,7 +188,7 @@ def _predict_file(
         replace(run, progress=True),
         reading=reading,
         chunk_size=chunk_size,
-        threshold=cut,
+        threshold=threshold,
     )
     if stats.dropped_empty:
         note(f"note: {input_file}: skipped {stats.dropped_empty:,} rows with empty text")
@@ -204,14 +203,14 @@ def _predict_texts(
     output: Path | None,
     run: RunOptions,
     reading: ReadOptions,
-    cut: float | None,
+    decision: Decision,
 ) -> None:
     """Label texts held in memory: arguments, standard input, or a file written to stdout."""
     items = gather_texts(texts, input_file, reading)
     probabilities = model.predict_proba(items, replace(run, progress=output is not None))
     classes = [python_value(c) for c in model.classes]
-    labels = model.decide(probabilities, cut) if cut is not None else None
-    table = prediction_table(items, probabilities, classes, labels, thresholds=model.thresholds)
+    labels = decision.labels(probabilities)
+    table = prediction_table(items, probabilities, classes, labels, label_sets=decision.label_sets)
     if output is None:
         sys.stdout.writelines(jsonl_lines(table, classes))
         return

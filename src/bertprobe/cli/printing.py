@@ -8,21 +8,19 @@ whose ``to_dict`` is what ``--json`` prints.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from functools import singledispatch
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from bertprobe.data.files import LabelledTexts
-from bertprobe.heads.multilabel import MultiLabelProbe
-from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe
 from bertprobe.model.classifier import Classifier
-from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
-from bertprobe.model.multilabel import training_summary
 from bertprobe.model.train import TrainResult
+from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.training.finetune import FinetuneResult
 from bertprobe.training.sweep import SweepResult
+from bertprobe.training.target import LabelSets, Target
 
 
 def note(message: str) -> None:
@@ -75,8 +73,9 @@ def report_dropped(*sets: LabelledTexts | None) -> None:
 
 
 def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
-    """What ``bertprobe train`` prints, for each kind of probe."""
-    summary, probe = result.to_dict(), result.probe
+    """What ``bertprobe train`` prints: the encoders compared, the tunings, the sweep, the data
+    and features, the head, then what the model's target measured on the test set."""
+    summary = result.to_dict()
     if result.comparison is not None:
         found = result.comparison
         typer.echo(
@@ -85,33 +84,14 @@ def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
         )
         for reason in found.reasons:
             typer.echo(f"          - {reason}")
-    if isinstance(probe, MultiLabelProbe):
-        report_dropped(result.train_data, result.test_data)
-        for tuned in result.tunings:
-            _print_finetune(tuned)
-        echo_lines(training_lines(result, data, test))
-    elif isinstance(probe, OutOfCoreProbe):
-        typer.echo(
-            f"train     {data}: {result.n_train:,} texts, out of core; features in "
-            f"{result.feature_dir}"
-        )
-        typer.echo(
-            f"embedded  in {result.embed_seconds:.1f} s; fit by SGD in {result.fit_seconds:.1f} "
-            f"s, alpha = {probe.alpha_:.3g} (held-out accuracy "
-            f"{percent(probe.holdout_accuracy_)})"
-        )
-    else:
-        report_dropped(result.train_data, result.test_data)
-        for tuned in result.tunings:
-            _print_finetune(tuned)
-        if result.sweep is not None:
-            print_sweep(result.sweep)
-        _print_features(result, data, summary)
-        _print_probe(result, probe)
-    if result.test_accuracy is not None and not isinstance(probe, MultiLabelProbe):
-        typer.echo(
-            f"test      {test}: {result.n_test:,} texts, accuracy {percent(result.test_accuracy)}"
-        )
+    report_dropped(result.train_data, result.test_data)
+    for tuned in result.tunings:
+        _print_finetune(tuned)
+    if result.sweep is not None:
+        print_sweep(result.sweep)
+    _print_features(result, data, summary)
+    _print_head(result, summary)
+    echo_lines(target_lines(result.model.target, result, summary, test))
     if result.out is not None:
         typer.echo(f"saved     {result.out}")
     else:
@@ -133,7 +113,7 @@ def _print_finetune(tuned: FinetuneResult) -> None:
     # Several labels a text: the epoch was kept by dev micro F1, so that is what is shown.
     scores, what = (
         (tuned.dev_f1_history, "dev micro F1")
-        if tuned.multi_label and tuned.dev_f1_history
+        if tuned.label_sets and tuned.dev_f1_history
         else (tuned.dev_history, "dev accuracy")
     )
     history = ", ".join(
@@ -166,18 +146,21 @@ def encoder_line(model: Classifier) -> str | None:
 def _print_features(result: TrainResult, data: Path, summary: dict[str, Any]) -> None:
     """The training set's classes, the encoder and what embedding it took."""
     model = result.model
-    counts = Counter(result.train_data.labels if result.train_data else [])
-    typer.echo(
-        f"train     {data}: {result.n_train:,} texts, {len(counts)} classes ("
-        + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=str))
-        + ")"
-    )
     layers = ",".join(str(x) for x in model.spec.layers)
-    typer.echo(
+    encoder = (
         f"encoder   {model.encoder.name} ({model.encoder.fingerprint[:19]}"
-        f"{commit_words(model)}), pooling "
-        f"{model.spec.pooling}, layer {layers}, max length {summary['max_length']}"
+        f"{commit_words(model)}), pooling {model.spec.pooling}, layer {layers}"
     )
+    if result.train_data is None:  # out of core: the labels were streamed, not kept
+        typer.echo(
+            f"train     {data}: {result.n_train:,} texts, out of core; features in "
+            f"{result.feature_dir}"
+        )
+        typer.echo(encoder)
+        typer.echo(f"embedded  in {result.embed_seconds:.1f} s, streamed to disk")
+        return
+    typer.echo(f"train     {data}: {result.n_train:,} texts, {_label_counts(result)}")
+    typer.echo(f"{encoder}, max length {summary['max_length']}")
     embedded = [s for s in (result.train_stats, result.test_stats) if s is not None]
     total = sum(s.n_texts for s in embedded)
     long = long_texts(
@@ -192,13 +175,28 @@ def _print_features(result: TrainResult, data: Path, summary: dict[str, Any]) ->
     )
 
 
-def _print_probe(result: TrainResult, probe: LinearProbe) -> None:
-    """The probe's C and scores, its class weights, threshold and TF-IDF vote."""
-    typer.echo(
-        f"probe     C = {probe.C_:.4g} by {probe.cv}-fold CV (CV accuracy "
-        f"{percent(probe.cv_accuracy_)}), fit in {result.fit_seconds:.1f} s"
+def _label_counts(result: TrainResult) -> str:
+    """How many training texts each class has (each label, and how many have none)."""
+    target = result.model.target
+    rows: list[Any] = list(result.train_data.labels or []) if result.train_data else []
+    counts = Counter(label for labels in target.as_tuples(rows) for label in labels or ("",))
+    none = counts.pop("", 0)
+    what = "labels" if target.label_sets else "classes"
+    return (
+        f"{len(counts)} {what} ("
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0])))
+        + (f"; {none:,} with none" if none else "")
+        + ")"
     )
-    trained = getattr(probe, "self_training_", None)
+
+
+def _print_head(result: TrainResult, summary: dict[str, Any]) -> None:
+    """How the head was chosen (its own words), and what the run added to it: self-training,
+    the metric, class weights, the decision threshold, the TF-IDF vote."""
+    head = result.probe
+    described = head.describe() if hasattr(head, "describe") else type(head).__name__
+    typer.echo(f"probe     {described}, fit in {result.fit_seconds:.1f} s")
+    trained = summary.get("self_training")
     if trained:
         verdict = "kept" if trained["kept"] else "not kept (CV prefers the labelled rows alone)"
         typer.echo(
@@ -207,18 +205,19 @@ def _print_probe(result: TrainResult, probe: LinearProbe) -> None:
             f"{100 * trained['cv_score_self_trained']:.2f}% against "
             f"{100 * trained['cv_score_labelled_only']:.2f}% without; {verdict}"
         )
-    if result.tunings:  # the folds' held-out rows taught the encoder: only test is unbiased
+    if result.tunings and "cv_accuracy" in summary:  # the folds' rows taught the encoder
         note(
             "note: the encoder was tuned on every training label, so the CV accuracy is "
             "optimistic; judge the model by --test or --dev"
         )
-    if result.metric != "accuracy":
+    cv_score = summary.get(f"cv_{result.metric}")
+    if result.metric != "accuracy" and cv_score is not None:
         typer.echo(
-            f"metric    C chosen by {result.metric}: CV {probe.cv_score_:.4f}"
+            f"metric    C chosen by {result.metric}: CV {cv_score:.4f}"
             + (f", test {result.test_score:.4f}" if result.test_score is not None else "")
         )
-    if probe.class_weight is not None:
-        typer.echo(f"weights   class_weight={probe.class_weight}")
+    if summary.get("class_weight") is not None:
+        typer.echo(f"weights   class_weight={summary['class_weight']}")
     if result.decision_threshold is not None:
         found = result.decision_threshold
         typer.echo(
@@ -231,39 +230,48 @@ def _print_probe(result: TrainResult, probe: LinearProbe) -> None:
         typer.echo(
             f"vote      with TF-IDF + LR (C = {voter[-1].C_:.3g}): CV accuracy "
             f"{percent(result.sweep.vote_cv_accuracy)} against "
-            f"{percent(probe.cv_accuracy_)} alone"
+            f"{percent(summary.get('cv_accuracy'))} alone"
         )
 
 
-def training_lines(result: TrainResult, data: Path, test: Path | None) -> list[str]:
-    """What ``bertprobe train`` prints for a multi-label model."""
-    summary = training_summary(result)
-    # In memory each label's C is chosen by CV; out of core its alpha on held-out rows.
-    streamed = "alpha" in summary
-    strength, score = ("alpha", "holdout_accuracy") if streamed else ("C", "cv_accuracy")
-    regularization, scored = ("alpha", "held out") if streamed else ("C", "CV acc")
-    counts = summary["label_counts"]
-    none = counts.pop("", 0)
+# How a head's summary figures are headed in train's per-label table.
+FIGURE_NAMES = {"cv_accuracy": "CV acc", "holdout_accuracy": "held out"}
+
+
+def _figure(key: str, value: float) -> str:
+    """A head's figure in the per-label table: accuracies as percentages."""
+    return f"{100 * value:>8.2f}%" if key.endswith("accuracy") else f"{value:>9.3g}"
+
+
+@singledispatch
+def target_lines(
+    target: Target, result: TrainResult, summary: dict[str, Any], test: Path | None
+) -> list[str]:
+    """What the target measured on the test set: accuracy (one label a text)."""
+    if result.test_accuracy is None:
+        return []
+    return [f"test      {test}: {result.n_test:,} texts, accuracy {percent(result.test_accuracy)}"]
+
+
+@target_lines.register
+def _(target: LabelSets, result: TrainResult, summary: dict[str, Any], test: Path | None):
+    """Label sets: each label's head figures, threshold and test F1, then the F1 scores."""
+    names = [str(c) for c in result.model.classes]
+    head = result.probe
+    figures = head.summary_record() if hasattr(head, "summary_record") else {}
+    shown = list(figures)[:2]  # by label: how each label's head was chosen (CV accuracy, C)
+    per_label = summary["test_per_label"]
     lines = [
-        f"train     {data}: {result.n_train:,} texts, {len(summary['labels'])} labels ("
-        + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
-        + (f"; {none:,} with none" if none else "")
-        + ")",
-        f"encoder   {result.model.encoder.name}{commit_words(result.model)}, "
-        f"pooling {result.model.spec.pooling}, max length {summary['max_length']}",
-        f"embedded  in {result.embed_seconds:.1f} s ({summary['n_cached']:,} from cache, "
-        f"{summary['n_truncated']:,} truncated); fit {len(summary['labels'])} probes in "
-        f"{result.fit_seconds:.1f} s",
-        f"{'label':>14} {regularization:>9} {scored:>8} {'threshold':>10}"
-        + (f" {'test F1':>8}" if summary["test_per_label"] else ""),
+        f"{'label':>14} "
+        + " ".join(f"{FIGURE_NAMES.get(k, k)[:9]:>9}" for k in shown)
+        + f" {'threshold':>10}"
+        + (f" {'test F1':>8}" if per_label else "")
     ]
-    for name in summary["labels"]:
-        row = (
-            f"{name:>14} {summary[strength][name]:>9.3g} {100 * summary[score][name]:>7.2f}% "
-            f"{summary['thresholds'][name]:>10.3f}"
-        )
-        if summary["test_per_label"]:
-            row += f" {summary['test_per_label'][name]['f1-score']:>8.3f}"
+    for name in names:
+        row = f"{name:>14} " + " ".join(_figure(k, figures[k][name]) for k in shown)
+        row += f" {summary['thresholds'][name]:>10.3f}"
+        if per_label:
+            row += f" {per_label[name]['f1-score']:>8.3f}"
         lines.append(row)
     if summary["test_f1_micro"] is not None:
         lines.append(
@@ -323,16 +331,23 @@ def print_sweep(result: SweepResult) -> None:
 # --- evaluate ----------------------------------------------------------------------------------
 
 
-def evaluation_table(result: Evaluation, classes: Sequence[Any]) -> list[str]:
-    """What ``bertprobe evaluate`` prints for a single-label model (after the model and data).
+@singledispatch
+def evaluation_lines(result: Evaluation | MultiLabelEvaluation) -> list[str]:
+    """What ``bertprobe evaluate`` prints after the model and data (one function a kind of
+    evaluation, registered below)."""
+    raise TypeError(f"no printing for a {type(result).__name__}")
 
-    ``classes`` are the model's; a threshold is on the second one's probability.
-    """
+
+@evaluation_lines.register
+def _(result: Evaluation) -> list[str]:
+    """One label a text: accuracy, the metric, the decision threshold, and precision / recall
+    / F1 by class."""
     lines = [f"accuracy  {percent(result.accuracy)}"]
     if result.score is not None:
         lines.append(f"{result.metric}  {result.score:.4f}")
     if result.threshold is not None:
-        lines.append(f"threshold {result.threshold:.4f} on P({classes[1]})")
+        positive = result.labels[1] if len(result.labels) > 1 else "the second class"
+        lines.append(f"threshold {result.threshold:.4f} on P({positive})")
     lines.append(f"{'label':>12} {'precision':>10} {'recall':>10} {'f1':>10} {'support':>8}")
     for label, row in result.per_class.items():
         lines.append(
@@ -342,8 +357,9 @@ def evaluation_table(result: Evaluation, classes: Sequence[Any]) -> list[str]:
     return lines
 
 
-def evaluation_lines(result: MultiLabelEvaluation) -> list[str]:
-    """What ``bertprobe evaluate`` prints for a multi-label model (after the model and data)."""
+@evaluation_lines.register
+def _(result: MultiLabelEvaluation) -> list[str]:
+    """Label sets: micro and macro F1, exact matches, and each label's scores and threshold."""
     lines = [
         f"F1        micro {result.f1_micro:.3f}, macro {result.f1_macro:.3f}; every label right "
         f"on {100 * result.subset_accuracy:.2f}%",

@@ -8,7 +8,8 @@ at a time, so memory stays flat in the number of rows.
 
 Example:
     >>> import numpy as np
-    >>> table = prediction_table(["fine", "awful"], np.array([[0.1, 0.9], [0.8, 0.2]]), [0, 1])
+    >>> table = prediction_table(["fine", "awful"], np.array([[0.1, 0.9], [0.8, 0.2]]), [0, 1],
+    ...                          [1, 0])
     >>> table.column("label").to_pylist()
     [1, 0]
     >>> list(jsonl_lines(table, [0, 1]))[0]
@@ -62,28 +63,26 @@ def prediction_table(
     texts: Sequence[str],
     probabilities: np.ndarray,
     classes: Sequence[Any],
-    labels: Sequence[Any] | np.ndarray | None = None,
-    thresholds: np.ndarray | None = None,
+    labels: Sequence[Any],
+    *,
+    label_sets: bool = False,
 ) -> pa.Table:
-    """One chunk of predictions: text, the most probable label (or ``labels``, e.g. by a
-    decision threshold), each class's probability.
+    """One chunk of predictions: text, each text's label (as the model decided it), each
+    class's probability.
 
-    With ``thresholds`` (a multi-label model's, one a class) the column ``labels`` lists every
-    class whose probability reaches its threshold, in place of ``label``.
+    With ``label_sets`` each entry of ``labels`` is a text's label set, written in a column
+    ``labels`` (a list of names) in place of ``label``.
 
     >>> table = prediction_table(["x"], np.array([[0.7, 0.2, 0.9]]), ["a", "b", "c"],
-    ...                          thresholds=np.array([0.5, 0.5, 0.5]))
+    ...                          [("a", "c")], label_sets=True)
     >>> table.column("labels").to_pylist()
     [['a', 'c']]
     """
     columns: dict[str, Any] = {"text": pa.array(list(texts), pa.string())}
-    if thresholds is not None:
-        on = np.asarray(probabilities) >= np.asarray(thresholds)
-        chosen = [[str(classes[int(j)]) for j in np.flatnonzero(row)] for row in on]
+    if label_sets:
+        chosen = [[str(label) for label in labels_of] for labels_of in labels]
         columns["labels"] = pa.array(chosen, pa.list_(pa.string()))
     else:
-        if labels is None:
-            labels = [classes[int(i)] for i in np.argmax(probabilities, axis=1)]
         columns["label"] = pa.array([python_value(x) for x in labels])
     # Rounded as predict has always printed them, so every format carries the same numbers.
     rounded = np.round(np.asarray(probabilities, dtype=np.float64), 6)

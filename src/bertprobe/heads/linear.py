@@ -2,14 +2,16 @@
 
 What reads a probe's weights rather than calling it: the ONNX export (the head inside the graph)
 and the exact token attributions of :mod:`bertprobe.model.explain` (the weights a token's
-hidden state is read out with).
+hidden state is read out with). A head offers its weights with a ``linear_readout()`` method
+(a capability, as scikit-learn's ``available_if`` gates a method on what an estimator can do);
+:func:`linear_readout` asks for it, and :func:`why_not_linear` says why a head has none.
 
 Example:
     >>> import numpy as np
     >>> from bertprobe.heads.probe import LinearProbe
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(60, 4)); y = (X[:, 0] > 0).astype(int)
-    >>> head = linear_head(LinearProbe(cv=3).fit(X, y))
+    >>> head = linear_readout(LinearProbe(cv=3).fit(X, y))
     >>> head.link, head.coef.shape
     ('binary', (1, 4))
 """
@@ -62,29 +64,40 @@ class LinearHead:
         return np.asarray(X, dtype=np.float64) @ weights.T + constant
 
 
-def linear_head(probe: Any) -> LinearHead:
-    """The scaler and linear model of a fitted :class:`~bertprobe.heads.probe.LinearProbe`,
-    :class:`~bertprobe.heads.probe.OutOfCoreProbe` or
-    :class:`~bertprobe.heads.multilabel.MultiLabelProbe`, as arrays (float64)."""
+def linear_readout(head: Any) -> LinearHead:
+    """A fitted head's linear read-out (its ``linear_readout()``), or a one-line error saying
+    why it has none: what the ONNX export puts in the graph and the exact explanations split."""
+    reason = why_not_linear(head)
+    if reason is not None:
+        raise BadInputError(reason)
+    return head.linear_readout()
+
+
+def why_not_linear(head: Any) -> str | None:
+    """Why ``head`` has no linear read-out, or None when it has one.
+
+    A head declares the capability with a ``linear_readout()`` method (scikit-learn's
+    ``available_if`` hides it where the head cannot have one, as a multi-label head over heads
+    without one); a read-out that is declared but cannot be made says why by raising.
+    """
+    if not hasattr(head, "linear_readout"):
+        return (
+            f"the head is a {type(head).__name__}, which has no linear read-out (a scaler and "
+            "a linear model over the vectors), which is all the graph and the exact split hold"
+        )
+    try:
+        head.linear_readout()
+    except BadInputError as exc:
+        return str(exc)
+    return None
+
+
+def readout_of(scaler: Any, linear: Any) -> LinearHead:
+    """A fitted scaler (or None) and linear model (scikit-learn's ``LogisticRegression``,
+    ``LogisticRegressionCV`` or ``SGDClassifier`` with log loss) as a :class:`LinearHead`."""
     from sklearn.linear_model import LogisticRegression, SGDClassifier
     from sklearn.preprocessing import StandardScaler
 
-    from bertprobe.heads.multilabel import MultiLabelProbe
-    from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe
-
-    if isinstance(probe, MultiLabelProbe):
-        return _multilabel_head(probe)
-    if isinstance(probe, LinearProbe):
-        steps = dict(probe.pipeline_.steps)
-        scaler, linear = steps.get("scale"), steps["logreg"]
-    elif isinstance(probe, OutOfCoreProbe):
-        scaler, linear = probe.scaler_, probe.classifier_
-    else:
-        raise BadInputError(
-            f"the probe is a {type(probe).__name__}, not a LinearProbe, OutOfCoreProbe or "
-            "MultiLabelProbe: the graph holds a scaler and a linear model only, which is all "
-            "those are"
-        )
     n_features = int(linear.coef_.shape[1])
     mean, scale = np.zeros(n_features), np.ones(n_features)
     if scaler is not None:
@@ -107,21 +120,20 @@ def linear_head(probe: Any) -> LinearHead:
     return LinearHead(mean, scale, coef, intercept, link)
 
 
-def _multilabel_head(probe: Any) -> LinearHead:
-    """A multi-label probe's labels' binary probes, one row each (see :class:`LinearHead`).
-
-    Its ``predict_proba`` is scikit-learn's ``OneVsRestClassifier`` on a label indicator
-    matrix: each label's probe's probability of 1, side by side, not normalized.
-    """
+def stacked_readout(names: Any, label_heads: Any) -> LinearHead:
+    """Each label's binary head's read-out, one row each (see :class:`LinearHead`): a
+    multi-label head's probabilities are each label's probability of 1, side by side."""
     heads = []
-    for name, label_probe in zip(probe.classes_, probe.label_probes(), strict=True):
-        if type(label_probe).__name__ == "_ConstantPredictor":
+    for name, label_head in zip(names, label_heads, strict=True):
+        if not hasattr(label_head, "linear_readout"):
             raise BadInputError(
                 f"label {name!r} was on (or off) for every training text, so it has no linear "
                 "model to export; retrain with texts on both sides of it"
+                if type(label_head).__name__ == "_ConstantPredictor"
+                else f"label {name!r}'s head ({type(label_head).__name__}) has no linear read-out"
             )
-        head = linear_head(label_probe)
-        if head.link != "binary" or list(label_probe.classes_) != [0, 1]:
+        head = label_head.linear_readout()
+        if head.link != "binary" or list(label_head.classes_) != [0, 1]:
             raise BadInputError(
                 f"label {name!r}'s probe is not a 0/1 logistic regression; cannot export"
             )

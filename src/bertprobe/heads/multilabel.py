@@ -36,27 +36,45 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.multilabel import LabelSet, as_label_sets, check_label_counts
+from bertprobe.heads.base import register_head
+from bertprobe.heads.decision import SETS_KEY, Decision
+from bertprobe.heads.linear import LinearHead, stacked_readout
 from bertprobe.heads.probe import LinearProbe, parse_c_grid
 
-if TYPE_CHECKING:
-    pass
-
 DEFAULT_THRESHOLD = 0.5
+
+
+def _label_heads_have(method: str) -> Any:
+    """``available_if``'s check: every label's fitted head (or, unfitted, the head each label
+    gets) has ``method``."""
+
+    def check(probe: Any) -> bool:
+        fitted = getattr(probe, "estimator_", None)
+        if fitted is None:
+            fitted = getattr(probe, "estimators_", None)
+        if fitted is not None:
+            heads = getattr(fitted, "estimators_", fitted)
+            return all(hasattr(head, method) for head in heads)
+        return hasattr(LinearProbe, method)
+
+    return check
 
 
 # --- the probe -------------------------------------------------------------------------------
 
 
+@register_head
 class MultiLabelProbe(ClassifierMixin, BaseEstimator):
     """One :class:`~bertprobe.heads.probe.LinearProbe` per label (one-vs-rest), each label predicted
     when its probability reaches its threshold.
@@ -87,6 +105,11 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         Processes for each probe's folds (see :class:`~bertprobe.heads.probe.LinearProbe`).
     random_state : int or None, default=0
         Seeds the folds.
+    estimator : scikit-learn classifier, optional
+        The head each label gets (cloned: scikit-learn's one-vs-rest), instead of a
+        :class:`~bertprobe.heads.probe.LinearProbe` made of the parameters above. What the
+        label heads can do, this head can (``linear_readout``, ``out_of_fold_proba``: gated by
+        ``available_if``); threshold tuning needs their ``fixed_estimator``.
 
     Attributes
     ----------
@@ -97,11 +120,11 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
     thresholds_ : ndarray of shape (n_labels,)
         Each label's decision threshold on its probability.
     C_ : ndarray of shape (n_labels,)
-        Each label's chosen C.
+        Each label's chosen C (NaN for a label head without one).
     cv_accuracy_ : ndarray of shape (n_labels,)
-        Each label's mean cross-validated accuracy at its C.
+        Each label's mean cross-validated accuracy at its C (NaN likewise).
     cv_score_ : ndarray of shape (n_labels,)
-        Each label's mean cross-validated ``scoring`` at its C.
+        Each label's mean cross-validated ``scoring`` at its C (NaN likewise).
     cv_f1_ : ndarray of shape (n_labels,) or None
         With ``tune_thresholds``: each label's mean out-of-fold F1 at its threshold.
     n_features_in_ : int
@@ -131,6 +154,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         scoring: str = "accuracy",
         n_jobs: int | None = None,
         random_state: int | None = 0,
+        estimator: Any = None,
     ) -> None:
         self.Cs = Cs
         self.cv = cv
@@ -141,6 +165,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         self.scoring = scoring
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.estimator = estimator
 
     def fit(self, X, y, unlabelled=None) -> MultiLabelProbe:
         """Fit one probe per label.
@@ -177,14 +202,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             raise BadInputError(
                 f"class_weight={self.class_weight!r}: give 'balanced' or None for multi-label"
             )
-        probe = LinearProbe(
-            grid,
-            cv=self.cv,
-            class_weight=self.class_weight,
-            scoring=self.scoring,
-            n_jobs=self.n_jobs,
-            random_state=self.random_state,
-        )
+        probe = self._label_head(grid)
         if unlabelled is None:
             self.estimator_ = OneVsRestClassifier(probe).fit(X, Y)
         else:  # routed to each label's probe (scikit-learn's metadata routing)
@@ -197,12 +215,13 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
                 fitted.__dict__.pop("_metadata_request", None)
         self.classes_ = np.asarray(classes, dtype=str)
         fitted = self.estimator_.estimators_
-        self.C_ = np.asarray([p.C_ for p in fitted])
-        self.cv_accuracy_ = np.asarray([p.cv_accuracy_ for p in fitted])
-        self.cv_score_ = np.asarray([p.cv_score_ for p in fitted])
+        self.C_, self.cv_accuracy_, self.cv_score_ = (
+            np.asarray([getattr(p, name, np.nan) for p in fitted], dtype=float)
+            for name in ("C_", "cv_accuracy_", "cv_score_")
+        )
         self.cv_f1_ = None
         if self.tune_thresholds:
-            tuned = [self._tuned(X, Y[:, j], C) for j, C in enumerate(self.C_)]
+            tuned = [self._tuned(X, Y[:, j], p) for j, p in enumerate(fitted)]
             self.thresholds_ = np.asarray([t for t, _ in tuned])
             self.cv_f1_ = np.asarray([f1 for _, f1 in tuned])
         else:
@@ -234,19 +253,34 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             )
         return MultiLabelBinarizer(classes=names).fit_transform(sets), names
 
-    def _tuned(self, X: np.ndarray, y: np.ndarray, C: float) -> tuple[float, float]:
-        """The threshold with the best mean out-of-fold F1 for one label, and that F1."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+    def _label_head(self, grid: tuple[float, ...]) -> Any:
+        """The unfitted head each label gets: ``estimator``, or the linear probe."""
+        from sklearn.base import clone
 
-        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
-        # The label's own C: the same model as its probe, refitted on each fold.
-        model = make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=C, max_iter=1000, class_weight=self.class_weight),
+        if self.estimator is not None:
+            return clone(self.estimator)
+        return LinearProbe(
+            grid,
+            cv=self.cv,
+            class_weight=self.class_weight,
+            scoring=self.scoring,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
         )
+
+    def _tuned(self, X: np.ndarray, y: np.ndarray, label_head: Any) -> tuple[float, float]:
+        """The threshold with the best mean out-of-fold F1 for one label, and that F1: the
+        label's head with what its fit chose held fixed (``fixed_estimator``: the probe's
+        scaler and regression at its C), refitted on each fold."""
+        from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV
+
+        if not hasattr(label_head, "fixed_estimator"):
+            raise BadInputError(
+                f"tune_thresholds=True refits each label's head on folds, and a "
+                f"{type(label_head).__name__} has no fixed_estimator(); leave it out"
+            )
+        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+        model = label_head.fixed_estimator()
         search = TunedThresholdClassifierCV(
             model, scoring="f1", cv=folds, refit=True, random_state=self.random_state
         )
@@ -266,9 +300,40 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         """The 0/1 indicator matrix of predicted labels, columns ``classes_``."""
         return (self.predict_proba(X) >= self.thresholds_).astype(int)
 
-    def label_sets(self, proba: np.ndarray) -> list[list[str]]:
-        """The labels whose probability reaches their threshold, per row of ``proba``."""
-        return label_sets(proba, self.classes_.tolist(), self.thresholds_)
+    def decision(self) -> Decision:
+        """How this head's probabilities become label sets: each label at its threshold."""
+        check_is_fitted(self, "thresholds_")
+        return Decision.per_label(self.classes_.tolist(), self.thresholds_.tolist())
+
+    @available_if(_label_heads_have("linear_readout"))
+    def linear_readout(self) -> LinearHead:
+        """Each label's probe's scaler and regression, one row a label (see
+        :class:`~bertprobe.heads.linear.LinearHead`, link ``"multi-label"``)."""
+        return stacked_readout(self.classes_.tolist(), self.label_probes())
+
+    @available_if(_label_heads_have("out_of_fold_proba"))
+    def out_of_fold_proba(self, X, Y) -> np.ndarray:
+        """Each training row's probability of each label from its label's probe's folds,
+        never from a model that saw the row: shape (n_rows, n_labels), columns ``classes_``
+        (``Y``: the 0/1 label matrix fitted on)."""
+        Y = np.asarray(Y)
+        return np.column_stack(
+            [
+                probe.out_of_fold_proba(X, Y[:, j])[:, 1]
+                for j, probe in enumerate(self.label_probes())
+            ]
+        )
+
+    @available_if(_label_heads_have("summary_record"))
+    def summary_record(self) -> dict[str, Any]:
+        """Each label's probe's figures (see its ``summary_record``), by figure then label."""
+        names = self.classes_.tolist()
+        records = [probe.summary_record() for probe in self.label_probes()]
+        return {key: {n: r[key] for n, r in zip(names, records, strict=True)} for key in records[0]}
+
+    def describe(self) -> str:
+        """How the probes were chosen, in words (``train`` prints it)."""
+        return f"one probe a label ({len(self.classes_)} labels), thresholds on the card"
 
     def label_probes(self) -> list[Any]:
         """Each label's fitted binary probe, in the order of ``classes_``."""
@@ -287,9 +352,26 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         """What the model card says of the probes: each label's C, CV accuracy, threshold."""
         names = self.classes_.tolist()
         first = self.estimator_.estimators_[0]
+        decided = {
+            "thresholds": dict(zip(names, self.thresholds_.tolist(), strict=True)),
+            "threshold_rule": (
+                "max F1 on out-of-fold probabilities"
+                if self.tune_thresholds
+                else f"{self.threshold:g} for every label"
+            ),
+        }
+        if not hasattr(first, "Cs_"):  # another head a label: each says what it is
+            return {
+                "solver": f"{type(first).__name__} one-vs-rest",
+                SETS_KEY: True,
+                "labels": {
+                    n: p.card_record() for n, p in zip(names, self.label_probes(), strict=True)
+                },
+                **decided,
+            }
         return {
             "solver": "lbfgs-cv one-vs-rest",
-            "multi_label": True,
+            SETS_KEY: True,
             "C": dict(zip(names, self.C_.tolist(), strict=True)),
             "c_grid": first.Cs_.tolist(),
             "cv_folds": self.cv,
@@ -313,14 +395,6 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
                 else {}
             ),
         }
-
-
-def label_sets(
-    proba: np.ndarray, classes: Sequence[Any], thresholds: np.ndarray
-) -> list[list[str]]:
-    """The labels whose probability reaches their threshold, per row of ``proba``."""
-    on = np.asarray(proba) >= np.asarray(thresholds)
-    return [[str(classes[int(j)]) for j in np.flatnonzero(row)] for row in on]
 
 
 # --- scores ----------------------------------------------------------------------------------
@@ -372,6 +446,7 @@ def indicator(
     return MultiLabelBinarizer(classes=[str(c) for c in classes]).fit_transform(known), unknown
 
 
+@register_head
 class StreamingMultiLabelProbe(MultiLabelProbe):
     """Several labels a text, learned a chunk at a time: one
     :class:`~bertprobe.heads.probe.OutOfCoreProbe` per label (one-vs-rest), each label
@@ -392,6 +467,8 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         Each label's probe weighs its texts with and without the label alike in total.
     alphas, epochs, holdout, random_state
         Each label's :class:`~bertprobe.heads.probe.OutOfCoreProbe`'s.
+    estimator : streaming head, optional
+        The head each label gets instead (cloned; it needs ``fit_chunks``).
 
     Attributes
     ----------
@@ -424,6 +501,7 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         epochs: int = 5,
         holdout: float = 0.1,
         random_state: int = 0,
+        estimator: Any = None,
     ) -> None:
         # Not MultiLabelProbe's parameters: no C grid or folds, alphas on held-out rows.
         self.classes = classes
@@ -433,6 +511,7 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         self.epochs = epochs
         self.holdout = holdout
         self.random_state = random_state
+        self.estimator = estimator
 
     def fit(self, X, y, unlabelled=None) -> StreamingMultiLabelProbe:
         """Fit on arrays (label sets or a 0/1 matrix), streamed 8,192 rows at a time.
@@ -452,6 +531,8 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
     def fit_chunks(self, chunks: Any) -> StreamingMultiLabelProbe:
         """Fit each label's probe from ``chunks()``: a fresh iterable of ``(X, Y)`` pairs, the
         same rows in the same chunks on every call."""
+        from sklearn.base import clone
+
         from bertprobe.heads.probe import OutOfCoreProbe
 
         if not 0 < self.threshold < 1:
@@ -464,12 +545,16 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         names = names or [str(j) for j in range(n_labels)]
         self.estimators_ = []
         for j, name in enumerate(names):
-            probe = OutOfCoreProbe(
-                alphas=self.alphas,
-                epochs=self.epochs,
-                holdout=self.holdout,
-                class_weight=self.class_weight,
-                random_state=int(self.random_state or 0),
+            probe = (
+                clone(self.estimator)
+                if self.estimator is not None
+                else OutOfCoreProbe(
+                    alphas=self.alphas,
+                    epochs=self.epochs,
+                    holdout=self.holdout,
+                    class_weight=self.class_weight,
+                    random_state=int(self.random_state or 0),
+                )
             )
             try:
                 probe.fit_chunks(partial(_label_column, chunks, j))
@@ -479,8 +564,10 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         self.classes_ = np.asarray(names, dtype=str)
         self.n_features_in_ = self.estimators_[0].n_features_in_
         self.thresholds_ = np.full(len(names), float(self.threshold))
-        self.alpha_ = np.asarray([p.alpha_ for p in self.estimators_])
-        self.holdout_accuracy_ = np.asarray([p.holdout_accuracy_ for p in self.estimators_])
+        self.alpha_, self.holdout_accuracy_ = (
+            np.asarray([getattr(p, name, np.nan) for p in self.estimators_], dtype=float)
+            for name in ("alpha_", "holdout_accuracy_")
+        )
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -506,7 +593,7 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         names = self.classes_.tolist()
         return {
             "solver": "sgd-out-of-core one-vs-rest",
-            "multi_label": True,
+            SETS_KEY: True,
             **self.label_scores(),
             "labels": {
                 name: p.card_record() for name, p in zip(names, self.estimators_, strict=True)

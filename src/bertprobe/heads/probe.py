@@ -34,6 +34,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from bertprobe.core.errors import BadInputError
+from bertprobe.heads.base import register_head
+from bertprobe.heads.linear import LinearHead, readout_of
 
 # The recipe's grid, kept so its numbers can be reproduced (`--c-grid seed`).
 SEED_C_GRID = tuple(np.linspace(0.0001, 100, 20).tolist())
@@ -163,6 +165,7 @@ def parse_c_grid(value: str) -> tuple[float, ...]:
     return grid
 
 
+@register_head(holds=("sklearn.model_selection._split.StratifiedKFold",))
 class LinearProbe(ClassifierMixin, BaseEstimator):
     """StandardScaler + LogisticRegression with C picked by stratified k-fold CV.
 
@@ -436,6 +439,30 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 self.pipeline_ = self._plain().fit(X_all, y_all)
             self.cv_score_, self.cv_accuracy_ = score, accuracy
 
+    def linear_readout(self) -> LinearHead:
+        """The fitted scaler and regression as arrays (see :mod:`bertprobe.heads.linear`)."""
+        check_is_fitted(self, "pipeline_")
+        steps = dict(self.pipeline_.steps)
+        return readout_of(steps.get("scale"), steps["logreg"])
+
+    def fixed_estimator(self) -> Pipeline:
+        """This probe with what fitting chose held fixed, unfitted: the scaler and the
+        regression at ``C_`` (each fold's model; what a learning curve refits at each size)."""
+        check_is_fitted(self, "pipeline_")
+        return self._plain()
+
+    def summary_record(self) -> dict[str, Any]:
+        """The figures that say how the probe was chosen, first in ``train --json``."""
+        check_is_fitted(self, "pipeline_")
+        return {"cv_accuracy": self.cv_accuracy_, "C": self.C_}
+
+    def describe(self) -> str:
+        """How the probe was chosen, in words (``train`` prints it)."""
+        check_is_fitted(self, "pipeline_")
+        return (
+            f"C = {self.C_:.4g} by {self.cv}-fold CV (CV accuracy {100 * self.cv_accuracy_:.2f}%)"
+        )
+
     def _plain(self) -> Pipeline:
         """The scaler and the regression at ``C_``, unfitted: one fold's model."""
         from sklearn.linear_model import LogisticRegression
@@ -581,6 +608,7 @@ def check_trainable(y, n_folds: int) -> None:
         )
 
 
+@register_head
 class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
     """A linear probe for training sets too large for memory: features arrive in chunks.
 
@@ -852,6 +880,24 @@ class OutOfCoreProbe(ClassifierMixin, BaseEstimator):
         # float64: one-vs-rest probabilities of float32 scores saturate to ties at 1.0, and
         # then the most probable class shown would disagree with the label predicted.
         return self.scaler_.transform(X.astype(np.float64, copy=False))
+
+    def linear_readout(self) -> LinearHead:
+        """The fitted scaler and SGD model as arrays (see :mod:`bertprobe.heads.linear`)."""
+        check_is_fitted(self, "classifier_")
+        return readout_of(self.scaler_, self.classifier_)
+
+    def summary_record(self) -> dict[str, Any]:
+        """The figures that say how the probe was chosen, first in ``train --json``."""
+        check_is_fitted(self, "classifier_")
+        return {"holdout_accuracy": self.holdout_accuracy_, "alpha": self.alpha_}
+
+    def describe(self) -> str:
+        """How the probe was chosen, in words (``train`` prints it)."""
+        check_is_fitted(self, "classifier_")
+        return (
+            f"alpha = {self.alpha_:.3g} by SGD a chunk at a time (held-out accuracy "
+            f"{100 * self.holdout_accuracy_:.2f}%)"
+        )
 
     def card_record(self) -> dict[str, Any]:
         """What the model card says of this probe: the alphas tried on the held-out rows."""

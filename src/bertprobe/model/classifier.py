@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -10,13 +11,7 @@ from typing import Any
 import numpy as np
 
 from bertprobe.core.errors import BadInputError, BertprobeError
-from bertprobe.core.tables import python_value
-from bertprobe.data.files import (
-    LabelledTexts,
-    ReadOptions,
-    align_labels,
-)
-from bertprobe.data.multilabel import as_label_sets
+from bertprobe.data.files import LabelledTexts, ReadOptions, align_labels
 from bertprobe.encoders.encode import (
     EmbedStats,
     EncoderOptions,
@@ -26,16 +21,10 @@ from bertprobe.encoders.encode import (
     TextEmbedder,
     embed,
 )
-from bertprobe.heads.multilabel import MultiLabelProbe, indicator, multilabel_scores
-from bertprobe.heads.probe import (
-    LinearProbe,
-    OutOfCoreProbe,
-    VotingProbe,
-    check_metric,
-    metric_score,
-)
+from bertprobe.heads.base import is_head
+from bertprobe.heads.decision import SETS_KEY, Decision
+from bertprobe.heads.probe import VotingProbe, check_metric
 from bertprobe.model import stream
-from bertprobe.model.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.model.explain import Explanation, explain
 from bertprobe.model.gradients import DEFAULT_STEPS
 from bertprobe.model.persist import (
@@ -45,11 +34,15 @@ from bertprobe.model.persist import (
 )
 from bertprobe.model.stream import PredictFileStats
 from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.options import TrainOptions
-from bertprobe.training.pipeline import TrainingRun, accuracy, run_stages, stages_for, start_run
+from bertprobe.training.pipeline import TrainingRun, run_stages, stages_for, start_run
+from bertprobe.training.target import Target, target_for
 
-Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
+# A fitted head (see bertprobe.heads.base.Head): what turns the encoder's vectors into
+# probabilities. The name is the model's attribute's, kept from when every head was a probe.
+Probe = Any
 
 
 @dataclass
@@ -155,14 +148,10 @@ class Classifier:
         from sklearn.utils.validation import check_is_fitted
 
         steps = [step for _, step in getattr(pipeline, "steps", [])]
-        if (
-            len(steps) != 2
-            or not isinstance(steps[0], TextEmbedder)
-            or not isinstance(steps[1], LinearProbe | OutOfCoreProbe)
-        ):
+        if len(steps) != 2 or not isinstance(steps[0], TextEmbedder) or not is_head(steps[1]):
             raise BertprobeError(
-                "from_pipeline takes a Pipeline of two steps: a TextEmbedder, then a "
-                "LinearProbe or OutOfCoreProbe"
+                "from_pipeline takes a Pipeline of two steps: a TextEmbedder, then a head "
+                "(a LinearProbe, an OutOfCoreProbe, or any head: see bertprobe.heads.base)"
             )
         embedder, probe = steps
         check_is_fitted(embedder, "encoder_ref_")
@@ -191,7 +180,7 @@ class Classifier:
             data=self.card.get("data"),
             extra={
                 k: self.card[k]
-                for k in ("sweep", "finetune", "decision_threshold", "multi_label")
+                for k in ("sweep", "finetune", "decision_threshold", SETS_KEY)
                 if k in self.card
             }
             or None,
@@ -211,14 +200,36 @@ class Classifier:
         return self.probe.classes_.tolist()
 
     @property
-    def multi_label(self) -> bool:
-        """Whether a text may get several labels (or none): a :class:`MultiLabelProbe`."""
-        return isinstance(self.probe, MultiLabelProbe)
+    def decision(self) -> Decision:
+        """How this model's probabilities become labels by default: the head's own rule (the
+        argmax, or each label at its threshold for a label-set model). See
+        :meth:`decision_for` for a decision threshold."""
+        return Decision.for_head(self.probe)
 
-    @property
-    def thresholds(self) -> np.ndarray | None:
-        """A multi-label model's threshold per label (on its probability); else None."""
-        return self.probe.thresholds_ if isinstance(self.probe, MultiLabelProbe) else None
+    def decision_for(self, threshold: float | str | None = None) -> Decision:
+        """The decision with ``threshold`` applied, checked: ``None`` is :attr:`decision`;
+        a number (two classes, one label a text) gives the second class where its
+        probability reaches it; ``"auto"`` is the threshold chosen at training time on
+        out-of-fold probabilities (the card's ``decision_threshold``)."""
+        decision = self.decision
+        if threshold is None:
+            return decision
+        if len(decision.classes) != 2 or decision.label_sets:
+            raise BadInputError(
+                f"threshold={threshold!r}: a decision threshold is for two classes, one label "
+                f"a text; this model has {len(decision.classes)} "
+                f"{'labels' if decision.label_sets else 'classes'}; leave it out"
+            )
+        if threshold == "auto":
+            stored = self.card.get("decision_threshold")
+            if not stored:
+                raise BadInputError(
+                    "threshold='auto': the model card holds no decision threshold (trained "
+                    "before thresholds were stored, with a TF-IDF vote, or never saved); "
+                    "retrain, or give a number between 0 and 1"
+                )
+            threshold = float(stored["value"])
+        return decision.with_threshold(threshold)  # type: ignore[arg-type]
 
     @property
     def id(self) -> str:
@@ -254,15 +265,31 @@ class Classifier:
         run: RunOptions = RunOptions(),
         *,
         threshold: float | str | None = None,
+        indicator: bool = False,
     ) -> np.ndarray:
-        """The most probable label of each text, or with ``threshold`` (two classes only) the
-        second class where its probability reaches it; ``"auto"`` is the threshold chosen at
-        training time (the card's ``decision_threshold``). For a multi-label model, the 0/1
-        matrix of labels predicted (columns :attr:`classes`; see :meth:`predict_labels`)."""
-        cut = self.threshold(threshold)
-        if isinstance(self.probe, MultiLabelProbe):
-            return self.probe.predict(self.embed(texts, run)[0])
-        return self.decide(self.predict_proba(texts, run), cut)
+        """What the model says of each text, by its :attr:`decision`: one entry a text, the
+        same for every kind of model. For a model of one label a text, that label (an array of
+        labels); for a label-set model, the text's label set (a tuple of label names, possibly
+        empty; an object array of tuples), as label sets are given to :meth:`fit`.
+
+        ``threshold`` (two classes only): the second class where its probability reaches it;
+        ``"auto"`` is the threshold chosen at training time (see :meth:`decision_for`).
+
+        ``indicator`` (deprecated, label-set models only): the 0/1 matrix over
+        :attr:`classes` that ``predict`` returned before 0.2; use
+        ``model.decision.indicator(model.predict_proba(texts))``.
+        """
+        decision = self.decision_for(threshold)
+        proba = self.predict_proba(texts, run)
+        if indicator:
+            warnings.warn(
+                "predict(indicator=True) is deprecated and goes in the next release: use "
+                "model.decision.indicator(model.predict_proba(texts))",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return decision.indicator(proba)
+        return as_array(decision.labels(proba), decision.label_sets)
 
     def explain(
         self,
@@ -292,47 +319,26 @@ class Classifier:
         )
 
     def threshold(self, threshold: float | str | None) -> float | None:
-        """``threshold`` as a number (``"auto"``: the card's), checked; None for argmax."""
-        if threshold is None:
-            return None
-        if len(self.classes) != 2:
-            raise BadInputError(
-                f"threshold={threshold!r}: a decision threshold is for two classes; this model "
-                f"has {len(self.classes)}; leave it out"
-            )
-        if threshold == "auto":
-            stored = self.card.get("decision_threshold")
-            if not stored:
-                raise BadInputError(
-                    "threshold='auto': the model card holds no decision threshold (trained "
-                    "before thresholds were stored, with a TF-IDF vote, or never saved); "
-                    "retrain, or give a number between 0 and 1"
-                )
-            return float(stored["value"])
-        try:
-            value = float(threshold)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not 0 < value < 1:
-            raise BadInputError(
-                f"threshold={threshold!r}: give 'auto' or a probability between 0 and 1"
-            )
-        return value
+        """Deprecated: :meth:`decision_for` checks a threshold and gives the decision."""
+        decision = self.decision_for(threshold)
+        return decision.thresholds[0] if decision.rule == "threshold" else None
 
-    def decide(self, proba: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """Labels from probabilities: argmax, or with a (checked) ``threshold`` on the second
-        class's probability, that class where it is reached and the first elsewhere."""
-        classes = self.probe.classes_
-        if threshold is None:
-            return classes[np.asarray(proba).argmax(axis=1)]
-        return np.where(np.asarray(proba)[:, 1] >= threshold, classes[1], classes[0])
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """Deprecated: a label-set model's thresholds are its :attr:`decision`'s."""
+        decision = self.decision
+        return np.asarray(decision.thresholds) if decision.label_sets else None
 
     def predict_labels(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> list[list]:
-        """The labels of each text as a list: those at or over their threshold for a
-        multi-label model, the most probable one otherwise."""
-        if isinstance(self.probe, MultiLabelProbe):
-            return self.probe.label_sets(self.predict_proba(texts, run))
-        return [[python_value(y)] for y in self.predict(texts, run)]
+        """Deprecated: each text's labels as a list; :meth:`predict` now gives every kind of
+        model's answer in one form (a label, or a label set)."""
+        warnings.warn(
+            "predict_labels() is deprecated and goes in the next release: predict() gives each "
+            "text's label, or a label-set model's label set",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return [list(y) for y in self.decision.label_tuples(self.predict_proba(texts, run))]
 
     def predict_file(
         self,
@@ -360,7 +366,7 @@ class Classifier:
             reading=reading,
             chunk_size=chunk_size,
             on_chunk=on_chunk,
-            threshold=self.threshold(threshold),
+            decision=self.decision_for(threshold),
         )
 
     def evaluate(
@@ -379,75 +385,41 @@ class Classifier:
         ``threshold`` as in :meth:`predict`. ``metric`` (default: the one the model was
         trained for, from its card) is scored too, when it is not accuracy.
 
-        A multi-label model takes each text's labels as a list (or a ``|``-joined string) and
-        gives micro / macro F1 and per-label scores (:class:`MultiLabelEvaluation`).
+        A label-set model takes each text's labels as a list (or a ``|``-joined string) and
+        gives micro / macro F1 and per-label scores (:class:`MultiLabelEvaluation`): what is
+        measured is the model's :attr:`target`'s.
         """
-        from sklearn.metrics import classification_report, confusion_matrix
-
-        if isinstance(self.probe, MultiLabelProbe):
-            return self._evaluate_label_sets(texts, labels, run, source=source)
-
-        cut = self.threshold(threshold)
+        decision = self.decision_for(threshold)
         metric = check_metric(metric or self.card.get("metrics", {}).get("metric", "accuracy"))
-        y_true = self.align_labels(labels, source)
-        unknown = sorted({str(y) for y in y_true} - {str(c) for c in self.classes})
         X, stats = self.embed(texts, run)
         proba = self.head.predict_proba(X, texts=texts)
-        predicted = self.decide(proba, cut).tolist()
-        # ROC AUC over more than two classes has no column for a label the model never saw.
-        scorable = metric != "accuracy" and not (unknown and metric == "roc_auc")
-        score = metric_score(metric, y_true, proba, self.classes, predicted) if scorable else None
-        if unknown:  # y_true is text then (align_labels): compare like with like
-            predicted = [str(p) for p in predicted]
-        known = [str(c) if unknown else c for c in self.classes]
-        names = sorted(set(predicted) | set(y_true) | set(known), key=str)
-        report = classification_report(
-            y_true, predicted, labels=names, output_dict=True, zero_division=0
-        )
-        return Evaluation(
-            accuracy=accuracy(y_true, predicted),
-            n=len(texts),
-            model=self.card.get("id"),
-            labels=[python_value(x) for x in names],
-            per_class={
-                str(x): {
-                    k: report[str(x)][k] for k in ("precision", "recall", "f1-score", "support")
-                }
-                for x in names
-            },
-            confusion_matrix=confusion_matrix(y_true, predicted, labels=names).tolist(),
-            embed_seconds=stats.seconds,
-            n_truncated=stats.n_truncated,
-            unknown_labels=unknown,
+        return self.target.evaluation(
+            labels,
+            proba,
+            decision,
+            source=source,
             metric=metric,
-            score=score,
-            threshold=cut,
+            record={
+                "n": len(texts),
+                "model": self.card.get("id"),
+                "embed_seconds": stats.seconds,
+                "n_truncated": stats.n_truncated,
+            },
         )
 
-    def _evaluate_label_sets(
-        self, texts: Sequence[str], labels: Sequence[Any], run: RunOptions, *, source: str
-    ) -> MultiLabelEvaluation:
-        """A multi-label model scored on texts and their label sets (see :meth:`evaluate`)."""
-        assert isinstance(self.probe, MultiLabelProbe)
-        probe = self.probe
-        classes = probe.classes_.tolist()
-        Y_true, unknown = indicator(as_label_sets(labels), classes, source)
-        X, stats = self.embed(texts, run)
-        Y_pred = probe.predict(X)
-        scores = multilabel_scores(Y_true, Y_pred, classes)
-        return MultiLabelEvaluation(
-            f1_micro=scores["f1_micro"],
-            f1_macro=scores["f1_macro"],
-            subset_accuracy=scores["subset_accuracy"],
-            per_label=scores["per_label"],
-            n=len(texts),
-            model=self.card.get("id"),
-            labels=classes,
-            thresholds=dict(zip(classes, probe.thresholds_.tolist(), strict=True)),
-            embed_seconds=stats.seconds,
-            n_truncated=stats.n_truncated,
-            unknown_labels=unknown,
-        )
+    def read_labelled(
+        self, data: str | Path | LabelledTexts, reading: ReadOptions = ReadOptions()
+    ) -> LabelledTexts:
+        """A labelled file read as this model's labels are (label sets for a label-set model,
+        read like its training file unless ``reading`` says how), to :meth:`evaluate` on."""
+        target = self.target
+        return target.read(data, target.reading_for(self.card, reading))
+
+    @property
+    def target(self) -> Target:
+        """What a label of this model is: one label a text, or a label set (see
+        :mod:`bertprobe.training.target`); what :meth:`evaluate` measures follows from it."""
+        return target_for(label_sets=self.decision.label_sets)
 
     def align_labels(self, labels: Sequence[Any], source: str = "the labels") -> list:
         """``labels`` as the model's own label values (see
@@ -458,3 +430,14 @@ class Classifier:
 def load_model(folder: str | Path) -> Classifier:
     """A model folder, checked (the same as :meth:`Classifier.load`)."""
     return Classifier.load(folder)
+
+
+def as_array(decided: list, label_sets: bool) -> np.ndarray:
+    """Decisions as one array, an entry a text: labels as numpy makes them, label sets (tuples)
+    as an object array (numpy would make equal-length tuples a 2-d array)."""
+    if not label_sets:
+        return np.asarray(decided)
+    out = np.empty(len(decided), dtype=object)
+    for i, labels in enumerate(decided):
+        out[i] = labels
+    return out

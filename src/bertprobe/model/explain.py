@@ -72,8 +72,8 @@ from bertprobe.encoders.encode import (
     length_sorted_batches,
 )
 from bertprobe.encoders.words import ReadText, tokenize_words
-from bertprobe.heads.linear import LinearHead, linear_head
-from bertprobe.heads.multilabel import MultiLabelProbe
+from bertprobe.heads.decision import Decision
+from bertprobe.heads.linear import LinearHead, linear_readout, why_not_linear
 from bertprobe.model.gradients import DEFAULT_STEPS, integrated_gradients
 
 if TYPE_CHECKING:
@@ -228,11 +228,7 @@ def why_not_exact(model: Classifier) -> str | None:
         return f"window_pool={spec.window_pool!r} is not linear in the windows' vectors"
     if model.text_model is not None:
         return "the TF-IDF vote averages probabilities, not scores"
-    try:
-        linear_head(model.probe)
-    except BadInputError as exc:
-        return str(exc)
-    return None
+    return why_not_linear(model.probe)
 
 
 def explain(
@@ -272,9 +268,9 @@ def explain(
     texts = _as_texts(texts)
     check_method(method)
     check_occlusion(occlude)
-    cut = model.threshold(threshold)
+    decision = model.decision_for(threshold)
     if method == "integrated-gradients":
-        return _explain_by_gradients(model, texts, run, cut, steps)
+        return _explain_by_gradients(model, texts, run, decision, steps)
     reason = why_not_exact(model) if method != "occlusion" else "occlusion was asked for"
     if method == "exact" and reason is not None:
         raise BadInputError(f"method='exact' cannot explain this model: {reason}; use occlusion")
@@ -296,7 +292,7 @@ def explain(
             "the constant is what the words' scores leave of the score"
         ]
     return _explanations(
-        model, read, readout, cut, (logits, proba, scores, constants), method_name, notes
+        model, read, readout, decision, (logits, proba, scores, constants), method_name, notes
     )
 
 
@@ -304,7 +300,7 @@ def _explanations(
     model: Classifier,
     read: list[ReadText],
     readout: Readout,
-    cut: float | None,
+    decision: Decision,
     found: tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]],
     method: str,
     notes: list[str],
@@ -313,8 +309,8 @@ def _explanations(
     """A method's scores (per text: logits, probabilities, word scores, constant) as
     :class:`Explanation` objects, each with its notes."""
     logits, proba, scores, constants = found
-    labels = _labels(model, proba, cut)
-    decision = _decision(model, readout, cut)
+    labels = decision.label_tuples(proba)
+    boundaries = decision.boundaries()
     out = []
     for i, r in enumerate(read):
         note = list(notes)
@@ -334,7 +330,7 @@ def _explanations(
                 method=method,
                 score=readout.kind,
                 note="; ".join(note),
-                decision=decision,
+                decision=boundaries,
                 delta=None if deltas is None else deltas[i],
             )
         )
@@ -342,7 +338,7 @@ def _explanations(
 
 
 def _explain_by_gradients(
-    model: Classifier, texts: list[str], run: RunOptions, cut: float | None, steps: int
+    model: Classifier, texts: list[str], run: RunOptions, decision: Decision, steps: int
 ) -> list[Explanation]:
     """Integrated gradients (:mod:`bertprobe.model.gradients`) as explanations: the encoder
     runs in torch whatever the model's backend (gradients need it)."""
@@ -383,7 +379,7 @@ def _explain_by_gradients(
         model,
         read,
         readout,
-        cut,
+        decision,
         (logits, proba, words, constants),
         "integrated-gradients",
         [note],
@@ -401,43 +397,25 @@ def read_texts(model: Classifier, encoder: LoadedEncoder, texts: Sequence[str]) 
     return tokenize_words(encoder.tokenizer, texts, max_length, spec.long, stride)
 
 
-def _labels(model: Classifier, proba: np.ndarray, cut: float | None) -> list[list]:
-    if isinstance(model.probe, MultiLabelProbe):
-        return model.probe.label_sets(proba)
-    return [[y] for y in model.decide(proba, cut).tolist()]
-
-
-def _decision(model: Classifier, readout: Readout, cut: float | None) -> np.ndarray | None:
-    """Where each class is given, in score units (see :attr:`Explanation.decision`)."""
-    if readout.binary:
-        at = 0.0 if cut is None else math.log(cut / (1 - cut))
-        return np.array([-at, at])
-    if readout.multi_label:
-        t = np.asarray(model.thresholds, dtype=np.float64)
-        return np.log(t / (1 - t))
-    return None
-
-
 class Readout:
     """What is explained, from a model's vectors (and texts): its scores and probabilities.
 
-    ``kind`` is ``"log-odds"`` (two classes, multi-label) or ``"logit"``. A probe alone is read
-    through its weights (:class:`~bertprobe.heads.linear.LinearHead`), exactly as it scores; a
-    vote from its averaged probabilities.
+    ``kind`` is ``"log-odds"`` (two classes, or label sets: each label's own) or ``"logit"``,
+    as the model's decision says what a text gets. A head with a linear read-out is read
+    through its weights (:class:`~bertprobe.heads.linear.LinearHead`), exactly as it scores;
+    any other head, or a vote, from its probabilities.
     """
 
     def __init__(self, model: Classifier) -> None:
         self.model = model
         self.head = model.head
-        self.multi_label = isinstance(model.probe, MultiLabelProbe)
-        self.binary = not self.multi_label and len(model.classes) == 2
+        decision = model.decision
+        self.label_sets = decision.label_sets
+        self.binary = not self.label_sets and len(decision.classes) == 2
         self.linear: LinearHead | None = None
-        if model.text_model is None:
-            try:
-                self.linear = linear_head(model.probe)
-            except BadInputError:
-                self.linear = None
-        self.kind = "log-odds" if self.binary or self.multi_label else "logit"
+        if model.text_model is None and why_not_linear(model.probe) is None:
+            self.linear = linear_readout(model.probe)
+        self.kind = "log-odds" if self.binary or self.label_sets else "logit"
 
     def columns(self, z: np.ndarray) -> np.ndarray:
         """A head's scores as one column per class: a binary head's one as ``[-z, z]``."""
@@ -447,16 +425,11 @@ class Readout:
         """Scores (one column per class) and probabilities of rows ``X``."""
         proba = np.asarray(self.head.predict_proba(X.astype(np.float32), texts=list(texts)))
         if self.linear is not None:
-            if self.multi_label:  # each label its own scaler: one row of weights a label
-                weights, constant = self.linear.readout()
-                z = np.einsum("nd,ld->nl", X.astype(np.float64), weights) + constant
-            else:
-                z = self.linear.scores(X)
-            return self.columns(z), proba
+            return self.columns(self.linear.scores(X)), proba
         p = np.clip(proba.astype(np.float64), 1e-15, 1 - 1e-15)
         if self.binary:
             return self.columns(np.log(p[:, 1:] / p[:, :1])), proba
-        if self.multi_label:
+        if self.label_sets:
             return np.log(p / (1 - p)), proba
         return np.log(p), proba
 

@@ -39,10 +39,11 @@ from typing import Any
 from bertprobe.core.errors import BertprobeError, ModelFolderError
 from bertprobe.data.files import LabelledTexts, check_output_path, staged_folder
 from bertprobe.encoders.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
-from bertprobe.heads.multilabel import MultiLabelProbe
-from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe
+from bertprobe.heads.base import is_head, trusted_types
+from bertprobe.heads.decision import Decision
 
-Probe = LinearProbe | OutOfCoreProbe | MultiLabelProbe
+# A fitted head (see bertprobe.heads.base.Head), whatever its type.
+Probe = Any
 
 MODEL_FORMAT = "bertprobe-model"
 # 2: the card carries a seal over the fields that decide predictions; 1 (no seal) still loads.
@@ -70,17 +71,8 @@ LEGACY_TYPES = (
     "bertprobe.multilabel.MultiLabelProbe",
 )
 # Every type a probe file may hold beyond what skops trusts by default (numpy, sklearn
-# estimators). Anything else in the file is refused before it is loaded.
-TRUSTED_TYPES = frozenset(
-    {
-        "bertprobe.heads.probe.LinearProbe",
-        "bertprobe.heads.probe.OutOfCoreProbe",
-        "bertprobe.heads.multilabel.MultiLabelProbe",
-        "bertprobe.heads.multilabel.StreamingMultiLabelProbe",
-        "sklearn.model_selection._split.StratifiedKFold",
-        *LEGACY_TYPES,
-    }
-)
+# estimators) is a registered head's (bertprobe.heads.base.register_head) or what one holds,
+# or an old name of one; anything else in the file is refused before it is loaded.
 # skops writes each entry of a TF-IDF vocabulary as a JSON node: 55 MB stored for SST-2's 81,047
 # terms, 4.3 MB deflated at level 1, for 0.2 s more (any zip reader, older skops too, reads it).
 _COMPRESSED = {"compression": zipfile.ZIP_DEFLATED, "compresslevel": 1}
@@ -140,6 +132,7 @@ def save_model(
     import skops.io as sio
 
     folder = check_model_destination(folder)
+    decision = Decision.for_head(probe)
     with staged_folder(folder) as staging:
         sio.dump(probe, staging / PROBE_FILE, **_COMPRESSED)
         files = {PROBE_FILE: _sha256(staging / PROBE_FILE)}
@@ -187,7 +180,7 @@ def save_model(
             if spec.long != "truncate"
             else FORMAT_VERSION,
             "id": f"{folder.name}-{files[PROBE_FILE][:12]}",
-            "kind": "multi-label-probe" if isinstance(probe, MultiLabelProbe) else "linear-probe",
+            "kind": _kind(decision),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "encoder": encoder_record,
             "features": {
@@ -198,6 +191,9 @@ def save_model(
                 **spec.long_record(max_length),
             },
             "labels": probe.classes_.tolist(),
+            # How probabilities become labels, for whoever reads the card; not sealed, since
+            # loading checks it against the head's own (whose file is hashed) instead.
+            "decision": decision.record(),
             "probe": probe_record(probe),
             **({"vote": vote} if vote else {}),
             "metrics": metrics or {},
@@ -278,15 +274,23 @@ def read_model(folder: str | Path, *, check_encoder: bool = True) -> SavedModel:
 
     probe_path = folder / PROBE_FILE
     probe = _load_skops(probe_path)
-    if not isinstance(probe, LinearProbe | OutOfCoreProbe | MultiLabelProbe):
-        raise ModelFolderError(f"{probe_path} does not hold a bertprobe probe; retrain the model")
-    if isinstance(probe, MultiLabelProbe) != (card.get("kind") == "multi-label-probe") or (
-        isinstance(probe, MultiLabelProbe)
-        and card.get("probe", {}).get("thresholds") != probe.card_record()["thresholds"]
+    if not is_head(probe):
+        raise ModelFolderError(f"{probe_path} does not hold a bertprobe head; retrain the model")
+    decision = Decision.for_head(probe)
+    try:
+        stated = _card_decision(card)
+    except (BertprobeError, KeyError, TypeError, AttributeError):
+        stated = None  # an unreadable decision section: it does not describe the head
+    shown = card.get("probe", {}).get("thresholds")
+    if (
+        card.get("kind") != _kind(decision)
+        or stated != decision
+        or (shown is not None and shown != probe.card_record().get("thresholds"))
     ):
-        # The thresholds decide predictions; the card shows them, so it must show the real ones.
+        # The decision (a label-set model's thresholds) decides predictions; the card shows it,
+        # so it must show the real one.
         raise ModelFolderError(
-            f"{folder / CARD_FILE} does not describe the probe in {PROBE_FILE} (its kind or "
+            f"{folder / CARD_FILE} does not describe the head in {PROBE_FILE} (its kind or "
             "thresholds differ); restore the card or retrain"
         )
     text_model = None
@@ -322,6 +326,22 @@ def read_model(folder: str | Path, *, check_encoder: bool = True) -> SavedModel:
         backend=features.get("backend", "torch"),
         text_model=text_model,
     )
+
+
+def _kind(decision: Decision) -> str:
+    """The card's ``kind``: what a text gets, a label set or one label."""
+    return "multi-label-probe" if decision.label_sets else "linear-probe"
+
+
+def _card_decision(card: dict[str, Any]) -> Decision:
+    """The decision a card states: its ``decision``, or for a card written before it, what its
+    ``kind`` and the probe's thresholds said."""
+    labels = card.get("labels") or []
+    if "decision" in card:
+        return Decision.from_record(card["decision"], labels)
+    sets = card.get("kind") == "multi-label-probe"
+    thresholds = card.get("probe", {}).get("thresholds") or {}
+    return Decision.from_legacy(labels, sets, [thresholds.get(str(c), 0.5) for c in labels])
 
 
 def _decisive(card: dict[str, Any]) -> dict[str, Any]:
@@ -390,11 +410,12 @@ def _load_skops(path: Path) -> Any:
         raise ModelFolderError(
             f"{path} is not a readable skops file ({exc}); retrain or restore it"
         ) from None
-    if untrusted - TRUSTED_TYPES:
+    trusted = trusted_types() | set(LEGACY_TYPES)
+    if untrusted - trusted:
         raise ModelFolderError(
             f"{path} holds types bertprobe does not trust "
-            f"({', '.join(sorted(untrusted - TRUSTED_TYPES))}); refusing to "
-            "load it"
+            f"({', '.join(sorted(untrusted - trusted))}); refusing to "
+            "load it (a head of your own: register it with bertprobe.heads.base.register_head)"
         )
     _legacy_module_names()
     return sio.load(path, trusted=sorted(untrusted))

@@ -36,6 +36,7 @@ from bertprobe.core.tables import prediction_table, python_value, write_tables
 from bertprobe.data.files import ReadOptions, iter_chunks, scan_file
 from bertprobe.encoders.encode import RunOptions, embed
 from bertprobe.encoders.features import _progress_bar
+from bertprobe.heads.decision import Decision
 
 if TYPE_CHECKING:
     from bertprobe.model.classifier import Classifier
@@ -121,7 +122,7 @@ def predict_file(
     reading: ReadOptions = ReadOptions(),
     chunk_size: int = 4096,
     on_chunk: Callable[[int], None] | None = None,
-    threshold: float | None = None,
+    decision: Decision | None = None,
 ) -> PredictFileStats:
     """Label every text of ``path`` into ``out`` (JSON Lines, CSV or Parquet by its name).
 
@@ -130,7 +131,8 @@ def predict_file(
     is called after each chunk is stored. An interrupted run resumes after its last stored
     chunk when called again with the same input, model, backend and ``chunk_size``; a model
     that was never saved (no card id) cannot be told apart from another, so it starts over.
-    ``threshold`` (two classes): label the second class where its probability reaches it.
+    ``decision``: how probabilities become labels (default: the model's own; see
+    :meth:`~bertprobe.model.classifier.Classifier.decision_for` for a threshold).
     """
     start = time.perf_counter()
     out = Path(out)
@@ -141,6 +143,7 @@ def predict_file(
         max_field_chars=reading.max_field_chars,
         chunk_size=chunk_size,
     )
+    decision = decision or model.decision
     encoder = run.load(model.encoder, default_backend=model.backend)
     classes = [python_value(c) for c in model.classes]
     job = {
@@ -151,11 +154,11 @@ def predict_file(
         "spec": [model.spec.pooling, list(model.spec.layers), model.spec.max_length]
         + ([model.spec.long_record()] if model.spec.long != "truncate" else []),
         "classes": [str(c) for c in classes],
-        **({"multi_label": True} if model.multi_label else {}),
         "chunk_size": chunk_size,
         "text_col": None if reading.text_col is None else str(reading.text_col),
         "drop_empty": reading.drop_empty,
-        **({"threshold": threshold} if threshold is not None else {}),
+        # Argmax adds nothing, so that runs before the decision was recorded still resume.
+        **({"decision": decision.record()} if decision.rule != "argmax" else {}),
     }
     stats = PredictFileStats(
         out=out,
@@ -189,10 +192,13 @@ def predict_file(
                     cache=cache,
                 )
                 probabilities = model.head.predict_proba(X, texts=texts)
-                labels = model.decide(probabilities, threshold) if threshold is not None else None
                 parts.write(
                     prediction_table(
-                        texts, probabilities, classes, labels, thresholds=model.thresholds
+                        texts,
+                        probabilities,
+                        classes,
+                        decision.labels(probabilities),
+                        label_sets=decision.label_sets,
                     )
                 )
                 stats.n_cached += embedded.n_cached

@@ -22,6 +22,7 @@ import numpy as np
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import Label, ReadOptions, read_labelled, read_texts
 from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
+from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
 
 __all__ = [
@@ -63,28 +64,10 @@ class Suggestion:
     reason: Literal["uncertain", "representative"]
 
 
-def uncertainty(
-    proba: np.ndarray, *, multi_label: bool = False, thresholds: np.ndarray | None = None
-) -> np.ndarray:
-    """How unsure each row of probabilities is, from 0 (sure) to 1 (undecided).
-
-    One class against another: one minus the margin between the two most probable classes
-    (for two classes, ``1 - |2p - 1|``: 1 at 0.5). Several labels per text: the label whose
-    probability is nearest its threshold decides, its distance scaled by the room on that side
-    of the threshold, so a threshold of 0.2 is not judged as if it were 0.5.
-
-    Parameters
-    ----------
-    proba : ndarray of shape (n_texts, n_classes)
-        Probabilities, as :meth:`Classifier.predict_proba` gives them.
-    multi_label : bool
-        Whether the columns are independent labels (each with a threshold).
-    thresholds : ndarray of shape (n_classes,), optional
-        Multi-label: each label's threshold (default 0.5).
-
-    Returns
-    -------
-    ndarray of shape (n_texts,)
+def uncertainty(proba: np.ndarray, decision: Decision | None = None) -> np.ndarray:
+    """How unsure each row of probabilities is, from 0 (sure) to 1 (undecided), by
+    ``decision`` (default: the argmax over the columns); see
+    :meth:`~bertprobe.heads.decision.Decision.uncertainty`.
 
     Examples
     --------
@@ -92,15 +75,8 @@ def uncertainty(
     [1.0, 0.2]
     """
     proba = np.asarray(proba, dtype=float)
-    if multi_label:
-        cut = np.full(proba.shape[1], 0.5) if thresholds is None else np.asarray(thresholds)
-        room = np.where(proba >= cut, 1 - cut, cut)
-        distance = np.abs(proba - cut) / np.maximum(room, 1e-12)
-        return np.clip(1 - distance.min(axis=1), 0.0, 1.0)
-    if proba.shape[1] < 2:
-        return np.zeros(len(proba))
-    top_two = np.sort(proba, axis=1)[:, -2:]
-    return np.clip(1 - (top_two[:, 1] - top_two[:, 0]), 0.0, 1.0)
+    decision = decision or Decision.argmax(range(proba.shape[1]))
+    return decision.uncertainty(proba)
 
 
 def suggest(
@@ -186,11 +162,7 @@ def suggest(
     candidates = [texts[row].strip() for row in rows]
     if model is not None:
         X, _ = model.embed(candidates, run)
-        scores = uncertainty(
-            model.head.predict_proba(X, texts=candidates),
-            multi_label=model.multi_label,
-            thresholds=model.thresholds,
-        )
+        scores = uncertainty(model.head.predict_proba(X, texts=candidates), model.decision)
         return [
             Suggestion(candidates[i], rows[i], score, "uncertain")
             for i, score in choose(X, n, scores=scores, seed=seed)

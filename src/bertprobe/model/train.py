@@ -24,10 +24,7 @@ from typing import Any
 
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
-from bertprobe.data.multilabel import DEFAULT_LABEL_SEP
 from bertprobe.encoders.encode import EmbedStats, EncoderOptions
-from bertprobe.heads.multilabel import MultiLabelProbe
-from bertprobe.heads.probe import OutOfCoreProbe
 from bertprobe.model.classifier import Classifier, Probe
 from bertprobe.model.persist import (
     card_encoder,
@@ -89,78 +86,62 @@ class TrainResult:
         return getattr(self.probe, "cv_accuracy_", None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready summary ``bertprobe train --json`` prints."""
-        summary = self._summary()
+        """The JSON-ready summary ``bertprobe train --json`` prints: how the head was chosen
+        (its ``summary_record``), the test figures the model's target measures, then what
+        every run records (data, encoder, features, timings, the tunings)."""
+        head = self.probe
+        summary = {
+            **(head.summary_record() if hasattr(head, "summary_record") else {}),
+            **self.model.target.summary(self),
+            **self._common(),
+            **self._tuning(),
+        }
         if self.comparison is not None:
             summary["compare"] = self.comparison.summary()
         return summary
 
-    def _summary(self) -> dict[str, Any]:
-        probe, spec = self.probe, self.model.spec
-        if isinstance(probe, MultiLabelProbe):
-            from bertprobe.model.multilabel import training_summary
-
-            return training_summary(self)
-        metric = self.metric
-        scores: dict[str, Any] = {"metric": metric}
-        if metric != "accuracy":
-            scores[f"cv_{metric}"] = getattr(probe, "cv_score_", None)
-            scores[f"test_{metric}"] = self.test_score
-        common = {
-            "test_accuracy": self.test_accuracy,
-            **scores,
-            "class_weight": getattr(probe, "class_weight", None),
-            "decision_threshold": self.decision_threshold,
+    def _common(self) -> dict[str, Any]:
+        model, spec = self.model, self.model.spec
+        stats = [s for s in (self.train_stats, self.test_stats) if s is not None]
+        sweep = self.sweep
+        return {
+            "class_weight": getattr(self.probe, "class_weight", None),
             "n_label_issues": len(self.label_issues) if self.label_issues is not None else None,
             "n_train": self.n_train,
             "n_test": self.n_test,
-            "labels": [python_value(c) for c in probe.classes_],
-            "encoder": self.model.encoder.name,
+            "labels": [python_value(c) for c in self.probe.classes_],
+            "encoder": model.encoder.name,
+            "encoder_fingerprint": model.encoder.fingerprint,
             # A hub encoder's commit; null for a local or fine-tuned one (the card keeps the
             # base's commit under encoder.base).
-            "encoder_revision": self.model.encoder.revision,
+            "encoder_revision": model.encoder.revision,
             "pooling": spec.pooling,
-            "backend": self.model.backend,
-            "embed_seconds": self.embed_seconds,
-            "fit_seconds": self.fit_seconds,
-            "model_dir": str(self.out) if self.out is not None else None,
-            # --unlabelled: what self-training did and whether CV kept it
-            "self_training": getattr(probe, "self_training_", None),
-        }
-        if isinstance(probe, OutOfCoreProbe):
-            return {
-                "holdout_accuracy": probe.holdout_accuracy_,
-                "alpha": probe.alpha_,
-                **common,
-                "layer": list(spec.layers),
-                **({"auto": self.sweep.choice} if self.sweep is not None else {}),
-            }
-        stats = [s for s in (self.train_stats, self.test_stats) if s is not None]
-        sweep, tuned = self.sweep, self.finetune
-        tuning = (
-            {
-                "epochs_run": tuned.epochs_run,
-                "finetune_seconds": tuned.seconds,
-                "dev_accuracy": tuned.dev_accuracy,
-            }
-            if tuned is not None
-            else {}
-        )
-        return {
-            "cv_accuracy": probe.cv_accuracy_,
-            "C": probe.C_,
-            **common,
-            "encoder_fingerprint": self.model.encoder.fingerprint,
             "layer": list(spec.layers) if len(spec.layers) > 1 else spec.layers[0],
+            "backend": model.backend,
             "max_length": self.train_stats.max_length if self.train_stats else spec.max_length,
             "n_cached": sum(s.n_cached for s in stats),
             "n_truncated": sum(s.n_truncated for s in stats),
             "long": spec.long,
             "n_windows": sum(s.n_windows for s in stats),
+            "embed_seconds": self.embed_seconds,
+            "fit_seconds": self.fit_seconds,
+            "model_dir": str(self.out) if self.out is not None else None,
+            # --unlabelled: what self-training did and whether CV kept it
+            "self_training": getattr(self.probe, "self_training_", None),
             "auto": sweep.choice if sweep is not None else None,
             "vote_cv_accuracy": sweep.vote_cv_accuracy if sweep is not None else None,
             "sweep_seconds": sweep.seconds if sweep is not None else None,
-            **tuning,
+        }
+
+    def _tuning(self) -> dict[str, Any]:
+        tuned = self.finetune
+        if tuned is None:
+            return {}
+        return {
+            "epochs_run": tuned.epochs_run,
+            "finetune_seconds": tuned.seconds,
+            "dev_accuracy": tuned.dev_accuracy,
+            **({"dev_f1_micro": tuned.dev_f1_micro} if tuned.label_sets else {}),
         }
 
 
@@ -296,65 +277,50 @@ def _data_record(run: TrainingRun) -> dict[str, Any]:
     return records
 
 
+# The summary's figures the card keeps under "metrics" (those the run has): how the head was
+# chosen, the test scores, the metric, the tunings' dev scores.
+METRIC_KEYS = (
+    "cv_accuracy",
+    "holdout_accuracy",
+    "test_accuracy",
+    "test_f1_micro",
+    "test_f1_macro",
+    "test_subset_accuracy",
+    "test_per_label",
+    "n_train",
+    "n_test",
+    "metric",
+    "vote_cv_accuracy",
+    "dev_accuracy",
+    "dev_f1_micro",
+)
+
+
 def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The card's ``metrics`` and the records beside them (the encoders compared, sweep,
-    threshold, fine-tuning, multi-label), from what the run's stages did."""
-    metrics, extra = _records_by_kind(run, result)
-    if run.compared is not None:
-        extra["compare"] = run.compared.summary()
-    return metrics, extra
-
-
-def _records_by_kind(
-    run: TrainingRun, result: TrainResult
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's ``metrics`` and the records beside them (the encoders compared, the sweep,
+    the decision threshold, the tunings, what the target adds), from what the stages did."""
     summary = result.to_dict()
-    extra: dict[str, Any] = {}
-    if run.multi_label:
-        keys = ("test_f1_micro", "test_f1_macro", "test_subset_accuracy", "n_train", "n_test")
-        metrics = {k: summary[k] for k in keys}
-        metrics["test_per_label"] = summary["test_per_label"]
-        reading = run.reading
-        extra["multi_label"] = {
-            "labels": run.classes,
-            "label_sep": reading.label_sep or (None if reading.label_cols else DEFAULT_LABEL_SEP),
-            "label_cols": list(map(str, reading.label_cols)) if reading.label_cols else None,
-        }
-        if run.swept is not None:
-            extra["sweep"] = run.swept.to_dict()
-        extra.update(_tuning_records(run))
-        return metrics, extra
-    if isinstance(run.head, OutOfCoreProbe):
-        metrics = {
-            "holdout_accuracy": run.head.holdout_accuracy_,
-            **{k: summary[k] for k in ("test_accuracy", "n_train", "n_test")},
-        }
-        metrics.update(_metric_record(summary, cv=False))
-        if run.swept is not None:
-            extra["sweep"] = run.swept.to_dict()
-        if run.tuned is not None:
-            metrics["dev_accuracy"] = run.tuned.dev_accuracy
-        extra.update(_tuning_records(run))
-        return metrics, extra
-    metrics = {k: summary[k] for k in ("cv_accuracy", "test_accuracy", "n_train", "n_test")}
-    metrics.update(_metric_record(summary))
-    if run.text_model is not None and run.swept is not None:
-        metrics["vote_cv_accuracy"] = run.swept.vote_cv_accuracy
-    if run.tuned is not None:
-        metrics["dev_accuracy"] = run.tuned.dev_accuracy
+    metric = summary.get("metric", "accuracy")
+    keys = [*METRIC_KEYS, f"cv_{metric}", f"test_{metric}"] if metric != "accuracy" else METRIC_KEYS
+    # Scores by label (a label-set head's CV accuracy, say) stay in the probe's record; the
+    # test scores by label are the one table kept here.
+    metrics = {
+        k: summary[k]
+        for k in keys
+        if k in summary and (k == "test_per_label" or not isinstance(summary[k], dict))
+    }
+    if run.text_model is None:  # the vote's CV figure, for a model that votes
+        metrics.pop("vote_cv_accuracy", None)
+    assert run.classes is not None
+    extra: dict[str, Any] = run.target.card_record(run.reading, run.classes)
     if run.swept is not None:
         extra["sweep"] = run.swept.to_dict()
     if run.threshold is not None:
         extra["decision_threshold"] = run.threshold
+    if run.compared is not None:
+        extra["compare"] = run.compared.summary()
     extra.update(_tuning_records(run))
     return metrics, extra
-
-
-def _metric_record(summary: dict[str, Any], cv: bool = True) -> dict[str, Any]:
-    """The chosen metric and its scores, as the card's metrics record them."""
-    metric = summary["metric"]
-    keys = ([f"cv_{metric}"] if cv else []) + [f"test_{metric}"] if metric != "accuracy" else []
-    return {"metric": metric, **{k: summary[k] for k in keys if k in summary}}
 
 
 def _tuning_records(run: TrainingRun) -> dict[str, Any]:

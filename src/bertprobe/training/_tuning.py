@@ -16,15 +16,19 @@ from bertprobe.encoders.encode import _pool
 
 
 class PooledClassifier(torch.nn.Module):
-    """An encoder body, a pooling of its last hidden state, dropout and a linear head: softmax
-    and cross-entropy over ``n_classes``, or with ``multi_label`` one sigmoid output per label
-    and binary cross-entropy (the labels are then 0/1 rows, one column per label)."""
+    """An encoder body, a pooling of its last hidden state, dropout and a linear head:
+    ``loss="cross-entropy"``, a softmax over ``n_classes``; ``"binary-cross-entropy"``, one
+    sigmoid output per label (the labels are then 0/1 rows, one column per label)."""
 
-    def __init__(self, body: Any, pooling: str, n_classes: int, multi_label: bool = False) -> None:
+    def __init__(
+        self, body: Any, pooling: str, n_classes: int, loss: str = "cross-entropy"
+    ) -> None:
         super().__init__()
+        if loss not in ("cross-entropy", "binary-cross-entropy"):
+            raise ValueError(f"loss={loss!r}: cross-entropy or binary-cross-entropy")
         self.body = body
         self.pooling = pooling
-        self.multi_label = multi_label
+        self.loss = loss
         hidden = int(getattr(body.config, "hidden_size", 0) or body.config.dim)
         self.dropout = torch.nn.Dropout(0.1)
         self.head = torch.nn.Linear(hidden, n_classes)
@@ -44,7 +48,7 @@ class PooledClassifier(torch.nn.Module):
         logits = self.head(self.dropout(pooled))
         if labels is None:
             return {"logits": logits}
-        if self.multi_label:  # in float32 whatever the autocast: the targets are 0/1 floats
+        if self.loss == "binary-cross-entropy":  # float32 whatever the autocast: 0/1 targets
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits.float(), labels.float()
             )

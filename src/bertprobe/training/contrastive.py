@@ -61,6 +61,7 @@ from bertprobe.training.finetune import (
     save_tuned,
     train_resumably,
 )
+from bertprobe.training.target import ONE_LABEL, Target
 
 __all__ = ["PAIR_LOSSES", "ContrastiveOptions", "contrastive_tune", "sample_pairs"]
 
@@ -163,14 +164,15 @@ class ContrastiveOptions:
         self,
         train_set: LabelledTexts,
         dev: LabelledTexts | None,
-        classes: Sequence[str] | None = None,
+        target: Target = ONE_LABEL,
+        classes: Sequence[Any] = (),
     ) -> tuple[LabelledTexts, LabelledTexts | None]:
         """The rows to tune on and the dev rows: all of ``train_set``, and ``dev`` if given
         (its labels must be the training set's)."""
         if dev is not None:
-            from bertprobe.training.finetune import FinetuneOptions, split_dev
+            from bertprobe.training.finetune import FinetuneOptions
 
-            split_dev(train_set, FinetuneOptions(), dev, classes=classes)  # checks the labels
+            target.split_dev(train_set, FinetuneOptions(), dev, classes)  # checks the labels
         return train_set, dev
 
     def tune(
@@ -180,11 +182,12 @@ class ContrastiveOptions:
         *,
         encoding: EncoderOptions,
         workdir: Path,
-        classes: Sequence[str] | None = None,
+        target: Target = ONE_LABEL,
+        classes: Sequence[Any] = (),
     ) -> FinetuneResult:
         """:func:`contrastive_tune` with these options."""
         return contrastive_tune(
-            train_rows, dev_rows, encoding=encoding, options=self, workdir=workdir, classes=classes
+            train_rows, dev_rows, encoding=encoding, options=self, workdir=workdir, target=target
         )
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]:
@@ -284,14 +287,15 @@ def contrastive_tune(
     encoding: EncoderOptions,
     options: ContrastiveOptions = ContrastiveOptions(),
     workdir: str | Path,
-    classes: Sequence[str] | None = None,
+    target: Target = ONE_LABEL,
 ) -> FinetuneResult:
     """Tune ``encoding.encoder`` on pairs of ``train_rows`` (see the module's docstring).
 
     Checkpoints go under ``workdir``; a call that finds one there (an earlier run interrupted
-    with Ctrl-C) resumes from it, and one that finds a finished run uses it. ``classes``: the
-    labels are label sets of these names. Returns the record of the run (``objective`` is
-    ``"contrastive"``, ``n_pairs`` the pairs trained on; with no ``dev_rows``, no dev scores).
+    with Ctrl-C) resumes from it, and one that finds a finished run uses it. ``target``: what a
+    label is (label sets pair by the Jaccard similarity of two texts' sets). Returns the record
+    of the run (``objective`` is ``"contrastive"``, ``n_pairs`` the pairs trained on; with no
+    ``dev_rows``, no dev scores).
     """
     workdir = Path(workdir)
     done = finished_or_ready(workdir)
@@ -305,7 +309,7 @@ def contrastive_tune(
     device = check_device(encoding.run.device)
     torch.manual_seed(options.seed)
     base = load_base(encoding)
-    label_sets = classes is not None
+    label_sets = target.label_sets
 
     def pairs_of(data: LabelledTexts) -> tuple[_PairRows, int]:
         ids, owner = base.units(data.texts)
@@ -349,7 +353,7 @@ def contrastive_tune(
         resumed_from_step=resumed,
         workdir=workdir,
         n_train_windows=n_units if base.stride is not None else None,
-        multi_label=label_sets,
+        # Label sets: no dev F1 here (pairs, not labels, are scored), the sets made the pairs.
         objective="contrastive",
         n_pairs=len(train_pairs),
     )

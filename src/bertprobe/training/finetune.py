@@ -18,12 +18,12 @@ probe's default ``window_pool="mean"`` pools vectors, not probabilities, but bot
 window alike; the mean of probabilities, unlike the max, is a calibrated text prediction for the
 log-loss that breaks ties between epochs).
 
-With ``classes`` (label sets, several labels per text: see :func:`finetune`), the head has one
-sigmoid output per label, trained with binary cross-entropy, and the epoch is chosen by the
-dev micro F1 at threshold 0.5, ties broken by the lower mean binary cross-entropy. The dev
-rows are a seeded shuffle of the texts (label sets cannot be stratified in general), and with
-``long="chunk"`` every window carries its text's label set and dev texts are scored by the mean
-of their windows' probabilities, label by label.
+With the label-set target (several labels per text: see :func:`finetune` and
+:mod:`bertprobe.training.target`), the head has one sigmoid output per label, trained with binary
+cross-entropy, and the epoch is chosen by the dev micro F1 at threshold 0.5, ties broken by the
+lower mean binary cross-entropy. The dev rows are a seeded shuffle of the texts (label sets cannot
+be stratified in general), and with ``long="chunk"`` every window carries its text's label set and
+dev texts are scored by the mean of their windows' probabilities, label by label.
 
 Example:
     >>> from bertprobe import EncoderOptions, FinetuneOptions, train
@@ -43,17 +43,14 @@ import math
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bertprobe.core.errors import BadInputError, EncoderNotFoundError
 from bertprobe.core.extras import needs_extra, require_extra
-from bertprobe.data.files import LabelledTexts, align_labels
+from bertprobe.data.files import LabelledTexts
 from bertprobe.encoders.encode import (
     EncoderOptions,
     check_device,
@@ -61,6 +58,8 @@ from bertprobe.encoders.encode import (
     token_limit,
 )
 from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
+from bertprobe.heads.decision import SETS_KEY
+from bertprobe.training.target import ONE_LABEL, Target
 
 # Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); docs/benchmarks.md gives the figures.
 DEFAULT_EPOCHS = 4
@@ -153,10 +152,12 @@ class FinetuneOptions:
         self,
         train_set: LabelledTexts,
         dev: LabelledTexts | None,
-        classes: Sequence[str] | None = None,
+        target: Target = ONE_LABEL,
+        classes: Sequence[Any] = (),
     ) -> tuple[LabelledTexts, LabelledTexts | None]:
-        """The rows to tune on and the dev rows that choose the epoch: :func:`split_dev`."""
-        return split_dev(train_set, self, dev, classes=classes)
+        """The rows to tune on and the dev rows that choose the epoch (the target's split:
+        stratified by label, or a shuffle of label sets)."""
+        return target.split_dev(train_set, self, dev, classes)
 
     def tune(
         self,
@@ -165,12 +166,19 @@ class FinetuneOptions:
         *,
         encoding: EncoderOptions,
         workdir: Path,
-        classes: Sequence[str] | None = None,
+        target: Target = ONE_LABEL,
+        classes: Sequence[Any] = (),
     ) -> FinetuneResult:
         """:func:`finetune` with these options."""
         assert dev_rows is not None  # split() always makes dev rows
         return finetune(
-            train_rows, dev_rows, encoding=encoding, options=self, workdir=workdir, classes=classes
+            train_rows,
+            dev_rows,
+            encoding=encoding,
+            options=self,
+            workdir=workdir,
+            target=target,
+            classes=classes,
         )
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]:
@@ -199,11 +207,11 @@ class FinetuneOptions:
             "dev_epochs": tuned.dev_epochs,
             **(
                 {
-                    "multi_label": True,
+                    SETS_KEY: True,
                     "dev_f1_micro": tuned.dev_f1_micro,
                     "dev_f1_history": tuned.dev_f1_history,
                 }
-                if tuned.multi_label
+                if tuned.label_sets
                 else {}
             ),
             "seconds": tuned.seconds,
@@ -215,7 +223,7 @@ class FinetuneResult:
     """What :func:`finetune` did.
 
     ``dev_accuracy`` and ``dev_history`` (one score per ``dev_epochs``) are the share of dev
-    texts predicted right; for label sets (``multi_label``) that is the exact-match (subset)
+    texts predicted right; for label sets (``label_sets``) that is the exact-match (subset)
     accuracy, and the epoch kept is the one of the best ``dev_f1_history`` (micro F1 at 0.5).
     """
 
@@ -233,7 +241,6 @@ class FinetuneResult:
     n_train_windows: int | None = None
     n_dev_windows: int | None = None
     # label sets: one sigmoid output per label; the dev micro F1 at 0.5 chose the epoch
-    multi_label: bool = False
     dev_f1_micro: float | None = None
     dev_f1_history: list[float] | None = None
     # what the encoder was tuned for: "classification" (a head on the labels, this module) or
@@ -243,127 +250,14 @@ class FinetuneResult:
     n_pairs: int | None = None  # contrastive: the pairs trained on
     workdir: Path | None = field(default=None, repr=False)
 
+    @property
+    def label_sets(self) -> bool:
+        """Whether the encoder was tuned on label sets (the dev F1 chose the epoch)."""
+        return self.dev_f1_history is not None
+
 
 class FinetuneInterrupted(KeyboardInterrupt):
     """Ctrl-C during fine-tuning: a checkpoint was saved; the same call resumes from it."""
-
-
-def split_dev(
-    train_set: LabelledTexts,
-    options: FinetuneOptions,
-    dev: LabelledTexts | None = None,
-    *,
-    classes: Sequence[str] | None = None,
-) -> tuple[LabelledTexts, LabelledTexts]:
-    """The rows to train on and the dev rows that choose the epoch (never the test rows):
-    ``dev`` checked against the training labels, or a share of ``train_set``.
-
-    With ``classes`` the labels are label sets (tuples of the names in ``classes``) and the
-    share is a seeded shuffle of the texts; see :func:`_split_label_sets`.
-    """
-    if classes is not None:
-        return _split_label_sets(train_set, options, dev, classes)
-    labels = list(train_set.labels or [])
-    if dev is not None:
-        align_labels(
-            dev.labels or [], sorted(set(labels), key=str), dev.source
-        )  # refuses a dev file sharing no label with the training data
-        unknown = {str(y) for y in dev.labels or []} - {str(y) for y in labels}
-        if unknown:
-            raise BadInputError(
-                f"{dev.source}: dev labels the training data lacks: "
-                f"{', '.join(sorted(unknown))}; use dev rows of the training labels only"
-            )
-        return train_set, dev
-    from sklearn.model_selection import train_test_split
-
-    counts = Counter(labels)
-    n_dev = math.ceil(options.dev_share * len(labels))
-    if min(counts.values()) < 2 or n_dev < len(counts) or len(labels) - n_dev < len(counts):
-        raise BadInputError(
-            f"{train_set.source}: {len(labels)} rows are too few for a dev share of "
-            f"{options.dev_share} (every class needs rows on both sides); add rows, raise "
-            "dev_share=, or pass dev= a labelled file"
-        )
-    rows = np.arange(len(labels))
-    train_rows, dev_rows = train_test_split(
-        rows, test_size=n_dev, stratify=labels, random_state=options.seed
-    )
-    return _subset(train_set, sorted(train_rows), "train"), _subset(
-        train_set, sorted(dev_rows), "dev"
-    )
-
-
-def _split_label_sets(
-    train_set: LabelledTexts,
-    options: FinetuneOptions,
-    dev: LabelledTexts | None,
-    classes: Sequence[str],
-) -> tuple[LabelledTexts, LabelledTexts]:
-    """:func:`split_dev` for label sets. A text's label set is one row, so a text is whole on
-    one side. Stratifying by label set is not possible in general (most sets are rare or
-    unique), so the share is a plain seeded shuffle of the texts: a rare label can then land
-    on one side only, which costs the dev score that label's share of the decisions (micro F1
-    pools them) and leaves the head's bias for it to learn "no" (the probe fitted afterwards
-    sees every training text). Iterative stratification (Sechidis et al., 2011) would even the
-    labels out but is left out: the dev rows only pick an epoch."""
-    _label_set_matrix(train_set, classes)  # label sets of known labels, or refused
-    if dev is not None:
-        _label_set_matrix(dev, classes, "dev labels the training data lacks", "dev rows of")
-        return train_set, dev
-    n = len(train_set.texts)
-    n_dev = math.ceil(options.dev_share * n)
-    if n - n_dev < 1:
-        raise BadInputError(
-            f"{train_set.source}: {n} rows are too few for a dev share of {options.dev_share} "
-            "(both sides need rows); add rows, lower dev_share=, or pass dev= a labelled file"
-        )
-    order = np.random.default_rng(options.seed).permutation(n)
-    dev_rows = sorted(order[:n_dev].tolist())
-    train_rows = sorted(order[n_dev:].tolist())
-    return _subset(train_set, train_rows, "train"), _subset(train_set, dev_rows, "dev")
-
-
-def _label_set_matrix(
-    data: LabelledTexts,
-    classes: Sequence[str],
-    problem: str = "labels not among the classes given",
-    advice: str = "label sets of",
-) -> np.ndarray:
-    """The 0/1 matrix (texts x ``classes``, float32: the binary cross-entropy's targets) of
-    ``data``'s label sets; a label that is not a set of names, or names a label outside
-    ``classes``, is refused in one line."""
-    index = {str(c): j for j, c in enumerate(classes)}
-    Y = np.zeros((len(data.texts), len(index)), dtype=np.float32)
-    unknown: set[str] = set()
-    for i, labels in enumerate(data.labels or []):
-        if isinstance(labels, str) or not isinstance(labels, Sequence | set | frozenset):
-            raise BadInputError(
-                f"{data.source}: label {labels!r} is not a label set; read the file with "
-                "label_sep= or label_cols= (multi-label), or fine-tune without classes="
-            )
-        for label in labels:
-            if str(label) in index:
-                Y[i, index[str(label)]] = 1
-            else:
-                unknown.add(str(label))
-    if unknown:
-        raise BadInputError(
-            f"{data.source}: {problem}: {', '.join(sorted(unknown))}; use {advice} the "
-            "training labels only"
-        )
-    return Y
-
-
-def _subset(data: LabelledTexts, rows: Sequence[int], part: str) -> LabelledTexts:
-    labels = data.labels or []
-    return LabelledTexts(
-        texts=[data.texts[i] for i in rows],
-        labels=[labels[i] for i in rows],
-        source=f"{data.source} ({part} share)",
-        sha256=data.sha256,
-        line_numbers=[data.line_numbers[i] for i in rows],
-    )
 
 
 def finetune(
@@ -373,7 +267,8 @@ def finetune(
     encoding: EncoderOptions,
     options: FinetuneOptions = FinetuneOptions(),
     workdir: str | Path,
-    classes: Sequence[str] | None = None,
+    target: Target = ONE_LABEL,
+    classes: Sequence[Any] = (),
 ) -> FinetuneResult:
     """Fine-tune ``encoding.encoder`` on ``train_rows``, choosing the epoch on ``dev_rows``.
 
@@ -388,12 +283,13 @@ def finetune(
     text, from the mean of its windows' predicted probabilities. ``n_train`` and ``n_dev``
     count texts; ``n_train_windows`` and ``n_dev_windows`` the windows.
 
-    ``classes``: the rows' labels are label sets (tuples of names, several labels per text),
-    and ``classes`` their names in the order of the head's outputs (the multi-label probe's
-    columns). The head then has one sigmoid output per label, trained with binary
-    cross-entropy, and the epoch kept has the best dev micro F1 at threshold 0.5, ties broken
-    by the lower mean binary cross-entropy (see :func:`_dev_set_scores`); windows carry their
-    text's label set. ``None`` (the default): one label per text, a softmax head.
+    ``target`` (:mod:`bertprobe.training.target`) says what a label is. One label a text (the
+    default): a softmax head over the labels the rows hold. Label sets
+    (:data:`~bertprobe.training.target.LABEL_SETS`): ``classes`` are the label names in the
+    order of the head's outputs (the multi-label probe's columns); the head has one sigmoid
+    output per label, trained with binary cross-entropy, and the epoch kept has the best dev
+    micro F1 at threshold 0.5, ties broken by the lower mean binary cross-entropy (see
+    :func:`~bertprobe.training.target.dev_set_scores`); windows carry their text's label set.
     """
     workdir = Path(workdir)
     done = finished_or_ready(workdir)
@@ -407,20 +303,14 @@ def finetune(
     start = time.perf_counter()
     device = check_device(encoding.run.device)
     checkpoints = workdir / "checkpoints"
-    multi_label = classes is not None
-    outputs = _head_outputs(train_rows, classes)
-    index = {str(c): i for i, c in enumerate(outputs)}
+    outputs = target.tuning_outputs(train_rows, classes)
     torch.manual_seed(options.seed)  # the head's initialization
     base = load_base(encoding)
     tokenizer, chunking = base.tokenizer, base.stride is not None
-    model = PooledClassifier(base.body, encoding.pooling, len(outputs), multi_label=multi_label)
+    model = PooledClassifier(base.body, encoding.pooling, len(outputs), loss=target.tuning_loss)
 
     def rows(data: LabelledTexts) -> _Rows:
-        labels: list[Any]
-        if multi_label:  # each text's 0/1 row over ``classes``: the sigmoid outputs' targets
-            labels = _label_set_matrix(data, outputs).tolist()
-        else:
-            labels = [index[str(y)] for y in data.labels or []]
+        labels = target.tuning_labels(data, outputs)
         ids, owner = base.units(data.texts)
         if owner is None:  # one truncated row per text
             return _Rows(ids, labels)
@@ -441,7 +331,7 @@ def finetune(
         train_data,
         dev_data,
         collator=DataCollatorWithPadding(tokenizer),
-        scores=_dev_set_scores if multi_label else _dev_scores,
+        scores=target.dev_scores,
         encoding=encoding,
         what="fine-tuning",
     )
@@ -456,8 +346,7 @@ def finetune(
         workdir=workdir,
         n_train_windows=len(train_data) if chunking else None,
         n_dev_windows=len(dev_data) if chunking else None,
-        multi_label=multi_label,
-        **_dev_record(trainer.state.log_history, multi_label),
+        **target.dev_record(trainer.state.log_history),
     )
     return record_finished(result)
 
@@ -632,38 +521,6 @@ def record_finished(result: FinetuneResult) -> FinetuneResult:
     return result
 
 
-def _dev_record(log_history: list[dict[str, Any]], multi_label: bool) -> dict[str, Any]:
-    """What the Trainer's evaluations say, as :class:`FinetuneResult` fields: each evaluated
-    epoch's dev scores and the kept one (the best ``selection``)."""
-    evaluations = [entry for entry in log_history if "eval_accuracy" in entry]
-    history = [float(entry["eval_accuracy"]) for entry in evaluations]
-    f1_history = [float(entry["eval_f1_micro"]) for entry in evaluations] if multi_label else None
-    best = int(np.argmax([entry["eval_selection"] for entry in evaluations]))
-    return {
-        "best_epoch": round(evaluations[best]["epoch"]),
-        "dev_accuracy": history[best],
-        "dev_history": history,
-        "dev_epochs": [round(entry["epoch"]) for entry in evaluations],
-        "dev_f1_micro": f1_history[best] if f1_history is not None else None,
-        "dev_f1_history": f1_history,
-    }
-
-
-def _head_outputs(train_rows: LabelledTexts, classes: Sequence[str] | None) -> Sequence[Any]:
-    """The head's outputs, in order: the given label names (label sets), or the labels the
-    rows hold (one a text), checked."""
-    if classes is None:
-        if any(isinstance(y, tuple | list) for y in train_rows.labels or []):
-            raise BadInputError(
-                f"{train_rows.source}: the labels are label sets; pass classes= (the label "
-                "names, in the order of the head's outputs) to fine-tune on several labels"
-            )
-        return sorted(set(train_rows.labels or []), key=str)
-    if not classes:
-        raise BadInputError("classes=[]: give the label names to fine-tune on")
-    return classes
-
-
 def _training_arguments(
     checkpoints: Path,
     options: FinetuneOptions,
@@ -674,7 +531,7 @@ def _training_arguments(
     device: Any,
 ) -> Any:
     """The Trainer's arguments: evaluated and saved every ``evaluate_every`` steps, the best
-    dev score kept (``selection``, see :func:`_dev_scores`)."""
+    dev score kept (``selection``, see :func:`~bertprobe.training.target.dev_scores`)."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -687,7 +544,7 @@ def _training_arguments(
         save_only_model=False,
         load_best_model_at_end=True,
         metric_for_best_model="selection",
-        # windows: each row's text index rides along as a second label (see _dev_scores)
+        # windows: each row's text index rides along as a second label (see dev_scores)
         label_names=["labels", "text"] if chunking else None,
     )
 
@@ -704,6 +561,7 @@ def _finished(workdir: Path) -> FinetuneResult | None:
         return None
     if not (workdir / "encoder" / "config.json").is_file():
         return None
+    record.pop(SETS_KEY, None)  # written before 0.2; dev_f1_history says it now
     return FinetuneResult(**record, encoder_folder=workdir / "encoder", workdir=workdir)
 
 
@@ -713,11 +571,12 @@ def workdir_for(
     dev_rows: LabelledTexts | None,
     encoding: EncoderOptions,
     options: Any,
-    classes: Sequence[str] | None = None,
+    target: Target = ONE_LABEL,
+    classes: Sequence[Any] = (),
 ) -> Path:
     """Where a fine-tuning job keeps its checkpoints: one folder per job, so the same command
-    finds (and resumes) its own and never another's. ``classes``: a multi-label job (see
-    :func:`finetune`), whose head and targets differ from a single-label one's."""
+    finds (and resumes) its own and never another's. A label-set job (``target``,
+    ``classes``: see :func:`finetune`) has other outputs and targets than a single-label one."""
     digest = hashlib.sha256()
     for data in (train_rows, dev_rows):
         if data is None:  # contrastive tuning without dev rows
@@ -732,8 +591,7 @@ def workdir_for(
     }
     if encoding.long == "chunk":  # only then: truncating jobs keep the folders they had
         job.update(long=encoding.long, stride=encoding.stride)
-    if classes is not None:  # only then, likewise: the outputs and their order make the job
-        job.update(multi_label=True, classes=[str(c) for c in classes])
+    job.update(target.tuning_job(classes))  # label sets: the outputs and their order
     if not isinstance(options, FinetuneOptions):  # another objective (contrastive tuning)
         job.update(objective=type(options).__name__)
     digest.update(json.dumps(job, sort_keys=True).encode())
@@ -773,81 +631,3 @@ class _Rows:
         if self.owner is not None:
             row["text"] = self.owner[i]
         return row
-
-
-def _dev_scores(prediction: Any) -> dict[str, float]:
-    """Dev accuracy, and the score that picks the epoch kept: the accuracy, ties broken by the
-    lower log-loss (a few dev rows tie often, and the Trainer would keep the earliest epoch).
-
-    Rows that are windows come with their text's index (``label_ids`` is then ``(labels,
-    texts)``, in whatever order the Trainer evaluated them): each text is scored once, by the
-    mean of its windows' predicted probabilities.
-    """
-    from scipy.special import log_softmax
-
-    logits = prediction.predictions
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    if isinstance(prediction.label_ids, tuple | list):
-        window_labels, texts = (np.asarray(a) for a in prediction.label_ids)
-        _, text_of = np.unique(texts, return_inverse=True)
-        probabilities = np.zeros((int(text_of.max()) + 1, logits.shape[-1]))
-        np.add.at(probabilities, text_of, np.exp(log_softmax(logits, axis=-1)))
-        probabilities /= np.bincount(text_of)[:, None]
-        labels = np.zeros(len(probabilities), dtype=int)
-        labels[text_of] = window_labels  # a text's windows share its label
-        log_probabilities = np.log(np.clip(probabilities, 1e-12, None))
-    else:
-        labels = np.asarray(prediction.label_ids)
-        log_probabilities = log_softmax(logits, axis=-1)
-    accuracy = float(np.mean(np.argmax(log_probabilities, axis=-1) == labels))
-    log_loss = float(-np.mean(log_probabilities[np.arange(len(labels)), labels]))
-    # tanh(loss) < 1, over (rows + 1): less than one row's worth of accuracy, so it only
-    # orders epochs of equal accuracy
-    return {"accuracy": accuracy, "selection": accuracy - np.tanh(log_loss) / (len(labels) + 1)}
-
-
-def _dev_set_scores(prediction: Any) -> dict[str, float]:
-    """:func:`_dev_scores` for label sets: the dev micro F1 at threshold 0.5, the exact-match
-    accuracy, the mean binary cross-entropy, and the score that picks the epoch kept.
-
-    Micro F1 picks the epoch: it pools every (text, label) decision, so it stays steady with
-    few dev texts and rare labels (a macro F1 swings on a label with one dev positive), and,
-    unlike the exact-match accuracy, credits a text mostly right. Threshold 0.5: the decision
-    the head's binary cross-entropy is trained for, and the multi-label probe's default.
-    Ties (frequent with few dev texts) go to the lower mean binary cross-entropy, the
-    analogue of the log-loss that breaks single-label ties.
-
-    Windows (``label_ids`` is then ``(labels, texts)``): each text is scored once, by the
-    mean of its windows' probabilities, label by label.
-    """
-    from scipy.special import expit
-
-    logits = prediction.predictions
-    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
-    probabilities = expit(logits)
-    if isinstance(prediction.label_ids, tuple | list):
-        window_labels, texts = (np.asarray(a) for a in prediction.label_ids)
-        _, text_of = np.unique(texts, return_inverse=True)
-        pooled = np.zeros((int(text_of.max()) + 1, logits.shape[-1]))
-        np.add.at(pooled, text_of, probabilities)
-        probabilities = pooled / np.bincount(text_of)[:, None]
-        Y = np.zeros_like(probabilities)
-        Y[text_of] = window_labels  # a text's windows share its label set
-    else:
-        Y = np.asarray(prediction.label_ids, dtype=np.float64)
-    truth, predicted = Y > 0.5, probabilities >= 0.5
-    tp = int(np.sum(truth & predicted))
-    fp, fn = int(np.sum(~truth & predicted)), int(np.sum(truth & ~predicted))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    p = np.clip(probabilities, 1e-12, 1 - 1e-12)
-    bce = float(-np.mean(Y * np.log(p) + (1 - Y) * np.log(1 - p)))
-    # Micro F1 is 2tp / (tp + fp + positives): a fraction whose denominator is at most
-    # cells + positives = D, so two different F1s differ by at least 1 / D^2; tanh(bce) < 1
-    # over (D^2 + 1) therefore only orders epochs of equal F1.
-    most = Y.size + int(truth.sum())
-    return {
-        "accuracy": float(np.mean(np.all(truth == predicted, axis=1))),
-        "f1_micro": f1,
-        "bce": bce,
-        "selection": f1 - float(np.tanh(bce)) / (most**2 + 1),
-    }

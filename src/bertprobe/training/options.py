@@ -9,6 +9,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.encoders.encode import POOLINGS, Pooling
@@ -73,6 +74,13 @@ class TrainOptions:
         anything else, :func:`~bertprobe.training.compare.compare_encoders` sweeps each on the
         training data (a sample of the file out of core) and the one it recommends replaces the
         encoder options' encoder; the sweep of layers and poolings then runs on it as usual.
+    head : scikit-learn classifier, optional
+        The head to fit instead of the linear probe (cloned; any head that meets
+        :class:`~bertprobe.heads.base.Head`, registered with
+        :func:`~bertprobe.heads.base.register_head` so its model folder loads). For label sets
+        it is each label's head. Out of core it must learn a chunk at a time (``fit_chunks``).
+        What it can do beyond ``predict_proba`` (a linear read-out for the export and exact
+        explanations, ...) is its capabilities: see :mod:`bertprobe.heads.base`.
 
     Examples
     --------
@@ -94,6 +102,7 @@ class TrainOptions:
     multi_label: bool = False
     tune_thresholds: bool = False
     encoders: tuple[str, ...] | str = ()
+    head: Any = None
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -133,6 +142,19 @@ class TrainOptions:
                 "encoders= (the encoder chosen among several) is part of auto=True's choice; "
                 "add it, or give one encoder= alone"
             )
+        if self.head is not None:
+            for method in ("fit", "predict_proba"):
+                if not callable(getattr(self.head, method, None)):
+                    raise BadInputError(
+                        f"head={type(self.head).__name__}: a head needs fit and "
+                        "predict_proba (see bertprobe.heads.base.Head)"
+                    )
+            if self.out_of_core and not callable(getattr(self.head, "fit_chunks", None)):
+                raise BadInputError(
+                    f"head={type(self.head).__name__} learns from arrays in memory, and out of "
+                    "core the vectors stream from disk a chunk at a time: give a head with "
+                    "fit_chunks, or train without out_of_core"
+                )
         if self.features is not None and not self.out_of_core:
             raise BadInputError(
                 "features= (precomputed training vectors) is for out_of_core=True training; "

@@ -11,9 +11,10 @@ adapt_encoder      ``contrastive``, then ``finetune``: the encoder tuned on pair
 choose_features    ``auto``: the layer(s) and pooling chosen by the sweep
 featurize          the training and test vectors (and the unlabelled texts', if any), through
                    the cache
-fit_head           the head: a :class:`~bertprobe.heads.probe.LinearProbe` (with the TF-IDF
-                   voter when the sweep prefers it), or its multi-label wrapper; with
-                   unlabelled texts, self-trained on them when its CV says that helps
+fit_head           the head the run's target makes (:mod:`bertprobe.training.target`): the
+                   linear probe (with the TF-IDF voter when the sweep prefers it), or one
+                   a label for label sets; with unlabelled texts, self-trained on them when
+                   its CV says that helps
 out_of_fold        one out-of-fold pass: the decision threshold (two classes) and the rows
                    whose label the model doubts (``label_issues``)
 score_test         the test set's scores
@@ -23,8 +24,10 @@ Training out of core is the same idea over files: :data:`OUT_OF_CORE` tunes the 
 (``finetune``) and chooses the features (``auto``) on a uniform sample of the file, and
 replaces featurize, fit_head, out_of_fold and score_test with stages that stream vectors from
 disk a chunk at a time, into a head that learns that way
-(:class:`~bertprobe.heads.base.StreamingHead`: :class:`~bertprobe.heads.probe.OutOfCoreProbe`,
-or one a label in :class:`~bertprobe.heads.multilabel.StreamingMultiLabelProbe`).
+(:class:`~bertprobe.heads.base.StreamingHead`, as the run's target makes it).
+
+What differs between one label a text and a label set a text is the run's
+:class:`~bertprobe.training.target.Target`: the stages call it and never test a flag.
 
 :func:`run_stages` runs a preset (:func:`stages_for` picks it from the options) and calls the
 hooks around each stage; progress and timings are hooks, not branches. The model layer wraps
@@ -56,20 +59,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bertprobe.core.errors import BadInputError, BertprobeError
-from bertprobe.core.tables import python_value
-from bertprobe.data.files import (
-    FileSummary,
-    LabelledTexts,
-    ReadOptions,
-    align_labels,
-    read_texts,
-    scan_labels,
-)
-from bertprobe.data.multilabel import (
-    _multilabel_set,
-    read_multilabel_set,
-    scan_label_sets,
-)
+from bertprobe.data.files import FileSummary, LabelledTexts, ReadOptions, read_texts
 from bertprobe.encoders.cache import EmbeddingCache, default_cache_dir
 from bertprobe.encoders.encode import (
     EmbedStats,
@@ -85,38 +75,17 @@ from bertprobe.encoders.features import (
     iter_parquet_vectors,
     write_features,
 )
-from bertprobe.heads.base import Head, StreamingHead
-from bertprobe.heads.multilabel import (
-    MultiLabelProbe,
-    StreamingMultiLabelProbe,
-    indicator,
-    multilabel_scores,
-)
-from bertprobe.heads.probe import (
-    COARSE_C_GRID,
-    LinearProbe,
-    OutOfCoreProbe,
-    VotingProbe,
-    best_threshold,
-    check_trainable,
-    metric_score,
-)
-from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
+from bertprobe.heads.base import StreamingHead
+from bertprobe.heads.decision import Decision
+from bertprobe.heads.probe import COARSE_C_GRID, VotingProbe
 from bertprobe.training.compare import Comparison, compare_encoders, sweep_texts
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, workdir_for
-from bertprobe.training.inputs import (
-    _labelled,
-    check_features_match,
-    check_label_sets,
-    label_set_sample,
-    label_sets_of,
-    read_training_set,
-    reservoir_sample,
-)
-from bertprobe.training.label_issues import LabelIssue, find_label_issues
+from bertprobe.training.inputs import check_features_match
+from bertprobe.training.label_issues import LabelIssue
 from bertprobe.training.options import TrainOptions
 from bertprobe.training.sweep import SweepResult
+from bertprobe.training.target import Target, target_for
 
 Stage = Callable[["TrainingRun"], None]
 
@@ -134,7 +103,8 @@ class EncoderTuning(Protocol):
         self,
         train_set: LabelledTexts,
         dev: LabelledTexts | None,
-        classes: Sequence[str] | None = None,
+        target: Target,
+        classes: Sequence[Any],
     ) -> tuple[LabelledTexts, LabelledTexts | None]: ...
 
     def tune(
@@ -144,7 +114,8 @@ class EncoderTuning(Protocol):
         *,
         encoding: EncoderOptions,
         workdir: Path,
-        classes: Sequence[str] | None = None,
+        target: Target,
+        classes: Sequence[Any],
     ) -> FinetuneResult: ...
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]: ...
@@ -163,9 +134,10 @@ class StageHooks:
 class TrainingRun:
     """One training run: its inputs, then what each stage adds.
 
-    In memory, ``train_set`` and ``test_set`` hold the texts and labels (label sets for a
-    multi-label run); out of core they are None and ``train_path`` / ``test_path`` name the
-    files, read a chunk at a time.
+    In memory, ``train_set`` and ``test_set`` hold the texts and labels (label sets, for the
+    label-set target); out of core they are None and ``train_path`` / ``test_path`` name the
+    files, read a chunk at a time. ``target`` says what a label is (see
+    :mod:`bertprobe.training.target`); ``classes`` are the head's columns, in order.
     """
 
     train_set: LabelledTexts | None
@@ -179,7 +151,7 @@ class TrainingRun:
     unlabelled: LabelledTexts | None = None
     train_path: Path | None = None
     test_path: Path | None = None
-    classes: list | None = None  # multi-label: the label names, in column order
+    classes: list | None = None  # the training labels (the head's columns), in order
     # adapt_encoder: each tuning's options and record, in order; the last made the encoder
     adapted: list[tuple[EncoderTuning, FinetuneResult]] = field(default_factory=list)
     base: EncoderRef | None = None  # the encoder the tuned one was made from
@@ -210,11 +182,12 @@ class TrainingRun:
     # score_test
     test_accuracy: float | None = None
     test_score: float | None = None  # of options.metric
-    test_scores: dict[str, Any] | None = None  # multi-label: F1 micro / macro, per label
+    test_scores: dict[str, Any] | None = None  # label sets: F1 micro / macro, per label
 
     @property
-    def multi_label(self) -> bool:
-        return self.options.multi_label
+    def target(self) -> Target:
+        """What a label is in this run: one label a text, or a label set."""
+        return target_for(label_sets=self.options.multi_label)
 
     @property
     def tunings(self) -> tuple[EncoderTuning, ...]:
@@ -227,9 +200,10 @@ class TrainingRun:
         return self.adapted[-1][1] if self.adapted else None
 
     @property
-    def train_targets(self) -> list:
-        """The training labels (label sets for a multi-label run)."""
-        return list(self.train_set.labels or []) if self.train_set is not None else []
+    def train_targets(self) -> Any:
+        """What the head fits on: the training labels, or the label sets' 0/1 matrix."""
+        assert self.train_set is not None and self.classes is not None
+        return self.target.targets(self.train_set, self.classes)
 
     @property
     def voting(self) -> VotingProbe:
@@ -287,21 +261,11 @@ def start_run(
             )
         run.train_path, run.test_path = Path(data), Path(test) if test is not None else None
         return run
-    if options.multi_label:
-        run.train_set, columns = _multilabel_set(data, reading)
-        run.classes = check_label_sets(
-            label_sets_of(run.train_set), columns, options.cv, run.train_set.source
-        )
-        if test is not None:  # before any work: a test file with other labels is refused now
-            run.test_set = read_multilabel_set(test, reading)
-            indicator(label_sets_of(run.test_set), run.classes, run.test_set.source)
-        run.unlabelled = unlabelled_pool(unlabelled, run, reading)
-        return run
-    run.train_set = read_training_set(data, reading, options.cv)
-    run.test_set = _labelled(test, reading) if test is not None else None
-    if run.test_set is not None:  # before any work: a test file with other labels is refused
-        known = sorted(set(run.train_set.labels or []), key=str)
-        align_labels(run.test_set.labels or [], known, run.test_set.source)
+    target = run.target
+    run.train_set, run.classes = target.read_training(data, reading, options.cv)
+    if test is not None:  # before any work: a test file with other labels is refused now
+        run.test_set = target.read(test, reading)
+        target.check_against(run.test_set, run.classes)
     run.unlabelled = unlabelled_pool(unlabelled, run, reading)
     return run
 
@@ -346,14 +310,21 @@ def adapt_encoder(run: TrainingRun) -> None:
         return
     run.base = run.encoding.resolve()  # at its revision; the tuned folder is named after it
     cache_dir = Path(run.encoding.run.cache_dir or default_cache_dir())
+    target, classes = run.target, run.classes or []
     for tuning in run.tunings:
         # The dev rows are checked (read, labels, enough rows) before the encoder loads.
-        read = read_multilabel_set if run.multi_label else _labelled
-        dev = read(tuning.dev, run.reading) if tuning.dev is not None else None
-        train_rows, dev_rows = tuning.split(run.train_set, dev, run.classes)
-        workdir = workdir_for(cache_dir, train_rows, dev_rows, run.encoding, tuning, run.classes)
+        dev = target.read(tuning.dev, run.reading) if tuning.dev is not None else None
+        train_rows, dev_rows = tuning.split(run.train_set, dev, target, classes)
+        workdir = workdir_for(
+            cache_dir, train_rows, dev_rows, run.encoding, tuning, target, classes
+        )
         tuned = tuning.tune(
-            train_rows, dev_rows, encoding=run.encoding, workdir=workdir, classes=run.classes
+            train_rows,
+            dev_rows,
+            encoding=run.encoding,
+            workdir=workdir,
+            target=target,
+            classes=classes,
         )
         run.adapted.append((tuning, tuned))
         # The tuned folder is local: no hub revision applies to it (the base keeps its commit).
@@ -367,31 +338,25 @@ def choose_encoder(run: TrainingRun) -> None:
     encoder; the features' sweep runs again on it, reading its vectors from the cache."""
     if not run.options.encoders:
         return
-    data = run.train_set if run.train_set is not None else _sample(run, "encoders=")
-    labels: Any = data.labels or []
-    if run.multi_label:
-        assert run.classes is not None
-        labels, _ = indicator(label_sets_of(data), run.classes, data.source)
+    data = run.train_set if run.train_set is not None else _sample(run)
+    assert run.classes is not None
     run.compared = compare_encoders(
-        data.texts, labels, run.options.encoders, encoding=run.encoding, options=run.options,
-        tfidf=False,
+        data.texts, run.target.targets(data, run.classes), run.options.encoders,
+        encoding=run.encoding, options=run.options, tfidf=False,
     )  # fmt: skip
     run.encoding = replace(run.encoding, encoder=run.compared.recommended)
 
 
 def choose_features(run: TrainingRun) -> None:
     """With ``options.auto``: sweep layers x poolings by CV and take the best candidate's
-    (for several labels per text, ranked by the mean over labels; no TF-IDF vote)."""
+    (for label sets, ranked by the mean over labels; no TF-IDF vote)."""
     if not run.options.auto or run.train_set is None:
         return
-    targets = None
-    if run.multi_label:
-        assert run.classes is not None
-        targets, _ = indicator(label_sets_of(run.train_set), run.classes, run.train_set.source)
     with run.encoding.open_cache() as cache:
         run.swept = sweep_features(
-            run.train_set, run.encoding, run.options, COARSE_C_GRID, cache=cache, targets=targets
-        )
+            run.train_set, run.encoding, run.options, COARSE_C_GRID, cache=cache,
+            targets=run.train_targets,
+        )  # fmt: skip
     best = run.swept.best
     run.encoding = replace(
         run.encoding, pooling=check_pooling(best.pooling), layers=tuple(best.layers)
@@ -424,11 +389,12 @@ def featurize(run: TrainingRun) -> None:
 
 
 def fit_head(run: TrainingRun) -> None:
-    """Fit the head the options ask for (:func:`make_head`) on the training vectors."""
+    """Fit the head the run's target makes (a TF-IDF vote where the sweep preferred it) on
+    the training vectors, self-training on the unlabelled ones where given."""
     start = time.perf_counter()
-    head = make_head(run)
-    if isinstance(head, VotingProbe):
-        assert run.train_set is not None
+    assert run.train_set is not None and run.classes is not None
+    head = run.target.head(run.options, run.classes, run.swept)
+    if isinstance(head, VotingProbe):  # the vote's text model needs the texts too
         head.fit(
             run.X_train, run.train_targets, texts=run.train_set.texts, unlabelled=run.X_unlabelled
         )
@@ -438,72 +404,31 @@ def fit_head(run: TrainingRun) -> None:
     run.fit_seconds += time.perf_counter() - start
 
 
-def make_head(run: TrainingRun) -> Head | VotingProbe:
-    """The unfitted head of a run: one probe per label for several labels a text; else the
-    linear probe, voting with the TF-IDF model when the sweep preferred the vote, its C grid
-    narrowed to the sweep's choice."""
-    options, swept = run.options, run.swept
-    if run.multi_label:
-        return MultiLabelProbe(
-            options.Cs,
-            cv=options.cv,
-            classes=run.classes,
-            tune_thresholds=options.tune_thresholds,
-            class_weight=options.class_weight,
-            scoring=options.metric,
-            n_jobs=options.n_jobs,
-        )
-    voter = None
-    if swept is not None and swept.vote_wins:
-        # The sweep chose the voter's C by the same folds: the final fit keeps it.
-        chosen = (swept.tfidf_C,) if swept.tfidf_C is not None else TFIDF_C_GRID
-        voter = tfidf_pipeline(cv=options.cv, Cs=chosen, n_jobs=options.n_jobs)
-    probe = LinearProbe(
-        Cs=options.grid if swept is None else _near(options.grid, swept.best.C),
-        cv=options.cv,
-        n_jobs=options.n_jobs,
-        class_weight=options.class_weight,
-        scoring=options.metric,
-    )
-    return VotingProbe(probe, text_model=voter) if voter is not None else probe
-
-
 def out_of_fold(run: TrainingRun) -> None:
     """One out-of-fold pass serves both the decision threshold (two classes, the probe alone:
     a vote's probabilities are not the probe's) and the label issues."""
     start = time.perf_counter()
-    if run.multi_label:
-        if run.options.label_issues:
-            run.label_issues = _label_set_issues(run)
-        run.fit_seconds += time.perf_counter() - start
-        return
-    labels, classes = run.train_targets, run.head.classes_.tolist()
-    wants_threshold = len(classes) == 2 and run.text_model is None
-    if wants_threshold or run.options.label_issues:
-        oof = run.head.out_of_fold_proba(run.X_train, labels)
-        if wants_threshold:
-            run.threshold = threshold_record(labels, oof, classes, run.options.metric)
-        if run.options.label_issues:
-            run.label_issues = find_label_issues(labels, oof, classes)
+    assert run.X_train is not None
+    run.threshold, run.label_issues = run.target.out_of_fold(
+        run.head, run.X_train, run.train_targets, run.options, voted=run.text_model is not None
+    )
     run.fit_seconds += time.perf_counter() - start
 
 
 def score_test(run: TrainingRun) -> None:
-    """The test set's accuracy and metric (multi-label: F1 micro / macro and per label)."""
+    """The test set's accuracy and metric (label sets: F1 micro / macro and per label), by
+    the model's own decision."""
     if run.test_set is None or run.X_test is None:
         return
-    truth = run.test_set.labels or []
-    if run.multi_label:
-        assert run.classes is not None
-        Y_test, _ = indicator(label_sets_of(run.test_set), run.classes, run.test_set.source)
-        run.test_scores = multilabel_scores(Y_test, run.head.predict(run.X_test), run.classes)
-        run.test_accuracy = run.test_scores["subset_accuracy"]
-        return
+    assert run.classes is not None
     voting = run.voting
     proba = voting.predict_proba(run.X_test, texts=run.test_set.texts)
-    classes = voting.classes_.tolist()
-    run.test_accuracy = accuracy(truth, voting.classes_[proba.argmax(axis=1)])
-    run.test_score = metric_score(run.options.metric, truth, proba, classes)
+    run.test_accuracy, run.test_score, run.test_scores = run.target.test_scores(
+        run.target.targets(run.test_set, run.classes),
+        proba,
+        Decision.for_head(run.head),
+        run.options.metric,
+    )
 
 
 IN_MEMORY: tuple[Stage, ...] = (
@@ -526,19 +451,14 @@ IN_MEMORY: tuple[Stage, ...] = (
 SAMPLE_ROWS = 20_000
 
 
-def _sample(run: TrainingRun, why: str) -> LabelledTexts:
+def _sample(run: TrainingRun) -> LabelledTexts:
     """A uniform sample of the training file (:data:`SAMPLE_ROWS` rows: reservoir-sampled in
     one pass, so a file sorted by label is sampled fairly; label sets in two passes), checked
-    for ``cv`` folds; ``run.classes`` is set for label sets."""
+    for ``cv`` folds; ``run.classes`` is set to the file's classes."""
     assert run.train_path is not None
-    if run.multi_label:
-        sample, run.classes = label_set_sample(run.train_path, run.reading, SAMPLE_ROWS)
-        return sample
-    sample = reservoir_sample(run.train_path, run.reading, SAMPLE_ROWS)
-    try:
-        check_trainable(sample.labels or [], run.options.cv)
-    except BadInputError as exc:
-        raise BadInputError(f"{run.train_path} (a sample for {why}): {exc}") from None
+    sample, run.classes = run.target.sample(
+        run.train_path, run.reading, SAMPLE_ROWS, run.options.cv
+    )
     return sample
 
 
@@ -548,7 +468,7 @@ def adapt_encoder_on_sample(run: TrainingRun) -> None:
     tuned encoder's features are streamed for the whole file."""
     if not run.tunings or run.train_path is None:
         return
-    run.train_set = _sample(run, "finetune=" if run.finetune is not None else "contrastive=")
+    run.train_set = _sample(run)
     try:
         adapt_encoder(run)
     finally:
@@ -561,11 +481,9 @@ def choose_features_on_sample(run: TrainingRun) -> None:
     TF-IDF vote: the streaming head cannot hold the texts it would need."""
     if not run.options.auto or run.train_path is None:
         return
-    sample = _sample(run, "auto=True")
-    targets = None
-    if run.multi_label:
-        assert run.classes is not None
-        targets, _ = indicator(label_sets_of(sample), run.classes, sample.source)
+    sample = _sample(run)
+    assert run.classes is not None
+    targets = run.target.targets(sample, run.classes)
     with run.encoding.open_cache() as cache:
         run.swept = sweep_features(
             sample, run.encoding, run.options, COARSE_C_GRID, cache=cache, tfidf=False,
@@ -632,33 +550,16 @@ def featurize_to_disk(run: TrainingRun) -> None:
 
 
 def _scan_labels(run: TrainingRun, path: Path) -> tuple[np.ndarray, FileSummary]:
-    """A file's labels (a 0/1 label matrix for several labels a text), checked, and what the
-    pass over it found; the texts are read and checked but not kept."""
-    reading = run.reading
+    """A file's targets (labels, or the label sets' 0/1 matrix), checked, and what the pass
+    over it found; the texts are read and checked but not kept. The training file sets the
+    run's classes; a test file is checked against them."""
     is_train = path == run.train_path
-    if run.multi_label:
-        sets, columns, summary = scan_label_sets(path, reading)
-        if is_train:
-            run.classes = check_label_sets(sets, columns, 2, str(path))
-        assert run.classes is not None
-        Y, _ = indicator(sets, run.classes, str(path))
-        return Y, summary
-    labels, summary = scan_labels(
-        path,
-        text_col=reading.text_col,
-        label_col=reading.label_col,
-        drop_empty=reading.drop_empty,
-        max_field_chars=reading.max_field_chars,
+    targets, summary, classes = run.target.scan(
+        path, run.reading, None if is_train else run.classes
     )
     if is_train:
-        try:
-            check_trainable(labels, 2)
-        except BadInputError as exc:
-            raise BadInputError(f"{path}: {exc}") from None
-        run.classes = sorted(set(labels), key=str)
-    else:
-        align_labels(labels, run.classes or [], str(path))
-    return np.asarray(labels), summary
+        run.classes = classes
+    return targets, summary
 
 
 def chunks(run: TrainingRun, split: str, rows: int = 8192) -> Iterator[tuple[np.ndarray, Any]]:
@@ -674,13 +575,11 @@ def chunks(run: TrainingRun, split: str, rows: int = 8192) -> Iterator[tuple[np.
 
 def fit_head_by_chunks(run: TrainingRun) -> None:
     """A streaming head (:class:`~bertprobe.heads.base.StreamingHead`: SGD, a chunk at a
-    time) on the vectors on disk; one a label for several labels a text."""
+    time) on the vectors on disk, as the run's target makes it (one a label for label
+    sets)."""
     start = time.perf_counter()
-    head: StreamingHead = (
-        StreamingMultiLabelProbe(classes=run.classes, class_weight=run.options.class_weight)
-        if run.multi_label
-        else OutOfCoreProbe(class_weight=run.options.class_weight)
-    )
+    assert run.classes is not None
+    head: StreamingHead = run.target.streaming_head(run.options, run.classes)
     run.head = head.fit_chunks(lambda: chunks(run, "train"))
     run.fit_seconds += time.perf_counter() - start
 
@@ -706,11 +605,7 @@ def out_of_fold_by_chunks(run: TrainingRun) -> None:
                 oof = np.zeros((len(labels), proba.shape[1]))
             oof[rows] = proba
     assert oof is not None
-    if run.multi_label:
-        assert run.classes is not None
-        run.label_issues = _issues_label_by_label(labels, oof, run.classes)
-    else:
-        run.label_issues = find_label_issues(labels, oof, run.head.classes_.tolist())
+    run.label_issues = run.target.label_issues(labels, oof, run.head.classes_.tolist())
     run.fit_seconds += time.perf_counter() - start
 
 
@@ -732,18 +627,11 @@ def score_test_by_chunks(run: TrainingRun) -> None:
     """The test file's scores (as :func:`score_test`'s), its vectors read a chunk at a time."""
     if "test" not in run.chunk_sources:
         return
-    probe = run.head
-    truth = run.chunk_sources["test"][1]
-    if run.multi_label:
-        assert run.classes is not None
-        predicted = np.concatenate([probe.predict(X) for X, _ in chunks(run, "test")])
-        run.test_scores = multilabel_scores(truth, predicted, run.classes)
-        run.test_accuracy = run.test_scores["subset_accuracy"]
-        return
     # One row of probabilities a test row: small beside the vectors (classes, not dims).
-    proba = np.concatenate([probe.predict_proba(X) for X, _ in chunks(run, "test")])
-    run.test_accuracy = accuracy(truth, probe.classes_[proba.argmax(axis=1)])
-    run.test_score = metric_score(run.options.metric, truth, proba, probe.classes_.tolist())
+    proba = np.concatenate([run.head.predict_proba(X) for X, _ in chunks(run, "test")])
+    run.test_accuracy, run.test_score, run.test_scores = run.target.test_scores(
+        run.chunk_sources["test"][1], proba, Decision.for_head(run.head), run.options.metric
+    )
 
 
 OUT_OF_CORE: tuple[Stage, ...] = (
@@ -802,71 +690,3 @@ def embed_sets(
         return X_train, train_stats, None, None
     X_test, test_stats = embed(test_set.texts, encoder, spec, **options)
     return X_train, train_stats, X_test, test_stats
-
-
-def threshold_record(
-    labels: Sequence[Any], oof: np.ndarray, classes: list, metric: str
-) -> dict[str, Any]:
-    """The decision threshold the card keeps: on the probability of ``classes[1]``, chosen on
-    out-of-fold probabilities to maximize ``metric``, with that metric there and at 0.5."""
-    value, score = best_threshold(labels, oof, classes, metric)
-    by = "balanced_accuracy" if metric == "roc_auc" else metric
-    return {
-        "value": value,
-        "positive_label": python_value(classes[1]),
-        "metric": by,
-        "oof_score": score,
-        "oof_score_argmax": metric_score(by, labels, oof, classes),
-    }
-
-
-def _label_set_issues(run: TrainingRun) -> list[LabelIssue]:
-    """Label issues of a multi-label run, label by label: each label's probe (at its chosen
-    C, folds and weights) gives out-of-fold probabilities of "has it" against "has it not"."""
-    head = run.head
-    assert isinstance(head, MultiLabelProbe) and run.classes is not None
-    Y, _ = indicator(label_sets_of(run.train_set), run.classes, "the training labels")
-    oof = np.column_stack(
-        [
-            probe.out_of_fold_proba(run.X_train, Y[:, j])[:, 1]
-            for j, probe in enumerate(head.label_probes())
-        ]
-    )
-    return _issues_label_by_label(Y, oof, run.classes)
-
-
-def _issues_label_by_label(
-    Y: np.ndarray, oof: np.ndarray, names: Sequence[str]
-) -> list[LabelIssue]:
-    """Rows doubted for a label as a single-label row would be, from each label's out-of-fold
-    probability (``oof[:, j]``); ``label`` and ``suggested`` read ``"+name"`` (the label is
-    there) or ``"-name"`` (it is not). Most doubted first, whatever the label."""
-    issues: list[LabelIssue] = []
-    for j, name in enumerate(names):
-        both = np.column_stack([1 - oof[:, j], oof[:, j]])
-        for issue in find_label_issues(Y[:, j], both, [0, 1]):
-            issues.append(
-                replace(
-                    issue,
-                    label=("+" if issue.label else "-") + name,
-                    suggested=("+" if issue.suggested else "-") + name,
-                )
-            )
-    return sorted(issues, key=lambda issue: issue.label_probability)
-
-
-def accuracy(y_true: Any, predicted: Any) -> float:
-    """Share of equal labels, compared by text (see :func:`~bertprobe.data.files.align_labels`:
-    a file's ``"1"`` and a model's ``1`` are one label)."""
-    return float(np.mean([str(p) == str(y) for p, y in zip(predicted, y_true, strict=True)]))
-
-
-def _near(grid: Sequence[float], chosen: float | None) -> tuple[float, ...]:
-    """The grid's values next to ``chosen`` (the sweep's C on the coarse grid): the final
-    search refines the sweep's choice instead of repeating it, and skips the weakest
-    regularization when the sweep did not want it (those fits run longest)."""
-    ordered = sorted(grid)
-    if chosen is None:
-        return tuple(ordered)
-    at = int(np.argmin(np.abs(np.log(ordered) - np.log(chosen))))
-    return tuple(ordered[max(0, at - 1) : at + 2])

@@ -42,8 +42,16 @@ export class WebClassifier {
     this.card = card;
     this.session = session;
     this.classes = card.classes.map(String);
-    this.multiLabel = Boolean(card.multi_label);
-    this.thresholds = this.multiLabel ? card.thresholds : null;
+    // How probabilities become labels: the card's decision (bertprobe.heads.decision), or for
+    // an export written before it, the label-set flag and the thresholds as a list.
+    const decision = card.decision ?? (card.multi_label
+      ? { rule: "per-label", thresholds: Object.fromEntries(
+        this.classes.map((c, j) => [c, card.thresholds[j]])) }
+      : { rule: "argmax" });
+    this.rule = decision.rule;
+    this.multiLabel = this.rule === "per-label";
+    this.thresholds = this.multiLabel ? this.classes.map((c) => decision.thresholds[c]) : null;
+    this.threshold = this.rule === "threshold" ? decision.threshold : null;
     this.chunked = card.long === "chunk";
     const truncation = tokenizerJson.truncation;
     this.maxLength = truncation.max_length;
@@ -175,10 +183,12 @@ export class WebClassifier {
     return output[this.card.output].data;
   }
 
-  /** The labels a row of probabilities gives: the most probable one, or for a multi-label
-   * model those whose probability reaches their threshold. */
+  /** The labels a row of probabilities gives, by the card's decision: the most probable one,
+   * the second class where it reaches the decision threshold, or for a label-set model those
+   * whose probability reaches their threshold. */
   labelsOf(row) {
     if (this.multiLabel) return this.classes.filter((_, j) => row[j] >= this.thresholds[j]);
+    if (this.threshold !== null) return [this.classes[row[1] >= this.threshold ? 1 : 0]];
     let best = 0;
     for (let j = 1; j < row.length; j++) if (row[j] > row[best]) best = j;
     return [this.classes[best]];

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertprobe.heads.decision import SETS_KEY
+
 
 @dataclass
 class Evaluation:
@@ -23,6 +25,10 @@ class Evaluation:
     metric: str = "accuracy"
     score: float | None = None  # of metric, when it is not accuracy
     threshold: float | None = None  # the decision threshold used (None: argmax)
+
+    def unknown_note(self) -> str:
+        """What :attr:`unknown_labels` mean for these figures (``evaluate`` notes it)."""
+        return f"has labels the model never saw: {', '.join(self.unknown_labels)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +62,18 @@ class MultiLabelEvaluation:
     n_truncated: int
     unknown_labels: list[str] = field(default_factory=list)
 
+    @property
+    def accuracy(self) -> float:
+        """The share of texts whose every label is right (the subset accuracy): what
+        accuracy is for label sets, so that every evaluation has one."""
+        return self.subset_accuracy
+
+    def unknown_note(self) -> str:
+        """What :attr:`unknown_labels` mean for these figures (``evaluate`` notes it)."""
+        return "has labels the model never saw, left out of the scores: " + ", ".join(
+            self.unknown_labels
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "test_f1_micro": self.f1_micro,
@@ -66,7 +84,7 @@ class MultiLabelEvaluation:
             "model": self.model,
             "labels": self.labels,
             "thresholds": self.thresholds,
-            "multi_label": True,
+            SETS_KEY: True,
             "embed_seconds": self.embed_seconds,
             "n_truncated": self.n_truncated,
         }
