@@ -40,7 +40,7 @@ from bertprobe.core.extras import needs_extra
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
 from bertprobe.data.multilabel import read_multilabel_set
-from bertprobe.encoders.encode import RunOptions
+from bertprobe.encoders.options import RunOptions
 from bertprobe.heads.probe import LinearProbe, metric_score
 from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.classifier import Classifier

@@ -17,15 +17,10 @@ from bertprobe.data.files import (
     align_labels,
 )
 from bertprobe.data.multilabel import as_label_sets
-from bertprobe.encoders.encode import (
-    EmbedStats,
-    EncoderOptions,
-    EncoderRef,
-    FeatureSpec,
-    RunOptions,
-    TextEmbedder,
-    embed,
-)
+from bertprobe.encoders.embedder import TextEmbedder
+from bertprobe.encoders.encode import EmbedStats, embed
+from bertprobe.encoders.hub import EncoderRef
+from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
 from bertprobe.heads.multilabel import MultiLabelProbe, indicator, multilabel_scores
 from bertprobe.heads.probe import (
     LinearProbe,
@@ -238,10 +233,8 @@ class Classifier:
                 texts,
                 run.load(self.encoder, default_backend=self.backend),
                 self.spec,
-                batch_size=run.batch_size,
-                max_tokens=run.max_tokens,
+                run,
                 cache=cache,
-                progress=run.progress,
             )
 
     def predict_proba(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:

@@ -64,13 +64,10 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.tables import python_value
-from bertprobe.encoders.encode import (
-    LoadedEncoder,
-    RunOptions,
-    View,
-    default_stride,
-    length_sorted_batches,
-)
+from bertprobe.encoders.encode import length_sorted_batches
+from bertprobe.encoders.encoder import LoadedEncoder
+from bertprobe.encoders.options import RunOptions, default_stride
+from bertprobe.encoders.pooling import View
 from bertprobe.encoders.words import ReadText, tokenize_words
 from bertprobe.heads.linear import LinearHead, linear_head
 from bertprobe.heads.multilabel import MultiLabelProbe
@@ -267,9 +264,9 @@ def explain(
     steps : int
         Integrated gradients: points of the path integral.
     """
-    from bertprobe.encoders.encode import _as_texts
+    from bertprobe.encoders.embedder import as_texts
 
-    texts = _as_texts(texts)
+    texts = as_texts(texts)
     check_method(method)
     check_occlusion(occlude)
     cut = model.threshold(threshold)

@@ -25,7 +25,8 @@ from typing import Any
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
 from bertprobe.data.multilabel import DEFAULT_LABEL_SEP
-from bertprobe.encoders.encode import EmbedStats, EncoderOptions
+from bertprobe.encoders.encode import EmbedStats
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import OutOfCoreProbe
 from bertprobe.model.classifier import Classifier, Probe

@@ -54,12 +54,9 @@ import numpy as np
 from bertprobe.core.errors import BadInputError, EncoderNotFoundError
 from bertprobe.core.extras import needs_extra, require_extra
 from bertprobe.data.files import LabelledTexts, align_labels
-from bertprobe.encoders.encode import (
-    EncoderOptions,
-    check_device,
-    default_stride,
-    token_limit,
-)
+from bertprobe.encoders.backends import check_device
+from bertprobe.encoders.encoder import token_limit
+from bertprobe.encoders.options import EncoderOptions, default_stride
 from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
 
 # Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); docs/benchmarks.md gives the figures.

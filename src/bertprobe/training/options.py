@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertprobe.core.errors import BadInputError
-from bertprobe.encoders.encode import POOLINGS, Pooling
+from bertprobe.encoders.pooling import POOLINGS, Pooling
 from bertprobe.heads.probe import check_class_weight, check_metric, parse_c_grid
 from bertprobe.training.sweep import FINALISTS, parse_poolings
 
