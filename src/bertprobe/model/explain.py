@@ -67,7 +67,6 @@ from bertprobe.core.tables import python_value
 from bertprobe.encoders.encode import length_sorted_batches
 from bertprobe.encoders.encoder import LoadedEncoder
 from bertprobe.encoders.options import RunOptions, default_stride
-from bertprobe.encoders.pooling import View
 from bertprobe.encoders.words import ReadText, tokenize_words
 from bertprobe.heads.linear import LinearHead, linear_head
 from bertprobe.heads.multilabel import MultiLabelProbe
@@ -568,7 +567,7 @@ def score_variants(
     every distinct window runs through the encoder once, in length-sorted batches, and a
     text's window vectors are pooled as the model pools them."""
     spec = model.spec
-    views = [View(encoder.layer_index(layer), spec.pooling) for layer in spec.layers]
+    views = spec.views(encoder)
     built = [without_words(r, drop, keep=keep, mask_id=mask_id) for r, drop in variants]
     distinct = list(dict.fromkeys(w for windows, _ in built for w in windows))
     slot = {w: k for k, w in enumerate(distinct)}
