@@ -76,7 +76,7 @@ def embed_recipe(texts: list[str]) -> np.ndarray:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from bertprobe.encoders.encode import ALIASES
+    from bertprobe.encoders.hub import ALIASES
 
     path = ALIASES["minilm"]()
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
@@ -92,7 +92,7 @@ def embed_pipeline(texts: list[str]) -> np.ndarray:
     """Hugging Face pipeline("feature-extraction"), batch 64; token vectors mean-pooled."""
     from transformers import pipeline
 
-    from bertprobe.encoders.encode import ALIASES
+    from bertprobe.encoders.hub import ALIASES
 
     extract = pipeline(
         "feature-extraction", model=str(ALIASES["minilm"]()), framework="pt", device="cpu"
@@ -104,7 +104,7 @@ def embed_sentence_transformers(texts: list[str]) -> np.ndarray:
     """sentence-transformers encode, batch 64 (mean pooling and normalization, as shipped)."""
     from sentence_transformers import SentenceTransformer
 
-    from bertprobe.encoders.encode import ALIASES
+    from bertprobe.encoders.hub import ALIASES
 
     model = SentenceTransformer(str(ALIASES["minilm"]()), device="cpu")
     return model.encode(texts, batch_size=64, convert_to_numpy=True)
@@ -113,10 +113,17 @@ def embed_sentence_transformers(texts: list[str]) -> np.ndarray:
 def embed_bertprobe(texts: list[str], cache_dir: str | None, backend: str = "torch") -> np.ndarray:
     """bertprobe: masked mean of the last layer, length-sorted batches of 64."""
     from bertprobe.encoders.cache import open_cache
-    from bertprobe.encoders.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import embed
+    from bertprobe.encoders.options import FeatureSpec, RunOptions
 
     cache = open_cache(cache_dir) if cache_dir else None
-    X, _ = embed(texts, "minilm", FeatureSpec("mean"), batch_size=64, cache=cache, backend=backend)
+    X, _ = embed(
+        texts,
+        "minilm",
+        FeatureSpec("mean"),
+        RunOptions(batch_size=64, backend=backend),
+        cache=cache,
+    )
     return X
 
 
@@ -141,8 +148,9 @@ def synthetic_file(path: Path, n: int, seed: int = 0) -> np.ndarray:
 
 
 def stream_row(row: str, workdir: str) -> dict:
-    from bertprobe.encoders.encode import FeatureSpec, load_encoder
+    from bertprobe.encoders.encoder import load_encoder
     from bertprobe.encoders.features import embed_file, iter_feature_rows
+    from bertprobe.encoders.options import FeatureSpec, RunOptions
     from bertprobe.heads.probe import OutOfCoreProbe
 
     n = STREAM_SIZES[row]
@@ -151,7 +159,9 @@ def stream_row(row: str, workdir: str) -> dict:
     model = load_encoder("minilm", backend="onnx-int8")
     rss_before = peak_rss_mb()
     start = time.perf_counter()
-    embed_file(texts, features, model, FeatureSpec("mean"), chunk_size=4096, batch_size=256)
+    embed_file(
+        texts, features, model, FeatureSpec("mean"), RunOptions(batch_size=256), chunk_size=4096
+    )
     seconds = time.perf_counter() - start
     rss_embed = peak_rss_mb()
 
@@ -201,7 +211,7 @@ def run_row(row: str, cache_dir: str) -> dict:
         embed_bertprobe(texts, cache_dir)  # fill the cache, untimed: the row times the re-run
     if row.startswith("bertprobe-onnx"):
         # The export is built once per encoder and kept; building it is not what is timed.
-        from bertprobe.encoders.encode import load_encoder
+        from bertprobe.encoders.encoder import load_encoder
 
         load_encoder("minilm", backend=row.removeprefix("bertprobe-"))
     start = time.perf_counter()

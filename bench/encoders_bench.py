@@ -121,7 +121,7 @@ SCREEN_CHECK = """
 import json, math, sys
 from bertprobe.datasets import load_sst2
 from bertprobe.encoders.cache import open_cache
-from bertprobe.encoders.encode import load_encoder
+from bertprobe.encoders.encoder import load_encoder
 from bertprobe.training.sweep import run_sweep
 train, encoder = load_sst2("train"), load_encoder(sys.argv[1])
 with open_cache(sys.argv[2]) as cache:

@@ -126,7 +126,7 @@ import json, sys, time
 from setfit import SetFitModel, Trainer, TrainingArguments
 from transformers import TrainerCallback
 from datasets import Dataset
-from bertprobe.encoders.encode import resolve_encoder
+from bertprobe.encoders.hub import resolve_encoder
 
 def rows(path):
     pairs = [line.rsplit("\\t", 1) for line in open(path, encoding="utf-8").read().splitlines()]

@@ -89,8 +89,9 @@ def profile_encoder(batch_size: int, threads: int, repeats: int) -> dict:
     import torch
 
     from bertprobe.datasets import load_sst2
-    from bertprobe.encoders.encode import _pool_numpy, load_encoder
+    from bertprobe.encoders.encoder import load_encoder
     from bertprobe.encoders.onnx import onnx_path
+    from bertprobe.encoders.pooling import pool_tokens_numpy
 
     torch.set_num_threads(threads)
     texts = load_sst2("test").texts
@@ -135,7 +136,9 @@ def profile_encoder(batch_size: int, threads: int, repeats: int) -> dict:
                 )
                 stages["session.run"] += time.perf_counter() - t
                 t = time.perf_counter()
-                _pool_numpy(states[-1], padded_batch["attention_mask"], "mean")  # as embed does
+                pool_tokens_numpy(
+                    states[-1], padded_batch["attention_mask"], "mean"
+                )  # as embed does
                 stages["pool"] += time.perf_counter() - t
             walls.append(time.perf_counter() - start)
         trace = json.loads(Path(session.end_profiling()).read_text())

@@ -125,7 +125,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from bertprobe.datasets import load_sst2
-    from bertprobe.encoders.encode import load_encoder
+    from bertprobe.encoders.encoder import load_encoder
     from bertprobe.encoders.onnx import onnx_path
 
     load = os.getloadavg()[0]

@@ -38,7 +38,8 @@ from pathlib import Path
 
 from bertprobe import EncoderOptions, RunOptions, TrainOptions, train
 from bertprobe.data.files import LabelledTexts, read_labelled
-from bertprobe.encoders.encode import embed, load_encoder
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.encoder import load_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -161,7 +161,7 @@ def main() -> None:
     if args.small:
         args.n_train, args.n_test, args.flip_rows = 600, 400, 400
     from bertprobe import EncoderOptions
-    from bertprobe.encoders.encode import RunOptions
+    from bertprobe.encoders.options import RunOptions
 
     encoding = EncoderOptions(
         "minilm", pooling="mean", run=RunOptions(cache_dir=args.cache_dir, progress=False)

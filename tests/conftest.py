@@ -104,7 +104,8 @@ def sentiment_tsv(tmp_path, sentiment_rows) -> Path:
 def tiny_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
     """A saved model (tiny DistilBERT, mean pooling) trained on the one-word sentiment rows."""
     from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encoders.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import embed
+    from bertprobe.encoders.options import FeatureSpec
 
     ref = resolve_encoder(str(tiny_distilbert))
     spec = FeatureSpec("mean", (-1,))
@@ -119,7 +120,8 @@ def tiny_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
 def flipped_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory) -> Path:
     """A second model on the same encoder whose labels are swapped: every answer differs."""
     from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encoders.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import embed
+    from bertprobe.encoders.options import FeatureSpec
 
     ref = resolve_encoder(str(tiny_distilbert))
     spec = FeatureSpec("mean", (-1,))

@@ -11,14 +11,11 @@ import pytest
 from bertprobe.cli import main
 from bertprobe.core.errors import BadInputError
 from bertprobe.encoders.cache import open_cache
-from bertprobe.encoders.encode import (
-    FeatureSpec,
-    LoadedEncoder,
-    TextEmbedder,
-    embed,
-    load_encoder,
-    resolve_encoder,
-)
+from bertprobe.encoders.embedder import TextEmbedder
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.encoder import LoadedEncoder, load_encoder
+from bertprobe.encoders.hub import resolve_encoder
+from bertprobe.encoders.options import FeatureSpec, RunOptions
 
 TEXTS = [
     "a gorgeous , witty film",
@@ -35,15 +32,17 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
 def test_onnx_fp32_matches_torch_in_mixed_length_batches(tiny_distilbert, pooling):
     spec = FeatureSpec(pooling, (0, 1, -1))
-    reference, _ = embed(TEXTS, str(tiny_distilbert), spec, batch_size=4)
-    exported, _ = embed(TEXTS, str(tiny_distilbert), spec, batch_size=4, backend="onnx")
+    reference, _ = embed(TEXTS, str(tiny_distilbert), spec, RunOptions(batch_size=4))
+    exported, _ = embed(TEXTS, str(tiny_distilbert), spec, RunOptions(batch_size=4, backend="onnx"))
     assert np.abs(exported - reference).max() < 1e-4
 
 
 def test_onnx_int8_stays_close_to_fp32(tiny_distilbert, sentiment_rows):
     texts = [t for t, _ in sentiment_rows]
     reference, _ = embed(texts, str(tiny_distilbert), FeatureSpec("mean"))
-    quantized, _ = embed(texts, str(tiny_distilbert), FeatureSpec("mean"), backend="onnx-int8")
+    quantized, _ = embed(
+        texts, str(tiny_distilbert), FeatureSpec("mean"), RunOptions(backend="onnx-int8")
+    )
     assert cosines(quantized, reference).min() > 0.95
     assert not np.allclose(quantized, reference, atol=1e-6)  # it really is another graph
 
@@ -70,7 +69,13 @@ def test_exports_are_kept_in_the_given_cache_folder(tiny_distilbert, tmp_path):
         TEXTS
     ).transform(TEXTS)
     with open_cache(tmp_path / "opened") as cache:
-        embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache, backend="onnx")
+        embed(
+            TEXTS,
+            str(tiny_distilbert),
+            FeatureSpec("mean"),
+            RunOptions(backend="onnx"),
+            cache=cache,
+        )
     for name in ("loaded", "est", "opened"):
         assert [p.name for p in (tmp_path / name / "onnx").rglob("*.onnx")] == ["model.onnx"]
     assert not default.exists()
@@ -109,7 +114,11 @@ def test_backends_do_not_share_cached_vectors(tiny_distilbert, tmp_path):
     with open_cache(tmp_path) as cache:
         embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache)
         _, int8 = embed(
-            TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache, backend="onnx-int8"
+            TEXTS,
+            str(tiny_distilbert),
+            FeatureSpec("mean"),
+            RunOptions(backend="onnx-int8"),
+            cache=cache,
         )
         _, torch_again = embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), cache=cache)
     assert int8.n_cached == 0
@@ -118,7 +127,7 @@ def test_backends_do_not_share_cached_vectors(tiny_distilbert, tmp_path):
 
 def test_unknown_backend_is_a_user_error(tiny_distilbert):
     with pytest.raises(BadInputError, match="unknown backend 'tensorrt'"):
-        embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), backend="tensorrt")
+        embed(TEXTS, str(tiny_distilbert), FeatureSpec("mean"), RunOptions(backend="tensorrt"))
 
 
 def test_model_trained_on_int8_records_and_uses_it(
@@ -154,7 +163,10 @@ def test_model_trained_on_int8_records_and_uses_it(
     # a little from the one cached during training, embedded among others.
     X, _ = model.embed(["the film was great"], RunOptions(use_cache=False))
     reference, _ = embed(
-        ["the film was great"], str(tiny_distilbert), FeatureSpec("mean"), backend="onnx-int8"
+        ["the film was great"],
+        str(tiny_distilbert),
+        FeatureSpec("mean"),
+        RunOptions(backend="onnx-int8"),
     )
     assert np.array_equal(X, reference)
 
@@ -165,9 +177,9 @@ def test_bundled_minilm_backends_agree_with_torch():
 
     texts = load_sst2("dev").texts[:200]
     spec = FeatureSpec("mean", (3, -1))
-    reference, _ = embed(texts, "minilm", spec, batch_size=32)
-    exported, _ = embed(texts, "minilm", spec, batch_size=32, backend="onnx")
-    quantized, _ = embed(texts, "minilm", spec, batch_size=32, backend="onnx-int8")
+    reference, _ = embed(texts, "minilm", spec, RunOptions(batch_size=32))
+    exported, _ = embed(texts, "minilm", spec, RunOptions(batch_size=32, backend="onnx"))
+    quantized, _ = embed(texts, "minilm", spec, RunOptions(batch_size=32, backend="onnx-int8"))
     assert np.abs(exported - reference).max() < 1e-4
     # Stated tolerance for int8: every vector within cosine 0.97 of fp32, 0.99 on average.
     assert cosines(quantized, reference).min() > 0.97

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bertprobe.encoders.cache import open_cache
-from bertprobe.encoders.encode import FeatureSpec, embed
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.options import FeatureSpec, RunOptions
 
 
 def texts_for(n: int) -> list[str]:
@@ -48,7 +49,7 @@ def test_an_interrupted_run_resumes_with_only_the_rest(tiny_distilbert, tmp_path
             texts,
             str(tiny_distilbert),
             FeatureSpec("cls"),
-            batch_size=8,
+            RunOptions(batch_size=8),
             cache=cache,
             on_batch=stop_after_two_batches,
         )
@@ -56,10 +57,10 @@ def test_an_interrupted_run_resumes_with_only_the_rest(tiny_distilbert, tmp_path
     with open_cache(tmp_path) as cache:
         assert cache.count() == 16
         resumed, stats = embed(
-            texts, str(tiny_distilbert), FeatureSpec("cls"), batch_size=8, cache=cache
+            texts, str(tiny_distilbert), FeatureSpec("cls"), RunOptions(batch_size=8), cache=cache
         )
     assert (stats.n_cached, stats.n_computed) == (16, 24)
-    uncached, _ = embed(texts, str(tiny_distilbert), FeatureSpec("cls"), batch_size=8)
+    uncached, _ = embed(texts, str(tiny_distilbert), FeatureSpec("cls"), RunOptions(batch_size=8))
     assert np.allclose(resumed, uncached, atol=1e-6)
 
 

@@ -375,12 +375,12 @@ def test_outputs_are_checked_before_any_work(
     sentiment_tsv, tiny_distilbert, tmp_path, monkeypatch, capsys
 ):
     """train --out pointing at a file fails before the encoder is even loaded."""
-    import bertprobe.encoders.encode
+    import bertprobe.encoders.options
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("work started before --out was checked")
 
-    monkeypatch.setattr(bertprobe.encoders.encode, "load_encoder", must_not_run)
+    monkeypatch.setattr(bertprobe.encoders.options, "load_encoder", must_not_run)
     code, _, err = run(
         ["train", sentiment_tsv, "--encoder", tiny_distilbert, "--out", sentiment_tsv], capsys
     )

@@ -9,14 +9,10 @@ import pytest
 import torch
 
 from bertprobe.core.errors import BadInputError, EncoderNotFoundError
-from bertprobe.encoders.encode import (
-    FeatureSpec,
-    embed,
-    folder_fingerprint,
-    length_sorted_batches,
-    load_encoder,
-    resolve_encoder,
-)
+from bertprobe.encoders.encode import embed, length_sorted_batches
+from bertprobe.encoders.encoder import load_encoder
+from bertprobe.encoders.hub import folder_fingerprint, resolve_encoder
+from bertprobe.encoders.options import FeatureSpec, RunOptions
 
 SHORT = "a gorgeous , witty film"
 LONG = " ".join(["the plot wanders on and on without a point"] * 5)
@@ -36,14 +32,18 @@ def reference_vector(folder, text, layer, pooling):
 def test_padding_never_changes_a_vector(tiny_distilbert, pooling, layer):
     # SHORT shares a batch with much longer texts, so it is heavily padded.
     texts = [LONG, SHORT, LONG + " again", "ok"]
-    X, _ = embed(texts, str(tiny_distilbert), FeatureSpec(pooling, (layer,)), batch_size=4)
+    X, _ = embed(
+        texts, str(tiny_distilbert), FeatureSpec(pooling, (layer,)), RunOptions(batch_size=4)
+    )
     assert np.allclose(X[1], reference_vector(tiny_distilbert, SHORT, layer, pooling), atol=1e-5)
     assert np.allclose(X[3], reference_vector(tiny_distilbert, "ok", layer, pooling), atol=1e-5)
 
 
 def test_length_sorting_returns_rows_in_input_order(tiny_distilbert):
     texts = [f"{'very ' * (i % 7)}good film number {i}" for i in range(23)]
-    batched, stats = embed(texts, str(tiny_distilbert), FeatureSpec("mean"), batch_size=5)
+    batched, stats = embed(
+        texts, str(tiny_distilbert), FeatureSpec("mean"), RunOptions(batch_size=5)
+    )
     one_by_one = np.vstack(
         [embed([t], str(tiny_distilbert), FeatureSpec("mean"))[0] for t in texts]
     )
@@ -129,7 +129,7 @@ def test_unresolvable_names_fail_at_once_with_the_offline_options(monkeypatch, t
 def test_bundled_minilm_is_padding_invariant_and_384_wide():
     texts = [SHORT, LONG * 4, "a mess"]
     for pooling in ("cls", "mean"):
-        X, stats = embed(texts, "minilm", FeatureSpec(pooling), batch_size=3)
+        X, stats = embed(texts, "minilm", FeatureSpec(pooling), RunOptions(batch_size=3))
         assert X.shape == (3, 384)
         assert stats.n_truncated == 0
         for i in (0, 2):

@@ -11,7 +11,8 @@ import pytest
 
 from bertprobe import Classifier, LinearProbe, resolve_encoder
 from bertprobe.core.errors import BadInputError
-from bertprobe.encoders.encode import EncoderOptions, FeatureSpec, embed
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.options import EncoderOptions, FeatureSpec
 from bertprobe.heads.linear import linear_readout
 from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import OutOfCoreProbe
@@ -170,7 +171,8 @@ def _baseline_scores(model: Classifier, texts: list[str]) -> np.ndarray:
     """The model's scores on the integrated gradients' baseline: each text with its words'
     tokens replaced by the pad token (special tokens and length kept), computed on the
     encoder's own forward pass."""
-    from bertprobe.encoders.encode import RunOptions, View
+    from bertprobe.encoders.options import RunOptions
+    from bertprobe.encoders.pooling import View
     from bertprobe.model.explain import read_texts
 
     encoder = RunOptions().load(model.encoder)
@@ -250,7 +252,7 @@ def test_integrated_gradients_for_several_classes_labels_and_windows(
 def test_integrated_gradients_refuse_the_tfidf_vote_and_run_torch_for_onnx(
     tiny_distilbert, sentiment_rows
 ):
-    from bertprobe.encoders.encode import RunOptions
+    from bertprobe.encoders.options import RunOptions
     from bertprobe.heads.tfidf import tfidf_pipeline
 
     voting = _model(

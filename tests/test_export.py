@@ -13,7 +13,8 @@ import pytest
 
 from bertprobe import Classifier, LinearProbe, OutOfCoreProbe, resolve_encoder
 from bertprobe.core.errors import BadInputError
-from bertprobe.encoders.encode import FeatureSpec, embed
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.options import FeatureSpec
 from bertprobe.export import EXPORT_FILES, VOTE_FILE, ExportedClassifier, export_classifier
 from test_cli import run
 
@@ -106,7 +107,7 @@ def test_the_predictor_matches_predict_proba_without_the_ml_stack(
 def test_the_tokenizer_truncates_and_pads_as_bertprobe_does(exported, tiny_model_dir):
     from tokenizers import Tokenizer
 
-    from bertprobe.encoders.encode import load_encoder
+    from bertprobe.encoders.encoder import load_encoder
 
     model = Classifier.load(tiny_model_dir)
     encoder = load_encoder(model.encoder)
@@ -522,7 +523,7 @@ def test_the_chunk_tokenizer_cuts_the_windows_bertprobe_embeds(chunk_export, sen
     tokens included, text by text and in order."""
     from tokenizers import Tokenizer
 
-    from bertprobe.encoders.encode import load_encoder
+    from bertprobe.encoders.encoder import load_encoder
 
     model, folder = chunk_export
     texts = _long_texts(sentiment_rows)[0][:6] + TEXTS

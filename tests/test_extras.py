@@ -83,7 +83,8 @@ def test_quantizer_without_onnx(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("module", ["onnx", "onnxruntime"])
 def test_onnx_backend_is_refused_before_loading_weights(monkeypatch, tiny_distilbert, module):
-    from bertprobe.encoders.encode import LoadedEncoder, resolve_encoder
+    from bertprobe.encoders.encoder import LoadedEncoder
+    from bertprobe.encoders.hub import resolve_encoder
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("weights loaded before the extra was checked")
@@ -99,7 +100,7 @@ def test_cli_says_which_extra_in_one_line(
     monkeypatch, tiny_distilbert, sentiment_tsv, tmp_path, capsys
 ):
     from bertprobe.cli import main
-    from bertprobe.encoders.encode import _load
+    from bertprobe.encoders.encoder import _load
 
     _load.cache_clear()
     missing(monkeypatch, "onnx")

@@ -10,8 +10,10 @@ import pytest
 from bertprobe.core.errors import BadInputError
 from bertprobe.datasets import load_sst2
 from bertprobe.encoders.cache import open_cache
-from bertprobe.encoders.encode import FeatureSpec, embed, load_encoder
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.encoder import load_encoder
 from bertprobe.encoders.features import FeatureWriter, embed_file, iter_feature_rows
+from bertprobe.encoders.options import FeatureSpec, RunOptions
 from test_cli import run
 
 SPEC = FeatureSpec("mean", (-1,))
@@ -28,8 +30,10 @@ def texts_file(tmp_path):
 def test_streamed_file_matches_embedding_the_list(tiny_distilbert, texts_file, tmp_path):
     path, texts = texts_file
     out = tmp_path / "X.npy"
-    stats = embed_file(path, out, str(tiny_distilbert), SPEC, chunk_size=32, batch_size=8)
-    expected, _ = embed(texts, str(tiny_distilbert), SPEC, batch_size=8)
+    stats = embed_file(
+        path, out, str(tiny_distilbert), SPEC, RunOptions(batch_size=8), chunk_size=32
+    )
+    expected, _ = embed(texts, str(tiny_distilbert), SPEC, RunOptions(batch_size=8))
     X = np.load(out)
     assert stats.n_texts == 150 and X.shape == (150, 64)
     np.testing.assert_allclose(X, expected, atol=1e-5)
@@ -96,7 +100,9 @@ def test_memory_while_streaming_does_not_grow_with_the_file(tiny_distilbert, tmp
         path.write_text("\n".join(f"{words[i % 500]} {i}" for i in range(n)), encoding="utf-8")
         tracemalloc.start()
         try:
-            embed_file(path, tmp_path / f"{n}.npy", model, SPEC, chunk_size=500, batch_size=64)
+            embed_file(
+                path, tmp_path / f"{n}.npy", model, SPEC, RunOptions(batch_size=64), chunk_size=500
+            )
             peaks[n] = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

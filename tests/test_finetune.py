@@ -198,12 +198,12 @@ def test_finetune_options_are_checked_in_one_line(
 def test_a_dev_file_with_labels_the_training_lacks_is_refused_before_any_work(
     tiny_distilbert, sentiment_tsv, tmp_path, capsys, monkeypatch
 ):
-    import bertprobe.encoders.encode
+    import bertprobe.encoders.options
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the encoder was loaded before the dev file was checked")
 
-    monkeypatch.setattr(bertprobe.encoders.encode, "load_encoder", must_not_run)
+    monkeypatch.setattr(bertprobe.encoders.options, "load_encoder", must_not_run)
     dev = tmp_path / "dev.tsv"
     dev.write_text("a good film\t1\na so-so film\t2\n", encoding="utf-8")
     code, _, err = run(
@@ -348,7 +348,7 @@ def test_finetuning_in_chunk_mode_trains_on_every_window_and_scores_dev_texts(
     import transformers
 
     import bertprobe.training.finetune
-    from bertprobe.encoders.encode import load_encoder
+    from bertprobe.encoders.encoder import load_encoder
 
     path, rows = long_rows_tsv
     seen: dict = {}
@@ -586,7 +586,7 @@ def test_multi_label_fine_tuning_on_windows_gives_each_window_its_texts_label_se
     tiny_distilbert, long_rows_tsv, tmp_path, monkeypatch
 ):
     from bertprobe.data.files import LabelledTexts
-    from bertprobe.encoders.encode import load_encoder
+    from bertprobe.encoders.encoder import load_encoder
     from bertprobe.training.finetune import finetune
     from bertprobe.training.target import LABEL_SETS
 

@@ -12,7 +12,7 @@ from bertprobe.cli import main
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import read_labelled
 from bertprobe.datasets import load_sst2
-from bertprobe.encoders.encode import EncoderOptions
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.label import HEADER, LabellingSession, check_labels, create_label_app
 from services import free_port
 

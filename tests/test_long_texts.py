@@ -13,7 +13,10 @@ from bertprobe import Classifier
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import ReadOptions, read_labelled, read_texts
 from bertprobe.encoders.cache import open_cache
-from bertprobe.encoders.encode import FeatureSpec, View, embed, load_encoder
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.encoder import load_encoder
+from bertprobe.encoders.options import FeatureSpec, RunOptions
+from bertprobe.encoders.pooling import View
 from test_cli import run
 
 
@@ -116,7 +119,7 @@ def test_window_vectors_are_pooled_by_mean_or_max(tiny_distilbert, encoder, long
 def test_rows_come_back_in_input_order_with_duplicates(tiny_distilbert, long_text):
     spec = FeatureSpec("mean", max_length=16, long="chunk", stride=4)
     texts = [long_text, "the cast was lovely", long_text[:250], long_text, "ok"]
-    together, stats = embed(texts, str(tiny_distilbert), spec, batch_size=3)
+    together, stats = embed(texts, str(tiny_distilbert), spec, RunOptions(batch_size=3))
     alone = np.vstack([embed([t], str(tiny_distilbert), spec)[0] for t in texts])
     assert stats.n_unique == 4 and stats.n_computed == 4
     assert np.allclose(together, alone, atol=1e-5)

@@ -481,7 +481,7 @@ def test_label_issues_of_a_multi_label_run_find_the_flipped_labels():
     """Label by label out of fold: rows whose "a" was removed or added against the features
     lead the ranking, named "+a"/"-a" as given and suggested."""
     from bertprobe.data.files import LabelledTexts
-    from bertprobe.encoders.encode import EncoderOptions
+    from bertprobe.encoders.options import EncoderOptions
     from bertprobe.training.options import TrainOptions
     from bertprobe.training.pipeline import TrainingRun, fit_head, out_of_fold
 
@@ -512,7 +512,7 @@ def test_label_issues_of_a_multi_label_run_find_the_flipped_labels():
 def test_label_issues_out_of_core_find_the_flipped_labels(target):
     """Out of core: each fold's probabilities from a streaming head trained on the other folds
     a chunk at a time; the flipped rows lead the ranking (one label, and label by label)."""
-    from bertprobe.encoders.encode import EncoderOptions
+    from bertprobe.encoders.options import EncoderOptions
     from bertprobe.heads.multilabel import StreamingMultiLabelProbe
     from bertprobe.heads.probe import OutOfCoreProbe
     from bertprobe.training.options import TrainOptions

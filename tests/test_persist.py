@@ -14,7 +14,8 @@ import skops.io as sio
 
 from bertprobe import LinearProbe, load_model, resolve_encoder, save_model
 from bertprobe.core.errors import ModelFolderError
-from bertprobe.encoders.encode import FeatureSpec, embed
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.options import FeatureSpec
 from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.persist import CARD_FILE, FORMAT_VERSION, PROBE_FILE, _seal, _sha256
 

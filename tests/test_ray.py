@@ -16,8 +16,8 @@ import pytest
 from bertprobe import Classifier
 from bertprobe.core.ray_cluster import local_runtime_env
 from bertprobe.datasets import load_sst2
-from bertprobe.encoders.encode import EncoderOptions, RunOptions
 from bertprobe.encoders.features import embed_file, parquet_job
+from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.ray_engine import RayOptions, input_files, ray_embed
 from test_cli import run
 

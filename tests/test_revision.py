@@ -20,7 +20,9 @@ import pytest
 from bertprobe import Classifier
 from bertprobe.cli import main
 from bertprobe.core.errors import EncoderNotFoundError
-from bertprobe.encoders.encode import EncoderOptions, TextEmbedder, resolve_encoder
+from bertprobe.encoders.embedder import TextEmbedder
+from bertprobe.encoders.hub import resolve_encoder
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.model import persist
 
 REPO = "acme/tiny-bert"

@@ -268,7 +268,8 @@ def test_explain_exact_for_a_model_it_cannot_split_is_a_422(
     tiny_distilbert, sentiment_rows, tmp_path
 ):
     from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encoders.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import embed
+    from bertprobe.encoders.options import FeatureSpec
 
     ref = resolve_encoder(str(tiny_distilbert))
     spec = FeatureSpec("cls", (-1,))

@@ -31,7 +31,8 @@ from bertprobe.serve import (
 def long_model_dir(tiny_distilbert, sentiment_rows, tmp_path_factory):
     """A model that reads long texts in windows of 16 tokens (so a long text costs many)."""
     from bertprobe import LinearProbe, resolve_encoder, save_model
-    from bertprobe.encoders.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import embed
+    from bertprobe.encoders.options import FeatureSpec
 
     ref = resolve_encoder(str(tiny_distilbert))
     spec = FeatureSpec("mean", (-1,), max_length=16, long="chunk")

@@ -30,9 +30,10 @@ def _skewed(rows, minority: int, keep: int):
 
 
 def _vectors(tiny_distilbert, texts):
-    from bertprobe.encoders.encode import FeatureSpec, embed
+    from bertprobe.encoders.encode import embed
+    from bertprobe.encoders.options import FeatureSpec, RunOptions
 
-    return embed(texts, str(tiny_distilbert), FeatureSpec("mean"), batch_size=32)[0]
+    return embed(texts, str(tiny_distilbert), FeatureSpec("mean"), RunOptions(batch_size=32))[0]
 
 
 def test_balanced_class_weight_raises_balanced_accuracy_on_a_1_to_9_subset(

@@ -17,7 +17,7 @@ import pytest
 
 from bertprobe import Classifier
 from bertprobe.datasets import load_sst2
-from bertprobe.encoders.encode import RunOptions
+from bertprobe.encoders.options import RunOptions
 from bertprobe.model.stream import predict_file
 from test_cli import run
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bertprobe.cli import main
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import read_labelled
-from bertprobe.encoders.encode import EncoderOptions, RunOptions
+from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.suggest import Suggestion, suggest, uncertainty

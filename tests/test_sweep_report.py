@@ -11,7 +11,9 @@ import pytest
 
 from bertprobe.cli import main
 from bertprobe.encoders.cache import open_cache
-from bertprobe.encoders.encode import FeatureSpec, embed, load_encoder
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.encoder import load_encoder
+from bertprobe.encoders.options import FeatureSpec
 from bertprobe.report import calibration_bins
 from bertprobe.training.sweep import candidates, run_sweep
 

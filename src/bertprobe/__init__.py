@@ -24,16 +24,11 @@ from bertprobe.core.errors import (
     ModelFolderError,
 )
 from bertprobe.data.files import ReadOptions
-from bertprobe.encoders.encode import (
-    EncoderOptions,
-    EncoderRef,
-    FeatureSpec,
-    RunOptions,
-    TextEmbedder,
-    embed,
-    load_encoder,
-    resolve_encoder,
-)
+from bertprobe.encoders.embedder import TextEmbedder
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.encoder import load_encoder
+from bertprobe.encoders.hub import EncoderRef, resolve_encoder
+from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
 from bertprobe.export import ExportedClassifier, export_classifier
 from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe, VotingProbe

@@ -6,7 +6,7 @@ layer(s), the pooling, the scaler and the logistic regression inside, beside its
 (:class:`ExportedClassifier`, ``examples/predict_onnx.py``).
 
 A model that chunks long texts (``long="chunk"``) is exported with its windows: the tokenizer cuts
-a text into the windows :meth:`~bertprobe.encoders.encode.LoadedEncoder.windows` gives, and the
+a text into the windows :meth:`~bertprobe.encoders.encoder.LoadedEncoder.windows` gives, and the
 graph pools a text's window vectors before its head (see :func:`export_classifier`). A label-set
 model's graph gives each label's own probability; the card holds the model's
 :class:`~bertprobe.heads.decision.Decision` (each label's threshold, say). A model that votes with
@@ -249,7 +249,7 @@ def export_classifier(
     ``[batch, n_classes]`` in the order of the card's ``classes``), ``tokenizer.json`` (the
     encoder's fast tokenizer, set to truncate at the model's max length and pad to the longest
     text of a batch) and ``card.json``. The graph holds the encoder, the layer(s), the pooling
-    (:func:`bertprobe.encoders.encode._pool` itself), the scaler and the logistic regression;
+    (:func:`bertprobe.encoders.pooling.pool_tokens` itself), the scaler and the logistic regression;
     running it needs onnxruntime, tokenizers and numpy only. ``int8`` quantizes its weights as
     the ``onnx-int8`` backend does. ``check`` compares the head (and a chunk model's window
     pooling) in the graph with the model's own arithmetic on random vectors before anything is
@@ -298,7 +298,7 @@ def export_classifier(
     """
     from bertprobe import __version__
     from bertprobe.data.files import staged_folder
-    from bertprobe.encoders.encode import RunOptions
+    from bertprobe.encoders.options import RunOptions
     from bertprobe.model.classifier import Classifier
 
     require_extra("onnx")
@@ -413,7 +413,7 @@ def _probability_module(
     (``[text, window]``, 1 where the window is the text's) says which text each is of."""
     import torch
 
-    from bertprobe.encoders.encode import _pool
+    from bertprobe.encoders.pooling import pool_tokens
 
     class Probabilities(torch.nn.Module):
         def __init__(self) -> None:
@@ -428,14 +428,14 @@ def _probability_module(
             hidden = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
             ).hidden_states
-            pooled = [_pool(hidden[layer], attention_mask, pooling) for layer in layers]
+            pooled = [pool_tokens(hidden[layer], attention_mask, pooling) for layer in layers]
             vectors = torch.cat(pooled, dim=-1)
             if windows is not None:
                 vectors = self.pool_windows(vectors, windows)
             return self.head(vectors)
 
         def pool_windows(self, vectors, windows):
-            """Each text's window vectors as one, as encode._Windows pools them: the mean
+            """Each text's window vectors as one, as encode.PooledWindows pools them: the mean
             (sum over the text's windows / their count) or the element-wise maximum."""
             member = windows.to(vectors.dtype)
             if self.window_pool == "mean":
@@ -489,10 +489,10 @@ def _trace_chunk_export(graph, sample, target: Path) -> None:
 def _check_head(graph, probe: Any, n_features: int, n_rows: int = 64) -> None:
     """The head's arithmetic against the probe's own predict_proba, on vectors of its scale;
     for a chunk model, the window pooling against the model's own
-    (:class:`bertprobe.encoders.encode._Windows`) too."""
+    (:class:`bertprobe.encoders.encode.PooledWindows`) too."""
     import torch
 
-    from bertprobe.encoders.encode import _Windows
+    from bertprobe.encoders.encode import PooledWindows
 
     head = linear_readout(probe)
     rng = np.random.default_rng(0)
@@ -514,7 +514,9 @@ def _check_head(graph, probe: Any, n_features: int, n_rows: int = 64) -> None:
     windows = np.equal.outer(np.arange(8), owner).astype(np.int64)
     with torch.inference_mode():
         pooled = graph.pool_windows(torch.from_numpy(X[: len(owner)]), torch.from_numpy(windows))
-    _, expected = _Windows(owner, window_pool, n_features).add(range(len(owner)), X[: len(owner)])
+    _, expected = PooledWindows(owner, window_pool, n_features).add(
+        range(len(owner)), X[: len(owner)]
+    )
     if not np.allclose(pooled.numpy(), expected, atol=1e-5):
         raise RuntimeError(
             f"the exported window pooling ({window_pool}) differs from the model's "

@@ -40,7 +40,8 @@ import numpy as np
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
 from bertprobe.data.files import ReadOptions, read_labelled
-from bertprobe.encoders.encode import EncoderOptions, embed
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.heads.probe import LinearProbe
 from bertprobe.model.suggest import choose, read_pool, uncertainty
 
@@ -288,15 +289,7 @@ class LabellingSession:
                 self._answers[row] = _Answer(row, label, None)
         self.from_pool = len(copied)
         with encoding.open_cache() as cache:
-            self.X, _ = embed(
-                self.texts,
-                encoding.load(),
-                encoding.spec,
-                batch_size=encoding.run.batch_size,
-                max_tokens=encoding.run.max_tokens,
-                cache=cache,
-                progress=encoding.run.progress,
-            )
+            self.X, _ = embed(self.texts, encoding.load(), encoding.spec, encoding.run, cache=cache)
         self._kicked_at = len(self._answers)
         if self.waiting_for() is None:
             self.retrain()  # a resumed session starts with its probe and estimate

@@ -50,8 +50,9 @@ from bertprobe.core.extras import needs_extra
 from bertprobe.core.ray_cluster import join_ray
 from bertprobe.core.tables import prediction_table, probability_column, python_value, write_tables
 from bertprobe.data.files import ReadOptions, is_parquet, iter_chunks, scan_file
-from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
+from bertprobe.encoders.encode import embed
 from bertprobe.encoders.features import DTYPE, FeatureWriter, vectors_job, write_vectors_parquet
+from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
 
@@ -266,14 +267,8 @@ class _Worker:
 
     def _outputs(self, texts: list[str]) -> dict[str, Any]:
         with self.run.open_cache() as cache:
-            X, _ = embed(
-                texts,
-                self.encoder,
-                self.spec,
-                batch_size=self.run.batch_size,
-                max_tokens=self.run.max_tokens,
-                cache=cache,
-            )
+            # The driver shows the job's progress; the workers' bars would only interleave.
+            X, _ = embed(texts, self.encoder, self.spec, self.run.without_progress(), cache=cache)
         if self.model is None:
             return {"vector": np.asarray(X, dtype=DTYPE)}
         probabilities = self.model.head.predict_proba(X, texts=texts)

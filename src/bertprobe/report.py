@@ -39,7 +39,7 @@ from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
-from bertprobe.encoders.encode import RunOptions
+from bertprobe.encoders.options import RunOptions
 from bertprobe.heads.probe import metric_score
 from bertprobe.heads.tfidf import tfidf_pipeline
 from bertprobe.model.classifier import Classifier

@@ -24,7 +24,7 @@ from bertprobe.cli.options import (
 from bertprobe.cli.printing import note, report_dropped
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
-from bertprobe.encoders.encode import EncoderOptions
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.training.compare import Comparison, EncoderRow, compare_encoders, show_score
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.options import TrainOptions

@@ -20,7 +20,7 @@ from bertprobe.cli.options import FROM_FLAGS, RUN, TEXTS, ModelOpt, ThresholdOpt
 from bertprobe.cli.printing import note
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
-from bertprobe.encoders.encode import RunOptions
+from bertprobe.encoders.options import RunOptions
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.explain import Explanation, Word
 from bertprobe.model.gradients import DEFAULT_STEPS

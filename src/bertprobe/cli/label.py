@@ -14,7 +14,8 @@ from bertprobe.cli.printing import note
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
-from bertprobe.encoders.encode import POOLINGS, EncoderOptions, RunOptions, check_pooling
+from bertprobe.encoders.options import EncoderOptions, RunOptions
+from bertprobe.encoders.pooling import POOLINGS, check_pooling
 
 PoolArg = Annotated[
     Path,

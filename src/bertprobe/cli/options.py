@@ -30,17 +30,16 @@ import typer
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import MAX_FIELD_CHARS, ReadOptions
-from bertprobe.encoders.encode import (
-    DEFAULT_ENCODER,
-    POOLINGS,
+from bertprobe.encoders.backends import check_backend
+from bertprobe.encoders.hub import DEFAULT_ENCODER
+from bertprobe.encoders.options import (
     EncoderOptions,
     RunOptions,
     check_long_mode,
-    check_pooling,
     check_window_pool,
     parse_layers,
 )
-from bertprobe.encoders.onnx import check_backend
+from bertprobe.encoders.pooling import POOLINGS, check_pooling
 from bertprobe.ray_engine import RayOptions
 
 _CPUS = os.cpu_count() or 1

@@ -37,8 +37,8 @@ from bertprobe.cli.printing import (
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.tables import jsonl_lines, prediction_table, python_value, write_tables
 from bertprobe.data.files import ReadOptions, check_output_path
-from bertprobe.encoders.encode import EncoderOptions, RunOptions
 from bertprobe.encoders.features import write_features
+from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
 from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict

@@ -14,7 +14,7 @@ from bertprobe.cli.printing import note
 from bertprobe.core.extras import require_extra
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import ReadOptions, check_output_path
-from bertprobe.encoders.encode import RunOptions
+from bertprobe.encoders.options import RunOptions
 from bertprobe.model.classifier import Classifier
 
 DataOpt = Annotated[Path, typer.Argument(help="Labelled test file.")]

@@ -11,8 +11,8 @@ from bertprobe.cli.options import BackendOpt, DeviceOpt, ModelOpt, ThresholdOpt,
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
-from bertprobe.encoders.encode import RunOptions
-from bertprobe.encoders.onnx import check_backend
+from bertprobe.encoders.backends import check_backend
+from bertprobe.encoders.options import RunOptions
 from bertprobe.model.classifier import Classifier
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]

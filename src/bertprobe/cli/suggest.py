@@ -12,7 +12,8 @@ from bertprobe.cli.options import FROM_FLAGS, RUN, TEXTS, shared
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import ReadOptions, check_output_path
-from bertprobe.encoders.encode import POOLINGS, EncoderOptions, RunOptions, check_pooling
+from bertprobe.encoders.options import EncoderOptions, RunOptions
+from bertprobe.encoders.pooling import POOLINGS, check_pooling
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.suggest import Suggestion
 from bertprobe.model.suggest import suggest as suggest_texts

@@ -28,7 +28,7 @@ from bertprobe.cli.printing import print_sweep, print_training, report_dropped
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
-from bertprobe.encoders.encode import EncoderOptions
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.model.train import TrainOptions, TrainResult
 from bertprobe.model.train import sweep as sweep_layers
 from bertprobe.model.train import train as train_model

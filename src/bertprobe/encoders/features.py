@@ -39,13 +39,9 @@ from bertprobe.data.files import (
     scan_file,
 )
 from bertprobe.encoders.cache import EmbeddingCache
-from bertprobe.encoders.encode import (
-    EncoderOptions,
-    FeatureSpec,
-    LoadedEncoder,
-    embed,
-    load_encoder,
-)
+from bertprobe.encoders.encode import embed, loaded_encoder
+from bertprobe.encoders.encoder import LoadedEncoder
+from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
 
 DTYPE = np.dtype("<f4")
 
@@ -200,14 +196,12 @@ def write_features(
             target,
             encoding.load(),
             encoding.spec,
+            encoding.run,
             chunk_size=chunk_size,
-            batch_size=encoding.run.batch_size,
-            max_tokens=encoding.run.max_tokens,
             cache=cache,
             text_col=reading.text_col,
             drop_empty=reading.drop_empty,
             max_field_chars=reading.max_field_chars,
-            progress=encoding.run.progress,
         )
     if target != out:
         job = vectors_job(encoding.load(), encoding.spec, reading.text_col, reading.drop_empty)
@@ -330,31 +324,24 @@ def embed_file(
     out: str | Path,
     encoder: str | LoadedEncoder,
     spec: FeatureSpec = FeatureSpec(),
+    run: RunOptions = RunOptions(),
     *,
     chunk_size: int = 4096,
-    batch_size: int = 32,
-    max_tokens: int | None = None,
     cache: EmbeddingCache | None = None,
     text_col: str | int | None = None,
     drop_empty: bool = False,
     max_field_chars: int = MAX_FIELD_CHARS,
-    device: str = "cpu",
-    backend: str = "torch",
-    progress: bool = False,
     on_chunk: Callable[[int], None] | None = None,
 ) -> FileEmbedStats:
     """Embed every text of a file into the ``.npy`` file ``out``, rows in file order.
 
-    A first pass reads (and checks) the whole file without embedding, so a bad line late in a
-    large file is reported before any work, and the output's shape is known. ``on_chunk(n_done)``
-    is called after each chunk is on disk.
+    ``run`` says how the encoder runs, as for :func:`~bertprobe.encoders.encode.embed`; its
+    progress bar counts the file's texts. A first pass reads (and checks) the whole file
+    without embedding, so a bad line late in a large file is reported before any work, and the
+    output's shape is known. ``on_chunk(n_done)`` is called after each chunk is on disk.
     """
     start = time.perf_counter()
-    model = (
-        encoder
-        if isinstance(encoder, LoadedEncoder)
-        else load_encoder(encoder, device, backend, cache.folder if cache is not None else None)
-    )
+    model = loaded_encoder(encoder, run, cache)
 
     summary = scan_file(
         path,
@@ -372,7 +359,7 @@ def embed_file(
     job = {"source_sha256": summary.sha256, **vectors_job(model, spec, text_col, drop_empty)}
     writer = FeatureWriter(out, stats.n_texts, stats.dim, job)
     stats.n_resumed = writer.rows_done
-    bar = _progress_bar(stats.n_texts, writer.rows_done, progress)
+    bar = _progress_bar(stats.n_texts, writer.rows_done, run.progress)
     try:
         seen = 0
         for chunk in iter_chunks(
@@ -386,9 +373,7 @@ def embed_file(
             seen += len(chunk)
             if not texts:
                 continue
-            vectors, chunk_stats = embed(
-                texts, model, spec, batch_size=batch_size, max_tokens=max_tokens, cache=cache
-            )
+            vectors, chunk_stats = embed(texts, model, spec, run.without_progress(), cache=cache)
             writer.write(vectors)
             stats.n_cached += chunk_stats.n_cached
             stats.n_truncated += chunk_stats.n_truncated

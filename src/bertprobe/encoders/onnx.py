@@ -15,20 +15,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
-from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra, require_extra
 
-Backend = Literal["torch", "onnx", "onnx-int8"]
-BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
 OPSET = 17
-
-
-def check_backend(backend: str) -> Backend:
-    if backend not in BACKENDS:
-        raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return backend
 
 
 def onnx_path(model, backend: str, cache_dir: str | Path | None = None) -> Path:

@@ -8,7 +8,7 @@ start to its last token's end, so ``text[start:end]`` is the word as written, wh
 accents the tokenizer dropped. Special tokens ([CLS], [SEP]) belong to no word.
 
 Example:
-    >>> from bertprobe.encoders.encode import load_encoder  # doctest: +SKIP
+    >>> from bertprobe.encoders.encoder import load_encoder  # doctest: +SKIP
     >>> tokenizer = load_encoder("minilm").tokenizer  # doctest: +SKIP
     >>> read = tokenize_words(tokenizer, ["A witty, lovely film"], 512)[0]  # doctest: +SKIP
     >>> [read.text[a:b] for a, b in read.spans]  # doctest: +SKIP
@@ -60,8 +60,8 @@ def tokenize_words(
     stride: int | None = None,
 ) -> list[ReadText]:
     """``texts`` as the encoder reads them (see :class:`ReadText`): the same ids as
-    :meth:`~bertprobe.encoders.encode.LoadedEncoder.tokenize` (truncated) or
-    :meth:`~bertprobe.encoders.encode.LoadedEncoder.windows` (``long="chunk"``, ``stride``
+    :meth:`~bertprobe.encoders.encoder.LoadedEncoder.tokenize` (truncated) or
+    :meth:`~bertprobe.encoders.encoder.LoadedEncoder.windows` (``long="chunk"``, ``stride``
     tokens shared by consecutive windows), with each token's word and each word's span."""
     chunk = long == "chunk"
     if chunk:

@@ -254,7 +254,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     --------
     OutOfCoreProbe : The same kind of probe trained a chunk at a time, for data larger than
         memory.
-    bertprobe.encoders.encode.TextEmbedder : Texts to the features this probe takes, in a Pipeline.
+    bertprobe.encoders.embedder.TextEmbedder : Texts to the features this probe takes, in a
+        Pipeline.
     sklearn.linear_model.LogisticRegressionCV : The search underneath.
 
     Examples
@@ -323,7 +324,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Features, e.g. the vectors of :class:`~bertprobe.encoders.encode.TextEmbedder`.
+            Features, e.g. the vectors of :class:`~bertprobe.encoders.embedder.TextEmbedder`.
         y : array-like of shape (n_samples,)
             Labels, ints or strings; at least two classes, each with ``cv`` examples or more.
         unlabelled : array-like of shape (n_unlabelled, n_features), optional

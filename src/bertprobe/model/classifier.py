@@ -12,15 +12,10 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError, BertprobeError
 from bertprobe.data.files import LabelledTexts, ReadOptions, align_labels
-from bertprobe.encoders.encode import (
-    EmbedStats,
-    EncoderOptions,
-    EncoderRef,
-    FeatureSpec,
-    RunOptions,
-    TextEmbedder,
-    embed,
-)
+from bertprobe.encoders.embedder import TextEmbedder
+from bertprobe.encoders.encode import EmbedStats, embed
+from bertprobe.encoders.hub import EncoderRef
+from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
 from bertprobe.heads.base import is_head
 from bertprobe.heads.decision import SETS_KEY, Decision
 from bertprobe.heads.probe import VotingProbe, check_metric
@@ -249,10 +244,8 @@ class Classifier:
                 texts,
                 run.load(self.encoder, default_backend=self.backend),
                 self.spec,
-                batch_size=run.batch_size,
-                max_tokens=run.max_tokens,
+                run,
                 cache=cache,
-                progress=run.progress,
             )
 
     def predict_proba(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> np.ndarray:

@@ -64,13 +64,9 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.tables import python_value
-from bertprobe.encoders.encode import (
-    LoadedEncoder,
-    RunOptions,
-    View,
-    default_stride,
-    length_sorted_batches,
-)
+from bertprobe.encoders.encode import length_sorted_batches
+from bertprobe.encoders.encoder import LoadedEncoder
+from bertprobe.encoders.options import RunOptions, default_stride
 from bertprobe.encoders.words import ReadText, tokenize_words
 from bertprobe.heads.decision import Decision
 from bertprobe.heads.linear import LinearHead, linear_readout, why_not_linear
@@ -263,9 +259,9 @@ def explain(
     steps : int
         Integrated gradients: points of the path integral.
     """
-    from bertprobe.encoders.encode import _as_texts
+    from bertprobe.encoders.embedder import as_texts
 
-    texts = _as_texts(texts)
+    texts = as_texts(texts)
     check_method(method)
     check_occlusion(occlude)
     decision = model.decision_for(threshold)
@@ -544,7 +540,7 @@ def score_variants(
     every distinct window runs through the encoder once, in length-sorted batches, and a
     text's window vectors are pooled as the model pools them."""
     spec = model.spec
-    views = [View(encoder.layer_index(layer), spec.pooling) for layer in spec.layers]
+    views = spec.views(encoder)
     built = [without_words(r, drop, keep=keep, mask_id=mask_id) for r, drop in variants]
     distinct = list(dict.fromkeys(w for windows, _ in built for w in windows))
     slot = {w: k for k, w in enumerate(distinct)}

@@ -38,7 +38,8 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
-from bertprobe.encoders.encode import LoadedEncoder, _pool
+from bertprobe.encoders.encoder import LoadedEncoder
+from bertprobe.encoders.pooling import pool_tokens
 from bertprobe.encoders.words import ReadText
 
 # Points on the path from the baseline (Captum's default, Gauss-Legendre).
@@ -114,7 +115,7 @@ def integrated_gradients(
         flat_ids, flat_mask = ids.reshape(-1, length), attention.reshape(-1, length)
         out = net(input_ids=flat_ids, attention_mask=flat_mask, output_hidden_states=True)
         pooled = torch.cat(
-            [_pool(out.hidden_states[layer], flat_mask, pooling) for layer in layers], dim=-1
+            [pool_tokens(out.hidden_states[layer], flat_mask, pooling) for layer in layers], dim=-1
         ).reshape(-1, windows, len(layers) * encoder.hidden_size)
         return pooled.mean(dim=1) if window_pool == "mean" else pooled.amax(dim=1)
 

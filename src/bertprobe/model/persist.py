@@ -38,7 +38,8 @@ from typing import Any
 
 from bertprobe.core.errors import BertprobeError, ModelFolderError
 from bertprobe.data.files import LabelledTexts, check_output_path, staged_folder
-from bertprobe.encoders.encode import EncoderRef, FeatureSpec, folder_fingerprint, resolve_encoder
+from bertprobe.encoders.hub import EncoderRef, folder_fingerprint, resolve_encoder
+from bertprobe.encoders.options import FeatureSpec
 from bertprobe.heads.base import is_head, trusted_types
 from bertprobe.heads.decision import Decision
 

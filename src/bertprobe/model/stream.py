@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 
 from bertprobe.core.tables import prediction_table, python_value, write_tables
 from bertprobe.data.files import ReadOptions, iter_chunks, scan_file
-from bertprobe.encoders.encode import RunOptions, embed
+from bertprobe.encoders.encode import embed
 from bertprobe.encoders.features import _progress_bar
+from bertprobe.encoders.options import RunOptions
 from bertprobe.heads.decision import Decision
 
 if TYPE_CHECKING:
@@ -183,14 +184,8 @@ def predict_file(
                 seen += len(chunk)
                 if not texts:
                     continue
-                X, embedded = embed(
-                    texts,
-                    encoder,
-                    model.spec,
-                    batch_size=run.batch_size,
-                    max_tokens=run.max_tokens,
-                    cache=cache,
-                )
+                # The file's bar counts the texts; a bar per chunk would only flicker under it.
+                X, embedded = embed(texts, encoder, model.spec, run.without_progress(), cache=cache)
                 probabilities = model.head.predict_proba(X, texts=texts)
                 parts.write(
                     prediction_table(

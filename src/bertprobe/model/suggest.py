@@ -21,7 +21,8 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import Label, ReadOptions, read_labelled, read_texts
-from bertprobe.encoders.encode import EncoderOptions, RunOptions, embed
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
 
@@ -173,10 +174,8 @@ def suggest(
             candidates,
             run.load(encoding.encoder, revision=encoding.revision),
             encoding.spec,
-            batch_size=run.batch_size,
-            max_tokens=run.max_tokens,
+            run,
             cache=cache,
-            progress=run.progress,
         )
     return [
         Suggestion(candidates[i], rows[i], None, "representative")

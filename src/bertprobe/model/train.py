@@ -24,7 +24,8 @@ from typing import Any
 
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
-from bertprobe.encoders.encode import EmbedStats, EncoderOptions
+from bertprobe.encoders.encode import EmbedStats
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.model.classifier import Classifier, Probe
 from bertprobe.model.persist import (
     card_encoder,

@@ -56,7 +56,7 @@ import numpy as np
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
 from bertprobe.core.tables import python_value
-from bertprobe.encoders.encode import RunOptions
+from bertprobe.encoders.options import RunOptions
 from bertprobe.model.classifier import Classifier
 from bertprobe.model.explain import SERVED_METHODS, why_not_exact
 from bertprobe.serve.batching import Batcher, BatchingConfig, EncoderCost, QueueFullError
@@ -625,7 +625,7 @@ def token_counter(model: Classifier) -> Callable[[Sequence[str]], list[int]]:
     model that reads long texts in windows, every window's (only its tokenizer is loaded)."""
     from transformers import AutoTokenizer
 
-    from bertprobe.encoders.encode import default_stride
+    from bertprobe.encoders.options import default_stride
     from bertprobe.encoders.tokens import truncated_ids
 
     tokenizer = AutoTokenizer.from_pretrained(model.encoder.path, use_fast=True)  # nosec B615

@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from bertprobe.encoders.encode import RunOptions
+    from bertprobe.encoders.options import RunOptions
     from bertprobe.model.classifier import Classifier
 
 log = logging.getLogger("bertprobe.serve")

@@ -47,7 +47,7 @@ from typing import Any
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
 from bertprobe.core.ray_cluster import join_ray
-from bertprobe.encoders.onnx import check_backend
+from bertprobe.encoders.backends import check_backend
 from bertprobe.model.classifier import Classifier
 from bertprobe.serve.app import ServeLimits, ServeSecurity, create_app
 from bertprobe.serve.batching import BatchingConfig

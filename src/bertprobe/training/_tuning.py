@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from bertprobe.encoders.encode import _pool
+from bertprobe.encoders.pooling import pool_tokens
 
 
 class PooledClassifier(torch.nn.Module):
@@ -44,7 +44,7 @@ class PooledClassifier(torch.nn.Module):
         # here: the Trainer passes it as a second label, so that the dev scores can pool a
         # text's windows whatever order its length-grouped sampler evaluates them in.
         states = self.body(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = _pool(states.last_hidden_state, attention_mask, self.pooling)
+        pooled = pool_tokens(states.last_hidden_state, attention_mask, self.pooling)
         logits = self.head(self.dropout(pooled))
         if labels is None:
             return {"logits": logits}
@@ -166,7 +166,7 @@ class PairedEncoder(torch.nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.body(input_ids=input_ids, attention_mask=attention_mask)
-        return _pool(states.last_hidden_state, attention_mask, self.pooling)
+        return pool_tokens(states.last_hidden_state, attention_mask, self.pooling)
 
     def forward(
         self,

@@ -32,7 +32,9 @@ import numpy as np
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import LabelledTexts, ReadOptions
 from bertprobe.encoders.cache import EmbeddingCache
-from bertprobe.encoders.encode import EncoderOptions, FeatureSpec, LoadedEncoder, embed
+from bertprobe.encoders.encode import embed
+from bertprobe.encoders.encoder import LoadedEncoder
+from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.options import TrainOptions
 from bertprobe.training.sweep import SweepResult, SweepRow, run_sweep, tfidf_cv_accuracy
@@ -306,7 +308,8 @@ def _rate(
     sample = list(texts[:RATE_SAMPLE])
     spec = FeatureSpec("mean", (-1,), encoding.max_length, encoding.long, encoding.stride)
     began = time.perf_counter()
-    embed(sample, encoder, spec, batch_size=encoding.run.batch_size)
+    # As the sweep runs the encoder: in batches of batch_size, without a progress bar.
+    embed(sample, encoder, spec, RunOptions(batch_size=encoding.run.batch_size))
     return len(sample) / max(time.perf_counter() - began, 1e-9)
 
 

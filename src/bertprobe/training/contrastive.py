@@ -51,7 +51,8 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import LabelledTexts
-from bertprobe.encoders.encode import EncoderOptions, check_device
+from bertprobe.encoders.backends import check_device
+from bertprobe.encoders.options import EncoderOptions
 from bertprobe.training.finetune import (
     FinetuneResult,
     common_arguments,

@@ -51,12 +51,9 @@ from typing import Any
 from bertprobe.core.errors import BadInputError, EncoderNotFoundError
 from bertprobe.core.extras import needs_extra, require_extra
 from bertprobe.data.files import LabelledTexts
-from bertprobe.encoders.encode import (
-    EncoderOptions,
-    check_device,
-    default_stride,
-    token_limit,
-)
+from bertprobe.encoders.backends import check_device
+from bertprobe.encoders.encoder import token_limit
+from bertprobe.encoders.options import EncoderOptions, default_stride
 from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
 from bertprobe.heads.decision import SETS_KEY
 from bertprobe.training.target import ONE_LABEL, Target

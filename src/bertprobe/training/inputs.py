@@ -19,8 +19,9 @@ from bertprobe.data.multilabel import (
     check_label_counts,
     scan_label_sets,
 )
-from bertprobe.encoders.encode import FeatureSpec, LoadedEncoder
+from bertprobe.encoders.encoder import LoadedEncoder
 from bertprobe.encoders.features import parquet_job, parquet_rows, vectors_job
+from bertprobe.encoders.options import FeatureSpec
 from bertprobe.heads.probe import check_trainable
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bertprobe.core.errors import BadInputError
-from bertprobe.encoders.encode import POOLINGS, Pooling
+from bertprobe.encoders.pooling import POOLINGS, Pooling
 from bertprobe.heads.probe import check_class_weight, check_metric, parse_c_grid
 from bertprobe.training.sweep import FINALISTS, parse_poolings
 

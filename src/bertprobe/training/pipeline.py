@@ -36,7 +36,7 @@ the result into a :class:`~bertprobe.model.classifier.Classifier` and its folder
 
 Example:
     >>> from bertprobe.data.files import LabelledTexts
-    >>> from bertprobe.encoders.encode import EncoderOptions
+    >>> from bertprobe.encoders.options import EncoderOptions
     >>> from bertprobe.training.options import TrainOptions
     >>> run = TrainingRun(LabelledTexts.from_lists(texts, labels), None,
     ...                   EncoderOptions("minilm", pooling="mean"), TrainOptions(cv=3))
@@ -61,20 +61,16 @@ import numpy as np
 from bertprobe.core.errors import BadInputError, BertprobeError
 from bertprobe.data.files import FileSummary, LabelledTexts, ReadOptions, read_texts
 from bertprobe.encoders.cache import EmbeddingCache, default_cache_dir
-from bertprobe.encoders.encode import (
-    EmbedStats,
-    EncoderOptions,
-    EncoderRef,
-    FeatureSpec,
-    LoadedEncoder,
-    check_pooling,
-    embed,
-)
+from bertprobe.encoders.encode import EmbedStats, embed
+from bertprobe.encoders.encoder import LoadedEncoder
 from bertprobe.encoders.features import (
     iter_feature_rows,
     iter_parquet_vectors,
     write_features,
 )
+from bertprobe.encoders.hub import EncoderRef
+from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
+from bertprobe.encoders.pooling import check_pooling
 from bertprobe.heads.base import StreamingHead
 from bertprobe.heads.decision import Decision
 from bertprobe.heads.probe import COARSE_C_GRID, VotingProbe
@@ -377,13 +373,7 @@ def featurize(run: TrainingRun) -> None:
     if run.unlabelled is not None:
         with run.encoding.open_cache() as cache:
             run.X_unlabelled, stats = embed(
-                run.unlabelled.texts,
-                run.encoder,
-                run.encoding.spec,
-                batch_size=run.encoding.run.batch_size,
-                max_tokens=run.encoding.run.max_tokens,
-                cache=cache,
-                progress=run.encoding.run.progress,
+                run.unlabelled.texts, run.encoder, run.encoding.spec, run.encoding.run, cache=cache
             )
         run.embed_seconds += stats.seconds
 
@@ -675,18 +665,15 @@ def sweep_features(
 def embed_sets(
     encoder: LoadedEncoder,
     spec: FeatureSpec,
-    run: Any,
+    run: RunOptions,
     cache: EmbeddingCache | None,
     train_set: LabelledTexts,
     test_set: LabelledTexts | None,
 ) -> tuple[np.ndarray, EmbedStats, np.ndarray | None, EmbedStats | None]:
     """The training set's vectors and, when there is a test set, its vectors: one encoder,
-    one way of running it (``run``: the :class:`~bertprobe.encoders.encode.RunOptions`)."""
-    options: dict[str, Any] = dict(
-        batch_size=run.batch_size, max_tokens=run.max_tokens, cache=cache, progress=run.progress
-    )
-    X_train, train_stats = embed(train_set.texts, encoder, spec, **options)
+    one way of running it."""
+    X_train, train_stats = embed(train_set.texts, encoder, spec, run, cache=cache)
     if test_set is None:
         return X_train, train_stats, None, None
-    X_test, test_stats = embed(test_set.texts, encoder, spec, **options)
+    X_test, test_stats = embed(test_set.texts, encoder, spec, run, cache=cache)
     return X_train, train_stats, X_test, test_stats

@@ -13,7 +13,7 @@ A TF-IDF + logistic regression baseline is scored the same way. Test data is nev
 
 Example:
     >>> from bertprobe.datasets import load_sst2
-    >>> from bertprobe.encoders.encode import load_encoder
+    >>> from bertprobe.encoders.encoder import load_encoder
     >>> train = load_sst2("train")
     >>> texts, labels = train.texts[:300], train.labels[:300]
     >>> result = run_sweep(texts, labels, load_encoder("minilm"), poolings=("mean",), cv=3)
@@ -36,16 +36,10 @@ from sklearn.exceptions import ConvergenceWarning
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.encoders.cache import EmbeddingCache
-from bertprobe.encoders.encode import (
-    POOLINGS,
-    EmbedStats,
-    FeatureSpec,
-    LoadedEncoder,
-    Pooling,
-    View,
-    check_pooling,
-    embed_views,
-)
+from bertprobe.encoders.encode import EmbedStats, embed_views
+from bertprobe.encoders.encoder import LoadedEncoder
+from bertprobe.encoders.options import FeatureSpec, LongMode, RunOptions, WindowPool
+from bertprobe.encoders.pooling import POOLINGS, Pooling, View, check_pooling
 from bertprobe.heads.probe import COARSE_C_GRID, LinearProbe, check_trainable, metric_score
 from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
 
@@ -60,7 +54,7 @@ class Candidate:
 
     @property
     def spec(self) -> FeatureSpec:
-        return FeatureSpec(self.pooling, self.layers)
+        return FeatureSpec(check_pooling(self.pooling), self.layers)
 
 
 @dataclass
@@ -211,9 +205,9 @@ def run_sweep(
     Cs: Sequence[float] = COARSE_C_GRID,
     finalists: int = FINALISTS,
     max_length: int | None = None,
-    long: str = "truncate",
+    long: LongMode = "truncate",
     stride: int | None = None,
-    window_pool: str = "mean",
+    window_pool: WindowPool = "mean",
     cache: EmbeddingCache | None = None,
     batch_size: int = 32,
     n_jobs: int | None = None,
@@ -239,9 +233,9 @@ def run_sweep(
     ``screen_budget`` bounds the screen's arithmetic (:func:`screen_candidates`); ``math.inf``
     screens every row whatever it costs.
 
-    ``long``, ``stride`` and ``window_pool`` are :func:`~bertprobe.encoders.encode.embed_views`'s:
-    with
-    ``long="chunk"`` every candidate is scored on pooled windows of long texts.
+    ``max_length``, ``long``, ``stride`` and ``window_pool`` are
+    :class:`~bertprobe.encoders.options.FeatureSpec`'s: with ``long="chunk"`` every candidate
+    is scored on pooled windows of long texts.
     """
     start = time.perf_counter()
     multi_label = np.ndim(labels) == 2
@@ -257,13 +251,9 @@ def run_sweep(
         texts,
         model,
         views,
-        max_length=max_length,
-        long=long,
-        stride=stride,
-        window_pool=window_pool,
-        batch_size=batch_size,
+        FeatureSpec(max_length=max_length, long=long, stride=stride, window_pool=window_pool),
+        RunOptions(batch_size=batch_size, progress=progress),
         cache=cache,
-        progress=progress,
     )
     by_view = X.reshape(len(texts), len(views), model.hidden_size)
     position = {view: j for j, view in enumerate(views)}
