@@ -309,18 +309,18 @@ def _application(plan: _Plan) -> Any:
     with needs_extra("ray"):
         from ray import serve
 
-    ray = plan.ray
+    shape = plan.ray
     options: dict[str, Any] = {
         "name": "BertprobeService",
-        "ray_actor_options": {"num_cpus": float(ray.num_cpus), "num_gpus": float(ray.num_gpus)},
-        "max_ongoing_requests": ray.max_ongoing_requests,
-        "max_surge_percent": ray.surge_percent,
+        "ray_actor_options": {"num_cpus": float(shape.num_cpus), "num_gpus": float(shape.num_gpus)},
+        "max_ongoing_requests": shape.max_ongoing_requests,
+        "max_surge_percent": shape.surge_percent,
         "max_constructor_retry_count": CONSTRUCTOR_TRIES,
     }
-    if ray.autoscaling is not None:
-        options["autoscaling_config"] = ray.autoscaling
+    if shape.autoscaling is not None:
+        options["autoscaling_config"] = shape.autoscaling
     else:
-        options["num_replicas"] = ray.replicas
+        options["num_replicas"] = shape.replicas
     ingress = serve.ingress()(_Replica)
     return serve.deployment(**options)(ingress).bind(plan)
 

@@ -74,7 +74,8 @@ class LoadedModel:
 
     @property
     def answered(self) -> dict[str, Any]:
-        """What every answer says of the model that gave it (:class:`~.schemas.Answered`)."""
+        """What every answer says of the model that gave it
+        (:class:`~bertprobe.serve.schemas.Answered`)."""
         return {"model": self.name, "model_id": self.model_id, "model_path": self.path}
 
 
