@@ -140,7 +140,7 @@ def openapi_schema() -> dict:
     """The service's OpenAPI schema, for a small single-label model behind an API key."""
     from bertprobe import Classifier, EncoderOptions, RunOptions, TrainOptions
     from bertprobe.datasets import load_sst2
-    from bertprobe.serve import ServeSecurity, create_app
+    from bertprobe.serve import ServeConfig, ServeSecurity, create_app
 
     sst2 = load_sst2("train")
     model = Classifier.fit(
@@ -153,7 +153,7 @@ def openapi_schema() -> dict:
         shutil.rmtree(EXAMPLE_MODEL)
     model.save(EXAMPLE_MODEL)  # a saved model has its card's id; its card is shown too
     model = Classifier.load(EXAMPLE_MODEL)
-    app = create_app(model, security=ServeSecurity(api_key="key-for-the-schema"))
+    app = create_app(model, ServeConfig(security=ServeSecurity(api_key="key-for-the-schema")))
     schema = app.openapi()
     # The description names the throwaway model; the reference describes any model.
     schema["info"]["description"] = (

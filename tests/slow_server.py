@@ -17,7 +17,7 @@ import time
 import uvicorn
 
 from bertprobe.model.classifier import Classifier
-from bertprobe.serve import BatchingConfig, ServeLimits, create_app
+from bertprobe.serve import BatchingConfig, ServeConfig, ServeLimits, create_app
 
 
 class SlowClassifier(Classifier):
@@ -43,8 +43,7 @@ def main() -> None:
     folder, port, max_queue, max_batch, batch_seconds, text_seconds = sys.argv[1:7]
     model = SlowClassifier.load(folder)
     model.batch_seconds, model.text_seconds = float(batch_seconds), float(text_seconds)
-    app = create_app(
-        model,
+    config = ServeConfig(
         # The queue is bounded in texts here: that is the bound this test sizes.
         limits=ServeLimits(max_queue=int(max_queue), max_queue_tokens=10**9, request_timeout_s=30),
         batching=BatchingConfig(max_batch=int(max_batch), max_wait_ms=2),
@@ -53,6 +52,7 @@ def main() -> None:
         # (tiny) forward pass vary by hundreds of ms, noise on top of the sleep that is measured.
         model_threads=1,
     )
+    app = create_app(model, config)
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
 
 

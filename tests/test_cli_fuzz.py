@@ -439,16 +439,9 @@ def sandbox(world):
 
     from bertprobe.serve import ray_serve
 
-    def checked_not_deployed(folder, *, address, host, port, on_ready, **options):
+    def checked_not_deployed(folder, config, ray, *, on_ready):
         """serve --ray: every check deploy makes before it contacts Ray, and no more."""
-        ray_serve._plan(
-            folder,
-            max_ongoing_requests=None,
-            surge_percent=ray_serve.SURGE_PERCENT,
-            name="bertprobe",
-            route_prefix="/",
-            **options,
-        )
+        ray_serve._plan(folder, config, ray)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)

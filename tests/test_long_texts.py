@@ -295,11 +295,11 @@ def test_auto_sweeps_pooled_windows_and_the_service_answers_from_them(
 def test_a_truncating_model_is_served_short_texts_unless_told(tiny_model_dir):
     from fastapi.testclient import TestClient
 
-    from bertprobe.serve import ServeLimits, create_app
+    from bertprobe.serve import ServeConfig, ServeLimits, create_app
 
     model = Classifier.load(tiny_model_dir)
     for limits, most in ((ServeLimits(), 2000), (ServeLimits(max_chars=5000), 5000)):
-        with TestClient(create_app(model, limits=limits)) as client:
+        with TestClient(create_app(model, ServeConfig(limits=limits))) as client:
             assert client.post("/v1/predict", json={"texts": ["a" * most]}).status_code == 200
             too_long = client.post("/v1/predict", json={"texts": ["a" * (most + 1)]})
             assert too_long.status_code == 422

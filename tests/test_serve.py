@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
 from bertprobe.model.classifier import load_model
-from bertprobe.serve import BatchingConfig, ServeLimits, create_app
+from bertprobe.serve import BatchingConfig, ServeConfig, ServeLimits, create_app
 from services import free_port
 
 
@@ -27,11 +27,11 @@ def model(tiny_model_dir):
 
 @pytest.fixture
 def client(model):
-    app = create_app(
-        model,
+    config = ServeConfig(
         limits=ServeLimits(max_texts=8, max_chars=200, max_body_bytes=4000),
         batching=BatchingConfig(max_batch=64, max_wait_ms=50),
     )
+    app = create_app(model, config)
     with TestClient(app) as c:  # runs the lifespan: the batching worker starts and stops
         yield c
 
@@ -97,7 +97,7 @@ def test_concurrent_requests_are_batched_and_never_mixed(client, model):
         assert [probabilities[str(c)] for c in model.classes] == pytest.approx(
             expected[text].tolist(), abs=1e-6
         ), text
-    batcher = client.app.state.served.batcher
+    batcher = client.app.state.slot.served.batcher
     assert batcher.largest_batch > 1  # requests really were gathered
     assert batcher.batches < len(texts)
 
@@ -291,7 +291,9 @@ def test_explain_needs_the_key_and_is_counted_like_predict(model):
     from bertprobe.serve import ServeSecurity
 
     key = "explain-key-0123456789"
-    app = create_app(model, security=ServeSecurity(api_key=key), limits=ServeLimits(max_texts=4))
+    app = create_app(
+        model, ServeConfig(security=ServeSecurity(api_key=key), limits=ServeLimits(max_texts=4))
+    )
     body = {"texts": ["the film was great", "a mess"]}
     with TestClient(app) as c:
         missing = c.post("/v1/explain", json=body)
@@ -400,7 +402,7 @@ def test_explain_waits_in_the_queue_of_predict_and_is_shed_when_it_is_full(tiny_
         return answer(texts, *args, **options)
 
     slow_model.predict_proba = slow_predict_proba
-    app = create_app(slow_model, limits=ServeLimits(max_queue=1))
+    app = create_app(slow_model, ServeConfig(limits=ServeLimits(max_queue=1)))
     with TestClient(app) as c, ThreadPoolExecutor(2) as pool:
         slow.set()
         running = pool.submit(c.post, "/v1/predict", json={"texts": ["in the encoder"]})
@@ -419,7 +421,7 @@ def test_every_status_for_a_body_that_is_not_utf8_json_is_in_the_schema(model):
     from bertprobe.serve import ServeSecurity
 
     key = "s3cret-key"
-    app = create_app(model, security=ServeSecurity(api_key=key))
+    app = create_app(model, ServeConfig(security=ServeSecurity(api_key=key)))
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     with TestClient(app) as c:
         paths = c.get("/openapi.json").json()["paths"]

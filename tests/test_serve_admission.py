@@ -21,6 +21,7 @@ from bertprobe.serve import (
     BatchingConfig,
     EncoderCost,
     QueueFullError,
+    ServeConfig,
     ServeLimits,
     create_app,
     token_counter,
@@ -147,7 +148,7 @@ def test_long_texts_at_capacity_get_200_or_503_never_504(long_model_dir):
 
     model.predict_proba = slow_predict_proba
     limits = ServeLimits(request_timeout_s=3.0, latency_budget_s=1.0)
-    app = create_app(model, limits=limits)
+    app = create_app(model, ServeConfig(limits=limits))
     statuses: Counter = Counter()
 
     def until_answered(client) -> int:

@@ -32,6 +32,7 @@ from bertprobe.serve import (
     Batcher,
     BatchingConfig,
     QueueFullError,
+    ServeConfig,
     ServeLimits,
     ServeSecurity,
     create_app,
@@ -87,7 +88,7 @@ def slowed(model_dir: Path, seconds: float):
 
 @pytest.fixture(scope="module")
 def small_body_url(model):
-    app = create_app(model, limits=ServeLimits(max_body_bytes=4000))
+    app = create_app(model, ServeConfig(limits=ServeLimits(max_body_bytes=4000)))
     with running(app) as url:
         yield url
 
@@ -158,7 +159,7 @@ def test_413_reaches_curl(small_body_url, tmp_path, expect):
 
 
 def test_api_key_guards_v1_and_admin(model):
-    app = create_app(model, security=ServeSecurity(api_key=KEY))
+    app = create_app(model, ServeConfig(security=ServeSecurity(api_key=KEY)))
     body = {"texts": ["the film was great"]}
     with TestClient(app) as client:
         missing = client.post("/v1/predict", json=body)
@@ -197,7 +198,7 @@ def test_freeze_heap_hides_start_up_objects_from_the_collector_but_frees_garbage
     served = load_model(tiny_model_dir)
     served.cycle = _Cycle()  # goes with the model when a reload replaces it
     gone_with_model = weakref.ref(served.cycle)
-    app = create_app(served, security=ServeSecurity(api_key=KEY), freeze_heap=True)
+    app = create_app(served, ServeConfig(security=ServeSecurity(api_key=KEY), freeze_heap=True))
     del served
     key = {"Authorization": f"Bearer {KEY}"}
     with TestClient(app) as client:
@@ -248,7 +249,9 @@ def test_cors_is_off_by_default_and_on_for_named_origins(model):
     with TestClient(create_app(model)) as client:
         answer = client.options("/v1/predict", headers=preflight)
         assert "access-control-allow-origin" not in answer.headers
-    app = create_app(model, security=ServeSecurity(cors_origins=("http://example.com",)))
+    app = create_app(
+        model, ServeConfig(security=ServeSecurity(cors_origins=("http://example.com",)))
+    )
     with TestClient(app) as client:
         answer = client.options("/v1/predict", headers=preflight)
         assert answer.status_code == 200
@@ -261,7 +264,7 @@ def test_cors_is_off_by_default_and_on_for_named_origins(model):
 
 
 def test_metrics_count_the_traffic_sent(model):
-    app = create_app(model, limits=ServeLimits(max_texts=8, max_body_bytes=4000))
+    app = create_app(model, ServeConfig(limits=ServeLimits(max_texts=8, max_body_bytes=4000)))
     with TestClient(app) as client:
         for texts in (["the film was great"], ["a", "b"], ["c", "d"]):
             assert client.post("/v1/predict", json={"texts": texts}).status_code == 200
@@ -365,7 +368,7 @@ def test_batcher_bounds_its_queue_and_drops_cancelled_work():
 
 def test_a_full_queue_answers_503_with_retry_after(tiny_model_dir):
     slow_model, slow = slowed(tiny_model_dir, 0.8)
-    app = create_app(slow_model, limits=ServeLimits(max_queue=1))
+    app = create_app(slow_model, ServeConfig(limits=ServeLimits(max_queue=1)))
     with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
         slow.set()
 
@@ -389,7 +392,7 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_model_dir):
 
 def test_a_request_past_its_deadline_gets_504(tiny_model_dir):
     slow_model, slow = slowed(tiny_model_dir, 1.5)
-    app = create_app(slow_model, limits=ServeLimits(request_timeout_s=0.3))
+    app = create_app(slow_model, ServeConfig(limits=ServeLimits(request_timeout_s=0.3)))
     with TestClient(app) as client:
         slow.set()
         answer = client.post("/v1/predict", json={"texts": ["the film was great"]})
@@ -401,7 +404,7 @@ def test_a_request_past_its_deadline_gets_504(tiny_model_dir):
 
 def test_work_of_a_client_that_left_is_dropped(tiny_model_dir):
     slow_model, slow = slowed(tiny_model_dir, 1.0)
-    app = create_app(slow_model, batching=BatchingConfig(enabled=False))
+    app = create_app(slow_model, ServeConfig(batching=BatchingConfig(enabled=False)))
     with running(app) as url:
         slow.set()
         with ThreadPoolExecutor(2) as pool:
@@ -413,7 +416,7 @@ def test_work_of_a_client_that_left_is_dropped(tiny_model_dir):
                 httpx.post(url + "/v1/predict", json={"texts": ["impatient"]}, timeout=0.3)
             assert first.result().status_code == 200
         time.sleep(1.0)  # the worker reaches the abandoned job
-        batcher = app.state.served.batcher
+        batcher = app.state.slot.served.batcher
         assert batcher.dropped == 1
         assert batcher.batches == 1  # the abandoned text never ran
         samples = metric_samples(httpx.get(url + "/metrics").text)
@@ -556,7 +559,7 @@ def test_swaps_under_load_fail_no_request(tiny_model_dir, flipped_model_dir, tmp
         for m in (first, second)
     }
     altered, edited = broken_copies(tiny_model_dir, tmp_path)
-    app = create_app(first, security=ServeSecurity(api_key=KEY))
+    app = create_app(first, ServeConfig(security=ServeSecurity(api_key=KEY)))
     key = {"Authorization": f"Bearer {KEY}"}
     failures: list[str] = []
     seen: Counter = Counter()
@@ -612,7 +615,7 @@ def test_swaps_under_load_fail_no_request(tiny_model_dir, flipped_model_dir, tmp
 
 def test_reload_of_a_broken_folder_is_refused_with_its_reason(model, tiny_model_dir, tmp_path):
     altered, _ = broken_copies(tiny_model_dir, tmp_path)
-    app = create_app(model, security=ServeSecurity(api_key=KEY))
+    app = create_app(model, ServeConfig(security=ServeSecurity(api_key=KEY)))
     key = {"Authorization": f"Bearer {KEY}"}
     with TestClient(app) as client:
         refused = client.post("/v1/admin/reload", json={"model": str(altered)}, headers=key)
@@ -662,9 +665,9 @@ def test_a_model_process_that_dies_fails_only_the_batch_it_held(tiny_model_dir):
 
     model = SlowClassifier.load(tiny_model_dir)
     model.batch_seconds = 0.5  # long enough to be killed in the middle of a batch
-    app = create_app(model, model_process=True, model_threads=1)
+    app = create_app(model, ServeConfig(model_process=True, model_threads=1))
     with TestClient(app) as client, ThreadPoolExecutor(1) as pool:
-        host = app.state.served.batcher.host
+        host = app.state.slot.served.batcher.host
         first_pid = host.pid
         held = pool.submit(client.post, "/v1/predict", json={"texts": ["good"]})
         time.sleep(0.2)
@@ -686,7 +689,7 @@ def test_a_large_request_reaches_the_model_process_whole(model):
     """256 texts of 1,800 characters (460 KB) through the pipe to the model process, under
     uvicorn's own loop (uvloop where installed, which once made the pipe non-blocking: the
     message failed half-sent and the model process was taken for dead)."""
-    app = create_app(model, model_process=True, model_threads=1)
+    app = create_app(model, ServeConfig(model_process=True, model_threads=1))
     texts = [f"{i} " + "a good film " * 150 for i in range(256)]
     with running(app) as url:
         answer = httpx.post(url + "/v1/predict", json={"texts": texts}, timeout=120)
@@ -694,4 +697,4 @@ def test_a_large_request_reaches_the_model_process_whole(model):
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["predictions"]) == 256
     assert explained.status_code == 200 and len(explained.json()["explanations"]) == 64
-    assert app.state.served.batcher.host.restarts == 0
+    assert app.state.slot.served.batcher.host.restarts == 0

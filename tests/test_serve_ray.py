@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -24,7 +24,7 @@ import pytest
 from bertprobe.core.errors import BadInputError, BertprobeError
 from bertprobe.core.ray_cluster import local_runtime_env
 from bertprobe.model.classifier import load_model
-from bertprobe.serve import BatchingConfig, ServeSecurity
+from bertprobe.serve import BatchingConfig, ServeConfig, ServeSecurity
 from services import free_port
 
 pytestmark = pytest.mark.slow
@@ -32,6 +32,7 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 from bertprobe.serve.ray_serve import (  # noqa: E402 - after the skip: it needs ray
+    RayOptions,
     deploy,
     run_on_ray,
     served_folder,
@@ -42,12 +43,8 @@ KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXTS = ["the film was great", "the plot was awful", "the cast was lovely"]
 # Half a CPU a replica: two, and the two more a swap starts at once (surge 100%), fit in 2.
-SHAPE = {
-    "replicas": 2,
-    "num_cpus": 0.5,
-    "surge_percent": 100,
-    "security": ServeSecurity(api_key=KEY),
-}
+SHAPE = RayOptions(replicas=2, num_cpus=0.5, surge_percent=100)
+KEYED = ServeConfig(security=ServeSecurity(api_key=KEY))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +63,8 @@ def service(cluster, tiny_model_dir):
     """The tiny model on two replicas; each test leaves it serving the tiny model."""
     port = free_port()
     started = time.monotonic()
-    info = deploy(tiny_model_dir, port=port, batching=BatchingConfig(max_wait_ms=2), **SHAPE)
+    config = replace(KEYED, batching=BatchingConfig(max_wait_ms=2))
+    info = deploy(tiny_model_dir, config, replace(SHAPE, port=port))
     print(f"deployed 2 replicas in {time.monotonic() - started:.1f} s")
     yield info
     undeploy(info.name)
@@ -174,7 +172,8 @@ def test_a_folder_that_is_not_a_model_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model", encoding="utf-8")
     for folder in (tmp_path, tmp_path / "missing"):
         with pytest.raises(BertprobeError) as caught:  # ModelFolderError, as the CLI shows it
-            deploy(folder, address="ray://127.0.0.1:1")  # refused before any connection
+            # Refused before any connection.
+            deploy(folder, ray=RayOptions(address="ray://127.0.0.1:1"))
         message = str(caught.value)
         assert "\n" not in message and "Traceback" not in message
         assert str(folder) in message
@@ -188,9 +187,12 @@ def test_bad_options_are_one_line(tiny_model_dir):
         "replicas=0": {"replicas": 0},
         "unknown backend": {"backend": "tpu"},
     }
+    serving = {"device", "backend"}  # the service's options; the rest are the replicas'
     for words, options in cases.items():
         with pytest.raises(BadInputError, match=words) as caught:
-            deploy(tiny_model_dir, address="ray://127.0.0.1:1", **options)
+            config = ServeConfig(**{k: v for k, v in options.items() if k in serving})
+            shape = {k: v for k, v in options.items() if k not in serving}
+            deploy(tiny_model_dir, config, RayOptions(address="ray://127.0.0.1:1", **shape))
         assert "\n" not in str(caught.value)
 
 
@@ -270,7 +272,7 @@ def test_a_rolling_swap_fails_no_request(service, tiny_model_dir, flipped_model_
     with Stream(service.url, clients=2, pause_s=0.05) as stream:
         time.sleep(1)
         started = time.monotonic()
-        swapped = deploy(flipped_model_dir, port=port, **SHAPE)
+        swapped = deploy(flipped_model_dir, KEYED, replace(SHAPE, port=port))
         swap_seconds = time.monotonic() - started
         done_at = time.monotonic()
         time.sleep(1)
@@ -341,12 +343,10 @@ def test_run_on_ray_swaps_on_hangup_and_removes_itself_on_term(service, tiny_mod
     driver.start()
     run_on_ray(  # joins the module's Ray, so it must leave Ray and Serve running
         tiny_model_dir,
-        port=port_of(service),
-        replicas=1,
-        num_cpus=0.25,
-        security=ServeSecurity(api_key=KEY),
-        name="cli",
-        route_prefix="/cli",
+        KEYED,
+        RayOptions(
+            port=port_of(service), replicas=1, num_cpus=0.25, name="cli", route_prefix="/cli"
+        ),
         on_ready=ready.append,
     )
     driver.join(timeout=30)

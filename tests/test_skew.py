@@ -173,12 +173,12 @@ def test_threshold_auto_needs_a_stored_threshold(tiny_model_dir, capsys):
 def test_serve_labels_by_the_threshold_when_asked(tiny_model_dir):
     from fastapi.testclient import TestClient
 
-    from bertprobe.serve import create_app
+    from bertprobe.serve import ServeConfig, create_app
 
     model = load_model(tiny_model_dir)
     texts = ["the film was great", "the plot was awful"]
     proba = model.predict_proba(texts)
-    with TestClient(create_app(model, threshold=0.999999)) as client:
+    with TestClient(create_app(model, ServeConfig(threshold=0.999999))) as client:
         body = client.post("/v1/predict", json={"texts": texts}).json()
     # Almost no probability reaches 0.999999: the first class, whatever the argmax says.
     expected = [1 if p >= 0.999999 else 0 for p in proba[:, 1]]

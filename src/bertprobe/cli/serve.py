@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,9 +12,12 @@ from bertprobe.cli.options import BackendOpt, DeviceOpt, ModelOpt, ThresholdOpt,
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
-from bertprobe.encoders.backends import check_backend
 from bertprobe.encoders.options import RunOptions
 from bertprobe.model.classifier import Classifier
+
+if TYPE_CHECKING:  # the extras are imported once they are checked to be installed
+    from bertprobe.serve import ServeConfig
+    from bertprobe.serve.ray_serve import RayOptions
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
@@ -175,79 +179,82 @@ def serve(
     /metrics (Prometheus) and /healthz are open; SIGHUP or POST /v1/admin/reload swaps in the
     model folder again (or another), checked, without dropping requests."""
     require_extra("serve")
-    from bertprobe.serve import BatchingConfig, ServeLimits, ServeSecurity, listen_socket
-    from bertprobe.serve import serve as serve_model
+    from bertprobe.serve import BatchingConfig, ServeConfig, ServeLimits, ServeSecurity
 
-    security = ServeSecurity(api_key=api_key, cors_origins=tuple(cors_origin or ()))
-    limits = ServeLimits(
-        max_texts,
-        max_chars,
-        max_body_bytes,
-        max_queue=max_queue,
-        latency_budget_s=latency_budget,
-        request_timeout_s=request_timeout,
-        max_queue_tokens=max_queue_tokens,
+    config = ServeConfig(
+        security=ServeSecurity(api_key=api_key, cors_origins=tuple(cors_origin or ())),
+        limits=ServeLimits(
+            max_texts,
+            max_chars,
+            max_body_bytes,
+            max_queue=max_queue,
+            latency_budget_s=latency_budget,
+            request_timeout_s=request_timeout,
+            max_queue_tokens=max_queue_tokens,
+        ),
+        batching=BatchingConfig(batching, max_batch, max_wait_ms, batch_size),
+        device=device,
+        backend=backend,
+        threshold=threshold,
+        model_process=model_process,
     )
-    batching_config = BatchingConfig(batching, max_batch, max_wait_ms, batch_size)
-    if ray is not None:
-        if workers > 1:
-            raise BadInputError(
-                "--workers is for one machine; under --ray the replicas are the workers: "
-                "use --replicas"
-            )
-        _serve_on_ray(
-            model_dir,
-            ray,
-            replicas=replicas,
-            replica_cpus=replica_cpus,
-            replica_gpus=replica_gpus,
-            autoscale=autoscale,
-            limits=limits,
-            batching=batching_config,
-            security=security,
-            threshold=threshold,
-            backend=backend,
-            device=device,
-            host=host,
-            port=port,
-        )
+    if ray is None:
+        _refuse_ray_flags(replicas, replica_cpus, replica_gpus, autoscale)
+        _serve_here(model_dir, config, host=host, port=port, workers=workers)
         return
+    shape = _ray_options(ray, workers, replicas, replica_cpus, replica_gpus, autoscale)
+    _serve_on_ray(model_dir, config, replace(shape, host=host, port=port))
+
+
+def _refuse_ray_flags(
+    replicas: int | None, replica_cpus: float, replica_gpus: float, autoscale: str | None
+) -> None:
+    """The flags of Ray Serve's replicas, given without ``--ray``: a one-line error."""
     if replicas is not None or autoscale is not None or (replica_cpus, replica_gpus) != (1, 0):
         raise BadInputError(
             "--replicas, --replica-cpus, --replica-gpus and --autoscale are for Ray Serve; "
             "add --ray local (or auto, or ray://host:10001)"
         )
-    model = _load_checked(model_dir, threshold, device, backend)
+
+
+def _serve_here(
+    model_dir: Path, config: ServeConfig, *, host: str, port: int, workers: int
+) -> None:
+    """``serve`` on this machine: the model checked and its encoder loaded, the address taken,
+    then served until Ctrl-C (see :func:`bertprobe.serve.serve`)."""
+    from bertprobe.serve import listen_socket
+    from bertprobe.serve import serve as serve_model
+
+    model = _load_checked(model_dir, config)
     sock = listen_socket(host, port)
     note(
         f"serving {model.id} on http://{host}:{port} (batching "
-        f"{'on' if batching else 'off'}, {workers} worker{'s' if workers > 1 else ''}, the "
-        f"model in {'its own process' if model_process else 'a thread'}); Ctrl-C stops after "
+        f"{'on' if config.batching.enabled else 'off'}, {workers} worker"
+        f"{'s' if workers > 1 else ''}, the model in "
+        f"{'its own process' if config.model_process else 'a thread'}); Ctrl-C stops after "
         "requests in flight"
     )
-    serve_model(
-        model,
-        host=host,
-        port=port,
-        device=device,
-        sock=sock,
-        backend=model.backend if backend is not None else None,
-        limits=limits,
-        batching=batching_config,
-        threshold=threshold,
-        security=security,
-        workers=workers,
-        model_process=model_process,
-    )
+    serve_model(model, config, host=host, port=port, workers=workers, sock=sock)
 
 
-def _serve_on_ray(model_dir: Path, address: str, *, autoscale: str | None, **options) -> None:
-    """``serve --ray``: the replicas deployed, held until Ctrl-C (see
-    :func:`bertprobe.serve.ray_serve.run_on_ray`)."""
+def _ray_options(
+    address: str,
+    workers: int,
+    replicas: int | None,
+    replica_cpus: float,
+    replica_gpus: float,
+    autoscale: str | None,
+) -> RayOptions:
+    """The ``--ray`` flags as :class:`~bertprobe.serve.ray_serve.RayOptions` (``bertprobe[ray]``
+    checked to be installed)."""
+    if workers > 1:
+        raise BadInputError(
+            "--workers is for one machine; under --ray the replicas are the workers: use --replicas"
+        )
     if not address.strip():
         raise BadInputError("--ray needs an address: local, auto or ray://host:10001")
     require_extra("ray")
-    from bertprobe.serve.ray_serve import run_on_ray
+    from bertprobe.serve.ray_serve import RayOptions
 
     scaling = None
     if autoscale is not None:
@@ -255,29 +262,37 @@ def _serve_on_ray(model_dir: Path, address: str, *, autoscale: str | None, **opt
         if not (sep and low.strip().isdigit() and high.strip().isdigit()):
             raise BadInputError(f"--autoscale {autoscale!r}: give MIN:MAX replicas, e.g. 1:4")
         scaling = (int(low), int(high))
+    return RayOptions(
+        address=None if address == "local" else address,
+        replicas=replicas,
+        num_cpus=replica_cpus,
+        num_gpus=replica_gpus,
+        autoscaling=scaling,
+    )
+
+
+def _serve_on_ray(model_dir: Path, config: ServeConfig, ray: RayOptions) -> None:
+    """``serve --ray``: the replicas deployed, held until Ctrl-C (see
+    :func:`bertprobe.serve.ray_serve.run_on_ray`)."""
+    from bertprobe.serve.ray_serve import run_on_ray
+
     run_on_ray(
         model_dir,
-        address=None if address == "local" else address,
-        replicas=options.pop("replicas"),
-        num_cpus=options.pop("replica_cpus"),
-        num_gpus=options.pop("replica_gpus"),
-        autoscaling=scaling,
+        config,
+        ray,
         on_ready=lambda deployed: note(
             f"serving {Path(deployed.folder).name} on {deployed.url} as Ray Serve "
             f"application {deployed.name!r}; Ctrl-C removes it, SIGHUP swaps the folder in "
             "again"
         ),
-        **options,
     )
 
 
-def _load_checked(
-    model_dir: Path, threshold: str | None, device: str, backend: str | None
-) -> Classifier:
+def _load_checked(model_dir: Path, config: ServeConfig) -> Classifier:
     """The model, its threshold checked and its encoder loaded, before the server listens."""
     model = Classifier.load(model_dir)  # a bad folder fails here, before the server starts
-    model.threshold(threshold)  # checked before the server starts (and at each reload)
-    if backend is not None:
-        model.backend = check_backend(backend)
-    RunOptions(device=device).load(model.encoder, model.backend)  # loaded before listening
+    model.decision_for(config.threshold)  # checked before the server starts (and each reload)
+    if config.backend is not None:
+        model.backend = config.backend  # checked by the config
+    RunOptions(device=config.device).load(model.encoder, model.backend)  # loaded before listening
     return model

@@ -311,17 +311,6 @@ class Classifier:
             self, texts, method=method, occlude=occlude, run=run, threshold=threshold, steps=steps
         )
 
-    def threshold(self, threshold: float | str | None) -> float | None:
-        """Deprecated: :meth:`decision_for` checks a threshold and gives the decision."""
-        decision = self.decision_for(threshold)
-        return decision.thresholds[0] if decision.rule == "threshold" else None
-
-    @property
-    def thresholds(self) -> np.ndarray | None:
-        """Deprecated: a label-set model's thresholds are its :attr:`decision`'s."""
-        decision = self.decision
-        return np.asarray(decision.thresholds) if decision.label_sets else None
-
     def predict_labels(self, texts: Sequence[str], run: RunOptions = RunOptions()) -> list[list]:
         """Deprecated: each text's labels as a list; :meth:`predict` now gives every kind of
         model's answer in one form (a label, or a label set)."""

@@ -90,6 +90,7 @@ class QueueFullError(Exception):
             f"the service is at capacity (the encoder's queue is full: {waiting:,} of {bound}); "
             f"retry after {retry_after_s} s"
         )
+        self.waiting, self.limit, self.unit = waiting, limit, unit
         self.retry_after_s = retry_after_s
 
 

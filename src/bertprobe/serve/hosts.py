@@ -295,7 +295,11 @@ def predict_rows(model: Classifier, texts: list[str], run: RunOptions) -> Any:
 
 
 def explain_rows(
-    model: Classifier, texts: list[str], run: RunOptions, method: str, threshold: float | None
+    model: Classifier,
+    texts: list[str],
+    run: RunOptions,
+    method: str,
+    threshold: float | str | None,
 ) -> Any:
     """A task: one explanation per text."""
     return model.explain(texts, run, method=method, threshold=threshold)

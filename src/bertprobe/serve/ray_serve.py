@@ -25,10 +25,11 @@ What Ray Serve adds, and what it costs:
   (``ray_serve_*``) cover the deployment.
 
 Example:
-    >>> info = deploy("models/sst2", replicas=2, num_cpus=1)  # doctest: +SKIP
+    >>> shape = RayOptions(replicas=2, num_cpus=1)
+    >>> info = deploy("models/sst2", ServeConfig(), shape)  # doctest: +SKIP
     >>> info.url  # doctest: +SKIP
     'http://127.0.0.1:8000/'
-    >>> deploy("models/sst2-v2", replicas=2, num_cpus=1)  # a rolling swap  # doctest: +SKIP
+    >>> deploy("models/sst2-v2", ServeConfig(), shape)  # a rolling swap  # doctest: +SKIP
     >>> undeploy("bertprobe")  # doctest: +SKIP
 """
 
@@ -47,10 +48,9 @@ from typing import Any
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import needs_extra
 from bertprobe.core.ray_cluster import join_ray
-from bertprobe.encoders.backends import check_backend
 from bertprobe.model.classifier import Classifier
-from bertprobe.serve.app import ServeLimits, ServeSecurity, create_app
-from bertprobe.serve.batching import BatchingConfig
+from bertprobe.serve.app import create_app
+from bertprobe.serve.config import ServeConfig
 
 log = logging.getLogger("bertprobe.serve")
 
@@ -68,26 +68,89 @@ SURGE_PERCENT = 25
 CONSTRUCTOR_TRIES = 3
 
 
+@dataclass(frozen=True, kw_only=True)
+class RayOptions:
+    """Where and how the service runs on Ray Serve: the cluster, the replicas and what each
+    reserves, the proxy's address and the application's name. What the service does (limits,
+    batching, keys, threshold, backend, device) is the :class:`~bertprobe.serve.config.
+    ServeConfig` beside it.
+
+    Attributes
+    ----------
+    address : str, optional
+        ``None``: a new local Ray instance (unless this process joined Ray already);
+        ``"auto"``: the cluster this machine belongs to; ``"ray://host:10001"``: a remote one.
+    replicas : int, optional
+        Replicas to run (default 1); with ``autoscaling``, the number at start (default: its
+        minimum, at least 1).
+    num_cpus, num_gpus : float
+        Reserved by each replica (fractions allowed). ``device="cuda"`` needs ``num_gpus``.
+    autoscaling : (int, int) or dict, optional
+        ``(min, max)`` replicas, scaled on requests in flight, or Ray's whole
+        ``autoscaling_config``; ``None``: a fixed number of replicas.
+    max_ongoing_requests : int, optional
+        Requests in flight on one replica (default: the config's ``batching.max_batch``, what
+        its worker gathers into one batch); more wait in Ray's router.
+    surge_percent : int
+        A rolling swap's extra replicas, as a percentage of ``replicas`` (at least one):
+        started before old ones stop, so they need room on the cluster; 100 swaps fastest.
+    host, port : str, int
+        Where Ray Serve's HTTP proxy listens, when the deploy starts Serve on the cluster; a
+        cluster already running Serve keeps its own (and the URL says which).
+    name : str
+        The Ray Serve application's name: deploying again under it swaps the model.
+    route_prefix : str
+        Where the app's routes start on the proxy (several applications need several).
+
+    Raises
+    ------
+    BadInputError
+        A bad name, route prefix, resource, ``max_ongoing_requests`` or ``surge_percent`` (the
+        replicas and the autoscaling range are checked by :func:`deploy`, which knows the
+        batching).
+    """
+
+    address: str | None = None
+    replicas: int | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    autoscaling: Autoscaling | None = None
+    max_ongoing_requests: int | None = None
+    surge_percent: int = SURGE_PERCENT
+    host: str = "127.0.0.1"
+    port: int = 8000
+    name: str = "bertprobe"
+    route_prefix: str = "/"
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise BadInputError("the Ray Serve application needs a name, e.g. bertprobe")
+        if not self.route_prefix.startswith("/"):
+            raise BadInputError(
+                f"route prefix {self.route_prefix!r}: start it with /, e.g. / or /sst2"
+            )
+        if not self.num_cpus >= 0 or not self.num_gpus >= 0:
+            raise BadInputError(
+                f"num_cpus={self.num_cpus}, num_gpus={self.num_gpus}: use numbers >= 0"
+            )
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < 1:
+            raise BadInputError(f"max_ongoing_requests={self.max_ongoing_requests}: use at least 1")
+        if not 1 <= self.surge_percent <= 100:
+            # 0 would stop old replicas before their successors are ready: a swap with fewer
+            # replicas, or none, meanwhile.
+            raise BadInputError(f"surge_percent={self.surge_percent}: use 1 to 100")
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Everything a replica needs to build the app, and to deploy a successor (a reload):
-    pickled with the deployment, so plain values only."""
+    pickled with the deployment, so plain values only. ``ray`` is the options resolved: the
+    replicas at start, Ray's ``autoscaling_config`` (or ``None``) and the requests in flight a
+    replica takes."""
 
     folder: str
-    name: str
-    route_prefix: str
-    replicas: int
-    autoscaling: dict[str, Any] | None
-    num_cpus: float
-    num_gpus: float
-    max_ongoing_requests: int
-    surge_percent: int
-    limits: ServeLimits
-    batching: BatchingConfig
-    security: ServeSecurity
-    threshold: float | str | None
-    backend: str | None
-    device: str
+    config: ServeConfig
+    ray: RayOptions
 
 
 @dataclass(frozen=True)
@@ -131,18 +194,12 @@ class _Replica:
         plan = self.plan
         _log_lines_to_stderr()
         model = Classifier.load(plan.folder)  # the folder's checks, on this replica's machine
-        app = create_app(
-            model,
-            limits=plan.limits,
-            batching=plan.batching,
-            security=plan.security,
-            device=plan.device,
-            backend=plan.backend,
-            threshold=plan.threshold,
-            # A reload reaches every replica: a rolling update of the deployment, started
-            # from here once this replica has checked the folder.
-            announce_reload=partial(_redeploy_from_replica, plan),
-        )
+        # The model runs in a thread of the replica's process: Ray places, counts and restarts
+        # that process, so it is not split further (nor its heap frozen, shared with Ray's).
+        config = replace(plan.config, model_process=False, model_threads=None, freeze_heap=False)
+        # A reload reaches every replica: a rolling update of the deployment, started from
+        # here once this replica has checked the folder.
+        app = create_app(model, config, announce_reload=partial(_redeploy_from_replica, plan))
         # Added last, so outermost: it sees the answer after the app has set its id.
         app.add_middleware(_OneRequestId)
         return app
@@ -224,71 +281,27 @@ def _autoscaling_config(
     return start, config
 
 
-def _plan(
-    folder: str | Path,
-    *,
-    replicas: int | None,
-    num_cpus: float,
-    num_gpus: float,
-    autoscaling: Autoscaling | None,
-    max_ongoing_requests: int | None,
-    surge_percent: int,
-    limits: ServeLimits,
-    batching: BatchingConfig,
-    security: ServeSecurity,
-    threshold: float | str | None,
-    backend: str | None,
-    device: str,
-    name: str,
-    route_prefix: str,
-) -> _Plan:
-    """The deployment checked on the driver: a bad folder, threshold, backend or resource
-    request is one line here, not a replica failing its constructor on some machine."""
-    if not name or not name.strip():
-        raise BadInputError("the Ray Serve application needs a name, e.g. bertprobe")
-    if not route_prefix.startswith("/"):
-        raise BadInputError(f"route prefix {route_prefix!r}: start it with /, e.g. / or /sst2")
-    if not num_cpus >= 0 or not num_gpus >= 0:
-        raise BadInputError(f"num_cpus={num_cpus}, num_gpus={num_gpus}: use numbers >= 0")
-    if device.startswith("cuda") and not num_gpus > 0:
+def _plan(folder: str | Path, config: ServeConfig, ray: RayOptions) -> _Plan:
+    """The deployment checked on the driver: a bad folder, threshold or resource request is
+    one line here, not a replica failing its constructor on some machine."""
+    if config.device.startswith("cuda") and not ray.num_gpus > 0:
         raise BadInputError(
-            f"device {device} on Ray needs a GPU reserved for each replica (num_gpus, "
+            f"device {config.device} on Ray needs a GPU reserved for each replica (num_gpus, "
             "--replica-gpus 1): Ray hides the GPUs a replica did not reserve"
         )
     model = Classifier.load(folder)  # an altered or edited folder is refused here
-    model.threshold(threshold)  # a threshold the model does not suit, too
-    if backend is not None:
-        check_backend(backend)
-    if max_ongoing_requests is None:
+    model.decision_for(config.threshold)  # a threshold the model does not suit, too
+    max_ongoing = ray.max_ongoing_requests
+    if max_ongoing is None:
         # Concurrent requests on one replica are what its batching worker gathers into one
         # forward pass: let in a gathered batch's worth (Ray's default is 5). Past what the
         # replica's queue holds, it answers 503 itself (admission by cost).
-        max_ongoing_requests = max(batching.max_batch, 8) if batching.enabled else 8
-    if max_ongoing_requests < 1:
-        raise BadInputError(f"max_ongoing_requests={max_ongoing_requests}: use at least 1")
-    if not 1 <= surge_percent <= 100:
-        # 0 would stop old replicas before their successors are ready: a swap with fewer
-        # replicas, or none, meanwhile.
-        raise BadInputError(f"surge_percent={surge_percent}: use 1 to 100")
-    start, config = _autoscaling_config(autoscaling, replicas, max_ongoing_requests)
+        batching = config.batching
+        max_ongoing = max(batching.max_batch, 8) if batching.enabled else 8
+    start, scaling = _autoscaling_config(ray.autoscaling, ray.replicas, max_ongoing)
     where = model.folder if model.folder is not None else Path(folder)
-    return _Plan(
-        folder=str(Path(where).resolve()),
-        name=name,
-        route_prefix=route_prefix,
-        replicas=start,
-        autoscaling=config,
-        num_cpus=float(num_cpus),
-        num_gpus=float(num_gpus),
-        max_ongoing_requests=max_ongoing_requests,
-        surge_percent=surge_percent,
-        limits=limits,
-        batching=batching,
-        security=security,
-        threshold=threshold,
-        backend=backend,
-        device=device,
-    )
+    resolved = replace(ray, replicas=start, autoscaling=scaling, max_ongoing_requests=max_ongoing)
+    return _Plan(folder=str(Path(where).resolve()), config=config, ray=resolved)
 
 
 def _application(plan: _Plan) -> Any:
@@ -296,17 +309,18 @@ def _application(plan: _Plan) -> Any:
     with needs_extra("ray"):
         from ray import serve
 
+    shape = plan.ray
     options: dict[str, Any] = {
         "name": "BertprobeService",
-        "ray_actor_options": {"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus},
-        "max_ongoing_requests": plan.max_ongoing_requests,
-        "max_surge_percent": plan.surge_percent,
+        "ray_actor_options": {"num_cpus": float(shape.num_cpus), "num_gpus": float(shape.num_gpus)},
+        "max_ongoing_requests": shape.max_ongoing_requests,
+        "max_surge_percent": shape.surge_percent,
         "max_constructor_retry_count": CONSTRUCTOR_TRIES,
     }
-    if plan.autoscaling is not None:
-        options["autoscaling_config"] = plan.autoscaling
+    if shape.autoscaling is not None:
+        options["autoscaling_config"] = shape.autoscaling
     else:
-        options["num_replicas"] = plan.replicas
+        options["num_replicas"] = shape.replicas
     ingress = serve.ingress()(_Replica)
     return serve.deployment(**options)(ingress).bind(plan)
 
@@ -317,7 +331,9 @@ def _run(plan: _Plan, *, wait: bool) -> None:
     with needs_extra("ray"):
         from ray import serve
 
-    target = serve.RunTarget(_application(plan), name=plan.name, route_prefix=plan.route_prefix)
+    target = serve.RunTarget(
+        _application(plan), name=plan.ray.name, route_prefix=plan.ray.route_prefix
+    )
     try:
         serve.run_many(
             [target],
@@ -329,7 +345,7 @@ def _run(plan: _Plan, *, wait: bool) -> None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = lines[-1] if lines else type(exc).__name__
         raise BadInputError(
-            f"the Ray Serve replicas of {plan.name} could not start {plan.folder}: {reason} "
+            f"the Ray Serve replicas of {plan.ray.name} could not start {plan.folder}: {reason} "
             "(the folder must be readable at that path on every node; replica logs: "
             "`ray logs`, or the Ray dashboard)"
         ) from None
@@ -346,29 +362,12 @@ def _redeploy_from_replica(plan: _Plan, folder: str) -> None:
 
 
 def deploy(
-    folder: str | Path,
-    *,
-    address: str | None = None,
-    replicas: int | None = None,
-    num_cpus: float = 1.0,
-    num_gpus: float = 0.0,
-    autoscaling: Autoscaling | None = None,
-    max_ongoing_requests: int | None = None,
-    surge_percent: int = SURGE_PERCENT,
-    limits: ServeLimits = ServeLimits(),
-    batching: BatchingConfig = BatchingConfig(),
-    security: ServeSecurity = ServeSecurity(),
-    threshold: float | str | None = None,
-    backend: str | None = None,
-    device: str = "cpu",
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    name: str = "bertprobe",
-    route_prefix: str = "/",
+    folder: str | Path, config: ServeConfig = ServeConfig(), ray: RayOptions = RayOptions()
 ) -> RayDeployment:
-    """Serve the model in ``folder`` on Ray Serve replicas; return when every replica answers.
+    """Serve the model in ``folder`` as ``config`` says on Ray Serve replicas shaped by ``ray``;
+    return when every replica answers.
 
-    Deploying again under the same ``name`` (another folder, or the same one) is a rolling
+    Deploying again under the same ``ray.name`` (another folder, or the same one) is a rolling
     swap: new replicas start beside the old ones, and each old one stops, after answering its
     requests in flight, once a new one is ready; no request fails for it.
 
@@ -377,32 +376,12 @@ def deploy(
     folder : str or Path
         The model folder. Checked here first (one-line error), then loaded by each replica:
         it must be readable at this path on every node that runs one (a shared file system).
-    address : str, optional
-        ``None``: a new local Ray instance (unless this process joined Ray already);
-        ``"auto"``: the cluster this machine belongs to; ``"ray://host:10001"``: a remote one.
-    replicas : int, optional
-        Replicas to run (default 1); with ``autoscaling``, the number at start (default: its
-        minimum, at least 1).
-    num_cpus, num_gpus : float
-        Reserved by each replica (fractions allowed). ``device="cuda"`` needs ``num_gpus``.
-    autoscaling : (int, int) or dict, optional
-        ``(min, max)`` replicas, scaled on requests in flight, or Ray's whole
-        ``autoscaling_config``; ``None``: a fixed number of replicas.
-    max_ongoing_requests : int, optional
-        Requests in flight on one replica (default: ``batching.max_batch``, what its worker
-        gathers into one batch); more wait in Ray's router.
-    surge_percent : int
-        A rolling swap's extra replicas, as a percentage of ``replicas`` (at least one):
-        started before old ones stop, so they need room on the cluster; 100 swaps fastest.
-    limits, batching, security, threshold, backend, device
-        As :func:`~bertprobe.serve.app.create_app`'s, for every replica.
-    host, port : str, int
-        Where Ray Serve's HTTP proxy listens, when this call starts Serve on the cluster; a
-        cluster already running Serve keeps its own (and the URL says which).
-    name : str
-        The Ray Serve application's name: deploying again under it swaps the model.
-    route_prefix : str
-        Where the app's routes start on the proxy (several applications need several).
+    config : ServeConfig
+        The service every replica runs (as :func:`~bertprobe.serve.app.create_app`'s), the
+        model in a thread of the replica's process (``model_process``, ``model_threads`` and
+        ``freeze_heap`` are for :func:`~bertprobe.serve.running.serve`'s processes).
+    ray : RayOptions
+        The cluster, the replicas and their resources, the proxy, the application's name.
 
     Returns
     -------
@@ -414,45 +393,30 @@ def deploy(
     ModelFolderError
         The folder is not a model, or fails its checks (before Ray is touched).
     BadInputError
-        A bad option, no cluster at ``address``, or the replicas could not start (with the
-        last line of the reason).
+        A bad option, no cluster at ``ray.address``, or the replicas could not start (with
+        the last line of the reason).
     """
-    plan = _plan(
-        folder,
-        replicas=replicas,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        autoscaling=autoscaling,
-        max_ongoing_requests=max_ongoing_requests,
-        surge_percent=surge_percent,
-        limits=limits,
-        batching=batching,
-        security=security,
-        threshold=threshold,
-        backend=backend,
-        device=device,
-        name=name,
-        route_prefix=route_prefix,
-    )
-    started = join_ray(address)
+    plan = _plan(folder, config, ray)
+    started = join_ray(ray.address)
     with needs_extra("ray"):
         from ray import serve
     for logger in ("ray.serve", "ray"):
         logging.getLogger(logger).setLevel(logging.WARNING)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": ray.host, "port": ray.port})
     _warn_if_no_room(plan)
     _run(plan, wait=True)
-    proxy_host, proxy_port = _proxy_address(host, port)
+    proxy_host, proxy_port = _proxy_address(ray.host, ray.port)
     # A proxy listening on every interface is reached, from here, on loopback.
     everywhere = ("0.0.0.0", "::", "")  # noqa: S104 - compared with, not bound
     shown = "127.0.0.1" if proxy_host in everywhere else proxy_host
-    prefix = plan.route_prefix if plan.route_prefix.endswith("/") else plan.route_prefix + "/"
+    prefix = ray.route_prefix if ray.route_prefix.endswith("/") else ray.route_prefix + "/"
+    scaling = plan.ray.autoscaling  # Ray's autoscaling_config now, or None
     return RayDeployment(
-        name=plan.name,
+        name=ray.name,
         url=f"http://{shown}:{proxy_port}{prefix}",
         folder=plan.folder,
-        replicas=plan.replicas,
-        autoscaling=plan.autoscaling,
+        replicas=plan.ray.replicas or 1,
+        autoscaling=dict(scaling) if isinstance(scaling, Mapping) else None,
         started_ray=started,
     )
 
@@ -463,7 +427,7 @@ def _warn_if_no_room(plan: _Plan) -> None:
     import ray
 
     total = ray.cluster_resources()
-    for resource, asked in (("CPU", plan.num_cpus), ("GPU", plan.num_gpus)):
+    for resource, asked in (("CPU", plan.ray.num_cpus), ("GPU", plan.ray.num_gpus)):
         if asked > total.get(resource, 0):
             log.warning(
                 "each replica asks for %g %s and the cluster has %g: the deploy waits until a "
@@ -516,24 +480,9 @@ def undeploy(name: str = "bertprobe", *, shutdown: bool = False) -> None:
 
 def run_on_ray(
     folder: str | Path,
+    config: ServeConfig = ServeConfig(),
+    ray: RayOptions = RayOptions(),
     *,
-    address: str | None = None,
-    replicas: int | None = None,
-    num_cpus: float = 1.0,
-    num_gpus: float = 0.0,
-    autoscaling: Autoscaling | None = None,
-    max_ongoing_requests: int | None = None,
-    surge_percent: int = SURGE_PERCENT,
-    limits: ServeLimits = ServeLimits(),
-    batching: BatchingConfig = BatchingConfig(),
-    security: ServeSecurity = ServeSecurity(),
-    threshold: float | str | None = None,
-    backend: str | None = None,
-    device: str = "cpu",
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    name: str = "bertprobe",
-    route_prefix: str = "/",
     on_ready: Callable[[RayDeployment], None] | None = None,
 ) -> None:
     """``bertprobe serve --ray ADDRESS``: :func:`deploy`, then wait until SIGINT or SIGTERM
@@ -545,26 +494,7 @@ def run_on_ray(
     standard error). The other parameters are :func:`deploy`'s. Call from the main thread
     (signal handlers are installed there).
     """
-    redeploy = partial(
-        deploy,
-        address=address,
-        replicas=replicas,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        autoscaling=autoscaling,
-        max_ongoing_requests=max_ongoing_requests,
-        surge_percent=surge_percent,
-        limits=limits,
-        batching=batching,
-        security=security,
-        threshold=threshold,
-        backend=backend,
-        device=device,
-        host=host,
-        port=port,
-        name=name,
-        route_prefix=route_prefix,
-    )
+    redeploy = partial(deploy, config=config, ray=ray)
     deployment = redeploy(folder)
     stop, hangup = threading.Event(), threading.Event()
     wanted = [signal.SIGINT, signal.SIGTERM]
@@ -587,8 +517,8 @@ def run_on_ray(
         undeploy(deployment.name, shutdown=deployment.started_ray)
         if deployment.started_ray:
             with needs_extra("ray"):
-                import ray
-            ray.shutdown()
+                from ray import shutdown as shutdown_ray
+            shutdown_ray()
 
 
 def _swap_on_hangup(redeploy: Callable[..., RayDeployment], deployment: RayDeployment) -> None:
@@ -620,4 +550,4 @@ def _print_ready(deployment: RayDeployment) -> None:
     )
 
 
-__all__ = ["RayDeployment", "deploy", "run_on_ray", "served_folder", "undeploy"]
+__all__ = ["RayDeployment", "RayOptions", "deploy", "run_on_ray", "served_folder", "undeploy"]

@@ -31,7 +31,9 @@ from typing import Any
 
 from bertprobe.core.extras import needs_extra
 from bertprobe.model.classifier import Classifier
-from bertprobe.serve.app import access_log, create_app, log, log_to_stderr
+from bertprobe.serve.app import create_app
+from bertprobe.serve.config import ServeConfig
+from bertprobe.serve.observe import access_log, log, log_to_stderr
 
 with needs_extra("serve"):
     from fastapi import FastAPI
@@ -42,11 +44,11 @@ SPEC_ENV = "BERTPROBE_SERVE_WORKER_SPEC"
 @dataclass(frozen=True)
 class WorkerSpec:
     """What every worker builds its app from: the model as the supervisor loaded it (a worker
-    loads its folder again, or the folder a reload named), ``create_app``'s options, the
+    loads its folder again, or the folder a reload named), the service's config, the
     supervisor's pid (reloads are sent there) and the service's private folder."""
 
     model: Classifier
-    options: dict[str, Any]
+    config: ServeConfig
     supervisor: int
     state_dir: str
 
@@ -80,7 +82,7 @@ def worker_app() -> FastAPI:
     logging_on = log_to_stderr(access_log, log)
     logging_on.__enter__()
     _KEPT.append(logging_on)  # for the worker's life: collected, it would take its handlers
-    return create_app(model, **spec.options, announce_reload=spec.announce)
+    return create_app(model, spec.config, announce_reload=spec.announce)
 
 
 _KEPT: list[Any] = []
@@ -94,16 +96,16 @@ def _mark_dead(pid: int) -> None:
 
 def run_workers(
     model: Classifier,
+    config: ServeConfig,
     workers: int,
     sock: socket.socket,
     *,
     host: str,
     port: int,
     graceful_seconds: int,
-    options: dict[str, Any],
 ) -> None:
-    """Serve ``model`` from ``workers`` processes sharing ``sock`` until SIGINT/SIGTERM; SIGHUP
-    reloads the folder in each, one at a time. ``options``: :func:`create_app`'s."""
+    """Serve ``model`` as ``config`` says from ``workers`` processes sharing ``sock`` until
+    SIGINT/SIGTERM; SIGHUP reloads the folder in each, one at a time."""
     with needs_extra("serve"):
         import uvicorn
         from uvicorn.supervisors import Multiprocess
@@ -113,12 +115,12 @@ def run_workers(
         metrics_dir.mkdir()
         spec_file = Path(state_dir) / "spec.pickle"
         with open(spec_file, "wb") as file:
-            pickle.dump(WorkerSpec(model, options, os.getpid(), state_dir), file)
+            pickle.dump(WorkerSpec(model, config, os.getpid(), state_dir), file)
         # Read by the workers, which uvicorn spawns with this process's environment.
         saved = {name: os.environ.get(name) for name in (SPEC_ENV, "PROMETHEUS_MULTIPROC_DIR")}
         os.environ[SPEC_ENV] = str(spec_file)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        config = uvicorn.Config(
+        server = uvicorn.Config(
             "bertprobe.serve.workers:worker_app",
             factory=True,
             host=host,
@@ -132,7 +134,7 @@ def run_workers(
         )
         try:
             with sock:
-                Multiprocess(config, sockets=[sock]).run()
+                Multiprocess(server, sockets=[sock]).run()
         finally:
             for name, value in saved.items():
                 if value is None:
