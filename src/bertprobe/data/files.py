@@ -160,7 +160,7 @@ class ReadOptions:
                 )
 
     @property
-    def multi_label(self) -> bool:
+    def label_sets(self) -> bool:
         """Whether these options read several labels per text (``label_sep`` or
         ``label_cols`` given)."""
         return self.label_sep is not None or self.label_cols is not None

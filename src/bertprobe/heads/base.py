@@ -73,6 +73,25 @@ class StreamingHead(Head, Protocol):
     def fit_chunks(self, chunks: Chunks) -> Any: ...
 
 
+def fit_head(
+    head: Any, X: Any, y: Any, *, texts: Any = None, unlabelled: Any = None
+) -> tuple[Any, Any]:
+    """Fit ``head`` on vectors ``X`` and targets ``y`` (self-training on ``unlabelled``
+    vectors); returns what a model keeps: the fitted head over vectors, and the model over
+    the raw texts it votes with (None for a head of vectors alone).
+
+    A head that reads the texts too (its ``fit`` takes ``texts``) is given them; one that
+    votes (``voters()``: its head and its text model, fitted) is kept as its two parts.
+    """
+    import inspect
+
+    if "texts" in inspect.signature(head.fit).parameters:
+        head.fit(X, y, texts=texts, unlabelled=unlabelled)
+    else:
+        head.fit(X, y, unlabelled=unlabelled)
+    return head.voters() if hasattr(head, "voters") else (head, None)
+
+
 def is_head(candidate: Any) -> bool:
     """Whether ``candidate`` meets the :class:`Head` contract (a protocol: any class with
     ``fit``, ``predict_proba`` and ``card_record`` is a head; none needs to inherit)."""

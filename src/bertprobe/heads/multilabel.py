@@ -331,6 +331,18 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         records = [probe.summary_record() for probe in self.label_probes()]
         return {key: {n: r[key] for n, r in zip(names, records, strict=True)} for key in records[0]}
 
+    def cv_summary(self) -> tuple[float, float, float, float]:
+        """The labels' cross-validations, as :meth:`LinearProbe.cv_summary
+        <bertprobe.heads.probe.LinearProbe.cv_summary>` gives one: each figure the mean over
+        labels (the spread: of each label's scores over its folds; ``C``: the median)."""
+        spreads = [probe.cv_summary()[1] for probe in self.label_probes()]
+        return (
+            float(np.mean(self.cv_accuracy_)),
+            float(np.mean(spreads)),
+            float(np.median(self.C_)),
+            float(np.mean(self.cv_score_)),
+        )
+
     def describe(self) -> str:
         """How the probes were chosen, in words (``train`` prints it)."""
         return f"one probe a label ({len(self.classes_)} labels), thresholds on the card"
@@ -608,3 +620,22 @@ def _label_column(chunks: Any, j: int) -> Iterator[tuple[np.ndarray, np.ndarray]
     """``chunks()``'s ``(X, Y)`` pairs as ``(X, Y[:, j])``: one label's rows, 0 or 1."""
     for X, Y in chunks():
         yield X, np.asarray(Y)[:, j].astype(int)
+
+
+def cv_probe(y: Any, **params: Any) -> Any:
+    """The unfitted cross-validated probe for targets ``y``: a
+    :class:`~bertprobe.heads.probe.LinearProbe` of ``params`` for labels, one a label
+    (:class:`MultiLabelProbe`) for a 0/1 label matrix (scikit-learn's multilabel-indicator
+    target), which takes no ``patience``."""
+    if np.ndim(y) == 2:
+        params.pop("patience", None)
+        return MultiLabelProbe(params.pop("Cs"), **params)
+    return LinearProbe(**params)
+
+
+def one_head_a_label(*, streaming: bool = False, **params: Any) -> Any:
+    """The unfitted head that gives label sets: one head a label (one-vs-rest), each label at
+    its threshold; ``streaming``: one that learns a chunk at a time
+    (:class:`StreamingMultiLabelProbe`), else :class:`MultiLabelProbe`. ``params`` are the
+    chosen class's."""
+    return (StreamingMultiLabelProbe if streaming else MultiLabelProbe)(**params)

@@ -440,6 +440,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 self.pipeline_ = self._plain().fit(X_all, y_all)
             self.cv_score_, self.cv_accuracy_ = score, accuracy
 
+    def cv_summary(self) -> tuple[float, float, float, float]:
+        """The cross-validation that chose ``C_``: mean accuracy, the spread of the scores over
+        the folds, ``C_``, and the mean ``scoring`` score (what the sweep's rows show)."""
+        check_is_fitted(self, "pipeline_")
+        best = int(np.argmin(np.abs(self.Cs_ - self.C_)))
+        spread = float(self.cv_scores_[:, best].std())
+        return self.cv_accuracy_, spread, self.C_, self.cv_score_
+
     def linear_readout(self) -> LinearHead:
         """The fitted scaler and regression as arrays (see :mod:`bertprobe.heads.linear`)."""
         check_is_fitted(self, "pipeline_")
@@ -981,6 +989,11 @@ class VotingProbe(ClassifierMixin, BaseEstimator):
             self.text_model_ = clone(self.text_model).fit(list(texts), y)
         self.classes_ = self.probe_.classes_
         return self
+
+    def voters(self) -> tuple[Any, Any]:
+        """The fitted probe and text model, as a model keeps them (its card names the vote)."""
+        check_is_fitted(self, "probe_")
+        return self.probe_, self.text_model_
 
     def predict_proba(self, X, *, texts: Sequence[str] | None = None) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``."""

@@ -66,11 +66,8 @@ LEGACY_MODULES = {
     "bertprobe.probe": "bertprobe.heads.probe",
     "bertprobe.multilabel": "bertprobe.heads.multilabel",
 }
-LEGACY_TYPES = (
-    "bertprobe.probe.LinearProbe",
-    "bertprobe.probe.OutOfCoreProbe",
-    "bertprobe.multilabel.MultiLabelProbe",
-)
+# Their types by those names: each registered head of the renamed modules, as it was called.
+LEGACY_PREFIXES = {f"{new}.": f"{old}." for old, new in LEGACY_MODULES.items()}
 # Every type a probe file may hold beyond what skops trusts by default (numpy, sklearn
 # estimators) is a registered head's (bertprobe.heads.base.register_head) or what one holds,
 # or an old name of one; anything else in the file is refused before it is loaded.
@@ -411,7 +408,13 @@ def _load_skops(path: Path) -> Any:
         raise ModelFolderError(
             f"{path} is not a readable skops file ({exc}); retrain or restore it"
         ) from None
-    trusted = trusted_types() | set(LEGACY_TYPES)
+    trusted = trusted_types()
+    trusted |= {
+        old + name[len(new) :]
+        for name in trusted
+        for new, old in LEGACY_PREFIXES.items()
+        if name.startswith(new)
+    }
     if untrusted - trusted:
         raise ModelFolderError(
             f"{path} holds types bertprobe does not trust "

@@ -53,13 +53,13 @@ class TrainOptions:
         with these encoder options; only the labels are read from the training file.
     class_weight : None or "balanced"
         ``"balanced"`` weighs each class inversely to its frequency in the loss, so a rare
-        class is not outvoted (both probes; out of core, from the label counts). With
-        ``multi_label``: each label's texts with and without it.
+        class is not outvoted (both probes; out of core, from the label counts). For label
+        sets: each label's texts with and without it.
     metric : {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
         What C is chosen by, what the ``auto`` sweep ranks candidates by, and what the
         decision threshold (two classes) maximizes; reported as ``cv_<metric>`` and
-        ``test_<metric>`` beside accuracy. With ``multi_label``: what each label's C is
-        chosen by (its thresholds are 0.5, or tuned for F1).
+        ``test_<metric>`` beside accuracy. For label sets: what each label's C is chosen by
+        (its thresholds are 0.5, or tuned for F1).
     label_issues : bool
         Also find the training rows whose label the model doubts (from the out-of-fold
         probabilities; see :mod:`bertprobe.training.label_issues`), in
@@ -68,7 +68,14 @@ class TrainOptions:
         on the other folds (``cv`` times its passes over the vectors). With ``finetune`` the
         encoder has seen every training label,
         so the probabilities are out of fold for the probe only, and flips it learned are missed.
-
+    multi_label : bool
+        Each text has a label set (several labels, or none), read with ``label_sep`` or
+        ``label_cols`` (:class:`~bertprobe.data.files.ReadOptions`): the run's target is
+        :data:`~bertprobe.training.target.LABEL_SETS` (one probe a label, each at its
+        threshold). Else one label a text.
+    tune_thresholds : bool
+        For label sets: each label's threshold maximizes its F1 on out-of-fold probabilities
+        (else 0.5).
     encoders : tuple of str or str
         With ``auto``: candidate encoders (``"minilm,DIR"`` is read as a tuple). Before
         anything else, :func:`~bertprobe.training.compare.compare_encoders` sweeps each on the

@@ -71,7 +71,7 @@ from bertprobe.encoders.features import (
 from bertprobe.encoders.hub import EncoderRef
 from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
 from bertprobe.encoders.pooling import check_pooling
-from bertprobe.heads.base import StreamingHead
+from bertprobe.heads import base as heads
 from bertprobe.heads.decision import Decision
 from bertprobe.heads.probe import COARSE_C_GRID, VotingProbe
 from bertprobe.training.compare import Comparison, compare_encoders, sweep_texts
@@ -238,14 +238,10 @@ def start_run(
     test labels against the training labels (single labels or label sets), the unlabelled
     texts (see :func:`unlabelled_pool`); out of core, only the paths (the files are read a
     chunk at a time by the stages)."""
-    if reading.multi_label and not options.multi_label:
-        raise BadInputError(
-            "label_sep= and label_cols= read several labels per text; add multi_label=True, "
-            "or leave them out for one label per text"
-        )
     run = TrainingRun(
         None, None, encoding, options, finetune=finetune, reading=reading, contrastive=contrastive
     )
+    run.target.check_training_reading(reading)
     if options.out_of_core:
         if isinstance(data, LabelledTexts) or isinstance(test, LabelledTexts):
             raise BadInputError("out_of_core trains from files, a chunk at a time; pass paths")
@@ -384,13 +380,13 @@ def fit_head(run: TrainingRun) -> None:
     start = time.perf_counter()
     assert run.train_set is not None and run.classes is not None
     head = run.target.head(run.options, run.classes, run.swept)
-    if isinstance(head, VotingProbe):  # the vote's text model needs the texts too
-        head.fit(
-            run.X_train, run.train_targets, texts=run.train_set.texts, unlabelled=run.X_unlabelled
-        )
-        run.head, run.text_model = head.probe_, head.text_model_
-    else:
-        run.head = head.fit(run.X_train, run.train_targets, unlabelled=run.X_unlabelled)
+    run.head, run.text_model = heads.fit_head(
+        head,
+        run.X_train,
+        run.train_targets,
+        texts=run.train_set.texts,
+        unlabelled=run.X_unlabelled,
+    )
     run.fit_seconds += time.perf_counter() - start
 
 
@@ -569,7 +565,7 @@ def fit_head_by_chunks(run: TrainingRun) -> None:
     sets)."""
     start = time.perf_counter()
     assert run.classes is not None
-    head: StreamingHead = run.target.streaming_head(run.options, run.classes)
+    head: heads.StreamingHead = run.target.streaming_head(run.options, run.classes)
     run.head = head.fit_chunks(lambda: chunks(run, "train"))
     run.fit_seconds += time.perf_counter() - start
 

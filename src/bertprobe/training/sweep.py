@@ -40,7 +40,8 @@ from bertprobe.encoders.encode import EmbedStats, embed_views
 from bertprobe.encoders.encoder import LoadedEncoder
 from bertprobe.encoders.options import FeatureSpec, LongMode, RunOptions, WindowPool
 from bertprobe.encoders.pooling import POOLINGS, Pooling, View, check_pooling
-from bertprobe.heads.probe import COARSE_C_GRID, LinearProbe, check_trainable, metric_score
+from bertprobe.heads.multilabel import cv_probe
+from bertprobe.heads.probe import COARSE_C_GRID, check_trainable, metric_score
 from bertprobe.heads.tfidf import TFIDF_C_GRID, tfidf_pipeline
 
 
@@ -226,9 +227,9 @@ def run_sweep(
     ``class_weight`` is the probes'. The TF-IDF vote is still decided by accuracy.
 
     ``labels`` may be a 0/1 matrix (rows, labels) for several labels per text: the screen then
-    scores each label's ridge column and the finalists are
-    :class:`~bertprobe.heads.multilabel.MultiLabelProbe`\ s, every score the mean over labels
-    of each label's score (its C per label; the row's ``C`` is their median); no TF-IDF vote.
+    scores each label's ridge column and the finalists are one probe a label
+    (:func:`~bertprobe.heads.multilabel.cv_probe`), every score the mean over labels of each
+    label's score (its C per label; the row's ``C`` is their median); no TF-IDF vote.
 
     ``screen_budget`` bounds the screen's arithmetic (:func:`screen_candidates`); ``math.inf``
     screens every row whatever it costs.
@@ -238,10 +239,10 @@ def run_sweep(
     is scored on pooled windows of long texts.
     """
     start = time.perf_counter()
-    multi_label = np.ndim(labels) == 2
-    if not multi_label:
+    label_sets = np.ndim(labels) == 2  # scikit-learn's multilabel-indicator target
+    if not label_sets:
         check_trainable(labels, cv)
-    tfidf = tfidf and not multi_label
+    tfidf = tfidf and not label_sets
     if finalists < 0:
         raise BadInputError(f"finalists={finalists}: give 0 (every candidate) or more")
     views = [
@@ -364,25 +365,11 @@ def _finalist_row(
     patience: int | None,
     screen_score: float | None,
 ) -> SweepRow:
-    """A finalist's CV row: the probe's (one label per text), or for a 0/1 label matrix the
-    mean over labels of each label's probe (:class:`MultiLabelProbe`)."""
-    if y.ndim == 2:
-        from bertprobe.heads.multilabel import MultiLabelProbe
-
-        multi = MultiLabelProbe(
-            tuple(Cs), cv=cv, class_weight=class_weight, scoring=metric, n_jobs=n_jobs
-        ).fit(X, y)
-        label_scores = [
-            p.cv_scores_[:, int(np.argmin(np.abs(p.Cs_ - p.C_)))]
-            for p in multi.estimator_.estimators_
-        ]
-        return SweepRow(
-            cand.name, cand.pooling, list(cand.layers), dim,
-            float(np.mean(multi.cv_accuracy_)), float(np.mean([s.std() for s in label_scores])),
-            float(np.median(multi.C_)), 0.0, screen_score,
-            float(np.mean(multi.cv_score_)) if metric != "accuracy" else None,
-        )  # fmt: skip
-    probe = LinearProbe(
+    """A finalist's CV row: the cross-validated probe's figures (for a 0/1 label matrix, one
+    probe a label, each figure the mean over labels: see :func:`~bertprobe.heads.multilabel.
+    cv_probe`)."""
+    probe = cv_probe(
+        y,
         Cs=tuple(Cs),
         cv=cv,
         n_jobs=n_jobs,
@@ -390,18 +377,18 @@ def _finalist_row(
         scoring=metric,
         patience=patience,
     ).fit(X, y)
-    best = int(np.argmin(np.abs(probe.Cs_ - probe.C_)))
+    accuracy, std, C, score = probe.cv_summary()
     return SweepRow(
         cand.name,
         cand.pooling,
         list(cand.layers),
         dim,
-        probe.cv_accuracy_,
-        float(probe.cv_scores_[:, best].std()),
-        probe.C_,
+        accuracy,
+        std,
+        C,
         0.0,
         screen_score,
-        probe.cv_score_ if metric != "accuracy" else None,
+        score if metric != "accuracy" else None,
     )
 
 

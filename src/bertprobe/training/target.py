@@ -7,7 +7,8 @@ matrix), which head wraps the probe, what the out-of-fold pass yields (a decisio
 label issues), how test rows are scored, what fine-tuning trains (softmax and cross-entropy,
 or a sigmoid a label and binary cross-entropy) and what the card records.
 
-:func:`target_for` picks one, in the one place that does: from ``TrainOptions.multi_label``
+:func:`target_for` picks one, in the one place that does: from the training options' label-set
+flag
 when training, from a model's :class:`~bertprobe.heads.decision.Decision` when evaluating.
 
 Example:
@@ -42,12 +43,7 @@ from bertprobe.data.multilabel import (
     scan_label_sets,
 )
 from bertprobe.heads.decision import SETS_KEY, Decision
-from bertprobe.heads.multilabel import (
-    MultiLabelProbe,
-    StreamingMultiLabelProbe,
-    indicator,
-    multilabel_scores,
-)
+from bertprobe.heads.multilabel import indicator, multilabel_scores, one_head_a_label
 from bertprobe.heads.probe import (
     LinearProbe,
     OutOfCoreProbe,
@@ -177,6 +173,10 @@ class Target(ABC):
     def card_record(self, reading: ReadOptions, classes: Sequence[Any]) -> dict[str, Any]:
         """The card's sections beside the metrics that this target adds (none by default)."""
         return {}
+
+    def check_training_reading(self, reading: ReadOptions) -> None:
+        """Refuse reading options that contradict this target, before anything is read."""
+        return None  # every reading suits label sets; one label a text refuses some
 
     @abstractmethod
     def reading_for(self, card: dict[str, Any], reading: ReadOptions) -> ReadOptions:
@@ -359,8 +359,15 @@ class OneLabel(Target):
             **record,
         )
 
+    def check_training_reading(self, reading: ReadOptions) -> None:
+        if reading.label_sets:
+            raise BadInputError(
+                "label_sep= and label_cols= read several labels per text; add multi_label=True, "
+                "or leave them out for one label per text"
+            )
+
     def reading_for(self, card: dict[str, Any], reading: ReadOptions) -> ReadOptions:
-        if reading.multi_label:
+        if reading.label_sets:
             raise BadInputError(
                 "label_sep= and label_cols= read several labels per text; the model "
                 f"{card.get('id', '')} gives one label per text, so leave them out"
@@ -389,7 +396,7 @@ class OneLabel(Target):
         if any(isinstance(y, tuple | list) for y in rows.labels or []):
             raise BadInputError(
                 f"{rows.source}: the labels are label sets; tune with the label-set target "
-                "(train with multi_label=True) to fine-tune on several labels a text"
+                "(LABEL_SETS, with the label names as classes) to fine-tune on several labels"
             )
         return sorted(set(rows.labels or []), key=str)
 
@@ -448,8 +455,8 @@ class LabelSets(Target):
     def head(self, options: TrainOptions, classes: Sequence[Any], swept: SweepResult | None) -> Any:
         """One probe a label (``options.head`` when given), each label's C by its own CV; no
         TF-IDF vote (the vote is for one label a text)."""
-        return MultiLabelProbe(
-            options.Cs,
+        return one_head_a_label(
+            Cs=options.Cs,
             cv=options.cv,
             classes=list(classes),
             tune_thresholds=options.tune_thresholds,
@@ -460,8 +467,11 @@ class LabelSets(Target):
         )
 
     def streaming_head(self, options: TrainOptions, classes: Sequence[Any]) -> Any:
-        return StreamingMultiLabelProbe(
-            classes=list(classes), class_weight=options.class_weight, estimator=options.head
+        return one_head_a_label(
+            streaming=True,
+            classes=list(classes),
+            class_weight=options.class_weight,
+            estimator=options.head,
         )
 
     def out_of_fold(
@@ -544,7 +554,7 @@ class LabelSets(Target):
 
     def reading_for(self, card: dict[str, Any], reading: ReadOptions) -> ReadOptions:
         record = card.get(SETS_KEY) or {}
-        if reading.multi_label or not record:
+        if reading.label_sets or not record:
             return reading
         if record.get("label_cols") and reading.label_col is None:
             return replace(reading, label_cols=tuple(record["label_cols"]))
