@@ -425,19 +425,3 @@ def test_library_errors_name_parameters_and_the_cli_names_its_flags(tmp_path, ca
         TrainOptions(Cs="0.1,x")
     code, _, err = run(["train", path, "--c-grid", "0.1,x"], capsys)
     assert code == 2 and "bertprobe: error: --c-grid '0.1,x' is not" in err
-
-
-def test_every_flag_an_error_can_name_is_a_real_flag():
-    from typer.main import get_command
-
-    from bertprobe.cli import app
-    from bertprobe.cli.errors import FLAGS as _FLAGS
-    from bertprobe.cli.errors import SWITCHES as _SWITCHES
-
-    flags = {
-        opt
-        for command in get_command(app).commands.values()  # type: ignore[attr-defined]
-        for param in command.params
-        for opt in param.opts
-    }
-    assert set(_FLAGS.values()) | set(_SWITCHES.values()) <= flags

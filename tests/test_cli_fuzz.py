@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import sys
 import time
@@ -32,11 +33,19 @@ from hypothesis import strategies as st
 from typer.main import get_command
 
 from bertprobe.cli import app, main
+from bertprobe.cli.errors import WORDS
 
 EXAMPLES = int(os.environ.get("BERTPROBE_FUZZ_EXAMPLES", "210"))
 FRESH = "BERTPROBE_FUZZ_EXAMPLES" in os.environ
 LOG = os.environ.get("BERTPROBE_FUZZ_LOG")  # a line per invocation: exit, argv, last line
 COMMAND = get_command(app)
+# The library's spelling of each parameter the CLI has a flag for (bertprobe.cli.errors.WORDS):
+# name= (or a switch as set), not the tail of a path or of a longer name.
+FLAGGED = {
+    name: re.compile(r"(?<![\w./\\-])" + re.escape(name if "=" in name else f"{name}="))
+    for name, flag in WORDS.items()
+    if flag
+}
 
 # Characters a shell can pass in an argument (no NUL); lone surrogates stand for undecodable
 # bytes, as Python decodes argv with surrogateescape.
@@ -479,6 +488,10 @@ def test_fuzz_the_cli(command, world, sandbox):
         assert "Traceback" not in out + err, f"traceback for {argv}:\n{err[-3000:]}"
         if code == 2 and err.startswith("bertprobe: error: "):
             assert len(err.splitlines()) == 1, f"more than one line for {argv}:\n{err}"
+            # A parameter named in the library's spelling, where the CLI has a flag for it,
+            # means an error that did not declare it (see tests/test_error_words.py).
+            stale = [name for name in FLAGGED if re.search(FLAGGED[name], err)]
+            assert not stale, f"the library's words {stale} for {argv}:\n{err}"
 
     check()
     print(

@@ -84,26 +84,32 @@ def check_labels(labels: Sequence[str] | str) -> tuple[str, ...]:
     listed = ",".join(names)
     if any(not name for name in names):
         raise BadInputError(
-            f"labels={listed}: a label is empty; give the names separated by commas, e.g. pos,neg"
+            f"labels={listed}: a label is empty; give the names separated by commas, e.g. pos,neg",
+            param="labels",
         )
     odd = [name for name in names if any(c in name for c in "\t\r\n\"'") or name != _clean(name)]
     if odd:
         raise BadInputError(
             f"labels={listed}: {odd[0]!r} holds a tab, quote or line break; a label is one word "
-            "or a few, e.g. pos,neg"
+            "or a few, e.g. pos,neg",
+            param="labels",
         )
     altered = [name for name in names if _INT.fullmatch(name) and str(int(name)) != name]
     if altered:
         raise BadInputError(
             f"labels={listed}: {altered[0]!r} reads back from a file as {int(altered[0])}; "
-            f"write it as {int(altered[0])}"
+            f"write it as {int(altered[0])}",
+            param="labels",
         )
     twice = [name for name, count in Counter(names).items() if count > 1]
     if twice:
-        raise BadInputError(f"labels={listed}: {twice[0]!r} is given twice; name each label once")
+        raise BadInputError(
+            f"labels={listed}: {twice[0]!r} is given twice; name each label once", param="labels"
+        )
     if len(names) < 2:
         raise BadInputError(
-            f"labels={listed}: one label leaves nothing to choose; give at least two, e.g. pos,neg"
+            f"labels={listed}: one label leaves nothing to choose; give at least two, e.g. pos,neg",
+            param="labels",
         )
     return names
 
@@ -209,14 +215,18 @@ class LabellingSession:
         use_pool_labels: bool = False,
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise BadInputError(f"n={n}: ask for at least 1 text a batch")
+            raise BadInputError(f"n={n}: ask for at least 1 text a batch", param="n")
         if not 0 <= seed < 2**32:
-            raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
+            raise BadInputError(
+                f"seed={seed}: use a whole number from 0 to {2**32 - 1}", param="seed"
+            )
         self.labels = check_labels(labels)
         self.out = Path(out)
         if self.out.suffix.lower() in (".csv", ".json", ".jsonl", ".ndjson", ".parquet"):
             raise BadInputError(
-                f"out={self.out}: the answers are written as text<TAB>label lines; give a .tsv file"
+                f"out={self.out}: the answers are written as text<TAB>label lines; give a "
+                ".tsv file",
+                param="out",
             )
         self.n = n
         self.seed = seed
@@ -227,7 +237,8 @@ class LabellingSession:
             and self.out.resolve() == Path(pool).resolve()
         ):
             raise BadInputError(
-                f"out={self.out} is the pool file; write the answers to a file of their own"
+                f"out={self.out} is the pool file; write the answers to a file of their own",
+                param="out",
             )
         read = read_pool(pool, reading)
         listed = ",".join(self.labels)
@@ -236,13 +247,15 @@ class LabellingSession:
                 raise BadInputError(
                     f"{read.source} holds labels in {read.label_column} (e.g. "
                     f"{read.labels[0]!r} on line {read.line_numbers[0]}); give unlabelled "
-                    "texts, or pass use_pool_labels=True to count those labels as answers"
+                    "texts, or pass use_pool_labels=True to count those labels as answers",
+                    param="use_pool_labels",
                 )
             for label, line in zip(read.labels, read.line_numbers, strict=True):
                 if str(label) not in self.labels:
                     raise BadInputError(
                         f"{read.source}: line {line} has the label {str(label)!r}, not one of "
-                        f"labels={listed}; add it to the labels or relabel the pool"
+                        f"labels={listed}; add it to the labels or relabel the pool",
+                        param="labels",
                     )
         # The distinct texts, pool first; `row` is an index into them.
         self.texts: list[str] = []
@@ -260,7 +273,8 @@ class LabellingSession:
             raise BadInputError(
                 f"{read.source}: {self.pool_size} distinct text"
                 f"{'s' if self.pool_size != 1 else ''}, fewer than a batch of n={n}; ask for "
-                f"at most {self.pool_size} a batch, or add texts to the pool"
+                f"at most {self.pool_size} a batch, or add texts to the pool",
+                param="n",
             )
         self._lock = threading.RLock()
         self._fit_lock = threading.Lock()
@@ -301,7 +315,9 @@ class LabellingSession:
         if not self.out.exists():
             return 0
         if self.out.is_dir():
-            raise BadInputError(f"out={self.out} is a folder; give the path of a file to write")
+            raise BadInputError(
+                f"out={self.out} is a folder; give the path of a file to write", param="out"
+            )
         raw = self.out.read_bytes()
         if not raw.strip() or raw.decode("utf-8", "replace").strip().lower() == HEADER.strip():
             return 0
@@ -316,7 +332,8 @@ class LabellingSession:
             if str(label) not in self.labels:
                 raise BadInputError(
                     f"{self.out}: line {line} has the label {str(label)!r}, not one of "
-                    f"labels={listed}; give the labels it holds, or write to another out= file"
+                    f"labels={listed}; give the labels it holds, or write to another out= file",
+                    param=("labels", "out"),
                 )
             key = _clean(text)
             row = self._row_of.get(key)
@@ -370,7 +387,9 @@ class LabellingSession:
         returns. Ends a batch: the probe is refitted in the background."""
         with self._lock:
             if label not in self.labels:
-                raise BadInputError(f"label {label!r} is not one of labels={','.join(self.labels)}")
+                raise BadInputError(
+                    f"label {label!r} is not one of labels={','.join(self.labels)}", param="labels"
+                )
             self._check_open_row(row)
             offset, data = self._append(f"{_clean(self.texts[row])}\t{label}\n")
             self._answers[row] = _Answer(row, label, offset, data)

@@ -88,11 +88,14 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         if self.actors is not None and self.actors < 1:
-            raise BadInputError(f"actors={self.actors}: use at least 1")
+            raise BadInputError(f"actors={self.actors}: use at least 1", param="actors")
         if not self.cpus_per_actor > 0:
-            raise BadInputError(f"cpus_per_actor={self.cpus_per_actor}: use a positive number")
+            raise BadInputError(
+                f"cpus_per_actor={self.cpus_per_actor}: use a positive number",
+                param="cpus_per_actor",
+            )
         if self.batch_rows < 1:
-            raise BadInputError(f"batch_rows={self.batch_rows}: use at least 1")
+            raise BadInputError(f"batch_rows={self.batch_rows}: use at least 1", param="batch_rows")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from bertprobe.core.errors import BadInputError
+from bertprobe.core.errors import BadInputError, Message
 from bertprobe.core.extras import needs_extra
 from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
@@ -644,27 +644,25 @@ def _folds_of(model: Classifier) -> int:
 
 def _training_data_of(
     model: Classifier, train: str | Path | LabelledTexts | None, reading: ReadOptions
-) -> tuple[LabelledTexts | None, str | None]:
+) -> tuple[LabelledTexts | None, Message | None]:
     """The model's training data, if it can be had unchanged; else None and why not."""
     cv = _folds_of(model)
     if train is not None:
         return read_training_set(train, reading, cv), None
     record = model.card.get("data", {}).get("train")
-    if not record:
-        return None, "no training file recorded; pass train= for the learning curve and baseline"
-    path = Path(record["path"])
-    if not path.is_file():
-        return None, (
-            f"training file {path} not found; pass train= for the learning curve and "
-            "the TF-IDF baseline"
-        )
-    train_set = read_training_set(path, reading, cv)
-    if train_set.sha256 != record["sha256"]:
-        return None, (
-            f"training file {path} changed since training; pass train= for the "
-            "learning curve and the TF-IDF baseline"
-        )
-    return train_set, None
+    path = Path(record["path"]) if record else None
+    if path is None:
+        why = "no training file recorded"
+    elif not path.is_file():
+        why = f"training file {path} not found"
+    else:
+        train_set = read_training_set(path, reading, cv)
+        if train_set.sha256 == record["sha256"]:
+            return train_set, None
+        why = f"training file {path} changed since training"
+    return None, Message(
+        f"{why}; pass train= for the learning curve and the TF-IDF baseline", param="train"
+    )
 
 
 def _rows_with_model_labels(

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="bertprobe")
     except BertprobeError as exc:
-        note(f"bertprobe: error: {one_line(in_cli_words(str(exc)))}")
+        note(f"bertprobe: error: {one_line(in_cli_words(exc))}")
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)  # `bertprobe predict ... | head` closed the pipe: not an error

@@ -110,7 +110,7 @@ def suggest(
         )
     except BadInputError as exc:
         # The one library word the shared flag table (cli/errors.py) does not know.
-        raise BadInputError(str(exc).replace("labelled=", "--labelled")) from None
+        raise BadInputError(str(exc).replace("labelled=", "--labelled"), param="labelled") from None
     if out is not None:
         _write_tsv(out, picks)
         note(f"wrote {len(picks)} texts to {out}; fill in the label column to train on them")

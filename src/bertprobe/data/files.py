@@ -134,29 +134,35 @@ class ReadOptions:
     def __post_init__(self) -> None:
         _check_field_chars(self.max_field_chars)
         if self.label_sep is not None and not self.label_sep:
-            raise BadInputError("label_sep='' splits nothing; give a separator such as '|'")
+            raise BadInputError(
+                "label_sep='' splits nothing; give a separator such as '|'", param="label_sep"
+            )
         if isinstance(self.label_cols, str):
             cols = tuple(c.strip() for c in self.label_cols.split(",") if c.strip())
             object.__setattr__(self, "label_cols", cols)
         if self.label_cols is not None:
             if not self.label_cols:
                 raise BadInputError(
-                    "label_cols= names no column; give the 0/1 label columns as a comma list"
+                    "label_cols= names no column; give the 0/1 label columns as a comma list",
+                    param="label_cols",
                 )
             if self.label_sep is not None:
                 raise BadInputError(
                     "label_sep= and label_cols= do not combine: the labels are either one "
-                    "separator-joined column or several 0/1 columns; give one of them"
+                    "separator-joined column or several 0/1 columns; give one of them",
+                    param=("label_sep", "label_cols"),
                 )
             if self.label_col is not None:
                 raise BadInputError(
                     "label_col= and label_cols= do not combine: give the one joined label "
-                    "column (with label_sep=) or the 0/1 label columns"
+                    "column (with label_sep=) or the 0/1 label columns",
+                    param=("label_col", "label_cols", "label_sep"),
                 )
             if len(set(map(str, self.label_cols))) < len(self.label_cols):
                 raise BadInputError(
                     f"label_cols={','.join(map(str, self.label_cols))} names a "
-                    "column twice; name each label column once"
+                    "column twice; name each label column once",
+                    param="label_cols",
                 )
 
     @property
@@ -181,7 +187,8 @@ def _check_field_chars(value: int) -> None:
     # The csv module keeps the limit in a C long, 32 bits on some platforms.
     if not 1 <= value <= MAX_FIELD_CHARS_BOUND:
         raise BadInputError(
-            f"max_field_chars={value}: use from 1 to {MAX_FIELD_CHARS_BOUND:,} characters"
+            f"max_field_chars={value}: use from 1 to {MAX_FIELD_CHARS_BOUND:,} characters",
+            param="max_field_chars",
         )
 
 
@@ -570,12 +577,14 @@ class _Reader:
             if label_idx is None:
                 raise BadInputError(
                     f"{source}: no label column ({unit[:-1]} {first[0]} has one column); "
-                    "expected text<TAB>label, or name the column with label_col="
+                    "expected text<TAB>label, or name the column with label_col=",
+                    param="label_col",
                 )
             if label_idx == text_idx:
                 raise BadInputError(
                     f"{source}: the text and label columns are the same column; "
-                    "set text_col= and label_col="
+                    "set text_col= and label_col=",
+                    param=("text_col", "label_col"),
                 )
         while batch := list(itertools.islice(rows, chunk_size)):
             yield _checked_chunk(batch, text_idx, label_idx, drop_empty, source, unit)
@@ -687,7 +696,8 @@ def _checked_chunk(
     if empty and not drop_empty:
         raise BadInputError(
             f"{source}: empty text on {unit} {format_lines(empty)}; "
-            "fill them in or pass drop_empty=True to skip them"
+            "fill them in or pass drop_empty=True to skip them",
+            param="drop_empty=True",
         )
     if unlabelled:
         raise BadInputError(
@@ -753,7 +763,8 @@ def _delimited_rows(
                 raise BadInputError(
                     f"{source}: line {reader.line_num}: a cell is over {max_field_chars:,} "
                     "characters (or a quote is never closed); if the text is meant to be that "
-                    "long, raise max_field_chars="
+                    "long, raise max_field_chars=",
+                    param="max_field_chars",
                 ) from None
             raise BadInputError(
                 f"{source}: line {reader.line_num}: {exc}; check the quoting"
@@ -829,12 +840,14 @@ def _column_index(
             return index % width
         raise BadInputError(
             f"{source}: {parameter}={index} is out of range (the file has {width} "
-            f"columns, 0 to {width - 1})"
+            f"columns, 0 to {width - 1})",
+            param=parameter,
         )
     listed = ", ".join(columns) if columns else f"no header, {width} columns"
     raise BadInputError(
         f"{source}: no column {wanted!r} ({listed}); pass {parameter}= one of "
-        "the column names or a 0-based index"
+        "the column names or a 0-based index",
+        param=parameter,
     )
 
 

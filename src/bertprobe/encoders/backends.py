@@ -60,14 +60,17 @@ def check_device(device: str):
             raise BadInputError(
                 f"device {device!r}: this torch ({torch.__version__}) sees no "
                 "CUDA GPU; use device=cpu, or install a CUDA build of torch "
-                "on a machine with a GPU"
+                "on a machine with a GPU",
+                param="device",
             )
         if dev.index is not None and dev.index >= count:
             raise BadInputError(
                 f"device {device!r}: this machine has {count} CUDA GPU(s), numbered 0..{count - 1}"
             )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise BadInputError(f"device {device!r}: Apple's MPS is not available here; use device=cpu")
+        raise BadInputError(
+            f"device {device!r}: Apple's MPS is not available here; use device=cpu", param="device"
+        )
     return dev
 
 
@@ -185,7 +188,8 @@ class OnnxBackend(EncoderBackend):
         require_extra("onnx")  # before the weights load, not after
         if device.type != "cpu":
             raise BadInputError(
-                f"backend {cls.name!r} runs on the CPU; use device=cpu or backend=torch"
+                f"backend {cls.name!r} runs on the CPU; use device=cpu or backend=torch",
+                param=("device", "backend"),
             )
 
     @classmethod

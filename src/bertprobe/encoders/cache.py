@@ -77,7 +77,8 @@ class EmbeddingCache:
         except (OSError, sqlite3.Error) as exc:
             raise BadInputError(
                 f"embedding cache {self.path} cannot be opened ({exc}); pass "
-                "cache_dir= a writable folder, or use_cache=False"
+                "cache_dir= a writable folder, or use_cache=False",
+                param=("cache_dir", "use_cache=False"),
             ) from None
         self._dims: dict[str, int] = {}
 

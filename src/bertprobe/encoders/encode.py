@@ -153,7 +153,8 @@ def _max_length(model: LoadedEncoder, spec: FeatureSpec) -> int:
     if max_length > model.max_length:
         raise BadInputError(
             f"max length {max_length} exceeds what {model.ref.name} takes "
-            f"({model.max_length} tokens); use a smaller max_length="
+            f"({model.max_length} tokens); use a smaller max_length=",
+            param="max_length",
         )
     return max_length
 

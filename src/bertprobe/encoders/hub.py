@@ -71,11 +71,13 @@ def resolve_encoder(name: str, revision: str | None = None) -> EncoderRef:
     """
     if not name or not name.strip():
         raise EncoderNotFoundError(
-            "empty encoder name; give encoder= a hub name, a local folder, or minilm (bundled)"
+            "empty encoder name; give encoder= a hub name, a local folder, or minilm (bundled)",
+            param="encoder",
         )
     if revision is not None and not revision.strip():
         raise EncoderNotFoundError(
-            "empty revision; give revision= a branch, tag or commit hash, or leave it out"
+            "empty revision; give revision= a branch, tag or commit hash, or leave it out",
+            param="revision",
         )
     commit = None
     if name in ALIASES:
@@ -111,7 +113,8 @@ def _no_revision(name: str, revision: str | None, what: str) -> None:
     if revision is not None:
         raise EncoderNotFoundError(
             f"encoder {name!r} {what}, not a hub name: it has no revision {revision!r}; "
-            "drop revision= or give a hub name"
+            "drop revision= or give a hub name",
+            param="revision",
         )
 
 

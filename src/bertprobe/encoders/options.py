@@ -44,7 +44,9 @@ Options = TypeVar("Options", bound="DataclassInstance")
 def check_long_mode(value: str) -> LongMode:
     """``value`` as a long-text mode, or a one-line error naming the choices."""
     if value not in LONG_MODES:
-        raise BadInputError(f"unknown long={value!r}; choose one of {', '.join(LONG_MODES)}")
+        raise BadInputError(
+            f"unknown long={value!r}; choose one of {', '.join(LONG_MODES)}", param="long"
+        )
     return value
 
 
@@ -52,7 +54,8 @@ def check_window_pool(value: str) -> WindowPool:
     """``value`` as a pooling of window vectors, or a one-line error naming the choices."""
     if value not in WINDOW_POOLS:
         raise BadInputError(
-            f"unknown window_pool={value!r}; choose one of {', '.join(WINDOW_POOLS)}"
+            f"unknown window_pool={value!r}; choose one of {', '.join(WINDOW_POOLS)}",
+            param="window_pool",
         )
     return value
 
@@ -67,10 +70,13 @@ def check_long(long: str, stride: int | None, window_pool: str) -> None:
     check_long_mode(long)
     check_window_pool(window_pool)
     if stride is not None and stride < 0:
-        raise BadInputError(f"stride={stride}: use 0 or more tokens of overlap")
+        raise BadInputError(f"stride={stride}: use 0 or more tokens of overlap", param="stride")
     if stride is not None and long == "truncate":
         # Silently ignored, it would look like a setting the model was trained with.
-        raise BadInputError("stride= applies to long=chunk only; add long=chunk or drop it")
+        raise BadInputError(
+            "stride= applies to long=chunk only; add long=chunk or drop it",
+            param=("stride", "long"),
+        )
 
 
 def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:
@@ -84,7 +90,8 @@ def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:
     except ValueError:
         raise BadInputError(
             f"layers={value!r} is not a layer index or a comma list of them "
-            "(e.g. -1 or -4,-3,-2,-1)"
+            "(e.g. -1 or -4,-3,-2,-1)",
+            param="layers",
         ) from None
 
 
@@ -139,7 +146,9 @@ class FeatureSpec:
         object.__setattr__(self, "layers", parse_layers(self.layers))
         check_pooling(self.pooling)
         if not self.layers:
-            raise BadInputError("no layer given; give layers= an index such as -1 or -4,-1")
+            raise BadInputError(
+                "no layer given; give layers= an index such as -1 or -4,-1", param="layers"
+            )
         if self.max_length is not None and self.max_length < 2:
             raise BadInputError(f"max length {self.max_length} is too small; use at least 2")
         check_long(self.long, self.stride, self.window_pool)
@@ -212,7 +221,7 @@ class RunOptions:
         for name in ("batch_size", "max_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise BadInputError(f"{name}={value}: use at least 1")
+                raise BadInputError(f"{name}={value}: use at least 1", param=name)
 
     def without_progress(self) -> RunOptions:
         """The same options without progress bars: for the steps of work that shows its own

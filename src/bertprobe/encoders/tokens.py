@@ -51,13 +51,15 @@ def check_stride(tokenizer: Any, name: str, max_length: int, stride: int) -> int
     if room < 1:
         raise BadInputError(
             f"max length {max_length} leaves no room for text beside {name}'s "
-            "special tokens; use a larger max_length="
+            "special tokens; use a larger max_length=",
+            param="max_length",
         )
     if not 0 <= stride < room:
         raise BadInputError(
             f"stride {stride} must be from 0 to {room - 1}: a window of max length "
             f"{max_length} holds {room} text tokens; use a smaller stride= or a larger "
-            "max_length="
+            "max_length=",
+            param=("stride", "max_length"),
         )
     return room
 

@@ -82,7 +82,7 @@ class Decision:
         object.__setattr__(self, "classes", tuple(python_value(c) for c in self.classes))
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         if self.rule not in RULES:
-            raise BadInputError(f"rule={self.rule!r}: choose from {', '.join(RULES)}")
+            raise BadInputError(f"rule={self.rule!r}: choose from {', '.join(RULES)}", param="rule")
         wanted = {"argmax": 0, "threshold": 1, "per-label": len(self.classes)}[self.rule]
         if len(self.thresholds) != wanted:
             raise BadInputError(
@@ -132,7 +132,8 @@ class Decision:
             value = float("nan")
         if not 0 < value < 1:
             raise BadInputError(
-                f"threshold={threshold!r}: give 'auto' or a probability between 0 and 1"
+                f"threshold={threshold!r}: give 'auto' or a probability between 0 and 1",
+                param="threshold",
             )
         return Decision(self.classes, "threshold", (value,))
 

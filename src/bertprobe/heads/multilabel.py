@@ -190,7 +190,9 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         from sklearn.multiclass import OneVsRestClassifier
 
         if not 0 < self.threshold < 1:
-            raise BadInputError(f"threshold={self.threshold}: give a probability between 0 and 1")
+            raise BadInputError(
+                f"threshold={self.threshold}: give a probability between 0 and 1", param="threshold"
+            )
         X = validate_data(self, X, dtype=[np.float32, np.float64])
         Y, classes = self._indicator(y)
         if len(Y) != len(X):
@@ -200,7 +202,8 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         if self.class_weight not in (None, "balanced"):
             # A dict would name classes, and each label's probe has only 0 and 1.
             raise BadInputError(
-                f"class_weight={self.class_weight!r}: give 'balanced' or None for multi-label"
+                f"class_weight={self.class_weight!r}: give 'balanced' or None for multi-label",
+                param="class_weight",
             )
         probe = self._label_head(grid)
         if unlabelled is None:
@@ -240,7 +243,8 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             )
             if len(names) != array.shape[1]:
                 raise BadInputError(
-                    f"classes= names {len(names)} labels for {array.shape[1]} columns of y"
+                    f"classes= names {len(names)} labels for {array.shape[1]} columns of y",
+                    param="classes",
                 )
             return array.astype(int), names
         sets = as_label_sets(y)
@@ -249,7 +253,8 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         unknown = sorted(set(seen) - set(names))
         if unknown:
             raise BadInputError(
-                f"labels {', '.join(map(repr, unknown[:5]))} are not in classes=; add them"
+                f"labels {', '.join(map(repr, unknown[:5]))} are not in classes=; add them",
+                param="classes",
             )
         return MultiLabelBinarizer(classes=names).fit_transform(sets), names
 
@@ -277,7 +282,8 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         if not hasattr(label_head, "fixed_estimator"):
             raise BadInputError(
                 f"tune_thresholds=True refits each label's head on folds, and a "
-                f"{type(label_head).__name__} has no fixed_estimator(); leave it out"
+                f"{type(label_head).__name__} has no fixed_estimator(); leave it out",
+                param="tune_thresholds=True",
             )
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         model = label_head.fixed_estimator()
@@ -548,7 +554,9 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
         from bertprobe.heads.probe import OutOfCoreProbe
 
         if not 0 < self.threshold < 1:
-            raise BadInputError(f"threshold={self.threshold}: give a probability between 0 and 1")
+            raise BadInputError(
+                f"threshold={self.threshold}: give a probability between 0 and 1", param="threshold"
+            )
         first = next(iter(chunks()), None)
         if first is None:
             raise BadInputError("no training rows; check the training file")
@@ -571,7 +579,7 @@ class StreamingMultiLabelProbe(MultiLabelProbe):
             try:
                 probe.fit_chunks(partial(_label_column, chunks, j))
             except BadInputError as exc:
-                raise BadInputError(f"label {name!r}: {exc}") from None
+                raise exc.about(f"label {name!r}") from None
             self.estimators_.append(probe)
         self.classes_ = np.asarray(names, dtype=str)
         self.n_features_in_ = self.estimators_[0].n_features_in_

@@ -54,7 +54,7 @@ Labels = Sequence[Any] | np.ndarray
 def check_metric(metric: str) -> str:
     """``metric`` if it is one of :data:`METRICS`, else a one-line error."""
     if metric not in METRICS:
-        raise BadInputError(f"metric={metric!r}: choose from {', '.join(METRICS)}")
+        raise BadInputError(f"metric={metric!r}: choose from {', '.join(METRICS)}", param="metric")
     return metric
 
 
@@ -64,7 +64,8 @@ def check_class_weight(class_weight: Any) -> Any:
         return class_weight
     raise BadInputError(
         f"class_weight={class_weight!r}: give 'balanced' (weights inverse to class frequency) "
-        "or leave it out"
+        "or leave it out",
+        param="class_weight",
     )
 
 
@@ -160,7 +161,8 @@ def parse_c_grid(value: str) -> tuple[float, ...]:
     if not grid or any(c <= 0 for c in grid):
         raise BadInputError(
             f"Cs={value!r} is not 'default', 'coarse', 'seed' or a comma "
-            "list of positive numbers (e.g. 0.01,0.1,1,10)"
+            "list of positive numbers (e.g. 0.01,0.1,1,10)",
+            param="Cs",
         )
     return grid
 
@@ -351,7 +353,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 self.patience, bool
             )
             if not whole or self.patience < 1:
-                raise BadInputError(f"patience={self.patience!r}: give a whole number >= 1")
+                raise BadInputError(
+                    f"patience={self.patience!r}: give a whole number >= 1", param="patience"
+                )
             grid = tuple(sorted(grid))
             reached = min(len(grid), self.patience + 2)
             while True:
@@ -394,7 +398,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
         if not 0.5 <= self.pseudo_threshold < 1:
             raise BadInputError(
-                f"pseudo_threshold={self.pseudo_threshold}: give a probability from 0.5 to 1"
+                f"pseudo_threshold={self.pseudo_threshold}: give a probability from 0.5 to 1",
+                param="pseudo_threshold",
             )
         codes = np.searchsorted(self.classes_, y)  # -1 marks a row without a label
 
@@ -585,7 +590,8 @@ def refuse_unlabelled(unlabelled: Any) -> None:
     if unlabelled is not None:
         raise BadInputError(
             "unlabelled= self-trains a probe that holds the vectors in memory; a streaming "
-            "(out-of-core) head learns from labelled chunks only: use LinearProbe"
+            "(out-of-core) head learns from labelled chunks only: use LinearProbe",
+            param="unlabelled",
         )
 
 
@@ -606,14 +612,15 @@ def check_trainable(y, n_folds: int) -> None:
             "needs examples of at least two classes"
         )
     if n_folds < 2:
-        raise BadInputError(f"cv={n_folds} folds; cross-validation needs at least 2")
+        raise BadInputError(f"cv={n_folds} folds; cross-validation needs at least 2", param="cv")
     rare = sorted((label for label, n in counts.items() if n < n_folds), key=str)
     if rare:
         listed = ", ".join(f"{label!r} ({counts[label]})" for label in rare[:5])
         raise BadInputError(
             f"too few examples of class {listed} for {n_folds}-fold "
             f"cross-validation; add examples or lower cv= to at most "
-            f"{min(counts.values())}"
+            f"{min(counts.values())}",
+            param="cv",
         )
 
 
@@ -985,7 +992,9 @@ class VotingProbe(ClassifierMixin, BaseEstimator):
         self.text_model_ = None
         if self.text_model is not None:
             if texts is None:
-                raise BadInputError("texts=None: the text model needs the rows' texts")
+                raise BadInputError(
+                    "texts=None: the text model needs the rows' texts", param="texts"
+                )
             self.text_model_ = clone(self.text_model).fit(list(texts), y)
         self.classes_ = self.probe_.classes_
         return self
@@ -1001,7 +1010,9 @@ class VotingProbe(ClassifierMixin, BaseEstimator):
         proba = self.probe_.predict_proba(X)
         if self.text_model_ is not None:
             if texts is None:
-                raise BadInputError("texts=None: the text model needs the rows' texts")
+                raise BadInputError(
+                    "texts=None: the text model needs the rows' texts", param="texts"
+                )
             proba = (proba + self.text_model_.predict_proba(list(texts))) / 2
         return proba
 

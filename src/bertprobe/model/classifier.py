@@ -213,7 +213,8 @@ class Classifier:
             raise BadInputError(
                 f"threshold={threshold!r}: a decision threshold is for two classes, one label "
                 f"a text; this model has {len(decision.classes)} "
-                f"{'labels' if decision.label_sets else 'classes'}; leave it out"
+                f"{'labels' if decision.label_sets else 'classes'}; leave it out",
+                param="threshold",
             )
         if threshold == "auto":
             stored = self.card.get("decision_threshold")
@@ -221,7 +222,8 @@ class Classifier:
                 raise BadInputError(
                     "threshold='auto': the model card holds no decision threshold (trained "
                     "before thresholds were stored, with a TF-IDF vote, or never saved); "
-                    "retrain, or give a number between 0 and 1"
+                    "retrain, or give a number between 0 and 1",
+                    param="threshold",
                 )
             threshold = float(stored["value"])
         return decision.with_threshold(threshold)  # type: ignore[arg-type]

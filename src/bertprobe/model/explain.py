@@ -204,14 +204,16 @@ class Explanation:
 def check_method(method: str) -> str:
     """``method`` if it is one of :data:`METHODS`, else a one-line error."""
     if method not in METHODS:
-        raise BadInputError(f"method={method!r}: choose from {', '.join(METHODS)}")
+        raise BadInputError(f"method={method!r}: choose from {', '.join(METHODS)}", param="method")
     return method
 
 
 def check_occlusion(occlude: str) -> str:
     """``occlude`` if it is one of :data:`OCCLUSIONS`, else a one-line error."""
     if occlude not in OCCLUSIONS:
-        raise BadInputError(f"occlude={occlude!r}: choose from {', '.join(OCCLUSIONS)}")
+        raise BadInputError(
+            f"occlude={occlude!r}: choose from {', '.join(OCCLUSIONS)}", param="occlude"
+        )
     return occlude
 
 
@@ -269,11 +271,14 @@ def explain(
         return _explain_by_gradients(model, texts, run, decision, steps)
     reason = why_not_exact(model) if method != "occlusion" else "occlusion was asked for"
     if method == "exact" and reason is not None:
-        raise BadInputError(f"method='exact' cannot explain this model: {reason}; use occlusion")
+        raise BadInputError(
+            f"method='exact' cannot explain this model: {reason}; use occlusion", param="method"
+        )
     encoder = run.load(model.encoder, default_backend=model.backend)
     if occlude == "mask" and reason is not None and encoder.tokenizer.mask_token_id is None:
         raise BadInputError(
-            f"occlude='mask': {model.encoder.name}'s tokenizer has no mask token; use delete"
+            f"occlude='mask': {model.encoder.name}'s tokenizer has no mask token; use delete",
+            param="occlude",
         )
     read = read_texts(model, encoder, texts)
     readout = Readout(model)
@@ -343,11 +348,13 @@ def _explain_by_gradients(
         raise BadInputError(
             "method='integrated-gradients' cannot explain this model: "
             + (why_not_exact(model) or "its head is not linear")
-            + "; use occlusion"
+            + "; use occlusion",
+            param="method",
         )
     if run.backend not in (None, "torch"):  # before an export is built for nothing
         raise BadInputError(
-            f"integrated gradients need the torch backend, not {run.backend!r}; use backend=torch"
+            f"integrated gradients need the torch backend, not {run.backend!r}; use backend=torch",
+            param="backend",
         )
     encoder = run.load(model.encoder, default_backend="torch")
     read = read_texts(model, encoder, texts)
@@ -583,7 +590,7 @@ def erasure_scores(
         ``aopc_sufficiency``, ``ranking``, ``n``.
     """
     if ranking not in ("scores", "random"):
-        raise BadInputError(f"ranking={ranking!r}: choose scores or random")
+        raise BadInputError(f"ranking={ranking!r}: choose scores or random", param="ranking")
     encoder = run.load(model.encoder, default_backend=model.backend)
     read = read_texts(model, encoder, [e.text for e in explanations])
     readout = Readout(model)

@@ -456,7 +456,9 @@ def card_encoder(folder: Path, card: dict, check: bool = True) -> EncoderRef:
     try:
         ref = replace(resolve_encoder(name, revision), name=info["name"])
     except BertprobeError as exc:
-        raise ModelFolderError(f"{folder}: its encoder cannot be loaded: {exc}") from None
+        raise ModelFolderError(
+            f"{folder}: its encoder cannot be loaded: {exc}", param=exc.params
+        ) from None
     if ref.fingerprint != saved:
         raise ModelFolderError(
             f"{folder}: encoder {info['name']!r} at {ref.path} no longer matches the one the "

@@ -67,13 +67,15 @@ class ServeLimits:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise BadInputError(f"{item.name}={value!r}: give a number")
+                raise BadInputError(f"{item.name}={value!r}: give a number", param=item.name)
             if (
                 not math.isfinite(value)
                 or value < 0
                 or (value == 0 and item.name != "max_drain_bytes")
             ):
-                raise BadInputError(f"{item.name}={value!r}: give a number above 0")
+                raise BadInputError(
+                    f"{item.name}={value!r}: give a number above 0", param=item.name
+                )
 
     def for_model(self, model: Classifier) -> ServeLimits:
         """These limits with ``max_chars`` decided for ``model`` when it is ``None``."""
@@ -188,5 +190,6 @@ class ServeConfig:
             check_backend(self.backend)
         if self.model_threads is not None and self.model_threads < 1:
             raise BadInputError(
-                f"model_threads={self.model_threads}: give 1 or more torch threads (or None)"
+                f"model_threads={self.model_threads}: give 1 or more torch threads (or None)",
+                param="model_threads",
             )

@@ -131,14 +131,20 @@ class RayOptions:
             )
         if not self.num_cpus >= 0 or not self.num_gpus >= 0:
             raise BadInputError(
-                f"num_cpus={self.num_cpus}, num_gpus={self.num_gpus}: use numbers >= 0"
+                f"num_cpus={self.num_cpus}, num_gpus={self.num_gpus}: use numbers >= 0",
+                param=("num_cpus", "num_gpus"),
             )
         if self.max_ongoing_requests is not None and self.max_ongoing_requests < 1:
-            raise BadInputError(f"max_ongoing_requests={self.max_ongoing_requests}: use at least 1")
+            raise BadInputError(
+                f"max_ongoing_requests={self.max_ongoing_requests}: use at least 1",
+                param="max_ongoing_requests",
+            )
         if not 1 <= self.surge_percent <= 100:
             # 0 would stop old replicas before their successors are ready: a swap with fewer
             # replicas, or none, meanwhile.
-            raise BadInputError(f"surge_percent={self.surge_percent}: use 1 to 100")
+            raise BadInputError(
+                f"surge_percent={self.surge_percent}: use 1 to 100", param="surge_percent"
+            )
 
 
 @dataclass(frozen=True)
@@ -248,7 +254,7 @@ def _autoscaling_config(
     if autoscaling is None:
         count = 1 if replicas is None else replicas
         if count < 1:
-            raise BadInputError(f"replicas={count}: use at least 1")
+            raise BadInputError(f"replicas={count}: use at least 1", param="replicas")
         return count, None
     if isinstance(autoscaling, Mapping):
         config = dict(autoscaling)
@@ -259,7 +265,8 @@ def _autoscaling_config(
             low, high = (int(n) for n in autoscaling)
         except (TypeError, ValueError):
             raise BadInputError(
-                f"autoscaling={autoscaling!r}: give (min, max) replicas, e.g. (1, 4)"
+                f"autoscaling={autoscaling!r}: give (min, max) replicas, e.g. (1, 4)",
+                param="autoscaling",
             ) from None
         # Ray's default target, 2 requests in flight a replica, would add replicas where one
         # replica gathers concurrent requests into one batch: aim for half of what it takes.
@@ -275,7 +282,8 @@ def _autoscaling_config(
     start = max(low, 1) if replicas is None else replicas
     if not low <= start <= high or start < 1:
         raise BadInputError(
-            f"replicas={start} at start is outside the autoscaling range {low}-{high}"
+            f"replicas={start} at start is outside the autoscaling range {low}-{high}",
+            param="replicas",
         )
     config.setdefault("initial_replicas", start)
     return start, config

@@ -45,7 +45,7 @@ def serve(
         import uvicorn
 
     if workers < 1:
-        raise BadInputError(f"workers={workers}: give 1 or more worker processes")
+        raise BadInputError(f"workers={workers}: give 1 or more worker processes", param="workers")
     config = _alone_in_its_processes(config, workers)
     sock = sock or listen_socket(host, port)
     if workers > 1:

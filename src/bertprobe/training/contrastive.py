@@ -132,21 +132,35 @@ class ContrastiveOptions:
 
     def __post_init__(self) -> None:
         if self.pairs_per_text < 1:
-            raise BadInputError(f"pairs_per_text={self.pairs_per_text}: give 1 or more")
+            raise BadInputError(
+                f"pairs_per_text={self.pairs_per_text}: give 1 or more", param="pairs_per_text"
+            )
         if self.min_pairs < 0:
-            raise BadInputError(f"min_pairs={self.min_pairs}: give 0 or more pairs")
+            raise BadInputError(
+                f"min_pairs={self.min_pairs}: give 0 or more pairs", param="min_pairs"
+            )
         if self.max_pairs < 0:
-            raise BadInputError(f"max_pairs={self.max_pairs}: give 0 (no cap) or more pairs")
+            raise BadInputError(
+                f"max_pairs={self.max_pairs}: give 0 (no cap) or more pairs", param="max_pairs"
+            )
         if self.epochs < 1:
-            raise BadInputError(f"epochs={self.epochs}: train for at least 1 epoch")
+            raise BadInputError(f"epochs={self.epochs}: train for at least 1 epoch", param="epochs")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise BadInputError(f"lr={self.lr}: give a positive learning rate, such as 2e-05")
+            raise BadInputError(
+                f"lr={self.lr}: give a positive learning rate, such as 2e-05", param="lr"
+            )
         if self.loss not in PAIR_LOSSES:
-            raise BadInputError(f"loss={self.loss!r}: choose one of {', '.join(PAIR_LOSSES)}")
+            raise BadInputError(
+                f"loss={self.loss!r}: choose one of {', '.join(PAIR_LOSSES)}", param="loss"
+            )
         if not 0 <= self.warmup < 1:
-            raise BadInputError(f"warmup={self.warmup}: give a share of the steps, 0 to 1")
+            raise BadInputError(
+                f"warmup={self.warmup}: give a share of the steps, 0 to 1", param="warmup"
+            )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise BadInputError(f"weight_decay={self.weight_decay}: give 0 or more")
+            raise BadInputError(
+                f"weight_decay={self.weight_decay}: give 0 or more", param="weight_decay"
+            )
 
     def rounds(self, n_texts: int) -> int:
         """Partners of each kind a text gets: ``pairs_per_text``, or more to reach

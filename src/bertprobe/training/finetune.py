@@ -130,17 +130,27 @@ class FinetuneOptions:
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
-            raise BadInputError(f"epochs={self.epochs}: train for at least 1 epoch")
+            raise BadInputError(f"epochs={self.epochs}: train for at least 1 epoch", param="epochs")
         if self.min_steps < 0:
-            raise BadInputError(f"min_steps={self.min_steps}: give 0 or more steps")
+            raise BadInputError(
+                f"min_steps={self.min_steps}: give 0 or more steps", param="min_steps"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise BadInputError(f"lr={self.lr}: give a positive learning rate, such as 5e-05")
+            raise BadInputError(
+                f"lr={self.lr}: give a positive learning rate, such as 5e-05", param="lr"
+            )
         if not 0 < self.dev_share < 1:
-            raise BadInputError(f"dev_share={self.dev_share}: give a share between 0 and 1")
+            raise BadInputError(
+                f"dev_share={self.dev_share}: give a share between 0 and 1", param="dev_share"
+            )
         if not 0 <= self.warmup < 1:
-            raise BadInputError(f"warmup={self.warmup}: give a share of the steps, 0 to 1")
+            raise BadInputError(
+                f"warmup={self.warmup}: give a share of the steps, 0 to 1", param="warmup"
+            )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise BadInputError(f"weight_decay={self.weight_decay}: give 0 or more")
+            raise BadInputError(
+                f"weight_decay={self.weight_decay}: give 0 or more", param="weight_decay"
+            )
 
     # --- the encoder-tuning protocol the pipeline's adapt stage calls -------------------------
     # (:class:`~bertprobe.training.contrastive.ContrastiveOptions` answers the same three)
@@ -388,7 +398,8 @@ def load_base(encoding: EncoderOptions) -> TuningBase:
     if max_length > limit:
         raise BadInputError(
             f"max length {max_length} exceeds what {ref.name} takes ({limit} tokens); "
-            "use a smaller max_length="
+            "use a smaller max_length=",
+            param="max_length",
         )
     stride = None
     if encoding.long == "chunk":

@@ -115,7 +115,7 @@ def check_label_sets(
         Y = MultiLabelBinarizer(classes=classes).fit_transform(sets)
         check_label_counts(Y, classes, cv)
     except BadInputError as exc:
-        raise BadInputError(f"{source}: {exc}") from None
+        raise exc.about(source) from None
     return classes
 
 
@@ -127,7 +127,7 @@ def read_training_set(
     try:
         check_trainable(train_set.labels or [], cv)
     except BadInputError as exc:
-        raise BadInputError(f"{train_set.source}: {exc}") from None
+        raise exc.about(train_set.source) from None
     return train_set
 
 

@@ -119,18 +119,23 @@ class TrainOptions:
     def __post_init__(self) -> None:
         grid = parse_c_grid(self.Cs) if isinstance(self.Cs, str) else tuple(self.Cs)
         if not grid or any(not c > 0 for c in grid):
-            raise BadInputError(f"Cs={self.Cs!r}: give positive C values")
+            raise BadInputError(f"Cs={self.Cs!r}: give positive C values", param="Cs")
         object.__setattr__(self, "Cs", grid)
         if isinstance(self.poolings, str):
             object.__setattr__(self, "poolings", parse_poolings(self.poolings))
         if self.cv < 2:
-            raise BadInputError(f"cv={self.cv}: cross-validation needs at least 2 folds")
+            raise BadInputError(
+                f"cv={self.cv}: cross-validation needs at least 2 folds", param="cv"
+            )
         if self.n_jobs == 0:
-            raise BadInputError("n_jobs=0 runs nothing; use 1, or -1 for one per CPU core")
+            raise BadInputError(
+                "n_jobs=0 runs nothing; use 1, or -1 for one per CPU core", param="n_jobs"
+            )
         if self.finalists < 0:
             raise BadInputError(
                 f"finalists={self.finalists}: give how many screened candidates get the full "
-                "CV (3 is the default), or 0 for all of them"
+                "CV (3 is the default), or 0 for all of them",
+                param="finalists",
             )
         check_metric(self.metric)
         if isinstance(self.class_weight, dict):
@@ -139,7 +144,8 @@ class TrainOptions:
         if self.tune_thresholds and not self.multi_label:
             raise BadInputError(
                 "tune_thresholds=True tunes the per-label thresholds of a multi-label model; "
-                "add multi_label=True or leave it out"
+                "add multi_label=True or leave it out",
+                param=("tune_thresholds=True", "multi_label=True"),
             )
         if isinstance(self.encoders, str):
             names = tuple(e.strip() for e in self.encoders.split(",") if e.strip())
@@ -147,23 +153,27 @@ class TrainOptions:
         if self.encoders and not self.auto:
             raise BadInputError(
                 "encoders= (the encoder chosen among several) is part of auto=True's choice; "
-                "add it, or give one encoder= alone"
+                "add it, or give one encoder= alone",
+                param=("encoders", "auto=True", "encoder"),
             )
         if self.head is not None:
             for method in ("fit", "predict_proba"):
                 if not callable(getattr(self.head, method, None)):
                     raise BadInputError(
                         f"head={type(self.head).__name__}: a head needs fit and "
-                        "predict_proba (see bertprobe.heads.base.Head)"
+                        "predict_proba (see bertprobe.heads.base.Head)",
+                        param="head",
                     )
             if self.out_of_core and not callable(getattr(self.head, "fit_chunks", None)):
                 raise BadInputError(
                     f"head={type(self.head).__name__} learns from arrays in memory, and out of "
                     "core the vectors stream from disk a chunk at a time: give a head with "
-                    "fit_chunks, or train without out_of_core"
+                    "fit_chunks, or train without out_of_core",
+                    param="head",
                 )
         if self.features is not None and not self.out_of_core:
             raise BadInputError(
                 "features= (precomputed training vectors) is for out_of_core=True training; "
-                "add it, or leave the features out"
+                "add it, or leave the features out",
+                param=("features", "out_of_core=True"),
             )

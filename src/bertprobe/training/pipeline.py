@@ -249,7 +249,8 @@ def start_run(
             raise BadInputError(
                 "unlabelled= self-trains a probe whose vectors are held in memory, and out of "
                 "core the head streams its rows from disk; with a training file that large the "
-                "labels are many already: train without unlabelled=, or without out_of_core"
+                "labels are many already: train without unlabelled=, or without out_of_core",
+                param="unlabelled",
             )
         run.train_path, run.test_path = Path(data), Path(test) if test is not None else None
         return run

@@ -260,7 +260,7 @@ class OneLabel(Target):
             try:
                 check_trainable(labels, 2)
             except BadInputError as exc:
-                raise BadInputError(f"{path}: {exc}") from None
+                raise exc.about(str(path)) from None
             classes = sorted(set(labels), key=str)
         else:
             align_labels(labels, list(classes), str(path))
@@ -273,7 +273,7 @@ class OneLabel(Target):
         try:
             check_trainable(sample.labels or [], cv)
         except BadInputError as exc:
-            raise BadInputError(f"{path} (a sample of {n:,} rows): {exc}") from None
+            raise exc.about(f"{path} (a sample of {n:,} rows)") from None
         return sample, sorted(set(sample.labels or []), key=str)
 
     def head(self, options: TrainOptions, classes: Sequence[Any], swept: SweepResult | None) -> Any:
@@ -363,14 +363,16 @@ class OneLabel(Target):
         if reading.label_sets:
             raise BadInputError(
                 "label_sep= and label_cols= read several labels per text; add multi_label=True, "
-                "or leave them out for one label per text"
+                "or leave them out for one label per text",
+                param=("label_sep", "label_cols", "multi_label=True"),
             )
 
     def reading_for(self, card: dict[str, Any], reading: ReadOptions) -> ReadOptions:
         if reading.label_sets:
             raise BadInputError(
                 "label_sep= and label_cols= read several labels per text; the model "
-                f"{card.get('id', '')} gives one label per text, so leave them out"
+                f"{card.get('id', '')} gives one label per text, so leave them out",
+                param=("label_sep", "label_cols"),
             )
         return reading
 
@@ -571,7 +573,7 @@ class LabelSets(Target):
 
     def tuning_outputs(self, rows: LabelledTexts, classes: Sequence[Any]) -> list:
         if not classes:
-            raise BadInputError("classes=[]: give the label names to fine-tune on")
+            raise BadInputError("classes=[]: give the label names to fine-tune on", param="classes")
         return [str(c) for c in classes]
 
     def tuning_labels(self, data: LabelledTexts, outputs: Sequence[Any]) -> list:
@@ -616,7 +618,8 @@ def split_dev(
         raise BadInputError(
             f"{train_set.source}: {len(labels)} rows are too few for a dev share of "
             f"{options.dev_share} (every class needs rows on both sides); add rows, raise "
-            "dev_share=, or pass dev= a labelled file"
+            "dev_share=, or pass dev= a labelled file",
+            param=("dev_share", "dev"),
         )
     rows = np.arange(len(labels))
     train_rows, dev_rows = train_test_split(
@@ -649,7 +652,8 @@ def split_label_sets(
     if n - n_dev < 1:
         raise BadInputError(
             f"{train_set.source}: {n} rows are too few for a dev share of {options.dev_share} "
-            "(both sides need rows); add rows, lower dev_share=, or pass dev= a labelled file"
+            "(both sides need rows); add rows, lower dev_share=, or pass dev= a labelled file",
+            param=("dev_share", "dev"),
         )
     order = np.random.default_rng(options.seed).permutation(n)
     dev_rows = sorted(order[:n_dev].tolist())
@@ -673,7 +677,8 @@ def label_set_matrix(
         if isinstance(labels, str) or not isinstance(labels, Sequence | set | frozenset):
             raise BadInputError(
                 f"{data.source}: label {labels!r} is not a label set; read the file with "
-                "label_sep= or label_cols= (multi-label), or fine-tune without classes="
+                "label_sep= or label_cols= (multi-label), or fine-tune without classes=",
+                param=("label_sep", "label_cols", "classes"),
             )
         for label in labels:
             if str(label) in index:
