@@ -14,6 +14,15 @@ a TF-IDF model (``train --auto``) is exported with the voter's vocabulary, idf a
 regression in ``tfidf.json``, which the predictor applies to the raw texts in numpy as scikit-learn
 does (:class:`TfidfVote`), then averages with the graph's probabilities as
 :class:`~bertprobe.heads.probe.VotingProbe` does.
+
+The voter is not in the graph because ONNX's string operators do not split and weight words as
+scikit-learn does: skl2onnx 1.20.0's conversion (fitted on SST-2's first 2,000 training
+sentences) differed from ``predict_proba`` by more than 1e-4 on 838 of the 1,821 test sentences
+(up to 0.026), as its sublinear term is ``log(1 + tf)`` where scikit-learn's is ``1 + log(tf)``,
+ONNX's Tokenizer regex (RE2) has ASCII-only ``\\w`` where scikit-learn's is Unicode ("café",
+"naïve"), and its StringNormalizer needs the en_US.UTF-8 locale installed where it runs. The
+voter's file is JSON rather than ``.npz``: the predictor reads the card as JSON already, a
+float's repr reads back as the same float64, and the file stays a few MB beside a graph of tens.
 """
 
 from __future__ import annotations
@@ -263,40 +272,24 @@ def export_classifier(
     (``[window, seq]``), and a third input ``windows``, int64 ``[batch, window]``, 1 where a
     window is the text's; it pools each window as the model does, pools a text's window vectors
     (their mean or element-wise maximum, as the model's ``window_pool``) and applies the head to
-    that one vector. The head comes after the window pooling, in the graph, because that is the
-    order :func:`~bertprobe.encoders.encode.embed_views` and the probe apply them in: the softmax
-    or sigmoid of a mean of vectors is not the mean of their probabilities (and a maximum of
-    vectors has no probability counterpart at all), so pooling probabilities per window would not
-    give ``Classifier.predict_proba``'s numbers, while pooling vectors in the graph gives them
-    to float32 rounding, and keeps the head in one place, the graph, for the predictor too.
+    that one vector (why in that order: :func:`_probability_module`).
 
     The card's ``decision`` is how the probabilities become labels
     (:class:`~bertprobe.heads.decision.Decision`'s record: the argmax, a ``threshold`` on the
     second class, given here as to :meth:`~bertprobe.model.classifier.Classifier.predict`, or
     each label at its threshold), and what :class:`ExportedClassifier` and the browser page
     decide by. A label-set model's output is each label's own probability (a sigmoid each; a
-    row need not sum to 1); its card also says so as exports before the decision did (the
-    label-set flag and the ``thresholds`` in the order of ``classes``), so that an older
-    bertprobe reads it right. A decision threshold is a rule older readers do not know: such
-    an export is format version 4, which they refuse rather than decide otherwise.
+    row need not sum to 1). How older bertprobes read the card: :func:`_card`.
 
     A model that votes with a TF-IDF model (``train --auto``) gets a fourth file,
     :data:`VOTE_FILE` (:func:`vote_record`: the vocabulary, idf and logistic regression as
     JSON), its card ``"vote": {"file": "tfidf.json", "combine": "mean"}`` and format version 3:
     the predictor computes the voter's probabilities from the raw texts in numpy
     (:class:`TfidfVote`) and averages them with the graph's, as
-    :class:`~bertprobe.heads.probe.VotingProbe` does. The voter is not in the graph because
-    ONNX's string operators do not split and weight words as scikit-learn does: skl2onnx
-    1.20.0's conversion (fitted on SST-2's first 2,000 training sentences) differed from
-    ``predict_proba`` by more than 1e-4 on 838 of the 1,821 test sentences (up to 0.026), as its
-    sublinear term is ``log(1 + tf)`` where scikit-learn's is ``1 + log(tf)``, ONNX's Tokenizer
-    regex (RE2) has ASCII-only ``\\w`` where scikit-learn's is Unicode ("café", "naïve"), and
-    its StringNormalizer needs the en_US.UTF-8 locale installed where it runs. JSON rather than
-    ``.npz``: the predictor reads the card as JSON already, a float's repr reads back as the same
-    float64, and the file stays a few MB beside a graph of tens. ``int8`` does not touch it.
-    ``check`` compares the voter's arithmetic with its ``predict_proba`` too.
+    :class:`~bertprobe.heads.probe.VotingProbe` does (why not in the graph, and why JSON: the
+    module docstring). ``int8`` does not touch it. ``check`` compares the voter's arithmetic
+    with its ``predict_proba`` too.
     """
-    from bertprobe import __version__
     from bertprobe.data.files import staged_folder
     from bertprobe.encoders.options import RunOptions
     from bertprobe.model.classifier import Classifier
@@ -304,76 +297,134 @@ def export_classifier(
     require_extra("onnx")
     classifier = model if isinstance(model, Classifier) else Classifier.load(model)
     decision = classifier.decision_for(threshold)
-    features = classifier.card.get("features", {})
     head = linear_readout(classifier.probe)
-    vote = None
-    if classifier.text_model is not None:
-        vote = vote_record(classifier.text_model, [python_value(c) for c in classifier.classes])
-        if check:
-            _check_vote(TfidfVote(vote), classifier.text_model)
+    vote = _checked_vote(classifier, check)
     destination = check_export_destination(out).absolute()  # "." has no name or parent
     encoder = RunOptions().load(classifier.encoder)  # torch, on the CPU
-    max_length = int(classifier.spec.max_length or features.get("max_length") or encoder.max_length)
     layers = [encoder.layer_index(layer) for layer in classifier.spec.layers]
-    long = {"long": "truncate", **classifier.spec.long_record(max_length)}
-    chunking = long["long"] == "chunk"
-    if chunking:
-        encoder.windows([""], max_length, int(long["stride"]))  # its one-line refusals, if any
+    max_length, long = _text_cut(classifier, encoder)
+    # A truncating model's ``long`` has no window keys: no window pooling, no stride.
     graph = _probability_module(
-        encoder.model,
-        layers,
-        classifier.spec.pooling,
-        head,
-        window_pool=long["window_pool"] if chunking else None,
+        encoder.model, layers, classifier.spec.pooling, head, window_pool=long.get("window_pool")
     )
     if check:
         _check_head(graph, classifier.probe, encoder.hidden_size * len(layers))
-    card: dict[str, Any] = {
+    card = _card(
+        classifier, decision, head.link, layers, max_length, long, voted=vote is not None, int8=int8
+    )
+    with staged_folder(destination) as staging:
+        _write_graph(graph, encoder.tokenizer, staging, int8=int8)
+        stride = int(long.get("stride", 0))
+        _save_tokenizer(encoder.tokenizer, max_length, staging / "tokenizer.json", stride=stride)
+        if vote is not None:
+            text = json.dumps(vote, ensure_ascii=False, separators=(",", ":"))
+            (staging / VOTE_FILE).write_text(text + "\n", encoding="utf-8")
+        (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return destination
+
+
+def _checked_vote(classifier: Any, check: bool) -> dict[str, Any] | None:
+    """The model's TF-IDF voter as :func:`vote_record` writes it, or ``None`` without one.
+
+    With ``check``, the record's arithmetic (:class:`TfidfVote`) is compared with the voter's
+    own ``predict_proba`` first (:func:`_check_vote`), so a voter the export would compute
+    differently is refused before anything is written.
+    """
+    if classifier.text_model is None:
+        return None
+    vote = vote_record(classifier.text_model, [python_value(c) for c in classifier.classes])
+    if check:
+        _check_vote(TfidfVote(vote), classifier.text_model)
+    return vote
+
+
+def _text_cut(classifier: Any, encoder: Any) -> tuple[int, dict[str, Any]]:
+    """How the export's tokenizer and graph cut a text, as the model does.
+
+    Returns
+    -------
+    max_length : int
+        The model's token limit: its feature spec's, else its card's, else the encoder's.
+    long : dict
+        The card's long-text keys: ``{"long": "truncate"}``, or for a chunk model
+        ``"chunk"`` with its ``stride`` (resolved against ``max_length``) and ``window_pool``.
+        A chunk model's windows are asked of the encoder once here, so that a stride it cannot
+        cut refuses in its one line before the graph is traced.
+    """
+    features = classifier.card.get("features", {})
+    max_length = int(classifier.spec.max_length or features.get("max_length") or encoder.max_length)
+    long = {"long": "truncate", **classifier.spec.long_record(max_length)}
+    if long["long"] == "chunk":
+        encoder.windows([""], max_length, int(long["stride"]))  # its one-line refusals, if any
+    return max_length, long
+
+
+def _card(
+    classifier: Any,
+    decision: Decision,
+    link: str,
+    layers: list[int],
+    max_length: int,
+    long: dict[str, Any],
+    *,
+    voted: bool,
+    int8: bool,
+) -> dict[str, Any]:
+    """The export's ``card.json``: what the predictor needs, and where the export came from.
+
+    A label-set model's card says so twice: in its ``decision``, and as exports before the
+    decision did (:meth:`~bertprobe.heads.decision.Decision.legacy_record`: the label-set flag
+    and the ``thresholds`` in the order of ``classes``), so that an older bertprobe reads it
+    right. Its ``format_version`` is the oldest that holds it (:func:`_format_version`): a
+    decision threshold is a rule older readers do not know, so such an export is version 4,
+    which they refuse rather than decide otherwise.
+    """
+    from bertprobe import __version__
+
+    return {
         "format": EXPORT_FORMAT,
-        "format_version": _format_version(decision, vote is not None),
+        "format_version": _format_version(decision, voted),
         "source_model": classifier.card.get("id"),
         "classes": [python_value(c) for c in classifier.classes],
         "decision": decision.record(),
         **decision.legacy_record(),
-        "inputs": [*INPUT_NAMES, *([WINDOWS_INPUT] if chunking else [])],
+        "inputs": [*INPUT_NAMES, *([WINDOWS_INPUT] if long["long"] == "chunk" else [])],
         "output": OUTPUT_NAME,
         "max_length": max_length,
         **long,
         "encoder": {"name": classifier.encoder.name, "fingerprint": classifier.encoder.fingerprint},
         "pooling": classifier.spec.pooling,
         "layers": layers,
-        "head": head.link,
+        "head": link,
         # The probabilities are the mean of the graph's and the voter's (VotingProbe's).
-        **({"vote": {"file": VOTE_FILE, "combine": "mean"}} if vote is not None else {}),
+        **({"vote": {"file": VOTE_FILE, "combine": "mean"}} if voted else {}),
         "int8": int8,
         "bertprobe_version": __version__,
         "opset": OPSET,
     }
-    with staged_folder(destination) as staging:
-        fp32 = staging / ("model.fp32.onnx" if int8 else "model.onnx")
-        sample = encoder.tokenizer(
-            ["an example", "a longer example sentence"], padding=True, return_tensors="pt"
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # shape branches the tracer notes; see _export
-            if chunking:
-                _trace_chunk_export(graph, sample, fp32)
-            else:
-                _trace_export(graph, sample, {"batch": 0, "seq": 1}, fp32, output=OUTPUT_NAME)
-        if int8:
-            _quantize(fp32, staging / "model.onnx", only_under="/encoder/")
-            fp32.unlink()
-        _save_tokenizer(
-            encoder.tokenizer,
-            max_length,
-            staging / "tokenizer.json",
-            stride=int(long["stride"]) if chunking else 0,
-        )
-        if vote is not None:
-            text = json.dumps(vote, ensure_ascii=False, separators=(",", ":"))
-            (staging / VOTE_FILE).write_text(text + "\n", encoding="utf-8")
-        (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    return destination
+
+
+def _write_graph(graph: Any, tokenizer: Any, staging: Path, *, int8: bool) -> None:
+    """Trace ``graph`` (:func:`_probability_module`'s) to ``staging / "model.onnx"``.
+
+    The tracer runs it on two short texts; a chunk model's graph (one with a ``window_pool``)
+    takes the third input, ``windows`` (:func:`_trace_chunk_export`). With ``int8`` the float32
+    graph is traced beside it first, then quantized into ``model.onnx`` (the encoder's weights
+    only, as the ``onnx-int8`` backend does) and removed.
+    """
+    fp32 = staging / ("model.fp32.onnx" if int8 else "model.onnx")
+    sample = tokenizer(
+        ["an example", "a longer example sentence"], padding=True, return_tensors="pt"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shape branches the tracer notes; see _export
+        if graph.window_pool is not None:
+            _trace_chunk_export(graph, sample, fp32)
+        else:
+            _trace_export(graph, sample, {"batch": 0, "seq": 1}, fp32, output=OUTPUT_NAME)
+    if int8:
+        _quantize(fp32, staging / "model.onnx", only_under="/encoder/")
+        fp32.unlink()
 
 
 def _format_version(decision: Decision, voted: bool) -> int:
@@ -410,7 +461,15 @@ def _probability_module(
 ):
     """A torch module: (input_ids, attention_mask[, windows]) -> probabilities, as the model
     computes them. With ``window_pool`` (a chunk model) the rows are windows, and ``windows``
-    (``[text, window]``, 1 where the window is the text's) says which text each is of."""
+    (``[text, window]``, 1 where the window is the text's) says which text each is of.
+
+    The head comes after the window pooling, in the graph, because that is the order
+    :func:`~bertprobe.encoders.encode.embed_views` and the probe apply them in: the softmax or
+    sigmoid of a mean of vectors is not the mean of their probabilities (and a maximum of vectors
+    has no probability counterpart at all), so pooling probabilities per window would not give
+    ``Classifier.predict_proba``'s numbers, while pooling vectors in the graph gives them to
+    float32 rounding, and keeps the head in one place, the graph, for the predictor too.
+    """
     import torch
 
     from bertprobe.encoders.pooling import pool_tokens

@@ -114,6 +114,25 @@ def check_labels(labels: Sequence[str] | str) -> tuple[str, ...]:
     return names
 
 
+def check_session_options(labels: Sequence[str] | str, n: int, seed: int = 0) -> tuple[str, ...]:
+    """The checks :class:`LabellingSession` makes before it reads anything; the label names.
+
+    Cheap, so a caller can make them before its own slow steps (``bertprobe label`` does,
+    before it binds its port): ``n`` at least 1, a ``seed`` k-means takes, and the labels as
+    :func:`check_labels` checks them.
+
+    Examples
+    --------
+    >>> check_session_options("pos,neg", n=10)
+    ('pos', 'neg')
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise BadInputError(f"n={n}: ask for at least 1 text a batch")
+    if not 0 <= seed < 2**32:
+        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
+    return check_labels(labels)
+
+
 @dataclass(frozen=True)
 class Item:
     """A text to label.
@@ -214,13 +233,7 @@ class LabellingSession:
         reading: ReadOptions = ReadOptions(),
         use_pool_labels: bool = False,
     ) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise BadInputError(f"n={n}: ask for at least 1 text a batch", param="n")
-        if not 0 <= seed < 2**32:
-            raise BadInputError(
-                f"seed={seed}: use a whole number from 0 to {2**32 - 1}", param="seed"
-            )
-        self.labels = check_labels(labels)
+        self.labels = check_session_options(labels, n, seed)
         self.out = Path(out)
         if self.out.suffix.lower() in (".csv", ".json", ".jsonl", ".ndjson", ".parquet"):
             raise BadInputError(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from contextlib import suppress
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +18,9 @@ from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
 from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.encoders.pooling import POOLINGS, check_pooling
+
+if TYPE_CHECKING:
+    from bertprobe.label import LabellingSession
 
 PoolArg = Annotated[
     Path,
@@ -92,45 +97,30 @@ def label(
     refitted on the cached vectors in the background and its cross-validated accuracy shown.
     Prints the page's address; Ctrl-C stops (every answer is in --out already)."""
     # The cheap checks first, so a bad flag fails before the encoder loads.
-    from bertprobe.label import check_labels
+    from bertprobe.label import check_session_options
 
-    try:
-        if n < 1:
-            raise BadInputError(f"n={n}: ask for at least 1 text a batch")
-        check_labels(labels)
-    except BadInputError as exc:
-        raise BadInputError(_cli_words(str(exc))) from None
+    with _in_flag_words():
+        check_session_options(labels, n, seed)
     check_output_path(out, what="--out", folder=False)
     require_extra("serve")
     from bertprobe.label import LabellingSession, run_label_page
     from bertprobe.serve import listen_socket
 
     sock = listen_socket(host, port)  # a taken port fails now, not after the embedding
-    try:
+    with _closed_on_error(sock), _in_flag_words():
+        encoding = EncoderOptions(encoder, pooling=check_pooling(pooling), run=run)
         session = LabellingSession(
             pool,
             labels,
             out,
-            encoding=EncoderOptions(encoder, pooling=check_pooling(pooling), run=run),
+            encoding=encoding,
             n=n,
             seed=seed,
             reading=reading,
             use_pool_labels=use_pool_labels,
         )
-    except BadInputError as exc:
+    if not _note_labelled_already(session, pool, out):
         sock.close()
-        raise BadInputError(_cli_words(str(exc))) from None
-    except BaseException:
-        sock.close()
-        raise
-    if session.resumed or session.from_pool:
-        note(
-            f"{out}: {session.labelled} of {session.pool_size} pool texts labelled already "
-            f"({session.resumed} from --out, {session.from_pool} from the pool); asking the rest"
-        )
-    if session.labelled == session.pool_size:
-        sock.close()
-        note(f"every text of {pool} is labelled in {out}; nothing to ask")
         return
     shown = f"[{host}]" if ":" in host else host
     note(
@@ -143,6 +133,40 @@ def label(
         f"{session.labelled} of {session.pool_size} pool texts labelled in {out}; run the "
         "same command to go on"
     )
+
+
+def _note_labelled_already(session: LabellingSession, pool: Path, out: Path) -> bool:
+    """Say how many texts are labelled already (answers in --out, the pool's own labels);
+    whether any is left to ask."""
+    if session.resumed or session.from_pool:
+        note(
+            f"{out}: {session.labelled} of {session.pool_size} pool texts labelled already "
+            f"({session.resumed} from --out, {session.from_pool} from the pool); asking the rest"
+        )
+    if session.labelled == session.pool_size:
+        note(f"every text of {pool} is labelled in {out}; nothing to ask")
+        return False
+    return True
+
+
+@contextmanager
+def _closed_on_error(sock: socket.socket) -> Iterator[None]:
+    """Close ``sock`` when the block fails (Ctrl-C included), so the port is free again."""
+    try:
+        yield
+    except BaseException:
+        sock.close()
+        raise
+
+
+@contextmanager
+def _in_flag_words() -> Iterator[None]:
+    """Re-raise the library's refusals with its parameter words as this command's flags
+    (:func:`_cli_words`), which the CLI's own table does not all know (``n=``, ``out=``)."""
+    try:
+        yield
+    except BadInputError as exc:
+        raise BadInputError(_cli_words(str(exc))) from None
 
 
 _WORDS = [

@@ -233,21 +233,11 @@ def train(
 ) -> None:
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
     options = _train_options(
-        c_grid,
-        cv,
-        jobs,
-        auto=auto,
-        poolings=poolings,
-        encoders=encoders,
-        finalists=finalists,
-        out_of_core=out_of_core,
-        features=features,
-        class_weight=class_weight,
-        metric=metric,
-        label_issues=label_issues is not None,
-        multi_label=multi_label,
+        c_grid, cv, jobs, auto=auto, poolings=poolings, encoders=encoders, finalists=finalists,
+        out_of_core=out_of_core, features=features, class_weight=class_weight, metric=metric,
+        label_issues=label_issues is not None, multi_label=multi_label,
         tune_thresholds=tune_thresholds,
-    )
+    )  # fmt: skip
     if label_issues is not None:
         check_output_path(label_issues, what="--label-issues", folder=False)
     fine, pairs = _tuning_options(
@@ -258,16 +248,9 @@ def train(
         pairs_per_text=pairs_per_text,
     )
     result = train_model(
-        data,
-        test=test,
-        encoding=encoding,
-        options=options,
-        reading=reading,
-        finetune=fine,
-        contrastive=pairs,
-        unlabelled=unlabelled,
-        out=out,
-    )
+        data, test=test, encoding=encoding, options=options, reading=reading, finetune=fine,
+        contrastive=pairs, unlabelled=unlabelled, out=out,
+    )  # fmt: skip
     _show_training(result, data, test, label_issues, as_json)
 
 

@@ -688,17 +688,7 @@ def _checked_chunk(
         texts.append(text.strip())
         line_numbers.append(line_no)
 
-    if short:
-        raise BadInputError(
-            f"{source}: too few columns on {unit} {format_lines(short)}; "
-            "every row needs the text and label columns"
-        )
-    if empty and not drop_empty:
-        raise BadInputError(
-            f"{source}: empty text on {unit} {format_lines(empty)}; "
-            "fill them in or pass drop_empty=True to skip them",
-            param="drop_empty=True",
-        )
+    _refuse_short_or_empty(short, empty, drop_empty, source, unit)
     if unlabelled:
         raise BadInputError(
             f"{source}: missing label on {unit} {format_lines(unlabelled)}; "
@@ -710,6 +700,23 @@ def _checked_chunk(
         line_numbers=line_numbers,
         dropped_empty=len(empty),
     )
+
+
+def _refuse_short_or_empty(
+    short: Sequence[int], empty: Sequence[int], drop_empty: bool, source: str, unit: str
+) -> None:
+    """Refuse rows too short for the text and label columns, then empty texts unless
+    ``drop_empty``: one message a problem, naming every line with it."""
+    if short:
+        raise BadInputError(
+            f"{source}: too few columns on {unit} {format_lines(short)}; "
+            "every row needs the text and label columns"
+        )
+    if empty and not drop_empty:
+        raise BadInputError(
+            f"{source}: empty text on {unit} {format_lines(empty)}; "
+            "fill them in or pass drop_empty=True to skip them"
+        )
 
 
 def _file_kind(source: str, first_line: str, want_labels: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Container, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from bertprobe.data.files import (
     ReadOptions,
     _column_index,
     _Reader,
+    _refuse_short_or_empty,
     format_lines,
 )
 
@@ -66,93 +68,153 @@ def _read_multilabel(
     )
     assert text_idx is not None  # the default, 0, always exists
     if label_cols:
-        label_idx = [
-            _column_index(columns, first, col, (), None, "label_cols", source) for col in label_cols
-        ]
-        indexes = [i for i in label_idx if i is not None]
-        names = [columns[i] if columns is not None else str(i) for i in indexes]
-        if text_idx in indexes:
-            raise BadInputError(
-                f"{source}: label_cols= names the text column ({names[indexes.index(text_idx)]}); "
-                "set text_col= to the texts and label_cols= to the 0/1 columns"
-            )
+        indexes, names = _flag_columns(columns, first, label_cols, text_idx, source)
     else:
-        one = _column_index(
-            columns,
-            first,
-            reading.label_col,
-            LABEL_COLUMN_NAMES,
-            None if len(first[1]) < 2 else -1,
-            "label_col",
-            source,
-        )
-        if one is None:
-            raise BadInputError(
-                f"{source}: no label column ({unit[:-1]} {first[0]} has one column); expected "
-                "text<TAB>labels, or name the column with label_col="
-            )
-        if one == text_idx:
-            raise BadInputError(
-                f"{source}: the text and label columns are the same column; set text_col= and "
-                "label_col="
-            )
-        indexes = [one]
-    sep = reading.label_sep or DEFAULT_LABEL_SEP
-    texts: list[str] = []
-    labels: list[LabelSet] = []
-    line_numbers: list[int] = []
-    short: list[int] = []
-    empty: list[int] = []
-    not_binary: list[tuple[int, str]] = []
-    for line_no, cells in _chain(first, rows):
-        if max(text_idx, *indexes) >= len(cells):
-            short.append(line_no)
-            continue
-        if not cells[text_idx].strip():
-            empty.append(line_no)
-            continue
-        if label_cols:
-            found = []
-            for name, i in zip(names, indexes, strict=True):
-                value = cells[i].strip().lower()
-                if value in _TRUE:
-                    found.append(name)
-                elif value not in _FALSE:
-                    not_binary.append((line_no, name))
-            label_set = tuple(sorted(set(found)))
-        else:
-            label_set = tuple(sorted(_cell_labels(cells[indexes[0]], sep) - {""}))
-        keep = keep_texts if isinstance(keep_texts, bool) else len(texts) in keep_texts
-        texts.append(cells[text_idx].strip() if keep else "")
-        labels.append(label_set)
-        line_numbers.append(line_no)
-    if short:
-        raise BadInputError(
-            f"{source}: too few columns on {unit} {format_lines(short)}; every row needs the "
-            "text and label columns"
-        )
-    if empty and not reading.drop_empty:
-        raise BadInputError(
-            f"{source}: empty text on {unit} {format_lines(empty)}; fill them in or pass "
-            "drop_empty=True to skip them"
-        )
-    if not_binary:
-        lines = format_lines([n for n, _ in not_binary])
-        raise BadInputError(
-            f"{source}: label column {not_binary[0][1]!r} holds a value other than 0 or 1 on "
-            f"{unit} {lines}; label_cols= columns hold 0/1 (or false/true)"
-        )
-    if not texts:
-        raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
+        indexes = [_joined_label_column(columns, first, reading.label_col, text_idx, source, unit)]
+        names = None
+    found = _LabelSetRows(text_idx, indexes, names, reading.label_sep or DEFAULT_LABEL_SEP)
+    found.read(_chain(first, rows), keep_texts)
+    found.refuse_problems(source, unit, reading.drop_empty)
     read = LabelledTexts(
-        texts=texts,
-        labels=labels,  # type: ignore[arg-type]  # label sets, not single labels
+        texts=found.texts,
+        labels=found.labels,  # type: ignore[arg-type]  # label sets, not single labels
         source=source,
         sha256=reader.sha256,
-        line_numbers=line_numbers,
-        dropped_empty=len(empty),
+        line_numbers=found.line_numbers,
+        dropped_empty=len(found.empty),
     )
-    return read, (names if label_cols else None)
+    return read, names
+
+
+def _flag_columns(
+    columns: list[str] | None,
+    first: tuple[int, list[str]],
+    label_cols: Sequence[str | int],
+    text_idx: int,
+    source: str,
+) -> tuple[list[int], list[str]]:
+    """The 0/1 columns ``label_cols`` names, checked.
+
+    Returns their indexes and the labels they stand for (the header's names, else the indexes
+    as text). The text column cannot be one of them.
+    """
+    label_idx = [
+        _column_index(columns, first, col, (), None, "label_cols", source) for col in label_cols
+    ]
+    indexes = [i for i in label_idx if i is not None]
+    names = [columns[i] if columns is not None else str(i) for i in indexes]
+    if text_idx in indexes:
+        raise BadInputError(
+            f"{source}: label_cols= names the text column ({names[indexes.index(text_idx)]}); "
+            "set text_col= to the texts and label_cols= to the 0/1 columns"
+        )
+    return indexes, names
+
+
+def _joined_label_column(
+    columns: list[str] | None,
+    first: tuple[int, list[str]],
+    label_col: str | int | None,
+    text_idx: int,
+    source: str,
+    unit: str,
+) -> int:
+    """The index of the one column of joined labels, checked.
+
+    ``label_col``, else a recognised name, else the last column (a file of one column has
+    none). It cannot be the text column.
+    """
+    one = _column_index(
+        columns,
+        first,
+        label_col,
+        LABEL_COLUMN_NAMES,
+        None if len(first[1]) < 2 else -1,
+        "label_col",
+        source,
+    )
+    if one is None:
+        raise BadInputError(
+            f"{source}: no label column ({unit[:-1]} {first[0]} has one column); expected "
+            "text<TAB>labels, or name the column with label_col="
+        )
+    if one == text_idx:
+        raise BadInputError(
+            f"{source}: the text and label columns are the same column; set text_col= and "
+            "label_col="
+        )
+    return one
+
+
+@dataclass
+class _LabelSetRows:
+    """The rows of a multi-label file as they are read, and the lines with problems.
+
+    Every row is read before any problem is refused, so that one message names all the lines
+    with that problem. ``names`` are the labels of the 0/1 columns at ``indexes``; ``None``:
+    ``indexes`` is the one column of labels joined by ``sep``.
+    """
+
+    text_idx: int
+    indexes: list[int]
+    names: list[str] | None
+    sep: str
+    texts: list[str] = field(default_factory=list)
+    labels: list[LabelSet] = field(default_factory=list)
+    line_numbers: list[int] = field(default_factory=list)
+    short: list[int] = field(default_factory=list)
+    empty: list[int] = field(default_factory=list)
+    not_binary: list[tuple[int, str]] = field(default_factory=list)
+
+    def read(
+        self, rows: Iterable[tuple[int, list[str]]], keep_texts: bool | Container[int]
+    ) -> None:
+        """Read ``rows`` (line number, cells); ``keep_texts`` as :func:`_read_multilabel`'s."""
+        for line_no, cells in rows:
+            if max(self.text_idx, *self.indexes) >= len(cells):
+                self.short.append(line_no)
+                continue
+            if not cells[self.text_idx].strip():
+                self.empty.append(line_no)
+                continue
+            if self.names is not None:
+                label_set = self._flagged(line_no, cells, self.names)
+            else:
+                label_set = tuple(sorted(_cell_labels(cells[self.indexes[0]], self.sep) - {""}))
+            keep = keep_texts if isinstance(keep_texts, bool) else len(self.texts) in keep_texts
+            self.texts.append(cells[self.text_idx].strip() if keep else "")
+            self.labels.append(label_set)
+            self.line_numbers.append(line_no)
+
+    def _flagged(self, line_no: int, cells: list[str], names: list[str]) -> LabelSet:
+        """The labels whose 0/1 column holds a 1 on this row.
+
+        A value other than 0 or 1 is noted against the line, refused once every row is read.
+        """
+        found = []
+        for name, i in zip(names, self.indexes, strict=True):
+            value = cells[i].strip().lower()
+            if value in _TRUE:
+                found.append(name)
+            elif value not in _FALSE:
+                self.not_binary.append((line_no, name))
+        return tuple(sorted(set(found)))
+
+    def refuse_problems(self, source: str, unit: str, drop_empty: bool) -> None:
+        """Refuse the file for the first problem its rows have, naming every line with it.
+
+        In this order: rows too short, empty texts (unless ``drop_empty``), a 0/1 column
+        holding something else, no rows left at all.
+        """
+        _refuse_short_or_empty(self.short, self.empty, drop_empty, source, unit)
+        if self.not_binary:
+            lines = format_lines([n for n, _ in self.not_binary])
+            raise BadInputError(
+                f"{source}: label column {self.not_binary[0][1]!r} holds a value other than 0 "
+                f"or 1 on {unit} {lines}; label_cols= columns hold 0/1 (or false/true)"
+            )
+        if not self.texts:
+            raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
 
 
 def _cell_labels(cell: str, sep: str) -> set[str]:

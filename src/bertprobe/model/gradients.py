@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,8 +93,6 @@ def integrated_gradients(
     steps : int
         Points of the path integral (more: a smaller convergence delta, a longer run).
     """
-    import torch
-
     if steps < 1:
         raise BadInputError(f"steps={steps}: use at least 1")
     if encoder.backend != "torch":
@@ -104,27 +103,122 @@ def integrated_gradients(
     with needs_extra("explain"):
         from captum.attr import LayerIntegratedGradients
 
-    net = encoder.model
-    device = encoder.device
-    head = torch.as_tensor(weights, dtype=torch.float32, device=device)
-    bias = torch.as_tensor(constant, dtype=torch.float32, device=device)
+    scores = _LinearScores(encoder, pooling, layers, window_pool, weights, constant)
+    explainer = LayerIntegratedGradients(scores, encoder.model.get_input_embeddings())
     pad = encoder.tokenizer.pad_token_id
     pad = 0 if pad is None else int(pad)
-
-    def features(ids, attention, windows: int, length: int):
-        flat_ids, flat_mask = ids.reshape(-1, length), attention.reshape(-1, length)
-        out = net(input_ids=flat_ids, attention_mask=flat_mask, output_hidden_states=True)
-        pooled = torch.cat(
-            [pool_tokens(out.hidden_states[layer], flat_mask, pooling) for layer in layers], dim=-1
-        ).reshape(-1, windows, len(layers) * encoder.hidden_size)
-        return pooled.mean(dim=1) if window_pool == "mean" else pooled.amax(dim=1)
-
-    def scores(ids, attention, windows: int, length: int):
-        return features(ids, attention, windows, length) @ head.T + bias
-
-    explainer = LayerIntegratedGradients(scores, net.get_input_embeddings())
     rows, words, specials, baselines, deltas = [], [], [], [], []
     for r in read:
+        text = _PathInputs.of(r, pad, encoder.device)
+        pooled, score, baseline = scores.at_ends(text)
+        word_scores, special = _token_attributions(
+            explainer, text, len(r.spans), len(weights), steps
+        )
+        # The convergence delta as Captum defines it (its own check wants one row per window
+        # here, where a text's windows are one row): the attributions' sum against the change.
+        deltas.append(float(np.abs(word_scores.sum(0) + special - (score - baseline)).max()))
+        rows.append(pooled)
+        baselines.append(baseline)
+        words.append(word_scores)
+        specials.append(special)
+    return Attribution(
+        features=np.stack(rows),
+        words=words,
+        specials=specials,
+        baseline=np.stack(baselines),
+        delta=np.asarray(deltas),
+    )
+
+
+class _LinearScores:
+    """The model's scores as a function of a text's token ids that torch can differentiate.
+
+    What the path integral runs at each of its points: the encoder's forward pass, each
+    window's pooling (its ``layers`` side by side), the windows pooled into one vector
+    (``window_pool``), then the linear head (``weights``, with the scaling folded in, and
+    ``constant``). A text comes as one row, its windows side by side, and is split into its
+    ``windows`` rows of ``length`` tokens here, so that Captum sees one input row a text.
+    """
+
+    def __init__(
+        self,
+        encoder: LoadedEncoder,
+        pooling: str,
+        layers: Sequence[int],
+        window_pool: str,
+        weights: np.ndarray,
+        constant: np.ndarray,
+    ) -> None:
+        import torch
+
+        self.net = encoder.model
+        self.width = len(layers) * encoder.hidden_size
+        self.pooling, self.layers, self.window_pool = pooling, layers, window_pool
+        self.head = torch.as_tensor(weights, dtype=torch.float32, device=encoder.device)
+        self.bias = torch.as_tensor(constant, dtype=torch.float32, device=encoder.device)
+
+    def features(self, ids, attention, windows: int, length: int):
+        """The pooled vectors the head reads, one row a text."""
+        import torch
+
+        flat_ids, flat_mask = ids.reshape(-1, length), attention.reshape(-1, length)
+        out = self.net(input_ids=flat_ids, attention_mask=flat_mask, output_hidden_states=True)
+        pooled = torch.cat(
+            [
+                pool_tokens(out.hidden_states[layer], flat_mask, self.pooling)
+                for layer in self.layers
+            ],
+            dim=-1,
+        ).reshape(-1, windows, self.width)
+        return pooled.mean(dim=1) if self.window_pool == "mean" else pooled.amax(dim=1)
+
+    def __call__(self, ids, attention, windows: int, length: int):
+        return self.features(ids, attention, windows, length) @ self.head.T + self.bias
+
+    def at_ends(self, text: _PathInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ends of ``text``'s path, without gradients.
+
+        Returns
+        -------
+        features, score, baseline : ndarray
+            The text's pooled vector and its scores, and the baseline's scores (float64).
+        """
+        import torch
+
+        with torch.no_grad():
+            pooled = self.features(text.ids, *text.extra)
+            score = (pooled @ self.head.T + self.bias)[0].double().cpu().numpy()
+            baseline = self(text.baseline, *text.extra)[0].double().cpu().numpy()
+        return pooled[0].double().cpu().numpy(), score, baseline
+
+
+@dataclass(frozen=True)
+class _PathInputs:
+    """One text as the path integral reads it: its windows side by side in one row.
+
+    ``ids`` are its tokens, ``baseline`` the same with every word's tokens replaced by the pad
+    token (special tokens kept), ``attention`` the mask both share; each (1, windows x length),
+    the windows padded to the longest. ``owner`` is each token's word (-1: a special token,
+    -2: padding).
+    """
+
+    ids: Any
+    baseline: Any
+    attention: Any
+    windows: int
+    length: int
+    owner: np.ndarray
+
+    @property
+    def extra(self) -> tuple[Any, int, int]:
+        """The arguments of :class:`_LinearScores` after the token ids."""
+        return (self.attention, self.windows, self.length)
+
+    @classmethod
+    def of(cls, r: ReadText, pad: int, device: Any) -> _PathInputs:
+        """``r``'s windows padded with ``pad`` to the longest, and its baseline, on ``device``."""
+        import torch
+
         windows, length = len(r.windows), max(len(w) for w in r.windows)
         ids = torch.full((windows, length), pad, dtype=torch.long)
         attention = torch.zeros((windows, length), dtype=torch.long)
@@ -137,41 +231,43 @@ def integrated_gradients(
             )
         # One row a text: the windows side by side, split again inside ``features``.
         ids, base, attention = (x.reshape(1, -1).to(device) for x in (ids, base, attention))
-        extra = (attention, windows, length)
-        with torch.no_grad():
-            pooled = features(ids, attention, windows, length)
-            score = (pooled @ head.T + bias)[0].double().cpu().numpy()
-            baseline = scores(base, attention, windows, length)[0].double().cpu().numpy()
-        rows.append(pooled[0].double().cpu().numpy())
-        baselines.append(baseline)
         # Each token's word (-1: a special token, -2: padding), window by window.
         owner = np.concatenate(
             [np.pad(np.array([-1 if w is None else w for w in ws]), (0, length - len(ws)),
                     constant_values=-2) for ws in r.words]
         )  # fmt: skip
-        word_scores = np.zeros((len(r.spans), len(weights)))
-        special = np.zeros(len(weights))
-        for s in range(len(weights)):
-            attributions = explainer.attribute(
-                ids,
-                baselines=base,
-                additional_forward_args=extra,
-                target=s,
-                n_steps=steps,
-                internal_batch_size=max(1, TOKENS_PER_PASS // (windows * length)),
-            )
-            per_token = attributions.sum(dim=-1).reshape(-1).double().detach().cpu().numpy()
-            np.add.at(word_scores[:, s], owner[owner >= 0], per_token[owner >= 0])
-            special[s] = per_token[owner == -1].sum()
-        # The convergence delta as Captum defines it (its own check wants one row per window
-        # here, where a text's windows are one row): the attributions' sum against the change.
-        deltas.append(float(np.abs(word_scores.sum(0) + special - (score - baseline)).max()))
-        words.append(word_scores)
-        specials.append(special)
-    return Attribution(
-        features=np.stack(rows),
-        words=words,
-        specials=specials,
-        baseline=np.stack(baselines),
-        delta=np.asarray(deltas),
-    )
+        return cls(ids, base, attention, windows, length, owner)
+
+
+def _token_attributions(
+    explainer: Any, text: _PathInputs, n_words: int, n_scores: int, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each word's and the special tokens' integrated gradients, one score at a time.
+
+    Captum's attributions are per token and embedding dimension: they are summed over the
+    dimensions, then over each word's tokens (padding dropped); the special tokens' go to
+    their own sum. The steps run in batches of at most ``TOKENS_PER_PASS`` tokens.
+
+    Returns
+    -------
+    words : ndarray
+        (n_words, scores): each word's share of each score's change from the baseline.
+    specials : ndarray
+        (scores,): the special tokens' share.
+    """
+    word_scores = np.zeros((n_words, n_scores))
+    special = np.zeros(n_scores)
+    owner = text.owner
+    for s in range(n_scores):
+        attributions = explainer.attribute(
+            text.ids,
+            baselines=text.baseline,
+            additional_forward_args=text.extra,
+            target=s,
+            n_steps=steps,
+            internal_batch_size=max(1, TOKENS_PER_PASS // (text.windows * text.length)),
+        )
+        per_token = attributions.sum(dim=-1).reshape(-1).double().detach().cpu().numpy()
+        np.add.at(word_scores[:, s], owner[owner >= 0], per_token[owner >= 0])
+        special[s] = per_token[owner == -1].sum()
+    return word_scores, special

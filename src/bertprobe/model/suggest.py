@@ -135,31 +135,9 @@ def suggest(
     >>> model = Classifier.load("models/sst2")  # doctest: +SKIP
     >>> [s.text for s in suggest("unlabelled.txt", n=20, model=model)]  # doctest: +SKIP
     """
-    if n < 1:
-        raise BadInputError(f"n={n}: ask for at least 1 text to label")
-    if not 0 <= seed < 2**32:  # what k-means takes as a seed
-        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
-    if (model is None) == (encoding is None):
-        raise BadInputError(
-            "give a model (suggest what it is least sure of) or an encoding (no model yet: "
-            "suggest texts that stand for the pool), not "
-            + ("both" if model is not None else "neither")
-        )
+    _check_request(n, seed, model, encoding)
     texts, source = _pool_texts(pool, reading)
-    skip = {t.strip() for t in _labelled_texts(labelled, reading)}
-    rows: list[int] = []
-    seen: set[str] = set()
-    for row, text in enumerate(texts):
-        key = text.strip()
-        if key not in seen and key not in skip:
-            rows.append(row)
-        seen.add(key)
-    if len(rows) < n:
-        raise BadInputError(
-            f"{source}: {len(rows)} text{'s' if len(rows) != 1 else ''} not yet labelled "
-            f"(of {len(texts)}, duplicates counted once); ask for at most {len(rows)}, or "
-            "add texts to the pool"
-        )
+    rows = _unlabelled_rows(texts, _labelled_texts(labelled, reading), n, source)
     candidates = [texts[row].strip() for row in rows]
     if model is not None:
         X, _ = model.embed(candidates, run)
@@ -181,6 +159,43 @@ def suggest(
         Suggestion(candidates[i], rows[i], None, "representative")
         for i, _ in choose(X, n, seed=seed)
     ]
+
+
+def _check_request(
+    n: int, seed: int, model: Classifier | None, encoding: EncoderOptions | None
+) -> None:
+    """Refuse what :func:`suggest` cannot do before any text is read: ``n`` below 1, a seed
+    k-means does not take, neither or both of ``model`` and ``encoding``."""
+    if n < 1:
+        raise BadInputError(f"n={n}: ask for at least 1 text to label")
+    if not 0 <= seed < 2**32:  # what k-means takes as a seed
+        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
+    if (model is None) == (encoding is None):
+        raise BadInputError(
+            "give a model (suggest what it is least sure of) or an encoding (no model yet: "
+            "suggest texts that stand for the pool), not "
+            + ("both" if model is not None else "neither")
+        )
+
+
+def _unlabelled_rows(texts: list[str], labelled: list[str], n: int, source: str) -> list[int]:
+    """The rows of ``texts`` to choose from: a text's first row, unless it is ``labelled``
+    (both compared after stripping spaces); refused when fewer than ``n``."""
+    skip = {t.strip() for t in labelled}
+    rows: list[int] = []
+    seen: set[str] = set()
+    for row, text in enumerate(texts):
+        key = text.strip()
+        if key not in seen and key not in skip:
+            rows.append(row)
+        seen.add(key)
+    if len(rows) < n:
+        raise BadInputError(
+            f"{source}: {len(rows)} text{'s' if len(rows) != 1 else ''} not yet labelled "
+            f"(of {len(texts)}, duplicates counted once); ask for at most {len(rows)}, or "
+            "add texts to the pool"
+        )
+    return rows
 
 
 def choose(

@@ -200,9 +200,20 @@ def train(
         unlabelled=unlabelled,
     )
     run_stages(run, stages_for(options, finetune), hooks)
-    model = Classifier.from_run(run)
-    result = TrainResult(
-        model=model,
+    result = _train_result(run, out, options.metric)
+    if out is not None:
+        _save_run(run, result, out)
+    return result
+
+
+def _train_result(run: TrainingRun, out: Path | None, metric: str) -> TrainResult:
+    """What the stages of ``run`` made and measured, as :func:`train` returns it.
+
+    The model is :meth:`~bertprobe.model.classifier.Classifier.from_run`'s, still without a
+    card: :func:`_save_run` gives it the one it saves.
+    """
+    return TrainResult(
+        model=Classifier.from_run(run),
         n_train=_rows(run, "train"),
         n_test=_rows(run, "test"),
         test_accuracy=run.test_accuracy,
@@ -217,38 +228,47 @@ def train(
         feature_dir=run.feature_dir,
         finetune=run.tuned,
         tunings=[record for _, record in run.adapted],
-        metric=options.metric,
+        metric=metric,
         test_score=run.test_score,
         decision_threshold=run.threshold,
         label_issues=run.label_issues,
         test_scores=run.test_scores,
         comparison=run.compared,
     )
-    if out is not None:
-        metrics, extra = _card_record(run, result)
-        assert run.encoder is not None
-        save_model(
-            out,
-            model.probe,
-            model.encoder,
-            model.spec,
-            max_length=(
-                run.train_stats.max_length
-                if run.train_stats is not None
-                else model.spec.max_length or run.encoder.max_length
-            ),
-            backend=run.encoding.backend,
-            metrics=metrics,
-            data=_data_record(run),
-            extra=extra or None,
-            text_model=model.text_model,
-            encoder_folder=run.tuned.encoder_folder if run.tuned is not None else None,
-            base_encoder=run.base,
-        )
-        result.model = _with_card(out, model)
-        if run.tuned is not None and run.tuned.workdir is not None:  # the folder has a copy
-            shutil.rmtree(run.tuned.workdir, ignore_errors=True)
-    return result
+
+
+def _save_run(run: TrainingRun, result: TrainResult, out: Path) -> None:
+    """Save ``result.model`` to the model folder ``out``, then make it the model as saved.
+
+    The card records the model's figures and how it was made (:func:`_card_record`), its data
+    files (:func:`_data_record`) and the max length its training texts were cut at (else the
+    model's or the encoder's). A fine-tuned encoder is copied into the folder, so its work
+    folder is removed after.
+    """
+    model = result.model
+    metrics, extra = _card_record(run, result)
+    assert run.encoder is not None
+    save_model(
+        out,
+        model.probe,
+        model.encoder,
+        model.spec,
+        max_length=(
+            run.train_stats.max_length
+            if run.train_stats is not None
+            else model.spec.max_length or run.encoder.max_length
+        ),
+        backend=run.encoding.backend,
+        metrics=metrics,
+        data=_data_record(run),
+        extra=extra or None,
+        text_model=model.text_model,
+        encoder_folder=run.tuned.encoder_folder if run.tuned is not None else None,
+        base_encoder=run.base,
+    )
+    result.model = _with_card(out, model)
+    if run.tuned is not None and run.tuned.workdir is not None:  # the folder has a copy
+        shutil.rmtree(run.tuned.workdir, ignore_errors=True)
 
 
 def _rows(run: TrainingRun, split: str) -> int:

@@ -242,113 +242,239 @@ def run_sweep(
     label_sets = np.ndim(labels) == 2  # scikit-learn's multilabel-indicator target
     if not label_sets:
         check_trainable(labels, cv)
-    tfidf = tfidf and not label_sets
     if finalists < 0:
         raise BadInputError(f"finalists={finalists}: give 0 (every candidate) or more")
-    views = [
-        View(layer, pooling) for pooling in poolings for layer in range(model.num_hidden_states)
-    ]
-    X, stats = embed_views(
+    views = _ViewFeatures.embed(
         texts,
         model,
-        views,
+        poolings,
         FeatureSpec(max_length=max_length, long=long, stride=stride, window_pool=window_pool),
         RunOptions(batch_size=batch_size, progress=progress),
-        cache=cache,
+        cache,
     )
-    by_view = X.reshape(len(texts), len(views), model.hidden_size)
-    position = {view: j for j, view in enumerate(views)}
     y = np.asarray(labels)
-
-    def features(cand: Candidate) -> np.ndarray:
-        chosen = [position[View(layer, cand.pooling)] for layer in cand.layers]
-        return by_view[:, chosen, :].reshape(len(texts), -1)
-
     everyone = candidates(model.num_hidden_states, poolings)
-    screen_start = time.perf_counter()
-    screening = bool(finalists) and finalists < len(everyone)
-    screened = (
-        screen_candidates(
-            by_view,
-            y,
-            everyone,
-            model.num_hidden_states,
-            poolings,
-            metric=metric,
-            budget=screen_budget,
-        )  # fmt: skip
-        if screening
-        else {}
+    screen = _screen_for_finalists(
+        views, y, everyone, poolings, finalists=finalists, metric=metric, budget=screen_budget
     )
-    screen_seconds = time.perf_counter() - screen_start
-    chosen_names = {
-        cand.name
-        for cand in sorted(
-            everyone, key=lambda c: (-round(screened.get(c.name, 1.0), 6), len(c.layers))
-        )[: finalists or len(everyone)]
-    }
-
-    rows: list[SweepRow] = []
-    for cand in everyone:
-        dim = len(cand.layers) * model.hidden_size
-        if cand.name not in chosen_names:
-            row = SweepRow(
-                cand.name, cand.pooling, list(cand.layers), dim, None, None, None, 0.0,
-                screened[cand.name],
-            )  # fmt: skip
-        else:
-            fit_start = time.perf_counter()
-            row = _finalist_row(
-                cand,
-                dim,
-                features(cand),
-                y,
-                Cs=Cs,
-                cv=cv,
-                n_jobs=n_jobs,
-                class_weight=class_weight,
-                metric=metric,
-                patience=FINALIST_C_PATIENCE if screened else None,
-                screen_score=screened.get(cand.name),
-            )
-            row.fit_seconds = time.perf_counter() - fit_start
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
-
+    rows = _score_candidates(
+        everyone,
+        views,
+        y,
+        screen,
+        Cs=Cs,
+        cv=cv,
+        n_jobs=n_jobs,
+        class_weight=class_weight,
+        metric=metric,
+        on_row=on_row,
+    )
     result = SweepResult(
         encoder=model.ref.name,
         n_train=len(texts),
         cv=cv,
         rows=rows,
         tfidf_cv_accuracy=None,
-        embed=stats,
+        embed=views.stats,
         seconds=0.0,
-        screen_seconds=screen_seconds,
+        screen_seconds=screen.seconds,
         metric=metric,
-        screen_rows=(
-            screen_rows(
-                len(texts), [len(c.layers) * model.hidden_size for c in everyone], screen_budget
-            )
-            if screening
-            else None
-        ),
+        screen_rows=screen.rows,
     )
-    if tfidf:
-        result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=cv, n_jobs=n_jobs)
-        result.tfidf_C = tfidf_C
-        winner = result.best
-        result.vote_cv_accuracy = vote_cv_accuracy(
-            features(Candidate(winner.name, winner.pooling, tuple(winner.layers))),
-            texts,
-            y,
-            probe_C=typing.cast(float, winner.C),
-            tfidf_C=tfidf_C,
-            cv=cv,
-            n_jobs=n_jobs,
-        )
+    if tfidf and not label_sets:
+        _score_tfidf_and_vote(result, views, texts, y, n_jobs=n_jobs)
     result.seconds = time.perf_counter() - start
     return result
+
+
+@dataclass(frozen=True)
+class _ViewFeatures:
+    """Every training text's vector for every hidden layer x pooling, from one forward pass.
+
+    The sweep's one expensive step: each candidate's features are then a cheap slice of
+    ``by_view`` (texts, views, hidden), whose views are ordered pooling by pooling, layer by
+    layer, as :func:`screen_candidates` reads them.
+    """
+
+    by_view: np.ndarray
+    num_hidden_states: int
+    position: dict[View, int]
+    stats: EmbedStats
+
+    @classmethod
+    def embed(
+        cls,
+        texts: Sequence[str],
+        model: LoadedEncoder,
+        poolings: Sequence[str],
+        spec: FeatureSpec,
+        run: RunOptions,
+        cache: EmbeddingCache | None,
+    ) -> _ViewFeatures:
+        """Embed ``texts`` once for every layer of ``model`` in every pooling.
+
+        Through ``cache``: the views it holds already are not computed again.
+        """
+        views = [
+            View(layer, pooling) for pooling in poolings for layer in range(model.num_hidden_states)
+        ]
+        X, stats = embed_views(texts, model, views, spec, run, cache=cache)
+        return cls(
+            X.reshape(len(texts), len(views), model.hidden_size),
+            model.num_hidden_states,
+            {view: j for j, view in enumerate(views)},
+            stats,
+        )
+
+    @property
+    def hidden_size(self) -> int:
+        return self.by_view.shape[2]
+
+    def width(self, cand: Candidate) -> int:
+        """How many features ``cand`` has: one hidden vector a layer."""
+        return len(cand.layers) * self.hidden_size
+
+    def of(self, cand: Candidate) -> np.ndarray:
+        """``cand``'s features (texts, width): its layers' vectors side by side."""
+        chosen = [self.position[View(layer, cand.pooling)] for layer in cand.layers]
+        return self.by_view[:, chosen, :].reshape(len(self.by_view), -1)
+
+
+@dataclass(frozen=True)
+class _Screen:
+    """What the screen decided: each candidate's screen score, and the finalists.
+
+    Attributes
+    ----------
+    scores : dict of str to float
+        Each candidate's ridge leave-one-out score, by name; empty when nothing was screened.
+    finalists : frozenset of str
+        The names of the candidates cross-validation scores.
+    seconds : float
+        How long the screen took.
+    rows : int or None
+        The rows the screen read (all, or a stratified sample); None without a screen.
+    """
+
+    scores: dict[str, float]
+    finalists: frozenset[str]
+    seconds: float
+    rows: int | None
+
+
+def _screen_for_finalists(
+    views: _ViewFeatures,
+    y: np.ndarray,
+    everyone: Sequence[Candidate],
+    poolings: Sequence[str],
+    *,
+    finalists: int,
+    metric: str,
+    budget: float,
+) -> _Screen:
+    """Screen ``everyone`` by :func:`screen_candidates` and keep the best ``finalists`` for CV.
+
+    No screen when every candidate is a finalist anyway (``finalists`` 0, or as many as the
+    candidates): then all of them are. Among equal screen scores the narrower features go first.
+    """
+    screen_start = time.perf_counter()
+    screening = bool(finalists) and finalists < len(everyone)
+    scores = (
+        screen_candidates(
+            views.by_view,
+            y,
+            everyone,
+            views.num_hidden_states,
+            poolings,
+            metric=metric,
+            budget=budget,
+        )
+        if screening
+        else {}
+    )
+    seconds = time.perf_counter() - screen_start
+    ranked = sorted(everyone, key=lambda c: (-round(scores.get(c.name, 1.0), 6), len(c.layers)))
+    return _Screen(
+        scores,
+        frozenset(cand.name for cand in ranked[: finalists or len(everyone)]),
+        seconds,
+        (screen_rows(len(y), [views.width(c) for c in everyone], budget) if screening else None),
+    )
+
+
+def _score_candidates(
+    everyone: Sequence[Candidate],
+    views: _ViewFeatures,
+    y: np.ndarray,
+    screen: _Screen,
+    *,
+    Cs: Sequence[float],
+    cv: int,
+    n_jobs: int | None,
+    class_weight: str | None,
+    metric: str,
+    on_row: Callable[[SweepRow], None] | None,
+) -> list[SweepRow]:
+    """A row per candidate, in ``everyone``'s order.
+
+    The finalists are scored by CV (:func:`_finalist_row`, timed); the others keep their screen
+    score alone. ``on_row`` sees each row as it is done: CV is the slow part, and a caller shows
+    progress by it.
+    """
+    rows: list[SweepRow] = []
+    for cand in everyone:
+        if cand.name not in screen.finalists:
+            row = SweepRow(
+                cand.name, cand.pooling, list(cand.layers), views.width(cand), None, None, None,
+                0.0, screen.scores[cand.name],
+            )  # fmt: skip
+        else:
+            fit_start = time.perf_counter()
+            row = _finalist_row(
+                cand,
+                views.width(cand),
+                views.of(cand),
+                y,
+                Cs=Cs,
+                cv=cv,
+                n_jobs=n_jobs,
+                class_weight=class_weight,
+                metric=metric,
+                patience=FINALIST_C_PATIENCE if screen.scores else None,
+                screen_score=screen.scores.get(cand.name),
+            )
+            row.fit_seconds = time.perf_counter() - fit_start
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def _score_tfidf_and_vote(
+    result: SweepResult,
+    views: _ViewFeatures,
+    texts: Sequence[str],
+    y: np.ndarray,
+    *,
+    n_jobs: int | None,
+) -> None:
+    """Score the TF-IDF baseline, and its vote with the best probe, into ``result``.
+
+    The baseline's CV accuracy and C (:func:`tfidf_cv_accuracy`), then the CV accuracy of
+    ``result.best`` voting with it at those Cs (:func:`vote_cv_accuracy`), on the probes' folds.
+    """
+    result.tfidf_cv_accuracy, tfidf_C = tfidf_cv_accuracy(texts, y, cv=result.cv, n_jobs=n_jobs)
+    result.tfidf_C = tfidf_C
+    winner = result.best
+    result.vote_cv_accuracy = vote_cv_accuracy(
+        views.of(Candidate(winner.name, winner.pooling, tuple(winner.layers))),
+        texts,
+        y,
+        probe_C=typing.cast(float, winner.C),
+        tfidf_C=tfidf_C,
+        cv=result.cv,
+        n_jobs=n_jobs,
+    )
 
 
 def _finalist_row(
