@@ -28,21 +28,44 @@ ERRORS = {"BertprobeError", "BadInputError", "EncoderNotFoundError", "ModelFolde
 
 
 def _calls():
-    """Every call that makes an error or a message in the package: (where, call node)."""
+    """Every call that makes an error or a message in the package: (where, call node), the
+    call's message parts resolved through the names its function assigns (a message built
+    in pieces: ``help = "use encoder=minilm"``, then ``f"...; {help}"``)."""
     for path in sorted(SOURCE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call):
-                name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-                if name in ERRORS | {"Message"}:
-                    yield f"{path.relative_to(SOURCE)}:{node.lineno}", node
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for scope in ast.walk(tree):
+            if not isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef | ast.Module):
+                continue
+            assigned = {
+                target.id: node.value
+                for node in ast.walk(scope)
+                if isinstance(node, ast.Assign)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
+            for node in (
+                ast.iter_child_nodes(scope) if isinstance(scope, ast.Module) else ast.walk(scope)
+            ):
+                if isinstance(node, ast.Call):
+                    name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+                    if name in ERRORS | {"Message"}:
+                        node.assigned = assigned  # type: ignore[attr-defined]
+                        yield f"{path.relative_to(SOURCE)}:{node.lineno}", node
 
 
 def _spelled(call: ast.Call) -> set[str]:
     """The parameters the call's message spells in its literal text."""
+    assigned = getattr(call, "assigned", {})
+    parts = [part for arg in call.args for part in ast.walk(arg)]
+    parts += [
+        piece
+        for part in parts
+        if isinstance(part, ast.Name) and part.id in assigned
+        for piece in ast.walk(assigned[part.id])
+    ]
     text = "\n".join(
         part.value
-        for arg in call.args
-        for part in ast.walk(arg)
+        for part in parts
         if isinstance(part, ast.Constant) and isinstance(part.value, str)
     )
     return {

@@ -127,7 +127,10 @@ def vote_record(text_model: Any, classes: list) -> dict[str, Any]:
         )
     if getattr(linear, "multi_class", "auto") == "ovr" and len(classes) > 2:
         # A deprecated setting of older scikit-learn: normalized sigmoids, not a softmax.
-        raise BadInputError("the TF-IDF voter is one-vs-rest (multi_class='ovr'); cannot export")
+        raise BadInputError(
+            "the TF-IDF voter is one-vs-rest (multi_class='ovr'); cannot export",
+            param="multi_class",
+        )
     if [python_value(c) for c in linear.classes_] != classes:
         raise BadInputError("the TF-IDF voter's classes differ from the probe's; cannot export")
     terms = [""] * len(vectorizer.vocabulary_)

@@ -127,9 +127,9 @@ def check_session_options(labels: Sequence[str] | str, n: int, seed: int = 0) ->
     ('pos', 'neg')
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise BadInputError(f"n={n}: ask for at least 1 text a batch")
+        raise BadInputError(f"n={n}: ask for at least 1 text a batch", param="n")
     if not 0 <= seed < 2**32:
-        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
+        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}", param="seed")
     return check_labels(labels)
 
 
@@ -261,7 +261,7 @@ class LabellingSession:
                     f"{read.source} holds labels in {read.label_column} (e.g. "
                     f"{read.labels[0]!r} on line {read.line_numbers[0]}); give unlabelled "
                     "texts, or pass use_pool_labels=True to count those labels as answers",
-                    param="use_pool_labels",
+                    param="use_pool_labels=True",
                 )
             for label, line in zip(read.labels, read.line_numbers, strict=True):
                 if str(label) not in self.labels:

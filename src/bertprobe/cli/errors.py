@@ -57,7 +57,6 @@ WORDS: dict[str, str | None] = {
     "labels": "--labels",
     "labelled": "--labelled",
     "unlabelled": "--unlabelled",
-    "use_pool_labels": "--use-pool-labels",
     "pairs_per_text": "--pairs-per-text",
     "out": "--out",
     "replicas": "--replicas",
@@ -79,6 +78,7 @@ WORDS: dict[str, str | None] = {
     "out_of_core=True": "--out-of-core",
     "multi_label=True": "--multi-label",
     "tune_thresholds=True": "--tune-thresholds",
+    "use_pool_labels=True": "--use-pool-labels",
     # parameters of the library no command sets: their messages keep the Python spelling
     "classes": None,
     "texts": None,

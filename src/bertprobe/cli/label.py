@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -13,7 +12,6 @@ import typer
 
 from bertprobe.cli.options import FROM_FLAGS, READING, RUN, shared
 from bertprobe.cli.printing import note
-from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
 from bertprobe.encoders.options import EncoderOptions, RunOptions
@@ -99,15 +97,14 @@ def label(
     # The cheap checks first, so a bad flag fails before the encoder loads.
     from bertprobe.label import check_session_options
 
-    with _in_flag_words():
-        check_session_options(labels, n, seed)
+    check_session_options(labels, n, seed)
     check_output_path(out, what="--out", folder=False)
     require_extra("serve")
     from bertprobe.label import LabellingSession, run_label_page
     from bertprobe.serve import listen_socket
 
     sock = listen_socket(host, port)  # a taken port fails now, not after the embedding
-    with _closed_on_error(sock), _in_flag_words():
+    with _closed_on_error(sock):
         encoding = EncoderOptions(encoder, pooling=check_pooling(pooling), run=run)
         session = LabellingSession(
             pool,
@@ -157,34 +154,3 @@ def _closed_on_error(sock: socket.socket) -> Iterator[None]:
     except BaseException:
         sock.close()
         raise
-
-
-@contextmanager
-def _in_flag_words() -> Iterator[None]:
-    """Re-raise the library's refusals with its parameter words as this command's flags
-    (:func:`_cli_words`), which the CLI's own table does not all know (``n=``, ``out=``)."""
-    try:
-        yield
-    except BadInputError as exc:
-        raise BadInputError(_cli_words(str(exc))) from None
-
-
-_WORDS = [
-    (re.compile(r"use_pool_labels=True"), "--use-pool-labels"),
-    (re.compile(r"(?<![\w-])labels=(?=\S)"), "--labels "),
-    (re.compile(r"(?<![\w-])labels="), "--labels"),
-    (re.compile(r"(?<![\w-])n=(?=\S)"), "--n "),
-    (re.compile(r"(?<![\w-])out=(?=\S)"), "--out "),
-    (re.compile(r"(?<![\w-])out="), "--out"),
-]
-
-
-def _cli_words(message: str) -> str:
-    """The library's parameter words as this command's flags (``n=10`` -> ``--n 10``).
-
-    >>> _cli_words("fewer than a batch of n=10; lower n= or use_pool_labels=True")
-    'fewer than a batch of --n 10; lower --n or --use-pool-labels'
-    """
-    for pattern, flag in _WORDS:
-        message = pattern.sub(flag, message)
-    return re.sub(r"(?<![\w-])n=", "--n", message)

@@ -97,20 +97,16 @@ def suggest(
     encoding = (
         EncoderOptions(encoder, pooling=check_pooling(pooling)) if encoder is not None else None
     )
-    try:
-        picks = suggest_texts(
-            pool,
-            n=n,
-            model=model,
-            encoding=encoding,
-            labelled=labelled,
-            run=run,
-            seed=seed,
-            reading=reading,
-        )
-    except BadInputError as exc:
-        # The one library word the shared flag table (cli/errors.py) does not know.
-        raise BadInputError(str(exc).replace("labelled=", "--labelled"), param="labelled") from None
+    picks = suggest_texts(
+        pool,
+        n=n,
+        model=model,
+        encoding=encoding,
+        labelled=labelled,
+        run=run,
+        seed=seed,
+        reading=reading,
+    )
     if out is not None:
         _write_tsv(out, picks)
         note(f"wrote {len(picks)} texts to {out}; fill in the label column to train on them")

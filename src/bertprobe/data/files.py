@@ -715,7 +715,8 @@ def _refuse_short_or_empty(
     if empty and not drop_empty:
         raise BadInputError(
             f"{source}: empty text on {unit} {format_lines(empty)}; "
-            "fill them in or pass drop_empty=True to skip them"
+            "fill them in or pass drop_empty=True to skip them",
+            param="drop_empty=True",
         )
 
 

@@ -106,7 +106,8 @@ def _flag_columns(
     if text_idx in indexes:
         raise BadInputError(
             f"{source}: label_cols= names the text column ({names[indexes.index(text_idx)]}); "
-            "set text_col= to the texts and label_cols= to the 0/1 columns"
+            "set text_col= to the texts and label_cols= to the 0/1 columns",
+            param=("label_cols", "text_col"),
         )
     return indexes, names
 
@@ -136,12 +137,14 @@ def _joined_label_column(
     if one is None:
         raise BadInputError(
             f"{source}: no label column ({unit[:-1]} {first[0]} has one column); expected "
-            "text<TAB>labels, or name the column with label_col="
+            "text<TAB>labels, or name the column with label_col=",
+            param="label_col",
         )
     if one == text_idx:
         raise BadInputError(
             f"{source}: the text and label columns are the same column; set text_col= and "
-            "label_col="
+            "label_col=",
+            param=("label_col", "text_col"),
         )
     return one
 
@@ -211,7 +214,8 @@ class _LabelSetRows:
             lines = format_lines([n for n, _ in self.not_binary])
             raise BadInputError(
                 f"{source}: label column {self.not_binary[0][1]!r} holds a value other than 0 "
-                f"or 1 on {unit} {lines}; label_cols= columns hold 0/1 (or false/true)"
+                f"or 1 on {unit} {lines}; label_cols= columns hold 0/1 (or false/true)",
+                param="label_cols",
             )
         if not self.texts:
             raise BadInputError(f"{source}: no texts left to read; check the file and its columns")
@@ -261,7 +265,8 @@ def check_label_counts(Y: np.ndarray, classes: Sequence[str], n_folds: int) -> N
         only = f" ({classes[0]!r})" if classes else ""
         raise BadInputError(
             f"the training data holds {len(classes)} label{only}; multi-label training needs two "
-            "or more (for one yes/no label, train without multi_label=True)"
+            "or more (for one yes/no label, train without multi_label=True)",
+            param="multi_label=True",
         )
     positives = Y.sum(axis=0)
     rare = [
@@ -273,7 +278,8 @@ def check_label_counts(Y: np.ndarray, classes: Sequence[str], n_folds: int) -> N
         listed = ", ".join(f"{name!r} (on {n} of {len(Y)})" for name, n in rare[:5])
         raise BadInputError(
             f"label {listed}: {n_folds}-fold cross-validation needs at least {n_folds} texts "
-            f"with each label and {n_folds} without; add examples, drop the label, or lower cv="
+            f"with each label and {n_folds} without; add examples, drop the label, or lower cv=",
+            param="cv",
         )
 
 

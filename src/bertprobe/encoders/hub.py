@@ -166,14 +166,16 @@ def _from_hub(name: str, revision: str | None = None) -> Path:
     except HFValidationError:
         raise EncoderNotFoundError(
             f"encoder {name!r}{at} is neither a local folder nor a valid hub name and revision; "
-            f"{offline_help}"
+            f"{offline_help}",
+            param="encoder",
         ) from None
     except LocalEntryNotFoundError:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not _hub_reachable():
         raise EncoderNotFoundError(
             f"encoder {name!r}{at} is not a local folder, not in the Hugging Face cache, and the "
-            f"hub cannot be reached; {offline_help}"
+            f"hub cannot be reached; {offline_help}",
+            param="encoder",
         )
     try:
         return Path(snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS))

@@ -94,11 +94,12 @@ def integrated_gradients(
         Points of the path integral (more: a smaller convergence delta, a longer run).
     """
     if steps < 1:
-        raise BadInputError(f"steps={steps}: use at least 1")
+        raise BadInputError(f"steps={steps}: use at least 1", param="steps")
     if encoder.backend != "torch":
         raise BadInputError(
             f"integrated gradients need the torch backend, not {encoder.backend!r}; "
-            "use backend=torch"
+            "use backend=torch",
+            param="backend",
         )
     with needs_extra("explain"):
         from captum.attr import LayerIntegratedGradients

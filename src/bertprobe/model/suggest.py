@@ -167,9 +167,9 @@ def _check_request(
     """Refuse what :func:`suggest` cannot do before any text is read: ``n`` below 1, a seed
     k-means does not take, neither or both of ``model`` and ``encoding``."""
     if n < 1:
-        raise BadInputError(f"n={n}: ask for at least 1 text to label")
+        raise BadInputError(f"n={n}: ask for at least 1 text to label", param="n")
     if not 0 <= seed < 2**32:  # what k-means takes as a seed
-        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}")
+        raise BadInputError(f"seed={seed}: use a whole number from 0 to {2**32 - 1}", param="seed")
     if (model is None) == (encoding is None):
         raise BadInputError(
             "give a model (suggest what it is least sure of) or an encoding (no model yet: "
@@ -218,7 +218,9 @@ def choose(
     [(1, 0.9)]
     """
     if not 1 <= n <= len(X):
-        raise BadInputError(f"n={n}: choose from 1 to {len(X)} of the {len(X)} candidates")
+        raise BadInputError(
+            f"n={n}: choose from 1 to {len(X)} of the {len(X)} candidates", param="n"
+        )
     if scores is None:
         return [(i, None) for i in _representatives(X, n, seed)]
     scores = np.asarray(scores, dtype=float)
@@ -304,7 +306,8 @@ def _pool_texts(pool: Sequence[str] | str | Path, reading: ReadOptions) -> tuple
     raise BadInputError(
         f"{read.source} holds labels in {read.label_column} (e.g. {read.labels[0]!r} on line "
         f"{read.line_numbers[0]}); give unlabelled texts, or pass them as labelled= "
-        "to skip them"
+        "to skip them",
+        param="labelled",
     )
 
 

@@ -281,7 +281,8 @@ def unlabelled_pool(
     if not keep:
         raise BadInputError(
             f"{pool.source}: no unlabelled text is left once the training and test texts are "
-            "set aside; give texts the training does not have labels for"
+            "set aside; give texts the training does not have labels for",
+            param="unlabelled",
         )
     return LabelledTexts(
         texts=[pool.texts[i] for i in keep],

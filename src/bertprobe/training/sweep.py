@@ -172,7 +172,8 @@ def parse_poolings(value: str) -> tuple[Pooling, ...]:
     names = tuple(p.strip() for p in value.split(",") if p.strip())
     if not names or any(p not in POOLINGS for p in names):
         raise BadInputError(
-            f"poolings={value!r}: choose from {', '.join(POOLINGS)}, comma separated"
+            f"poolings={value!r}: choose from {', '.join(POOLINGS)}, comma separated",
+            param="poolings",
         )
     return tuple(check_pooling(p) for p in names)
 
@@ -243,7 +244,9 @@ def run_sweep(
     if not label_sets:
         check_trainable(labels, cv)
     if finalists < 0:
-        raise BadInputError(f"finalists={finalists}: give 0 (every candidate) or more")
+        raise BadInputError(
+            f"finalists={finalists}: give 0 (every candidate) or more", param="finalists"
+        )
     views = _ViewFeatures.embed(
         texts,
         model,
