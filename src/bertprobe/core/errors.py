@@ -89,7 +89,7 @@ class BertprobeError(Exception):
         What is wrong, where, and how to fix it.
     param : str or sequence of str, optional
         The parameters the message names, as a Python caller spells them (``"window_pool"``;
-        a switch as it is set, ``"multi_label=True"``): what :meth:`in_words` rewrites.
+        a switch as it is set, ``"drop_empty=True"``): what :meth:`in_words` rewrites.
     """
 
     def __init__(self, message: str = "", *, param: str | Sequence[str] | None = None) -> None:
