@@ -67,11 +67,17 @@ demo-finetune: $(BIN)/.installed
 	$(BIN)/bertprobe train data/sst2/train.tsv --test data/sst2/test.tsv --encoder minilm \
 		--pooling mean --finetune --out $(DEMO_OUT)/sst2-minilm-finetuned
 
+# The tests on every core (pytest-xdist; the Ray tests share one worker, a local Ray at a
+# time), then the few that hold elapsed time to a bound, alone on the machine (marker timing).
+PARALLEL := -n auto --dist loadgroup
+
 test: $(BIN)/.installed $(WEB_ASSETS)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL) -m "not timing"
+	$(BIN)/python -m pytest -m timing
 
 test-fast: $(BIN)/.installed $(WEB_ASSETS)/.installed
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow and not timing"
+	$(BIN)/python -m pytest -m "not slow and timing"
 
 # Thousands of drawn command lines, fresh ones each run; prints how many it tried.
 fuzz: $(BIN)/.installed
@@ -121,7 +127,7 @@ check-latest: $(WEB_ASSETS)/.installed
 	@diff <(grep -v '^ *#' $(LOCK) | tr 'A-Z_' 'a-z-' | sort) \
 		<(tr 'A-Z_' 'a-z-' < .venv-latest/versions.txt | sort) | grep '^>' || echo "  none"
 	@if BERTPROBE_WEB_ASSETS=$(WEB_ASSETS) .venv-latest/bin/python -m pytest -m "not slow" -q -x \
-		-p no:cacheprovider; then \
+		-p no:cacheprovider $(PARALLEL); then \
 		echo "check-latest: the fast tests pass on the newest allowed versions"; \
 	else \
 		echo "check-latest: WARNING: the fast tests FAIL on the newest allowed versions above;"; \

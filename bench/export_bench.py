@@ -47,7 +47,7 @@ def main() -> None:
     from bertprobe.data.files import LabelledTexts
     from bertprobe.datasets import load_sst2
     from bertprobe.export import ExportedClassifier, export_classifier
-    from bertprobe.model.classifier import accuracy
+    from bertprobe.training.target import accuracy
 
     test = load_sst2("test")
     texts, labels = test.texts[: args.n_test], test.labels[: args.n_test]

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
-import re
-from collections import Counter
-from pathlib import Path
 
-import pytest
+# One thread a process for torch's kernels (and the processes the tests start): the test models
+# are tiny, where a second thread costs more in hand-offs than it computes (the composition
+# grid took 118 s with two threads, 89 s with one, on 2 cores), and `make test` runs a pytest
+# worker on each core. Set before torch is first imported, which reads it then.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from bertprobe.datasets import load_sst2
+import re  # noqa: E402 - after the threads are set
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from bertprobe.datasets import load_sst2  # noqa: E402
 
 # Tests never reach the network: hub names must fail fast and the same way everywhere.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -74,6 +74,7 @@ def test_minilm_probe_on_sst2_learns_sentiment_and_round_trips(sst2_subsets, tmp
     assert rows[0]["probabilities"]["1"] > 0.7 and rows[1]["probabilities"]["0"] > 0.7
 
 
+@pytest.mark.timing
 def test_warm_rerun_is_served_from_the_cache(sst2_subsets, tmp_path, capsys):
     argv = [
         "train",

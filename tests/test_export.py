@@ -432,7 +432,7 @@ def test_minilm_int8_export_loses_at_most_half_a_point_on_sst2(tmp_path):
     from bertprobe import EncoderOptions, train
     from bertprobe.data.files import LabelledTexts
     from bertprobe.datasets import load_sst2
-    from bertprobe.model.classifier import accuracy
+    from bertprobe.training.target import accuracy
 
     full, test = load_sst2("train"), load_sst2("test")
     data = LabelledTexts(

@@ -22,6 +22,8 @@ from bertprobe.ray_engine import RayOptions, input_files, ray_embed
 from test_cli import run
 
 ray = pytest.importorskip("ray")
+# One local Ray at a time: every Ray test runs in one xdist worker (make test runs two).
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +34,14 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture
-def four_files(tmp_path) -> tuple[Path, list[str]]:
-    """1,200 SST-2 sentences over four files of four formats, and all the texts in order."""
-    texts = load_sst2("train").texts[:1200]
-    folder = tmp_path / "inputs"
+@pytest.fixture(scope="module")
+def four_files(tmp_path_factory) -> tuple[Path, list[str]]:
+    """360 SST-2 sentences over four files of four formats, and all the texts in order (each
+    file several batches of the runs below, so that actors share files)."""
+    texts = load_sst2("train").texts[:360]
+    folder = tmp_path_factory.mktemp("ray") / "inputs"
     folder.mkdir()
-    a, b, c, d = texts[:400], texts[400:700], texts[700:1000], texts[1000:]
+    a, b, c, d = texts[:120], texts[120:210], texts[210:300], texts[300:]
     (folder / "a.txt").write_text("\n".join(a) + "\n", encoding="utf-8")
     (folder / "b.tsv").write_text("".join(f"{t}\t1\n" for t in b), encoding="utf-8")
     (folder / "c.jsonl").write_text(
@@ -53,6 +56,19 @@ def _single_process_file(texts: list[str], tmp_path: Path) -> Path:
     path = tmp_path / "all.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     return path
+
+
+MINILM_MEAN = EncoderOptions("minilm", pooling="mean", run=RunOptions(use_cache=False))
+
+
+@pytest.fixture(scope="module")
+def minilm_vectors(four_files, tmp_path_factory) -> np.ndarray:
+    """The four files' texts embedded by MiniLM in one process: what Ray's runs must give."""
+    _, texts = four_files
+    folder = tmp_path_factory.mktemp("one-process")
+    out = folder / "expected.npy"
+    embed_file(_single_process_file(texts, folder), out, "minilm", MINILM_MEAN.spec)
+    return np.load(out)
 
 
 def test_inputs_are_a_file_a_folder_or_a_glob(four_files):
@@ -70,29 +86,28 @@ def test_work_items_cover_every_row_once_in_whole_batches(four_files):
     from bertprobe.ray_engine import _check_inputs, _ranges, _read_range
 
     folder, texts = four_files
-    checked = _check_inputs(input_files(folder), ReadOptions(), 64)
-    assert checked.counts == [400, 300, 300, 200] and checked.n_rows == 1200
-    items = _ranges(checked, actors=2, batch_rows=64)
+    checked = _check_inputs(input_files(folder), ReadOptions(), 16)
+    assert checked.counts == [120, 90, 90, 60] and checked.n_rows == 360
+    items = _ranges(checked, actors=2, batch_rows=16)
     assert len(items) > len(checked.files)  # the files are split between the actors
     assert all(
-        (item["stop"] - item["start"]) % 64 == 0 or item["stop"] in checked.counts for item in items
+        (item["stop"] - item["start"]) % 16 == 0 or item["stop"] in checked.counts for item in items
     )
     read = [
         text
         for item in items
-        for rows in _read_range(item["source"], item["start"], item["stop"], ReadOptions(), 64)
+        for rows in _read_range(item["source"], item["start"], item["stop"], ReadOptions(), 16)
         for text in rows["text"]
     ]
     assert read == texts
 
 
 @pytest.mark.slow
-def test_ray_embed_equals_single_process_embed(local_ray, four_files, tmp_path, capsys):
-    folder, texts = four_files
-    encoding = EncoderOptions("minilm", pooling="mean", run=RunOptions(use_cache=False))
-    expected_out = tmp_path / "expected.npy"
-    embed_file(_single_process_file(texts, tmp_path), expected_out, "minilm", encoding.spec)
-    expected = np.load(expected_out)
+def test_ray_embed_equals_single_process_embed(
+    local_ray, four_files, minilm_vectors, tmp_path, capsys
+):
+    folder, _ = four_files
+    expected = minilm_vectors
 
     code, stdout, err = run(
         [
@@ -108,24 +123,24 @@ def test_ray_embed_equals_single_process_embed(local_ray, four_files, tmp_path, 
             "--ray",
             "local",
             "--chunk-size",
-            "128",
+            "32",
             "--json",
         ],
         capsys,
     )
     assert code == 0, err
-    assert json.loads(stdout)["n"] == 1200 and json.loads(stdout)["files"] == 4
+    assert json.loads(stdout)["n"] == 360 and json.loads(stdout)["files"] == 4
     np.testing.assert_allclose(np.load(tmp_path / "X.npy"), expected, atol=1e-5)
 
     # A folder: Parquet shards whose source and row put every row back in input order.
     stats = ray_embed(
-        str(folder / "*"), tmp_path / "shards", encoding=encoding, ray=RayOptions(batch_rows=128)
+        str(folder / "*"), tmp_path / "shards", encoding=MINILM_MEAN, ray=RayOptions(batch_rows=32)
     )
     shards = pq.read_table(tmp_path / "shards").to_pydict()
     order = sorted(range(len(shards["row"])), key=lambda i: (shards["file"][i], shards["row"][i]))
     keys = [(Path(shards["source"][i]).name, shards["row"][i]) for i in order]
-    assert len(set(keys)) == len(keys) == stats.n_texts == 1200  # every row once
-    assert keys[400] == ("b.tsv", 0) and keys[-1] == ("d.parquet", 199)
+    assert len(set(keys)) == len(keys) == stats.n_texts == 360  # every row once
+    assert keys[120] == ("b.tsv", 0) and keys[-1] == ("d.parquet", 59)
     vectors = np.asarray([shards["vector"][i] for i in order], dtype=np.float32)
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
 
@@ -135,7 +150,8 @@ def test_train_out_of_core_from_features_written_by_ray(
 ):
     encoder = ["--encoder", tiny_distilbert, "--pooling", "mean", "--no-cache"]
     out = tmp_path / "X.parquet"
-    code, _, err = run(["embed", sentiment_tsv, *encoder, "--out", out, "--ray", "local"], capsys)
+    on_ray = ["--ray", "local", "--actors", "1"]
+    code, _, err = run(["embed", sentiment_tsv, *encoder, "--out", out, *on_ray], capsys)
     assert code == 0, err
     assert [s["rows"] for s in parquet_job(out)["sources"]] == [100]
     train = ["train", sentiment_tsv, *encoder, "--out-of-core"]
@@ -158,22 +174,18 @@ def test_ray_predict_equals_single_process_predict(
     expected_out = tmp_path / "expected.jsonl"
     model.predict_file(_single_process_file(texts, tmp_path), expected_out)
     expected = [json.loads(line) for line in expected_out.read_text().splitlines()]
-    for name in ("p.jsonl", "p.parquet"):
-        code, _, err = run(
-            ["predict", "-m", tiny_model_dir, "-i", folder, "-o", tmp_path / name, "--ray"]
-            + ["local", "--actors", "2", "--chunk-size", "100"],
-            capsys,
-        )
-        assert code == 0 and "wrote 1,200 predictions from 4 files" in err, err
+    code, _, err = run(
+        ["predict", "-m", tiny_model_dir, "-i", folder, "-o", tmp_path / "p.jsonl", "--ray"]
+        + ["local", "--actors", "2", "--chunk-size", "32"],
+        capsys,
+    )
+    assert code == 0 and "wrote 360 predictions from 4 files" in err, err
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == [r["text"] for r in expected]
     assert [r["label"] for r in rows] == [r["label"] for r in expected]
     for got, want in zip(rows, expected, strict=True):
         for c, p in want["probabilities"].items():
             assert abs(got["probabilities"][c] - p) <= 2e-6
-    table = pq.read_table(tmp_path / "p.parquet")
-    assert table.column_names == ["text", "label", "p_0", "p_1"]
-    assert table.column("label").to_pylist() == [r["label"] for r in expected]
 
     # A decision threshold decides the labels on the actors as it does in one process.
     cut = float(np.median([r["probabilities"]["1"] for r in expected]))
@@ -183,11 +195,13 @@ def test_ray_predict_equals_single_process_predict(
     assert cut_expected != [r["label"] for r in expected]  # the threshold moved some labels
     code, _, err = run(
         ["predict", "-m", tiny_model_dir, "-i", folder, "-o", tmp_path / "cut.parquet"]
-        + ["--ray", "local", "--actors", "2", "--chunk-size", "100", "--threshold", str(cut)],
+        + ["--ray", "local", "--actors", "1", "--chunk-size", "32", "--threshold", str(cut)],
         capsys,
     )
     assert code == 0, err
-    assert pq.read_table(tmp_path / "cut.parquet").column("label").to_pylist() == cut_expected
+    table = pq.read_table(tmp_path / "cut.parquet")  # Parquet: the same columns as JSON Lines
+    assert table.column_names == ["text", "label", "p_0", "p_1"]
+    assert table.column("label").to_pylist() == cut_expected
 
 
 def test_ray_labels_with_a_multi_label_model_as_one_process_does(
@@ -211,22 +225,20 @@ def test_ray_labels_with_a_multi_label_model_as_one_process_does(
     model.predict_file(_single_process_file(texts, tmp_path), tmp_path / "expected.jsonl")
     expected = [json.loads(line) for line in (tmp_path / "expected.jsonl").open()]
     assert {len(r["labels"]) for r in expected} >= {0, 1}  # sets of several sizes
-    for name in ("p.jsonl", "p.parquet"):
-        code, _, err = run(
-            ["predict", "-m", model_dir, "-i", folder, "-o", tmp_path / name, "--ray", "local"]
-            + ["--actors", "2", "--chunk-size", "100"],
-            capsys,
-        )
-        assert code == 0 and "wrote 1,200 predictions from 4 files" in err, err
-    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").open()]
-    assert [r["labels"] for r in rows] == [r["labels"] for r in expected]
-    for got, want in zip(rows, expected, strict=True):
-        for c, p in want["probabilities"].items():
-            assert abs(got["probabilities"][c] - p) <= 2e-6
-    table = pq.read_table(tmp_path / "p.parquet")
-    assert table.column("labels").to_pylist() == [r["labels"] for r in expected]
     code, _, err = run(
-        ["predict", "-m", model_dir, "-i", folder, "-o", tmp_path / "shards", "--ray", "local"],
+        ["predict", "-m", model_dir, "-i", folder, "-o", tmp_path / "p.parquet", "--ray", "local"]
+        + ["--actors", "1", "--chunk-size", "32"],
+        capsys,
+    )
+    assert code == 0 and "wrote 360 predictions from 4 files" in err, err
+    table = pq.read_table(tmp_path / "p.parquet").to_pydict()
+    assert table["labels"] == [r["labels"] for r in expected]
+    for i, want in enumerate(expected):
+        for c, p in want["probabilities"].items():
+            assert abs(table[f"p_{c}"][i] - p) <= 2e-6
+    code, _, err = run(
+        ["predict", "-m", model_dir, "-i", folder, "-o", tmp_path / "shards", "--ray", "local"]
+        + ["--actors", "1", "--chunk-size", "32"],
         capsys,
     )
     assert code == 0, err
@@ -250,11 +262,8 @@ def _map_workers() -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_costs_no_row(local_ray, four_files, tmp_path):
+def test_a_worker_killed_mid_run_costs_no_row(local_ray, four_files, minilm_vectors, tmp_path):
     folder, texts = four_files
-    encoding = EncoderOptions("minilm", pooling="mean", run=RunOptions(use_cache=False))
-    expected_out = tmp_path / "expected.npy"
-    embed_file(_single_process_file(texts, tmp_path), expected_out, "minilm", encoding.spec)
     killed: list[tuple[int, int]] = []
 
     def kill_one_worker(n_done: int) -> None:
@@ -266,19 +275,21 @@ def test_a_worker_killed_mid_run_costs_no_row(local_ray, four_files, tmp_path):
     stats = ray_embed(
         folder,
         tmp_path / "X.npy",
-        encoding=encoding,
-        ray=RayOptions(actors=2, batch_rows=40),
+        encoding=MINILM_MEAN,
+        ray=RayOptions(actors=2, batch_rows=16),
         on_batch=kill_one_worker,
     )
-    assert killed and killed[0][1] < 1200, killed  # a worker died with rows still to do
-    assert stats.n_texts == 1200
-    np.testing.assert_allclose(np.load(tmp_path / "X.npy"), np.load(expected_out), atol=1e-5)
+    assert killed and killed[0][1] < 360, killed  # a worker died with rows still to do
+    assert stats.n_texts == 360
+    np.testing.assert_allclose(np.load(tmp_path / "X.npy"), minilm_vectors, atol=1e-5)
 
 
 def test_bad_input_under_ray_fails_before_any_task_with_the_usual_line(
     tiny_model_dir, four_files, tmp_path, capsys
 ):
-    folder, _ = four_files
+    import shutil
+
+    folder = shutil.copytree(four_files[0], tmp_path / "inputs")  # one file is spoilt below
     out = tmp_path / "p.jsonl"
     base = ["predict", "-m", tiny_model_dir, "-o", out, "--ray", "local"]
     code, _, err = run([*base, "-i", tmp_path / "missing"], capsys)

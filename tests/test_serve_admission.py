@@ -133,6 +133,7 @@ def test_token_counter_truncates_or_counts_windows(tiny_model_dir, long_model_di
     assert windows([many])[0] >= 5 * limit  # every window of the long text is read
 
 
+@pytest.mark.timing
 def test_long_texts_at_capacity_get_200_or_503_never_504(long_model_dir):
     """The issue's case: many clients posting long texts at a service with the default queue.
     The forward pass is slowed in proportion to the tokens (the tiny encoder itself takes

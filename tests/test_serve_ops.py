@@ -474,6 +474,7 @@ def rss_bytes(pid: int) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_overload_gets_503s_not_crashes_and_keeps_latency(tiny_model_dir, tmp_path):
     """A real server process, its encoder slowed to 300 ms a batch + 5 ms a text (the
     encoder, not HTTP or this busy machine's CPU, is what runs out); a queue of 8 texts,

@@ -27,7 +27,8 @@ from bertprobe.model.classifier import load_model
 from bertprobe.serve import BatchingConfig, ServeConfig, ServeSecurity
 from services import free_port
 
-pytestmark = pytest.mark.slow
+# One local Ray (and its Serve proxy on one port) at a time: every Ray test in one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
