@@ -30,6 +30,8 @@ from bertprobe.encoders.encoder import load_encoder
 from bertprobe.encoders.hub import EncoderRef, resolve_encoder
 from bertprobe.encoders.options import EncoderOptions, FeatureSpec, RunOptions
 from bertprobe.export import ExportedClassifier, export_classifier
+from bertprobe.heads.base import Head, register_head
+from bertprobe.heads.decision import Decision
 from bertprobe.heads.multilabel import MultiLabelProbe
 from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe, VotingProbe
 from bertprobe.model.classifier import Classifier, load_model
@@ -54,6 +56,7 @@ __all__ = [
     "BertprobeError",
     "Classifier",
     "Comparison",
+    "Decision",
     "EncoderNotFoundError",
     "EncoderOptions",
     "EncoderRef",
@@ -64,6 +67,7 @@ __all__ = [
     "ContrastiveOptions",
     "FinetuneOptions",
     "FinetuneResult",
+    "Head",
     "LinearProbe",
     "ModelFolderError",
     "MultiLabelEvaluation",
@@ -83,6 +87,7 @@ __all__ = [
     "load_encoder",
     "load_model",
     "predict_file",
+    "register_head",
     "resolve_encoder",
     "save_model",
     "sweep",
