@@ -126,7 +126,7 @@ check-latest: $(WEB_ASSETS)/.installed
 	@echo "newest allowed versions that differ from $(LOCK):"
 	@diff <(grep -v '^ *#' $(LOCK) | tr 'A-Z_' 'a-z-' | sort) \
 		<(tr 'A-Z_' 'a-z-' < .venv-latest/versions.txt | sort) | grep '^>' || echo "  none"
-	@if BERTPROBE_WEB_ASSETS=$(WEB_ASSETS) .venv-latest/bin/python -m pytest -m "not slow" -q -x \
+	@if BERTPROBE_WEB_ASSETS=$(abspath $(WEB_ASSETS)) .venv-latest/bin/python -m pytest -m "not slow" -q -x \
 		-p no:cacheprovider $(PARALLEL); then \
 		echo "check-latest: the fast tests pass on the newest allowed versions"; \
 	else \
