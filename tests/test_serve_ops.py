@@ -699,3 +699,33 @@ def test_a_large_request_reaches_the_model_process_whole(model):
     assert len(answer.json()["predictions"]) == 256
     assert explained.status_code == 200 and len(explained.json()["explanations"]) == 64
     assert app.state.slot.served.batcher.host.restarts == 0
+
+
+def test_a_request_that_took_the_old_model_is_answered_by_it(model, flipped_model_dir):
+    """The race behind CI's 504s under load: a request takes the served model, a reload swaps
+    and retires it before the request reaches its queue. The old model must still answer it
+    (and the reload wait for it), not leave it queued behind the stop until the timeout."""
+    from bertprobe.serve.observe import ServeMetrics
+    from bertprobe.serve.slot import ModelSlot
+
+    texts = ["the film was great", "the plot was awful"]
+
+    async def scenario() -> tuple[list, str, str]:
+        slot = ModelSlot(model, ServeConfig(), ServeMetrics())
+        await slot.open()
+        try:
+            with slot.taken() as old:
+                swap = asyncio.create_task(slot.swap(str(flipped_model_dir)))
+                while slot.served is old:  # the swap has happened; the old one is retiring
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+                assert not swap.done()  # it waits for the request that holds the old model
+                rows = await asyncio.wait_for(old.batcher.submit(texts), timeout=20)
+            swapped = await asyncio.wait_for(swap, timeout=20)
+            return rows, old.name, swapped.previous
+        finally:
+            await slot.close()
+
+    rows, old_name, previous = asyncio.run(scenario())
+    np.testing.assert_allclose(rows, model.predict_proba(texts), atol=1e-6)
+    assert previous == old_name

@@ -147,6 +147,7 @@ class Batcher:
         self._on_queue = on_queue
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
+        self._stopped = False
         self.pending_texts = 0
         self.pending_tokens = 0
         self.rate: float | None = None  # short texts per second, measured by warm_up()
@@ -191,7 +192,9 @@ class Batcher:
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Answer every job already queued, then stop the worker and the host."""
+        """Answer every job already queued, then stop the worker and the host; a job
+        submitted from now on is refused (it would wait behind the stop for ever)."""
+        self._stopped = True
         if self._worker is not None and not self._worker.done():
             self._queue.put_nowait(None)  # after every job queued so far
             with suppress(asyncio.CancelledError):
@@ -233,7 +236,10 @@ class Batcher:
 
     async def submit(self, texts: list[str], work: Work | None = None, *, tokens: int = 0) -> Any:
         """The rows for ``texts`` (of ``work``, if given: its items); ``tokens``: what they
-        cost (see :class:`EncoderCost`). Raises :class:`QueueFullError` when they do not fit."""
+        cost (see :class:`EncoderCost`). Raises :class:`QueueFullError` when they do not fit,
+        ``RuntimeError`` once :meth:`stop` has been called."""
+        if self._stopped:
+            raise RuntimeError("this batcher is stopped: submit to the model serving now")
         refused = self.refusal(len(texts), tokens)
         if refused is not None:
             raise refused

@@ -1,6 +1,7 @@
 """What the routers share: the app's :class:`~bertprobe.serve.slot.ModelSlot` and the model it
 serves, as FastAPI dependencies, and the headers that name the model that answered."""
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from bertprobe.core.extras import needs_extra
@@ -16,10 +17,14 @@ def get_slot(request: Request) -> ModelSlot:
     return slot
 
 
-def served_model(slot: Annotated[ModelSlot, Depends(get_slot)]) -> LoadedModel:
-    """The model serving now, taken once for the request: a reload that swaps it meanwhile
-    leaves the whole request to this one."""
-    return slot.served
+async def served_model(
+    slot: Annotated[ModelSlot, Depends(get_slot)],
+) -> AsyncIterator[LoadedModel]:
+    """The model serving now, taken once for the request and held until it ends: a reload
+    that swaps it meanwhile leaves the whole request to this one, and retires it after.
+    (Async: a plain generator would run in a thread, away from the slot's event loop.)"""
+    with slot.taken() as loaded:
+        yield loaded
 
 
 Slot = Annotated[ModelSlot, Depends(get_slot)]

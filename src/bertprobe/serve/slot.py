@@ -14,7 +14,7 @@ import gc
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -48,6 +48,9 @@ class LoadedModel:
     not_exact: str | None = None
     # Each text's tokens as the encoder reads them: what admission counts.
     tokens_of: Callable[[Sequence[str]], list[int]] = lambda texts: [1] * len(texts)
+    # The requests holding it (ModelSlot.taken): a swap retires it only once none does.
+    users: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def cost(self, texts: list[str], method: str | None = None) -> int:
         """What running ``texts`` costs, in tokens: a prediction reads each once; occlusion
@@ -228,8 +231,28 @@ class ModelSlot:
             batcher.max_queue_tokens,
         )
 
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[LoadedModel]:
+        """The model serving now, held for one request: a swap meanwhile retires it only once
+        the request is done with it, so the whole request is answered by the model it took."""
+        loaded = self.served
+        loaded.users += 1
+        try:
+            yield loaded
+        finally:
+            loaded.users -= 1
+            if loaded.users == 0:
+                loaded.released.set()
+
     async def retire(self, loaded: LoadedModel) -> None:
-        """Answer ``loaded``'s queue, then stop its batcher and host."""
+        """Wait until no request holds ``loaded`` (each is bounded by the request timeout),
+        answer its queue, then stop its batcher and host."""
+        # A request takes the model, then reaches its queue some awaits later: stopping the
+        # queue in between left the request queued behind the stop until it timed out (504s
+        # under load in CI).
+        while loaded.users > 0:
+            loaded.released.clear()
+            await loaded.released.wait()
         try:
             await loaded.batcher.stop()
         finally:
