@@ -16,6 +16,17 @@ another, on SST-2's sentence split with all-MiniLM-L6-v2, scored on the 1,821 te
 of 50, then batches of 50 with the model so far: bench/active_learning_bench.py's procedure) and
 200 drawn at random, each then trained with ``--contrastive``.
 
+``--zero-shot``: no labels at all. The classes are described (three sets of descriptions:
+the names alone, the names in a sentence, several phrases a class; see :data:`DESCRIPTIONS`)
+and the pool is the 6,920 training texts without their labels:
+
+- ``zero-shot/<descriptions>``: the zero-shot head alone (``train --zero-shot``);
+- ``self-train-probe/<descriptions>``: three rounds of self-training, a probe on the surest
+  quarter of the pool each round (``--rounds 3 --per-class 0.25``);
+- ``self-train-contrastive/<descriptions>``: one round, contrastive tuning on the 64 surest
+  texts of each class (``--rounds 1 --per-class 64 --contrastive``, the cost of 64 labels a
+  class).
+
 The ``--finetune`` and SetFit rows are not run again here (about 4 and 9 minutes a run): the
 table shows them from bench/results/finetune_bench.json, whose draws are the same.
 
@@ -23,7 +34,7 @@ Results are saved after every run to bench/results/fewshot.json, and a run alrea
 run again (so an interrupted benchmark resumes; ``--fresh`` starts over). Prints a markdown
 table.
 
-    .venv/bin/python bench/fewshot_bench.py [--sizes 8,64] [--seeds 5] [--active]
+    .venv/bin/python bench/fewshot_bench.py [--sizes 8,64] [--seeds 5] [--active] [--zero-shot]
 """
 
 from __future__ import annotations
@@ -43,12 +54,76 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune_bench import BIN, RESULTS, per_class_rows, timed  # noqa: E402
 
 OUT = RESULTS / "fewshot.json"
+ZERO_SHOT_OUT = RESULTS / "zeroshot.json"  # the runs with no labels: their own date and command
 ROWS = ("probe", "contrastive", "contrastive-unlabelled")
 FLAGS = {
     "probe": ["--auto"],
     "contrastive": ["--pooling", "mean", "--contrastive"],
     "contrastive-unlabelled": ["--pooling", "mean", "--contrastive"],
 }
+
+
+# Each set of descriptions: a class (as SST-2's files name it) to its descriptions, and the
+# template they are put in.
+DESCRIPTIONS: dict[str, tuple[dict[str, list[str]], str]] = {
+    "names": ({"0": ["negative"], "1": ["positive"]}, "{}"),
+    "review": ({"0": ["negative"], "1": ["positive"]}, "This is a {} review."),
+    "phrases": (
+        {
+            "0": ["negative", "This is a negative review.", "a bad movie", "the film is terrible"],
+            "1": ["positive", "This is a positive review.", "a good movie", "the film is great"],
+        },
+        "{}",
+    ),
+}
+ZERO_SHOT_ROWS = {
+    "zero-shot": [],
+    "self-train-probe": ["--rounds", "3", "--per-class", "0.25"],
+    "self-train-contrastive": ["--rounds", "1", "--per-class", "64", "--contrastive"],
+}
+
+
+def run_zero_shot(row: str, described: str, pool: Path, test: Path, work: Path) -> dict:
+    """One ``bertprobe train --zero-shot`` process (no labels): test accuracy, time, memory,
+    and what each self-training round did. A cache of its own: its time includes embedding
+    the pool and the test set, as a user's first run does."""
+    env = {**os.environ, "BERTPROBE_CACHE_DIR": str(work / f"cache-{row}-{described}")}
+    descriptions, template = DESCRIPTIONS[described]
+    command = [str(BIN / "bertprobe"), "train", "--unlabelled", str(pool), "--test", str(test)]
+    for label, texts in descriptions.items():
+        command += [arg for text in texts for arg in ("--zero-shot", f"{label}={text}")]
+    command += ["--template", template, "--encoder", "minilm", "--pooling", "mean", "--json"]
+    cost, printed = timed([*command, *ZERO_SHOT_ROWS[row]], env)
+    summary = json.loads(printed)
+    result = {"accuracy": summary["test_accuracy"], **cost}
+    if summary.get("zero_shot_rounds"):
+        result["rounds"] = summary["zero_shot_rounds"]["rounds"]
+    return result
+
+
+def zero_shot_runs(pool_texts: list[str], test: Path, tmp: Path, fresh: bool) -> None:
+    """Every zero-shot row for every set of descriptions, saved to :data:`ZERO_SHOT_OUT`
+    after each run (a run already there is not run again)."""
+    saved = {} if fresh or not ZERO_SHOT_OUT.exists() else json.loads(ZERO_SHOT_OUT.read_text())
+    results: dict = saved.get("results", {})
+    work = tmp / "zero-shot"
+    work.mkdir()
+    pool = write_rows(work / "pool.txt", pool_texts)
+    for row in ZERO_SHOT_ROWS:
+        for described in DESCRIPTIONS:
+            done = results.setdefault(row, {})
+            if described in done:
+                continue
+            done[described] = run_zero_shot(row, described, pool, test, work)
+            print(f"{row:<24} {described:<8}: {done[described]}", file=sys.stderr)
+            record = {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "command": "python bench/fewshot_bench.py " + " ".join(sys.argv[1:]),
+                "note": "one run a cell (no labels are drawn); each run from an empty cache",
+                "results": results,
+            }
+            ZERO_SHOT_OUT.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def write_rows(path: Path, texts: list[str], labels: list | None = None) -> Path:
@@ -104,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--active", action="store_true", help="also the 200-label runs")
     parser.add_argument("--active-seeds", type=int, default=3)
+    parser.add_argument("--zero-shot", action="store_true", help="also the runs with no labels")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     args = parser.parse_args()
     saved = {} if args.fresh or not OUT.exists() else json.loads(OUT.read_text())
@@ -149,6 +225,8 @@ def main() -> None:
                     done.append(result)
                     print(f"{row:<24} {size:>3} seed {seed}: {result}", file=sys.stderr)
                     save()
+        if args.zero_shot:
+            zero_shot_runs(train_split.texts, test, Path(tmp), args.fresh)
         if args.active:
             for strategy in ("suggest", "random"):
                 for seed in range(args.active_seeds):

@@ -59,7 +59,7 @@ def fewshot() -> str:
     """Few labels: rows by method, columns by labels per class (SST-2 test accuracy)."""
     data = _load("fewshot.json")
     earlier = _load("finetune_bench.json")
-    rows = {k: v for k, v in data["results"].items() if isinstance(v, dict)}
+    rows = {k: v for k, v in data["results"].items() if isinstance(v, dict) and k != "zero-shot"}
     for name in ("finetune", "setfit"):
         rows[f"{name} ¹"] = {
             k: v for k, v in earlier["results"].get(name, {}).items() if k != "full"
@@ -72,12 +72,7 @@ def fewshot() -> str:
     for row, by in rows.items():
         lines.append(f"| {row} | " + " | ".join(_cell(by.get(s, [])) for s in sizes) + " |")
     draws = sorted(
-        {
-            len(runs)
-            for by in data["results"].values()
-            if isinstance(by, dict)
-            for runs in by.values()
-        }
+        {len(runs) for row, by in rows.items() if "¹" not in row for runs in by.values()}
     )
     active = {k: v for k, v in data["results"].items() if isinstance(v, list)}
     lines.append("")
@@ -94,6 +89,36 @@ def fewshot() -> str:
         lines.append(f"- {row}: {_cell(runs)} over {len(runs)} seeds")
     lines.append("")
     lines.append(_source("fewshot.json", data))
+    return "\n".join(lines)
+
+
+def zero_shot() -> str:
+    """No labels: rows by method, columns by the classes' descriptions (SST-2 test accuracy)."""
+    data = _load("zeroshot.json")
+    runs = data["results"]
+    if not runs:
+        return "_No zero-shot runs yet: `python bench/fewshot_bench.py --zero-shot`._"
+    described = list(dict.fromkeys(d for by in runs.values() for d in by))
+    lines = [
+        "| no labels | " + " | ".join(described) + " |",
+        "| --- | " + " | ".join("---" for _ in described) + " |",
+    ]
+    for row, by in runs.items():
+        cells = [
+            f"{100 * r['accuracy']:.1f}% ({r['seconds']:.0f} s, {r['rss_mb']:.0f} MB)"
+            if (r := by.get(d))
+            else ""
+            for d in described
+        ]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "One run each (no labels are drawn), scored on SST-2's 1,821 test sentences; wall "
+        "seconds and peak RSS of the whole `bertprobe train` process, from an empty cache "
+        "(the pool's 6,920 texts and the test set embedded in each)."
+    )
+    lines.append("")
+    lines.append(_source("zeroshot.json", data))
     return "\n".join(lines)
 
 
@@ -939,6 +964,7 @@ def web() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "fewshot": fewshot,
+    "zero-shot": zero_shot,
     "active-learning": active_learning,
     "explain": explain,
     "demo": demo,

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bertprobe import (
+    BadInputError,
     Classifier,
     ContrastiveOptions,
     EncoderOptions,
@@ -272,6 +273,28 @@ def test_self_training_is_judged_by_honest_folds_and_recorded():
     assert record["cv_score_labelled_only"] == pytest.approx(plain.cv_score_)
     if not record["kept"]:  # nothing changed: the labelled-only model is the one kept
         np.testing.assert_allclose(probe.predict_proba(X_u), plain.predict_proba(X_u))
+
+
+@pytest.mark.parametrize("pseudo_labels", [40, 0.2])
+def test_self_training_takes_the_surest_of_each_class_however_sure_the_probe_is(pseudo_labels):
+    """A probe that gives every row 0.99 (classes far apart, as after contrastive tuning)
+    still learns from its pool: the surest rows of each class, the same number of each,
+    where a probability threshold took none or all."""
+    X, y, X_u, y_u = _blobs(40, 400)
+    X[:, 0] *= 4
+    X_u[:, 0] *= 4
+    probe = LinearProbe(cv=3, Cs="1", pseudo_labels=pseudo_labels).fit(X, y, unlabelled=X_u)
+    record = probe.self_training_
+    assert record["pseudo_labels"] == {"0": 40, "1": 40}
+    assert record["n_pseudo_labelled"] == 80 and record["rounds"] >= 1
+
+
+@pytest.mark.parametrize("pseudo_labels", [0, -3, 1.5, True, "half"])
+def test_a_pseudo_label_count_that_cannot_be_is_refused(pseudo_labels):
+    X, y, X_u, _ = _blobs(30, 60)
+    with pytest.raises(BadInputError) as raised:
+        LinearProbe(cv=3, pseudo_labels=pseudo_labels).fit(X, y, unlabelled=X_u)
+    assert raised.value.params == ("pseudo_labels",)
 
 
 def test_train_with_unlabelled_texts_sets_test_texts_aside(

@@ -71,6 +71,11 @@ WORDS: dict[str, str | None] = {
     "max_queue_tokens": "--max-queue-tokens",
     "latency_budget_s": "--latency-budget",
     "request_timeout_s": "--request-timeout",
+    "zero_shot": "--zero-shot",
+    "descriptions": "--zero-shot",
+    "template": "--template",
+    "rounds": "--rounds",
+    "per_class": "--per-class",
     # switches, as a Python caller sets them
     "drop_empty=True": "--drop-empty",
     "use_cache=False": "--no-cache",
@@ -92,12 +97,14 @@ WORDS: dict[str, str | None] = {
     "max_pairs": None,
     "ranking": None,
     "patience": None,
-    "pseudo_threshold": None,
+    "pseudo_labels": None,
     "model_threads": None,
     "max_ongoing_requests": None,
     "surge_percent": None,
     "multi_class": None,
     "max_drain_bytes": None,
+    "temperature": None,
+    "label_vectors": None,
 }
 
 # Characters that end a line somewhere (str.splitlines): a path or value holding one is shown

@@ -72,7 +72,7 @@ def report_dropped(*sets: LabelledTexts | None) -> None:
 # --- train -------------------------------------------------------------------------------------
 
 
-def print_training(result: TrainResult, data: Path, test: Path | None) -> None:
+def print_training(result: TrainResult, data: Path | None, test: Path | None) -> None:
     """What ``bertprobe train`` prints: the encoders compared, the tunings, the sweep, the data
     and features, the head, then what the model's target measured on the test set."""
     summary = result.to_dict()
@@ -143,7 +143,7 @@ def encoder_line(model: Classifier) -> str | None:
     return f"encoder   {model.encoder.name}{words}" if words else None
 
 
-def _print_features(result: TrainResult, data: Path, summary: dict[str, Any]) -> None:
+def _print_features(result: TrainResult, data: Path | None, summary: dict[str, Any]) -> None:
     """The training set's classes, the encoder and what embedding it took."""
     model = result.model
     layers = ",".join(str(x) for x in model.spec.layers)
@@ -151,6 +151,13 @@ def _print_features(result: TrainResult, data: Path, summary: dict[str, Any]) ->
         f"encoder   {model.encoder.name} ({model.encoder.fingerprint[:19]}"
         f"{commit_words(model)}), pooling {model.spec.pooling}, layer {layers}"
     )
+    if data is None:  # from descriptions
+        pool = (result.self_trained or {}).get("n_pool") or summary.get("n_pool", 0)
+        typer.echo(f"train     no labels: {len(model.classes)} classes described, {pool:,} texts")
+        typer.echo(encoder)
+        if result.train_data is not None:
+            typer.echo(f"          last round: {_label_counts(result)} pseudo-labelled")
+        return
     if result.train_data is None:  # out of core: the labels were streamed, not kept
         typer.echo(
             f"train     {data}: {result.n_train:,} texts, out of core; features in "
@@ -199,11 +206,23 @@ def _print_head(result: TrainResult, summary: dict[str, Any]) -> None:
     trained = summary.get("self_training")
     if trained:
         verdict = "kept" if trained["kept"] else "not kept (CV prefers the labelled rows alone)"
+        counts = ", ".join(f"{k}: {v:,}" for k, v in trained.get("pseudo_labels", {}).items())
         typer.echo(
             f"unlabelled {trained['n_pseudo_labelled']:,} of {trained['n_unlabelled']:,} texts "
-            f"pseudo-labelled at p >= {trained['pseudo_threshold']}: CV "
+            f"pseudo-labelled, the surest of each class ({counts}): CV "
             f"{100 * trained['cv_score_self_trained']:.2f}% against "
             f"{100 * trained['cv_score_labelled_only']:.2f}% without; {verdict}"
+        )
+    for round_ in (result.self_trained or {}).get("rounds", []):
+        if "stopped" in round_:
+            typer.echo(f"round {round_['round']:<3} stopped: {round_['stopped']}")
+            continue
+        tested = round_.get("test_accuracy")
+        typer.echo(
+            f"round {round_['round']:<3} learned from the surest "
+            + ", ".join(f"{k}: {v:,}" for k, v in round_["pseudo_labels"].items())
+            + f"; it changed {100 * round_['changed']:.1f}% of the pool's labels"
+            + (f"; test {100 * tested:.2f}% (scored only)" if tested is not None else "")
         )
     if result.tunings and "cv_accuracy" in summary:  # the folds' rows taught the encoder
         note(

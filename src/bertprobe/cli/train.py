@@ -37,10 +37,49 @@ from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import write_label_issues
 from bertprobe.training.sweep import FINALISTS
+from bertprobe.training.zeroshot import ZeroShot
 
 # --- flags of train ----------------------------------------------------------------------------
 
-DataOpt = Annotated[Path, typer.Argument(help="Labelled training file (TSV, CSV or JSON Lines).")]
+DataOpt = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Labelled training file (TSV, CSV or JSON Lines); none with --zero-shot.",
+        show_default=False,
+    ),
+]
+ZeroShotOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--zero-shot",
+        metavar="LABEL=DESCRIPTION",
+        help="No labels: a class and its name or description, once a class (a label given "
+        "twice gets both descriptions; LABEL alone: its name describes it). The model is "
+        "the zero-shot head centred on --unlabelled (required), or with --rounds what "
+        "self-training on that pool makes of it.",
+    ),
+]
+TemplateOpt = Annotated[
+    str,
+    typer.Option(help="--zero-shot: the sentence each description goes in, at {}."),
+]
+RoundsOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=20,
+        help="--zero-shot: self-training rounds on the pool (each trains on the surest texts "
+        "of each class, with the other options: --contrastive, --auto, ...).",
+    ),
+]
+PerClassOpt = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="--rounds: pseudo-labels a class each round: a number (>= 1) or a share of "
+        "the pool divided among the classes (< 1).",
+    ),
+]
 TestOpt = Annotated[Path | None, typer.Option(help="Labelled test file to evaluate on.")]
 OutOpt = Annotated[Path | None, typer.Option(help="Model folder to write.")]
 CGridOpt = Annotated[
@@ -200,7 +239,7 @@ def _train_options(c_grid: str, cv: int, jobs: int, **more: Any) -> TrainOptions
 
 @shared(encoding=ENCODING, reading=LABELS)
 def train(
-    data: DataOpt,
+    data: DataOpt = None,
     test: TestOpt = None,
     out: OutOpt = None,
     c_grid: CGridOpt = "default",
@@ -227,11 +266,17 @@ def train(
     label_issues: LabelIssuesOpt = None,
     multi_label: MultiLabelOpt = False,
     tune_thresholds: TuneThresholdsOpt = False,
+    zero_shot: ZeroShotOpt = None,
+    template: TemplateOpt = "{}",
+    rounds: RoundsOpt = 0,
+    per_class: PerClassOpt = 0.25,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
 ) -> None:
-    """Embed a labelled file, choose C by cross-validation, fit the probe, save the model."""
+    """Embed a labelled file, choose C by cross-validation, fit the probe, save the model.
+
+    With no labels, --zero-shot names the classes and --unlabelled gives the texts."""
     options = _train_options(
         c_grid, cv, jobs, auto=auto, poolings=poolings, encoders=encoders, finalists=finalists,
         out_of_core=out_of_core, features=features, class_weight=class_weight, metric=metric,
@@ -247,11 +292,38 @@ def train(
         dev_share=dev_share,
         pairs_per_text=pairs_per_text,
     )
+    described = _zero_shot(zero_shot, template, rounds, per_class)
     result = train_model(
         data, test=test, encoding=encoding, options=options, reading=reading, finetune=fine,
-        contrastive=pairs, unlabelled=unlabelled, out=out,
+        contrastive=pairs, unlabelled=unlabelled, out=out, zero_shot=described,
     )  # fmt: skip
     _show_training(result, data, test, label_issues, as_json)
+
+
+def _zero_shot(
+    given: list[str] | None, template: str, rounds: int, per_class: float
+) -> ZeroShot | None:
+    """The --zero-shot flags as :class:`ZeroShot` options (None: not asked for)."""
+    if not given:
+        if rounds:
+            raise BadInputError("--rounds applies to --zero-shot only; add it")
+        return None
+    descriptions: dict[str, list[str]] = {}
+    for item in given:
+        label, _, description = item.partition("=")
+        label = label.strip()
+        if not label:
+            raise BadInputError(
+                f"--zero-shot {item!r}: the label is empty; name the class before the '=' "
+                "sign and describe it after"
+            )
+        descriptions.setdefault(label, []).append(description.strip() or label)
+    return ZeroShot(
+        descriptions=descriptions,
+        template=template,
+        rounds=rounds,
+        per_class=int(per_class) if per_class >= 1 else per_class,
+    )
 
 
 def _tuning_options(
@@ -290,7 +362,11 @@ def _tuning_options(
 
 
 def _show_training(
-    result: TrainResult, data: Path, test: Path | None, label_issues: Path | None, as_json: bool
+    result: TrainResult,
+    data: Path | None,
+    test: Path | None,
+    label_issues: Path | None,
+    as_json: bool,
 ) -> None:
     """Write the --label-issues file, then print what training found."""
     if label_issues is not None and result.train_data is not None:

@@ -109,7 +109,12 @@ class FeatureSpec:
     ----------
     pooling : {"cls", "mean", "max"}
         How a text's token vectors become one: the first token's vector, or the mean or the
-        element-wise maximum over the text's tokens (padding excluded).
+        element-wise maximum over the text's tokens (padding excluded). Default ``"mean"``,
+        where the recipe reads ``"cls"``: on SST-2 with the bundled encoder the mean gives
+        81.4% against [CLS]'s 77.0% (``make demo``), contrastive tuning with 64 labels a
+        class 80.3% against 77.3%, and a zero-shot head compares mean-pooled vectors, as
+        the sentence encoders were trained to be read. ``"cls"`` is the recipe's, one
+        argument away.
     layers : tuple of int
         The hidden state(s) to take: 0 is the embedding layer, 1 the first transformer layer,
         -1 the last. Several are concatenated in the order given; a string such as ``"-2,-1"``
@@ -135,7 +140,7 @@ class FeatureSpec:
     {}
     """
 
-    pooling: Pooling = "cls"
+    pooling: Pooling = "mean"
     layers: tuple[int, ...] = (-1,)
     max_length: int | None = None
     long: LongMode = "truncate"

@@ -102,7 +102,7 @@ def is_head(candidate: Any) -> bool:
 # (numpy, scikit-learn's estimators): the registered heads and what they hold.
 _TRUSTED: set[str] = set()
 # The modules that register bertprobe's own heads, imported before a folder is loaded.
-_BUILT_IN = ("bertprobe.heads.probe", "bertprobe.heads.multilabel")
+_BUILT_IN = ("bertprobe.heads.probe", "bertprobe.heads.multilabel", "bertprobe.heads.zeroshot")
 
 
 def register_head(cls: type | None = None, *, holds: tuple[str, ...] = ()) -> Any:

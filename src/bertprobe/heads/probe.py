@@ -224,6 +224,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     random_state : int or None, default=0
         Seeds the shuffle of the folds (and the solver), so a fit repeats exactly; ``None``
         draws new folds each time.
+    pseudo_labels : int or float, default=0.5
+        With unlabelled vectors (:meth:`fit`'s ``unlabelled``), how many the probe learns
+        from a round, the surest of each class: a number a class, or a share of the
+        unlabelled rows divided among the classes (0.5 of 6,900 rows in two classes: 1,725
+        each). On SST-2 with frozen MiniLM features and 64 labels a class, half the pool
+        gave 1-3 points over a quarter or less.
 
     Attributes
     ----------
@@ -293,6 +299,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     array(['pos', 'neu', 'neg'], dtype='<U3')
     """
 
+    # Probes saved before ``pseudo_labels`` replaced ``pseudo_threshold`` load without the
+    # attribute; get_params (a repr, a clone) then finds this default.
+    pseudo_labels: int | float = 0.5
+
     def __init__(
         self,
         Cs: tuple[float, ...] | str = "default",
@@ -306,11 +316,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         patience: int | None = None,
         n_jobs: int | None = None,
         random_state: int | None = 0,
-        pseudo_threshold: float = 0.9,
+        pseudo_labels: int | float = 0.5,
     ) -> None:
         self.Cs = Cs
         self.cv = cv
-        self.pseudo_threshold = pseudo_threshold
+        self.pseudo_labels = pseudo_labels
         self.scale = scale
         self.max_iter = max_iter
         self.tol = tol
@@ -332,8 +342,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         unlabelled : array-like of shape (n_unlabelled, n_features), optional
             Vectors of texts without labels, for self-training (see :meth:`_self_train`): C is
             still chosen on the labelled rows alone, then the probe at that C labels the
-            texts it is surest of (``pseudo_threshold``) and learns from them too, if the
-            cross-validation of the whole procedure says that helps.
+            texts it is surest of (``pseudo_labels`` of each class) and learns from them too,
+            if the cross-validation of the whole procedure says that helps.
 
         Returns
         -------
@@ -385,50 +395,67 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _self_train(self, X, y, unlabelled) -> None:
-        """Self-training with scikit-learn's :class:`~sklearn.semi_supervised.
-        SelfTrainingClassifier` at the chosen ``C_``: the probe labels the unlabelled rows it
-        gives ``pseudo_threshold`` or more, learns from them, and repeats (at most 10 rounds).
+        """Self-training at the chosen ``C_``: the probe labels the unlabelled rows, learns
+        from the surest of each class as well as from the labelled rows, and repeats
+        (:data:`SELF_TRAINING_ROUNDS` rounds). The same number of each class
+        (``pseudo_labels``: a number, or a share of the unlabelled rows divided among the
+        classes), not those past a probability: a probe after contrastive tuning gives nearly
+        every row 0.99, one on frozen features few past 0.9 (a threshold of 0.9 took none of
+        6,901 texts in every few-labels run), and a share drawn by the probe's own decisions
+        tilts each round towards the class it favours.
 
         Kept only if it helps, and judged honestly: the same folds are scored again, each
         fold's probe self-trained from its own training rows and the unlabelled ones (so no
         pseudo-label was made by a model that saw the held-out rows). ``cv_accuracy_`` and
         ``cv_score_`` are then those of the procedure kept; ``self_training_`` records both.
         """
-        from sklearn.semi_supervised import SelfTrainingClassifier
-
-        if not 0.5 <= self.pseudo_threshold < 1:
+        share = self.pseudo_labels
+        whole = isinstance(share, int | np.integer) and not isinstance(share, bool)
+        if not ((whole and share >= 1) or (isinstance(share, float) and 0 < share <= 1)):
             raise BadInputError(
-                f"pseudo_threshold={self.pseudo_threshold}: give a probability from 0.5 to 1",
-                param="pseudo_threshold",
+                f"pseudo_labels={share!r}: give a number of texts a class (>= 1) or a share of "
+                "the unlabelled texts (0 < share <= 1)",
+                param="pseudo_labels",
             )
-        codes = np.searchsorted(self.classes_, y)  # -1 marks a row without a label
+        n_classes = len(self.classes_)
+        per_class = int(share) if whole else max(1, round(share * len(unlabelled) / n_classes))
+        codes = np.searchsorted(self.classes_, y)
 
-        def self_trained(rows: np.ndarray) -> Any:
-            X_all = np.vstack([X[rows], unlabelled])
-            y_all = np.concatenate([codes[rows], np.full(len(unlabelled), -1)])
-            model = SelfTrainingClassifier(
-                self._plain(), threshold=self.pseudo_threshold, max_iter=10
-            )
+        def fitted(X_rows, y_rows) -> Pipeline:
             with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                return model.fit(X_all, y_all)
+                return self._plain().fit(X_rows, y_rows)
 
-        oof = np.zeros((len(y), len(self.classes_)))
+        def self_trained(rows: np.ndarray) -> tuple[Pipeline, np.ndarray, np.ndarray]:
+            model = fitted(X[rows], codes[rows])
+            for _ in range(SELF_TRAINING_ROUNDS):
+                proba = model.predict_proba(unlabelled)
+                picked = surest_rows(proba, per_class)
+                given = model.classes_[proba[picked].argmax(axis=1)]
+                model = fitted(
+                    np.vstack([X[rows], unlabelled[picked]]), np.concatenate([codes[rows], given])
+                )
+            return model, picked, given
+
+        oof = np.zeros((len(y), n_classes))
         for train_rows, test_rows in self._folds().split(X, y):
-            oof[test_rows] = self_trained(train_rows).predict_proba(X[test_rows])
+            model = self_trained(train_rows)[0]
+            oof[np.ix_(test_rows, model.classes_)] = model.predict_proba(X[test_rows])
         accuracy = float(np.mean(self.classes_[oof.argmax(axis=1)] == y))
         score = (
             accuracy
             if self.scoring == "accuracy"
             else metric_score(self.scoring, y, oof, self.classes_.tolist())
         )
-        final = self_trained(np.arange(len(y)))
-        n_pseudo = int(np.sum(final.labeled_iter_[len(y) :] > 0))
-        kept = score >= self.cv_score_ and n_pseudo > 0
+        _, picked, given = self_trained(np.arange(len(y)))
+        kept = score >= self.cv_score_ and len(picked) > 0
         self.self_training_ = {
             "n_unlabelled": len(unlabelled),
-            "n_pseudo_labelled": n_pseudo,
-            "pseudo_threshold": self.pseudo_threshold,
+            "n_pseudo_labelled": int(len(picked)),
+            "pseudo_labels": {
+                str(c): int(np.sum(given == k)) for k, c in enumerate(self.classes_.tolist())
+            },
+            "rounds": SELF_TRAINING_ROUNDS,
             "cv_score_labelled_only": self.cv_score_,
             "cv_score_self_trained": score,
             "kept": bool(kept),
@@ -437,12 +464,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             # Refitted on the labelled and pseudo-labelled rows with the labels as given, as
             # the probe's own pipeline: the export and every other reader find the same
             # "scale" and "logreg" steps, and predict answers in the training labels.
-            learned = final.labeled_iter_ >= 0
-            X_all = np.vstack([X, unlabelled])[learned]
-            y_all = self.classes_[final.transduction_[learned]]
-            with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                self.pipeline_ = self._plain().fit(X_all, y_all)
+            self.pipeline_ = fitted(
+                np.vstack([X, unlabelled[picked]]),
+                np.concatenate([np.asarray(y), self.classes_[given]]),
+            )
             self.cv_score_, self.cv_accuracy_ = score, accuracy
 
     def cv_summary(self) -> tuple[float, float, float, float]:
@@ -581,6 +606,24 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 else {}
             ),
         }
+
+
+# Self-training's rounds: label the pool, learn from its surest rows, again. On SST-2 with 8
+# or 64 labels a class and frozen MiniLM features, the third round was within half a point of
+# the tenth.
+SELF_TRAINING_ROUNDS = 3
+
+
+def surest_rows(proba: np.ndarray, per_class: int) -> np.ndarray:
+    """The rows self-training learns from: for each class (a column of ``proba``), the
+    ``per_class`` rows given that class with the highest probability of it (all of them, if
+    fewer), in row order."""
+    decided = proba.argmax(axis=1)
+    picked = []
+    for k in range(proba.shape[1]):
+        rows = np.flatnonzero(decided == k)
+        picked.append(rows[np.argsort(-proba[rows, k], kind="stable")][:per_class])
+    return np.sort(np.concatenate(picked)).astype(int)
 
 
 def refuse_unlabelled(unlabelled: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,9 @@ from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.options import TrainOptions
-from bertprobe.training.pipeline import TrainingRun, run_stages, stages_for, start_run
+from bertprobe.training.pipeline import TrainingRun, run_stages, self_train, stages_for, start_run
 from bertprobe.training.target import Target, target_for
+from bertprobe.training.zeroshot import ZeroShot
 
 # A fitted head (see bertprobe.heads.base.Head): what turns the encoder's vectors into
 # probabilities. The name is the model's attribute's, kept from when every head was a probe.
@@ -114,6 +115,60 @@ class Classifier:
         return cls.from_run(run_stages(run, stages_for(run.options)))
 
     @classmethod
+    def from_descriptions(
+        cls,
+        descriptions: Mapping[Any, str | Sequence[str]],
+        pool: Sequence[str],
+        *,
+        encoding: EncoderOptions = EncoderOptions(pooling="mean"),
+        template: str = "{}",
+        temperature: float | str = "auto",
+        label_sets: bool = False,
+        rounds: int = 0,
+        per_class: int | float = 0.25,
+        options: TrainOptions | None = None,
+        contrastive: ContrastiveOptions | None = None,
+        finetune: FinetuneOptions | None = None,
+    ) -> Classifier:
+        """A model from each class's name or descriptions and a pool of unlabelled texts,
+        with no labels: the zero-shot head (:class:`~bertprobe.heads.zeroshot.ZeroShotHead`,
+        centred on the pool), or with ``rounds`` the model self-training on the pool makes of
+        it (each round trained as ``options``, ``contrastive`` and ``finetune`` say; see
+        :mod:`bertprobe.training.zeroshot`). ``template`` puts each description in a
+        sentence (``"This is a {} review."``); ``label_sets``: several labels a text.
+
+        Mean pooling by default: the encoders made for sentence similarity (the bundled
+        MiniLM among them) were trained to be read that way, and the similarity to a
+        description is what this head measures.
+
+        >>> model = Classifier.from_descriptions(
+        ...     {"negative": "negative", "positive": "positive"}, reviews,
+        ...     template="This is a {} review.")  # doctest: +SKIP
+        >>> model.predict(["a gorgeous, witty film"])  # doctest: +SKIP
+        array(['positive'], dtype='<U8')
+        """
+        zero_shot = ZeroShot(
+            descriptions=descriptions,
+            template=template,
+            temperature=temperature,
+            rounds=rounds,
+            per_class=per_class,
+        )
+        options = replace(options or TrainOptions(), multi_label=label_sets)
+        run = start_run(
+            None,
+            encoding=encoding,
+            options=options,
+            reading=ReadOptions(),
+            finetune=finetune,
+            contrastive=contrastive,
+            unlabelled=pool,
+            zero_shot=zero_shot,
+        )
+        run_stages(run, stages_for(options, zero_shot=zero_shot))
+        return cls.from_run(self_train(run))
+
+    @classmethod
     def from_run(cls, run: TrainingRun) -> Classifier:
         """The model a finished :class:`~bertprobe.training.pipeline.TrainingRun` made (not
         yet saved: its card holds only the decision threshold, for ``threshold="auto"``)."""
@@ -175,7 +230,7 @@ class Classifier:
             data=self.card.get("data"),
             extra={
                 k: self.card[k]
-                for k in ("sweep", "finetune", "decision_threshold", SETS_KEY)
+                for k in ("sweep", "finetune", "decision_threshold", "zero_shot", SETS_KEY)
                 if k in self.card
             }
             or None,

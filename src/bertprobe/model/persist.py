@@ -478,9 +478,10 @@ def file_record(path: str | Path, n: int, sha256: str) -> dict[str, Any]:
     return {"path": str(path), "sha256": sha256, "n": n}
 
 
-def data_records(train: LabelledTexts, test: LabelledTexts | None = None) -> dict[str, Any]:
-    """The card's ``data`` section for a training set and an optional test set."""
-    records = {"train": file_record(train.source, len(train), train.sha256)}
+def data_records(train: LabelledTexts | None, test: LabelledTexts | None = None) -> dict[str, Any]:
+    """The card's ``data`` section for a training set (None: a model made without labels) and
+    an optional test set."""
+    records = {"train": file_record(train.source, len(train), train.sha256)} if train else {}
     if test is not None:
         records["test"] = file_record(test.source, len(test), test.sha256)
     return records

@@ -45,11 +45,13 @@ from bertprobe.training.pipeline import (
     StageHooks,
     TrainingRun,
     run_stages,
+    self_train,
     stages_for,
     start_run,
     sweep_features,
 )
 from bertprobe.training.sweep import SweepResult
+from bertprobe.training.zeroshot import ZeroShot
 
 
 @dataclass
@@ -77,6 +79,8 @@ class TrainResult:
     label_issues: list[LabelIssue] | None = None
     test_scores: dict[str, Any] | None = None  # multi-label: F1 micro / macro, per label
     comparison: Comparison | None = None  # --encoders: how the encoder was chosen
+    # from descriptions: what self-training did, round by round (None: no rounds)
+    self_trained: dict[str, Any] | None = None
 
     @property
     def probe(self) -> Probe:
@@ -129,6 +133,8 @@ class TrainResult:
             "model_dir": str(self.out) if self.out is not None else None,
             # --unlabelled: what self-training did and whether CV kept it
             "self_training": getattr(self.probe, "self_training_", None),
+            # from descriptions: self-training's rounds on the pool
+            **({"zero_shot_rounds": self.self_trained} if self.self_trained else {}),
             "auto": sweep.choice if sweep is not None else None,
             "vote_cv_accuracy": sweep.vote_cv_accuracy if sweep is not None else None,
             "sweep_seconds": sweep.seconds if sweep is not None else None,
@@ -147,7 +153,7 @@ class TrainResult:
 
 
 def train(
-    data: str | Path | LabelledTexts,
+    data: str | Path | LabelledTexts | None,
     *,
     test: str | Path | LabelledTexts | None = None,
     encoding: EncoderOptions = EncoderOptions(),
@@ -158,6 +164,7 @@ def train(
     unlabelled: str | Path | Sequence[str] | None = None,
     out: str | Path | None = None,
     hooks: StageHooks | None = None,
+    zero_shot: ZeroShot | None = None,
 ) -> TrainResult:
     """Train a model on labelled data; save it to ``out`` when given.
 
@@ -175,6 +182,12 @@ def train(
     labels the probe self-trains on (:meth:`~bertprobe.heads.probe.LinearProbe.fit`), kept only
     when cross-validation on the labelled rows says it helps; texts of the training or test
     set are set aside, and no reported score is computed on an unlabelled text.
+
+    With no labels (``data`` None), ``zero_shot`` gives each class's descriptions and
+    ``unlabelled`` the pool of texts: the model is the zero-shot head (see
+    :mod:`bertprobe.heads.zeroshot`), or with ``zero_shot.rounds`` the model self-training on
+    the pool made of it, trained as the other options say (see
+    :mod:`bertprobe.training.zeroshot`).
 
     ``data`` and ``test`` are files (read with ``reading``) or :class:`LabelledTexts`. Every
     check that can be made before the encoder runs is made first: the data, the test labels
@@ -198,8 +211,10 @@ def train(
         finetune=finetune,
         contrastive=contrastive,
         unlabelled=unlabelled,
+        zero_shot=zero_shot,
     )
-    run_stages(run, stages_for(options, finetune), hooks)
+    run_stages(run, stages_for(options, finetune, zero_shot=zero_shot), hooks)
+    run = self_train(run, hooks)
     result = _train_result(run, out, options.metric)
     if out is not None:
         _save_run(run, result, out)
@@ -234,6 +249,7 @@ def _train_result(run: TrainingRun, out: Path | None, metric: str) -> TrainResul
         label_issues=run.label_issues,
         test_scores=run.test_scores,
         comparison=run.compared,
+        self_trained=run.self_trained,
     )
 
 
@@ -281,7 +297,7 @@ def _rows(run: TrainingRun, split: str) -> int:
 
 def _data_record(run: TrainingRun) -> dict[str, Any]:
     """The card's ``data``: each file's path, rows and SHA-256."""
-    if run.train_set is not None:
+    if run.train_path is None:  # in memory (from descriptions: no training set)
         records = data_records(run.train_set, run.test_set)
         if run.unlabelled is not None:
             pool = run.unlabelled
@@ -341,6 +357,8 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
     if run.compared is not None:
         extra["compare"] = run.compared.summary()
     extra.update(_tuning_records(run))
+    if run.zero_shot is not None:
+        extra["zero_shot"] = {**run.zero_shot.record(), "self_training": run.self_trained}
     return metrics, extra
 
 

@@ -82,6 +82,7 @@ from bertprobe.training.label_issues import LabelIssue
 from bertprobe.training.options import TrainOptions
 from bertprobe.training.sweep import SweepResult
 from bertprobe.training.target import Target, target_for
+from bertprobe.training.zeroshot import SETTLED, ZeroShot, fit_zero_shot
 
 Stage = Callable[["TrainingRun"], None]
 
@@ -145,6 +146,9 @@ class TrainingRun:
     contrastive: ContrastiveOptions | None = None
     # texts without labels the head may self-train on (never scored: CV and test are labelled)
     unlabelled: LabelledTexts | None = None
+    # from descriptions (no labelled data): the zero-shot start, and what self-training did
+    zero_shot: ZeroShot | None = None
+    self_trained: dict[str, Any] | None = None
     train_path: Path | None = None
     test_path: Path | None = None
     classes: list | None = None  # the training labels (the head's columns), in order
@@ -224,7 +228,7 @@ def run_stages(
 
 
 def start_run(
-    data: str | Path | LabelledTexts,
+    data: str | Path | LabelledTexts | None,
     *,
     test: str | Path | LabelledTexts | None = None,
     encoding: EncoderOptions,
@@ -233,14 +237,18 @@ def start_run(
     finetune: FinetuneOptions | None = None,
     contrastive: ContrastiveOptions | None = None,
     unlabelled: str | Path | Sequence[str] | None = None,
+    zero_shot: ZeroShot | None = None,
 ) -> TrainingRun:
     """Read and check the data a run needs before the encoder runs: the training set, the
     test labels against the training labels (single labels or label sets), the unlabelled
     texts (see :func:`unlabelled_pool`); out of core, only the paths (the files are read a
-    chunk at a time by the stages)."""
+    chunk at a time by the stages). From descriptions (``zero_shot``, ``data`` None): the
+    pool, and the test labels against the described classes."""
     run = TrainingRun(
         None, None, encoding, options, finetune=finetune, reading=reading, contrastive=contrastive
     )
+    if zero_shot is not None or data is None:
+        return _start_from_descriptions(run, data, test, unlabelled, zero_shot)
     run.target.check_training_reading(reading)
     if options.out_of_core:
         if isinstance(data, LabelledTexts) or isinstance(test, LabelledTexts):
@@ -260,6 +268,38 @@ def start_run(
         run.test_set = target.read(test, reading)
         target.check_against(run.test_set, run.classes)
     run.unlabelled = unlabelled_pool(unlabelled, run, reading)
+    return run
+
+
+def _start_from_descriptions(
+    run: TrainingRun,
+    data: Any,
+    test: str | Path | LabelledTexts | None,
+    unlabelled: str | Path | Sequence[str] | None,
+    zero_shot: ZeroShot | None,
+) -> TrainingRun:
+    if zero_shot is None or data is not None:
+        raise BadInputError(
+            "give labelled training data, or (with no labels) the classes' descriptions "
+            "(zero_shot=ZeroShot(...)) and the texts to learn from (unlabelled=); not both",
+            param=("zero_shot", "unlabelled"),
+        )
+    if unlabelled is None:
+        raise BadInputError(
+            "zero_shot: give the pool of texts to classify (unlabelled=, a file or a list): "
+            "the zero-shot head is centred on it, and self-training learns from it",
+            param="unlabelled",
+        )
+    if run.options.out_of_core:
+        raise BadInputError(
+            "zero_shot: the pool's vectors are held in memory (the head is centred on them, "
+            "self-training ranks them); train without out_of_core=True",
+            param="out_of_core=True",
+        )
+    run.zero_shot, run.classes = zero_shot, list(zero_shot.texts)
+    if test is not None:
+        run.test_set = run.target.described(run.target.read(test, run.reading), run.classes)
+    run.unlabelled = unlabelled_pool(unlabelled, run, run.reading)
     return run
 
 
@@ -633,9 +673,86 @@ OUT_OF_CORE: tuple[Stage, ...] = (
 )
 
 
-def stages_for(options: TrainOptions, finetune: FinetuneOptions | None = None) -> tuple[Stage, ...]:
-    """The preset the options ask for: :data:`IN_MEMORY` or :data:`OUT_OF_CORE` (each stage
-    does nothing when its option is off, so every combination of options has its preset)."""
+# --- from descriptions ------------------------------------------------------------------------
+
+
+FROM_DESCRIPTIONS: tuple[Stage, ...] = (fit_zero_shot, score_test)
+
+
+def pool_proba(run: TrainingRun) -> np.ndarray:
+    """The probabilities ``run``'s model gives each text of the pool (its encoder's vectors:
+    a tuned encoder reads the pool again)."""
+    assert run.unlabelled is not None
+    if run.X_unlabelled is None:
+        encoder = run.encoding.load()
+        with run.encoding.open_cache() as cache:
+            run.X_unlabelled, _ = embed(
+                run.unlabelled.texts, encoder, run.encoding.spec, run.encoding.run, cache=cache
+            )
+    return run.voting.predict_proba(run.X_unlabelled, texts=run.unlabelled.texts)
+
+
+def self_train(run: TrainingRun, hooks: StageHooks | None = None) -> TrainingRun:
+    """``run.zero_shot.rounds`` rounds of self-training from the zero-shot run ``run`` (see
+    :mod:`bertprobe.training.zeroshot`); returns the last round's run, its ``self_trained``
+    recording every round. ``run`` unchanged when ``rounds`` is 0."""
+    zero_shot = run.zero_shot
+    if zero_shot is None or zero_shot.rounds == 0:
+        return run
+    assert run.unlabelled is not None and run.classes is not None
+    pool, classes = run.unlabelled, run.classes
+    first = proba = pool_proba(run)
+    current, rounds = run, []
+    for number in range(1, zero_shot.rounds + 1):
+        rows, given = run.target.pseudo_labels(proba, classes, zero_shot)
+        counts = {str(c): given.count(c) for c in classes}
+        if min(counts.values()) < run.options.cv:
+            rounds.append({"round": number, "stopped": "too few texts of a class", **counts})
+            break
+        pseudo = LabelledTexts.from_lists(
+            [pool.texts[i] for i in rows], given, source=f"{pool.source} (pseudo-labels)"
+        )
+        trained = start_run(
+            pseudo, test=run.test_set, encoding=run.encoding, options=run.options,
+            reading=run.reading, finetune=run.finetune, contrastive=run.contrastive,
+        )  # fmt: skip
+        run_stages(trained, IN_MEMORY, hooks)
+        trained.unlabelled = pool  # set after: the head learns from the pseudo-labels alone
+        new = pool_proba(trained)
+        changed = float(np.mean(new.argmax(axis=1) != proba.argmax(axis=1)))
+        rounds.append(
+            {
+                "round": number,
+                "pseudo_labels": counts,
+                "changed": changed,
+                "test_accuracy": trained.test_accuracy,
+            }
+        )
+        current, proba = trained, new
+        if changed < SETTLED:
+            break
+    current.zero_shot = zero_shot
+    current.self_trained = {
+        "n_pool": len(pool),
+        "rounds": rounds,
+        "agreement_with_zero_shot": float(np.mean(first.argmax(axis=1) == proba.argmax(axis=1))),
+        "zero_shot_test_accuracy": run.test_accuracy,
+    }
+    return current
+
+
+def stages_for(
+    options: TrainOptions,
+    finetune: FinetuneOptions | None = None,
+    *,
+    zero_shot: ZeroShot | None = None,
+) -> tuple[Stage, ...]:
+    """The preset the options ask for: :data:`IN_MEMORY`, :data:`OUT_OF_CORE`, or from
+    descriptions :data:`FROM_DESCRIPTIONS` (each stage does nothing when its option is off, so
+    every combination of options has its preset; self-training from descriptions runs
+    :data:`IN_MEMORY` each round, see :func:`self_train`)."""
+    if zero_shot is not None:
+        return FROM_DESCRIPTIONS
     if options.out_of_core:
         return OUT_OF_CORE
     return IN_MEMORY

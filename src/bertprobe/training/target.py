@@ -65,6 +65,7 @@ from bertprobe.training.inputs import (
 from bertprobe.training.label_issues import LabelIssue, find_label_issues
 from bertprobe.training.options import TrainOptions
 from bertprobe.training.sweep import SweepResult
+from bertprobe.training.zeroshot import ZeroShot, surest
 
 # What a test (or any scored) set's figures come to: accuracy (for label sets, every label of
 # a text right), the run's metric (one label) and the label-set scores (label sets).
@@ -93,6 +94,19 @@ class Target(ABC):
     @abstractmethod
     def check_against(self, data: LabelledTexts, classes: Sequence[Any]) -> None:
         """Refuse a set (a test set) that shares no label with the training ``classes``."""
+
+    def described(self, data: LabelledTexts, classes: Sequence[Any]) -> LabelledTexts:
+        """A labelled set (a test set) checked against classes named by descriptions, its
+        labels as those names (a file's ``1`` is the class ``"1"``)."""
+        self.check_against(data, classes)
+        return data
+
+    @abstractmethod
+    def pseudo_labels(
+        self, proba: np.ndarray, classes: Sequence[Any], zero_shot: ZeroShot
+    ) -> tuple[np.ndarray, list]:
+        """Self-training's pick from a pool's probabilities ``proba``: the rows it learns
+        from and their labels (see :mod:`bertprobe.training.zeroshot`)."""
 
     @abstractmethod
     def as_tuples(self, labels: Sequence[Any]) -> list[tuple]:
@@ -239,6 +253,15 @@ class OneLabel(Target):
 
     def check_against(self, data: LabelledTexts, classes: Sequence[Any]) -> None:
         align_labels(data.labels or [], list(classes), data.source)
+
+    def described(self, data: LabelledTexts, classes: Sequence[Any]) -> LabelledTexts:
+        return replace(data, labels=align_labels(data.labels or [], list(classes), data.source))
+
+    def pseudo_labels(
+        self, proba: np.ndarray, classes: Sequence[Any], zero_shot: ZeroShot
+    ) -> tuple[np.ndarray, list]:
+        rows = surest(proba, zero_shot)
+        return rows, [classes[k] for k in proba[rows].argmax(axis=1)]
 
     def as_tuples(self, labels: Sequence[Any]) -> list[tuple]:
         return [(label,) for label in labels]
@@ -432,6 +455,17 @@ class LabelSets(Target):
 
     def check_against(self, data: LabelledTexts, classes: Sequence[Any]) -> None:
         indicator(label_sets_of(data), [str(c) for c in classes], data.source)
+
+    def pseudo_labels(
+        self, proba: np.ndarray, classes: Sequence[Any], zero_shot: ZeroShot
+    ) -> tuple[np.ndarray, list]:
+        # Which texts are surest to have no label, or some labels but not others, is a
+        # question of thresholds the pool cannot answer without labels; not built.
+        raise BadInputError(
+            "rounds: self-training from descriptions takes the surest texts of each class, one "
+            "label a text; for label sets train the zero-shot head alone (rounds=0)",
+            param="rounds",
+        )
 
     def as_tuples(self, labels: Sequence[Any]) -> list[tuple]:
         return list(as_label_sets(labels))
