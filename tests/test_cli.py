@@ -294,7 +294,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 
 USAGE_ERRORS = {
     "unknown option": (["predict", "--model", "x", "--nosuch"], "No such option: --nosuch"),
-    "missing argument": (["train"], "Missing argument"),
+    "missing argument": (["sweep"], "Missing argument"),
     "extra argument": (["evaluate", "--model", "m", "a.tsv", "b.tsv"], "unexpected extra"),
     "unknown command": (["trian"], "No such command 'trian'"),
     "not a number": (["train", "x.tsv", "--cv", "five"], "'--cv'"),
