@@ -291,6 +291,7 @@ def test_train_zero_shot_from_the_command_line(files, tiny_distilbert, tmp_path)
         (["--zero-shot", "0=bad"], "two classes or more"),
         (["--zero-shot", "0=x", "--zero-shot", "1=y", "--template", "no slot"], "--template"),
         (["--rounds", "1"], "--zero-shot"),
+        (["t.tsv", "--zero-shot", "0=bad", "--zero-shot", "1=good"], "given too"),
     ],
 )
 def test_zero_shot_flags_that_cannot_work_are_one_line_errors(args, words, files, tiny_distilbert):

@@ -96,10 +96,6 @@ def descriptions_of(
     return texts
 
 
-def _has_one_label_a_text(head: ZeroShotHead) -> bool:
-    return not head.label_sets
-
-
 def _decides_label_sets(head: ZeroShotHead) -> bool:
     return bool(head.label_sets)
 
@@ -257,13 +253,6 @@ class ZeroShotHead(ClassifierMixin, BaseEstimator):
             coef, intercept = (coef[1] - coef[0])[None], intercept[1:] - intercept[:1]
             return LinearHead(mean, scale, coef, intercept, "binary")
         return LinearHead(mean, scale, coef, intercept, "softmax")
-
-    @available_if(_has_one_label_a_text)
-    def margins(self, X) -> np.ndarray:
-        """How sure the head is of each row's class: its top score less the runner-up's
-        (before the temperature; what self-training ranks the pool by)."""
-        scores = np.sort(self._scores(X) * self.temperature_, axis=1)
-        return scores[:, -1] - scores[:, -2]
 
     def summary_record(self) -> dict[str, Any]:
         """What ``train --json`` shows first."""

@@ -278,17 +278,23 @@ def _start_from_descriptions(
     unlabelled: str | Path | Sequence[str] | None,
     zero_shot: ZeroShot | None,
 ) -> TrainingRun:
-    if zero_shot is None or data is not None:
+    if zero_shot is None:
         raise BadInputError(
-            "give labelled training data, or (with no labels) the classes' descriptions "
-            "(zero_shot=ZeroShot(...)) and the texts to learn from (unlabelled=); not both",
+            "no training data: give a labelled file, or with no labels the classes' "
+            "descriptions (zero_shot=) and the texts to classify (unlabelled=)",
             param=("zero_shot", "unlabelled"),
+        )
+    if data is not None:
+        raise BadInputError(
+            "zero_shot= starts from no labels, and training data was given too: train on "
+            "the data, or leave it out to start from the descriptions",
+            param="zero_shot",
         )
     if unlabelled is None:
         raise BadInputError(
-            "zero_shot: give the pool of texts to classify (unlabelled=, a file or a list): "
-            "the zero-shot head is centred on it, and self-training learns from it",
-            param="unlabelled",
+            "zero_shot= needs the texts to classify (unlabelled=): the zero-shot head is "
+            "centred on them, and self-training learns from them",
+            param=("zero_shot", "unlabelled"),
         )
     if run.options.out_of_core:
         raise BadInputError(
