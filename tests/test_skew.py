@@ -11,8 +11,10 @@ import pytest
 
 from bertprobe import BadInputError, EncoderOptions, TrainOptions, load_model, train
 from bertprobe.data.files import LabelledTexts
+from bertprobe.encoders.encoder import load_encoder
 from bertprobe.heads.probe import LinearProbe, OutOfCoreProbe, best_threshold, metric_score
 from bertprobe.training.label_issues import find_label_issues
+from bertprobe.training.sweep import run_sweep
 from conftest import write_tsv
 from test_cli import run
 
@@ -321,7 +323,9 @@ def test_out_of_core_training_weighs_classes_and_reports_the_metric(
     assert card["metrics"]["test_roc_auc"] == result["test_roc_auc"]
 
 
-def test_sweep_ranks_the_candidates_by_the_metric(tiny_distilbert, sentiment_tsv, capsys):
+def test_sweep_ranks_the_candidates_by_the_metric(
+    tiny_distilbert, sentiment_tsv, sentiment_rows, capsys
+):
     argv = ["sweep", sentiment_tsv, "--encoder", tiny_distilbert, "--poolings", "mean"]
     code, stdout, err = run([*argv, "--cv", "3", "--metric", "f1_macro", "--json"], capsys)
     assert code == 0, err
@@ -330,9 +334,15 @@ def test_sweep_ranks_the_candidates_by_the_metric(tiny_distilbert, sentiment_tsv
     finalists = [r for r in result["rows"] if r["cv_score"] is not None]
     best = max(finalists, key=lambda r: (round(r["cv_score"], 6), -r["dim"]))
     assert result["best"] == best["name"]
-    # The screen ranked by the metric too: no candidate left out screened above a finalist.
-    left_out = [r["screen_score"] for r in result["rows"] if r["cv_score"] is None]
-    assert left_out and max(left_out) <= min(r["screen_score"] for r in finalists)
+    # The screen ranks by the metric too (a set this small is screened only when asked):
+    # no candidate left out screened above a finalist.
+    texts, labels = [t for t, _ in sentiment_rows], [y for _, y in sentiment_rows]
+    screened = run_sweep(
+        texts, labels, load_encoder(str(tiny_distilbert)), poolings=("mean",), cv=3,
+        metric="f1_macro", min_screen_rows=0,
+    )  # fmt: skip
+    left_out = [r.screen_score for r in screened.rows if r.cv_score is None]
+    assert left_out and max(left_out) <= min(r.screen_score for r in screened.finalists)
 
 
 @pytest.mark.parametrize("metric", ["roc_auc", "f1_macro", "balanced_accuracy"])

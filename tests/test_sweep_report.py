@@ -15,7 +15,7 @@ from bertprobe.encoders.encode import embed
 from bertprobe.encoders.encoder import load_encoder
 from bertprobe.encoders.options import FeatureSpec
 from bertprobe.report import calibration_bins
-from bertprobe.training.sweep import candidates, run_sweep
+from bertprobe.training.sweep import MIN_SCREEN_ROWS, candidates, run_sweep
 
 
 def run(argv, capsys):
@@ -44,7 +44,9 @@ def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentim
     labels = [y for _, y in sentiment_rows]
     model = load_encoder(str(tiny_distilbert))
     with open_cache(tmp_path) as cache:
-        result = run_sweep(texts, labels, model, poolings=("cls", "mean"), cv=3, cache=cache)
+        result = run_sweep(
+            texts, labels, model, poolings=("cls", "mean"), cv=3, cache=cache, min_screen_rows=0
+        )
         # Everything the sweep looked at is now in the cache: no forward pass needed.
         for pooling in ("cls", "mean"):
             _, stats = embed(texts, model, FeatureSpec(pooling, (0, 1, 2)), cache=cache)
@@ -62,6 +64,18 @@ def test_one_pass_fills_every_view_and_scores_each_by_cv(tiny_distilbert, sentim
     # One word decides the label: TF-IDF should find it too.
     assert result.tfidf_cv_accuracy > 0.8
     assert json.loads(json.dumps(result.to_dict()))["best"] == result.best.name
+
+
+def test_a_set_too_small_to_screen_scores_every_candidate_by_cv(tiny_distilbert, sentiment_rows):
+    # The screen's three finalists missed SST-2's best pooling at 64 labels a class; below
+    # MIN_SCREEN_ROWS every candidate's CV is cheap, and it is what decides.
+    texts = [t for t, _ in sentiment_rows]
+    labels = [y for _, y in sentiment_rows]
+    assert len(texts) < MIN_SCREEN_ROWS
+    result = run_sweep(texts, labels, load_encoder(str(tiny_distilbert)), poolings=("mean",), cv=3)
+    assert result.screen_rows is None
+    assert all(r.screen_score is None and r.cv_accuracy is not None for r in result.rows)
+    assert result.best.cv_accuracy == max(r.cv_accuracy for r in result.rows)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
