@@ -10,7 +10,12 @@ another, on SST-2's sentence split with all-MiniLM-L6-v2, scored on the 1,821 te
 - ``contrastive-unlabelled``: the same with ``--unlabelled``: the rest of the training split,
   labels removed (about 6,900 texts). It runs after ``contrastive`` with the same cache folder,
   so it reuses that run's tuned encoder: its time is the embedding of the pool and the
-  self-training, not the tuning again.
+  self-training, not the tuning again;
+- ``zero-shot-prior``: the labels and the classes' descriptions (``--zero-shot`` with the
+  ``review`` set of :data:`DESCRIPTIONS`) with that pool: the labels train beside the zero-shot
+  head's surest quarter of the pool (``--per-class 0.25``, one round), a probe;
+- ``zero-shot-prior-contrastive``: the same with ``--contrastive`` on the 64 surest pool texts a
+  class (``--per-class 64``).
 
 ``--active``: choosing the labels. For each seed, 200 labels chosen by ``suggest`` (a cold start
 of 50, then batches of 50 with the model so far: bench/active_learning_bench.py's procedure) and
@@ -55,12 +60,20 @@ from finetune_bench import BIN, RESULTS, per_class_rows, timed  # noqa: E402
 
 OUT = RESULTS / "fewshot.json"
 ZERO_SHOT_OUT = RESULTS / "zeroshot.json"  # the runs with no labels: their own date and command
-ROWS = ("probe", "contrastive", "contrastive-unlabelled")
+ROWS = (
+    "probe", "contrastive", "contrastive-unlabelled", "zero-shot-prior",
+    "zero-shot-prior-contrastive",
+)  # fmt: skip
 FLAGS = {
     "probe": ["--auto"],
     "contrastive": ["--pooling", "mean", "--contrastive"],
     "contrastive-unlabelled": ["--pooling", "mean", "--contrastive"],
+    "zero-shot-prior": ["--pooling", "mean", "--per-class", "0.25"],
+    "zero-shot-prior-contrastive": ["--pooling", "mean", "--per-class", "64", "--contrastive"],
 }
+# The rows that learn from the pool too, and those that describe the classes as well.
+POOL_ROWS = ("contrastive-unlabelled", "zero-shot-prior", "zero-shot-prior-contrastive")
+PRIOR_DESCRIPTIONS = "review"
 
 
 # Each set of descriptions: a class (as SST-2's files name it) to its descriptions, and the
@@ -88,17 +101,26 @@ def run_zero_shot(row: str, described: str, pool: Path, test: Path, work: Path) 
     and what each self-training round did. A cache of its own: its time includes embedding
     the pool and the test set, as a user's first run does."""
     env = {**os.environ, "BERTPROBE_CACHE_DIR": str(work / f"cache-{row}-{described}")}
-    descriptions, template = DESCRIPTIONS[described]
     command = [str(BIN / "bertprobe"), "train", "--unlabelled", str(pool), "--test", str(test)]
-    for label, texts in descriptions.items():
-        command += [arg for text in texts for arg in ("--zero-shot", f"{label}={text}")]
-    command += ["--template", template, "--encoder", "minilm", "--pooling", "mean", "--json"]
+    command += [*described_flags(described), "--encoder", "minilm", "--pooling", "mean", "--json"]
     cost, printed = timed([*command, *ZERO_SHOT_ROWS[row]], env)
     summary = json.loads(printed)
     result = {"accuracy": summary["test_accuracy"], **cost}
     if summary.get("zero_shot_rounds"):
         result["rounds"] = summary["zero_shot_rounds"]["rounds"]
     return result
+
+
+def described_flags(described: str) -> list[str]:
+    """The ``--zero-shot`` and ``--template`` flags of a set of :data:`DESCRIPTIONS`."""
+    descriptions, template = DESCRIPTIONS[described]
+    flags = [
+        f
+        for label, texts in descriptions.items()
+        for t in texts
+        for f in ("--zero-shot", f"{label}={t}")
+    ]
+    return [*flags, "--template", template]
 
 
 def zero_shot_runs(pool_texts: list[str], test: Path, tmp: Path, fresh: bool) -> None:
@@ -141,14 +163,18 @@ def run_train(row: str, train: Path, test: Path, work: Path, pool: Path | None) 
     env = {**os.environ, "BERTPROBE_CACHE_DIR": str(work / "cache")}
     command = [str(BIN / "bertprobe"), "train", str(train), "--test", str(test)]
     command += ["--encoder", "minilm", "--json", *FLAGS[row]]
-    if row == "contrastive-unlabelled":
+    if row in POOL_ROWS:
         assert pool is not None
         command += ["--unlabelled", str(pool)]
+    if row.startswith("zero-shot-prior"):
+        command += described_flags(PRIOR_DESCRIPTIONS)
     cost, printed = timed(command, env)
     summary = json.loads(printed)
     result = {"accuracy": summary["test_accuracy"], "cv_accuracy": summary["cv_accuracy"], **cost}
     if summary.get("self_training"):
         result["self_training"] = summary["self_training"]
+    if summary.get("zero_shot_rounds"):
+        result["rounds"] = summary["zero_shot_rounds"]["rounds"]
     return result
 
 

@@ -132,6 +132,45 @@ def test_a_new_session_resumes_where_the_file_stops(pool_txt, tmp_path, encoding
     assert again.current().text in asked  # only skipped texts are left: asked again
 
 
+def test_each_text_comes_with_a_proposal_and_taking_it_or_not_is_counted(
+    pool_txt, tmp_path, encoding
+):
+    out = tmp_path / "labelled.tsv"
+    # Two pool texts describe the labels: the zero-shot head proposes each its own label.
+    pos_text, neg_text = POOL[0].strip(), POOL[1].strip()
+    session = open_session(
+        pool_txt, out, encoding, n=4, descriptions={"pos": pos_text, "neg": neg_text}
+    )
+    rows = {text: row for row, text in enumerate(session.texts)}
+    X = session.X[[rows[pos_text], rows[neg_text]]]
+    assert session.zero_shot.predict(X).tolist() == ["pos", "neg"]
+    item = session.current()
+    assert item.proposed_by == "zero-shot"
+    assert item.proposed == session.zero_shot.predict(session.X[[item.row]])[0]
+    session.answer(item.row, item.proposed)
+    other = session.current()
+    wrong = "neg" if other.proposed == "pos" else "pos"
+    session.answer(other.row, wrong)
+    assert (session.agreed, session.corrected) == (1, 1)
+    state = session.state()
+    assert (state["agreed"], state["corrected"]) == (1, 1)
+    assert state["item"]["proposed"] in ("pos", "neg")
+    session.undo()  # the correction is taken back with its answer
+    assert (session.agreed, session.corrected) == (1, 0)
+    # Once the probe is fitted, it proposes.
+    label_some(session, 6)
+    session.wait(timeout=60)
+    assert session.model is not None
+    item = session.next_batch()[0]
+    assert item.proposed_by == "model"
+    assert item.proposed == session.model.predict(session.X[[item.row]])[0]
+
+
+def test_descriptions_of_a_label_the_page_does_not_offer_are_refused(pool_txt, tmp_path, encoding):
+    with pytest.raises(BadInputError, match="describes 'meh', not one of labels=pos,neg"):
+        open_session(pool_txt, tmp_path / "out.tsv", encoding, descriptions={"meh": "so-so"})
+
+
 def test_the_probe_refits_after_a_batch_and_gives_a_cv_estimate(pool_txt, tmp_path, encoding):
     out = tmp_path / "labelled.tsv"
     session = open_session(pool_txt, out, encoding, n=6)
@@ -227,6 +266,14 @@ def run(argv, capsys):
         ([], "text\tlabel\nfine\tmaybe\n", "txt", "'maybe', not one of --labels pos,neg"),
         ([], None, "labelled", "holds labels .*pass --use-pool-labels"),
         ([], None, "same", "is the pool file"),
+        (
+            ["--zero-shot", "meh=so-so"],
+            None,
+            "txt",
+            "--zero-shot describes 'meh', not one of --labels pos,neg",
+        ),
+        (["--zero-shot", "=so-so"], None, "txt", "--zero-shot '=so-so': the label is empty"),
+        (["--template", "a review"], None, "txt", "--template 'a review': put {} where"),
     ],
 )
 def test_command_bad_input_exits_2_with_one_line(
@@ -331,6 +378,18 @@ def test_the_page_labels_with_keys_undoes_and_shows_an_estimate(page_url):
         assert page.inner_text("#counts li[data-label='neg'] .count") == "1"
         assert page.inner_text("#counts li[data-label='pos'] .count") == "2"
         assert file_rows(out) == answered
+        proposed = page.get_attribute("button.label.proposed", "data-label")
+        assert proposed in ("pos", "neg")
+        assert page.inner_text("#proposal").startswith(f"Enter: {proposed}")
+        _, text = shown()
+        press("Enter")  # one key takes the pre-selected label
+        answered.append((text, proposed))
+        assert file_rows(out) == answered
+        page.keyboard.press("u")
+        page.wait_for_function(
+            "text => document.getElementById('text').textContent === text", arg=text
+        )
+        answered.pop()
         press("s")  # skipped: not in the file
         for i in range(8):
             _, text = shown()

@@ -233,6 +233,42 @@ def test_self_training_learns_from_the_surest_texts_of_each_class(
     assert Classifier.load(tmp_path / "model").predict(["a good film"]).shape == (1,)
 
 
+def test_labels_beside_descriptions_train_every_round_with_the_surest_pool_texts(
+    files, tiny_distilbert, sentiment_rows, tmp_path
+):
+    """A few labels and the classes' descriptions: the zero-shot head's surest pool texts
+    join the labels (one round even with rounds=0: the head alone would ignore them), and
+    none of the labelled texts is taken from the pool again."""
+    labelled = write_tsv(tmp_path / "few.tsv", sentiment_rows[:6] + sentiment_rows[-6:])
+    pool = [t for t, _ in sentiment_rows] + [f"{t} indeed" for t, _ in sentiment_rows]
+    result = train(
+        labelled,
+        encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+        options=TrainOptions(cv=3),
+        unlabelled=pool,
+        zero_shot=ZeroShot(descriptions=DESCRIBED, per_class=12),
+    )
+    record = result.self_trained
+    assert record["n_labelled"] == 12
+    assert record["n_pool"] == len(pool) - 12  # the labelled texts are set aside
+    assert [r["pseudo_labels"] for r in record["rounds"]] == [{"0": 12, "1": 12}]
+    assert result.n_train == 12 + 24
+    assert result.model.probe.card_record()["solver"] == "lbfgs-cv"
+
+
+def test_labels_the_descriptions_do_not_name_are_refused(files, tiny_distilbert, tmp_path):
+    rows = [("a good film", "1"), ("a bad one", "0"), ("so-so", "meh")]
+    labelled = write_tsv(tmp_path / "other.tsv", rows)
+    with pytest.raises(BadInputError, match="the label meh is not among the classes") as raised:
+        train(
+            labelled,
+            encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+            unlabelled=files["pool"],
+            zero_shot=ZeroShot(descriptions=DESCRIBED),
+        )
+    assert raised.value.params == ("zero_shot",)
+
+
 def test_self_training_stops_where_a_class_has_too_few_texts(files, tiny_distilbert):
     """Fewer surest texts of a class than the folds C is chosen by: the round is not run, and
     the zero-shot head stays the model (said in the record)."""
@@ -291,7 +327,6 @@ def test_train_zero_shot_from_the_command_line(files, tiny_distilbert, tmp_path)
         (["--zero-shot", "0=bad"], "two classes or more"),
         (["--zero-shot", "0=x", "--zero-shot", "1=y", "--template", "no slot"], "--template"),
         (["--rounds", "1"], "--zero-shot"),
-        (["t.tsv", "--zero-shot", "0=bad", "--zero-shot", "1=good"], "given too"),
     ],
 )
 def test_zero_shot_flags_that_cannot_work_are_one_line_errors(args, words, files, tiny_distilbert):

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -43,7 +43,9 @@ from bertprobe.data.files import ReadOptions, read_labelled
 from bertprobe.encoders.encode import embed
 from bertprobe.encoders.options import EncoderOptions
 from bertprobe.heads.probe import LinearProbe
+from bertprobe.heads.zeroshot import ZeroShotHead
 from bertprobe.model.suggest import choose, read_pool, uncertainty
+from bertprobe.training.zeroshot import ZeroShot, zero_shot_head
 
 __all__ = [
     "MIN_PER_LABEL",
@@ -51,6 +53,7 @@ __all__ = [
     "Item",
     "LabellingSession",
     "check_labels",
+    "proposer_options",
     "create_label_app",
     "run_label_page",
 ]
@@ -148,12 +151,19 @@ class Item:
         a cluster of the pool.
     score : float or None
         The probe's uncertainty, 0 (sure) to 1 (a coin toss); None at a cold start.
+    proposed : str
+        The label the page pre-selects: the current probe's, or before there is one the
+        zero-shot head's (from the labels' names or descriptions).
+    proposed_by : {"model", "zero-shot"}
+        Which of the two proposed it.
     """
 
     row: int
     text: str
     reason: Literal["uncertain", "representative"]
     score: float | None
+    proposed: str
+    proposed_by: Literal["model", "zero-shot"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,7 @@ class _Answer:
     label: str
     offset: int | None  # where its line starts in `out`; None: read from `out` at the start
     data: bytes = b""
+    proposed: str | None = None  # what the page proposed when it was answered
 
 
 class LabellingSession:
@@ -212,13 +223,24 @@ class LabellingSession:
     use_pool_labels : bool
         A pool whose rows carry labels is refused unless this is set; then those labels count
         as answers: copied once into ``out`` (those not there already) and not asked.
+    descriptions : mapping, optional
+        Each label to its description, or a list of several, for the zero-shot head that
+        proposes a label before the probe can (default: each label's own name).
+    template : str
+        Where each description goes in the text embedded (see
+        :class:`~bertprobe.training.zeroshot.ZeroShot`).
 
     Raises
     ------
     BadInputError
         ``n`` below 1; fewer than two labels; a pool with labels (without
         ``use_pool_labels``) or with labels not among ``labels``; fewer distinct texts than
-        ``n``; an ``out`` holding other labels, or the pool file itself.
+        ``n``; an ``out`` holding other labels, or the pool file itself; descriptions of
+        other labels than ``labels``.
+
+    Each text comes with a proposed label (:attr:`Item.proposed`), the page's pre-selected
+    answer: agreeing is one key. :attr:`agreed` and :attr:`corrected` count the answers that
+    took the proposal and those that changed it.
     """
 
     def __init__(
@@ -232,8 +254,11 @@ class LabellingSession:
         seed: int = 0,
         reading: ReadOptions = ReadOptions(),
         use_pool_labels: bool = False,
+        descriptions: Mapping[str, str | Sequence[str]] | None = None,
+        template: str = "{}",
     ) -> None:
         self.labels = check_session_options(labels, n, seed)
+        zero_shot = proposer_options(self.labels, descriptions, template)
         self.out = Path(out)
         if self.out.suffix.lower() in (".csv", ".json", ".jsonl", ".ndjson", ".parquet"):
             raise BadInputError(
@@ -295,6 +320,9 @@ class LabellingSession:
         self._history: list[tuple[Literal["answer", "skip"], int]] = []
         self._queue: list[int] = []
         self._why: dict[int, tuple[Literal["uncertain", "representative"], float | None]] = {}
+        self._proposal: dict[int, tuple[str, Literal["model", "zero-shot"]]] = {}
+        self.agreed = 0
+        self.corrected = 0
         self._skipped: set[int] = set()
         self._batches = 0
         self._version = 0  # bumped by every answer and undo
@@ -316,7 +344,15 @@ class LabellingSession:
                 self._answers[row] = _Answer(row, label, None)
         self.from_pool = len(copied)
         with encoding.open_cache() as cache:
-            self.X, _ = embed(self.texts, encoding.load(), encoding.spec, encoding.run, cache=cache)
+            encoder = encoding.load()
+            self.X, _ = embed(self.texts, encoder, encoding.spec, encoding.run, cache=cache)
+            described, _ = embed(
+                [t for texts in zero_shot.texts.values() for t in texts],
+                encoder, encoding.spec, encoding.run, cache=cache,
+            )  # fmt: skip
+        # Proposes the labels until the probe can: the labels' names already classify
+        # (bertprobe.heads.zeroshot), and agreeing with a right proposal is one key.
+        self.zero_shot: ZeroShotHead = zero_shot_head(zero_shot, self.X, described, False)
         self._kicked_at = len(self._answers)
         if self.waiting_for() is None:
             self.retrain()  # a resumed session starts with its probe and estimate
@@ -405,7 +441,11 @@ class LabellingSession:
                 )
             self._check_open_row(row)
             offset, data = self._append(f"{_clean(self.texts[row])}\t{label}\n")
-            self._answers[row] = _Answer(row, label, offset, data)
+            proposed = self._proposal.get(row, (None, None))[0]
+            self._answers[row] = _Answer(row, label, offset, data, proposed)
+            if proposed is not None:
+                self.agreed += proposed == label
+                self.corrected += proposed != label
             self._history.append(("answer", row))
             self._skipped.discard(row)
             self._drop_from_queue(row)
@@ -445,6 +485,9 @@ class LabellingSession:
                     fh.truncate(answer.offset)
                     fh.flush()
                     os.fsync(fh.fileno())
+                if answer.proposed is not None:
+                    self.agreed -= answer.proposed == answer.label
+                    self.corrected -= answer.proposed != answer.label
                 del self._answers[row]
                 self._version += 1
                 self._kicked_at = min(self._kicked_at, len(self._answers))
@@ -496,9 +539,22 @@ class LabellingSession:
             self._why[candidates[i]] = (reason, score)
         return [candidates[i] for i, _ in picks]
 
+    def _propose(self, row: int) -> tuple[str, Literal["model", "zero-shot"]]:
+        """The label to pre-select for ``row``: the probe's, or the zero-shot head's before
+        there is a probe. Kept once shown, so the count of agreements is of what was shown."""
+        if row not in self._proposal:
+            vector = self.X[row : row + 1]
+            self._proposal[row] = (
+                (str(self.zero_shot.predict(vector)[0]), "zero-shot")
+                if self.model is None
+                else (str(self.model.predict(vector)[0]), "model")
+            )
+        return self._proposal[row]
+
     def _item(self, row: int) -> Item:
         reason, score = self._why.get(row, ("representative", None))
-        return Item(row, self.texts[row], reason, score)
+        proposed, by = self._propose(row)
+        return Item(row, self.texts[row], reason, score, proposed, by)
 
     # --- the probe ----------------------------------------------------------------------------
 
@@ -537,6 +593,8 @@ class LabellingSession:
                     return estimate  # a later fit landed first
                 self.model, self.estimate = probe, estimate
                 self.estimates.append(estimate)
+                shown = self._queue[:1]  # the text on the page keeps the proposal it shows
+                self._proposal = {r: p for r, p in self._proposal.items() if r in shown}
                 self._fitted_version = version
                 if len(self._queue) > 1:  # the rest of this batch, chosen with the new probe
                     head = self._queue[0]
@@ -612,7 +670,11 @@ class LabellingSession:
                     "text": item.text,
                     "reason": item.reason,
                     "score": item.score,
+                    "proposed": item.proposed,
+                    "proposed_by": item.proposed_by,
                 },
+                "agreed": self.agreed,
+                "corrected": self.corrected,
                 "batch": self._batches,
                 "left_in_batch": len(self._queue),
                 "batch_size": self.n,
@@ -624,6 +686,24 @@ class LabellingSession:
                 "can_undo": bool(self._history),
                 "out": str(self.out),
             }
+
+
+def proposer_options(
+    labels: tuple[str, ...], descriptions: Mapping[str, str | Sequence[str]] | None, template: str
+) -> ZeroShot:
+    """The zero-shot start that proposes labels: ``descriptions`` (each label's name where
+    there are none), refused when they name a label the session does not offer."""
+    given = dict(descriptions or {})
+    unknown = [str(label) for label in given if str(label) not in labels]
+    if unknown:
+        raise BadInputError(
+            f"descriptions= describes {unknown[0]!r}, not one of labels={','.join(labels)}; "
+            "describe the labels the page offers",
+            param=("descriptions", "labels"),
+        )
+    return ZeroShot(
+        descriptions={label: given.get(label, label) for label in labels}, template=template
+    )
 
 
 def _estimate_record(estimate: Estimate) -> dict[str, Any]:

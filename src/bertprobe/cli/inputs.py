@@ -42,3 +42,19 @@ def gather_texts(args: list[str], input_file: Path | None, reading: ReadOptions)
                 "put the texts in a UTF-8 file and use --input"
             ) from None
     return list(args)
+
+
+def parse_descriptions(given: list[str], flag: str) -> dict[str, list[str]]:
+    """``LABEL=DESCRIPTION`` flags as each label's descriptions, in the order given (a label
+    named twice gets both; ``LABEL`` alone is described by its name)."""
+    descriptions: dict[str, list[str]] = {}
+    for item in given:
+        label, _, description = item.partition("=")
+        label = label.strip()
+        if not label:
+            raise BadInputError(
+                f"{flag} {item!r}: the label is empty; name the class before the '=' sign and "
+                "describe it after"
+            )
+        descriptions.setdefault(label, []).append(description.strip() or label)
+    return descriptions

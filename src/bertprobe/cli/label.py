@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bertprobe.cli.inputs import parse_descriptions
 from bertprobe.cli.options import FROM_FLAGS, READING, RUN, shared
 from bertprobe.cli.printing import note
 from bertprobe.core.extras import require_extra
@@ -71,6 +72,18 @@ PoolingOpt = Annotated[
 HostOpt = Annotated[str, typer.Option(help="Address to listen on (only this machine by default).")]
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seeds the clustering.")]
+ZeroShotOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--zero-shot",
+        metavar="LABEL=DESCRIPTION",
+        help="What a label means, for the zero-shot head that proposes a label until the "
+        "probe can (once a description; a label left out is described by its name).",
+    ),
+]
+LabelTemplateOpt = Annotated[
+    str, typer.Option(help="The sentence each description goes in, at {}.")
+]
 
 
 @shared(run=RUN, reading=READING)
@@ -85,19 +98,25 @@ def label(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     seed: SeedOpt = 0,
+    zero_shot: ZeroShotOpt = None,
+    template: LabelTemplateOpt = "{}",
     run: RunOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
 ) -> None:
     """Label POOL on a local page: one text at a time, a key per label, s to skip, u to undo.
 
     Texts come a batch at a time, chosen as suggest chooses them: texts that stand for the
-    pool at first, then those the probe is least sure of. After each batch the probe is
-    refitted on the cached vectors in the background and its cross-validated accuracy shown.
-    Prints the page's address; Ctrl-C stops (every answer is in --out already)."""
+    pool at first, then those the probe is least sure of. Each comes with a label proposed
+    (Enter takes it): the zero-shot head's, from the labels' names or --zero-shot, then the
+    probe's. After each batch the probe is refitted on the cached vectors in the background
+    and its cross-validated accuracy shown. Prints the page's address; Ctrl-C stops (every
+    answer is in --out already)."""
     # The cheap checks first, so a bad flag fails before the encoder loads.
-    from bertprobe.label import check_session_options
+    from bertprobe.label import check_session_options, proposer_options
 
-    check_session_options(labels, n, seed)
+    names = check_session_options(labels, n, seed)
+    descriptions = parse_descriptions(zero_shot or [], "--zero-shot")
+    proposer_options(names, descriptions, template)
     check_output_path(out, what="--out", folder=False)
     require_extra("serve")
     from bertprobe.label import LabellingSession, run_label_page
@@ -115,6 +134,8 @@ def label(
             seed=seed,
             reading=reading,
             use_pool_labels=use_pool_labels,
+            descriptions=descriptions,
+            template=template,
         )
     if not _note_labelled_already(session, pool, out):
         sock.close()

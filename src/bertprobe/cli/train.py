@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bertprobe.cli.inputs import parse_descriptions
 from bertprobe.cli.options import (
     ENCODING,
     FROM_FLAGS,
@@ -44,7 +45,8 @@ from bertprobe.training.zeroshot import ZeroShot
 DataOpt = Annotated[
     Path | None,
     typer.Argument(
-        help="Labelled training file (TSV, CSV or JSON Lines); none with --zero-shot.",
+        help="Labelled training file (TSV, CSV or JSON Lines); optional with --zero-shot "
+        "(given, its labels train beside the zero-shot head's surest --unlabelled texts).",
         show_default=False,
     ),
 ]
@@ -53,10 +55,11 @@ ZeroShotOpt = Annotated[
     typer.Option(
         "--zero-shot",
         metavar="LABEL=DESCRIPTION",
-        help="No labels: a class and its name or description, once a class (a label given "
-        "twice gets both descriptions; LABEL alone: its name describes it). The model is "
+        help="A class and its name or description, once a description (a label given "
+        "twice gets both; LABEL alone: its name describes it). With no labels the model is "
         "the zero-shot head centred on --unlabelled (required), or with --rounds what "
-        "self-training on that pool makes of it.",
+        "self-training on that pool makes of it; with DATA, the labels and the head's "
+        "surest pool texts train together.",
     ),
 ]
 TemplateOpt = Annotated[
@@ -308,18 +311,8 @@ def _zero_shot(
         if rounds:
             raise BadInputError("--rounds applies to --zero-shot only; add it")
         return None
-    descriptions: dict[str, list[str]] = {}
-    for item in given:
-        label, _, description = item.partition("=")
-        label = label.strip()
-        if not label:
-            raise BadInputError(
-                f"--zero-shot {item!r}: the label is empty; name the class before the '=' "
-                "sign and describe it after"
-            )
-        descriptions.setdefault(label, []).append(description.strip() or label)
     return ZeroShot(
-        descriptions=descriptions,
+        descriptions=parse_descriptions(given, "--zero-shot"),
         template=template,
         rounds=rounds,
         per_class=int(per_class) if per_class >= 1 else per_class,

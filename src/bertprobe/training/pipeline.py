@@ -146,9 +146,11 @@ class TrainingRun:
     contrastive: ContrastiveOptions | None = None
     # texts without labels the head may self-train on (never scored: CV and test are labelled)
     unlabelled: LabelledTexts | None = None
-    # from descriptions (no labelled data): the zero-shot start, and what self-training did
+    # from descriptions: the zero-shot start, and what self-training did
     zero_shot: ZeroShot | None = None
     self_trained: dict[str, Any] | None = None
+    # from descriptions and labels: the labels, trained on in every self-training round
+    gold: LabelledTexts | None = None
     train_path: Path | None = None
     test_path: Path | None = None
     classes: list | None = None  # the training labels (the head's columns), in order
@@ -242,8 +244,8 @@ def start_run(
     """Read and check the data a run needs before the encoder runs: the training set, the
     test labels against the training labels (single labels or label sets), the unlabelled
     texts (see :func:`unlabelled_pool`); out of core, only the paths (the files are read a
-    chunk at a time by the stages). From descriptions (``zero_shot``, ``data`` None): the
-    pool, and the test labels against the described classes."""
+    chunk at a time by the stages). From descriptions (``zero_shot``): the pool, and the
+    labels of ``data`` (if given) and of the test set against the described classes."""
     run = TrainingRun(
         None, None, encoding, options, finetune=finetune, reading=reading, contrastive=contrastive
     )
@@ -284,12 +286,6 @@ def _start_from_descriptions(
             "descriptions (zero_shot=) and the texts to classify (unlabelled=)",
             param=("zero_shot", "unlabelled"),
         )
-    if data is not None:
-        raise BadInputError(
-            "zero_shot= starts from no labels, and training data was given too: train on "
-            "the data, or leave it out to start from the descriptions",
-            param="zero_shot",
-        )
     if unlabelled is None:
         raise BadInputError(
             "zero_shot= needs the texts to classify (unlabelled=): the zero-shot head is "
@@ -303,10 +299,31 @@ def _start_from_descriptions(
             param="out_of_core=True",
         )
     run.zero_shot, run.classes = zero_shot, list(zero_shot.texts)
+    if data is not None:  # a few labels beside the descriptions: see self_train
+        run.gold = _labels_of_described(run, data)
     if test is not None:
         run.test_set = run.target.described(run.target.read(test, run.reading), run.classes)
     run.unlabelled = unlabelled_pool(unlabelled, run, run.reading)
     return run
+
+
+def _labels_of_described(run: TrainingRun, data: str | Path | LabelledTexts) -> LabelledTexts:
+    """The labelled texts given beside descriptions, each label one of the described classes
+    (a label no description names would be a class the zero-shot head cannot propose)."""
+    assert run.classes is not None
+    gold = run.target.described(run.target.read(data, run.reading), run.classes)
+    described = {str(c) for c in run.classes}
+    named = {str(y) for labels in run.target.as_tuples(gold.labels or []) for y in labels}
+    unknown = sorted(named - described)
+    if unknown:
+        raise BadInputError(
+            f"{gold.source}: the label{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown[:5])} {'are' if len(unknown) > 1 else 'is'} not among the "
+            f"classes zero_shot= describes ({', '.join(sorted(described))}); describe every "
+            "class the labels name, or relabel the file",
+            param="zero_shot",
+        )
+    return gold
 
 
 def unlabelled_pool(
@@ -321,8 +338,9 @@ def unlabelled_pool(
         pool = read_texts(unlabelled, text_col=reading.text_col, header=reading.header)
     else:
         pool = LabelledTexts.from_lists(list(unlabelled), None, source="unlabelled=")
-    seen = set(run.train_set.texts if run.train_set is not None else [])
-    seen |= set(run.test_set.texts if run.test_set is not None else [])
+    seen = {
+        text for given in (run.train_set, run.gold, run.test_set) if given for text in given.texts
+    }
     keep = [i for i, text in enumerate(pool.texts) if text not in seen]
     if not keep:
         raise BadInputError(
@@ -701,22 +719,32 @@ def pool_proba(run: TrainingRun) -> np.ndarray:
 def self_train(run: TrainingRun, hooks: StageHooks | None = None) -> TrainingRun:
     """``run.zero_shot.rounds`` rounds of self-training from the zero-shot run ``run`` (see
     :mod:`bertprobe.training.zeroshot`); returns the last round's run, its ``self_trained``
-    recording every round. ``run`` unchanged when ``rounds`` is 0."""
-    zero_shot = run.zero_shot
-    if zero_shot is None or zero_shot.rounds == 0:
+    recording every round. ``run`` unchanged when ``rounds`` is 0.
+
+    With labels too (``run.gold``), each round trains on them and on the pool's surest texts,
+    so the descriptions are a prior the labels correct: at least one round (the zero-shot
+    head alone would ignore the labels).
+    """
+    zero_shot, gold = run.zero_shot, run.gold
+    if zero_shot is None:
+        return run
+    rounds_asked = zero_shot.rounds if gold is None else max(zero_shot.rounds, 1)
+    if rounds_asked == 0:
         return run
     assert run.unlabelled is not None and run.classes is not None
     pool, classes = run.unlabelled, run.classes
     first = proba = pool_proba(run)
     current, rounds = run, []
-    for number in range(1, zero_shot.rounds + 1):
+    for number in range(1, rounds_asked + 1):
         rows, given = run.target.pseudo_labels(proba, classes, zero_shot)
         counts = {str(c): given.count(c) for c in classes}
         if min(counts.values()) < run.options.cv:
             rounds.append({"round": number, "stopped": "too few texts of a class", **counts})
             break
         pseudo = LabelledTexts.from_lists(
-            [pool.texts[i] for i in rows], given, source=f"{pool.source} (pseudo-labels)"
+            [*(gold.texts if gold else []), *(pool.texts[i] for i in rows)],
+            [*(gold.labels or [] if gold else []), *given],
+            source=f"{pool.source} (pseudo-labels)" + (f" and {gold.source}" if gold else ""),
         )
         trained = start_run(
             pseudo, test=run.test_set, encoding=run.encoding, options=run.options,
@@ -740,6 +768,7 @@ def self_train(run: TrainingRun, hooks: StageHooks | None = None) -> TrainingRun
     current.zero_shot = zero_shot
     current.self_trained = {
         "n_pool": len(pool),
+        "n_labelled": len(gold) if gold else 0,
         "rounds": rounds,
         "agreement_with_zero_shot": float(np.mean(first.argmax(axis=1) == proba.argmax(axis=1))),
         "zero_shot_test_accuracy": run.test_accuracy,

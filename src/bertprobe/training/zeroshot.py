@@ -64,6 +64,8 @@ class ZeroShot:
         The zero-shot head's softmax temperature (see :mod:`bertprobe.heads.zeroshot`).
     rounds : int
         Self-training rounds after the zero-shot start (0: the zero-shot head is the model).
+        With labels as well, every round trains on them beside the pool's surest texts, and
+        there is at least one.
     per_class : int or float
         Each round's pseudo-labels: the surest texts of each class, as a number, or as a
         share (0 < share <= 1) of the pool divided among the classes (0.25 of 6,920 texts in
