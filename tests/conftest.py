@@ -98,6 +98,13 @@ def sentiment_rows() -> list[tuple[str, int]]:
     return rows
 
 
+def label_set(text: str, label: int, positive: str = "positive") -> str:
+    """A sentiment row's label set for the label-set tests: "early" when the text starts with
+    one of three subjects, ``positive`` when its label is 1 ("|"-joined, possibly empty)."""
+    early = text.startswith(("the film", "this movie", "the acting"))
+    return "|".join(name for name, on in (("early", early), (positive, label == 1)) if on)
+
+
 def write_tsv(path: Path, rows) -> Path:
     path.write_text("".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
     return path

@@ -25,7 +25,7 @@ from bertprobe import (
 )
 from bertprobe.cli import app
 from bertprobe.model.classifier import Classifier
-from conftest import write_tsv
+from conftest import label_set, write_tsv
 from ways_out import check_evaluate, check_export, check_report, check_service
 
 MODES = (
@@ -49,18 +49,13 @@ def _texts(rows):
     return [f"{text}{PADDING}" if i % 3 == 0 else text for i, (text, _) in enumerate(rows)]
 
 
-def _label_set(text: str, label: int) -> str:
-    early = text.startswith(("the film", "this movie", "the acting"))
-    return "|".join(name for name, on in (("early", early), ("positive", label == 1)) if on)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, sentiment_rows):
     root = tmp_path_factory.mktemp("composition")
     texts = _texts(sentiment_rows)
     labels = [y for _, y in sentiment_rows]
     single = list(zip(texts, labels, strict=True))
-    multi = [(t, _label_set(t, y)) for t, y in single]
+    multi = [(t, label_set(t, y)) for t, y in single]
     return {
         "single": (
             write_tsv(root / "single.tsv", single),

@@ -15,7 +15,7 @@ from bertprobe.data.files import read_labelled
 from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.heads.decision import Decision
 from bertprobe.model.classifier import Classifier
-from bertprobe.model.suggest import Suggestion, suggest, uncertainty
+from bertprobe.model.suggest import STRATEGIES, Suggestion, suggest, typical, uncertainty
 from bertprobe.training.options import TrainOptions
 from conftest import write_tsv
 
@@ -109,6 +109,34 @@ def test_cold_start_is_representative_and_repeatable(encoding):
     assert sorted(p.row for p in suggest(few, n=3, encoding=encoding)) == [0, 1, 2]
 
 
+def test_typical_takes_the_densest_text_of_each_group_no_label_covers():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    sizes = [40, 30, 20]
+    X = np.vstack(
+        [c + rng.normal(scale=0.5, size=(k, 2)) for c, k in zip(centres, sizes, strict=True)]
+    )
+    group = np.repeat([0, 1, 2], sizes)
+
+    def near_centre(rows):  # the densest text of a group lies near its centre
+        return all(np.linalg.norm(X[r] - centres[group[r]]) < 0.5 for r in rows)
+
+    picks = typical(X, 3)
+    assert group[picks].tolist() == [0, 1, 2] and near_centre(picks)  # largest group first
+    # A label in the largest group covers it: the next two groups.
+    picks = typical(X, 2, labelled=np.array([[0.2, 0.1]]))
+    assert group[picks].tolist() == [1, 2] and near_centre(picks)
+    # Every group covered: the densest of the rest.
+    assert len(typical(X, 1, labelled=centres + 0.1)) == 1
+
+
+def test_typical_suggestions_skip_the_labelled_and_say_why(encoding):
+    picks = suggest(POOL, n=6, encoding=encoding, labelled=POOL[:10], strategy="typical")
+    assert len({p.row for p in picks}) == 6 and all(p.row >= 10 for p in picks)
+    assert all(p.reason == "typical" and p.score is None for p in picks)
+    assert picks == suggest(POOL, n=6, encoding=encoding, labelled=POOL[:10], strategy="typical")
+
+
 def test_labelled_and_duplicate_texts_are_skipped(model, tmp_path):
     labelled = write_tsv(tmp_path / "done.tsv", [(t, 1) for t in POOL[:30]])
     pool = POOL + [f"  {POOL[40]} "]  # a duplicate after stripping: counts once
@@ -128,6 +156,7 @@ def test_labelled_and_duplicate_texts_are_skipped(model, tmp_path):
         ([], {"n": 1}, "no texts"),
         (["one text"], {"n": 2}, "1 text not yet labelled"),
         (["one", " "], {"n": 1}, "text 1 is empty"),
+        (POOL, {"n": 1, "strategy": "nope"}, "strategy='nope': choose one of uncertain, typical"),
     ],
 )
 def test_bad_input_is_one_line(encoding, pool, kwargs, words):
@@ -196,6 +225,7 @@ def test_cli_cold_start(tiny_distilbert, tmp_path, capsys):
         ([], "--model DIR"),
         (["--model", "m", "--encoder", "minilm"], "not both"),
         (["--n", "99", "--encoder", "TINY"], "at most 72"),
+        (["--encoder", "TINY", "--strategy", "x"], "--strategy 'x': choose one of"),
     ],
 )
 def test_cli_bad_input_exits_2(tiny_distilbert, tmp_path, capsys, extra, words):
@@ -224,12 +254,14 @@ def test_cli_labelled_pool_names_the_flag(tiny_distilbert, sentiment_tsv, capsys
     n=st.integers(min_value=1, max_value=12),
     done=st.integers(min_value=0, max_value=10),
     cold=st.booleans(),
+    strategy=st.sampled_from(STRATEGIES),
 )
-def test_any_pool_gives_n_distinct_unlabelled_rows(model, encoding, size, n, done, cold):
+def test_any_pool_gives_n_distinct_unlabelled_rows(model, encoding, size, n, done, cold, strategy):
     pool = POOL[:size]
     labelled = pool[:done]
     left = len(pool) - min(done, size)
     options = {"encoding": encoding} if cold else {"model": model}
+    options["strategy"] = strategy
     if n > left:
         with pytest.raises(BadInputError, match=f"at most {left}"):
             suggest(pool, n=n, labelled=labelled, run=RunOptions(), **options)

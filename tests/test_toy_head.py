@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from bertprobe import EncoderOptions, ReadOptions, TrainOptions, train
 from bertprobe.heads.base import register_head
 from bertprobe.heads.linear import LinearHead
-from conftest import write_tsv
+from conftest import label_set, write_tsv
 from ways_out import (
     check_evaluate,
     check_explain,
@@ -85,15 +85,10 @@ class NearestCentroidHead(ClassifierMixin, BaseEstimator):
         return {"solver": "nearest centroid", "temperature": self.temperature}
 
 
-def _label_set(text: str, label: int) -> str:
-    early = text.startswith(("the film", "this movie", "the acting"))
-    return "|".join(name for name, on in (("early", early), ("positive", label == 1)) if on)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, sentiment_rows):
     root = tmp_path_factory.mktemp("toy")
-    multi = [(t, _label_set(t, y)) for t, y in sentiment_rows]
+    multi = [(t, label_set(t, y)) for t, y in sentiment_rows]
     return {
         "single": (write_tsv(root / "single.tsv", sentiment_rows),) * 2,
         "multi": (write_tsv(root / "multi.tsv", multi),) * 2,

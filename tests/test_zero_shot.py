@@ -21,7 +21,7 @@ from bertprobe.heads.decision import Decision
 from bertprobe.heads.linear import linear_readout
 from bertprobe.heads.zeroshot import ZeroShotHead, descriptions_of
 from bertprobe.training.zeroshot import ZeroShot, surest
-from conftest import write_tsv
+from conftest import label_set, write_tsv
 from test_cli_fuzz import run_in_process
 from ways_out import (
     check_evaluate,
@@ -136,17 +136,12 @@ def test_self_training_options_are_checked_when_built(options, param):
 # --- the model, every way out ----------------------------------------------------------------
 
 
-def _label_set(text: str, label: int) -> str:
-    early = text.startswith(("the film", "this movie", "the acting"))
-    return "|".join(name for name, on in (("early", early), ("1", label == 1)) if on)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, sentiment_rows):
     root = tmp_path_factory.mktemp("zero-shot")
     pool = root / "pool.txt"
     pool.write_text("".join(f"{t} indeed\n" for t, _ in sentiment_rows), encoding="utf-8")
-    multi = [(t, _label_set(t, y)) for t, y in sentiment_rows]
+    multi = [(t, label_set(t, y, "1")) for t, y in sentiment_rows]
     return {
         "pool": pool,
         "single": write_tsv(root / "single.tsv", sentiment_rows),

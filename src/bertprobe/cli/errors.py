@@ -54,6 +54,7 @@ WORDS: dict[str, str | None] = {
     "occlude": "--occlude",
     "steps": "--steps",
     "n": "--n",
+    "strategy": "--strategy",
     "labels": "--labels",
     "labelled": "--labelled",
     "unlabelled": "--unlabelled",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -15,7 +15,7 @@ from bertprobe.data.files import ReadOptions, check_output_path
 from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.encoders.pooling import POOLINGS, check_pooling
 from bertprobe.model.classifier import Classifier
-from bertprobe.model.suggest import Suggestion
+from bertprobe.model.suggest import Strategy, Suggestion
 from bertprobe.model.suggest import suggest as suggest_texts
 
 PoolOpt = Annotated[
@@ -61,6 +61,14 @@ JsonLinesOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON Lines: row, score, reason, text.")
 ]
 SeedOpt = Annotated[int, typer.Option(min=0, help="Seeds the clustering.")]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        help="uncertain: the model's least sure texts, varied (texts that stand for the pool "
+        "with no model); typical: TypiClust, the most typical text of each group of the pool "
+        "no label covers (no model needed)."
+    ),
+]
 
 
 @shared(run=RUN, reading=TEXTS)
@@ -73,6 +81,7 @@ def suggest(
     labelled: LabelledOpt = None,
     out: OutOpt = None,
     seed: SeedOpt = 0,
+    strategy: StrategyOpt = "uncertain",
     as_json: JsonLinesOpt = False,
     run: RunOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
@@ -106,6 +115,7 @@ def suggest(
         run=run,
         seed=seed,
         reading=reading,
+        strategy=cast(Strategy, strategy),
     )
     if out is not None:
         _write_tsv(out, picks)

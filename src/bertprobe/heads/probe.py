@@ -409,16 +409,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         pseudo-label was made by a model that saw the held-out rows). ``cv_accuracy_`` and
         ``cv_score_`` are then those of the procedure kept; ``self_training_`` records both.
         """
-        share = self.pseudo_labels
-        whole = isinstance(share, int | np.integer) and not isinstance(share, bool)
-        if not ((whole and share >= 1) or (isinstance(share, float) and 0 < share <= 1)):
-            raise BadInputError(
-                f"pseudo_labels={share!r}: give a number of texts a class (>= 1) or a share of "
-                "the unlabelled texts (0 < share <= 1)",
-                param="pseudo_labels",
-            )
-        n_classes = len(self.classes_)
-        per_class = int(share) if whole else max(1, round(share * len(unlabelled) / n_classes))
+        per_class = pseudo_labels_per_class(
+            self.pseudo_labels, len(unlabelled), len(self.classes_), param="pseudo_labels"
+        )
         codes = np.searchsorted(self.classes_, y)
 
         def fitted(X_rows, y_rows) -> Pipeline:
@@ -437,7 +430,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 )
             return model, picked, given
 
-        oof = np.zeros((len(y), n_classes))
+        oof = np.zeros((len(y), len(self.classes_)))
         for train_rows, test_rows in self._folds().split(X, y):
             model = self_trained(train_rows)[0]
             oof[np.ix_(test_rows, model.classes_)] = model.predict_proba(X[test_rows])
@@ -612,6 +605,26 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 # or 64 labels a class and frozen MiniLM features, the third round was within half a point of
 # the tenth.
 SELF_TRAINING_ROUNDS = 3
+
+
+def pseudo_labels_per_class(share: int | float, n_rows: int, n_classes: int, *, param: str) -> int:
+    """How many pseudo-labels each class gets: ``share`` as a number (>= 1), or a share
+    (0 < share <= 1) of ``n_rows`` divided among ``n_classes``; refused otherwise, naming
+    ``param``.
+
+    >>> pseudo_labels_per_class(0.25, 6920, 2, param="per_class")
+    865
+    >>> pseudo_labels_per_class(64, 6920, 2, param="per_class")
+    64
+    """
+    whole = isinstance(share, int | np.integer) and not isinstance(share, bool)
+    if not ((whole and share >= 1) or (isinstance(share, float) and 0 < share <= 1)):
+        raise BadInputError(
+            f"{param}={share!r}: give a number of texts a class (>= 1) or a share of the "
+            "unlabelled texts divided among the classes (0 < share <= 1)",
+            param=param,
+        )
+    return int(share) if whole else max(1, round(share * n_rows / n_classes))
 
 
 def surest_rows(proba: np.ndarray, per_class: int) -> np.ndarray:

@@ -32,7 +32,8 @@ from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.options import TrainOptions
-from bertprobe.training.pipeline import TrainingRun, run_stages, self_train, stages_for, start_run
+from bertprobe.training.pipeline import TrainingRun, run_stages, stages_for, start_run
+from bertprobe.training.selftrain import self_train
 from bertprobe.training.target import Target, target_for
 from bertprobe.training.zeroshot import ZeroShot
 

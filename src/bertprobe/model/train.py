@@ -45,11 +45,11 @@ from bertprobe.training.pipeline import (
     StageHooks,
     TrainingRun,
     run_stages,
-    self_train,
     stages_for,
     start_run,
     sweep_features,
 )
+from bertprobe.training.selftrain import self_train
 from bertprobe.training.sweep import SweepResult
 from bertprobe.training.zeroshot import ZeroShot
 

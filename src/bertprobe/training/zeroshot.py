@@ -6,7 +6,7 @@ A run with :class:`ZeroShot` options and no labelled data starts here:
 1. :func:`fit_zero_shot` (a stage): the pool of unlabelled texts and each class's descriptions
    go through the run's encoder; the :class:`~bertprobe.heads.zeroshot.ZeroShotHead` is fitted
    on the pool. With ``rounds=0`` this is the model.
-2. :func:`~bertprobe.training.pipeline.self_train` (``rounds`` >= 1): the model so far
+2. :func:`~bertprobe.training.selftrain.self_train` (``rounds`` >= 1): the model so far
    labels the pool, the surest ``per_class`` texts of each class become a labelled training
    set, and a whole run trains on them with the run's options (a probe, ``auto``, contrastive
    tuning, fine-tuning: whatever the options ask), from the original encoder each round. Then
@@ -37,7 +37,7 @@ import numpy as np
 
 from bertprobe.core.errors import BadInputError
 from bertprobe.encoders.encode import embed
-from bertprobe.heads.probe import surest_rows
+from bertprobe.heads.probe import pseudo_labels_per_class, surest_rows
 from bertprobe.heads.zeroshot import ZeroShotHead, descriptions_of
 
 if TYPE_CHECKING:
@@ -98,20 +98,11 @@ class ZeroShot:
                 f"rounds={rounds!r}: give a whole number of self-training rounds from 0 to 20",
                 param="rounds",
             )
-        share = self.per_class
-        whole = isinstance(share, int) and not isinstance(share, bool)
-        if not ((whole and share >= 1) or (isinstance(share, float) and 0 < share <= 1)):
-            raise BadInputError(
-                f"per_class={share!r}: give a number of texts (>= 1) or a share of each "
-                "class's texts (0 < share <= 1)",
-                param="per_class",
-            )
+        self.take(len(self.texts))  # a share or count that cannot be is refused now
 
     def take(self, n_pool: int) -> int:
         """How many texts of each class become pseudo-labels, from a pool of ``n_pool``."""
-        if isinstance(self.per_class, float):
-            return max(1, int(round(self.per_class * n_pool / len(self.texts))))
-        return int(self.per_class)
+        return pseudo_labels_per_class(self.per_class, n_pool, len(self.texts), param="per_class")
 
     def record(self) -> dict[str, Any]:
         """What the model card says of the start."""
