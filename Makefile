@@ -172,7 +172,11 @@ bench-long-line: $(BIN)/.installed
 # Few labels (docs/guides/few-labels.md): the probe, --contrastive, --contrastive --unlabelled at
 # 8-64 labels a class x 5 draws, and 200 labels chosen by suggest or at random (about 2 hours).
 bench-fewshot: $(BIN)/.installed
-	$(BIN)/python bench/fewshot_bench.py --active
+	$(BIN)/python bench/fewshot_bench.py --active --zero-shot
+	# The topic set (not sentiment): the frozen rows and the zero-shot head, minutes in all;
+	# its contrastive rows (--rows contrastive,zero-shot-prior-contrastive) take an hour more.
+	$(BIN)/python bench/fewshot_bench.py --data fortunes --sizes 8,64 \
+		--rows probe,zero-shot-prior --zero-shot --zero-shot-rows zero-shot
 	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
 
 bench-explain: $(BIN)/.installed

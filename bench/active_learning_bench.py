@@ -5,7 +5,10 @@ is picked. Each strategy starts from ``--start`` texts (``suggest`` at a cold st
 nearest the pool's k-means centres; random: a seeded draw), then adds ``--batch`` texts at a
 time (``suggest`` with the model trained so far: uncertain, then diverse; random: a seeded
 draw; ``uncertain``, a reference: a random start, then the batch the model is least sure
-of, with no diversity step), and a model (`Classifier.fit`: MiniLM, mean pooling, the linear
+of, with no diversity step; ``typical``: ``suggest(strategy="typical")``, TypiClust, at the
+start and for every batch; ``zero-shot``: the start chosen by the zero-shot model's
+uncertainty, ``Classifier.from_descriptions`` with "This is a negative/positive review." on the
+pool, then as ``suggest``), and a model (`Classifier.fit`: MiniLM, mean pooling, the linear
 probe with C by 3-fold CV) is scored on SST-2's test split at each of ``--budgets``.
 ``--seeds`` runs, mean and standard deviation. The full training split (6,920 labels) is the
 ceiling, scored the same way.
@@ -50,6 +53,15 @@ def curve(strategy: str, seed: int, pool, test, start: int, batch: int, budgets:
     rng = np.random.default_rng(seed)
     if strategy in ("random", "uncertain"):
         picked = rng.permutation(len(pool))[:start].tolist()
+    elif strategy == "typical":
+        picks = suggest(pool.texts, n=start, encoding=ENCODING, seed=seed, strategy="typical")
+        picked = [s.row for s in picks]
+    elif strategy == "zero-shot":
+        zero_shot = Classifier.from_descriptions(
+            {"0": "negative", "1": "positive"}, pool.texts, encoding=ENCODING,
+            template="This is a {} review.",
+        )  # fmt: skip
+        picked = [s.row for s in suggest(pool.texts, n=start, model=zero_shot, seed=seed)]
     else:
         picked = [s.row for s in suggest(pool.texts, n=start, encoding=ENCODING, seed=seed)]
     scores = {}
@@ -58,7 +70,7 @@ def curve(strategy: str, seed: int, pool, test, start: int, batch: int, budgets:
         labels = [pool.labels[i] for i in picked]
         # random needs a model only to be scored; suggest needs one to choose the next batch
         model = None
-        if len(picked) in budgets or strategy != "random":
+        if len(picked) in budgets or strategy not in ("random", "typical"):
             model = Classifier.fit(texts, labels, encoding=ENCODING, options=OPTIONS)
         if len(picked) in budgets:
             assert model is not None
@@ -73,6 +85,12 @@ def curve(strategy: str, seed: int, pool, test, start: int, batch: int, budgets:
             unsure = uncertainty(model.predict_proba(pool.texts))
             unsure[picked] = -1.0
             picked += np.argsort(-unsure, kind="stable")[:batch].tolist()
+        elif strategy == "typical":
+            more = suggest(
+                pool.texts, n=batch, encoding=ENCODING, labelled=texts, seed=seed,
+                strategy="typical",
+            )  # fmt: skip
+            picked += [s.row for s in more]
         else:
             assert model is not None
             more = suggest(pool.texts, n=batch, model=model, labelled=texts, seed=seed)
@@ -94,7 +112,7 @@ def main() -> None:
         Classifier.fit(pool.texts, pool.labels, encoding=ENCODING, options=OPTIONS), test
     )
     rows: dict[str, dict[int, list[float]]] = {}
-    for strategy in ("random", "uncertain", "suggest"):
+    for strategy in ("random", "uncertain", "suggest", "typical", "zero-shot"):
         rows[strategy] = {b: [] for b in budgets}
         for seed in range(args.seeds):
             found = curve(strategy, seed, pool, test, args.start, args.batch, budgets)

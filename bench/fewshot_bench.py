@@ -13,7 +13,8 @@ another, on SST-2's sentence split with all-MiniLM-L6-v2, scored on the 1,821 te
   self-training, not the tuning again;
 - ``zero-shot-prior``: the labels and the classes' descriptions (``--zero-shot`` with the
   ``review`` set of :data:`DESCRIPTIONS`) with that pool: the labels train beside the zero-shot
-  head's surest quarter of the pool (``--per-class 0.25``, one round), a probe;
+  head's surest quarter of the pool (``--per-class 0.25``, one round), a probe (these rows
+  share one embedding cache across draws, so the pool and the test set are embedded once);
 - ``zero-shot-prior-contrastive``: the same with ``--contrastive`` on the 64 surest pool texts a
   class (``--per-class 64``).
 
@@ -35,11 +36,18 @@ and the pool is the 6,920 training texts without their labels:
 The ``--finetune`` and SetFit rows are not run again here (about 4 and 9 minutes a run): the
 table shows them from bench/results/finetune_bench.json, whose draws are the same.
 
+``--data fortunes``: the same rows on a task that is not sentiment, five topics of fortune-cookie
+texts (bench/data/fortunes, made by bench/make_fortunes.py from Debian's ``fortunes`` package:
+2,000 training and 500 test texts), the classes described by their names
+(:data:`FORTUNE_DESCRIPTIONS`); results in bench/results/fewshot_fortunes.json and
+zeroshot_fortunes.json.
+
 Results are saved after every run to bench/results/fewshot.json, and a run already there is not
 run again (so an interrupted benchmark resumes; ``--fresh`` starts over). Prints a markdown
 table.
 
     .venv/bin/python bench/fewshot_bench.py [--sizes 8,64] [--seeds 5] [--active] [--zero-shot]
+        [--data sst2|fortunes]
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import os
 import platform
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,8 +67,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune_bench import BIN, RESULTS, per_class_rows, timed  # noqa: E402
 
-OUT = RESULTS / "fewshot.json"
-ZERO_SHOT_OUT = RESULTS / "zeroshot.json"  # the runs with no labels: their own date and command
 ROWS = (
     "probe", "contrastive", "contrastive-unlabelled", "zero-shot-prior",
     "zero-shot-prior-contrastive",
@@ -71,9 +78,9 @@ FLAGS = {
     "zero-shot-prior": ["--pooling", "mean", "--per-class", "0.25"],
     "zero-shot-prior-contrastive": ["--pooling", "mean", "--per-class", "64", "--contrastive"],
 }
-# The rows that learn from the pool too, and those that describe the classes as well.
+# The rows that learn from the pool too (those that describe the classes as well: see
+# BenchData.prior).
 POOL_ROWS = ("contrastive-unlabelled", "zero-shot-prior", "zero-shot-prior-contrastive")
-PRIOR_DESCRIPTIONS = "review"
 
 
 # Each set of descriptions: a class (as SST-2's files name it) to its descriptions, and the
@@ -89,6 +96,60 @@ DESCRIPTIONS: dict[str, tuple[dict[str, list[str]], str]] = {
         "{}",
     ),
 }
+# The fortune topics, by the labels bench/make_fortunes.py gives them.
+FORTUNE_DESCRIPTIONS: dict[str, tuple[dict[str, list[str]], str]] = {
+    "names": ({t: [t] for t in ("computers", "politics", "science", "poetry", "work")}, "{}"),
+    "quote": (
+        {t: [t] for t in ("computers", "politics", "science", "poetry", "work")},
+        "A quote about {}.",
+    ),
+    "phrases": (
+        {
+            "computers": ["computers", "programming and software", "a joke about computers"],
+            "politics": ["politics", "government and politicians", "a quote about politics"],
+            "science": ["science", "mathematics and physics", "a joke about scientists"],
+            "poetry": ["poetry", "a song or a poem", "verses that rhyme"],
+            "work": ["work", "jobs and the office", "a joke about bosses and employees"],
+        },
+        "{}",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """A data set the benchmark runs on: where its results go, how its classes are described
+    (``prior``: the descriptions the zero-shot-prior rows give)."""
+
+    name: str
+    out: Path
+    zero_shot_out: Path  # the runs with no labels: their own date and command
+    descriptions: dict[str, tuple[dict[str, list[str]], str]]
+    prior: str
+
+    def splits(self):
+        """The training and test splits (texts and labels)."""
+        if self.name == "sst2":
+            from bertprobe.datasets import load_sst2
+
+            return load_sst2("train"), load_sst2("test")
+        from bertprobe.data.files import read_labelled
+
+        folder = Path(__file__).resolve().parent / "data" / self.name
+        return read_labelled(folder / "train.tsv"), read_labelled(folder / "test.tsv")
+
+
+DATA_SETS = {
+    "sst2": BenchData(
+        "sst2", RESULTS / "fewshot.json", RESULTS / "zeroshot.json", DESCRIPTIONS, "review"
+    ),
+    "fortunes": BenchData(
+        "fortunes", RESULTS / "fewshot_fortunes.json", RESULTS / "zeroshot_fortunes.json",
+        FORTUNE_DESCRIPTIONS, "quote",
+    ),
+}  # fmt: skip
+
+
 ZERO_SHOT_ROWS = {
     "zero-shot": [],
     "self-train-probe": ["--rounds", "3", "--per-class", "0.25"],
@@ -96,13 +157,16 @@ ZERO_SHOT_ROWS = {
 }
 
 
-def run_zero_shot(row: str, described: str, pool: Path, test: Path, work: Path) -> dict:
+def run_zero_shot(
+    row: str, described: str, pool: Path, test: Path, work: Path, data: BenchData
+) -> dict:
     """One ``bertprobe train --zero-shot`` process (no labels): test accuracy, time, memory,
     and what each self-training round did. A cache of its own: its time includes embedding
     the pool and the test set, as a user's first run does."""
     env = {**os.environ, "BERTPROBE_CACHE_DIR": str(work / f"cache-{row}-{described}")}
     command = [str(BIN / "bertprobe"), "train", "--unlabelled", str(pool), "--test", str(test)]
-    command += [*described_flags(described), "--encoder", "minilm", "--pooling", "mean", "--json"]
+    command += [*described_flags(data.descriptions[described])]
+    command += ["--encoder", "minilm", "--pooling", "mean", "--json"]
     cost, printed = timed([*command, *ZERO_SHOT_ROWS[row]], env)
     summary = json.loads(printed)
     result = {"accuracy": summary["test_accuracy"], **cost}
@@ -111,9 +175,9 @@ def run_zero_shot(row: str, described: str, pool: Path, test: Path, work: Path) 
     return result
 
 
-def described_flags(described: str) -> list[str]:
-    """The ``--zero-shot`` and ``--template`` flags of a set of :data:`DESCRIPTIONS`."""
-    descriptions, template = DESCRIPTIONS[described]
+def described_flags(described: tuple[dict[str, list[str]], str]) -> list[str]:
+    """The ``--zero-shot`` and ``--template`` flags of a set of descriptions."""
+    descriptions, template = described
     flags = [
         f
         for label, texts in descriptions.items()
@@ -123,20 +187,23 @@ def described_flags(described: str) -> list[str]:
     return [*flags, "--template", template]
 
 
-def zero_shot_runs(pool_texts: list[str], test: Path, tmp: Path, fresh: bool) -> None:
-    """Every zero-shot row for every set of descriptions, saved to :data:`ZERO_SHOT_OUT`
+def zero_shot_runs(
+    pool_texts: list[str], test: Path, tmp: Path, fresh: bool, data: BenchData, rows: list[str]
+) -> None:
+    """Every zero-shot row for every set of descriptions, saved to ``data.zero_shot_out``
     after each run (a run already there is not run again)."""
-    saved = {} if fresh or not ZERO_SHOT_OUT.exists() else json.loads(ZERO_SHOT_OUT.read_text())
+    out = data.zero_shot_out
+    saved = {} if fresh or not out.exists() else json.loads(out.read_text())
     results: dict = saved.get("results", {})
     work = tmp / "zero-shot"
     work.mkdir()
     pool = write_rows(work / "pool.txt", pool_texts)
-    for row in ZERO_SHOT_ROWS:
-        for described in DESCRIPTIONS:
+    for row in rows:
+        for described in data.descriptions:
             done = results.setdefault(row, {})
             if described in done:
                 continue
-            done[described] = run_zero_shot(row, described, pool, test, work)
+            done[described] = run_zero_shot(row, described, pool, test, work, data)
             print(f"{row:<24} {described:<8}: {done[described]}", file=sys.stderr)
             record = {
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -145,7 +212,7 @@ def zero_shot_runs(pool_texts: list[str], test: Path, tmp: Path, fresh: bool) ->
                 "note": "one run a cell (no labels are drawn); each run from an empty cache",
                 "results": results,
             }
-            ZERO_SHOT_OUT.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def write_rows(path: Path, texts: list[str], labels: list | None = None) -> Path:
@@ -158,16 +225,21 @@ def write_rows(path: Path, texts: list[str], labels: list | None = None) -> Path
     return path
 
 
-def run_train(row: str, train: Path, test: Path, work: Path, pool: Path | None) -> dict:
+def run_train(
+    row: str, train: Path, test: Path, work: Path, pool: Path | None, data: BenchData
+) -> dict:
     """One ``bertprobe train`` process: test accuracy, time, memory, what tuning did."""
-    env = {**os.environ, "BERTPROBE_CACHE_DIR": str(work / "cache")}
+    # The rows with descriptions share one cache across draws: the pool's and the test set's
+    # frozen vectors are embedded once (their time is the training, not that embedding).
+    cache = work.parent / "cache-prior" if row.startswith("zero-shot-prior") else work / "cache"
+    env = {**os.environ, "BERTPROBE_CACHE_DIR": str(cache)}
     command = [str(BIN / "bertprobe"), "train", str(train), "--test", str(test)]
     command += ["--encoder", "minilm", "--json", *FLAGS[row]]
     if row in POOL_ROWS:
         assert pool is not None
         command += ["--unlabelled", str(pool)]
     if row.startswith("zero-shot-prior"):
-        command += described_flags(PRIOR_DESCRIPTIONS)
+        command += described_flags(data.descriptions[data.prior])
     cost, printed = timed(command, env)
     summary = json.loads(printed)
     result = {"accuracy": summary["test_accuracy"], "cv_accuracy": summary["cv_accuracy"], **cost}
@@ -197,8 +269,6 @@ def suggested_rows(pool, seed: int, budget: int, start: int = 50, batch: int = 5
 
 
 def main() -> None:
-    from bertprobe.datasets import load_sst2
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="8,16,32,64")
     parser.add_argument("--seeds", type=int, default=5)
@@ -206,15 +276,19 @@ def main() -> None:
     parser.add_argument("--active", action="store_true", help="also the 200-label runs")
     parser.add_argument("--active-seeds", type=int, default=3)
     parser.add_argument("--zero-shot", action="store_true", help="also the runs with no labels")
+    parser.add_argument("--zero-shot-rows", default=",".join(ZERO_SHOT_ROWS))
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--data", choices=sorted(DATA_SETS), default="sst2")
     args = parser.parse_args()
-    saved = {} if args.fresh or not OUT.exists() else json.loads(OUT.read_text())
+    data = DATA_SETS[args.data]
+    out = data.out
+    saved = {} if args.fresh or not out.exists() else json.loads(out.read_text())
     results: dict = saved.get("results", {})
-    train_split, test_split = load_sst2("train"), load_sst2("test")
+    train_split, test_split = data.splits()
     labels = list(train_split.labels or [])
 
     def save() -> None:
-        OUT.write_text(
+        out.write_text(
             json.dumps(
                 {
                     "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -247,12 +321,13 @@ def main() -> None:
                     done = results.setdefault(row, {}).setdefault(size, [])
                     if any(r["seed"] == seed for r in done):
                         continue
-                    result = {**run_train(row, train, test, work, pool), "seed": seed}
+                    result = {**run_train(row, train, test, work, pool, data), "seed": seed}
                     done.append(result)
                     print(f"{row:<24} {size:>3} seed {seed}: {result}", file=sys.stderr)
                     save()
         if args.zero_shot:
-            zero_shot_runs(train_split.texts, test, Path(tmp), args.fresh)
+            rows = args.zero_shot_rows.split(",")
+            zero_shot_runs(train_split.texts, test, Path(tmp), args.fresh, data, rows)
         if args.active:
             for strategy in ("suggest", "random"):
                 for seed in range(args.active_seeds):
@@ -271,13 +346,16 @@ def main() -> None:
                         [train_split.texts[i] for i in picked],
                         [labels[i] for i in picked],
                     )
-                    result = {**run_train("contrastive", train, test, work, None), "seed": seed}
+                    result = {
+                        **run_train("contrastive", train, test, work, None, data),
+                        "seed": seed,
+                    }
                     done.append(result)
                     print(f"200 {strategy} + contrastive seed {seed}: {result}", file=sys.stderr)
                     save()
     from tables import fewshot
 
-    print(fewshot())
+    print(fewshot(data.out.name))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +56,23 @@ def _cell(runs: list[dict], cost: bool = True) -> str:
     return text
 
 
-def fewshot() -> str:
-    """Few labels: rows by method, columns by labels per class (SST-2 test accuracy)."""
-    data = _load("fewshot.json")
-    earlier = _load("finetune_bench.json")
+# What each few-labels benchmark scores on, by its results file.
+_TEST_SETS = {
+    "fewshot.json": "SST-2's 1,821 test sentences",
+    "zeroshot.json": "SST-2's 1,821 test sentences",
+    "fewshot_fortunes.json": "the fortunes topic set's 500 test texts (5 topics)",
+    "zeroshot_fortunes.json": "the fortunes topic set's 500 test texts (5 topics)",
+}
+
+
+def fewshot(results: str = "fewshot.json") -> str:
+    """Few labels: rows by method, columns by labels per class (test accuracy); SST-2's
+    table adds the fine-tuning and SetFit rows of bench/results/finetune_bench.json."""
+    data = _load(results)
+    sst2 = results == "fewshot.json"
+    earlier = _load("finetune_bench.json") if sst2 else None
     rows = {k: v for k, v in data["results"].items() if isinstance(v, dict) and k != "zero-shot"}
-    for name in ("finetune", "setfit"):
+    for name in ("finetune", "setfit") if earlier else ():
         rows[f"{name} ¹"] = {
             k: v for k, v in earlier["results"].get(name, {}).items() if k != "full"
         }
@@ -78,23 +90,24 @@ def fewshot() -> str:
     lines.append("")
     lines.append(
         f"Mean ± standard deviation over draws ({'/'.join(map(str, draws))} per cell here), "
-        "scored on SST-2's 1,821 test sentences; CPU seconds and peak RSS of the whole "
+        f"scored on {_TEST_SETS[results]}; CPU seconds and peak RSS of the whole "
         "`bertprobe train` process."
     )
-    lines.append(
-        "¹ From `bench/results/finetune_bench.json` "
-        f"({earlier['date'][:10]}; 3 draws, the same draws): not run again here."
-    )
+    if earlier:
+        lines.append(
+            "¹ From `bench/results/finetune_bench.json` "
+            f"({earlier['date'][:10]}; 3 draws, the same draws): not run again here."
+        )
     for row, runs in active.items():
         lines.append(f"- {row}: {_cell(runs)} over {len(runs)} seeds")
     lines.append("")
-    lines.append(_source("fewshot.json", data))
+    lines.append(_source(results, data))
     return "\n".join(lines)
 
 
-def zero_shot() -> str:
-    """No labels: rows by method, columns by the classes' descriptions (SST-2 test accuracy)."""
-    data = _load("zeroshot.json")
+def zero_shot(results: str = "zeroshot.json") -> str:
+    """No labels: rows by method, columns by the classes' descriptions (test accuracy)."""
+    data = _load(results)
     runs = data["results"]
     if not runs:
         return "_No zero-shot runs yet: `python bench/fewshot_bench.py --zero-shot`._"
@@ -113,12 +126,12 @@ def zero_shot() -> str:
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        "One run each (no labels are drawn), scored on SST-2's 1,821 test sentences; wall "
+        f"One run each (no labels are drawn), scored on {_TEST_SETS[results]}; wall "
         "seconds and peak RSS of the whole `bertprobe train` process, from an empty cache "
-        "(the pool's 6,920 texts and the test set embedded in each)."
+        "(the pool, the training split without its labels, and the test set embedded in each)."
     )
     lines.append("")
-    lines.append(_source("zeroshot.json", data))
+    lines.append(_source(results, data))
     return "\n".join(lines)
 
 
@@ -965,6 +978,8 @@ def web() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "fewshot": fewshot,
     "zero-shot": zero_shot,
+    "fewshot-fortunes": partial(fewshot, "fewshot_fortunes.json"),
+    "zero-shot-fortunes": partial(zero_shot, "zeroshot_fortunes.json"),
     "active-learning": active_learning,
     "explain": explain,
     "demo": demo,

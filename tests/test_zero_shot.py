@@ -249,6 +249,16 @@ def test_labels_beside_descriptions_train_every_round_with_the_surest_pool_texts
     assert [r["pseudo_labels"] for r in record["rounds"]] == [{"0": 12, "1": 12}]
     assert result.n_train == 12 + 24
     assert result.model.probe.card_record()["solver"] == "lbfgs-cv"
+    # The same from Python's from_descriptions, the labels given as lists.
+    few = sentiment_rows[:6] + sentiment_rows[-6:]
+    model = Classifier.from_descriptions(
+        DESCRIBED, pool, encoding=EncoderOptions(str(tiny_distilbert), pooling="mean"),
+        options=TrainOptions(cv=3), per_class=12,
+        texts=[t for t, _ in few], labels=[str(y) for _, y in few],
+    )  # fmt: skip
+    np.testing.assert_allclose(model.predict_proba(pool), result.model.predict_proba(pool))
+    with pytest.raises(BadInputError, match="together"):
+        Classifier.from_descriptions(DESCRIBED, pool, texts=["a good film"])
 
 
 def test_labels_the_descriptions_do_not_name_are_refused(files, tiny_distilbert, tmp_path):

@@ -130,6 +130,8 @@ class Classifier:
         options: TrainOptions | None = None,
         contrastive: ContrastiveOptions | None = None,
         finetune: FinetuneOptions | None = None,
+        texts: Sequence[str] | None = None,
+        labels: Sequence[Any] | None = None,
     ) -> Classifier:
         """A model from each class's name or descriptions and a pool of unlabelled texts,
         with no labels: the zero-shot head (:class:`~bertprobe.heads.zeroshot.ZeroShotHead`,
@@ -137,6 +139,10 @@ class Classifier:
         it (each round trained as ``options``, ``contrastive`` and ``finetune`` say; see
         :mod:`bertprobe.training.zeroshot`). ``template`` puts each description in a
         sentence (``"This is a {} review."``); ``label_sets``: several labels a text.
+
+        With a few labelled ``texts`` (and their ``labels``, each a described class), every
+        round trains on them beside the pool's surest texts, and there is at least one: the
+        descriptions are a prior the labels correct.
 
         Mean pooling by default: the encoders made for sentence similarity (the bundled
         MiniLM among them) were trained to be read that way, and the similarity to a
@@ -156,8 +162,19 @@ class Classifier:
             per_class=per_class,
         )
         options = replace(options or TrainOptions(), multi_label=label_sets)
+        if (texts is None) != (labels is None):
+            raise BadInputError(
+                "give the labelled texts and their labels together (texts= and labels=), "
+                "or neither",
+                param=("texts", "labels"),
+            )
+        labelled = (
+            LabelledTexts.from_lists(list(texts), list(labels), source="texts=")
+            if texts is not None and labels is not None
+            else None
+        )
         run = start_run(
-            None,
+            labelled,
             encoding=encoding,
             options=options,
             reading=ReadOptions(),
