@@ -69,10 +69,11 @@ demo-finetune: $(BIN)/.installed
 
 # The tests on every core (pytest-xdist; the Ray tests share one worker, a local Ray at a
 # time), then the few that hold elapsed time to a bound, alone on the machine (marker timing).
+# The slowest 25 are listed after each run: the suite's budget is 15 minutes on 2 cores.
 PARALLEL := -n auto --dist loadgroup
 
 test: $(BIN)/.installed $(WEB_ASSETS)/.installed
-	$(BIN)/python -m pytest $(PARALLEL) -m "not timing"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not timing" --durations=25
 	$(BIN)/python -m pytest -m timing
 
 test-fast: $(BIN)/.installed $(WEB_ASSETS)/.installed
