@@ -235,6 +235,9 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "method": ["auto", "exact", "occlusion"],
         "occlude": ["delete", "mask"],
         "html": [files["new.html"]],
+        "strategy": ["uncertain", "typical"],
+        "label.zero_shot": ["pos=a good film", "neg"],
+        "template": ["{}", "a {} film"],
     }
 
 
@@ -262,6 +265,8 @@ def _odd_values(world: dict) -> dict[str, list[str]]:
         "threshold": ["auto", "0", "1", "nan", "-0.1"],
         "method": ["best", "EXACT"],
         "occlude": ["blank"],
+        "strategy": ["random", "Typical"],
+        "template": ["no slot", "{} and {}"],
     }
 
 
