@@ -29,7 +29,7 @@ import numpy as np
 from bertprobe.datasets import load_sst2
 from bertprobe.encoders.encode import embed
 from bertprobe.encoders.options import EncoderOptions
-from bertprobe.heads.probe import LinearProbe
+from bertprobe.heads.probe import LinearProbe, surest_rows
 from bertprobe.training.zeroshot import ZeroShot, zero_shot_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +68,9 @@ def main() -> None:
     for name, zero_shot in DESCRIPTIONS.items():
         described = vectors([t for texts in zero_shot.texts.values() for t in texts])
         proba = zero_shot_head(zero_shot, X, described, False).predict_proba(X)
-        margin = proba[:, 1] - proba[:, 0]
-        order = np.argsort(margin, kind="stable")
         for k in PER_CLASS:
-            rows = np.concatenate([order[:k], order[::-1][:k]])
-            pseudo = (margin[rows] > 0).astype(int)
+            rows = surest_rows(proba, k)  # what self-training's first round learns from
+            pseudo = proba[rows].argmax(axis=1)
             drawn = np.random.default_rng(0).permutation(len(X))[: 2 * k]
             cell = {
                 "pseudo_labels_right": float(np.mean(pseudo == y[rows])),

@@ -44,7 +44,7 @@ from bertprobe.encoders.encode import embed
 from bertprobe.encoders.options import EncoderOptions
 from bertprobe.heads.probe import LinearProbe
 from bertprobe.heads.zeroshot import ZeroShotHead
-from bertprobe.model.suggest import choose, read_pool, uncertainty
+from bertprobe.model.suggest import Pool, choose, read_pool, uncertainty
 from bertprobe.training.zeroshot import ZeroShot, zero_shot_head
 
 __all__ = [
@@ -279,22 +279,7 @@ class LabellingSession:
                 param="out",
             )
         read = read_pool(pool, reading)
-        listed = ",".join(self.labels)
-        if read.labels is not None:
-            if not use_pool_labels:
-                raise BadInputError(
-                    f"{read.source} holds labels in {read.label_column} (e.g. "
-                    f"{read.labels[0]!r} on line {read.line_numbers[0]}); give unlabelled "
-                    "texts, or pass use_pool_labels=True to count those labels as answers",
-                    param="use_pool_labels=True",
-                )
-            for label, line in zip(read.labels, read.line_numbers, strict=True):
-                if str(label) not in self.labels:
-                    raise BadInputError(
-                        f"{read.source}: line {line} has the label {str(label)!r}, not one of "
-                        f"labels={listed}; add it to the labels or relabel the pool",
-                        param="labels",
-                    )
+        _check_pool_labels(read, self.labels, use_pool_labels)
         # The distinct texts, pool first; `row` is an index into them.
         self.texts: list[str] = []
         self._row_of: dict[str, int] = {}
@@ -343,16 +328,7 @@ class LabellingSession:
             for row, label in copied:
                 self._answers[row] = _Answer(row, label, None)
         self.from_pool = len(copied)
-        with encoding.open_cache() as cache:
-            encoder = encoding.load()
-            self.X, _ = embed(self.texts, encoder, encoding.spec, encoding.run, cache=cache)
-            described, _ = embed(
-                [t for texts in zero_shot.texts.values() for t in texts],
-                encoder, encoding.spec, encoding.run, cache=cache,
-            )  # fmt: skip
-        # Proposes the labels until the probe can: the labels' names already classify
-        # (bertprobe.heads.zeroshot), and agreeing with a right proposal is one key.
-        self.zero_shot: ZeroShotHead = zero_shot_head(zero_shot, self.X, described, False)
+        self.X, self.zero_shot = _embed_pool(self.texts, encoding, zero_shot)
         self._kicked_at = len(self._answers)
         if self.waiting_for() is None:
             self.retrain()  # a resumed session starts with its probe and estimate
@@ -686,6 +662,43 @@ class LabellingSession:
                 "can_undo": bool(self._history),
                 "out": str(self.out),
             }
+
+
+def _check_pool_labels(read: Pool, labels: tuple[str, ...], use_pool_labels: bool) -> None:
+    """A pool whose rows carry labels: refused unless ``use_pool_labels``, and then each of
+    its labels must be one the session offers."""
+    if read.labels is None:
+        return
+    if not use_pool_labels:
+        raise BadInputError(
+            f"{read.source} holds labels in {read.label_column} (e.g. "
+            f"{read.labels[0]!r} on line {read.line_numbers[0]}); give unlabelled "
+            "texts, or pass use_pool_labels=True to count those labels as answers",
+            param="use_pool_labels=True",
+        )
+    for label, line in zip(read.labels, read.line_numbers, strict=True):
+        if str(label) not in labels:
+            raise BadInputError(
+                f"{read.source}: line {line} has the label {str(label)!r}, not one of "
+                f"labels={','.join(labels)}; add it to the labels or relabel the pool",
+                param="labels",
+            )
+
+
+def _embed_pool(
+    texts: list[str], encoding: EncoderOptions, zero_shot: ZeroShot
+) -> tuple[np.ndarray, ZeroShotHead]:
+    """The pool's vectors (through the embedding cache), and the zero-shot head that proposes
+    labels until the probe can: the labels' names already classify
+    (:mod:`bertprobe.heads.zeroshot`), and agreeing with a right proposal is one key."""
+    with encoding.open_cache() as cache:
+        encoder = encoding.load()
+        X, _ = embed(texts, encoder, encoding.spec, encoding.run, cache=cache)
+        described, _ = embed(
+            [t for given in zero_shot.texts.values() for t in given],
+            encoder, encoding.spec, encoding.run, cache=cache,
+        )  # fmt: skip
+    return X, zero_shot_head(zero_shot, X, described, False)
 
 
 def proposer_options(
