@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +65,38 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BERTPROBE_CACHE_DIR") or user_cache_dir("bertprobe"))
 
 
+# How long a process waits for another one that holds the cache's write lock.
+BUSY_SECONDS = 30.0
+
+
+def _opened(path: Path) -> sqlite3.Connection:
+    """A connection to the cache file at ``path``, in WAL mode with the schema made, waiting
+    up to :data:`BUSY_SECONDS` for other processes that are creating or writing it.
+
+    SQLite's busy timeout does not cover every lock taken while a file is made: switching a new
+    file to WAL, or a reader meeting another connection's WAL recovery, can answer "database
+    is locked" at once. Those are retried here, with growing pauses, until the same deadline.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    pause = 0.01
+    while True:
+        db = sqlite3.connect(path, timeout=BUSY_SECONDS)
+        try:
+            # WAL is recorded in the file: only the process that makes it switches the mode.
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause * (1 + random.random()))  # noqa: S311 (jitter, not a secret)
+            pause = min(2 * pause, 1.0)
+
+
 class EmbeddingCache:
     """Vectors by (view, text hash). Use as a context manager, or call :meth:`close`."""
 
@@ -70,10 +104,7 @@ class EmbeddingCache:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = _opened(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise BadInputError(
                 f"embedding cache {self.path} cannot be opened ({exc}); pass "
