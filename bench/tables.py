@@ -669,6 +669,78 @@ def finetune() -> str:
     return "\n".join(lines)
 
 
+def distill() -> str:
+    """Distillation: the student's accuracy, agreement and cost against its teacher."""
+    data = _load("distill.json")
+    rows = {r["row"]: r for r in data["rows"]}
+    teacher = data.get("teacher", {})
+    lines = [
+        "| model | test accuracy | decides as the teacher (test) | texts taught | time |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    if teacher.get("test_accuracy") is not None:
+        lines.append(
+            f"| teacher: all-mpnet-base-v2 frozen, `--auto` | {_pct(teacher['test_accuracy'])} "
+            "| | | |"
+        )
+    if "finetune" in rows:
+        r = rows["finetune"]
+        lines.append(
+            f"| student on the gold labels only (`--finetune`; {r['source']}) "
+            f"| {_pct(r['test_accuracy'])} | | | {_seconds(r['seconds'])} |"
+        )
+    names = {
+        "distill": "student distilled on the training texts",
+        "distill-augment": (
+            f"student distilled with `--augment {data.get('augment')}` "
+            f"({data.get('augment_epochs')} epochs)"
+        ),
+    }
+    notes: list[str] = []
+    for key, words in names.items():
+        if key not in rows:
+            continue
+        r = rows[key]
+        if "note" in r:
+            notes.append(f"{words[0].upper()}{words[1:]}: {r['note']}.")
+            words += f" ({len(notes)})"
+        lines.append(
+            f"| {words} | {_pct(r['test_accuracy'])} | {_pct(r['teacher_test_agreement'])} "
+            f"| {r['n_taught']:,} ({r['n_augmented']:,} altered) | {_seconds(r['seconds'])} "
+            f"(the teacher's labels {_seconds(r['teacher_seconds'])}) |"
+        )
+    if "int8" in rows:
+        r = rows["int8"]
+        lines.append(
+            f"| the last student, `--backend onnx-int8` | {_pct(r['test_accuracy'])} | | | |"
+        )
+    lines.append("")
+    for k, note in enumerate(notes, 1):
+        lines.append(f"({k}) {note}")
+        lines.append("")
+    if "rate" in rows:
+        r = rows["rate"]
+        lines.append(
+            f"Predicting {r['n_texts']:,} test sentences, cache off, one process: the student in "
+            f"int8 {r['student_int8_texts_per_s']:,.0f} texts/s, the teacher "
+            f"{r['teacher_texts_per_s']:,.0f} texts/s ({r['speedup']:.1f}x)."
+        )
+        lines.append("")
+    if "multilabel" in rows:
+        r = rows["multilabel"]
+        lines.append(
+            f"Label sets (SST-2 with two labels, {r['n_train']:,} training and {r['n_test']:,} "
+            f"test sentences): every label right on {_pct(r['teacher_subset_accuracy'])} "
+            f"(teacher, mpnet), {_pct(r['student_subset_accuracy'])} (distilled MiniLM, "
+            f"`--augment 2`), {_pct(r['probe_subset_accuracy'])} (MiniLM's probe alone); the "
+            f"same label set as the teacher on {_pct(r['teacher_test_agreement'])} (distilled) "
+            f"and {_pct(r['probe_teacher_agreement'])} (probe alone)."
+        )
+        lines.append("")
+    lines.append(_source("distill.json", data))
+    return "\n".join(lines)
+
+
 def serve() -> str:
     """The service under wrk: requests/s and latency by backend, batching and connections."""
     data = _load("serve_bench.json")
@@ -1024,6 +1096,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "multilabel": multilabel,
     "scale": scale,
     "finetune": finetune,
+    "distill": distill,
     "serve": serve,
     "serve-scale": serve_scale,
     "serve-load": serve_load,

@@ -238,6 +238,9 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "strategy": ["uncertain", "typical"],
         "label.zero_shot": ["pos=a good film", "neg"],
         "template": ["{}", "a {} film"],
+        "distill": [world["model"]],
+        "augment": ["0", "1"],
+        "temperature": ["1", "2"],
     }
 
 
@@ -324,6 +327,9 @@ def invocations(draw, world: dict, name: str) -> list[str]:
     command = COMMAND.commands[name]
     careful = draw(st.booleans())
     argv = [name]
+    # About six options a draw: a command with many (train) would otherwise draw a dozen,
+    # which seldom all run together, and its careful draws would seldom reach real work.
+    odds = max(3, len(command.params) // 6)
     for param in command.params:
         if param.param_type_name == "argument":
             count = (
@@ -333,7 +339,9 @@ def invocations(draw, world: dict, name: str) -> list[str]:
             )
             argv += [draw(_option_value(name, param, world, careful)) for _ in range(count)]
         elif (
-            param.required or (careful and param.name == "encoder") or draw(st.integers(0, 3)) == 0
+            param.required
+            or (careful and param.name == "encoder")
+            or draw(st.integers(0, odds)) == 0
         ):
             if param.required and not careful and draw(st.booleans()):
                 continue  # a required option left out
@@ -378,7 +386,7 @@ _MULTI_LABEL_ONLY = {"--label-sep", "--label-cols"}
 _MULTI_LABEL_SWITCHES = {"--tune-thresholds", "--multi-label"}
 # Kept apart from multi-label draws: --features needs a matching vectors file (a careful draw
 # has none), and fine-tuning each draw would make the fuzz slow.
-_NOT_MULTI_LABEL = {"--features", "--finetune"}
+_NOT_MULTI_LABEL = {"--features", "--finetune", "--distill"}
 
 
 def _without(argv: list[str], valued: set[str], switches: set[str]) -> list[str]:
@@ -397,10 +405,18 @@ def _without(argv: list[str], valued: set[str], switches: set[str]) -> list[str]
 
 def _careful_train(argv: list[str]) -> list[str]:
     """A careful train draw made to reach real work: fine-tuning options only with
-    --finetune; --encoders only with --auto; --label-issues only in memory; multi-label
-    options with --multi-label, and only away from the options it does not combine with."""
-    if "--finetune" not in argv:
+    --finetune or --distill, --augment and --temperature only with --distill,
+    --pairs-per-text only with --contrastive, no --zero-shot (a draw names one class);
+    --encoders only with --auto; --label-issues only in memory; multi-label options with
+    --multi-label, and only away from the options it does not combine with."""
+    if "--finetune" not in argv and "--distill" not in argv:
         argv = _without(argv, _FINETUNE_ONLY, _FINETUNE_SWITCHES)
+    if "--distill" not in argv:
+        argv = _without(argv, {"--augment", "--temperature"}, set())
+    if "--contrastive" not in argv:
+        argv = _without(argv, {"--pairs-per-text"}, set())
+    # --zero-shot takes two classes or more, and a draw gives one: tests/test_zero_shot.py
+    argv = _without(argv, {"--zero-shot", "--template", "--rounds", "--per-class"}, set())
     if "--auto" not in argv:
         argv = _without(argv, {"--encoders"}, set())
     if "--out-of-core" in argv:

@@ -1,8 +1,8 @@
 """Every training mode with every target and text mode, and every way out of the model.
 
 One cell a combination of mode (plain, auto, out of core, auto out of core, fine-tuned,
-fine-tuned out of core, contrastive, contrastive out of core, self-trained on unlabelled texts)
-x target (one label,
+fine-tuned out of core, contrastive, contrastive out of core, self-trained on unlabelled texts,
+distilled from a teacher model, distilled out of core) x target (one label,
 several labels) x text mode (truncate, chunk). Each cell trains a tiny model (the random tiny
 DistilBERT) into a folder and checks every way out against the model in memory: the folder
 loaded again, ``evaluate``, the report, the HTTP service and the ONNX export (and Ray actors
@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from bertprobe import (
     ContrastiveOptions,
+    DistillOptions,
     EncoderOptions,
     FinetuneOptions,
     ReadOptions,
@@ -38,6 +39,8 @@ MODES = (
     "contrastive",
     "contrastive_out_of_core",
     "unlabelled",
+    "distill",
+    "distill_out_of_core",
 )
 TARGETS = ("single", "multi")
 TEXTS = ("truncate", "chunk")
@@ -71,7 +74,19 @@ def files(tmp_path_factory, sentiment_rows):
     }
 
 
-def _options(mode: str, target: str, text: str, encoder: str):
+@pytest.fixture(scope="module")
+def teachers(files, tiny_distilbert, tmp_path_factory):
+    """A plain model of each target, saved: the distilled cells' teachers."""
+    root = tmp_path_factory.mktemp("teachers")
+    return {
+        target: _train_cell(
+            ("plain", target, "truncate"), files, tiny_distilbert, root / target
+        ).model
+        for target in TARGETS
+    }
+
+
+def _options(mode: str, target: str, text: str, encoder: str, teachers=None):
     encoding = EncoderOptions(
         encoder,
         pooling="mean",
@@ -89,6 +104,11 @@ def _options(mode: str, target: str, text: str, encoder: str):
         "contrastive": ContrastiveOptions(pairs_per_text=2, min_pairs=0, lr=5e-4)
         if "contrastive" in mode
         else None,
+        "distill": DistillOptions(
+            teacher=teachers[target], augment=1, tuning=FinetuneOptions(epochs=1, lr=5e-4)
+        )
+        if "distill" in mode
+        else None,
     }
     reading = ReadOptions(label_sep="|") if target == "multi" else ReadOptions()
     return encoding, options, tunings, reading
@@ -97,9 +117,11 @@ def _options(mode: str, target: str, text: str, encoder: str):
 CELLS = [(m, t, x) for m in MODES for t in TARGETS for x in TEXTS]
 
 
-def _train_cell(cell, files, tiny_distilbert, out):
+def _train_cell(cell, files, tiny_distilbert, out, teachers=None):
     mode, target, text = cell
-    encoding, options, tunings, reading = _options(mode, target, text, str(tiny_distilbert))
+    encoding, options, tunings, reading = _options(
+        mode, target, text, str(tiny_distilbert), teachers
+    )
     train_file, test_file = files[target]
     return train(
         train_file,
@@ -114,10 +136,13 @@ def _train_cell(cell, files, tiny_distilbert, out):
 
 
 @pytest.mark.parametrize(("mode", "target", "text"), CELLS, ids=["-".join(c) for c in CELLS])
-def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilbert, tmp_path):
+def test_every_way_out_follows_the_model(
+    mode, target, text, files, tiny_distilbert, tmp_path, request
+):
     test_file = files[target][1]
     out = tmp_path / "model"
-    result = _train_cell((mode, target, text), files, tiny_distilbert, out)
+    teachers = request.getfixturevalue("teachers") if "distill" in mode else None
+    result = _train_cell((mode, target, text), files, tiny_distilbert, out, teachers)
     texts = files["texts"]
     expected = result.model.predict_proba(texts)
     if "out_of_core" in mode:  # each fold's probabilities from a head that never saw it
@@ -132,6 +157,13 @@ def test_every_way_out_follows_the_model(mode, target, text, files, tiny_distilb
     if "contrastive" in mode:
         assert "(contrastive-tuned)" in loaded.encoder.name
         assert loaded.card["contrastive"]["n_pairs"] > 0
+    if "distill" in mode:  # the card names the teacher and what it taught
+        assert "(distilled)" in loaded.encoder.name
+        record = loaded.card["distill"]
+        assert record["teacher"]["id"] == teachers[target].id
+        assert 0 < record["n_augmented"] < record["n_taught"]
+        in_memory = "out_of_core" not in mode  # out of core, the test set streams: no agreement
+        assert (record["teacher_test_agreement"] is not None) == in_memory
     if "auto" in mode:  # the sweep chose the features, and the card and --json say which
         assert result.sweep is not None and loaded.card["sweep"]["choice"] == result.sweep.choice
         assert result.to_dict()["auto"] == result.sweep.choice

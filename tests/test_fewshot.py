@@ -232,7 +232,10 @@ def test_ctrl_c_in_contrastive_tuning_saves_a_checkpoint_and_resumes(
     ("extra", "message"),
     [
         (["--pairs-per-text", "3"], "--pairs-per-text applies to --contrastive only"),
-        (["--contrastive", "--dev-share", "0.2"], "--dev-share applies to --finetune only"),
+        (
+            ["--contrastive", "--dev-share", "0.2"],
+            "--dev-share applies to --finetune or --distill only",
+        ),
         (["--lr", "1e-4"], "--lr apply to tuning the encoder only"),
         (["--contrastive", "--pairs-per-text", "0"], "Invalid value for '--pairs-per-text'"),
         (["--unlabelled", "missing.txt"], "missing.txt"),

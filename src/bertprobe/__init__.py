@@ -41,6 +41,7 @@ from bertprobe.model.stream import PredictFileStats, predict_file
 from bertprobe.model.train import TrainOptions, TrainResult, sweep, train
 from bertprobe.training.compare import Comparison, compare
 from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.distill import DistillOptions
 from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 
@@ -65,6 +66,7 @@ __all__ = [
     "ExportedClassifier",
     "FeatureSpec",
     "ContrastiveOptions",
+    "DistillOptions",
     "FinetuneOptions",
     "FinetuneResult",
     "Head",

@@ -863,6 +863,7 @@ def write_multilabel_report(
         source=test_set.source,
         result=result,
         figure_src="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        distill=model.card.get("distill"),
     )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")

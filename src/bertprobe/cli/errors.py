@@ -77,6 +77,9 @@ WORDS: dict[str, str | None] = {
     "template": "--template",
     "rounds": "--rounds",
     "per_class": "--per-class",
+    "teacher": "--distill",
+    "augment": "--augment",
+    "temperature": "--temperature",
     # switches, as a Python caller sets them
     "drop_empty=True": "--drop-empty",
     "use_cache=False": "--no-cache",
@@ -104,8 +107,11 @@ WORDS: dict[str, str | None] = {
     "surge_percent": None,
     "multi_class": None,
     "max_drain_bytes": None,
-    "temperature": None,
     "label_vectors": None,
+    "gold_weight": None,
+    "teacher_backend": None,
+    "p_mask": None,
+    "p_replace": None,
 }
 
 # Characters that end a line somewhere (str.splitlines): a path or value holding one is shown

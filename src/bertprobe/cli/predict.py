@@ -44,6 +44,14 @@ from bertprobe.model.classifier import Classifier
 from bertprobe.ray_engine import RayOptions, ray_embed, ray_predict
 
 EvaluateDataOpt = Annotated[Path, typer.Argument(help="Labelled file to evaluate on.")]
+TeacherOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="DIR",
+        help="Another model folder (a distilled model's teacher): how often the model decides "
+        "as it does, beside the accuracy.",
+    ),
+]
 TextsOpt = Annotated[
     list[str] | None,
     typer.Argument(help="Texts to classify; '-' reads one text a line from stdin."),
@@ -93,14 +101,17 @@ def evaluate(
     run: RunOptions,
     reading: ReadOptions,
     threshold: ThresholdOpt = None,
+    teacher: TeacherOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix on a labelled file.
 
-    A multi-label model: micro and macro F1 and per-label precision/recall/F1.
+    A multi-label model: micro and macro F1 and per-label precision/recall/F1. With --teacher,
+    also how often the model decides as that model does (a distilled student and its teacher).
     """
     model = Classifier.load(model_dir)
     model.decision_for(threshold)  # checked before the file is read
+    teacher_model = Classifier.load(teacher) if teacher is not None else None
     test_set = read_labels_for(model, data, reading)
     report_dropped(test_set)
     result = model.evaluate(
@@ -108,8 +119,14 @@ def evaluate(
     )
     if result.unknown_labels:
         note(f"note: {data} {result.unknown_note()}")
+    agreement = (
+        model.agreement(teacher_model, test_set.texts, run) if teacher_model is not None else None
+    )
     if as_json:
-        typer.echo(json.dumps(result.to_dict()))
+        record = result.to_dict()
+        if agreement is not None:
+            record["teacher_agreement"] = agreement
+        typer.echo(json.dumps(record))
         return
     typer.echo(f"model     {model_dir} ({model.id})")
     encoder = encoder_line(model)
@@ -117,6 +134,8 @@ def evaluate(
         typer.echo(encoder)
     typer.echo(f"data      {data}: {len(test_set):,} texts")
     echo_lines(evaluation_lines(result))
+    if agreement is not None:
+        typer.echo(f"teacher   {teacher}: the model decides as it on {100 * agreement:.2f}%")
 
 
 @shared(run=RUN, reading=TEXTS)

@@ -119,10 +119,23 @@ def _print_finetune(tuned: FinetuneResult) -> None:
     history = ", ".join(
         f"{epoch}: {100 * x:.2f}%" for epoch, x in zip(tuned.dev_epochs, scores, strict=True)
     )
+    if tuned.n_taught is not None:  # distilled: what the teacher labelled, how alike they are
+        copies = f" ({tuned.n_augmented:,} altered copies)" if tuned.n_augmented else ""
+        teacher = (
+            f"the teacher took {tuned.teacher_seconds:.0f} s"
+            if tuned.teacher_seconds
+            else "the teacher's probabilities came from the cache"
+        )
+        typer.echo(f"distill   {tuned.n_taught:,} texts taught{copies}; {teacher}")
+        if tuned.teacher_test_agreement is not None:
+            typer.echo(
+                f"          the student decides as the teacher on "
+                f"{100 * tuned.teacher_test_agreement:.2f}% of the test texts"
+            )
     typer.echo(
-        f"finetune  {tuned.epochs_run} epochs on {tuned.n_train:,} texts in "
-        f"{tuned.seconds:.0f} s; {what} by epoch ({tuned.n_dev:,} texts): "
-        f"{history}; kept epoch {tuned.best_epoch}"
+        f"{'distill' if tuned.n_taught is not None else 'finetune':<9} {tuned.epochs_run} epochs "
+        f"on {tuned.n_train:,} texts in {tuned.seconds:.0f} s; {what} by epoch "
+        f"({tuned.n_dev:,} texts): {history}; kept epoch {tuned.best_epoch}"
     )
 
 

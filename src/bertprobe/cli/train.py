@@ -34,6 +34,7 @@ from bertprobe.model.train import TrainOptions, TrainResult
 from bertprobe.model.train import sweep as sweep_layers
 from bertprobe.model.train import train as train_model
 from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.distill import DistillOptions
 from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import write_label_issues
@@ -140,6 +141,32 @@ ContrastiveOpt = Annotated[
         "recipe: for a few dozen labels); the probe is then fitted on the tuned features.",
     ),
 ]
+DistillOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--distill",
+        metavar="TEACHER",
+        help="Teach the encoder (the student, --encoder) what the model folder TEACHER says "
+        "of the training texts (and --augment copies, --unlabelled texts) first; the probe is "
+        "then fitted on the student's features.",
+    ),
+]
+AugmentOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=100,
+        help="--distill: altered copies of each training text the teacher labels too "
+        "(masked, replaced and cut words; default 0).",
+    ),
+]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        callback=positive,
+        help="--distill: the temperature the teacher's probabilities are read at (default 1).",
+    ),
+]
 UnlabelledOpt = Annotated[
     Path | None,
     typer.Option(
@@ -160,36 +187,39 @@ EpochsOpt = Annotated[
     typer.Option(
         min=1,
         max=50,
-        help="--finetune / --contrastive: most epochs (default 4, more for a small training "
-        "set / 1).",
+        help="--finetune / --distill / --contrastive: most epochs (default 4, more for a "
+        "small training set / 1).",
     ),
 ]
 LrOpt = Annotated[
     float | None,
     typer.Option(
         callback=positive,
-        help="--finetune / --contrastive: peak learning rate (default 8e-05 / 5e-05).",
+        help="--finetune, --distill / --contrastive: peak learning rate (default 8e-05 / 5e-05).",
     ),
 ]
 SeedOpt = Annotated[
     int | None,
-    typer.Option(help="--finetune / --contrastive: seed of the dev split, pairs, training (0)."),
+    typer.Option(
+        help="--finetune / --distill / --contrastive: seed of the dev split, pairs, training (0)."
+    ),
 ]
 DevOpt = Annotated[
     Path | None,
     typer.Option(
-        help="--finetune / --contrastive: labelled dev file (default: a share of the training "
-        "rows / none)."
+        help="--finetune / --distill / --contrastive: labelled dev file (default: a share of "
+        "the training rows / none)."
     ),
 ]
 DevShareOpt = Annotated[
     float | None,
-    typer.Option(callback=share, help="--finetune: share of the rows held out (0.1)."),
+    typer.Option(callback=share, help="--finetune / --distill: share of the rows held out (0.1)."),
 ]
 Bf16Opt = Annotated[
     bool | None,
     typer.Option(
-        "--bf16/--no-bf16", help="--finetune / --contrastive: bfloat16 autocast (default: off)."
+        "--bf16/--no-bf16",
+        help="--finetune / --distill / --contrastive: bfloat16 autocast (default: off).",
     ),
 ]
 ClassWeightOpt = Annotated[
@@ -256,6 +286,9 @@ def train(
     features: FeaturesOpt = None,
     finetune: FinetuneOpt = False,
     contrastive: ContrastiveOpt = False,
+    distill: DistillOpt = None,
+    augment: AugmentOpt = None,
+    temperature: TemperatureOpt = None,
     pairs_per_text: PairsOpt = None,
     unlabelled: UnlabelledOpt = None,
     epochs: EpochsOpt = None,
@@ -288,17 +321,20 @@ def train(
     )  # fmt: skip
     if label_issues is not None:
         check_output_path(label_issues, what="--label-issues", folder=False)
-    fine, pairs = _tuning_options(
+    fine, pairs, taught = _tuning_options(
         finetune,
         contrastive,
+        distill,
         shared={"epochs": epochs, "lr": lr, "seed": seed, "dev": dev, "bf16": bf16},
         dev_share=dev_share,
         pairs_per_text=pairs_per_text,
+        augment=augment,
+        temperature=temperature,
     )
     described = _zero_shot(zero_shot, template, rounds, per_class)
     result = train_model(
         data, test=test, encoding=encoding, options=options, reading=reading, finetune=fine,
-        contrastive=pairs, unlabelled=unlabelled, out=out, zero_shot=described,
+        contrastive=pairs, unlabelled=unlabelled, out=out, zero_shot=described, distill=taught,
     )  # fmt: skip
     _show_training(result, data, test, label_issues, as_json)
 
@@ -322,36 +358,49 @@ def _zero_shot(
 def _tuning_options(
     finetune: bool,
     contrastive: bool,
+    distill: Path | None,
     *,
     shared: dict[str, Any],
     dev_share: float | None,
     pairs_per_text: int | None,
-) -> tuple[FinetuneOptions | None, ContrastiveOptions | None]:
+    augment: int | None,
+    temperature: float | None,
+) -> tuple[FinetuneOptions | None, ContrastiveOptions | None, DistillOptions | None]:
     """The tuning flags given (None: not given) as the options of each tuning asked for: the
-    ``shared`` ones apply to each, --dev-share to fine-tuning, --pairs-per-text to
-    contrastive tuning; a flag of a tuning not asked for is refused."""
+    ``shared`` ones apply to each, --dev-share to fine-tuning and distillation,
+    --pairs-per-text to contrastive tuning, --augment and --temperature to distillation; a
+    flag of a tuning not asked for is refused."""
     given: dict[str, Any] = {name: value for name, value in shared.items() if value is not None}
     orphans = {
-        "dev_share": (dev_share, finetune, "--finetune"),
+        "dev_share": (dev_share, finetune or distill is not None, "--finetune or --distill"),
         "pairs_per_text": (pairs_per_text, contrastive, "--contrastive"),
+        "augment": (augment, distill is not None, "--distill"),
+        "temperature": (temperature, distill is not None, "--distill"),
     }
     for name, (value, wanted, flag) in orphans.items():
         if value is not None and not wanted:
             raise BadInputError(f"--{name.replace('_', '-')} applies to {flag} only; add it")
-    if given and not (finetune or contrastive):
+    if given and not (finetune or contrastive or distill is not None):
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
         raise BadInputError(
-            f"{flags} apply to tuning the encoder only; add --finetune or --contrastive, or "
-            "leave them out"
+            f"{flags} apply to tuning the encoder only; add --finetune, --distill or "
+            "--contrastive, or leave them out"
         )
-    fine = more = None
-    if finetune:
-        share: dict[str, Any] = {"dev_share": dev_share} if dev_share else {}
-        fine = FinetuneOptions(**given, **share)
-    if contrastive:
-        pairs: dict[str, Any] = {"pairs_per_text": pairs_per_text} if pairs_per_text else {}
-        more = ContrastiveOptions(**given, **pairs)
-    return fine, more
+    share: dict[str, Any] = {"dev_share": dev_share} if dev_share else {}
+    fine = FinetuneOptions(**given, **share) if finetune else None
+    pairs: dict[str, Any] = {"pairs_per_text": pairs_per_text} if pairs_per_text else {}
+    more = ContrastiveOptions(**given, **pairs) if contrastive else None
+    taught = None
+    if distill is not None:
+        teaching: dict[str, Any] = {
+            name: value
+            for name, value in (("augment", augment), ("temperature", temperature))
+            if value is not None
+        }
+        taught = DistillOptions(
+            teacher=distill, tuning=FinetuneOptions(**given, **share), **teaching
+        )
+    return fine, more, taught
 
 
 def _show_training(

@@ -29,10 +29,17 @@ from bertprobe.model.persist import (
 )
 from bertprobe.model.stream import PredictFileStats
 from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.distill import DistillOptions
 from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
 from bertprobe.training.finetune import FinetuneOptions
 from bertprobe.training.options import TrainOptions
-from bertprobe.training.pipeline import TrainingRun, run_stages, stages_for, start_run
+from bertprobe.training.pipeline import (
+    TrainingRun,
+    agreement,
+    run_stages,
+    stages_for,
+    start_run,
+)
 from bertprobe.training.selftrain import self_train
 from bertprobe.training.target import Target, target_for
 from bertprobe.training.zeroshot import ZeroShot
@@ -97,9 +104,12 @@ class Classifier:
         finetune: FinetuneOptions | None = None,
         contrastive: ContrastiveOptions | None = None,
         unlabelled: Sequence[str] | None = None,
+        distill: DistillOptions | None = None,
     ) -> Classifier:
         """A model trained on ``texts`` and ``labels`` (see :func:`train` for files, a test
         set, saving and the full record of what training did).
+
+        ``distill``: the encoder is first taught by a teacher model (see :meth:`distill`).
 
         ``contrastive`` and ``finetune`` tune the encoder first (on pairs of the texts, then on
         their labels), as :func:`train` does; the tuned encoder stays in the cache folder.
@@ -112,8 +122,69 @@ class Classifier:
             finetune=finetune,
             contrastive=contrastive,
             unlabelled=unlabelled,
+            distill=with_teacher(distill),
         )
         return cls.from_run(run_stages(run, stages_for(run.options)))
+
+    @classmethod
+    def distill(
+        cls,
+        teacher: Classifier | str | Path,
+        texts: Sequence[str],
+        labels: Sequence[Any] | None = None,
+        *,
+        student: EncoderOptions = EncoderOptions(pooling="mean"),
+        options: DistillOptions | None = None,
+        train_options: TrainOptions | None = None,
+        unlabelled: Sequence[str] | None = None,
+    ) -> Classifier:
+        """A student: ``student``'s encoder taught to say what ``teacher`` (a saved model or
+        its folder) says of ``texts``, their altered copies (``options.augment``) and
+        ``unlabelled``, then the usual probe fitted on its features (see
+        :mod:`bertprobe.training.distill`; ``train_options`` as :meth:`fit` takes them).
+
+        Without ``labels``, the teacher's own decisions label ``texts`` (for the probe, and
+        mixed into the targets by ``options.gold_weight``): a student from texts alone.
+
+        >>> teacher = Classifier.load("models/mpnet")  # doctest: +SKIP
+        >>> student = Classifier.distill(teacher, reviews, student=EncoderOptions("minilm"),
+        ...                              options=DistillOptions(teacher, augment=4))
+        ... # doctest: +SKIP
+        >>> student.agreement(teacher, more_reviews)  # doctest: +SKIP
+        0.96...
+        """
+        model = teacher if isinstance(teacher, Classifier) else cls.load(teacher)
+        options = replace(options, teacher=model) if options else DistillOptions(teacher=model)
+        if labels is None:
+            labels = list(model.predict(list(texts), student.run))
+        return cls.fit(
+            texts,
+            labels,
+            encoding=student,
+            options=replace(train_options or TrainOptions(), multi_label=model.target.label_sets),
+            unlabelled=unlabelled,
+            distill=options,
+        )
+
+    def agreement(
+        self, other: Classifier, texts: Sequence[str], run: RunOptions = RunOptions()
+    ) -> float:
+        """The share of ``texts`` on which this model decides as ``other`` does (a student
+        and its teacher, say): the same label, or for label sets the same label set.
+
+        >>> student.agreement(teacher, test_texts)  # doctest: +SKIP
+        0.95...
+        """
+        if self.target.label_sets != other.target.label_sets:
+            raise BadInputError(
+                "agreement: one model predicts label sets and the other one label a text; "
+                "compare models of one kind",
+                param="teacher",
+            )
+        return agreement(
+            self.decision.label_tuples(self.predict_proba(texts, run)),
+            other.decision.label_tuples(other.predict_proba(texts, replace(run, backend=None))),
+        )
 
     @classmethod
     def from_descriptions(
@@ -192,9 +263,9 @@ class Classifier:
         yet saved: its card holds only the decision threshold, for ``threshold="auto"``)."""
         assert run.encoder is not None and run.head is not None
         encoder = run.encoder.ref
-        if run.base is not None and run.tuned is not None:  # named after its base encoder
-            how = "contrastive-tuned" if run.tuned.objective == "contrastive" else "fine-tuned"
-            encoder = replace(encoder, name=f"{run.base.name} ({how})")
+        if run.base is not None and run.adapted:  # named after its base encoder
+            last_tuning = run.adapted[-1][0]
+            encoder = replace(encoder, name=f"{run.base.name} ({last_tuning.tuned_as})")
         return cls(
             card={"decision_threshold": run.threshold} if run.threshold is not None else {},
             probe=run.head,
@@ -248,7 +319,15 @@ class Classifier:
             data=self.card.get("data"),
             extra={
                 k: self.card[k]
-                for k in ("sweep", "finetune", "decision_threshold", "zero_shot", SETS_KEY)
+                for k in (
+                    "sweep",
+                    "contrastive",
+                    "distill",
+                    "finetune",
+                    "decision_threshold",
+                    "zero_shot",
+                    SETS_KEY,
+                )
                 if k in self.card
             }
             or None,
@@ -482,6 +561,13 @@ class Classifier:
         """``labels`` as the model's own label values (see
         :func:`bertprobe.data.files.align_labels`)."""
         return align_labels(labels, self.classes, source)
+
+
+def with_teacher(distill: DistillOptions | None) -> DistillOptions | None:
+    """``distill`` with its teacher loaded, when it names a model folder."""
+    if distill is None or not isinstance(distill.teacher, str | Path):
+        return distill
+    return replace(distill, teacher=Classifier.load(distill.teacher))
 
 
 def load_model(folder: str | Path) -> Classifier:

@@ -26,7 +26,7 @@ from bertprobe.core.tables import python_value
 from bertprobe.data.files import LabelledTexts, ReadOptions
 from bertprobe.encoders.encode import EmbedStats
 from bertprobe.encoders.options import EncoderOptions
-from bertprobe.model.classifier import Classifier, Probe
+from bertprobe.model.classifier import Classifier, Probe, with_teacher
 from bertprobe.model.persist import (
     card_encoder,
     check_model_destination,
@@ -37,6 +37,7 @@ from bertprobe.model.persist import (
 )
 from bertprobe.training.compare import Comparison
 from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.distill import DistillOptions
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult
 from bertprobe.training.inputs import read_training_set
 from bertprobe.training.label_issues import LabelIssue
@@ -72,7 +73,8 @@ class TrainResult:
     sweep: SweepResult | None = None
     feature_dir: Path | None = None
     finetune: FinetuneResult | None = None  # the last tuning's record (see ``tunings``)
-    tunings: list[FinetuneResult] = field(default_factory=list)  # contrastive, fine-tuning
+    # contrastive, distillation, fine-tuning, in the order they ran
+    tunings: list[FinetuneResult] = field(default_factory=list)
     metric: str = "accuracy"
     test_score: float | None = None  # test_<metric>
     decision_threshold: dict[str, Any] | None = None
@@ -144,7 +146,16 @@ class TrainResult:
         tuned = self.finetune
         if tuned is None:
             return {}
+        taught = [t for t in self.tunings if t.n_taught is not None]
         return {
+            **(
+                {
+                    "n_taught": taught[-1].n_taught,
+                    "teacher_test_agreement": taught[-1].teacher_test_agreement,
+                }
+                if taught
+                else {}
+            ),
             "epochs_run": tuned.epochs_run,
             "finetune_seconds": tuned.seconds,
             "dev_accuracy": tuned.dev_accuracy,
@@ -165,6 +176,7 @@ def train(
     out: str | Path | None = None,
     hooks: StageHooks | None = None,
     zero_shot: ZeroShot | None = None,
+    distill: DistillOptions | None = None,
 ) -> TrainResult:
     """Train a model on labelled data; save it to ``out`` when given.
 
@@ -177,6 +189,11 @@ def train(
     the model folder holds the tuned encoder. With ``contrastive``, the encoder is first tuned on
     pairs of training texts (see :mod:`bertprobe.training.contrastive`: the tool for a few
     labelled texts); with both, contrastive tuning runs first and fine-tuning starts from it.
+
+    With ``distill``, the encoder is first taught by a teacher model (a model folder or a
+    loaded model, see :mod:`bertprobe.training.distill`): trained on the teacher's
+    probabilities for the training texts, their altered copies and the ``unlabelled`` texts;
+    the probe is then fitted on the student's features, and the card names the teacher.
 
     ``unlabelled`` (a file, read as the training file is, or a list of texts): texts without
     labels the probe self-trains on (:meth:`~bertprobe.heads.probe.LinearProbe.fit`), kept only
@@ -212,6 +229,7 @@ def train(
         contrastive=contrastive,
         unlabelled=unlabelled,
         zero_shot=zero_shot,
+        distill=with_teacher(distill),
     )
     run_stages(run, stages_for(options, finetune, zero_shot=zero_shot), hooks)
     run = self_train(run, hooks)
@@ -330,6 +348,7 @@ METRIC_KEYS = (
     "vote_cv_accuracy",
     "dev_accuracy",
     "dev_f1_micro",
+    "teacher_test_agreement",
 )
 
 
@@ -363,14 +382,9 @@ def _card_record(run: TrainingRun, result: TrainResult) -> tuple[dict[str, Any],
 
 
 def _tuning_records(run: TrainingRun) -> dict[str, Any]:
-    """What the card says of each tuning of the encoder, under ``contrastive`` and
-    ``finetune``."""
-    return {
-        "contrastive" if record.objective == "contrastive" else "finetune": tuning.card_record(
-            record
-        )
-        for tuning, record in run.adapted
-    }
+    """What the card says of each tuning of the encoder, under its ``card_key``
+    (``contrastive``, ``distill``, ``finetune``)."""
+    return {tuning.card_key: tuning.card_record(record) for tuning, record in run.adapted}
 
 
 def sweep(

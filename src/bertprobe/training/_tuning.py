@@ -18,10 +18,19 @@ from bertprobe.encoders.pooling import pool_tokens
 class PooledClassifier(torch.nn.Module):
     """An encoder body, a pooling of its last hidden state, dropout and a linear head:
     ``loss="cross-entropy"``, a softmax over ``n_classes``; ``"binary-cross-entropy"``, one
-    sigmoid output per label (the labels are then 0/1 rows, one column per label)."""
+    sigmoid output per label (the labels are then 0/1 rows, one column per label).
+
+    Soft targets (distillation: rows of probabilities, floats) are read at ``temperature``:
+    the loss compares them with the logits divided by it, times its square (Hinton et al.,
+    2015: the gradients keep their scale whatever the temperature)."""
 
     def __init__(
-        self, body: Any, pooling: str, n_classes: int, loss: str = "cross-entropy"
+        self,
+        body: Any,
+        pooling: str,
+        n_classes: int,
+        loss: str = "cross-entropy",
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if loss not in ("cross-entropy", "binary-cross-entropy"):
@@ -29,6 +38,7 @@ class PooledClassifier(torch.nn.Module):
         self.body = body
         self.pooling = pooling
         self.loss = loss
+        self.temperature = temperature
         hidden = int(getattr(body.config, "hidden_size", 0) or body.config.dim)
         self.dropout = torch.nn.Dropout(0.1)
         self.head = torch.nn.Linear(hidden, n_classes)
@@ -48,13 +58,15 @@ class PooledClassifier(torch.nn.Module):
         logits = self.head(self.dropout(pooled))
         if labels is None:
             return {"logits": logits}
+        # Soft targets (floats, one row a text) at the temperature; labels at 1.
+        t = self.temperature if labels.is_floating_point() and labels.dim() == 2 else 1.0
         if self.loss == "binary-cross-entropy":  # float32 whatever the autocast: 0/1 targets
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits.float(), labels.float()
+                logits.float() / t, labels.float()
             )
-        else:
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-        return {"loss": loss, "logits": logits}
+        else:  # class indices, or (distillation) rows of probabilities
+            loss = torch.nn.functional.cross_entropy(logits.float() / t, labels)
+        return {"loss": loss * t * t, "logits": logits}
 
 
 class StopOnInterrupt(TrainerCallback):

@@ -43,9 +43,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -199,11 +199,21 @@ class ContrastiveOptions:
         workdir: Path,
         target: Target = ONE_LABEL,
         classes: Sequence[Any] = (),
+        pool: LabelledTexts | None = None,
     ) -> FinetuneResult:
-        """:func:`contrastive_tune` with these options."""
+        """:func:`contrastive_tune` with these options (``pool``: not read)."""
         return contrastive_tune(
             train_rows, dev_rows, encoding=encoding, options=self, workdir=workdir, target=target
         )
+
+    #: The card's key for this tuning's record, and how the tuned encoder is named.
+    card_key: ClassVar[str] = "contrastive"
+    tuned_as: ClassVar[str] = "contrastive-tuned"
+
+    def job_record(self) -> dict[str, str]:
+        """What tells this tuning's job folder apart (see
+        :func:`~bertprobe.training.finetune.workdir_for`)."""
+        return {k: str(v) for k, v in asdict(self).items()}
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]:
         """What the card says of the tuning: the options, the pairs, the dev scores, the time."""

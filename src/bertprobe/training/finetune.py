@@ -46,7 +46,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
 
 from bertprobe.core.errors import BadInputError, EncoderNotFoundError
 from bertprobe.core.extras import needs_extra, require_extra
@@ -175,8 +177,9 @@ class FinetuneOptions:
         workdir: Path,
         target: Target = ONE_LABEL,
         classes: Sequence[Any] = (),
+        pool: LabelledTexts | None = None,
     ) -> FinetuneResult:
-        """:func:`finetune` with these options."""
+        """:func:`finetune` with these options (``pool``, texts without labels: not read)."""
         assert dev_rows is not None  # split() always makes dev rows
         return finetune(
             train_rows,
@@ -187,6 +190,14 @@ class FinetuneOptions:
             target=target,
             classes=classes,
         )
+
+    #: The card's key for this tuning's record, and how the tuned encoder is named.
+    card_key: ClassVar[str] = "finetune"
+    tuned_as: ClassVar[str] = "fine-tuned"
+
+    def job_record(self) -> dict[str, str]:
+        """What tells this tuning's job folder apart (see :func:`workdir_for`)."""
+        return {k: str(v) for k, v in asdict(self).items()}
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]:
         """What the card says of the fine-tuning: the options, the dev scores, the time."""
@@ -255,6 +266,13 @@ class FinetuneResult:
     # scores only with a dev file)
     objective: str = "classification"
     n_pairs: int | None = None  # contrastive: the pairs trained on
+    # distillation (bertprobe.training.distill): the texts the teacher labelled, the altered
+    # copies among them, the teacher's time (0 when read from the cache), and the student's
+    # agreement with the teacher on the test set (set once the test set is scored)
+    n_taught: int | None = None
+    n_augmented: int | None = None
+    teacher_seconds: float | None = None
+    teacher_test_agreement: float | None = None
     workdir: Path | None = field(default=None, repr=False)
 
     @property
@@ -276,6 +294,7 @@ def finetune(
     workdir: str | Path,
     target: Target = ONE_LABEL,
     classes: Sequence[Any] = (),
+    taught: Taught | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``encoding.encoder`` on ``train_rows``, choosing the epoch on ``dev_rows``.
 
@@ -297,6 +316,11 @@ def finetune(
     output per label, trained with binary cross-entropy, and the epoch kept has the best dev
     micro F1 at threshold 0.5, ties broken by the lower mean binary cross-entropy (see
     :func:`~bertprobe.training.target.dev_set_scores`); windows carry their text's label set.
+
+    ``taught`` (distillation, :mod:`bertprobe.training.distill`): each row of ``train_rows`` is
+    trained on the soft target it gives (a row of probabilities over ``taught.outputs``) at
+    ``taught.temperature`` instead of its label; ``dev_rows`` keep their labels, so the epoch
+    is still chosen by dev accuracy (or micro F1).
     """
     workdir = Path(workdir)
     done = finished_or_ready(workdir)
@@ -310,20 +334,27 @@ def finetune(
     start = time.perf_counter()
     device = check_device(encoding.run.device)
     checkpoints = workdir / "checkpoints"
-    outputs = target.tuning_outputs(train_rows, classes)
+    outputs = taught.outputs if taught is not None else target.tuning_outputs(train_rows, classes)
     torch.manual_seed(options.seed)  # the head's initialization
     base = load_base(encoding)
     tokenizer, chunking = base.tokenizer, base.stride is not None
-    model = PooledClassifier(base.body, encoding.pooling, len(outputs), loss=target.tuning_loss)
+    model = PooledClassifier(
+        base.body,
+        encoding.pooling,
+        len(outputs),
+        loss=target.tuning_loss,
+        temperature=taught.temperature if taught is not None else 1.0,
+    )
 
-    def rows(data: LabelledTexts) -> _Rows:
-        labels = target.tuning_labels(data, outputs)
+    def rows(data: LabelledTexts, given: list | None = None) -> _Rows:
+        labels = given if given is not None else target.tuning_labels(data, outputs)
         ids, owner = base.units(data.texts)
         if owner is None:  # one truncated row per text
             return _Rows(ids, labels)
         return _Rows(ids, [labels[t] for t in owner], owner)
 
-    train_data, dev_data = rows(train_rows), rows(dev_rows)
+    train_data = rows(train_rows, taught.targets.tolist() if taught is not None else None)
+    dev_data = rows(dev_rows)
     batch_size = encoding.run.batch_size
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
     epochs = options.epochs_for(len(train_data), batch_size)
@@ -355,7 +386,21 @@ def finetune(
         n_dev_windows=len(dev_data) if chunking else None,
         **target.dev_record(trainer.state.log_history),
     )
+    if taught is not None:
+        result.objective = "distillation"
     return record_finished(result)
+
+
+@dataclass(frozen=True)
+class Taught:
+    """What a teacher says of each training row (see :mod:`bertprobe.training.distill`): its
+    soft target, a row of probabilities over ``outputs`` (already at ``temperature``, mixed with
+    the row's own label where it has one), and the temperature the student's logits are read
+    at in the loss."""
+
+    outputs: list
+    targets: np.ndarray
+    temperature: float = 1.0
 
 
 @dataclass
@@ -412,7 +457,7 @@ def finished_or_ready(workdir: Path) -> FinetuneResult | None:
     """The record of a tuning run that finished in ``workdir``; else None, once the tools a run
     needs are checked (the finetune extra: the Trainer needs accelerate) and transformers'
     logging is quieted."""
-    done = _finished(workdir)
+    done = finished_run(workdir)
     if done is not None:
         return done
     require_extra("finetune")
@@ -522,7 +567,7 @@ def save_tuned(body: Any, tokenizer: Any, workdir: Path) -> Path:
 
 
 def record_finished(result: FinetuneResult) -> FinetuneResult:
-    """Write the record of a finished tuning run beside its encoder (see :func:`_finished`)."""
+    """Write the record of a finished tuning run beside its encoder (see :func:`finished_run`)."""
     assert result.workdir is not None
     record = {k: v for k, v in asdict(result).items() if k not in ("encoder_folder", "workdir")}
     (result.workdir / FINISHED).write_text(json.dumps(record), encoding="utf-8")
@@ -561,7 +606,7 @@ def _training_arguments(
 FINISHED = "finetuned.json"
 
 
-def _finished(workdir: Path) -> FinetuneResult | None:
+def finished_run(workdir: Path) -> FinetuneResult | None:
     """The record of a fine-tuning run that finished in ``workdir``, if there is one."""
     try:
         record = json.loads((workdir / FINISHED).read_text(encoding="utf-8"))
@@ -595,12 +640,12 @@ def workdir_for(
         "pooling": encoding.pooling,
         "max_length": encoding.max_length,
         "batch_size": encoding.run.batch_size,
-        "options": {k: str(v) for k, v in asdict(options).items()},
+        "options": options.job_record(),
     }
     if encoding.long == "chunk":  # only then: truncating jobs keep the folders they had
         job.update(long=encoding.long, stride=encoding.stride)
     job.update(target.tuning_job(classes))  # label sets: the outputs and their order
-    if not isinstance(options, FinetuneOptions):  # another objective (contrastive tuning)
+    if not isinstance(options, FinetuneOptions):  # another objective (contrastive, distilled)
         job.update(objective=type(options).__name__)
     digest.update(json.dumps(job, sort_keys=True).encode())
     return cache_dir / "finetune" / digest.hexdigest()[:24]

@@ -6,8 +6,9 @@ through stages, each a function ``stage(run) -> None`` that does nothing when it
 =================  ==========================================================================
 stage              what it adds
 =================  ==========================================================================
-adapt_encoder      ``contrastive``, then ``finetune``: the encoder tuned on pairs of training
-                   texts, then on the labels (``run.encoding`` then names the tuned folder)
+adapt_encoder      ``contrastive``, ``distill``, then ``finetune``: the encoder tuned on pairs
+                   of training texts, taught by a teacher model, then tuned on the labels
+                   (``run.encoding`` then names the tuned folder)
 choose_features    ``auto``: the layer(s) and pooling chosen by the sweep
 featurize          the training and test vectors (and the unlabelled texts', if any), through
                    the cache
@@ -18,6 +19,7 @@ fit_head           the head the run's target makes (:mod:`bertprobe.training.tar
 out_of_fold        one out-of-fold pass: the decision threshold (two classes) and the rows
                    whose label the model doubts (``label_issues``)
 score_test         the test set's scores
+score_teacher      ``distill``: the student's agreement with its teacher on the test set
 =================  ==========================================================================
 
 Training out of core is the same idea over files: :data:`OUT_OF_CORE` tunes the encoder
@@ -54,7 +56,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -76,6 +78,7 @@ from bertprobe.heads.decision import Decision
 from bertprobe.heads.probe import COARSE_C_GRID, VotingProbe
 from bertprobe.training.compare import Comparison, compare_encoders, sweep_texts
 from bertprobe.training.contrastive import ContrastiveOptions
+from bertprobe.training.distill import DistillOptions, teacher_probabilities
 from bertprobe.training.finetune import FinetuneOptions, FinetuneResult, workdir_for
 from bertprobe.training.inputs import check_features_match
 from bertprobe.training.label_issues import LabelIssue
@@ -90,8 +93,14 @@ Stage = Callable[["TrainingRun"], None]
 class EncoderTuning(Protocol):
     """What the adapt stage asks of a way to tune the encoder
     (:class:`~bertprobe.training.finetune.FinetuneOptions`,
-    :class:`~bertprobe.training.contrastive.ContrastiveOptions`): its dev file, how it splits the
-    rows, the tuning itself, and what the card says of it."""
+    :class:`~bertprobe.training.contrastive.ContrastiveOptions`,
+    :class:`~bertprobe.training.distill.DistillOptions`): its dev file, how it splits the rows,
+    the tuning itself (``pool``: the run's texts without labels, which a teacher can label),
+    what names its job folder, and what the card says of it (under ``card_key``; the tuned
+    encoder is named ``"BASE (tuned_as)"``)."""
+
+    card_key: ClassVar[str]
+    tuned_as: ClassVar[str]
 
     @property
     def dev(self) -> str | Path | None: ...
@@ -113,7 +122,10 @@ class EncoderTuning(Protocol):
         workdir: Path,
         target: Target,
         classes: Sequence[Any],
+        pool: LabelledTexts | None = None,
     ) -> FinetuneResult: ...
+
+    def job_record(self) -> dict[str, str]: ...
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]: ...
 
@@ -144,6 +156,7 @@ class TrainingRun:
     finetune: FinetuneOptions | None = None
     reading: ReadOptions = field(default_factory=ReadOptions)
     contrastive: ContrastiveOptions | None = None
+    distill: DistillOptions | None = None
     # texts without labels the head may self-train on (never scored: CV and test are labelled)
     unlabelled: LabelledTexts | None = None
     # from descriptions: the zero-shot start, and what self-training did
@@ -193,8 +206,9 @@ class TrainingRun:
 
     @property
     def tunings(self) -> tuple[EncoderTuning, ...]:
-        """The encoder's tunings, in the order they run: on pairs, then on the labels."""
-        return tuple(t for t in (self.contrastive, self.finetune) if t is not None)
+        """The encoder's tunings, in the order they run: on pairs, from a teacher, then on the
+        labels."""
+        return tuple(t for t in (self.contrastive, self.distill, self.finetune) if t is not None)
 
     @property
     def tuned(self) -> FinetuneResult | None:
@@ -240,6 +254,7 @@ def start_run(
     contrastive: ContrastiveOptions | None = None,
     unlabelled: str | Path | Sequence[str] | None = None,
     zero_shot: ZeroShot | None = None,
+    distill: DistillOptions | None = None,
 ) -> TrainingRun:
     """Read and check the data a run needs before the encoder runs: the training set, the
     test labels against the training labels (single labels or label sets), the unlabelled
@@ -247,7 +262,14 @@ def start_run(
     chunk at a time by the stages). From descriptions (``zero_shot``): the pool, and the
     labels of ``data`` (if given) and of the test set against the described classes."""
     run = TrainingRun(
-        None, None, encoding, options, finetune=finetune, reading=reading, contrastive=contrastive
+        None,
+        None,
+        encoding,
+        options,
+        finetune=finetune,
+        reading=reading,
+        contrastive=contrastive,
+        distill=distill,
     )
     if zero_shot is not None or data is None:
         return _start_from_descriptions(run, data, test, unlabelled, zero_shot)
@@ -383,6 +405,7 @@ def adapt_encoder(run: TrainingRun) -> None:
             workdir=workdir,
             target=target,
             classes=classes,
+            pool=run.unlabelled,
         )
         run.adapted.append((tuning, tuned))
         # The tuned folder is local: no hub revision applies to it (the base keeps its commit).
@@ -483,6 +506,34 @@ def score_test(run: TrainingRun) -> None:
     )
 
 
+def score_teacher(run: TrainingRun) -> None:
+    """With ``distill`` and a test set: the share of test texts on which the student decides
+    as its teacher does (for label sets, the same label set), kept in the distillation's
+    record (the card's ``distill.teacher_test_agreement``). The teacher's probabilities go
+    through its cache, as during training."""
+    if run.distill is None or run.test_set is None or run.X_test is None:
+        return
+    record = next(tuned for tuning, tuned in run.adapted if tuning is run.distill)
+    texts = run.test_set.texts
+    teacher = run.distill.teacher
+    teacher_proba, _ = teacher_probabilities(
+        teacher, texts, run=replace(run.encoding.run, backend=run.distill.teacher_backend)
+    )
+    student = run.voting.predict_proba(run.X_test, texts=texts)
+    record.teacher_test_agreement = agreement(
+        Decision.for_head(run.head).label_tuples(student),
+        teacher.decision.label_tuples(teacher_proba),
+    )
+
+
+def agreement(a: Sequence[tuple], b: Sequence[tuple]) -> float:
+    """The share of texts two models decide alike on (each text's labels, as tuples)."""
+    if not len(a):
+        raise ValueError("agreement of no decisions")
+    same = [tuple(map(str, x)) == tuple(map(str, y)) for x, y in zip(a, b, strict=True)]
+    return float(np.mean(same))
+
+
 IN_MEMORY: tuple[Stage, ...] = (
     choose_encoder,
     adapt_encoder,
@@ -491,6 +542,7 @@ IN_MEMORY: tuple[Stage, ...] = (
     fit_head,
     out_of_fold,
     score_test,
+    score_teacher,
 )
 
 

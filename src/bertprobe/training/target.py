@@ -234,6 +234,21 @@ class Target(ABC):
         one label a text, so that such jobs keep the folders they had)."""
         return {}
 
+    # --- distillation ------------------------------------------------------------------------
+
+    @abstractmethod
+    def soften(self, proba: np.ndarray, temperature: float) -> np.ndarray:
+        """A teacher's probabilities at ``temperature`` (above 1: flatter, the teacher's
+        second choices weigh more), as the student's soft targets."""
+
+    def label_matrix(self, data: LabelledTexts, outputs: Sequence[Any]) -> np.ndarray:
+        """Each row's label as a row of probabilities over ``outputs``: one-hot, or for label
+        sets the 0/1 row of its labels (what a soft target mixes the label in as)."""
+        labels = self.tuning_labels(data, outputs)
+        if self.label_sets:
+            return np.asarray(labels, dtype=np.float64).reshape(len(labels), len(outputs))
+        return np.eye(len(outputs))[np.asarray(labels, dtype=int)]
+
 
 class OneLabel(Target):
     """One label a text: a probe over classes (voting with TF-IDF where the sweep says so),
@@ -435,6 +450,13 @@ class OneLabel(Target):
     def dev_record(self, log_history: list[dict[str, Any]]) -> dict[str, Any]:
         return dev_record(log_history)
 
+    def soften(self, proba: np.ndarray, temperature: float) -> np.ndarray:
+        # softmax(log p / T): the teacher's distribution over classes, flattened for T > 1
+        logits = np.log(np.clip(proba, 1e-12, 1.0)) / temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        softened = np.exp(logits)
+        return softened / softened.sum(axis=1, keepdims=True)
+
 
 class LabelSets(Target):
     """A label set a text (several labels, or none): one probe a label (one-vs-rest), each
@@ -621,6 +643,11 @@ class LabelSets(Target):
 
     def tuning_job(self, classes: Sequence[Any]) -> dict[str, Any]:
         return {SETS_KEY: True, "classes": [str(c) for c in classes]}
+
+    def soften(self, proba: np.ndarray, temperature: float) -> np.ndarray:
+        # each label on its own: sigmoid(logit(p) / T)
+        p = np.clip(proba, 1e-12, 1 - 1e-12)
+        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
 
 
 # --- what fine-tuning does differently for each --------------------------------------------
