@@ -26,7 +26,7 @@ NPM ?= npm
 
 .PHONY: demo demo-finetune test test-fast fuzz check lint lock check-latest bench bench-serve \
 	bench-finetune bench-scale bench-export bench-int8 bench-long-line bench-fewshot \
-	bench-explain bench-encoders bench-distill bench-web docs clean
+	bench-explain bench-encoders bench-distill bench-tracking bench-web docs clean
 
 # The locked versions, then the package itself without resolving anything again; `pip check`
 # fails here, not in a test, when pyproject.toml asks for something the lock does not hold.
@@ -195,6 +195,11 @@ bench-encoders: $(BIN)/.installed
 # the predict rate against the teacher, and a label-set teacher (about an hour and a half).
 bench-distill: $(BIN)/.installed
 	$(BIN)/python bench/distill_bench.py
+	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
+
+# What --track costs: make demo's three runs with and without it, whole processes (minutes).
+bench-tracking: $(BIN)/.installed
+	$(BIN)/python bench/tracking_bench.py
 	$(BIN)/python bench/tables.py README.md docs/*.md docs/*/*.md
 
 # The page of export --web in Chromium: folder size, time to the first answer, sentences a second

@@ -20,6 +20,7 @@ BEGIN, END = "<!-- package-graph:begin -->", "<!-- package-graph:end -->"
 LAYERS = [
     ["cli"],
     ["web"],
+    ["mlflow"],
     ["serve", "label", "report", "ray_engine", "export"],
     ["model"],
     ["training"],

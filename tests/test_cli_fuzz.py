@@ -241,6 +241,12 @@ def _good_values(world: dict) -> dict[str, list[str]]:
         "distill": [world["model"]],
         "augment": ["0", "1"],
         "temperature": ["1", "2"],
+        "patience": ["1", "2"],
+        # a sqlite store beside the files: a tracked run does the whole job, quickly
+        "track": [f"sqlite:///{Path(files['cache']).parent / 'runs.db'}"],
+        "experiment": ["fuzz"],
+        "register": ["fuzzed"],
+        "alias": ["champion"],
     }
 
 
@@ -380,7 +386,7 @@ def invocations(draw, world: dict, name: str) -> list[str]:
     return argv
 
 
-_FINETUNE_ONLY = {"--epochs", "--lr", "--seed", "--dev", "--dev-share"}
+_FINETUNE_ONLY = {"--epochs", "--lr", "--seed", "--dev", "--dev-share", "--patience"}
 _FINETUNE_SWITCHES = {"--bf16", "--no-bf16"}
 _MULTI_LABEL_ONLY = {"--label-sep", "--label-cols"}
 _MULTI_LABEL_SWITCHES = {"--tune-thresholds", "--multi-label"}
@@ -406,8 +412,10 @@ def _without(argv: list[str], valued: set[str], switches: set[str]) -> list[str]
 def _careful_train(argv: list[str]) -> list[str]:
     """A careful train draw made to reach real work: fine-tuning options only with
     --finetune or --distill, --augment and --temperature only with --distill,
-    --pairs-per-text only with --contrastive, no --zero-shot (a draw names one class);
-    --encoders only with --auto; --label-issues only in memory; multi-label options with
+    --pairs-per-text only with --contrastive, the tracking flags only with --track, no
+    --zero-shot (a draw names one class);
+    --encoders only with --auto; --label-issues and --unlabelled only in memory; --stride
+    only with --long chunk; --features only for good.tsv; multi-label options with
     --multi-label, and only away from the options it does not combine with."""
     if "--finetune" not in argv and "--distill" not in argv:
         argv = _without(argv, _FINETUNE_ONLY, _FINETUNE_SWITCHES)
@@ -415,12 +423,20 @@ def _careful_train(argv: list[str]) -> list[str]:
         argv = _without(argv, {"--augment", "--temperature"}, set())
     if "--contrastive" not in argv:
         argv = _without(argv, {"--pairs-per-text"}, set())
+    if "--track" not in argv:
+        argv = _without(argv, {"--experiment", "--register", "--alias"}, set())
+    if "--register" not in argv:
+        argv = _without(argv, {"--alias"}, set())
     # --zero-shot takes two classes or more, and a draw gives one: tests/test_zero_shot.py
     argv = _without(argv, {"--zero-shot", "--template", "--rounds", "--per-class"}, set())
     if "--auto" not in argv:
         argv = _without(argv, {"--encoders"}, set())
     if "--out-of-core" in argv:
-        argv = _without(argv, {"--label-issues"}, set())
+        argv = _without(argv, {"--label-issues", "--unlabelled"}, set())
+    if "chunk" not in argv:
+        argv = _without(argv, {"--stride"}, set())
+    if not any(arg.endswith("good.tsv") for arg in argv):  # the vectors file is good.tsv's
+        argv = _without(argv, {"--features"}, set())
     multi = (_MULTI_LABEL_ONLY | _MULTI_LABEL_SWITCHES) & set(argv)
     if multi and _NOT_MULTI_LABEL & set(argv):
         return _without(argv, _MULTI_LABEL_ONLY, _MULTI_LABEL_SWITCHES)

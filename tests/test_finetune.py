@@ -25,6 +25,7 @@ from bertprobe import (
     train,
 )
 from bertprobe.cli import main
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.finetune import FinetuneInterrupted
 
 
@@ -761,3 +762,86 @@ def test_a_multi_label_dev_file_is_read_as_label_sets(tiny_distilbert, ml_tsv, t
             finetune=FinetuneOptions(epochs=1, dev=dev),
         )
     assert not (tmp_path / "cache" / "finetune").exists()
+
+
+class _Told(TrainingCallback):
+    """Records what training tells a callback; asks to stop at the ``stop_at``-th evaluation."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.stages: list[str] = []
+        self.evaluations: list[tuple[str, float, float]] = []
+        self.logged: list[str] = []
+        self.ended = None
+        self.stop_at = stop_at
+
+    def on_stage_end(self, stage, run, seconds):
+        self.stages.append(stage)
+
+    def on_tuning_log(self, tuning, step, epoch, logs):
+        self.logged += [f"{tuning}/{key}" for key in logs]
+
+    def on_tuning_evaluate(self, tuning, step, epoch, metrics):
+        self.evaluations.append((tuning, epoch, metrics["eval_accuracy"]))
+        return self.stop_at is not None and len(self.evaluations) >= self.stop_at
+
+    def on_train_end(self, result):
+        self.ended = result
+
+
+def test_callbacks_hear_every_stage_and_epoch_and_can_stop_a_tuning(
+    tiny_distilbert, sentiment_tsv, tmp_path
+):
+    """Each stage by name, each epoch's dev score (as the card records it), the result; a
+    callback that asks to stop ends fine-tuning after that evaluation."""
+    told = _Told()
+    encoding = EncoderOptions(str(tiny_distilbert), pooling="mean")
+    result = train(
+        sentiment_tsv,
+        encoding=encoding,
+        options=TrainOptions(cv=3),
+        finetune=FinetuneOptions(epochs=3, lr=5e-4),
+        out=tmp_path / "all",
+        callbacks=[told],
+    )
+    assert "adapt_encoder" in told.stages and "fit_head" in told.stages
+    assert told.ended is result and result.out == tmp_path / "all"
+    card = json.loads((tmp_path / "all" / "card.json").read_text())["finetune"]
+    assert [a for _, _, a in told.evaluations] == pytest.approx(card["dev_history"])
+    assert {t for t, _, _ in told.evaluations} == {"finetune"} and "finetune/loss" in told.logged
+    assert card["stopped_early"] is False and len(card["loss_history"]) == 3
+
+    stopper = _Told(stop_at=1)
+    stopped = train(
+        sentiment_tsv,
+        encoding=encoding,
+        options=TrainOptions(cv=3),
+        finetune=FinetuneOptions(epochs=3, lr=5e-4, seed=1),
+        callbacks=[stopper],
+    )
+    assert len(stopper.evaluations) == 1
+    assert stopped.finetune.epochs_run == 1 and stopped.finetune.stopped_early is True
+
+
+def test_patience_stops_when_the_dev_score_stalls_and_keeps_the_best_epoch(
+    tiny_distilbert, sentiment_tsv, sentiment_rows, tmp_path, capsys
+):
+    """With the learning rate 0 after warm-up the dev score cannot move: patience 1 stops
+    after the second evaluation, the first epoch kept; the report plots the curve."""
+    out = tmp_path / "patient"
+    argv = _tuned_cli(sentiment_tsv, tiny_distilbert, out, "--patience", "1")
+    argv[argv.index("--epochs") + 1] = "6"
+    argv[argv.index("--lr") + 1] = "1e-12"
+    code, stdout, err = run([*argv, "--test", sentiment_tsv], capsys)
+    assert code == 0, err
+    card = json.loads((out / "card.json").read_text())["finetune"]
+    assert card["patience"] == 1 and card["stopped_early"] is True
+    assert card["epochs_run"] == 2 and card["best_epoch"] == 1
+    assert "(best: epoch 1; 1 of 1 without better)" in err
+    code, _, err = run(["report", sentiment_tsv, "-m", out, "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "r" / "training_curve.png").stat().st_size > 1000
+    assert "Training curve" in (tmp_path / "r" / "report.html").read_text()
+
+    code, _, err = run([*_tuned_cli(sentiment_tsv, tiny_distilbert, out)[:1], sentiment_tsv,
+                        "--encoder", tiny_distilbert, "--patience", "1"], capsys)  # fmt: skip
+    assert code == 2 and "--patience" in err and "add --finetune" in err

@@ -39,6 +39,7 @@ from bertprobe.model.explain import Explanation, erasure_scores
 from bertprobe.model.persist import save_model
 from bertprobe.model.stream import PredictFileStats, predict_file
 from bertprobe.model.train import TrainOptions, TrainResult, sweep, train
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.compare import Comparison, compare
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.distill import DistillOptions
@@ -82,6 +83,7 @@ __all__ = [
     "TextEmbedder",
     "TrainOptions",
     "TrainResult",
+    "TrainingCallback",
     "compare",
     "embed",
     "erasure_scores",

@@ -400,6 +400,48 @@ def plot_learning_curve(curve: dict[str, Any]):
     return fig
 
 
+# The card's tuning records (contrastive, distillation, fine-tuning), in the order they ran.
+TUNINGS = ("contrastive", "distill", "finetune")
+
+
+def tuning_curves(card: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The card's tunings that scored dev rows or logged a loss, each by name with its record."""
+    return [
+        (name, card[name])
+        for name in TUNINGS
+        if isinstance(card.get(name), dict)
+        and (card[name].get("dev_history") or card[name].get("loss_history"))
+    ]
+
+
+def plot_training_curve(card: dict[str, Any]):
+    """Each tuning's mean training loss and dev score by epoch (the best epoch, the one kept,
+    marked; early stopping said in the title)."""
+    plt = _pyplot()
+    curves = tuning_curves(card)
+    fig, axes = plt.subplots(
+        1, len(curves), figsize=(4.2 * len(curves) + 1.6, 3.6), layout="constrained", squeeze=False
+    )
+    for ax, (name, record) in zip(axes[0], curves, strict=True):
+        losses = record.get("loss_history") or []
+        if losses:
+            ax.plot(range(1, len(losses) + 1), losses, marker="o", color="C1", label="train loss")
+            ax.set_ylabel("training loss")
+        dev = record.get("dev_history") or []
+        if dev:
+            scores = ax.twinx() if losses else ax
+            epochs = record.get("dev_epochs") or list(range(1, len(dev) + 1))
+            scores.plot(epochs, 100 * np.asarray(dev), marker="s", color="C0", label="dev score")
+            best = record.get("best_epoch")
+            if best in epochs:
+                scores.plot(best, 100 * dev[epochs.index(best)], "*", color="C3", markersize=14)
+            scores.set_ylabel("dev score (%)")
+        stopped = " (stopped early)" if record.get("stopped_early") else ""
+        ax.set(xlabel="epoch", title=f"{name}{stopped}")
+        ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_reliability(data: ReportData):
     plt = _pyplot()
     bins, ece = data.calibration
@@ -768,6 +810,10 @@ def write_report(data: ReportData, out: str | Path) -> Path:
                 "Learning curve",
                 figure_png(plot_learning_curve(data.learning_curve)),
             )
+        )
+    if tuning_curves(data.card):
+        figures.append(
+            ("training_curve", "Training curve", figure_png(plot_training_curve(data.card)))
         )
     figures.append(("reliability", "Calibration", figure_png(plot_reliability(data))))
     figures.append(

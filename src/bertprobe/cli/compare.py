@@ -22,6 +22,13 @@ from bertprobe.cli.options import (
     shared,
 )
 from bertprobe.cli.printing import note, report_dropped
+from bertprobe.cli.tracking import (
+    ExperimentOpt,
+    TrackOpt,
+    print_tracking,
+    tracked,
+    tracking_summary,
+)
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
 from bertprobe.encoders.options import EncoderOptions
@@ -58,6 +65,8 @@ def compare(
     jobs: JobsOpt = -1,
     tfidf: TfidfOpt = True,
     plot: PlotOpt = None,
+    track: TrackOpt = None,
+    experiment: ExperimentOpt = None,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
@@ -75,16 +84,19 @@ def compare(
     )
     train_set = read_training_set(data, reading, cv)
     report_dropped(train_set)
-    found = compare_encoders(
-        train_set.texts,
-        train_set.labels or [],
-        encoders.split(","),
-        encoding=encoding,
-        options=options,
-        tfidf=tfidf,
-        on_encoder=None if as_json else _print_progress,
-    )
-    summary = found.to_dict()
+    with tracked(track, kind="compare", experiment=experiment) as tracker:
+        found = compare_encoders(
+            train_set.texts,
+            train_set.labels or [],
+            encoders.split(","),
+            encoding=encoding,
+            options=options,
+            tfidf=tfidf,
+            on_encoder=None if as_json else _print_progress,
+        )
+        if tracker is not None:
+            tracker.log_comparison(found)
+    summary = {**found.to_dict(), **tracking_summary(tracker)}
     if plot is not None:
         from bertprobe.report import plot_comparison
 
@@ -93,6 +105,7 @@ def compare(
         typer.echo(json.dumps(summary))
         return
     _print(found)
+    print_tracking(tracker)
     if plot is not None:
         typer.echo(f"wrote {plot}")
 

@@ -80,6 +80,10 @@ WORDS: dict[str, str | None] = {
     "teacher": "--distill",
     "augment": "--augment",
     "temperature": "--temperature",
+    "patience": "--patience",
+    "track": "--track",
+    "register": "--register",
+    "alias": "--alias",
     # switches, as a Python caller sets them
     "drop_empty=True": "--drop-empty",
     "use_cache=False": "--no-cache",
@@ -100,7 +104,6 @@ WORDS: dict[str, str | None] = {
     "min_pairs": None,
     "max_pairs": None,
     "ranking": None,
-    "patience": None,
     "pseudo_labels": None,
     "model_threads": None,
     "max_ongoing_requests": None,
@@ -112,6 +115,8 @@ WORDS: dict[str, str | None] = {
     "teacher_backend": None,
     "p_mask": None,
     "p_replace": None,
+    "model": None,
+    "path": None,
 }
 
 # Characters that end a line somewhere (str.splitlines): a path or value holding one is shown

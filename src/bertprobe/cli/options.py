@@ -75,7 +75,10 @@ def share(value: float | None) -> float | None:
 
 # --- flags a command takes as one parameter ----------------------------------------------------
 
-ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Model folder.")]
+ModelOpt = Annotated[
+    Path,
+    typer.Option("--model", "-m", help="Model folder, or an MLflow model: models:/NAME@ALIAS."),
+]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]
 BackendOpt = Annotated[
     str | None,

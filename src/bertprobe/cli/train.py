@@ -26,6 +26,15 @@ from bertprobe.cli.options import (
     shared,
 )
 from bertprobe.cli.printing import print_sweep, print_training, report_dropped
+from bertprobe.cli.tracking import (
+    AliasOpt,
+    ExperimentOpt,
+    RegisterOpt,
+    TrackOpt,
+    print_tracking,
+    tracked,
+    tracking_summary,
+)
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
 from bertprobe.data.files import ReadOptions, check_output_path
@@ -222,6 +231,15 @@ Bf16Opt = Annotated[
         help="--finetune / --distill / --contrastive: bfloat16 autocast (default: off).",
     ),
 ]
+PatienceOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=50,
+        help="--finetune / --distill / --contrastive --dev: stop once this many dev "
+        "evaluations in a row have not beaten the best (the best epoch is kept either way).",
+    ),
+]
 ClassWeightOpt = Annotated[
     str | None,
     typer.Option(help="'balanced': weigh each class inversely to its frequency (skewed classes)."),
@@ -297,6 +315,7 @@ def train(
     dev: DevOpt = None,
     dev_share: DevShareOpt = None,
     bf16: Bf16Opt = None,
+    patience: PatienceOpt = None,
     class_weight: ClassWeightOpt = None,
     metric: MetricOpt = "accuracy",
     label_issues: LabelIssuesOpt = None,
@@ -306,13 +325,19 @@ def train(
     template: TemplateOpt = "{}",
     rounds: RoundsOpt = 0,
     per_class: PerClassOpt = 0.25,
+    track: TrackOpt = None,
+    experiment: ExperimentOpt = None,
+    register: RegisterOpt = None,
+    alias: AliasOpt = None,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
 ) -> None:
     """Embed a labelled file, choose C by cross-validation, fit the probe, save the model.
 
-    With no labels, --zero-shot names the classes and --unlabelled gives the texts."""
+    With no labels, --zero-shot names the classes and --unlabelled gives the texts. With
+    --track, the run is recorded in MLflow (options, figures, training curves, the report and
+    the model; --register makes it a version of a registered model)."""
     options = _train_options(
         c_grid, cv, jobs, auto=auto, poolings=poolings, encoders=encoders, finalists=finalists,
         out_of_core=out_of_core, features=features, class_weight=class_weight, metric=metric,
@@ -325,18 +350,34 @@ def train(
         finetune,
         contrastive,
         distill,
-        shared={"epochs": epochs, "lr": lr, "seed": seed, "dev": dev, "bf16": bf16},
+        shared={
+            "epochs": epochs,
+            "lr": lr,
+            "seed": seed,
+            "dev": dev,
+            "bf16": bf16,
+            "patience": patience,
+        },
         dev_share=dev_share,
         pairs_per_text=pairs_per_text,
         augment=augment,
         temperature=temperature,
     )
     described = _zero_shot(zero_shot, template, rounds, per_class)
-    result = train_model(
-        data, test=test, encoding=encoding, options=options, reading=reading, finetune=fine,
-        contrastive=pairs, unlabelled=unlabelled, out=out, zero_shot=described, distill=taught,
-    )  # fmt: skip
-    _show_training(result, data, test, label_issues, as_json)
+    with tracked(
+        track,
+        kind="train",
+        experiment=experiment,
+        register=register,
+        alias=alias,
+        run_name=out.name if out is not None else None,
+    ) as tracker:
+        result = train_model(
+            data, test=test, encoding=encoding, options=options, reading=reading, finetune=fine,
+            contrastive=pairs, unlabelled=unlabelled, out=out, zero_shot=described,
+            distill=taught, callbacks=[tracker] if tracker is not None else [],
+        )  # fmt: skip
+    _show_training(result, data, test, label_issues, as_json, tracker)
 
 
 def _zero_shot(
@@ -409,8 +450,10 @@ def _show_training(
     test: Path | None,
     label_issues: Path | None,
     as_json: bool,
+    tracker: Any = None,
 ) -> None:
-    """Write the --label-issues file, then print what training found."""
+    """Write the --label-issues file, then print what training found (and where the MLflow
+    run went)."""
     if label_issues is not None and result.train_data is not None:
         write_label_issues(
             result.label_issues or [],
@@ -419,12 +462,13 @@ def _show_training(
             label_issues,
         )
     if as_json:
-        summary = result.to_dict()
+        summary = {**result.to_dict(), **tracking_summary(tracker)}
         if label_issues is not None:
             summary["label_issues"] = str(label_issues)
         typer.echo(json.dumps(summary))
         return
     print_training(result, data, test)
+    print_tracking(tracker)
     if label_issues is not None:
         typer.echo(
             f"labels    {len(result.label_issues or []):,} training rows whose label the "
@@ -443,6 +487,8 @@ def sweep(
     jobs: JobsOpt = -1,
     tfidf: TfidfOpt = True,
     metric: SweepMetricOpt = "accuracy",
+    track: TrackOpt = None,
+    experiment: ExperimentOpt = None,
     as_json: JsonOpt = False,
     encoding: EncoderOptions = FROM_FLAGS,
     reading: ReadOptions = FROM_FLAGS,
@@ -459,8 +505,11 @@ def sweep(
     )
     train_set = read_training_set(data, reading, cv)
     report_dropped(train_set)
-    result = sweep_layers(train_set, encoding=encoding, options=options)
-    summary = result.to_dict()
+    with tracked(track, kind="sweep", experiment=experiment) as tracker:
+        result = sweep_layers(train_set, encoding=encoding, options=options)
+        if tracker is not None:
+            tracker.log_sweep(result)
+    summary = {**result.to_dict(), **tracking_summary(tracker)}
     if out is not None:
         from bertprobe.report import write_sweep
 
@@ -470,5 +519,6 @@ def sweep(
         typer.echo(json.dumps(summary))
         return
     print_sweep(result)
+    print_tracking(tracker)
     if out is not None:
         typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")

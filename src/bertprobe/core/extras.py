@@ -28,6 +28,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray",),
     "cleanlab": ("cleanlab",),
     "explain": ("captum",),
+    "mlflow": ("mlflow",),
 }
 
 

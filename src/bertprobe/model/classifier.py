@@ -27,7 +27,9 @@ from bertprobe.model.persist import (
     read_model,
     save_model,
 )
+from bertprobe.model.sources import local_folder
 from bertprobe.model.stream import PredictFileStats
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.distill import DistillOptions
 from bertprobe.training.evaluation import Evaluation, MultiLabelEvaluation
@@ -75,6 +77,10 @@ class Classifier:
     text_model : sklearn Pipeline or None
         A TF-IDF + logistic regression model that votes with the probe (see
         :class:`~bertprobe.heads.probe.VotingProbe`).
+    source : str or None
+        What the model was loaded by: its folder, or the MLflow model URI
+        (``models:/NAME@ALIAS``) that named it (see :mod:`bertprobe.model.sources`); loading
+        it again reads the alias again.
 
     Examples
     --------
@@ -92,6 +98,7 @@ class Classifier:
     folder: Path | None = None
     backend: str = "torch"
     text_model: Any = None
+    source: str | None = None
 
     @classmethod
     def fit(
@@ -105,9 +112,13 @@ class Classifier:
         contrastive: ContrastiveOptions | None = None,
         unlabelled: Sequence[str] | None = None,
         distill: DistillOptions | None = None,
+        callbacks: Sequence[TrainingCallback] = (),
     ) -> Classifier:
         """A model trained on ``texts`` and ``labels`` (see :func:`train` for files, a test
         set, saving and the full record of what training did).
+
+        ``callbacks``: told of each stage and of each tuning's losses and dev scores (see
+        :mod:`bertprobe.training.callbacks`).
 
         ``distill``: the encoder is first taught by a teacher model (see :meth:`distill`).
 
@@ -124,6 +135,7 @@ class Classifier:
             unlabelled=unlabelled,
             distill=with_teacher(distill),
         )
+        run.callbacks = tuple(callbacks)
         return cls.from_run(run_stages(run, stages_for(run.options)))
 
     @classmethod
@@ -278,8 +290,11 @@ class Classifier:
     @classmethod
     def load(cls, folder: str | Path) -> Classifier:
         """A model folder, checked: an altered file, an edited card or another encoder is
-        refused (see :func:`bertprobe.model.persist.read_model`)."""
-        return cls(**vars(read_model(folder)))  # SavedModel's fields are the model's
+        refused (see :func:`bertprobe.model.persist.read_model`). ``folder`` may also be an
+        MLflow model URI, ``models:/NAME@ALIAS`` (see :mod:`bertprobe.model.sources`)."""
+        model = cls(**vars(read_model(local_folder(folder))))  # SavedModel's fields
+        model.source = str(folder)
+        return model
 
     @classmethod
     def from_pipeline(cls, pipeline: Any) -> Classifier:

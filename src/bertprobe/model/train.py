@@ -35,6 +35,7 @@ from bertprobe.model.persist import (
     read_card,
     save_model,
 )
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.compare import Comparison
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.distill import DistillOptions
@@ -177,11 +178,16 @@ def train(
     hooks: StageHooks | None = None,
     zero_shot: ZeroShot | None = None,
     distill: DistillOptions | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> TrainResult:
     """Train a model on labelled data; save it to ``out`` when given.
 
     The preset over :mod:`bertprobe.training.pipeline`'s stages that the options ask for
     (``hooks`` are called around each stage), then the model folder.
+
+    ``callbacks`` (:class:`~bertprobe.training.callbacks.TrainingCallback`) are told of each
+    stage, of each tuning's losses and dev scores (and may stop a tuning), and at the end of
+    the result, its folder saved: tracking (:mod:`bertprobe.mlflow`) is one.
 
     With ``finetune``, the encoder's weights are first fine-tuned on the training data (see
     :mod:`bertprobe.training.finetune`); the probe is then fitted on the tuned encoder's features,
@@ -231,11 +237,14 @@ def train(
         zero_shot=zero_shot,
         distill=with_teacher(distill),
     )
+    run.callbacks = tuple(callbacks)
     run_stages(run, stages_for(options, finetune, zero_shot=zero_shot), hooks)
     run = self_train(run, hooks)
     result = _train_result(run, out, options.metric)
     if out is not None:
         _save_run(run, result, out)
+    for callback in run.callbacks:
+        callback.on_train_end(result)
     return result
 
 

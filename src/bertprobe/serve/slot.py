@@ -189,7 +189,8 @@ class ModelSlot:
             ),
             decision=decision,
             model_id=card_digest(candidate.card),
-            path=str(candidate.folder) if candidate.folder is not None else None,
+            # what reloads read again: a folder, or a models:/NAME@ALIAS that may have moved
+            path=candidate.source or (str(candidate.folder) if candidate.folder else None),
             explainers={
                 method: host.work(
                     partial(explain_rows, run=self.run, method=method, threshold=config.threshold)

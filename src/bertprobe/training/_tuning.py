@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch
 from transformers import TrainerCallback
 
 from bertprobe.encoders.pooling import pool_tokens
+from bertprobe.training.callbacks import TrainingCallback, forward_evaluate, forward_log
 
 
 class PooledClassifier(torch.nn.Module):
@@ -69,6 +70,11 @@ class PooledClassifier(torch.nn.Module):
         return {"loss": loss * t * t, "logits": logits}
 
 
+# An evaluation beats the best one only by at least this much of the dev score (early stopping
+# and the progress lines): the tie-breaking loss term moves by less with a stalled model.
+MIN_IMPROVEMENT = 1e-4
+
+
 class StopOnInterrupt(TrainerCallback):
     """Ctrl-C asks the Trainer to save a checkpoint after the current step, then stop.
 
@@ -105,11 +111,34 @@ class StopOnInterrupt(TrainerCallback):
         return control
 
 
-class EpochBars(TrainerCallback):
-    """A progress bar per epoch (texts per second, the running loss), then the dev score."""
+class ToCallbacks(TrainerCallback):
+    """Hands what the Trainer logs and scores to bertprobe's callbacks
+    (:mod:`bertprobe.training.callbacks`), named by the tuning; stops training when one asks."""
 
-    def __init__(self, batch_size: int, enabled: bool) -> None:
+    def __init__(self, tuning: str, callbacks: Sequence[TrainingCallback]) -> None:
+        self.tuning, self.callbacks = tuning, tuple(callbacks)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        forward_log(self.callbacks, self.tuning, state.global_step, state.epoch or 0.0, logs or {})
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+    ) -> Any:
+        epoch = state.epoch or 0.0
+        if forward_evaluate(self.callbacks, self.tuning, state.global_step, epoch, metrics or {}):
+            control.should_training_stop = True
+        return control
+
+
+class EpochBars(TrainerCallback):
+    """A progress bar per epoch (texts per second, the running loss), then the dev score, the
+    best so far and, with ``patience``, how many evaluations in a row have not beaten it."""
+
+    def __init__(self, batch_size: int, enabled: bool, patience: int | None = None) -> None:
         self.batch_size, self.enabled, self.bar = batch_size, enabled, None
+        self.patience = patience
+        self.best: tuple[float, int] | None = None  # (selection score, epoch)
+        self.waited = 0
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         from tqdm.auto import tqdm
@@ -142,14 +171,26 @@ class EpochBars(TrainerCallback):
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
     ) -> None:
-        if self.enabled and metrics and "eval_accuracy" in metrics:
-            accuracy = 100 * metrics["eval_accuracy"]
-            if "eval_f1_micro" in metrics:  # label sets: the F1 picks the epoch
-                f1 = 100 * metrics["eval_f1_micro"]
-                score = f"dev micro F1 {f1:.2f}%, exact match {accuracy:.2f}%"
-            else:
-                score = f"dev accuracy {accuracy:.2f}%"
-            print(f"epoch {round(state.epoch or 0)}: {score}", file=sys.stderr)
+        if not (metrics and "eval_accuracy" in metrics):
+            return
+        epoch = round(state.epoch or 0)
+        selection = metrics.get("eval_selection", metrics["eval_accuracy"])
+        if self.best is None or selection > self.best[0] + MIN_IMPROVEMENT:
+            self.best, self.waited = (selection, epoch), 0
+        else:
+            self.waited += 1
+        if not self.enabled:
+            return
+        accuracy = 100 * metrics["eval_accuracy"]
+        if "eval_f1_micro" in metrics:  # label sets: the F1 picks the epoch
+            f1 = 100 * metrics["eval_f1_micro"]
+            score = f"dev micro F1 {f1:.2f}%, exact match {accuracy:.2f}%"
+        else:
+            score = f"dev accuracy {accuracy:.2f}%"
+        if self.waited:
+            score += f" (best: epoch {self.best[1]}"
+            score += f"; {self.waited} of {self.patience} without better)" if self.patience else ")"
+        print(f"epoch {epoch}: {score}", file=sys.stderr)
 
 
 class PairedEncoder(torch.nn.Module):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -53,13 +53,18 @@ from bertprobe.core.errors import BadInputError
 from bertprobe.data.files import LabelledTexts
 from bertprobe.encoders.backends import check_device
 from bertprobe.encoders.options import EncoderOptions
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.finetune import (
     FinetuneResult,
+    check_patience,
     common_arguments,
     finished_or_ready,
+    job_options,
     load_base,
+    loss_history,
     record_finished,
     save_tuned,
+    stopped_early,
     train_resumably,
 )
 from bertprobe.training.target import ONE_LABEL, Target
@@ -107,6 +112,9 @@ class ContrastiveOptions:
         AdamW's decoupled weight decay.
     bf16 : bool
         Mixed precision with bfloat16 (see :class:`~bertprobe.training.finetune.FinetuneOptions`).
+    patience : int, optional
+        With ``dev``: stop once this many epochs in a row have not beaten the best dev score
+        (the best epoch's weights are kept either way).
 
     Examples
     --------
@@ -129,8 +137,17 @@ class ContrastiveOptions:
     warmup: float = 0.1
     weight_decay: float = 0.01
     bf16: bool = False
+    patience: int | None = None
 
     def __post_init__(self) -> None:
+        check_patience(self.patience)
+        if self.patience is not None and self.dev is None:
+            raise BadInputError(
+                f"patience={self.patience} stops when the dev score stops improving, and "
+                "contrastive tuning scores nothing without a dev file: add dev=, or leave "
+                "patience out",
+                param=("patience", "dev"),
+            )
         if self.pairs_per_text < 1:
             raise BadInputError(
                 f"pairs_per_text={self.pairs_per_text}: give 1 or more", param="pairs_per_text"
@@ -200,10 +217,17 @@ class ContrastiveOptions:
         target: Target = ONE_LABEL,
         classes: Sequence[Any] = (),
         pool: LabelledTexts | None = None,
+        callbacks: Sequence[TrainingCallback] = (),
     ) -> FinetuneResult:
         """:func:`contrastive_tune` with these options (``pool``: not read)."""
         return contrastive_tune(
-            train_rows, dev_rows, encoding=encoding, options=self, workdir=workdir, target=target
+            train_rows,
+            dev_rows,
+            encoding=encoding,
+            options=self,
+            workdir=workdir,
+            target=target,
+            callbacks=callbacks,
         )
 
     #: The card's key for this tuning's record, and how the tuned encoder is named.
@@ -213,7 +237,7 @@ class ContrastiveOptions:
     def job_record(self) -> dict[str, str]:
         """What tells this tuning's job folder apart (see
         :func:`~bertprobe.training.finetune.workdir_for`)."""
-        return {k: str(v) for k, v in asdict(self).items()}
+        return job_options(self)
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]:
         """What the card says of the tuning: the options, the pairs, the dev scores, the time."""
@@ -229,6 +253,8 @@ class ContrastiveOptions:
             "warmup": self.warmup,
             "weight_decay": self.weight_decay,
             "bf16": self.bf16,
+            "patience": self.patience,
+            "stopped_early": tuned.stopped_early,
             "dev": str(self.dev) if self.dev is not None else None,
             "n_train": tuned.n_train,
             "n_dev": tuned.n_dev,
@@ -242,6 +268,7 @@ class ContrastiveOptions:
             "best_epoch": tuned.best_epoch,
             "dev_pair_accuracy": tuned.dev_accuracy,
             "dev_history": tuned.dev_history,
+            "loss_history": tuned.loss_history,
             "seconds": tuned.seconds,
         }
 
@@ -313,6 +340,7 @@ def contrastive_tune(
     options: ContrastiveOptions = ContrastiveOptions(),
     workdir: str | Path,
     target: Target = ONE_LABEL,
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> FinetuneResult:
     """Tune ``encoding.encoder`` on pairs of ``train_rows`` (see the module's docstring).
 
@@ -350,7 +378,10 @@ def contrastive_tune(
             "needs texts of at least two labels"
         )
     model = PairedEncoder(base.body, encoding.pooling, options.loss)
-    args = _arguments(workdir / "checkpoints", options, encoding, device, dev_pairs is not None)
+    steps_per_epoch = math.ceil(len(train_pairs) / encoding.run.batch_size)
+    args = _arguments(
+        workdir / "checkpoints", options, encoding, device, dev_pairs is not None, steps_per_epoch
+    )
     trainer, resumed = train_resumably(
         model,
         args,
@@ -360,6 +391,9 @@ def contrastive_tune(
         scores=_pair_scores if dev_pairs is not None else None,
         encoding=encoding,
         what="contrastive tuning",
+        tuning="contrastive",
+        callbacks=callbacks,
+        patience=options.patience,
     )
     folder = save_tuned(model.body, base.tokenizer, workdir)
     history = [e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e]
@@ -381,6 +415,8 @@ def contrastive_tune(
         # Label sets: no dev F1 here (pairs, not labels, are scored), the sets made the pairs.
         objective="contrastive",
         n_pairs=len(train_pairs),
+        stopped_early=stopped_early(trainer, options.epochs),
+        loss_history=loss_history(trainer.state.log_history),
     )
     return record_finished(result)
 
@@ -391,6 +427,7 @@ def _arguments(
     encoding: EncoderOptions,
     device: Any,
     scored: bool,
+    steps_per_epoch: int,
 ) -> Any:
     """The Trainer's arguments: one checkpoint kept; with dev pairs, scored every epoch and the
     best epoch's weights kept."""
@@ -401,7 +438,9 @@ def _arguments(
         "save_strategy": "epoch",
     }
     return TrainingArguments(
-        **common_arguments(checkpoints, options, encoding.run.batch_size, options.epochs, device),
+        **common_arguments(
+            checkpoints, options, encoding.run.batch_size, options.epochs, device, steps_per_epoch
+        ),
         **per_epoch,
         load_best_model_at_end=scored,
         metric_for_best_model="selection" if scored else None,

@@ -50,6 +50,7 @@ from bertprobe.encoders.backends import Backend
 from bertprobe.encoders.cache import default_cache_dir
 from bertprobe.encoders.options import EncoderOptions, RunOptions
 from bertprobe.training.augment import augment_texts
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.finetune import (
     FinetuneOptions,
     FinetuneResult,
@@ -181,6 +182,7 @@ class DistillOptions:
         target: Target = ONE_LABEL,
         classes: Sequence[Any] = (),
         pool: LabelledTexts | None = None,
+        callbacks: Sequence[TrainingCallback] = (),
     ) -> FinetuneResult:
         """:func:`distill` with these options."""
         assert dev_rows is not None  # split() always makes dev rows
@@ -192,6 +194,7 @@ class DistillOptions:
             workdir=workdir,
             target=target,
             pool=pool,
+            callbacks=callbacks,
         )
 
     def job_record(self) -> dict[str, str]:
@@ -296,6 +299,7 @@ def distill(
     workdir: str | Path,
     target: Target = ONE_LABEL,
     pool: LabelledTexts | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> FinetuneResult:
     """Teach ``encoding.encoder`` (the student) what ``options.teacher`` says of
     ``train_rows``, their altered copies and the ``pool`` (see the module); the epoch is chosen
@@ -328,6 +332,7 @@ def distill(
         target=target,
         classes=outputs,
         taught=Taught(outputs, targets, options.temperature),
+        callbacks=callbacks,
     )
     result.n_taught = len(taught_texts)
     result.n_augmented = n_augmented

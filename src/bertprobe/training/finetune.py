@@ -58,6 +58,7 @@ from bertprobe.encoders.encoder import token_limit
 from bertprobe.encoders.options import EncoderOptions, default_stride
 from bertprobe.encoders.tokens import check_stride, token_windows, truncated_ids
 from bertprobe.heads.decision import SETS_KEY
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.target import ONE_LABEL, Target
 
 # Chosen on SST-2 dev (bench/finetune_fewshot_dev.py); docs/benchmarks.md gives the figures.
@@ -65,6 +66,16 @@ DEFAULT_EPOCHS = 4
 MIN_STEPS = 250
 # Past this many epochs, the dev rows are scored every few epochs (each score saves a checkpoint).
 MOST_EVALUATIONS = 25
+
+
+def check_patience(patience: int | None) -> None:
+    """``patience`` is None (no early stopping) or at least one evaluation."""
+    if patience is not None and patience < 1:
+        raise BadInputError(
+            f"patience={patience}: give 1 or more evaluations without improvement, or leave "
+            "it out to run every epoch",
+            param="patience",
+        )
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,9 @@ class FinetuneOptions:
     bf16 : bool
         Mixed precision with bfloat16 (autocast). Faster only on hardware with bf16 arithmetic
         (recent GPUs; CPUs with AVX-512 BF16 or AMX).
+    patience : int, optional
+        Stop once this many dev evaluations in a row have not beaten the best one (early
+        stopping); the best epoch's weights are kept either way. Default: run every epoch.
 
     Examples
     --------
@@ -117,6 +131,7 @@ class FinetuneOptions:
     warmup: float = 0.1
     weight_decay: float = 0.01
     bf16: bool = False
+    patience: int | None = None
 
     def epochs_for(self, n_train: int, batch_size: int) -> int:
         """The epochs a run over ``n_train`` rows takes: ``epochs`` when given, else
@@ -153,6 +168,7 @@ class FinetuneOptions:
             raise BadInputError(
                 f"weight_decay={self.weight_decay}: give 0 or more", param="weight_decay"
             )
+        check_patience(self.patience)
 
     # --- the encoder-tuning protocol the pipeline's adapt stage calls -------------------------
     # (:class:`~bertprobe.training.contrastive.ContrastiveOptions` answers the same three)
@@ -178,6 +194,7 @@ class FinetuneOptions:
         target: Target = ONE_LABEL,
         classes: Sequence[Any] = (),
         pool: LabelledTexts | None = None,
+        callbacks: Sequence[TrainingCallback] = (),
     ) -> FinetuneResult:
         """:func:`finetune` with these options (``pool``, texts without labels: not read)."""
         assert dev_rows is not None  # split() always makes dev rows
@@ -189,6 +206,7 @@ class FinetuneOptions:
             workdir=workdir,
             target=target,
             classes=classes,
+            callbacks=callbacks,
         )
 
     #: The card's key for this tuning's record, and how the tuned encoder is named.
@@ -197,7 +215,7 @@ class FinetuneOptions:
 
     def job_record(self) -> dict[str, str]:
         """What tells this tuning's job folder apart (see :func:`workdir_for`)."""
-        return {k: str(v) for k, v in asdict(self).items()}
+        return job_options(self)
 
     def card_record(self, tuned: FinetuneResult) -> dict[str, Any]:
         """What the card says of the fine-tuning: the options, the dev scores, the time."""
@@ -209,6 +227,8 @@ class FinetuneOptions:
             "warmup": self.warmup,
             "weight_decay": self.weight_decay,
             "bf16": self.bf16,
+            "patience": self.patience,
+            "stopped_early": tuned.stopped_early,
             "dev": str(self.dev) if self.dev is not None else f"{self.dev_share} of train",
             "n_train": tuned.n_train,
             "n_dev": tuned.n_dev,
@@ -223,6 +243,7 @@ class FinetuneOptions:
             "dev_accuracy": tuned.dev_accuracy,
             "dev_history": tuned.dev_history,
             "dev_epochs": tuned.dev_epochs,
+            "loss_history": tuned.loss_history,
             **(
                 {
                     SETS_KEY: True,
@@ -273,6 +294,11 @@ class FinetuneResult:
     n_augmented: int | None = None
     teacher_seconds: float | None = None
     teacher_test_agreement: float | None = None
+    # early stopping: whether patience ran out before the last epoch planned (None: not known,
+    # a record written before 0.3)
+    stopped_early: bool | None = None
+    # the mean training loss of each epoch, in order (what the report's curve plots)
+    loss_history: list[float] = field(default_factory=list)
     workdir: Path | None = field(default=None, repr=False)
 
     @property
@@ -295,6 +321,7 @@ def finetune(
     target: Target = ONE_LABEL,
     classes: Sequence[Any] = (),
     taught: Taught | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> FinetuneResult:
     """Fine-tune ``encoding.encoder`` on ``train_rows``, choosing the epoch on ``dev_rows``.
 
@@ -321,6 +348,10 @@ def finetune(
     trained on the soft target it gives (a row of probabilities over ``taught.outputs``) at
     ``taught.temperature`` instead of its label; ``dev_rows`` keep their labels, so the epoch
     is still chosen by dev accuracy (or micro F1).
+
+    ``callbacks`` (:mod:`bertprobe.training.callbacks`) hear the losses and dev scores as they
+    come; with ``options.patience``, training stops once the dev score has not improved for
+    that many evaluations (``stopped_early`` in the result).
     """
     workdir = Path(workdir)
     done = finished_or_ready(workdir)
@@ -361,7 +392,14 @@ def finetune(
     every = math.ceil(epochs / MOST_EVALUATIONS)
     epochs = every * math.ceil(epochs / every)  # the last epoch is evaluated too
     args = _training_arguments(
-        checkpoints, options, batch_size, epochs, every * steps_per_epoch, chunking, device
+        checkpoints,
+        options,
+        batch_size,
+        epochs,
+        every * steps_per_epoch,
+        chunking,
+        device,
+        steps_per_epoch,
     )
     trainer, resumed = train_resumably(
         model,
@@ -371,7 +409,10 @@ def finetune(
         collator=DataCollatorWithPadding(tokenizer),
         scores=target.dev_scores,
         encoding=encoding,
-        what="fine-tuning",
+        what="distillation" if taught is not None else "fine-tuning",
+        tuning="distill" if taught is not None else "finetune",
+        callbacks=callbacks,
+        patience=options.patience,
     )
     folder = save_tuned(model.body, tokenizer, workdir)
     result = FinetuneResult(
@@ -384,6 +425,8 @@ def finetune(
         workdir=workdir,
         n_train_windows=len(train_data) if chunking else None,
         n_dev_windows=len(dev_data) if chunking else None,
+        stopped_early=stopped_early(trainer, epochs),
+        loss_history=loss_history(trainer.state.log_history),
         **target.dev_record(trainer.state.log_history),
     )
     if taught is not None:
@@ -479,18 +522,42 @@ def train_resumably(
     scores: Any,
     encoding: EncoderOptions,
     what: str,
+    tuning: str,
+    callbacks: Sequence[TrainingCallback] = (),
+    patience: int | None = None,
 ) -> tuple[Any, int | None]:
     """Train ``model`` with the transformers Trainer (a progress bar an epoch, no log dicts on
     stdout), resuming from the last checkpoint under ``args.output_dir`` if an earlier run left
     one; Ctrl-C saves a checkpoint and raises :class:`FinetuneInterrupted`. Returns the trainer
-    and the step resumed from."""
-    from transformers import Trainer
+    and the step resumed from.
+
+    ``callbacks`` hear what the Trainer logs and scores, as the tuning ``tuning``; one may stop
+    it. ``patience``: stop once that many evaluations in a row did not beat the best dev score
+    (transformers' EarlyStoppingCallback; the best checkpoint is the one kept either way)."""
+    from transformers import EarlyStoppingCallback, Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    from bertprobe.training._tuning import EpochBars, StopOnInterrupt
+    from bertprobe.training._tuning import (
+        MIN_IMPROVEMENT,
+        EpochBars,
+        StopOnInterrupt,
+        ToCallbacks,
+    )
 
     stop = StopOnInterrupt()
+    told: list[Any] = [
+        stop,
+        EpochBars(encoding.run.batch_size, enabled=encoding.run.progress, patience=patience),
+    ]
+    if patience is not None:
+        told.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=patience, early_stopping_threshold=MIN_IMPROVEMENT
+            )
+        )
+    if callbacks:
+        told.append(ToCallbacks(tuning, callbacks))
     trainer = Trainer(
         model=model,
         args=args,
@@ -498,7 +565,7 @@ def train_resumably(
         eval_dataset=dev_data,
         data_collator=collator,
         compute_metrics=scores,
-        callbacks=[stop, EpochBars(encoding.run.batch_size, enabled=encoding.run.progress)],
+        callbacks=told,
     )
     trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout
     trainer.remove_callback(ProgressCallback)  # EpochBars shows one bar per epoch instead
@@ -517,16 +584,45 @@ def train_resumably(
     return trainer, resumed
 
 
+def job_options(options: Any) -> dict[str, str]:
+    """A tuning's options as its job folder's record: every option as text, ``patience`` only
+    when set (so jobs from before it existed keep their folders)."""
+    return {k: str(v) for k, v in asdict(options).items() if not (k == "patience" and v is None)}
+
+
+def stopped_early(trainer: Any, epochs: int) -> bool:
+    """Whether training ended before the epochs planned (patience ran out, or a callback
+    asked)."""
+    return round(trainer.state.epoch or 0) < epochs
+
+
+def loss_history(log_history: Sequence[dict[str, Any]]) -> list[float]:
+    """The mean training loss of each epoch from the Trainer's log (logged every few steps)."""
+    by_epoch: dict[int, list[float]] = {}
+    for entry in log_history:
+        if "loss" in entry and "epoch" in entry:
+            epoch = max(1, math.ceil(entry["epoch"] - 1e-9))
+            by_epoch.setdefault(epoch, []).append(float(entry["loss"]))
+    return [sum(losses) / len(losses) for _, losses in sorted(by_epoch.items())]
+
+
+# The Trainer logs the training loss every this many steps (callbacks and tracking hear it).
+LOG_EVERY = 10
+
+
 def common_arguments(
     checkpoints: Path,
     options: Any,
     batch_size: int,
     epochs: int,
     device: Any,
+    steps_per_epoch: int = LOG_EVERY,
 ) -> dict[str, Any]:
     """The Trainer arguments every tuning shares: AdamW at ``options.lr`` with a linear
-    schedule and ``options.warmup``, clipped gradients, one checkpoint kept, quiet logs,
-    seeded; ``options`` is a FinetuneOptions or a ContrastiveOptions."""
+    schedule and ``options.warmup``, clipped gradients, one checkpoint kept, quiet logs (the
+    loss every :data:`LOG_EVERY` steps, or every epoch's last step when epochs are shorter:
+    each epoch has a loss to plot), seeded; ``options`` is a FinetuneOptions or a
+    ContrastiveOptions."""
     from transformers import TrainingArguments
 
     return dict(
@@ -541,7 +637,7 @@ def common_arguments(
         save_total_limit=1,
         greater_is_better=True,
         logging_strategy="steps",
-        logging_steps=10,
+        logging_steps=max(1, min(LOG_EVERY, steps_per_epoch)),
         report_to="none",
         seed=options.seed,
         data_seed=options.seed,
@@ -582,13 +678,14 @@ def _training_arguments(
     evaluate_every: int,
     chunking: bool,
     device: Any,
+    steps_per_epoch: int = LOG_EVERY,
 ) -> Any:
     """The Trainer's arguments: evaluated and saved every ``evaluate_every`` steps, the best
     dev score kept (``selection``, see :func:`~bertprobe.training.target.dev_scores`)."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        **common_arguments(checkpoints, options, batch_size, epochs, device),
+        **common_arguments(checkpoints, options, batch_size, epochs, device, steps_per_epoch),
         # every epoch, or every few when they are many, since each evaluation saves a checkpoint
         eval_strategy="steps",
         eval_steps=evaluate_every,

@@ -76,6 +76,7 @@ from bertprobe.encoders.pooling import check_pooling
 from bertprobe.heads import base as heads
 from bertprobe.heads.decision import Decision
 from bertprobe.heads.probe import COARSE_C_GRID, VotingProbe
+from bertprobe.training.callbacks import TrainingCallback
 from bertprobe.training.compare import Comparison, compare_encoders, sweep_texts
 from bertprobe.training.contrastive import ContrastiveOptions
 from bertprobe.training.distill import DistillOptions, teacher_probabilities
@@ -123,6 +124,7 @@ class EncoderTuning(Protocol):
         target: Target,
         classes: Sequence[Any],
         pool: LabelledTexts | None = None,
+        callbacks: Sequence[TrainingCallback] = (),
     ) -> FinetuneResult: ...
 
     def job_record(self) -> dict[str, str]: ...
@@ -157,6 +159,8 @@ class TrainingRun:
     reading: ReadOptions = field(default_factory=ReadOptions)
     contrastive: ContrastiveOptions | None = None
     distill: DistillOptions | None = None
+    # told of each stage and of each tuning's losses and dev scores (training.callbacks)
+    callbacks: Sequence[TrainingCallback] = ()
     # texts without labels the head may self-train on (never scored: CV and test are labelled)
     unlabelled: LabelledTexts | None = None
     # from descriptions: the zero-shot start, and what self-training did
@@ -229,17 +233,22 @@ class TrainingRun:
 def run_stages(
     run: TrainingRun, stages: Sequence[Stage], hooks: StageHooks | None = None
 ) -> TrainingRun:
-    """Run ``stages`` in order on ``run`` (each may do nothing), calling ``hooks`` around each;
-    returns ``run``."""
+    """Run ``stages`` in order on ``run`` (each may do nothing), calling ``hooks`` and the
+    run's callbacks around each; returns ``run``."""
     hooks = hooks or StageHooks()
     for stage in stages:
         name = stage.__name__
         if hooks.on_start is not None:
             hooks.on_start(name, run)
+        for callback in run.callbacks:
+            callback.on_stage_start(name, run)
         start = time.perf_counter()
         stage(run)
+        seconds = time.perf_counter() - start
         if hooks.on_end is not None:
-            hooks.on_end(name, run, time.perf_counter() - start)
+            hooks.on_end(name, run, seconds)
+        for callback in run.callbacks:
+            callback.on_stage_end(name, run, seconds)
     return run
 
 
@@ -406,6 +415,7 @@ def adapt_encoder(run: TrainingRun) -> None:
             target=target,
             classes=classes,
             pool=run.unlabelled,
+            callbacks=run.callbacks,
         )
         run.adapted.append((tuning, tuned))
         # The tuned folder is local: no hub revision applies to it (the base keeps its commit).

@@ -66,6 +66,7 @@ def self_train(run: TrainingRun, hooks: StageHooks | None = None) -> TrainingRun
             pseudo, test=run.test_set, encoding=run.encoding, options=run.options,
             reading=run.reading, finetune=run.finetune, contrastive=run.contrastive,
         )  # fmt: skip
+        trained.callbacks = run.callbacks
         run_stages(trained, IN_MEMORY, hooks)
         trained.unlabelled = pool  # set after: the head learns from the pseudo-labels alone
         new = pool_proba(trained)
