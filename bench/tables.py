@@ -1100,6 +1100,27 @@ def tracking() -> str:
     return "\n".join([*lines, "", note, "", _source(name, data)])
 
 
+def startup() -> str:
+    name = "startup.json"
+    data = _load(name)
+    lines = [
+        "| `embed --backend onnx-int8 --no-cache`, graph cached | before (time, peak RSS) "
+        "| after: no torch weights (time, peak RSS) |",
+        "| --- | --- | --- |",
+    ]
+    for row in data["rows"]:
+        before, after = row["baseline"], row["this tree"]
+        lines.append(
+            f"| {row['job']} | {before['seconds']:.2f} s, {before['rss_mb']:.0f} MB | "
+            f"{after['seconds']:.2f} s, {after['rss_mb']:.0f} MB |"
+        )
+    note = (
+        f"Whole processes, medians of {data['repeats']} runs each, alternating; before is "
+        f"commit {data['baseline']}."
+    )
+    return "\n".join([*lines, "", note, "", _source(name, data)])
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "fewshot": fewshot,
     "zero-shot": zero_shot,
@@ -1129,6 +1150,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "encoders": encoders,
     "web": web,
     "tracking": tracking,
+    "startup": startup,
 }
 
 

@@ -58,6 +58,26 @@ def test_exports_are_built_once_per_fingerprint(tiny_distilbert, tmp_path):
     assert [p.stat().st_mtime_ns for p in exported] == stamps
 
 
+def test_a_cached_export_runs_without_the_torch_weights(tiny_distilbert, tmp_path):
+    """The first load exports (it needs the weights); a later one reads the tokenizer, the
+    config and the graph only, and gives the same vectors; the weights still load on demand."""
+    from bertprobe.encoders.pooling import View
+
+    ref = resolve_encoder(str(tiny_distilbert))
+    first = LoadedEncoder(ref, backend="onnx-int8")
+    assert first.weights_loaded  # the export read them
+    later = LoadedEncoder(ref, backend="onnx-int8")
+    assert not later.weights_loaded
+    ids, _ = later.tokenize(TEXTS, later.max_length)
+    view = View(later.layer_index(-1), "mean")
+    assert (later.num_hidden_states, later.hidden_size) == (3, 64)
+    np.testing.assert_array_equal(
+        later.forward(ids, [view])[view], first.forward(ids, [view])[view]
+    )
+    assert not later.weights_loaded
+    assert later.model.config.dim == 64 and later.weights_loaded  # on demand (gradients, say)
+
+
 def test_exports_are_kept_in_the_given_cache_folder(tiny_distilbert, tmp_path):
     default = tmp_path / "cache" / "onnx"  # BERTPROBE_CACHE_DIR, set by conftest
     ref = resolve_encoder(str(tiny_distilbert))

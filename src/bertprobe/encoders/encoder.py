@@ -50,7 +50,7 @@ class LoadedEncoder:
         backend: str = "torch",
         cache_dir: str | Path | None = None,
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # unused pooler weights etc. are expected for probes
@@ -62,24 +62,43 @@ class LoadedEncoder:
         runs_on.prepare(self.device)
         # ref.path is a local folder, already resolved (a hub encoder at its pinned commit, by
         # resolve_encoder): these read files and download nothing, so revision= has no place.
+        # The torch weights load when first needed (:attr:`model`): the torch backend, an ONNX
+        # export, gradients; an ONNX backend whose export is cached reads only the tokenizer
+        # and the config.
+        self._model: Any = None
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)  # nosec B615
-            self.model = AutoModel.from_pretrained(ref.path)  # nosec B615
-            self.model = self.model.to(self.device).eval()
+            config = AutoConfig.from_pretrained(ref.path)  # nosec B615
         except (OSError, ValueError, KeyError) as exc:
-            raise EncoderNotFoundError(
-                f"encoder folder {ref.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
-            ) from None
+            raise _unreadable(ref, exc) from None
         if not self.tokenizer.is_fast:
             raise EncoderNotFoundError(
                 f"encoder {ref.name!r} has no fast tokenizer "
                 "(tokenizer.json); bertprobe needs one for batching"
             )
-        config = self.model.config
+        self.config = config
         self.num_hidden_states = int(config.num_hidden_layers) + 1
         self.hidden_size = int(getattr(config, "hidden_size", 0) or config.dim)
         self.max_length = token_limit(config, self.tokenizer)
         self.runtime: EncoderBackend = runs_on.open(self, cache_dir)
+
+    @property
+    def model(self) -> Any:
+        """The torch model in eval mode on the device, loaded on first use."""
+        if self._model is None:
+            from transformers import AutoModel
+
+            try:
+                model = AutoModel.from_pretrained(self.ref.path)  # nosec B615
+            except (OSError, ValueError, KeyError) as exc:
+                raise _unreadable(self.ref, exc) from None
+            self._model = model.to(self.device).eval()
+        return self._model
+
+    @property
+    def weights_loaded(self) -> bool:
+        """Whether the torch weights are in memory (an ONNX backend may run without them)."""
+        return self._model is not None
 
     def layer_index(self, layer: int) -> int:
         """Absolute hidden-state index for ``layer`` (0 = embeddings, -1 = last)."""
@@ -135,6 +154,12 @@ class LoadedEncoder:
             np.ascontiguousarray(states[i, width - len(x) :] if left else states[i, : len(x)])
             for i, x in enumerate(ids)
         ]
+
+
+def _unreadable(ref: EncoderRef, exc: BaseException) -> EncoderNotFoundError:
+    return EncoderNotFoundError(
+        f"encoder folder {ref.path} could not be loaded ({str(exc).splitlines()[0][:160]})"
+    )
 
 
 @lru_cache(maxsize=4)
