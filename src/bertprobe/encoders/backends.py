@@ -80,9 +80,12 @@ class TorchEncoder(Protocol):
 
     ref: EncoderRef
     tokenizer: Any
-    model: Any
     device: Any
     num_hidden_states: int
+
+    @property
+    def model(self) -> Any:
+        """The torch model (loaded when first asked for)."""
 
 
 class EncoderBackend(ABC):
