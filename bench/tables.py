@@ -1121,6 +1121,27 @@ def startup() -> str:
     return "\n".join([*lines, "", note, "", _source(name, data)])
 
 
+def serve_memory() -> str:
+    name = "serve_memory.json"
+    data = _load(name)
+    lines = [
+        "| `bertprobe serve` | before: each process, total | after: each process, total |",
+        "| --- | --- | --- |",
+    ]
+    for row in data["rows"]:
+        cells = [
+            ", ".join(f"{mb:.0f}" for mb in row[side]["processes_mb"])
+            + f" MB; **{row[side]['total_mb']:.0f} MB**"
+            for side in ("baseline", "this tree")
+        ]
+        lines.append(f"| {row['service']} | {cells[0]} | {cells[1]} |")
+    note = (
+        f"Resident memory (VmRSS) of every process of the service once it has answered, "
+        f"largest first; {data['model']}; before is commit {data['baseline']}."
+    )
+    return "\n".join([*lines, "", note, "", _source(name, data)])
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "fewshot": fewshot,
     "zero-shot": zero_shot,
@@ -1151,6 +1172,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "web": web,
     "tracking": tracking,
     "startup": startup,
+    "serve-memory": serve_memory,
 }
 
 

@@ -5,6 +5,7 @@ there, an alias that is not set, a server that goes away mid-run)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,7 +30,8 @@ from bertprobe.mlflow import MlflowTracker, Tracking, load_model, log_model, sav
 from bertprobe.training.callbacks import TrainingCallback  # noqa: E402
 from services import cli_service, free_port  # noqa: E402
 
-# One worker holds every test here: they share the tracking server the first one starts.
+# Meant to keep these in one worker, sharing one tracking server. pytest 9 no longer reads the
+# node id xdist 3.8 rewrites for its groups, so each worker may start its own (Servers, once).
 pytestmark = pytest.mark.xdist_group("mlflow")
 
 KEY = "mlflow-test-key"
@@ -98,11 +100,35 @@ def stop(server: subprocess.Popen) -> None:
             server.wait()
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The module's tracking server (one start: about 10 s), and its process."""
-    with tracking_server(tmp_path_factory.mktemp("mlflow")) as both:
-        yield both
+class Servers:
+    """The tracking server the tests share (a start costs 10 to 25 s), started when first
+    asked for and again only if a test stopped it; every one stopped at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.started = folder, contextlib.ExitStack()
+        self.current: tuple[str, subprocess.Popen] | None = None
+        self.starts = 0
+
+    def get(self) -> tuple[str, subprocess.Popen]:
+        if self.current is None or self.current[1].poll() is not None:
+            self.starts += 1
+            place = self.folder / f"server-{self.starts}"
+            self.current = self.started.enter_context(tracking_server(place))
+        return self.current
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory) -> Iterator[Servers]:
+    # Session, not module: xdist may run another module's tests between these (same worker).
+    found = Servers(tmp_path_factory.mktemp("mlflow"))
+    with found.started:
+        yield found
+
+
+@pytest.fixture
+def running(servers) -> tuple[str, subprocess.Popen]:
+    """A tracking server that answers now, and its process."""
+    return servers.get()
 
 
 @pytest.fixture
@@ -376,7 +402,7 @@ class _StopServer(TrainingCallback):
             stop(self.server)
 
 
-# Last in the module: it stops the module's server (a second one would cost 10 s or more).
+# It stops the shared server: a test after it that needs one starts another.
 def test_training_keeps_its_model_folder_when_the_server_goes_away(
     running, tiny_distilbert, sentiment_rows, tmp_path, capsys
 ):

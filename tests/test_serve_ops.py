@@ -729,3 +729,30 @@ def test_a_request_that_took_the_old_model_is_answered_by_it(model, flipped_mode
     rows, old_name, previous = asyncio.run(scenario())
     np.testing.assert_allclose(rows, model.predict_proba(texts), atol=1e-6)
     assert previous == old_name
+
+
+def test_the_server_process_holds_no_weights_beside_its_model_process(tiny_model_dir, tmp_path):
+    """serve's check before listening reads the folder and the tokenizer; the weights load
+    where the forward pass runs (a thread: here; a model process: there only). A broken folder
+    is still one line."""
+    from bertprobe.cli.serve import _load_checked
+    from bertprobe.encoders import encoder as encoders
+    from bertprobe.serve import ServeConfig
+
+    encoders._load.cache_clear()
+    model = _load_checked(tiny_model_dir, ServeConfig())  # the model in a process of its own
+    assert model.classes and encoders._load.cache_info().currsize == 0
+    _load_checked(tiny_model_dir, ServeConfig(model_process=False))  # the model in a thread
+    assert encoders._load.cache_info().currsize == 1
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "probe.skops").write_bytes(b"not a probe")
+    code = subprocess.run(
+        [sys.executable, "-m", "bertprobe", "serve", "--model", str(broken), "--port", "9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert code.returncode == 2 and len(code.stderr.strip().splitlines()) == 1, code.stderr
+    assert "altered" in code.stderr

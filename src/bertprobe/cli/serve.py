@@ -12,6 +12,7 @@ from bertprobe.cli.options import BackendOpt, DeviceOpt, ModelOpt, ThresholdOpt,
 from bertprobe.cli.printing import note
 from bertprobe.core.errors import BadInputError
 from bertprobe.core.extras import require_extra
+from bertprobe.encoders.encoder import load_tokenizer
 from bertprobe.encoders.options import RunOptions
 from bertprobe.model.classifier import Classifier
 
@@ -289,10 +290,16 @@ def _serve_on_ray(model_dir: Path, config: ServeConfig, ray: RayOptions) -> None
 
 
 def _load_checked(model_dir: Path, config: ServeConfig) -> Classifier:
-    """The model, its threshold checked and its encoder loaded, before the server listens."""
+    """The model checked (its folder: card, hashes, the encoder's fingerprint; its threshold)
+    before the server listens. The weights load where the forward pass runs: here when the
+    model runs in a thread (``model_process=False``), else in the model process only, this
+    process reading the tokenizer alone (one copy of the weights, not two)."""
     model = Classifier.load(model_dir)  # a bad folder fails here, before the server starts
     model.decision_for(config.threshold)  # checked before the server starts (and each reload)
     if config.backend is not None:
         model.backend = config.backend  # checked by the config
-    RunOptions(device=config.device).load(model.encoder, model.backend)  # loaded before listening
+    if config.model_process is False:
+        RunOptions(device=config.device).load(model.encoder, model.backend)  # before listening
+    else:
+        load_tokenizer(model.encoder)  # all this process reads of the encoder (token counts)
     return model

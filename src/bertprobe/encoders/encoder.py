@@ -50,7 +50,7 @@ class LoadedEncoder:
         backend: str = "torch",
         cache_dir: str | Path | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # unused pooler weights etc. are expected for probes
@@ -66,16 +66,11 @@ class LoadedEncoder:
         # export, gradients; an ONNX backend whose export is cached reads only the tokenizer
         # and the config.
         self._model: Any = None
+        self.tokenizer = load_tokenizer(ref)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)  # nosec B615
             config = AutoConfig.from_pretrained(ref.path)  # nosec B615
         except (OSError, ValueError, KeyError) as exc:
             raise _unreadable(ref, exc) from None
-        if not self.tokenizer.is_fast:
-            raise EncoderNotFoundError(
-                f"encoder {ref.name!r} has no fast tokenizer "
-                "(tokenizer.json); bertprobe needs one for batching"
-            )
         self.config = config
         self.num_hidden_states = int(config.num_hidden_layers) + 1
         self.hidden_size = int(getattr(config, "hidden_size", 0) or config.dim)
@@ -154,6 +149,23 @@ class LoadedEncoder:
             np.ascontiguousarray(states[i, width - len(x) :] if left else states[i, : len(x)])
             for i, x in enumerate(ids)
         ]
+
+
+def load_tokenizer(ref: EncoderRef) -> Any:
+    """``ref``'s fast tokenizer alone (no weights): what a process that only counts or cuts
+    tokens reads, such as the service's server process beside its model process."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, use_fast=True)  # nosec B615
+    except (OSError, ValueError, KeyError) as exc:
+        raise _unreadable(ref, exc) from None
+    if not tokenizer.is_fast:
+        raise EncoderNotFoundError(
+            f"encoder {ref.name!r} has no fast tokenizer "
+            "(tokenizer.json); bertprobe needs one for batching"
+        )
+    return tokenizer
 
 
 def _unreadable(ref: EncoderRef, exc: BaseException) -> EncoderNotFoundError:

@@ -107,12 +107,11 @@ _LONG_WARM_UP = " ".join(["the long middle of the film drags, then the ending li
 def token_counter(model: Classifier) -> Callable[[Sequence[str]], list[int]]:
     """Each text's tokens as ``model``'s encoder reads them: cut at its length limit or, for a
     model that reads long texts in windows, every window's (only its tokenizer is loaded)."""
-    from transformers import AutoTokenizer
-
+    from bertprobe.encoders.encoder import load_tokenizer
     from bertprobe.encoders.options import default_stride
     from bertprobe.encoders.tokens import truncated_ids
 
-    tokenizer = AutoTokenizer.from_pretrained(model.encoder.path, use_fast=True)  # nosec B615
+    tokenizer = load_tokenizer(model.encoder)
     limit = model.spec.max_length or min(int(tokenizer.model_max_length), 512)
     if model.spec.long != "chunk":
         return lambda texts: [len(ids) for ids in truncated_ids(tokenizer, texts, limit)[0]]
