@@ -57,6 +57,13 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
     env = {**os.environ, "BERTPROBE_CACHE_DIR": str(scratch / "cache")}
     store = f"sqlite:///{scratch / 'mlflow.db'}"
+    # With a sqlite store MLflow writes artifacts under ./mlruns of the working folder (the
+    # repository, here): the experiment's artifact location keeps them in the scratch folder.
+    import mlflow
+
+    mlflow.MlflowClient(store).create_experiment(
+        "tracking-bench", artifact_location=(scratch / "artifacts").as_uri()
+    )
     # The warm-up fills the embedding cache and, tracked, creates the store's tables (MLflow's
     # schema migrations: a one-time cost of a new store, not a run's).
     warm = train(RUNS["auto"], scratch / "warm-up", env, store)
